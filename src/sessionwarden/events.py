@@ -1,0 +1,106 @@
+"""Typed events: every session change and every refusal, as plain values.
+
+The core returns them; sinks (:mod:`sessionwarden.monitor`) log them as JSON, count them, store
+them in a session's trail or hand them to the application. An event never carries a raw session
+ID or token: ``ref`` is the short reference of the keyed hash.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .records import JSON
+
+
+class EventKind(enum.StrEnum):
+    CREATED = "session.created"
+    ROTATED = "session.rotated"
+    TOUCHED_AFTER_IDLE_GAP = "session.touched_after_idle_gap"
+    EXPIRED_IDLE = "session.expired.idle"
+    EXPIRED_ABSOLUTE = "session.expired.absolute"
+    LOGGED_IN = "session.logged_in"
+    LOGGED_OUT = "session.logged_out"
+    REVOKED = "session.revoked"
+    EVICTED = "session.evicted"
+    REPLAY_REVOKED = "session.replay.revoked"
+    REPLAY_ROTATED = "session.replay.rotated"
+    UNKNOWN_ID = "session.unknown_id"
+    MALFORMED_COOKIE = "session.malformed_cookie"
+    COOKIE_TOSSING = "session.cookie_tossing"
+    WRITE_AFTER_REVOKE = "session.write_after_revoke"
+    STEP_UP_REQUIRED = "session.step_up_required"
+    CSRF_REFUSED = "csrf.refused"
+    CROSS_ORIGIN_REFUSED = "csrf.cross_origin_refused"
+    ANOMALY = "anomaly.detected"
+    THROTTLED = "client.throttled"
+    HTTPS_REDIRECT = "https.redirect"
+    STORE_UNAVAILABLE = "store.unavailable"
+    STORE_RECOVERED = "store.recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    at: float
+    ref: str = ""  # short keyed-hash reference of the session, never the ID
+    user_id: str | None = None
+    client_ip: str = ""
+    user_agent: str = ""
+    path: str = ""
+    reason: str = ""
+    detail: dict[str, JSON] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "event": self.kind.value,
+            "at": self.at,
+            "ref": self.ref,
+            "user": self.user_id,
+            "ip": self.client_ip,
+            "ua": self.user_agent,
+            "path": self.path,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class NullSink:
+    __slots__ = ()
+
+    def emit(self, event: Event) -> None:
+        return None
+
+
+class CallbackSink:
+    """Hands every event to the application's own callable (alerting, e-mailing the user)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[Event], None]) -> None:
+        self._fn = fn
+
+    def emit(self, event: Event) -> None:
+        self._fn(event)
+
+
+class FanOut:
+    """Several sinks as one; a failing sink never breaks a request or the other sinks."""
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self._sinks = sinks
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            try:
+                sink.emit(event)
+            except Exception:  # noqa: BLE001, S112 - a sink must never break a request
+                continue

@@ -1,0 +1,35 @@
+"""The few facts about a request that the rules need, in plain values.
+
+Adapters build a :class:`RequestFacts` from their framework's request; the scheme and client IP in
+it are already resolved through *trusted* proxies only (see :mod:`sessionwarden.proxy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass(slots=True)
+class RequestFacts:
+    method: str  # upper-case
+    scheme: str  # "http" or "https", resolved through trusted proxies only
+    host: str  # the Host header (host[:port]), lower-case; "" when absent
+    path: str
+    client_ip: str  # resolved through trusted proxies only; "" when unknown
+    cookie_header: str = ""  # every Cookie header of the request, joined with "; "
+    user_agent: str = ""
+    accept_language: str = ""
+    origin: str | None = None
+    sec_fetch_site: str | None = None
+    content_type: str = ""
+    accept: str = ""
+
+    @property
+    def is_safe_method(self) -> bool:
+        return self.method in SAFE_METHODS
+
+    @property
+    def wants_json(self) -> bool:
+        return "application/json" in self.accept or self.content_type.startswith("application/json")

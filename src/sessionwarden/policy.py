@@ -1,0 +1,242 @@
+"""Configuration: one frozen, validated value that every rule reads.
+
+Defaults are the secure choice; each one says why. Construction refuses settings a browser would
+silently punish (a ``__Host-`` cookie with a ``Domain``, ``SameSite=None`` without ``Secure``) and
+contradictions (an idle timeout longer than the absolute one), naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+SameSite = Literal["Strict", "Lax", "None"]
+Action = Literal["allow", "log", "step_up", "revoke"]
+_ACTIONS = ("allow", "log", "step_up", "revoke")
+
+
+def _fail(name: str, why: str) -> None:
+    raise ValueError(f"{name}: {why}")
+
+
+def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(name, f"must be a number of seconds, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not zero_ok):
+        _fail(name, f"must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class CookiePolicy:
+    """The session cookie. ``__Host-id``: generic (no framework fingerprint) and, through the
+    ``__Host-`` prefix, only ever set by this host over HTTPS with ``Path=/`` and no ``Domain``, so
+    a sibling subdomain cannot plant or shadow it."""
+
+    name: str = "__Host-id"
+    secure: bool = True
+    http_only: bool = True
+    same_site: SameSite = "Lax"
+    path: str = "/"
+    domain: str | None = None
+    #: ``False``: a browser-session cookie (no Max-Age); the server enforces timeouts either way.
+    persistent: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in ' \t\r\n;,="()<>@:\\/[]?{}'):
+            _fail("cookie.name", f"{self.name!r} is not a valid cookie name")
+        if self.same_site not in ("Strict", "Lax", "None"):
+            _fail("cookie.same_site", "must be 'Strict', 'Lax' or 'None'")
+        if not self.path.startswith("/"):
+            _fail("cookie.path", "must start with '/'")
+        if self.name.startswith("__Host-"):
+            if self.domain is not None:
+                _fail("cookie.domain", "a __Host- cookie must not have a Domain attribute")
+            if self.path != "/":
+                _fail("cookie.path", "a __Host- cookie must have Path=/")
+            if not self.secure:
+                _fail("cookie.secure", "a __Host- cookie must be Secure")
+        if self.name.startswith("__Secure-") and not self.secure:
+            _fail("cookie.secure", "a __Secure- cookie must be Secure")
+        if self.same_site == "None" and not self.secure:
+            _fail("cookie.same_site", "SameSite=None requires Secure (browsers reject it)")
+
+
+@dataclass(frozen=True, slots=True)
+class CsrfPolicy:
+    """Cross-origin check (Fetch Metadata / Origin) first, then a masked synchronizer token."""
+
+    enabled: bool = True
+    #: Origins (``scheme://host[:port]``) allowed to send unsafe cross-origin requests.
+    trusted_origins: tuple[str, ...] = ()
+    #: Path prefixes that accept cross-origin unsafe requests with no token (webhooks). Explicit.
+    exempt_paths: tuple[str, ...] = ()
+    #: Require the synchronizer token on unsafe methods even when the origin check passed.
+    require_token: bool = True
+    field_name: str = "csrf_token"
+    header_name: str = "x-csrf-token"
+    #: Largest request body buffered to look for the form field; larger ones get 413.
+    max_body_bytes: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        for origin in self.trusted_origins:
+            if "://" not in origin or origin.endswith("/") or origin != origin.strip():
+                _fail("csrf.trusted_origins", f"{origin!r} is not an origin like https://a.example")
+        for prefix in self.exempt_paths:
+            if not prefix.startswith("/"):
+                _fail("csrf.exempt_paths", f"{prefix!r} must start with '/'")
+        if self.max_body_bytes <= 0:
+            _fail("csrf.max_body_bytes", "must be > 0")
+        if self.header_name != self.header_name.lower():
+            _fail("csrf.header_name", "must be lower-case (ASGI header names are)")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersPolicy:
+    """Security headers added to every response, error and redirect ones included."""
+
+    enabled: bool = True
+    csp: bool = True
+    csp_report_only: bool = False
+    csp_report_uri: str | None = None
+    #: Extra sources per directive, e.g. ``{"img-src": ("https://cdn.example",)}``.
+    csp_extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hsts_max_age: int = 31_536_000
+    hsts_include_subdomains: bool = True
+    hsts_preload: bool = False
+    frame_options: str | None = "DENY"
+    referrer_policy: str | None = "strict-origin-when-cross-origin"
+    cross_origin_opener_policy: str | None = "same-origin"
+    cross_origin_resource_policy: str | None = "same-origin"
+    #: ``Cache-Control: no-store`` on responses carrying a signed-in session or a new cookie.
+    no_store: bool = True
+    clear_site_data_on_logout: bool = True
+    #: ``"cache"`` in Clear-Site-Data is opt-in: some browsers stall on it.
+    clear_site_data_cache: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hsts_max_age < 0:
+            _fail("headers.hsts_max_age", "must be >= 0")
+        if self.hsts_preload and (self.hsts_max_age < 31_536_000 or not self.hsts_include_subdomains):
+            _fail("headers.hsts_preload", "preload needs max-age >= 1 year and includeSubDomains")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsPolicy:
+    """HTTPS enforcement and trusted reverse proxies."""
+
+    #: Redirect plain HTTP to HTTPS with 308 (method and body survive).
+    redirect: bool = True
+    #: Plain HTTP from loopback hosts is allowed (browsers treat them as secure contexts).
+    allow_loopback_http: bool = True
+    #: Direct peers (addresses or CIDRs) whose Forwarded / X-Forwarded-* headers are believed.
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                _fail("https.trusted_proxies", f"{proxy!r} is not an address or CIDR")
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorPolicy:
+    """Fingerprinting, risk scoring and the response to risk."""
+
+    fingerprint: bool = True
+    on_low: Action = "log"
+    on_high: Action = "revoke"
+    #: On a high-risk revocation, end every session of the user, not only this one.
+    revoke_all_on_high: bool = False
+    #: A session seen from two networks within this many seconds is high risk.
+    network_switch_window: float = 300.0
+    #: A user-agent family change is high risk (the default) or only low.
+    agent_change_is_high: bool = True
+    #: After a credential change, end every other session of that user.
+    end_other_sessions_on_credential_change: bool = True
+    #: Unknown session IDs one client may present per minute before it gets 429.
+    unknown_id_limit_per_minute: int = 30
+    #: Length of each session's activity trail.
+    activity_max: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("on_low", "on_high"):
+            if getattr(self, name) not in _ACTIONS:
+                _fail(f"monitor.{name}", f"must be one of {', '.join(_ACTIONS)}")
+        _positive("monitor.network_switch_window", self.network_switch_window, zero_ok=True)
+        if self.unknown_id_limit_per_minute < 0:
+            _fail("monitor.unknown_id_limit_per_minute", "must be >= 0 (0 disables)")
+        if self.activity_max < 0:
+            _fail("monitor.activity_max", "must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything sessionwarden enforces. Only ``secret_keys`` has no default."""
+
+    #: Keys for keyed hashing of IDs: the first signs, all verify (rotate by prepending).
+    secret_keys: tuple[bytes, ...]
+    cookie: CookiePolicy = field(default_factory=CookiePolicy)
+    #: Sliding inactivity limit (OWASP: 15-30 min for most apps).
+    idle_timeout: float = 1800.0
+    #: Hard limit from creation, never extended by activity or rotation.
+    absolute_timeout: float = 43_200.0
+    #: Periodic ID rotation; 0 turns it off. Login, logout and privilege changes always rotate.
+    rotate_every: float = 900.0
+    #: How long a periodically rotated-out ID still reaches its session (in-flight requests).
+    rotation_grace: float = 10.0
+    #: Coalesce last-seen writes of read-only requests; ``None``: min(60 s, idle_timeout / 10).
+    touch_interval: float | None = None
+    #: Never adopt an unknown, expired or revoked ID (no session fixation). Keep it on.
+    strict: bool = True
+    #: Concurrent sessions per user; the oldest are evicted beyond it. 0: no cap.
+    max_sessions_per_user: int = 0
+    #: How long a revoked or rotated-out ID is remembered so a replay is reported;
+    #: ``None``: the absolute timeout (after that the ID would have expired anyway).
+    tombstone_ttl: float | None = None
+    csrf: CsrfPolicy = field(default_factory=CsrfPolicy)
+    headers: HeadersPolicy = field(default_factory=HeadersPolicy)
+    https: HttpsPolicy = field(default_factory=HttpsPolicy)
+    monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+
+    def __post_init__(self) -> None:
+        keys = self.secret_keys
+        if isinstance(keys, bytes | str) or not isinstance(keys, tuple | list):
+            _fail("secret_keys", "must be a sequence of keys (first signs, all verify)")
+        if not keys:
+            _fail("secret_keys", "at least one key is required")
+        normalised: list[bytes] = []
+        for k in keys:
+            raw = k.encode("utf-8") if isinstance(k, str) else k
+            if not isinstance(raw, bytes) or len(raw) < 32:
+                _fail("secret_keys", "each key must be at least 32 bytes of secret material")
+            normalised.append(raw)
+        object.__setattr__(self, "secret_keys", tuple(normalised))
+        _positive("idle_timeout", self.idle_timeout)
+        _positive("absolute_timeout", self.absolute_timeout)
+        if self.idle_timeout > self.absolute_timeout:
+            _fail("idle_timeout", "must not be longer than absolute_timeout")
+        _positive("rotate_every", self.rotate_every, zero_ok=True)
+        _positive("rotation_grace", self.rotation_grace, zero_ok=True)
+        if self.rotate_every and self.rotation_grace >= self.rotate_every:
+            _fail("rotation_grace", "must be shorter than rotate_every")
+        if self.touch_interval is not None:
+            _positive("touch_interval", self.touch_interval, zero_ok=True)
+            if self.touch_interval >= self.idle_timeout:
+                _fail("touch_interval", "must be shorter than idle_timeout")
+        if self.max_sessions_per_user < 0:
+            _fail("max_sessions_per_user", "must be >= 0 (0: no cap)")
+        if self.tombstone_ttl is not None:
+            _positive("tombstone_ttl", self.tombstone_ttl)
+
+    @property
+    def effective_touch_interval(self) -> float:
+        if self.touch_interval is not None:
+            return self.touch_interval
+        return min(60.0, self.idle_timeout / 10)
+
+    @property
+    def effective_tombstone_ttl(self) -> float:
+        return self.tombstone_ttl if self.tombstone_ttl is not None else self.absolute_timeout

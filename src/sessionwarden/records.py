@@ -1,0 +1,147 @@
+"""What a store keeps: session records, aliases left by rotation, tombstones left by revocation.
+
+Records are plain data serialised as JSON (never pickle). Every field is named here once;
+stores choose their layout (a row, a Redis hash) but keep these names and meanings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
+
+#: The record's own fields other than ``key`` and ``data``, in a fixed order. A
+#: :class:`RecordUpdate` names the ones it changes from this set.
+META_FIELDS: tuple[str, ...] = (
+    "created_at",
+    "last_seen",
+    "expires_at",
+    "rotated_at",
+    "csrf_secret",
+    "user_id",
+    "auth_at",
+    "client_ip",
+    "user_agent",
+    "fingerprint",
+    "flags",
+)
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A live session, keyed by the keyed hash of its ID (never the ID itself).
+
+    ``expires_at`` is computed by the core (the earlier of the idle and the absolute deadline);
+    stores only honour it (TTL, purge) and never compute expiry themselves.
+    """
+
+    key: str
+    created_at: float
+    last_seen: float
+    expires_at: float
+    rotated_at: float
+    csrf_secret: str
+    user_id: str | None = None
+    auth_at: float | None = None
+    client_ip: str = ""
+    user_agent: str = ""
+    fingerprint: dict[str, JSON] | None = None
+    flags: dict[str, JSON] = field(default_factory=dict)
+    data: dict[str, JSON] = field(default_factory=dict)
+
+    def meta(self) -> dict[str, JSON]:
+        return {name: getattr(self, name) for name in META_FIELDS}
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = self.meta()
+        doc["key"] = self.key
+        doc["data"] = self.data
+        return dumps(doc)
+
+    @classmethod
+    def from_parts(cls, key: str, meta: dict[str, Any], data: dict[str, Any]) -> SessionRecord:
+        return cls(
+            key=key,
+            created_at=float(meta["created_at"]),
+            last_seen=float(meta["last_seen"]),
+            expires_at=float(meta["expires_at"]),
+            rotated_at=float(meta["rotated_at"]),
+            csrf_secret=str(meta["csrf_secret"]),
+            user_id=None if meta.get("user_id") is None else str(meta["user_id"]),
+            auth_at=None if meta.get("auth_at") is None else float(meta["auth_at"]),
+            client_ip=str(meta.get("client_ip") or ""),
+            user_agent=str(meta.get("user_agent") or ""),
+            fingerprint=meta.get("fingerprint"),
+            flags=dict(meta.get("flags") or {}),
+            data=data,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SessionRecord:
+        doc = json.loads(text)
+        return cls.from_parts(doc["key"], doc, doc.get("data") or {})
+
+    def apply(self, update: RecordUpdate) -> None:
+        """Apply a partial update in place (the reference semantics every store follows)."""
+        for name, value in update.meta.items():
+            setattr(self, name, value)
+        for name, value in update.set_data.items():
+            self.data[name] = value
+        for name in update.del_data:
+            self.data.pop(name, None)
+
+
+@dataclass(slots=True)
+class RecordUpdate:
+    """The part of a session a request changed: only this is written (no lost updates).
+
+    ``meta`` maps names from :data:`META_FIELDS` to new values; ``set_data`` and ``del_data``
+    touch only the named data keys, so two concurrent requests writing different keys both win.
+    ``activity`` (when given) is appended to the session's bounded activity trail.
+    """
+
+    meta: dict[str, JSON] = field(default_factory=dict)
+    set_data: dict[str, JSON] = field(default_factory=dict)
+    del_data: tuple[str, ...] = ()
+    activity: dict[str, JSON] | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.meta or self.set_data or self.del_data or self.activity)
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """What a periodically rotated-out ID becomes: for ``grace_until`` it still reaches
+    ``target`` (concurrent in-flight requests keep working); after that, until ``until``, it is
+    remembered as rotated-out so a replay is reported."""
+
+    key: str
+    target: str
+    at: float
+    grace_until: float
+    until: float
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What a revoked, logged-out or rotated-out ID becomes: refused, and recognised if replayed."""
+
+    key: str
+    reason: str
+    at: float
+    until: float
+    user_id: str | None = None
+
+
+Lookup: TypeAlias = SessionRecord | Alias | Tombstone | None
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads(text: str | bytes) -> Any:
+    return json.loads(text)

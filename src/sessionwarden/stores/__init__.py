@@ -1,0 +1,102 @@
+"""Stores: where sessions live. ``open_store(url)`` picks one from a URL.
+
+* ``memory://`` — :class:`~sessionwarden.stores.memory.MemoryStore`, one process, for tests.
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the embedded default.
+* ``redis://host:port/db`` (``rediss://`` for TLS; ``?prefix=app:``) — many processes and hosts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from .base import AsyncSessionStore, InlineAsyncStore, SessionStore, StoreStats, StoreUnavailable
+from .memory import MemoryStore
+
+__all__ = [
+    "AsyncSessionStore",
+    "InlineAsyncStore",
+    "MemoryStore",
+    "SessionStore",
+    "StoreStats",
+    "StoreUnavailable",
+    "StoreURL",
+    "open_async_store",
+    "open_store",
+    "parse_store_url",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    kind: str  # "memory", "sqlite" or "redis"
+    path: str = ""  # sqlite file
+    url: str = ""  # redis URL without our own query options
+    prefix: str = "sw:"
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Validate a store URL; ``ValueError`` with a plain reason for anything else."""
+    if not isinstance(url, str) or not url or len(url) > 4096:
+        raise ValueError("store URL: empty or too long")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError("store URL: control characters are not allowed")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"store URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        return StoreURL("memory")
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise ValueError("store URL: use sqlite:///relative.db or sqlite:////absolute.db")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path or path.endswith("/") or "\x00" in path:
+            raise ValueError("store URL: sqlite needs a file path")
+        return StoreURL("sqlite", path=path)
+    if scheme in ("redis", "rediss"):
+        try:
+            port = parts.port
+            host = parts.hostname
+        except ValueError as exc:
+            raise ValueError(f"store URL: {exc}") from None
+        if not host:
+            raise ValueError("store URL: redis needs a host")
+        db = parts.path.lstrip("/") or "0"
+        if not db.isdigit() or not db.isascii() or int(db) > 1_000_000:
+            raise ValueError("store URL: redis database must be a number")
+        try:
+            query = parse_qs(parts.query, strict_parsing=False, max_num_fields=8)
+        except ValueError as exc:
+            raise ValueError(f"store URL: {exc}") from None
+        prefix = query.get("prefix", ["sw:"])[-1]
+        netloc = parts.netloc
+        base = f"{scheme}://{netloc}/{int(db)}"
+        del port
+        return StoreURL("redis", url=base, prefix=prefix)
+    raise ValueError(f"store URL: unsupported scheme {parts.scheme!r} (memory, sqlite, redis)")
+
+
+def open_store(url: str) -> SessionStore:
+    """A synchronous store for a URL (the WSGI adapter, the CLI)."""
+    spec = parse_store_url(url)
+    if spec.kind == "memory":
+        return MemoryStore()
+    if spec.kind == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(spec.path)
+    from .redis import RedisStore
+
+    return RedisStore(spec.url, prefix=spec.prefix)
+
+
+def open_async_store(url: str) -> AsyncSessionStore:
+    """An asynchronous store for a URL (the ASGI middleware)."""
+    spec = parse_store_url(url)
+    if spec.kind == "redis":
+        from .redis import AsyncRedisStore
+
+        return AsyncRedisStore(spec.url, prefix=spec.prefix)
+    return InlineAsyncStore(open_store(url))

@@ -1,0 +1,225 @@
+"""The narrow interface every store implements, once synchronously and once asynchronously.
+
+A store persists records keyed by the keyed hash of a session ID and keeps a per-user index. It
+holds no policy: deadlines, reasons and lifetimes arrive computed by the core. What it owes is
+atomicity:
+
+* ``update`` writes only the changed fields and only while the record is live, so a request that
+  was in flight when the session was revoked can never write it back to life;
+* ``rotate`` moves a live record to a new key, applying the request's changes to the *stored*
+  data (not a stale copy), and turns the old key into an alias or a tombstone in one step;
+* ``insert`` and ``rotate`` enforce the per-user cap in the same step that adds the session, so
+  parallel logins can never exceed it.
+
+Any failure to reach the backing service is raised as :class:`StoreUnavailable`, which the
+adapters turn into a 503 (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or did not answer in time. Never carries secrets."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    live_sessions: int
+    users: int
+    tombstones: int
+    aliases: int
+
+
+class SessionStore(Protocol):
+    """Synchronous store interface (WSGI, the CLI, tests)."""
+
+    def get(self, key: str) -> Lookup:
+        """The record, alias or tombstone at ``key`` (expired ones included), in one round trip."""
+        ...
+
+    def insert(
+        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+    ) -> list[str]:
+        """Add a new record. When it has a user and ``max_per_user`` > 0, evict that user's oldest
+        sessions (by ``created_at``) in the same atomic step so at most ``max_per_user`` remain;
+        each evicted key becomes a tombstone with reason ``"evicted"``. Returns evicted keys."""
+        ...
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        *,
+        old_becomes: Alias | Tombstone,
+        max_per_user: int,
+        tombstone_until: float,
+    ) -> list[str] | None:
+        """Atomically: read the live record at ``old_key``, apply ``update``, store it at
+        ``new_key`` (index updated), and replace ``old_key`` with ``old_becomes``. Enforces the
+        per-user cap like :meth:`insert` (the new key is never evicted). Returns evicted keys, or
+        ``None`` when ``old_key`` is no longer a live record (nothing is written)."""
+        ...
+
+    def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
+        """Apply a partial update only if ``key`` is a live record. ``False`` when it is not."""
+        ...
+
+    def revoke(self, key: str, tombstone: Tombstone) -> bool:
+        """Replace a live record or alias with ``tombstone`` and drop it from the user index.
+        ``False`` when there was no live record or alias."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove whatever is at ``key`` (an expired record, an old tombstone)."""
+        ...
+
+    def user_sessions(self, user_id: str) -> list[SessionRecord]:
+        """The user's records (the core filters out expired ones), oldest first."""
+        ...
+
+    def revoke_user(
+        self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
+    ) -> list[str]:
+        """Tombstone every session of ``user_id`` except ``keep``. Returns the revoked keys."""
+        ...
+
+    def activity(self, key: str) -> list[dict[str, JSON]]:
+        """The session's activity trail, oldest first."""
+        ...
+
+    def purge(self, now: float, batch: int = 1000) -> int:
+        """Delete records, aliases and tombstones whose lifetime ended before ``now``, in
+        batches small enough never to stall a concurrent request. Returns how many went."""
+        ...
+
+    def stats(self, now: float) -> StoreStats: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncSessionStore(Protocol):
+    """The same interface for ASGI; see :class:`SessionStore` for the semantics."""
+
+    async def get(self, key: str) -> Lookup: ...
+
+    async def insert(
+        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+    ) -> list[str]: ...
+
+    async def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        *,
+        old_becomes: Alias | Tombstone,
+        max_per_user: int,
+        tombstone_until: float,
+    ) -> list[str] | None: ...
+
+    async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool: ...
+
+    async def revoke(self, key: str, tombstone: Tombstone) -> bool: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def user_sessions(self, user_id: str) -> list[SessionRecord]: ...
+
+    async def revoke_user(
+        self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
+    ) -> list[str]: ...
+
+    async def activity(self, key: str) -> list[dict[str, JSON]]: ...
+
+    async def purge(self, now: float, batch: int = 1000) -> int: ...
+
+    async def stats(self, now: float) -> StoreStats: ...
+
+    async def close(self) -> None: ...
+
+
+class InlineAsyncStore:
+    """Runs a fast local synchronous store (memory, SQLite) directly on the event loop.
+
+    A SQLite read from the page cache takes microseconds, far less than a hop to a thread pool;
+    stores whose operations may wait (locks) bound that wait with their own short timeouts.
+    """
+
+    __slots__ = ("sync",)
+
+    def __init__(self, sync: SessionStore) -> None:
+        self.sync = sync
+
+    async def get(self, key: str) -> Lookup:
+        return self.sync.get(key)
+
+    async def insert(
+        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+    ) -> list[str]:
+        return self.sync.insert(record, max_per_user=max_per_user, tombstone_until=tombstone_until)
+
+    async def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        *,
+        old_becomes: Alias | Tombstone,
+        max_per_user: int,
+        tombstone_until: float,
+    ) -> list[str] | None:
+        return self.sync.rotate(
+            old_key,
+            new_key,
+            update,
+            old_becomes=old_becomes,
+            max_per_user=max_per_user,
+            tombstone_until=tombstone_until,
+        )
+
+    async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
+        return self.sync.update(key, update, activity_max=activity_max)
+
+    async def revoke(self, key: str, tombstone: Tombstone) -> bool:
+        return self.sync.revoke(key, tombstone)
+
+    async def delete(self, key: str) -> None:
+        self.sync.delete(key)
+
+    async def user_sessions(self, user_id: str) -> list[SessionRecord]:
+        return self.sync.user_sessions(user_id)
+
+    async def revoke_user(
+        self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
+    ) -> list[str]:
+        return self.sync.revoke_user(user_id, reason=reason, at=at, until=until, keep=keep)
+
+    async def activity(self, key: str) -> list[dict[str, JSON]]:
+        return self.sync.activity(key)
+
+    async def purge(self, now: float, batch: int = 1000) -> int:
+        return self.sync.purge(now, batch)
+
+    async def stats(self, now: float) -> StoreStats:
+        return self.sync.stats(now)
+
+    async def close(self) -> None:
+        self.sync.close()
+
+
+def oldest_over_cap(
+    records: Sequence[tuple[float, str]], max_per_user: int, keep: str
+) -> list[str]:
+    """Keys to evict so that at most ``max_per_user`` sessions remain, oldest first, never
+    ``keep`` (the session being added). ``records`` are ``(created_at, key)`` pairs."""
+    if max_per_user <= 0 or len(records) <= max_per_user:
+        return []
+    candidates = sorted(r for r in records if r[1] != keep)
+    return [key for _, key in candidates[: len(records) - max_per_user]]

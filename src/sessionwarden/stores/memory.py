@@ -1,0 +1,181 @@
+"""In-process store: the reference semantics of the store interface, for tests and one-process
+development servers. Everything is lost when the process ends."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import deque
+
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
+from .base import StoreStats, oldest_over_cap
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._items: dict[str, SessionRecord | Alias | Tombstone] = {}
+        self._users: dict[str, set[str]] = {}
+        self._activity: dict[str, deque[dict[str, JSON]]] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers (called with the lock held) -----------------------------------------------
+    def _index_add(self, record: SessionRecord) -> None:
+        if record.user_id is not None:
+            self._users.setdefault(record.user_id, set()).add(record.key)
+
+    def _index_drop(self, key: str, user_id: str | None) -> None:
+        if user_id is None:
+            return
+        keys = self._users.get(user_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._users[user_id]
+
+    def _enforce_cap(self, record: SessionRecord, cap: int, until: float) -> list[str]:
+        if record.user_id is None or cap <= 0:
+            return []
+        keys = self._users.get(record.user_id, set())
+        live = [
+            (item.created_at, k)
+            for k in keys
+            if isinstance(item := self._items.get(k), SessionRecord)
+        ]
+        evicted = oldest_over_cap(live, cap, keep=record.key)
+        for k in evicted:
+            self._items[k] = Tombstone(k, "evicted", record.last_seen, until, record.user_id)
+            self._activity.pop(k, None)
+            self._index_drop(k, record.user_id)
+        return evicted
+
+    # -- interface -------------------------------------------------------------------------
+    def get(self, key: str) -> Lookup:
+        with self._lock:
+            item = self._items.get(key)
+            return copy.deepcopy(item) if isinstance(item, SessionRecord) else item
+
+    def insert(
+        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+    ) -> list[str]:
+        with self._lock:
+            self._items[record.key] = copy.deepcopy(record)
+            self._index_add(record)
+            return self._enforce_cap(record, max_per_user, tombstone_until)
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        *,
+        old_becomes: Alias | Tombstone,
+        max_per_user: int,
+        tombstone_until: float,
+    ) -> list[str] | None:
+        with self._lock:
+            old = self._items.get(old_key)
+            if not isinstance(old, SessionRecord):
+                return None
+            new = copy.deepcopy(old)
+            new.key = new_key
+            new.apply(update)
+            self._index_drop(old_key, old.user_id)
+            self._items[old_key] = old_becomes
+            self._items[new_key] = new
+            trail = self._activity.pop(old_key, None)
+            if trail is not None:
+                self._activity[new_key] = trail
+            self._index_add(new)
+            return self._enforce_cap(new, max_per_user, tombstone_until)
+
+    def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
+        with self._lock:
+            record = self._items.get(key)
+            if not isinstance(record, SessionRecord):
+                return False
+            old_user = record.user_id
+            record.apply(copy.deepcopy(update))
+            if record.user_id != old_user:
+                self._index_drop(key, old_user)
+                self._index_add(record)
+            if update.activity is not None and activity_max > 0:
+                trail = self._activity.get(key)
+                if trail is None or trail.maxlen != activity_max:
+                    trail = deque(trail or (), maxlen=activity_max)
+                    self._activity[key] = trail
+                trail.append(dict(update.activity))
+            return True
+
+    def revoke(self, key: str, tombstone: Tombstone) -> bool:
+        with self._lock:
+            item = self._items.get(key)
+            if not isinstance(item, SessionRecord | Alias):
+                return False
+            self._items[key] = tombstone
+            self._activity.pop(key, None)
+            if isinstance(item, SessionRecord):
+                self._index_drop(key, item.user_id)
+            return True
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            item = self._items.pop(key, None)
+            self._activity.pop(key, None)
+            if isinstance(item, SessionRecord):
+                self._index_drop(key, item.user_id)
+
+    def user_sessions(self, user_id: str) -> list[SessionRecord]:
+        with self._lock:
+            found = [
+                copy.deepcopy(item)
+                for k in self._users.get(user_id, ())
+                if isinstance(item := self._items.get(k), SessionRecord)
+            ]
+        return sorted(found, key=lambda r: (r.created_at, r.key))
+
+    def revoke_user(
+        self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
+    ) -> list[str]:
+        with self._lock:
+            keys = [k for k in self._users.get(user_id, ()) if k != keep]
+            for k in keys:
+                self._items[k] = Tombstone(k, reason, at, until, user_id)
+                self._activity.pop(k, None)
+                self._index_drop(k, user_id)
+            return sorted(keys)
+
+    def activity(self, key: str) -> list[dict[str, JSON]]:
+        with self._lock:
+            return [dict(e) for e in self._activity.get(key, ())]
+
+    def purge(self, now: float, batch: int = 1000) -> int:
+        removed = 0
+        while True:
+            with self._lock:
+                due = [
+                    k
+                    for k, item in self._items.items()
+                    if (item.expires_at if isinstance(item, SessionRecord) else item.until) <= now
+                ][:batch]
+                for k in due:
+                    item = self._items.pop(k)
+                    self._activity.pop(k, None)
+                    if isinstance(item, SessionRecord):
+                        self._index_drop(k, item.user_id)
+            removed += len(due)
+            if len(due) < batch:
+                return removed
+
+    def stats(self, now: float) -> StoreStats:
+        with self._lock:
+            items = list(self._items.values())
+        live = [i for i in items if isinstance(i, SessionRecord) and i.expires_at > now]
+        return StoreStats(
+            live_sessions=len(live),
+            users=len({r.user_id for r in live if r.user_id is not None}),
+            tombstones=sum(isinstance(i, Tombstone) and i.until > now for i in items),
+            aliases=sum(isinstance(i, Alias) and i.until > now for i in items),
+        )
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,136 @@
+"""Session IDs, keyed hashing and masked tokens.
+
+Why each primitive looks the way it does:
+
+* IDs are 256 bits from :mod:`secrets`, base64url without padding (43 characters). They carry no
+  meaning; everything about a session lives server-side.
+* The store never sees a raw ID. It is keyed by ``HMAC-SHA256(secret, id)``: a copy of the store
+  (a backup, a replica, a ``KEYS *``) yields nothing an attacker can present as a cookie, and the
+  secret is needed even to test a guess offline.
+* Several secrets may be configured: the first signs, all verify, so a secret is rotated without
+  logging everybody out (sessions move to the new key when their ID next rotates).
+* Logs and events carry a *reference*: the first 16 hex digits of the keyed hash. It names a
+  session to an operator and can never be turned back into the cookie.
+* CSRF tokens are a per-session secret XOR a fresh random mask, sent as ``mask || masked``. Every
+  rendering differs, so compression side channels (BREACH) learn nothing; verification unmasks and
+  compares in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Sequence
+
+ID_BYTES = 32
+ID_LENGTH = 43  # len(base64url(32 bytes)) without padding
+CSRF_SECRET_BYTES = 32
+REF_LENGTH = 16
+
+_URLSAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def new_session_id() -> str:
+    """A fresh 256-bit session ID from the operating system's CSPRNG."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def is_well_formed_id(value: str) -> bool:
+    """True only for strings that could have come from :func:`new_session_id`.
+
+    Checked before any store look-up, so junk never costs a round trip and never reaches a query.
+    """
+    if len(value) != ID_LENGTH:
+        return False
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return _URLSAFE.issuperset(raw)
+
+
+def b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str) -> bytes | None:
+    """Strict base64url decode; ``None`` for anything malformed (never raises)."""
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if not _URLSAFE.issuperset(raw):
+        return None
+    try:
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+class Keyring:
+    """The secret keys behind keyed hashing: the first signs, every key verifies."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("secret_keys: at least one key is required")
+        self._keys = tuple(keys)
+
+    def hash_id(self, session_id: str) -> str:
+        """The store key for a session ID, under the current (first) secret."""
+        return hmac.new(self._keys[0], session_id.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def legacy_hashes(self, session_id: str) -> Iterable[str]:
+        """Store keys under the older secrets, tried only when the current one misses."""
+        for key in self._keys[1:]:
+            yield hmac.new(key, session_id.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def hash_value(self, purpose: str, value: str) -> str:
+        """A keyed hash of any other value (a user ID in an index key, a client address)."""
+        msg = purpose.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
+        return hmac.new(self._keys[0], msg, hashlib.sha256).hexdigest()
+
+
+def ref_of(store_key: str) -> str:
+    """The short, loggable reference of a session (derived from its keyed hash)."""
+    return store_key[:REF_LENGTH]
+
+
+def new_csrf_secret() -> str:
+    return b64e(secrets.token_bytes(CSRF_SECRET_BYTES))
+
+
+def mask_token(secret_b64: str) -> str:
+    """A fresh masked rendering of the session's CSRF secret."""
+    secret = b64d(secret_b64)
+    if secret is None or len(secret) != CSRF_SECRET_BYTES:
+        raise ValueError("malformed CSRF secret")
+    mask = secrets.token_bytes(CSRF_SECRET_BYTES)
+    return b64e(mask + bytes(a ^ b for a, b in zip(mask, secret, strict=True)))
+
+
+MASKED_TOKEN_LENGTH = len(b64e(bytes(2 * CSRF_SECRET_BYTES)))
+
+
+def unmask_token(token: str) -> bytes | None:
+    """The secret inside a masked token, or ``None`` when the token is malformed."""
+    if len(token) != MASKED_TOKEN_LENGTH:
+        return None
+    raw = b64d(token)
+    if raw is None or len(raw) != 2 * CSRF_SECRET_BYTES:
+        return None
+    mask, masked = raw[:CSRF_SECRET_BYTES], raw[CSRF_SECRET_BYTES:]
+    return bytes(a ^ b for a, b in zip(mask, masked, strict=True))
+
+
+def verify_masked_token(token: str, secret_b64: str) -> bool:
+    """Constant-time check that ``token`` is a masking of ``secret_b64``."""
+    candidate = unmask_token(token)
+    secret = b64d(secret_b64)
+    if candidate is None or secret is None:
+        return False
+    return hmac.compare_digest(candidate, secret)
