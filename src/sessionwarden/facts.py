@@ -25,6 +25,7 @@ class RequestFacts:
     sec_fetch_site: str | None = None
     content_type: str = ""
     accept: str = ""
+    csrf_header: str | None = None  # the value of the configured CSRF token header
 
     @property
     def is_safe_method(self) -> bool:

@@ -118,7 +118,8 @@ class HeadersPolicy:
     def __post_init__(self) -> None:
         if self.hsts_max_age < 0:
             _fail("headers.hsts_max_age", "must be >= 0")
-        if self.hsts_preload and (self.hsts_max_age < 31_536_000 or not self.hsts_include_subdomains):
+        year = 31_536_000
+        if self.hsts_preload and (self.hsts_max_age < year or not self.hsts_include_subdomains):
             _fail("headers.hsts_preload", "preload needs max-age >= 1 year and includeSubDomains")
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
+JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 
 #: The record's own fields other than ``key`` and ``data``, in a fixed order. A
 #: :class:`RecordUpdate` names the ones it changes from this set.

@@ -60,11 +60,14 @@ class SessionStore(Protocol):
         old_becomes: Alias | Tombstone,
         max_per_user: int,
         tombstone_until: float,
+        activity_max: int = 0,
     ) -> list[str] | None:
         """Atomically: read the live record at ``old_key``, apply ``update``, store it at
         ``new_key`` (index updated), and replace ``old_key`` with ``old_becomes``. Enforces the
         per-user cap like :meth:`insert` (the new key is never evicted). Returns evicted keys, or
-        ``None`` when ``old_key`` is no longer a live record (nothing is written)."""
+        ``None`` when ``old_key`` is no longer a live record (nothing is written). The activity
+        trail moves to ``new_key``; ``update.activity`` is appended to it (bounded by
+        ``activity_max``) like :meth:`update` does."""
         ...
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
@@ -122,6 +125,7 @@ class AsyncSessionStore(Protocol):
         old_becomes: Alias | Tombstone,
         max_per_user: int,
         tombstone_until: float,
+        activity_max: int = 0,
     ) -> list[str] | None: ...
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool: ...
@@ -174,6 +178,7 @@ class InlineAsyncStore:
         old_becomes: Alias | Tombstone,
         max_per_user: int,
         tombstone_until: float,
+        activity_max: int = 0,
     ) -> list[str] | None:
         return self.sync.rotate(
             old_key,
@@ -182,6 +187,7 @@ class InlineAsyncStore:
             old_becomes=old_becomes,
             max_per_user=max_per_user,
             tombstone_until=tombstone_until,
+            activity_max=activity_max,
         )
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:

@@ -48,6 +48,15 @@ class MemoryStore:
             self._index_drop(k, record.user_id)
         return evicted
 
+    def _append_activity(self, key: str, update: RecordUpdate, activity_max: int) -> None:
+        if update.activity is None or activity_max <= 0:
+            return
+        trail = self._activity.get(key)
+        if trail is None or trail.maxlen != activity_max:
+            trail = deque(trail or (), maxlen=activity_max)
+            self._activity[key] = trail
+        trail.append(dict(update.activity))
+
     # -- interface -------------------------------------------------------------------------
     def get(self, key: str) -> Lookup:
         with self._lock:
@@ -71,6 +80,7 @@ class MemoryStore:
         old_becomes: Alias | Tombstone,
         max_per_user: int,
         tombstone_until: float,
+        activity_max: int = 0,
     ) -> list[str] | None:
         with self._lock:
             old = self._items.get(old_key)
@@ -78,13 +88,14 @@ class MemoryStore:
                 return None
             new = copy.deepcopy(old)
             new.key = new_key
-            new.apply(update)
+            new.apply(copy.deepcopy(update))
             self._index_drop(old_key, old.user_id)
             self._items[old_key] = old_becomes
             self._items[new_key] = new
             trail = self._activity.pop(old_key, None)
             if trail is not None:
                 self._activity[new_key] = trail
+            self._append_activity(new_key, update, activity_max)
             self._index_add(new)
             return self._enforce_cap(new, max_per_user, tombstone_until)
 
@@ -98,12 +109,7 @@ class MemoryStore:
             if record.user_id != old_user:
                 self._index_drop(key, old_user)
                 self._index_add(record)
-            if update.activity is not None and activity_max > 0:
-                trail = self._activity.get(key)
-                if trail is None or trail.maxlen != activity_max:
-                    trail = deque(trail or (), maxlen=activity_max)
-                    self._activity[key] = trail
-                trail.append(dict(update.activity))
+            self._append_activity(key, update, activity_max)
             return True
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:

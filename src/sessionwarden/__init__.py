@@ -1,0 +1,50 @@
+"""sessionwarden: server-side sessions that resist hijacking.
+
+Strict, opaque, rotating session IDs kept only as keyed hashes; idle and absolute timeouts
+enforced by the server; CSRF protection; security headers; anomaly detection and audit events;
+memory, SQLite and Redis stores; ASGI and WSGI adapters.
+"""
+
+from .clock import Clock, ManualClock, SystemClock
+from .core import Engine, ReauthenticationRequired, Session, SessionInfo
+from .events import CallbackSink, Event, EventKind, EventSink, FanOut
+from .facts import RequestFacts
+from .policy import CookiePolicy, CsrfPolicy, HeadersPolicy, HttpsPolicy, MonitorPolicy, Policy
+from .stores import (
+    AsyncSessionStore,
+    MemoryStore,
+    SessionStore,
+    StoreUnavailable,
+    open_async_store,
+    open_store,
+)
+
+__all__ = [
+    "AsyncSessionStore",
+    "CallbackSink",
+    "Clock",
+    "CookiePolicy",
+    "CsrfPolicy",
+    "Engine",
+    "Event",
+    "EventKind",
+    "EventSink",
+    "FanOut",
+    "HeadersPolicy",
+    "HttpsPolicy",
+    "ManualClock",
+    "MemoryStore",
+    "MonitorPolicy",
+    "Policy",
+    "ReauthenticationRequired",
+    "RequestFacts",
+    "Session",
+    "SessionInfo",
+    "SessionStore",
+    "StoreUnavailable",
+    "SystemClock",
+    "open_async_store",
+    "open_store",
+]
+
+__version__ = "0.1.0"

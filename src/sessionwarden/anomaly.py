@@ -1,0 +1,48 @@
+"""Risk assessment of a signed-in session's request, wired to the core's assessor hook.
+
+The fingerprint recorded at login is compared with the request's; the score maps to the policy's
+action. A tolerated change (a new network, same browser) refreshes the stored fingerprint and
+remembers when, so a session that flaps between networks within the window scores high.
+"""
+
+from __future__ import annotations
+
+from .core import RiskDecision
+from .facts import RequestFacts
+from .monitor import Risk, action_for, assess, fingerprint
+from .policy import MonitorPolicy
+from .records import SessionRecord
+
+
+class RiskAssessor:
+    __slots__ = ("_policy",)
+
+    def __init__(self, policy: MonitorPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, record: SessionRecord, facts: RequestFacts, now: float) -> RiskDecision:
+        stored = record.fingerprint
+        if not stored:
+            return RiskDecision("allow")
+        # Fast path: the same address and agent string as at the last refresh.
+        if stored.get("ip") == facts.client_ip and record.user_agent == facts.user_agent[:512]:
+            return RiskDecision("allow")
+        current = fingerprint(facts)
+        net_at = record.flags.get("net_at")
+        assessment = assess(
+            stored,
+            current,
+            last_net_change_at=float(net_at) if isinstance(net_at, int | float) else None,
+            now=now,
+            policy=self._policy,
+        )
+        if assessment.risk == Risk.NONE:
+            return RiskDecision("allow")
+        action = action_for(assessment, self._policy)
+        refresh = action in ("allow", "log") and stored.get("net") != current.get("net")
+        return RiskDecision(
+            action,
+            reason=",".join(assessment.reasons),
+            detail={"risk": assessment.risk.name.lower(), "from": stored, "to": current},
+            refresh_fingerprint=refresh,
+        )

@@ -1,0 +1,201 @@
+"""Pure ASGI 3 middleware: no framework import, the whole policy in :mod:`sessionwarden.guard`.
+
+    app = SessionWardenMiddleware(app, policy=Policy(secret_keys=(key,)), store="sqlite:///s.db")
+
+The session is available as ``scope["session"]`` (Starlette's ``request.session`` works), the
+request context as ``scope["sessionwarden"]``, and for templates ``scope["state"]["csp_nonce"]``
+and ``scope["state"]["csrf_token"]`` (a callable returning a freshly masked token).
+The session is committed when the application starts its response, before any header is sent,
+so a store failure still becomes a clean 503 and a cookie is never issued for a session that was
+not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .clock import Clock
+from .core import Outcome, ReauthenticationRequired, Session, run_async
+from .events import EventSink
+from .guard import Begun, Guard, Refusal
+from .policy import Policy
+from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SessionWardenMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: Policy,
+        store: AsyncSessionStore | str,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+        reauth_redirect: str | None = None,
+    ) -> None:
+        self.app = app
+        self.policy = policy
+        self.store: AsyncSessionStore = open_async_store(store) if isinstance(store, str) else store
+        self.guard = Guard(policy, clock=clock, sink=sink)
+        self.engine = self.guard.engine
+        self.reauth_redirect = reauth_redirect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        guard = self.guard
+        raw = scope.get("headers") or ()
+        client = scope.get("client")
+        facts = guard.facts(
+            method=scope.get("method", "GET"),
+            scheme=scope.get("scheme", "http"),
+            path=scope.get("path", "/"),
+            peer_ip=client[0] if client else "",
+            raw_headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw],
+        )
+        target = (scope.get("raw_path") or b"").decode("latin-1") or facts.path
+        if qs := scope.get("query_string"):
+            target = f"{target}?{qs.decode('latin-1')}"
+        store = self.store
+        try:
+            begun = await run_async(guard.begin(facts, target), store)
+        except StoreUnavailable as exc:
+            await self._refuse(send, Begun(facts), guard.store_failed(facts, exc))
+            return
+        guard.store_ok(facts)
+
+        if begun.needs_form_token and begun.refusal is None:
+            body = await self._read_body(receive, begun)
+            if body is None:
+                if begun.refusal is None:
+                    guard.body_too_large(begun)
+            else:
+                guard.check_form_body(begun, body)
+                receive = _replay(body, receive)
+        if begun.refusal is not None:
+            await self._refuse(send, begun, begun.refusal)
+            return
+
+        session = begun.session
+        assert session is not None
+        scope["session"] = session
+        scope["sessionwarden"] = begun
+        state = scope.setdefault("state", {})
+        state["csp_nonce"] = begun.nonce
+        state["csrf_token"] = begun.csrf_token
+
+        started = False
+        replaced = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started, replaced
+            if replaced:
+                return  # the app's response was replaced by a 503; drop its body
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                try:
+                    outcome = await run_async(guard.commit(begun), store)
+                except StoreUnavailable as exc:
+                    replaced = True
+                    await self._refuse(send, begun, guard.store_failed(facts, exc))
+                    return
+                message["headers"] = self._merge(begun, outcome, message.get("headers") or [])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except ReauthenticationRequired as exc:
+            if started:
+                raise
+            await self._reauth(send, begun, session, exc)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _merge(
+        self, begun: Begun, outcome: Outcome | None, app_headers: Any
+    ) -> list[tuple[bytes, bytes]]:
+        headers = list(app_headers)
+        existing = {name.lower() for name, _ in headers}
+        add, drop = self.guard.response_headers(begun, outcome, existing)
+        if drop:
+            headers = [(n, v) for n, v in headers if n.lower() not in drop]
+        headers.extend(add)
+        return headers
+
+    async def _refuse(self, send: Send, begun: Begun, refusal: Refusal) -> None:
+        hdrs, body = refusal.render(begun.facts.wants_json)
+        hdrs = self._merge(begun, None, hdrs)
+        await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _reauth(
+        self, send: Send, begun: Begun, session: Session, exc: ReauthenticationRequired
+    ) -> None:
+        if self.reauth_redirect and not begun.facts.wants_json:
+            refusal = Refusal(303, "reauthentication-required", exc.reason, location=self.reauth_redirect)
+        else:
+            refusal = Refusal(401, "reauthentication-required", exc.reason)
+        hdrs, body = refusal.render(begun.facts.wants_json)
+        try:
+            outcome = await run_async(self.guard.commit(begun), self.store)
+        except StoreUnavailable:
+            outcome = None
+        hdrs = self._merge(begun, outcome, hdrs)
+        await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": body})
+        del session
+
+    async def _read_body(self, receive: Receive, begun: Begun) -> bytes | None:
+        """Buffer the body up to the configured limit; ``None`` when it is larger."""
+        limit = self.policy.csrf.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the buffered body to the app once, unchanged, then defers."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def get_session(scope_or_request: Any) -> Session:
+    """The session of an ASGI scope or of a Starlette/FastAPI request."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
+    return session
+
+
+def get_context(scope_or_request: Any) -> Begun:
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    begun = scope.get("sessionwarden")
+    if not isinstance(begun, Begun):
+        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
+    return begun

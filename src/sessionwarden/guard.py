@@ -1,0 +1,282 @@
+"""The request pipeline shared by the ASGI and WSGI adapters, with no I/O of its own.
+
+For each request: resolve scheme and client through trusted proxies, redirect plain HTTP, load the
+session, refuse throttled clients, run the cross-origin check and the CSRF token check, and, when
+the response starts, commit the session and compute the headers to add. Adapters only translate
+between their protocol and these calls, so both behave identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from . import csrf, headers
+from .clock import Clock
+from .core import Engine, Outcome, Session, Steps
+from .events import EventKind, EventSink
+from .facts import RequestFacts
+from .anomaly import RiskAssessor
+from .monitor import OutageGate, UnknownIdThrottle, fingerprint
+from .policy import Policy
+from .proxy import TrustedProxies, https_redirect_target
+from .records import dumps
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+_REASONS = {
+    308: "Permanent Redirect",
+    403: "Forbidden",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+_HUMAN = {
+    "https-required": "This site is only served over HTTPS.",
+    "cross-origin": "Cross-site request refused.",
+    "csrf": "The form expired or did not come from this site. Reload the page and try again.",
+    "too-large": "Request body too large.",
+    "throttled": "Too many requests with invalid sessions. Try again later.",
+    "store-unavailable": "Sessions are temporarily unavailable. Please try again shortly.",
+}
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A response the guard sends instead of running the application."""
+
+    status: int
+    error: str  # machine-readable class: "csrf", "cross-origin", "throttled", ...
+    reason: str = ""  # machine-readable detail
+    location: str | None = None
+    retry_after: int | None = None
+
+    def render(self, wants_json: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """Headers and body; JSON for API clients, a short plain text for people."""
+        hdrs: list[tuple[bytes, bytes]] = []
+        if self.location is not None:
+            hdrs.append((b"location", self.location.encode("latin-1")))
+        if self.retry_after is not None:
+            hdrs.append((b"retry-after", str(self.retry_after).encode()))
+        if wants_json:
+            body = dumps({"error": self.error, "reason": self.reason}).encode()
+            hdrs.append((b"content-type", b"application/json"))
+        else:
+            text = _HUMAN.get(self.error, _REASONS.get(self.status, "Refused"))
+            body = f"{self.status} {_REASONS.get(self.status, '')}\n{text}\n".encode()
+            hdrs.append((b"content-type", b"text/plain; charset=utf-8"))
+        hdrs.append((b"content-length", str(len(body)).encode()))
+        hdrs.append((b"cache-control", b"no-store"))
+        return hdrs, body
+
+
+@dataclass(slots=True)
+class Begun:
+    """The state of one request between its start and its response."""
+
+    facts: RequestFacts
+    session: Session | None = None
+    nonce: str = ""
+    refusal: Refusal | None = None
+    clear_cookie: bool = False
+    #: The token must be read from the (buffered) form body before the app runs.
+    needs_form_token: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def csrf_token(self) -> str:
+        """A freshly masked CSRF token for this request's session."""
+        if self.session is None:
+            raise RuntimeError("no session on a refused request")
+        return self.session.csrf_token()
+
+
+class Guard:
+    """Everything one policy enforces, ready to be driven by an adapter."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+        on_event: Callable[..., None] | None = None,
+    ) -> None:
+        del on_event
+        self.policy = policy
+        mon = policy.monitor
+        self.proxies = TrustedProxies(policy.https.trusted_proxies)
+        self.throttle = UnknownIdThrottle(mon.unknown_id_limit_per_minute)
+        self.engine = Engine(
+            policy,
+            clock=clock,
+            sink=sink,
+            assessor=RiskAssessor(mon) if mon.fingerprint else None,
+            fingerprinter=fingerprint if mon.fingerprint else None,
+            throttle=self.throttle.hit if mon.unknown_id_limit_per_minute else None,
+        )
+        self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
+        self.outage = OutageGate()
+
+    # -- facts --------------------------------------------------------------------------------
+    def facts(
+        self,
+        *,
+        method: str,
+        scheme: str,
+        path: str,
+        peer_ip: str,
+        raw_headers: Iterable[tuple[str, str]],
+    ) -> RequestFacts:
+        """Build facts from lower-case header names and latin-1 decoded values."""
+        host = ""
+        cookie: list[str] = []
+        ua = lang = ctype = accept = ""
+        origin: str | None = None
+        site: str | None = None
+        forwarded: list[tuple[str, str]] = []
+        token: str | None = None
+        token_header = self.policy.csrf.header_name
+        for name, value in raw_headers:
+            if name == "cookie":
+                cookie.append(value)
+            elif name == "host":
+                host = value.strip().lower()
+            elif name == "user-agent":
+                ua = value
+            elif name == "accept-language":
+                lang = value
+            elif name == "origin":
+                origin = value
+            elif name == "sec-fetch-site":
+                site = value
+            elif name == "content-type":
+                ctype = value
+            elif name == "accept":
+                accept = value
+            elif name == token_header:
+                token = value.strip()
+            elif name in ("forwarded", "x-forwarded-for", "x-forwarded-proto"):
+                forwarded.append((name, value))
+        client_ip = peer_ip
+        if forwarded:
+            client_ip, scheme = self.proxies.resolve(peer_ip, scheme, forwarded)
+        return RequestFacts(
+            method=method.upper(),
+            scheme=scheme,
+            host=host,
+            path=path,
+            client_ip=client_ip,
+            cookie_header="; ".join(cookie),
+            user_agent=ua,
+            accept_language=lang,
+            origin=origin,
+            sec_fetch_site=site,
+            content_type=ctype,
+            accept=accept,
+            csrf_header=token,
+        )
+
+    # -- before the application -----------------------------------------------------------------
+    def begin(self, facts: RequestFacts, target: str) -> Steps[Begun]:
+        """Decide whether the application runs, loading the session on the way."""
+        begun = Begun(facts)
+        now = self.engine.clock.now()
+        location = https_redirect_target(facts, target, self.policy.https)
+        if location is not None:
+            self.engine._emit(EventKind.HTTPS_REDIRECT, facts, now)
+            begun.refusal = Refusal(308, "https-required", "plain-http", location=location)
+            return begun
+        loaded = yield from self.engine.load(facts)
+        begun.session = loaded.session
+        begun.clear_cookie = loaded.clear_cookie
+        if loaded.throttled:
+            begun.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
+            return begun
+        begun.nonce = headers.new_nonce() if self.headers is not None else ""
+        cpol = self.policy.csrf
+        if not cpol.enabled or facts.is_safe_method or csrf.is_exempt(facts.path, cpol):
+            return begun
+        verdict = csrf.cross_origin_verdict(facts, cpol)
+        if not verdict.ok:
+            self.engine._emit(
+                EventKind.CROSS_ORIGIN_REFUSED, facts, now, key=self._key(begun), reason=verdict.reason
+            )
+            begun.refusal = Refusal(403, "cross-origin", verdict.reason)
+            return begun
+        if not cpol.require_token:
+            return begun
+        presented = facts.csrf_header
+        if presented is None and facts.content_type.split(";", 1)[0].strip().lower() in FORM_TYPES:
+            begun.needs_form_token = True
+            return begun
+        self.check_token(begun, presented)
+        return begun
+
+    @staticmethod
+    def _key(begun: Begun) -> str:
+        s = begun.session
+        return s.record.key if s is not None and s.record is not None else ""
+
+    def check_token(self, begun: Begun, presented: str | None) -> None:
+        """Verify the synchronizer token; sets ``begun.refusal`` when it fails."""
+        session = begun.session
+        secret = session.record.csrf_secret if session is not None and session.record else ""
+        verdict = csrf.token_verdict(presented, secret) if secret else csrf.Verdict(False, "no-session")
+        if not verdict.ok:
+            now = self.engine.clock.now()
+            user = session.user_id if session is not None else None
+            self.engine._emit(
+                EventKind.CSRF_REFUSED, begun.facts, now, key=self._key(begun), user_id=user,
+                reason=verdict.reason,
+            )
+            begun.refusal = Refusal(403, "csrf", verdict.reason)
+
+    def check_form_body(self, begun: Begun, body: bytes) -> None:
+        token = csrf.extract_form_token(begun.facts.content_type, body, self.policy.csrf.field_name)
+        self.check_token(begun, token)
+
+    def body_too_large(self, begun: Begun) -> None:
+        begun.refusal = Refusal(413, "too-large", "body-over-limit")
+
+    # -- after the application ------------------------------------------------------------------
+    def commit(self, begun: Begun) -> Steps[Outcome]:
+        assert begun.session is not None
+        return self.engine.commit(begun.session, begun.facts)
+
+    def response_headers(
+        self,
+        begun: Begun,
+        outcome: Outcome | None,
+        existing: set[bytes],
+    ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
+        """Headers to add to the response and header names of the app's to drop."""
+        add: list[tuple[bytes, bytes]] = []
+        set_cookie = outcome.set_cookie if outcome is not None else None
+        if set_cookie is None and begun.clear_cookie:
+            set_cookie = self.engine.cookies.clear()
+        if set_cookie is not None:
+            add.append((b"set-cookie", set_cookie.encode("latin-1")))
+        if self.headers is None:
+            return add, set()
+        no_store = self.policy.headers.no_store and (
+            set_cookie is not None or (outcome is not None and outcome.authenticated)
+        )
+        more, drop = self.headers.response_headers(
+            https=begun.facts.scheme == "https",
+            nonce=begun.nonce or None,
+            existing=existing,
+            no_store=no_store,
+            logout=outcome is not None and outcome.logged_out,
+        )
+        add.extend(more)
+        return add, drop
+
+    def store_failed(self, facts: RequestFacts, exc: Exception) -> Refusal:
+        now = self.engine.clock.now()
+        if self.outage.failure(now):
+            self.engine._emit(EventKind.STORE_UNAVAILABLE, facts, now, reason=str(exc)[:200])
+        return Refusal(503, "store-unavailable", "session-store", retry_after=1)
+
+    def store_ok(self, facts: RequestFacts) -> None:
+        if self.outage.failing and self.outage.success():
+            self.engine._emit(EventKind.STORE_RECOVERED, facts, self.engine.clock.now())

@@ -1,0 +1,228 @@
+"""Security headers: everything static is computed once, the per-response work is a few lookups.
+
+Headers are ``(name, value)`` byte pairs with lower-case names, as ASGI carries them; the WSGI
+adapter decodes them as latin-1. An application's own header wins wherever it set one (it knows
+its pages better), with one exception: ``Cache-Control`` on a response that carries a signed-in
+session is always ``no-store``, because a cached authenticated page is served to the next user of
+a shared computer or proxy regardless of what the application intended.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Set
+from typing import NamedTuple
+
+from .policy import HeadersPolicy
+
+__all__ = ["CspBuilder", "HeaderPlan", "SecurityHeaders", "new_nonce"]
+
+NONCE_BYTES = 16
+_NONCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_DIRECTIVE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
+# Characters that would end a source, a directive or the header itself.
+_FORBIDDEN_IN_SOURCE = frozenset(' \t\r\n;,"\x00\x0b\x0c')
+_PLACEHOLDER = "\x00"
+_REPORT_GROUP = "sessionwarden-csp"
+
+
+def new_nonce() -> str:
+    """A fresh CSP nonce: 128 bits from the CSPRNG, standard base64 as the CSP grammar wants.
+
+    One per response, never reused: a nonce an attacker has seen once is a key to inject scripts.
+    """
+    return base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode("ascii")
+
+
+#: The base policy. Scripts run only with this response's nonce; ``'strict-dynamic'`` lets them
+#: load their own dependencies, so no host allow-list is needed (host allow-lists are routinely
+#: bypassed through JSONP endpoints and script gadgets on the allowed hosts).
+_DEFAULTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("default-src", ("'self'",)),
+    ("script-src", (f"'nonce-{_PLACEHOLDER}'", "'strict-dynamic'")),
+    ("style-src", ("'self'", f"'nonce-{_PLACEHOLDER}'")),
+    ("object-src", ("'none'",)),
+    ("base-uri", ("'none'",)),
+    ("frame-ancestors", ("'none'",)),
+    ("form-action", ("'self'",)),
+)
+
+
+def _without_nonce(sources: list[str]) -> list[str]:
+    """The sources for a response with no nonce (a redirect, JSON, a static file).
+
+    Nothing there can carry a nonce, and ``'strict-dynamic'`` without one allows no script at all,
+    so both become ``'self'``: this origin's own files, such as ``sessionwarden.js``.
+    """
+    out: list[str] = []
+    for source in sources:
+        if _PLACEHOLDER in source or source == "'strict-dynamic'":
+            source = "'self'"
+        if source not in out:
+            out.append(source)
+    return out
+
+
+def _check_source(where: str, value: str) -> None:
+    if (
+        not value
+        or not value.isascii()
+        or any(c in _FORBIDDEN_IN_SOURCE or not c.isprintable() for c in value)
+    ):
+        raise ValueError(f"{where}: {value!r} is not a single CSP source expression")
+
+
+class CspBuilder:
+    """A Content-Security-Policy with the nonce left as the only per-response part.
+
+    ``HeadersPolicy.csp_extra`` adds sources to a directive (or adds a directive); adding to a
+    directive whose default is ``'none'`` replaces the ``'none'``, since browsers ignore a
+    ``'none'`` that shares a list with other sources. In ``script-src`` extra hosts only matter to
+    browsers without ``'strict-dynamic'`` support; nonce-bearing scripts are what run.
+    """
+
+    __slots__ = ("_name", "_nonce_parts", "_static")
+
+    def __init__(self, policy: HeadersPolicy) -> None:
+        directives = {name: list(sources) for name, sources in _DEFAULTS}
+        for name, extra in policy.csp_extra.items():
+            if not name or not _DIRECTIVE_CHARS.issuperset(name):
+                raise ValueError(f"headers.csp_extra: {name!r} is not a CSP directive name")
+            if isinstance(extra, str):
+                raise ValueError(f"headers.csp_extra[{name!r}]: give a tuple of sources")
+            sources = directives.setdefault(name, [])
+            for source in extra:
+                _check_source(f"headers.csp_extra[{name!r}]", source)
+                if source == "'none'":
+                    continue
+                if sources == ["'none'"]:
+                    sources.clear()
+                if source not in sources:
+                    sources.append(source)
+        for name, sources in directives.items():
+            if not sources:
+                directives[name] = ["'none'"]
+        if policy.csp_report_uri is not None:
+            _check_source("headers.csp_report_uri", policy.csp_report_uri)
+            # report-uri for browsers without the Reporting API, report-to for those with it.
+            directives["report-uri"] = [policy.csp_report_uri]
+            directives["report-to"] = [_REPORT_GROUP]
+
+        def render(ds: dict[str, list[str]]) -> str:
+            return "; ".join(f"{name} {' '.join(sources)}" for name, sources in ds.items())
+
+        self._nonce_parts = tuple(p.encode("ascii") for p in render(directives).split(_PLACEHOLDER))
+        self._static = render({n: _without_nonce(s) for n, s in directives.items()}).encode()
+        self._name = (
+            b"content-security-policy-report-only"
+            if policy.csp_report_only
+            else b"content-security-policy"
+        )
+
+    @property
+    def header_name(self) -> bytes:
+        return self._name
+
+    def value(self, nonce: str | None) -> bytes:
+        """The header value for one response; ``None``: a response that renders no nonce."""
+        if nonce is None:
+            return self._static
+        if not _NONCE_CHARS.issuperset(nonce) or not nonce:
+            # A nonce is spliced into the header verbatim; refuse what could end a directive.
+            raise ValueError("nonce must come from new_nonce()")
+        return nonce.encode("ascii").join(self._nonce_parts)
+
+
+class HeaderPlan(NamedTuple):
+    """What to do to a response's headers: add ``add``, and first remove any named in ``drop``."""
+
+    add: list[tuple[bytes, bytes]]
+    drop: set[bytes]
+
+
+_CACHE_CONTROL = b"cache-control"
+_CLEAR_SITE_DATA = b"clear-site-data"
+_HSTS = b"strict-transport-security"
+
+
+class SecurityHeaders:
+    """The hardening headers of :class:`HeadersPolicy`, precomputed at start-up.
+
+    ``HeadersPolicy.enabled=False`` turns off everything this class adds, ``no-store`` and
+    ``Clear-Site-Data`` included.
+    """
+
+    __slots__ = ("_clear_site_data", "_csp", "_enabled", "_hsts", "_no_store", "_static")
+
+    def __init__(self, policy: HeadersPolicy) -> None:
+        self._enabled = policy.enabled
+        static: list[tuple[bytes, bytes]] = [(b"x-content-type-options", b"nosniff")]
+        optional = (
+            (b"referrer-policy", policy.referrer_policy),
+            (b"cross-origin-opener-policy", policy.cross_origin_opener_policy),
+            (b"x-frame-options", policy.frame_options),
+            (b"cross-origin-resource-policy", policy.cross_origin_resource_policy),
+        )
+        for name, value in optional:
+            if value is not None:
+                _check_header_value(name, value)
+                static.append((name, value.encode("ascii")))
+        if policy.csp and policy.csp_report_uri is not None:
+            _check_source("headers.csp_report_uri", policy.csp_report_uri)
+            endpoint = f'{_REPORT_GROUP}="{policy.csp_report_uri}"'.encode("ascii")
+            static.append((b"reporting-endpoints", endpoint))
+        self._static = tuple(static)
+
+        hsts = f"max-age={policy.hsts_max_age}"
+        if policy.hsts_include_subdomains:
+            hsts += "; includeSubDomains"
+        if policy.hsts_preload:
+            hsts += "; preload"
+        self._hsts = (_HSTS, hsts.encode("ascii"))
+        self._csp = CspBuilder(policy) if policy.csp else None
+        self._no_store = policy.no_store
+        kinds = ['"cookies"', '"storage"'] + (['"cache"'] if policy.clear_site_data_cache else [])
+        self._clear_site_data = (
+            (_CLEAR_SITE_DATA, ", ".join(kinds).encode("ascii"))
+            if policy.clear_site_data_on_logout
+            else None
+        )
+
+    def response_headers(
+        self,
+        *,
+        https: bool,
+        nonce: str | None,
+        existing: Set[bytes],
+        no_store: bool,
+        logout: bool,
+    ) -> HeaderPlan:
+        """The headers to add to one response, given the lower-case names the app already set.
+
+        ``https``: the response goes out over HTTPS (HSTS is ignored over HTTP, and sending it there
+        only advertises a downgrade). ``no_store``: the response carries a signed-in session or a
+        new session cookie; any ``Cache-Control`` of the app's is dropped for ``no-store``.
+        ``logout``: the session just ended; the browser is told to forget cookies and storage.
+        """
+        if not self._enabled:
+            return HeaderPlan([], set())
+        add = [h for h in self._static if h[0] not in existing]
+        if https and _HSTS not in existing:
+            add.append(self._hsts)
+        csp = self._csp
+        if csp is not None and csp.header_name not in existing:
+            add.append((csp.header_name, csp.value(nonce)))
+        drop: set[bytes] = set()
+        if no_store and self._no_store:
+            add.append((_CACHE_CONTROL, b"no-store"))
+            if _CACHE_CONTROL in existing:
+                drop.add(_CACHE_CONTROL)
+        if logout and self._clear_site_data is not None and _CLEAR_SITE_DATA not in existing:
+            add.append(self._clear_site_data)
+        return HeaderPlan(add, drop)
+
+
+def _check_header_value(name: bytes, value: str) -> None:
+    if not value or not value.isascii() or any(not c.isprintable() for c in value):
+        raise ValueError(f"headers: {name.decode()} value {value!r} is not a valid header value")

@@ -1,0 +1,313 @@
+"""Trusted reverse proxies, loopback hosts and the HTTPS redirect.
+
+Anyone can send ``X-Forwarded-For: 1.2.3.4``. The header means something only when the machine
+that handed us the request is a proxy we run, and even then only the entries our own proxies
+appended: everything to the left of the first address they did not vouch for was written by the
+client. So the walk goes from the right and stops at the first untrusted hop. Getting this wrong
+lets a client pick its own IP, which defeats rate limits and the network-change check that spots a
+stolen session.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from collections.abc import Iterable, Mapping
+
+from .facts import RequestFacts
+from .policy import HttpsPolicy
+
+__all__ = [
+    "TrustedProxies",
+    "https_redirect_target",
+    "is_loopback_host",
+    "is_valid_host",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
+
+#: A chain longer than this is not a deployment, it is someone padding a header.
+_MAX_HOPS = 32
+_SCHEMES = frozenset({"http", "https"})
+_REG_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~")
+_IPV6_CHARS = frozenset("0123456789abcdef:.")
+# Left untouched in a redirect path: already-encoded octets and URI delimiters.
+_PATH_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    """An address, with IPv4-mapped IPv6 unwrapped so ``::ffff:10.0.0.1`` matches ``10.0.0.0/8``."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _parse_node(node: str) -> IPAddress | None:
+    """A forwarded node: ``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]``, ``[2001:db8::1]:80``, or a
+    bare IPv6 address (some proxies write one into X-Forwarded-For). ``unknown``, obfuscated
+    identifiers (``_hidden``) and junk are ``None``: they name no address we could act on."""
+    node = node.strip()
+    if node.startswith("["):
+        close = node.find("]")
+        rest = node[close + 1 :]
+        if close < 0 or (rest and not _valid_port(rest[1:], rest[0])):
+            return None
+        return _parse_ip(node[1:close])
+    if node.count(":") == 1:
+        node, _, port = node.partition(":")
+        if not _valid_port(port, ":"):
+            return None
+    return _parse_ip(node)
+
+
+def _valid_port(port: str, sep: str) -> bool:
+    if sep != ":":
+        return False
+    if port.startswith("_"):  # RFC 7239 obfuscated port
+        return len(port) > 1
+    return port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535
+
+
+def _unquote(value: str) -> str | None:
+    """An RFC 7230 token or quoted-string; ``None`` for an unterminated or stray quote."""
+    value = value.strip()
+    if not value.startswith('"'):
+        return None if '"' in value else value
+    if len(value) < 2 or not value.endswith('"'):
+        return None
+    out: list[str] = []
+    escaped = False
+    for ch in value[1:-1]:
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            return None
+        else:
+            out.append(ch)
+    return None if escaped else "".join(out)
+
+
+def _forwarded_element(element: str) -> tuple[IPAddress | None, str | None] | None:
+    """One ``for=...;proto=...`` element as (client, proto); ``None`` when malformed.
+
+    A repeated parameter makes the element malformed: which of two ``for`` values would we believe?
+    """
+    params: dict[str, str] = {}
+    for pair in element.split(";"):
+        if not pair.strip():
+            continue
+        key, sep, raw = pair.partition("=")
+        key = key.strip().lower()
+        value = _unquote(raw) if sep else None
+        if value is None or not key or key in params:
+            return None
+        params[key] = value
+    node = params.get("for")
+    proto = params.get("proto")
+    client = _parse_node(node) if node is not None else None
+    return client, (proto.lower() if proto is not None else None)
+
+
+class TrustedProxies:
+    """The proxies whose forwarding headers are believed, and the walk that reads them.
+
+    ``Forwarded`` (RFC 7239) is preferred when present, otherwise ``X-Forwarded-For`` with
+    ``X-Forwarded-Proto``. Elements are split on commas without regard to quotes: our own proxies
+    never put a comma inside a quoted value, and a client's unbalanced quote must not be able to
+    swallow the elements our proxies appended after it.
+    """
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, cidrs: tuple[str, ...]) -> None:
+        networks: list[Network] = []
+        for cidr in cidrs:
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"https.trusted_proxies: {cidr!r} is not an address or CIDR"
+                ) from None
+        self._networks = tuple(networks)
+
+    def is_trusted(self, ip: IPAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self._networks)
+
+    def resolve(self, peer_ip: str, scheme: str, headers: HeaderItems) -> tuple[str, str]:
+        """The client address and scheme as the outermost trusted proxy saw them.
+
+        From an untrusted peer (or with no proxies configured) the forwarding headers are ignored
+        and the peer is the client. An unreadable hop (``unknown``, an obfuscated name, junk) ends
+        the walk and the peer stands in for the client: the header cannot tell us who it was.
+        ``peer_ip`` that is not an address (a Unix socket) is never trusted and comes back as "".
+        """
+        peer = _parse_ip(peer_ip.strip()) if isinstance(peer_ip, str) else None
+        peer_text = str(peer) if peer is not None else ""
+        if peer is None or not self._networks or not self.is_trusted(peer):
+            return peer_text, scheme
+        try:
+            fields = _collect(headers)
+        except (TypeError, ValueError, AttributeError):  # not header pairs at all
+            return peer_text, scheme
+        if fields.get("forwarded"):
+            return self._walk_forwarded(fields["forwarded"], peer_text, scheme)
+        return self._walk_x_forwarded(fields, peer_text, scheme)
+
+    def _walk_forwarded(self, header: str, peer_text: str, scheme: str) -> tuple[str, str]:
+        elements = header.rsplit(",", _MAX_HOPS)[-_MAX_HOPS:]
+        client: IPAddress | None = None
+        for raw in reversed(elements):
+            parsed = _forwarded_element(raw)
+            if parsed is None:
+                return peer_text, scheme
+            client, proto = parsed
+            if client is None:
+                return peer_text, scheme
+            if proto is not None:
+                if proto not in _SCHEMES:
+                    return peer_text, scheme
+                scheme = proto
+            if not self.is_trusted(client):
+                return str(client), scheme
+        # Every hop was one of ours: the request started inside; the leftmost is the origin.
+        return (str(client) if client is not None else peer_text), scheme
+
+    def _walk_x_forwarded(
+        self, fields: dict[str, str], peer_text: str, scheme: str
+    ) -> tuple[str, str]:
+        protos = [p.strip().lower() for p in fields.get("x-forwarded-proto", "").split(",")]
+        protos = [p for p in protos if p]
+        chain = fields.get("x-forwarded-for", "")
+        client_text, hops = peer_text, 0
+        if chain.strip():
+            entries = chain.rsplit(",", _MAX_HOPS)[-_MAX_HOPS:]
+            client: IPAddress | None = None
+            for hops, raw in enumerate(reversed(entries)):  # noqa: B007 - read after the loop
+                client = _parse_node(raw)
+                if client is None:
+                    return peer_text, scheme
+                if not self.is_trusted(client):
+                    break
+            client_text = str(client) if client is not None else peer_text
+        if protos:
+            # Each proxy that appends to X-Forwarded-For appends here too, so the entry in the
+            # same position from the right is the client's; a proxy that overwrites leaves one.
+            proto = protos[-1 - min(hops, len(protos) - 1)]
+            if proto not in _SCHEMES:
+                return peer_text, scheme
+            scheme = proto
+        return client_text, scheme
+
+
+def _collect(headers: HeaderItems) -> dict[str, str]:
+    """The three forwarding headers, repeated fields joined with commas as RFC 9110 allows."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    wanted = {"forwarded", "x-forwarded-for", "x-forwarded-proto"}
+    found: dict[str, list[str]] = {}
+    for name, value in items:
+        key = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        key = key.lower()
+        if key in wanted:
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            found.setdefault(key, []).append(text)
+    return {k: ",".join(v) for k, v in found.items()}
+
+
+# --- Hosts and the HTTPS redirect --------------------------------------------------------------
+
+
+def _split_host(host: str) -> tuple[str, str] | None:
+    """``host[:port]`` from a Host header into (host, port); ``None`` when it is not valid.
+
+    A reg-name of letters, digits, ``-``, ``.``, ``_`` and ``~`` (punycode for IDNs), an IPv4
+    address, or a bracketed IPv6 address, then an optional decimal port.
+    """
+    host = host.strip().lower()
+    if not host or len(host) > 255 + 6 or not host.isascii():
+        return None
+    if host.startswith("["):
+        close = host.find("]")
+        if close < 0 or not _IPV6_CHARS.issuperset(host[1:close]):
+            return None
+        name, rest = host[: close + 1], host[close + 1 :]
+        if not isinstance(_parse_v6(name[1:-1]), ipaddress.IPv6Address):
+            return None
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:]
+        has_port = bool(rest)
+    else:
+        name, colon, port = host.partition(":")
+        has_port = bool(colon)
+        if not name or not _REG_NAME.issuperset(name):
+            return None
+    if has_port and (not port.isdigit() or len(port) > 5 or int(port) > 65535):
+        return None
+    return name, port
+
+
+def _parse_v6(text: str) -> ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+
+
+def is_valid_host(host: str) -> bool:
+    """Whether a Host header value is well formed.
+
+    RFC 9112 asks for a 400 on an invalid Host, and nothing (a redirect, an absolute URL) should be
+    built from one; adapters check this once, before anything else reads ``facts.host``.
+    """
+    return _split_host(host) is not None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: ``localhost``, ``*.localhost``, ``127.0.0.0/8``,
+    ``[::1]``, with or without a port. Browsers treat these as secure contexts over plain HTTP
+    (and ``*.localhost`` never leaves the machine), so local development needs no certificate."""
+    parts = _split_host(host)
+    if parts is None:
+        return False
+    name = parts[0].removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    ip = _parse_ip(name[1:-1] if name.startswith("[") else name)
+    return ip is not None and ip.is_loopback
+
+
+def https_redirect_target(
+    facts: RequestFacts, raw_path_with_query: str, policy: HttpsPolicy
+) -> str | None:
+    """Where to send a plain-HTTP request (a 308 keeps the method and body), or ``None``.
+
+    ``None`` when the request is already HTTPS, redirects are off, or the host is loopback and
+    loopback HTTP is allowed. Also ``None`` for an invalid Host: a redirect must never point at a
+    host we could not parse. Adapters reject those with 400 first (:func:`is_valid_host`), so
+    that ``None`` here never means "serve over HTTP" for them.
+
+    The port of the Host is kept except ``:80``: a non-default HTTP port says nothing about where
+    HTTPS listens, and guessing 443 could send the client somewhere nobody configured.
+    """
+    if not policy.redirect or facts.scheme == "https":
+        return None
+    if policy.allow_loopback_http and is_loopback_host(facts.host):
+        return None
+    parts = _split_host(facts.host)
+    if parts is None:
+        return None
+    name, port = parts
+    authority = name if port in ("", "80") else f"{name}:{port}"
+    path = raw_path_with_query if raw_path_with_query.startswith("/") else "/"
+    # Percent-encode whatever could break the Location header or the URL (CR, LF, spaces, quotes).
+    path = urllib.parse.quote(path, safe=_PATH_SAFE, errors="surrogatepass")
+    return f"https://{authority}{path}"

@@ -1,0 +1,527 @@
+"""Embedded store on one SQLite file: the default for a single host, shared by its processes.
+
+Layout (schema version 1, kept in ``PRAGMA user_version``) -- one table, one row per key::
+
+    items(key TEXT PRIMARY KEY,   -- the keyed hash of a session ID, never the ID itself
+          kind INTEGER,           -- 0 record, 1 alias, 2 tombstone
+          user_id TEXT,           -- record owner; alias/tombstone: the user it belonged to
+          created_at REAL,        -- records only (the per-user cap orders by it)
+          expires REAL,           -- record: expires_at; alias/tombstone: until
+          meta TEXT,              -- JSON: record fields / alias or tombstone fields
+          data TEXT,              -- JSON: the record's data (records only)
+          activity TEXT)          -- JSON array: the bounded activity trail (records only)
+
+The activity trail lives in the row it belongs to, so it goes wherever the row goes (rotation
+moves it, revocation and purge drop it) and can never be orphaned.
+
+The file runs in WAL mode with ``synchronous=NORMAL``: readers never wait for writers, and every
+write is one short ``BEGIN IMMEDIATE`` transaction, serialised across threads and processes by
+SQLite's own lock and bounded by the busy timeout. Each thread uses its own connection.
+Everything SQLite reports (locked past the timeout, read-only, disk full, I/O error, corrupt
+file) is raised as :class:`StoreUnavailable` with a short message naming the condition.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, Final, NoReturn
+
+from ..records import (
+    JSON,
+    META_FIELDS,
+    Alias,
+    Lookup,
+    RecordUpdate,
+    SessionRecord,
+    Tombstone,
+    dumps,
+    loads,
+)
+from .base import StoreStats, StoreUnavailable, oldest_over_cap
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION: Final = 1
+
+_RECORD: Final = 0
+_ALIAS: Final = 1
+_TOMBSTONE: Final = 2
+
+_META_NAMES: Final = frozenset(META_FIELDS)
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS items (
+        key TEXT PRIMARY KEY NOT NULL,
+        kind INTEGER NOT NULL,
+        user_id TEXT,
+        created_at REAL,
+        expires REAL NOT NULL,
+        meta TEXT NOT NULL,
+        data TEXT,
+        activity TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS items_user ON items (user_id, created_at) WHERE kind = 0",
+    "CREATE INDEX IF NOT EXISTS items_expires ON items (expires)",
+)
+
+# Writing a record keeps the activity trail already at the key unless one is given (the memory
+# store's semantics: inserting over a live record keeps its trail; rotation brings its own).
+_UPSERT_RECORD: Final = """
+    INSERT INTO items (key, kind, user_id, created_at, expires, meta, data, activity)
+    VALUES (?, 0, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET
+        kind = 0, user_id = excluded.user_id, created_at = excluded.created_at,
+        expires = excluded.expires, meta = excluded.meta, data = excluded.data,
+        activity = coalesce(excluded.activity, items.activity)
+"""
+
+_PUT_MARKER: Final = """
+    INSERT INTO items (key, kind, user_id, created_at, expires, meta, data, activity)
+    VALUES (?, ?, ?, NULL, ?, ?, NULL, NULL)
+    ON CONFLICT (key) DO UPDATE SET
+        kind = excluded.kind, user_id = excluded.user_id, created_at = NULL,
+        expires = excluded.expires, meta = excluded.meta, data = NULL, activity = NULL
+"""
+
+_LIVE_SELECT: Final = "SELECT kind, meta, data, activity FROM items WHERE key = ?"
+
+# Primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``) and what we call them.
+_CONDITIONS: Final = {
+    3: "permission denied",  # SQLITE_PERM
+    5: "database locked (busy timeout expired)",  # SQLITE_BUSY
+    6: "database locked (busy timeout expired)",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "database is read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    11: "database file is corrupt",  # SQLITE_CORRUPT
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open database file",  # SQLITE_CANTOPEN
+    26: "file is not a database",  # SQLITE_NOTADB
+}
+
+
+def _condition(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _CONDITIONS:
+        return _CONDITIONS[code & 0xFF]
+    if isinstance(exc, sqlite3.ProgrammingError):
+        return "store is closed or misused"
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"database error ({name})" if isinstance(name, str) else "database error"
+
+
+def _unavailable(exc: sqlite3.Error) -> NoReturn:
+    # ``from None``: the message names the condition; nothing of the statement or data travels.
+    raise StoreUnavailable(f"SQLite session store: {_condition(exc)}") from None
+
+
+class _Handle:
+    """One thread's connection (weakly registered so :meth:`SQLiteStore.close` can reach it)."""
+
+    __slots__ = ("__weakref__", "db", "pid")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.pid = os.getpid()
+
+
+class SQLiteStore:
+    """The session store on a SQLite file; safe for many threads and processes on one host."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 5.0, read_only: bool = False
+    ) -> None:
+        """Open (creating when absent, unless ``read_only``) the store at ``path``.
+
+        ``timeout`` bounds, in seconds, how long any operation waits for another writer's lock
+        before :class:`StoreUnavailable`. ``read_only`` opens the file for reading only (every
+        write then raises :class:`StoreUnavailable`), for inspection tools.
+        """
+        if timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        self._path = os.fspath(path)
+        self._timeout = float(timeout)
+        self._read_only = read_only
+        self._local = threading.local()
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._registry_lock = threading.Lock()
+        self._inherited: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._read_only:
+            from urllib.parse import quote
+
+            target = "file:" + quote(os.path.abspath(self._path)) + "?mode=ro"
+            uri = True
+        else:
+            target, uri = self._path, False
+        db = sqlite3.connect(
+            target,
+            timeout=self._timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # close() may run on another thread
+            uri=uri,
+        )
+        try:
+            if not self._read_only:
+                self._use_wal(db)
+            db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL (a no-op once done: the mode is stored in the file).
+
+        The switch needs a moment alone with the file, and SQLite does not always apply the busy
+        timeout to it, so processes opening a new file at once retry here within ``timeout``.
+        """
+        deadline = time.monotonic() + self._timeout
+        delay = 0.001
+        while True:
+            try:
+                row = db.execute("PRAGMA journal_mode").fetchone()
+                if row is not None and str(row[0]).lower() == "wal":
+                    return
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code not in (5, 6) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailable("SQLite session store: store is closed")
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is not None and handle.pid == os.getpid():
+            return handle.db
+        if handle is not None:
+            # Inherited across fork: never use it, and never close it here either (closing
+            # could checkpoint or unlink files the parent is still using).
+            self._inherited.append(handle.db)
+        try:
+            handle = _Handle(self._connect())
+        except sqlite3.Error as exc:
+            _unavailable(exc)
+        self._local.handle = handle
+        with self._registry_lock:
+            self._handles.add(handle)
+        return handle.db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back otherwise."""
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.rollback()
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                if db.in_transaction:
+                    db.rollback()
+            except sqlite3.Error:
+                pass
+            _unavailable(exc)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        db = self._db()
+        try:
+            return db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            _unavailable(exc)
+
+    def _init_schema(self) -> None:
+        version = self._read("PRAGMA user_version")[0][0]
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0 and not self._read_only:
+            with self._write() as db:
+                # Re-read under the write lock: another process may have created it meanwhile.
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = self._read("PRAGMA user_version")[0][0]
+            if version == SCHEMA_VERSION:
+                return
+        raise StoreUnavailable(
+            f"SQLite session store: unsupported schema version {int(version)}"
+            f" (expected {SCHEMA_VERSION})"
+        )
+
+    # -- row helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _decode(key: str, row: Sequence[Any]) -> Lookup:
+        kind, user_id, expires, meta_text, data_text = row
+        meta = loads(meta_text)
+        if kind == _RECORD:
+            return SessionRecord.from_parts(key, meta, loads(data_text) if data_text else {})
+        if kind == _ALIAS:
+            return Alias(
+                key=key,
+                target=meta["target"],
+                at=meta["at"],
+                grace_until=meta["grace_until"],
+                until=expires,
+                user_id=user_id,
+            )
+        return Tombstone(
+            key=key, reason=meta["reason"], at=meta["at"], until=expires, user_id=user_id
+        )
+
+    @staticmethod
+    def _put_marker(db: sqlite3.Connection, key: str, marker: Alias | Tombstone) -> None:
+        if isinstance(marker, Alias):
+            kind = _ALIAS
+            meta: dict[str, JSON] = {
+                "target": marker.target,
+                "at": marker.at,
+                "grace_until": marker.grace_until,
+            }
+        else:
+            kind = _TOMBSTONE
+            meta = {"reason": marker.reason, "at": marker.at}
+        db.execute(_PUT_MARKER, (key, kind, marker.user_id, marker.until, dumps(meta)))
+
+    @staticmethod
+    def _put_record(
+        db: sqlite3.Connection,
+        key: str,
+        meta: dict[str, Any],
+        data: dict[str, Any],
+        activity: str | None,
+    ) -> None:
+        db.execute(
+            _UPSERT_RECORD,
+            (
+                key,
+                meta["user_id"],
+                meta["created_at"],
+                meta["expires_at"],
+                dumps(meta),
+                dumps(data),
+                activity,
+            ),
+        )
+
+    @staticmethod
+    def _merge(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
+        """:meth:`SessionRecord.apply` on the stored form (only the named fields change)."""
+        for name, value in update.meta.items():
+            if name not in _META_NAMES:
+                raise ValueError(f"RecordUpdate.meta: unknown field {name!r}")
+            meta[name] = value
+        for name, value in update.set_data.items():
+            data[name] = value
+        for name in update.del_data:
+            data.pop(name, None)
+
+    @staticmethod
+    def _appended(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
+        """The trail with ``entry`` appended, keeping the newest ``activity_max`` entries."""
+        trail: list[Any] = loads(trail_text) if trail_text else []
+        trail.append(dict(entry))
+        return dumps(trail[-activity_max:])
+
+    @staticmethod
+    def _enforce_cap(
+        db: sqlite3.Connection,
+        key: str,
+        meta: dict[str, Any],
+        cap: int,
+        until: float,
+    ) -> list[str]:
+        user_id = meta["user_id"]
+        if user_id is None or cap <= 0:
+            return []
+        rows = db.execute(
+            "SELECT created_at, key FROM items WHERE user_id = ? AND kind = 0", (user_id,)
+        ).fetchall()
+        evicted = oldest_over_cap([(float(c), str(k)) for c, k in rows], cap, keep=key)
+        at = meta["last_seen"]
+        for victim in evicted:
+            SQLiteStore._put_marker(db, victim, Tombstone(victim, "evicted", at, until, user_id))
+        return evicted
+
+    # -- interface -------------------------------------------------------------------------
+    def get(self, key: str) -> Lookup:
+        rows = self._read(
+            "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?", (key,)
+        )
+        return self._decode(key, rows[0]) if rows else None
+
+    def insert(
+        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+    ) -> list[str]:
+        meta: dict[str, Any] = record.meta()
+        with self._write() as db:
+            self._put_record(db, record.key, meta, record.data, None)
+            return self._enforce_cap(db, record.key, meta, max_per_user, tombstone_until)
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        *,
+        old_becomes: Alias | Tombstone,
+        max_per_user: int,
+        tombstone_until: float,
+        activity_max: int = 0,
+    ) -> list[str] | None:
+        with self._write() as db:
+            row = db.execute(_LIVE_SELECT, (old_key,)).fetchone()
+            if row is None or row[0] != _RECORD:
+                return None
+            meta: dict[str, Any] = loads(row[1])
+            data: dict[str, Any] = loads(row[2]) if row[2] else {}
+            self._merge(meta, data, update)
+            trail_text: str | None = row[3]
+            if update.activity is not None and activity_max > 0:
+                if trail_text is None:
+                    # No trail to carry over: the one already at new_key (if any) is kept.
+                    found = db.execute(
+                        "SELECT activity FROM items WHERE key = ?", (new_key,)
+                    ).fetchone()
+                    trail_text = found[0] if found else None
+                trail_text = self._appended(trail_text, update.activity, activity_max)
+            self._put_marker(db, old_key, old_becomes)
+            self._put_record(db, new_key, meta, data, trail_text)
+            return self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until)
+
+    def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
+        add_activity = update.activity is not None and activity_max > 0
+        if not (update.meta or update.set_data or update.del_data or add_activity):
+            rows = self._read("SELECT kind FROM items WHERE key = ?", (key,))
+            return bool(rows) and rows[0][0] == _RECORD
+        with self._write() as db:
+            row = db.execute(_LIVE_SELECT, (key,)).fetchone()
+            if row is None or row[0] != _RECORD:
+                return False  # revoked, rotated out, or gone: never written back to life
+            meta: dict[str, Any] = loads(row[1])
+            data: dict[str, Any] = loads(row[2]) if row[2] else {}
+            self._merge(meta, data, update)
+            trail_text = row[3]
+            if update.activity is not None and add_activity:
+                trail_text = self._appended(trail_text, update.activity, activity_max)
+            db.execute(
+                "UPDATE items SET user_id = ?, created_at = ?, expires = ?, meta = ?, data = ?,"
+                " activity = ? WHERE key = ?",
+                (
+                    meta["user_id"],
+                    meta["created_at"],
+                    meta["expires_at"],
+                    dumps(meta),
+                    dumps(data),
+                    trail_text,
+                    key,
+                ),
+            )
+            return True
+
+    def revoke(self, key: str, tombstone: Tombstone) -> bool:
+        with self._write() as db:
+            row = db.execute("SELECT kind FROM items WHERE key = ?", (key,)).fetchone()
+            if row is None or row[0] not in (_RECORD, _ALIAS):
+                return False
+            self._put_marker(db, key, tombstone)
+            return True
+
+    def delete(self, key: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM items WHERE key = ?", (key,))
+
+    def user_sessions(self, user_id: str) -> list[SessionRecord]:
+        rows = self._read(
+            "SELECT key, kind, user_id, expires, meta, data FROM items"
+            " WHERE user_id = ? AND kind = 0",
+            (user_id,),
+        )
+        found = [self._decode(row[0], row[1:]) for row in rows]
+        records = [r for r in found if isinstance(r, SessionRecord)]
+        return sorted(records, key=lambda r: (r.created_at, r.key))
+
+    def revoke_user(
+        self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
+    ) -> list[str]:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT key FROM items WHERE user_id = ? AND kind = 0 AND key IS NOT ?",
+                (user_id, keep),
+            ).fetchall()
+            keys = sorted(str(k) for (k,) in rows)
+            for k in keys:
+                self._put_marker(db, k, Tombstone(k, reason, at, until, user_id))
+            return keys
+
+    def activity(self, key: str) -> list[dict[str, JSON]]:
+        rows = self._read("SELECT activity FROM items WHERE key = ?", (key,))
+        if not rows or not rows[0][0]:
+            return []
+        trail: list[dict[str, JSON]] = loads(rows[0][0])
+        return trail
+
+    def purge(self, now: float, batch: int = 1000) -> int:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        removed = 0
+        while True:
+            # One short transaction per batch: a concurrent writer waits for one batch at most.
+            with self._write() as db:
+                count = db.execute(
+                    "DELETE FROM items WHERE rowid IN"
+                    " (SELECT rowid FROM items WHERE expires <= ? LIMIT ?)",
+                    (now, batch),
+                ).rowcount
+            removed += count
+            if count < batch:
+                return removed
+
+    def stats(self, now: float) -> StoreStats:
+        row = self._read(
+            "SELECT coalesce(sum(kind = 0), 0),"
+            " count(DISTINCT CASE WHEN kind = 0 THEN user_id END),"
+            " coalesce(sum(kind = 2), 0), coalesce(sum(kind = 1), 0)"
+            " FROM items WHERE expires > ?",
+            (now,),
+        )[0]
+        return StoreStats(
+            live_sessions=int(row[0]),
+            users=int(row[1]),
+            tombstones=int(row[2]),
+            aliases=int(row[3]),
+        )
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`StoreUnavailable`."""
+        with self._registry_lock:
+            self._closed = True
+            handles = list(self._handles)
+            self._handles.clear()
+        for handle in handles:
+            if handle.pid == os.getpid():
+                with suppress(sqlite3.Error):
+                    handle.db.close()

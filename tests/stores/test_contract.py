@@ -1,0 +1,684 @@
+"""The store contract (``sessionwarden.stores.base``), run against every store.
+
+Every test goes through the public interface only and asserts what a caller can observe, so the
+same suite holds the memory store (the reference), SQLite and Redis to identical behaviour.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from sessionwarden.records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
+from sessionwarden.stores.base import SessionStore, StoreStats
+
+T0 = 1_700_000_000.0
+HOUR = 3600.0
+
+
+def rec(
+    key: str,
+    user: str | None = "alice",
+    *,
+    created: float = T0,
+    expires: float = T0 + HOUR,
+    data: dict[str, JSON] | None = None,
+    **fields: Any,
+) -> SessionRecord:
+    return SessionRecord(
+        key=key,
+        created_at=created,
+        last_seen=fields.pop("last_seen", created),
+        expires_at=expires,
+        rotated_at=fields.pop("rotated_at", created),
+        csrf_secret=fields.pop("csrf_secret", f"csrf-{key}"),
+        user_id=user,
+        data=dict(data or {}),
+        **fields,
+    )
+
+
+def put(store: SessionStore, record: SessionRecord, cap: int = 0) -> list[str]:
+    return store.insert(record, max_per_user=cap, tombstone_until=T0 + 2 * HOUR)
+
+
+def keys(records: list[SessionRecord]) -> list[str]:
+    return [r.key for r in records]
+
+
+def tomb(key: str, reason: str = "logout", user: str | None = "alice") -> Tombstone:
+    return Tombstone(key=key, reason=reason, at=T0 + 10, until=T0 + 2 * HOUR, user_id=user)
+
+
+def alias(key: str, target: str, user: str | None = "alice") -> Alias:
+    return Alias(
+        key=key, target=target, at=T0 + 10, grace_until=T0 + 40, until=T0 + HOUR, user_id=user
+    )
+
+
+def rotate(
+    store: SessionStore,
+    old: str,
+    new: str,
+    update: RecordUpdate | None = None,
+    *,
+    becomes: Alias | Tombstone | None = None,
+    cap: int = 0,
+    activity_max: int = 0,
+) -> list[str] | None:
+    return store.rotate(
+        old,
+        new,
+        update or RecordUpdate(),
+        old_becomes=becomes if becomes is not None else alias(old, new),
+        max_per_user=cap,
+        tombstone_until=T0 + 2 * HOUR,
+        activity_max=activity_max,
+    )
+
+
+# -- get ----------------------------------------------------------------------------------------
+
+
+def test_get_missing_is_none(store: SessionStore) -> None:
+    assert store.get("nope") is None
+
+
+def test_insert_then_get_round_trips_every_field(store: SessionStore) -> None:
+    record = SessionRecord(
+        key="k1",
+        created_at=T0 + 0.1,
+        last_seen=T0 + 0.2,
+        expires_at=T0 + 1800.3,
+        rotated_at=T0 + 0.4,
+        csrf_secret="s3cr3t",
+        user_id="alice",
+        auth_at=T0 + 0.5,
+        client_ip="2001:db8::1",
+        user_agent="Mozilla/5.0 (X11)",
+        fingerprint={"ua": "abc", "ip": [1, 2], "tz": None},
+        flags={"mfa": True, "level": 2},
+        data={"cart": [1, 2, 3], "theme": "dark"},
+    )
+    assert put(store, record) == []
+    assert store.get("k1") == record
+
+
+def test_anonymous_record_with_defaults_round_trips(store: SessionStore) -> None:
+    record = rec("anon", None)
+    put(store, record)
+    got = store.get("anon")
+    assert got == record
+    assert isinstance(got, SessionRecord)
+    assert got.user_id is None and got.auth_at is None and got.fingerprint is None
+    assert got.flags == {} and got.data == {}
+
+
+def test_floats_round_trip_exactly(store: SessionStore) -> None:
+    created = 1_700_000_000.123456789
+    record = rec(
+        "f",
+        created=created,
+        expires=created + 0.1 + 0.2,
+        last_seen=created + 1e-6,
+        auth_at=5e-324,
+        data={"pi": 3.141592653589793, "tiny": 1e-300, "big": 1.7976931348623157e308},
+    )
+    put(store, record)
+    got = store.get("f")
+    assert isinstance(got, SessionRecord)
+    assert got.created_at == created
+    assert got.expires_at == created + 0.1 + 0.2
+    assert got.last_seen == created + 1e-6
+    assert got.auth_at == 5e-324
+    assert got.data == record.data
+
+
+def test_json_round_trip_of_unicode_and_nested_data(store: SessionStore) -> None:
+    data: dict[str, JSON] = {
+        "ünïcødé": "日本語 ☃ \U0001f600 \u202e",
+        "quotes": "'\"\\ \n\t\x00",
+        "nested": {"a": [1, -2, 2.5, None, True, False, {"b": [], "c": {}}], "d": {"e": {"f": 0}}},
+        "": "empty key",
+        "big": 2**62,
+    }
+    put(store, rec("j", "ユーザー", data=data, user_agent="агент ✓"))
+    got = store.get("j")
+    assert isinstance(got, SessionRecord)
+    assert got.data == data
+    assert got.user_id == "ユーザー"
+    assert got.user_agent == "агент ✓"
+    assert keys(store.user_sessions("ユーザー")) == ["j"]
+
+
+def test_get_returns_expired_records(store: SessionStore) -> None:
+    record = rec("old", expires=T0 - 1)
+    put(store, record)
+    assert store.get("old") == record
+
+
+def test_get_returns_a_copy(store: SessionStore) -> None:
+    record = rec("k", data={"a": [1]})
+    put(store, record)
+    record.data["a"] = [2]  # the caller's object is not the stored one
+    got = store.get("k")
+    assert isinstance(got, SessionRecord)
+    got.data["b"] = 1
+    got.flags["x"] = 1
+    assert store.get("k") == rec("k", data={"a": [1]})
+
+
+def test_get_of_alias_and_tombstone(store: SessionStore) -> None:
+    put(store, rec("a"))
+    put(store, rec("t"))
+    assert rotate(store, "a", "a2", becomes=alias("a", "a2")) == []
+    assert store.revoke("t", tomb("t"))
+    assert store.get("a") == alias("a", "a2")
+    assert store.get("t") == tomb("t")
+
+
+# -- insert and the per-user cap ----------------------------------------------------------------
+
+
+def test_insert_cap_evicts_oldest_into_tombstones(store: SessionStore) -> None:
+    for i in range(3):
+        assert put(store, rec(f"s{i}", created=T0 + i), cap=3) == []
+    newest = rec("s3", created=T0 + 3, last_seen=T0 + 7)
+    assert store.insert(newest, max_per_user=3, tombstone_until=T0 + 99) == ["s0"]
+    assert store.get("s0") == Tombstone("s0", "evicted", T0 + 7, T0 + 99, "alice")
+    assert keys(store.user_sessions("alice")) == ["s1", "s2", "s3"]
+
+
+def test_insert_cap_evicts_several_oldest_first(store: SessionStore) -> None:
+    for i in (4, 2, 0, 3, 1):
+        put(store, rec(f"s{i}", created=T0 + i))
+    evicted = put(store, rec("new", created=T0 + 10), cap=2)
+    assert evicted == ["s0", "s1", "s2", "s3"]
+    assert keys(store.user_sessions("alice")) == ["s4", "new"]
+    for k in evicted:
+        got = store.get(k)
+        assert isinstance(got, Tombstone) and got.reason == "evicted"
+
+
+def test_insert_never_evicts_the_new_session(store: SessionStore) -> None:
+    put(store, rec("a", created=T0 + 5))
+    put(store, rec("b", created=T0 + 6))
+    # A new session whose created_at is the oldest (clock step) still survives.
+    assert put(store, rec("new", created=T0), cap=2) == ["a"]
+    assert keys(store.user_sessions("alice")) == ["new", "b"]
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_insert_cap_zero_or_less_is_unlimited(store: SessionStore, cap: int) -> None:
+    for i in range(12):
+        assert put(store, rec(f"s{i}", created=T0 + i), cap=cap) == []
+    assert len(store.user_sessions("alice")) == 12
+
+
+def test_cap_counts_only_that_users_live_records(store: SessionStore) -> None:
+    put(store, rec("b1", "bob", created=T0))
+    put(store, rec("anon1", None, created=T0))
+    put(store, rec("a1", created=T0 + 1))
+    put(store, rec("a2", created=T0 + 2))
+    store.revoke("a2", tomb("a2"))
+    assert put(store, rec("a3", created=T0 + 3), cap=2) == []
+    assert put(store, rec("anon2", None, created=T0 + 4), cap=1) == []
+    assert keys(store.user_sessions("bob")) == ["b1"]
+    assert isinstance(store.get("anon1"), SessionRecord)
+    assert keys(store.user_sessions("alice")) == ["a1", "a3"]
+
+
+def test_evicted_session_cannot_be_updated(store: SessionStore) -> None:
+    put(store, rec("a", created=T0))
+    put(store, rec("b", created=T0 + 1), cap=1)
+    assert store.update("a", RecordUpdate(set_data={"x": 1})) is False
+    assert isinstance(store.get("a"), Tombstone)
+
+
+def test_parallel_inserts_never_exceed_cap(store: SessionStore) -> None:
+    errors: list[BaseException] = []
+
+    def login(n: int) -> None:
+        try:
+            for i in range(15):
+                put(store, rec(f"t{n}-{i}", created=T0 + i + n / 10), cap=3)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=login, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.user_sessions("alice")) == 3
+
+
+# -- rotate ---------------------------------------------------------------------------------
+
+
+def test_rotate_carries_stored_data_plus_update(store: SessionStore) -> None:
+    put(store, rec("old", data={"a": 1, "gone": 0}))
+    stale = store.get("old")  # what the rotating request read
+    assert isinstance(stale, SessionRecord)
+    # Another request writes to the old session between that read and the rotation.
+    assert store.update("old", RecordUpdate(set_data={"b": 2}))
+    update = RecordUpdate(
+        meta={"last_seen": T0 + 9, "rotated_at": T0 + 9, "csrf_secret": "fresh"},
+        set_data={"c": 3},
+        del_data=("gone",),
+    )
+    assert rotate(store, "old", "new", update) == []
+    new = store.get("new")
+    assert isinstance(new, SessionRecord)
+    assert new.key == "new"
+    assert new.data == {"a": 1, "b": 2, "c": 3}
+    assert (new.last_seen, new.rotated_at, new.csrf_secret) == (T0 + 9, T0 + 9, "fresh")
+    assert (new.created_at, new.expires_at, new.user_id) == (T0, T0 + HOUR, "alice")
+    assert store.get("old") == alias("old", "new")
+    assert keys(store.user_sessions("alice")) == ["new"]
+
+
+def test_rotate_old_can_become_a_tombstone(store: SessionStore) -> None:
+    put(store, rec("old"))
+    stone = tomb("old", "rotated")
+    assert rotate(store, "old", "new", becomes=stone) == []
+    assert store.get("old") == stone
+    assert isinstance(store.get("new"), SessionRecord)
+
+
+@pytest.mark.parametrize("state", ["missing", "tombstone", "alias"])
+def test_rotate_of_non_live_key_returns_none_and_writes_nothing(
+    store: SessionStore, state: str
+) -> None:
+    if state != "missing":
+        put(store, rec("old", data={"a": 1}))
+        if state == "tombstone":
+            store.revoke("old", tomb("old"))
+        else:
+            rotate(store, "old", "elsewhere")
+    before = store.get("old")
+    result = rotate(
+        store,
+        "old",
+        "new",
+        RecordUpdate(set_data={"x": 1}, activity={"ev": "rotate"}),
+        becomes=tomb("old", "rotated"),
+        cap=1,
+        activity_max=5,
+    )
+    assert result is None
+    assert store.get("old") == before
+    assert store.get("new") is None
+    assert store.activity("new") == []
+
+
+def test_rotate_moves_user_index_and_handles_login(store: SessionStore) -> None:
+    put(store, rec("anon", None))
+    login = RecordUpdate(meta={"user_id": "bob", "auth_at": T0 + 5})
+    assert rotate(store, "anon", "authed", login, becomes=tomb("anon", "login", None)) == []
+    got = store.get("authed")
+    assert isinstance(got, SessionRecord)
+    assert (got.user_id, got.auth_at) == ("bob", T0 + 5)
+    assert keys(store.user_sessions("bob")) == ["authed"]
+
+
+def test_rotate_enforces_cap_and_never_evicts_new_key(store: SessionStore) -> None:
+    put(store, rec("b1", "bob", created=T0 + 1))
+    put(store, rec("b2", "bob", created=T0 + 2))
+    put(store, rec("anon", None, created=T0 - 100))  # the oldest of all, once it is bob's
+    login = RecordUpdate(meta={"user_id": "bob", "last_seen": T0 + 50})
+    evicted = store.rotate(
+        "anon",
+        "authed",
+        login,
+        old_becomes=tomb("anon", "login", None),
+        max_per_user=2,
+        tombstone_until=T0 + 77,
+    )
+    assert evicted == ["b1"]
+    assert store.get("b1") == Tombstone("b1", "evicted", T0 + 50, T0 + 77, "bob")
+    assert keys(store.user_sessions("bob")) == ["authed", "b2"]
+
+
+def test_rotate_carries_activity_and_appends(store: SessionStore) -> None:
+    put(store, rec("old"))
+    for i in range(3):
+        store.update("old", RecordUpdate(activity={"n": i}), activity_max=3)
+    assert rotate(store, "old", "new", RecordUpdate(activity={"n": 3}), activity_max=3) == []
+    assert store.activity("new") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert store.activity("old") == []
+    # Without activity_max the update's entry is not recorded, but the trail still moves.
+    assert rotate(store, "new", "newer", RecordUpdate(activity={"n": 4})) == []
+    assert store.activity("newer") == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_rotate_starts_a_trail_when_there_was_none(store: SessionStore) -> None:
+    put(store, rec("old"))
+    rotate(store, "old", "new", RecordUpdate(activity={"ev": "login"}), activity_max=2)
+    assert store.activity("new") == [{"ev": "login"}]
+
+
+# -- update ---------------------------------------------------------------------------------
+
+
+def test_update_writes_only_the_named_keys(store: SessionStore) -> None:
+    put(store, rec("k", data={"keep": 1, "drop": 2}))
+    # Two requests that each read the session and changed different keys: both survive.
+    assert store.update("k", RecordUpdate(set_data={"a": "first"}))
+    assert store.update("k", RecordUpdate(set_data={"b": "second"}, del_data=("drop", "absent")))
+    assert store.update("k", RecordUpdate(meta={"last_seen": T0 + 30, "expires_at": T0 + 999}))
+    got = store.get("k")
+    assert isinstance(got, SessionRecord)
+    assert got.data == {"keep": 1, "a": "first", "b": "second"}
+    assert (got.last_seen, got.expires_at) == (T0 + 30, T0 + 999)
+    assert (got.created_at, got.csrf_secret, got.user_id) == (T0, "csrf-k", "alice")
+
+
+def test_update_of_meta_fields(store: SessionStore) -> None:
+    put(store, rec("k"))
+    meta: dict[str, JSON] = {
+        "client_ip": "10.0.0.1",
+        "user_agent": "curl/8",
+        "fingerprint": {"h": "x"},
+        "flags": {"elevated": True},
+        "auth_at": T0 + 1,
+    }
+    assert store.update("k", RecordUpdate(meta=meta))
+    got = store.get("k")
+    assert isinstance(got, SessionRecord)
+    assert got.meta() | meta == got.meta()
+
+
+def test_empty_update_of_live_record_is_true(store: SessionStore) -> None:
+    put(store, rec("k"))
+    assert store.update("k", RecordUpdate()) is True
+    assert store.update("k", RecordUpdate(activity={"x": 1})) is True  # activity_max 0
+    assert store.get("k") == rec("k")
+    assert store.activity("k") == []
+
+
+def test_parallel_updates_of_different_keys_all_survive(store: SessionStore) -> None:
+    put(store, rec("k"))
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(20):
+                assert store.update("k", RecordUpdate(set_data={f"w{n}-{i}": i}))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = store.get("k")
+    assert isinstance(got, SessionRecord)
+    assert got.data == {f"w{n}-{i}": i for n in range(4) for i in range(20)}
+
+
+def test_update_after_revoke_is_false_and_keeps_tombstone(store: SessionStore) -> None:
+    put(store, rec("k", data={"a": 1}))
+    stone = tomb("k")
+    assert store.revoke("k", stone)
+    # A request in flight during logout finishes: it must not bring the session back.
+    late = RecordUpdate(
+        meta={"last_seen": T0 + 60, "expires_at": T0 + 9 * HOUR},
+        set_data={"a": 2},
+        activity={"ev": "late"},
+    )
+    assert store.update("k", late, activity_max=5) is False
+    assert store.get("k") == stone
+    assert store.activity("k") == []
+    assert store.user_sessions("alice") == []
+
+
+def test_update_of_alias_or_missing_is_false(store: SessionStore) -> None:
+    put(store, rec("k"))
+    rotate(store, "k", "k2")
+    assert store.update("k", RecordUpdate(set_data={"a": 1})) is False
+    assert store.get("k") == alias("k", "k2")
+    assert store.update("missing", RecordUpdate(set_data={"a": 1})) is False
+    assert store.update("missing", RecordUpdate()) is False
+    assert store.get("missing") is None
+
+
+def test_user_index_follows_user_id_changes(store: SessionStore) -> None:
+    put(store, rec("k", None))
+    assert store.update("k", RecordUpdate(meta={"user_id": "alice"}))
+    assert keys(store.user_sessions("alice")) == ["k"]
+    assert store.update("k", RecordUpdate(meta={"user_id": "bob"}))
+    assert store.user_sessions("alice") == []
+    assert keys(store.user_sessions("bob")) == ["k"]
+    assert store.revoke_user("alice", reason="x", at=T0, until=T0 + 1) == []
+    assert store.update("k", RecordUpdate(meta={"user_id": None}))
+    assert store.user_sessions("bob") == []
+    assert isinstance(store.get("k"), SessionRecord)
+
+
+# -- activity -------------------------------------------------------------------------------
+
+
+def test_activity_is_a_bounded_ring_oldest_first(store: SessionStore) -> None:
+    put(store, rec("k"))
+    assert store.activity("k") == []
+    for i in range(7):
+        assert store.update("k", RecordUpdate(activity={"n": i, "ip": "ü"}), activity_max=4)
+    assert store.activity("k") == [{"n": i, "ip": "ü"} for i in (3, 4, 5, 6)]
+    # A smaller bound keeps the newest entries.
+    store.update("k", RecordUpdate(activity={"n": 7}), activity_max=2)
+    assert store.activity("k") == [{"n": 6, "ip": "ü"}, {"n": 7}]
+    # A larger bound lets it grow again.
+    store.update("k", RecordUpdate(activity={"n": 8}), activity_max=10)
+    assert store.activity("k") == [{"n": 6, "ip": "ü"}, {"n": 7}, {"n": 8}]
+
+
+def test_activity_of_missing_key_is_empty(store: SessionStore) -> None:
+    assert store.activity("nope") == []
+
+
+def test_activity_entries_are_copies(store: SessionStore) -> None:
+    put(store, rec("k"))
+    entry: dict[str, JSON] = {"n": 1}
+    store.update("k", RecordUpdate(activity=entry), activity_max=3)
+    entry["n"] = 2
+    trail = store.activity("k")
+    trail[0]["n"] = 3
+    assert store.activity("k") == [{"n": 1}]
+
+
+def test_activity_goes_with_revoke_and_delete(store: SessionStore) -> None:
+    put(store, rec("r"))
+    put(store, rec("d"))
+    for k in ("r", "d"):
+        store.update(k, RecordUpdate(activity={"k": k}), activity_max=3)
+    store.revoke("r", tomb("r"))
+    store.delete("d")
+    assert store.activity("r") == []
+    assert store.activity("d") == []
+
+
+# -- revoke, delete, revoke_user ------------------------------------------------------------
+
+
+def test_revoke_live_record(store: SessionStore) -> None:
+    put(store, rec("k"))
+    stone = tomb("k")
+    assert store.revoke("k", stone) is True
+    assert store.get("k") == stone
+    assert store.user_sessions("alice") == []
+
+
+def test_revoke_alias(store: SessionStore) -> None:
+    put(store, rec("k"))
+    rotate(store, "k", "k2")
+    stone = tomb("k", "replay")
+    assert store.revoke("k", stone) is True
+    assert store.get("k") == stone
+    assert isinstance(store.get("k2"), SessionRecord)  # the alias' target is untouched
+    assert keys(store.user_sessions("alice")) == ["k2"]
+
+
+def test_revoke_tombstone_or_missing_is_false_and_writes_nothing(store: SessionStore) -> None:
+    put(store, rec("k"))
+    first = tomb("k", "logout")
+    store.revoke("k", first)
+    assert store.revoke("k", tomb("k", "again")) is False
+    assert store.get("k") == first
+    assert store.revoke("missing", tomb("missing")) is False
+    assert store.get("missing") is None
+
+
+@pytest.mark.parametrize("state", ["record", "alias", "tombstone", "missing"])
+def test_delete_removes_anything(store: SessionStore, state: str) -> None:
+    if state != "missing":
+        put(store, rec("k"))
+    if state == "alias":
+        rotate(store, "k", "k2")
+    elif state == "tombstone":
+        store.revoke("k", tomb("k"))
+    store.delete("k")
+    assert store.get("k") is None
+    assert "k" not in keys(store.user_sessions("alice"))
+    assert store.update("k", RecordUpdate(set_data={"a": 1})) is False
+
+
+def test_revoke_user_with_keep(store: SessionStore) -> None:
+    for k, created in (("c", 3.0), ("a", 1.0), ("keep", 2.0), ("b", 0.0)):
+        put(store, rec(k, created=T0 + created))
+    put(store, rec("bob1", "bob"))
+    put(store, rec("old", expires=T0 - 5))  # expired but still indexed: revoked as well
+    revoked = store.revoke_user(
+        "alice", reason="password-change", at=T0 + 7, until=T0 + 70, keep="keep"
+    )
+    assert revoked == ["a", "b", "c", "old"]
+    for k in revoked:
+        assert store.get(k) == Tombstone(k, "password-change", T0 + 7, T0 + 70, "alice")
+    assert keys(store.user_sessions("alice")) == ["keep"]
+    assert keys(store.user_sessions("bob")) == ["bob1"]
+    assert store.revoke_user("alice", reason="all", at=T0, until=T0 + 1) == ["keep"]
+    assert store.user_sessions("alice") == []
+    assert store.revoke_user("nobody", reason="x", at=T0, until=T0 + 1) == []
+
+
+def test_revoke_user_leaves_aliases_alone(store: SessionStore) -> None:
+    put(store, rec("k"))
+    rotate(store, "k", "k2")
+    assert store.revoke_user("alice", reason="logout-all", at=T0, until=T0 + 5) == ["k2"]
+    assert store.get("k") == alias("k", "k2")
+
+
+# -- user_sessions --------------------------------------------------------------------------
+
+
+def test_user_sessions_oldest_first_including_expired(store: SessionStore) -> None:
+    put(store, rec("z", created=T0 + 2))
+    put(store, rec("y", created=T0 + 1, expires=T0 - 1))
+    put(store, rec("b", created=T0 + 3))
+    put(store, rec("a", created=T0 + 3))  # a tie on created_at is broken by key
+    put(store, rec("x", created=T0))
+    put(store, rec("other", "bob"))
+    got = store.user_sessions("alice")
+    assert keys(got) == ["x", "y", "z", "a", "b"]
+    assert got[0] == rec("x", created=T0)
+    assert store.user_sessions("nobody") == []
+
+
+# -- purge ----------------------------------------------------------------------------------
+
+
+def _purge_fixture(store: SessionStore, now: float) -> tuple[set[str], set[str]]:
+    """Items on both sides of ``now``; returns (keys that must go, keys that must stay)."""
+    gone: set[str] = set()
+    kept: set[str] = set()
+    put(store, rec("live", expires=now + 1))
+    kept.add("live")
+    put(store, rec("dead", expires=now - 1))
+    gone.add("dead")
+    put(store, rec("at-now", expires=now))  # its lifetime ends at now: it goes
+    gone.add("at-now")
+    # Alias within its lifetime though its grace is over; and one whose lifetime is over.
+    for k, until in (("al-live", now + 5), ("al-dead", now - 5)):
+        put(store, rec(k, expires=now + 100))
+        store.rotate(
+            k,
+            f"{k}-target",
+            RecordUpdate(),
+            old_becomes=Alias(k, f"{k}-target", now - 60, now - 30, until, "alice"),
+            max_per_user=0,
+            tombstone_until=now + 10,
+        )
+        kept.add(f"{k}-target")
+    kept.add("al-live")
+    gone.add("al-dead")
+    for k, until in (("tb-live", now + 5), ("tb-dead", now - 5)):
+        put(store, rec(k, expires=now + 100))
+        store.revoke(k, Tombstone(k, "logout", now - 60, until, "alice"))
+    kept.add("tb-live")
+    gone.add("tb-dead")
+    return gone, kept
+
+
+def test_purge_removes_exactly_what_expired(store: SessionStore) -> None:
+    now = T0 + 10 * HOUR
+    gone, kept = _purge_fixture(store, now)
+    store.update("dead", RecordUpdate(activity={"x": 1}), activity_max=5)
+    assert store.purge(now) == len(gone)
+    for k in gone:
+        assert store.get(k) is None, k
+    for k in kept:
+        assert store.get(k) is not None, k
+    assert store.activity("dead") == []
+    assert "dead" not in keys(store.user_sessions("alice"))
+    assert store.purge(now) == 0
+
+
+def test_purge_in_batches_smaller_than_the_total(store: SessionStore) -> None:
+    now = T0 + 10 * HOUR
+    for i in range(23):
+        put(store, rec(f"old{i}", expires=now - i - 1))
+    for i in range(5):
+        put(store, rec(f"new{i}", expires=now + i + 1))
+    assert store.purge(now, batch=4) == 23
+    assert keys(store.user_sessions("alice")) == [f"new{i}" for i in range(5)]
+    assert store.purge(now, batch=4) == 0
+    assert store.purge(now + 3.5, batch=1) == 3
+    assert store.stats(now + 3.5) == StoreStats(live_sessions=2, users=1, tombstones=0, aliases=0)
+
+
+def test_purge_of_batch_multiple_returns_the_total(store: SessionStore) -> None:
+    for i in range(8):
+        put(store, rec(f"k{i}", expires=T0))
+    assert store.purge(T0 + 1, batch=4) == 8
+    assert store.purge(T0 + 1, batch=4) == 0
+
+
+def test_reinsert_after_purge_starts_clean(store: SessionStore) -> None:
+    put(store, rec("k", expires=T0))
+    store.update("k", RecordUpdate(activity={"n": 1}), activity_max=3)
+    store.purge(T0 + 1)
+    put(store, rec("k", expires=T0 + HOUR))
+    assert store.activity("k") == []
+    assert keys(store.user_sessions("alice")) == ["k"]
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+def test_stats(store: SessionStore) -> None:
+    now = T0 + 10 * HOUR
+    assert store.stats(now) == StoreStats(live_sessions=0, users=0, tombstones=0, aliases=0)
+    _purge_fixture(store, now)
+    put(store, rec("bob1", "bob", expires=now + 10))
+    put(store, rec("bob2", "bob", expires=now + 10))
+    put(store, rec("anon", None, expires=now + 10))
+    put(store, rec("carol-dead", "carol", expires=now - 10))
+    # Live: live, al-live-target, al-dead-target, bob1, bob2, anon (alice and bob).
+    assert store.stats(now) == StoreStats(live_sessions=6, users=2, tombstones=1, aliases=1)
+    later = now + 6
+    assert store.stats(later) == StoreStats(live_sessions=5, users=2, tombstones=0, aliases=0)
