@@ -1,0 +1,174 @@
+"""WSGI middleware: the same guard as the ASGI one, driven synchronously.
+
+    app.wsgi_app = SessionWardenWSGI(app.wsgi_app, policy=policy, store="sqlite:///s.db")
+
+The session is ``environ["sessionwarden.session"]``; the request context (CSP nonce, CSRF token)
+is ``environ["sessionwarden"]``. The session is committed when the application calls
+``start_response``, before the status line is passed on, so a store failure becomes a clean 503.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from .clock import Clock
+from .core import ReauthenticationRequired, Session, run_sync
+from .events import EventSink
+from .guard import Begun, Guard, Refusal
+from .policy import Policy
+from .stores import SessionStore, StoreUnavailable, open_store
+
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_STATUS = {
+    303: "303 See Other",
+    308: "308 Permanent Redirect",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    413: "413 Payload Too Large",
+    429: "429 Too Many Requests",
+    503: "503 Service Unavailable",
+}
+
+
+def _str_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+
+
+class SessionWardenWSGI:
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        policy: Policy,
+        store: SessionStore | str,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+        reauth_redirect: str | None = None,
+    ) -> None:
+        self.app = app
+        self.policy = policy
+        self.store: SessionStore = open_store(store) if isinstance(store, str) else store
+        self.guard = Guard(policy, clock=clock, sink=sink)
+        self.engine = self.guard.engine
+        self.reauth_redirect = reauth_redirect
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        guard = self.guard
+        raw: list[tuple[str, str]] = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                raw.append((key[5:].replace("_", "-").lower(), value))
+        if environ.get("CONTENT_TYPE"):
+            raw.append(("content-type", environ["CONTENT_TYPE"]))
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        facts = guard.facts(
+            method=environ.get("REQUEST_METHOD", "GET"),
+            scheme=environ.get("wsgi.url_scheme", "http"),
+            path=path,
+            peer_ip=environ.get("REMOTE_ADDR", ""),
+            raw_headers=raw,
+        )
+        target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+        if not target:
+            target = quote(path.encode("latin-1", "replace"))
+            if environ.get("QUERY_STRING"):
+                target += "?" + environ["QUERY_STRING"]
+        try:
+            begun = run_sync(guard.begin(facts, target), self.store)
+        except StoreUnavailable as exc:
+            return self._refuse(start_response, Begun(facts), guard.store_failed(facts, exc))
+        guard.store_ok(facts)
+
+        if begun.needs_form_token and begun.refusal is None:
+            body = self._read_body(environ)
+            if body is None:
+                guard.body_too_large(begun)
+            else:
+                guard.check_form_body(begun, body)
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+        if begun.refusal is not None:
+            return self._refuse(start_response, begun, begun.refusal)
+
+        session = begun.session
+        assert session is not None
+        environ["sessionwarden.session"] = session
+        environ["sessionwarden"] = begun
+        failed: list[Refusal] = []
+
+        def wrapped_start(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            try:
+                outcome = run_sync(guard.commit(begun), self.store)
+            except StoreUnavailable as exc:
+                failed.append(guard.store_failed(facts, exc))
+                return _discard
+            existing = {n.lower().encode("latin-1") for n, _ in headers}
+            add, drop = guard.response_headers(begun, outcome, existing)
+            kept = [(n, v) for n, v in headers if n.lower().encode("latin-1") not in drop]
+            return start_response(status, kept + _str_headers(add), exc_info)
+
+        try:
+            result = self.app(environ, wrapped_start)
+        except ReauthenticationRequired as exc:
+            return self._reauth(start_response, begun, session, exc)
+        if failed:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            return self._refuse(start_response, begun, failed[0])
+        return result
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _read_body(self, environ: dict[str, Any]) -> bytes | None:
+        limit = self.policy.csrf.max_body_bytes
+        stream = environ.get("wsgi.input")
+        if stream is None:
+            return b""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        if length > limit:
+            return None
+        body: bytes = stream.read(length if length >= 0 else limit + 1)
+        return None if len(body) > limit else body
+
+    def _refuse(self, start_response: StartResponse, begun: Begun, refusal: Refusal) -> list[bytes]:
+        hdrs, body = refusal.render(begun.facts.wants_json)
+        add, _ = self.guard.response_headers(begun, None, {n for n, _ in hdrs})
+        start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(hdrs + add))
+        return [body]
+
+    def _reauth(
+        self,
+        start_response: StartResponse,
+        begun: Begun,
+        session: Session,
+        exc: ReauthenticationRequired,
+    ) -> list[bytes]:
+        del session
+        if self.reauth_redirect and not begun.facts.wants_json:
+            refusal = Refusal(303, "reauthentication-required", exc.reason, location=self.reauth_redirect)
+        else:
+            refusal = Refusal(401, "reauthentication-required", exc.reason)
+        return self._refuse(start_response, begun, refusal)
+
+
+def _discard(data: bytes) -> None:
+    del data
+
+
+def get_session(environ: dict[str, Any]) -> Session:
+    session = environ.get("sessionwarden.session")
+    if not isinstance(session, Session):
+        raise RuntimeError("SessionWardenWSGI is not installed on this app")
+    return session
+
+
