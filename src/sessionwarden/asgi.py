@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .clock import Clock
-from .core import Outcome, ReauthenticationRequired, Session, run_async
+from .core import Outcome, ReauthenticationRequired, Session, SessionInfo, run_async
 from .events import EventSink
 from .guard import Begun, Guard, Refusal
 from .policy import Policy
+from .records import JSON
 from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
 
 Scope = MutableMapping[str, Any]
@@ -88,6 +89,7 @@ class SessionWardenMiddleware:
         assert session is not None
         scope["session"] = session
         scope["sessionwarden"] = begun
+        scope["sessionwarden.middleware"] = self
         state = scope.setdefault("state", {})
         state["csp_nonce"] = begun.nonce
         state["csrf_token"] = begun.csrf_token
@@ -117,6 +119,32 @@ class SessionWardenMiddleware:
                 raise
             await self._reauth(send, begun, session, exc)
 
+    # -- the application's calls (a "your devices" page, an admin screen) ------------------------
+    async def list_sessions(
+        self, user_id: str, current: Session | None = None
+    ) -> list[SessionInfo]:
+        """The user's live sessions, oldest first, ``current`` marked."""
+        return await run_async(self.engine.list_sessions(user_id, current), self.store)
+
+    async def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> bool:
+        """End one of the user's sessions, named by its reference."""
+        return await run_async(self.engine.revoke_session(user_id, ref, by=by), self.store)
+
+    async def revoke_user(
+        self, user_id: str, *, by: str = "admin", keep: Session | None = None
+    ) -> list[str]:
+        """End every session of the user (but ``keep``); returns the references ended."""
+        return await run_async(self.engine.revoke_user(user_id, by=by, keep=keep), self.store)
+
+    async def activity(self, session: Session) -> list[dict[str, JSON]]:
+        """The session's recent activity trail (time, IP, user agent, path), oldest first."""
+        if session.record is None:
+            return []
+        return await self.store.activity(session.record.key)
+
+    async def purge(self) -> int:
+        return await run_async(self.engine.purge(), self.store)
+
     # -- helpers ------------------------------------------------------------------------------
     def _merge(
         self, begun: Begun, outcome: Outcome | None, app_headers: Any
@@ -139,7 +167,9 @@ class SessionWardenMiddleware:
         self, send: Send, begun: Begun, session: Session, exc: ReauthenticationRequired
     ) -> None:
         if self.reauth_redirect and not begun.facts.wants_json:
-            refusal = Refusal(303, "reauthentication-required", exc.reason, location=self.reauth_redirect)
+            refusal = Refusal(
+                303, "reauthentication-required", exc.reason, location=self.reauth_redirect
+            )
         else:
             refusal = Refusal(401, "reauthentication-required", exc.reason)
         hdrs, body = refusal.render(begun.facts.wants_json)
@@ -191,6 +221,15 @@ def get_session(scope_or_request: Any) -> Session:
     if not isinstance(session, Session):
         raise RuntimeError("SessionWardenMiddleware is not installed on this app")
     return session
+
+
+def get_middleware(scope_or_request: Any) -> SessionWardenMiddleware:
+    """The middleware serving a request (for :meth:`SessionWardenMiddleware.list_sessions` …)."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    mw = scope.get("sessionwarden.middleware")
+    if not isinstance(mw, SessionWardenMiddleware):
+        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
+    return mw
 
 
 def get_context(scope_or_request: Any) -> Begun:

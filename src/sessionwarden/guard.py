@@ -12,19 +12,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import csrf, headers
+from .anomaly import RiskAssessor
 from .clock import Clock
 from .core import Engine, Outcome, Session, Steps
 from .events import EventKind, EventSink
 from .facts import RequestFacts
-from .anomaly import RiskAssessor
 from .monitor import OutageGate, UnknownIdThrottle, fingerprint
 from .policy import Policy
-from .proxy import TrustedProxies, https_redirect_target
+from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 _REASONS = {
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
     308: "Permanent Redirect",
     403: "Forbidden",
     413: "Payload Too Large",
@@ -32,6 +35,8 @@ _REASONS = {
     503: "Service Unavailable",
 }
 _HUMAN = {
+    "bad-request": "Bad request.",
+    "reauthentication-required": "Please sign in again to continue.",
     "https-required": "This site is only served over HTTPS.",
     "cross-origin": "Cross-site request refused.",
     "csrf": "The form expired or did not come from this site. Reload the page and try again.",
@@ -181,7 +186,16 @@ class Guard:
         """Decide whether the application runs, loading the session on the way."""
         begun = Begun(facts)
         now = self.engine.clock.now()
-        location = https_redirect_target(facts, target, self.policy.https)
+        hp = self.policy.https
+        if (
+            hp.redirect
+            and facts.scheme != "https"
+            and not (hp.allow_loopback_http and is_loopback_host(facts.host))
+            and not is_valid_host(facts.host)
+        ):
+            begun.refusal = Refusal(400, "bad-request", "invalid-host")
+            return begun
+        location = https_redirect_target(facts, target, hp)
         if location is not None:
             self.engine._emit(EventKind.HTTPS_REDIRECT, facts, now)
             begun.refusal = Refusal(308, "https-required", "plain-http", location=location)
@@ -199,7 +213,11 @@ class Guard:
         verdict = csrf.cross_origin_verdict(facts, cpol)
         if not verdict.ok:
             self.engine._emit(
-                EventKind.CROSS_ORIGIN_REFUSED, facts, now, key=self._key(begun), reason=verdict.reason
+                EventKind.CROSS_ORIGIN_REFUSED,
+                facts,
+                now,
+                key=self._key(begun),
+                reason=verdict.reason,
             )
             begun.refusal = Refusal(403, "cross-origin", verdict.reason)
             return begun
@@ -221,12 +239,18 @@ class Guard:
         """Verify the synchronizer token; sets ``begun.refusal`` when it fails."""
         session = begun.session
         secret = session.record.csrf_secret if session is not None and session.record else ""
-        verdict = csrf.token_verdict(presented, secret) if secret else csrf.Verdict(False, "no-session")
+        verdict = (
+            csrf.token_verdict(presented, secret) if secret else csrf.Verdict(False, "no-session")
+        )
         if not verdict.ok:
             now = self.engine.clock.now()
             user = session.user_id if session is not None else None
             self.engine._emit(
-                EventKind.CSRF_REFUSED, begun.facts, now, key=self._key(begun), user_id=user,
+                EventKind.CSRF_REFUSED,
+                begun.facts,
+                now,
+                key=self._key(begun),
+                user_id=user,
                 reason=verdict.reason,
             )
             begun.refusal = Refusal(403, "csrf", verdict.reason)

@@ -15,10 +15,11 @@ from typing import Any
 from urllib.parse import quote
 
 from .clock import Clock
-from .core import ReauthenticationRequired, Session, run_sync
+from .core import ReauthenticationRequired, Session, SessionInfo, run_sync
 from .events import EventSink
 from .guard import Begun, Guard, Refusal
 from .policy import Policy
+from .records import JSON
 from .stores import SessionStore, StoreUnavailable, open_store
 
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -26,6 +27,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS = {
     303: "303 See Other",
+    400: "400 Bad Request",
     308: "308 Permanent Redirect",
     401: "401 Unauthorized",
     403: "403 Forbidden",
@@ -99,6 +101,7 @@ class SessionWardenWSGI:
         assert session is not None
         environ["sessionwarden.session"] = session
         environ["sessionwarden"] = begun
+        environ["sessionwarden.middleware"] = self
         failed: list[Refusal] = []
 
         def wrapped_start(
@@ -124,6 +127,28 @@ class SessionWardenWSGI:
                 close()
             return self._refuse(start_response, begun, failed[0])
         return result
+
+    # -- the application's calls (a "your devices" page, an admin screen) ------------------------
+    def list_sessions(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
+        """The user's live sessions, oldest first, ``current`` marked."""
+        return run_sync(self.engine.list_sessions(user_id, current), self.store)
+
+    def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> bool:
+        """End one of the user's sessions, named by its reference."""
+        return run_sync(self.engine.revoke_session(user_id, ref, by=by), self.store)
+
+    def revoke_user(
+        self, user_id: str, *, by: str = "admin", keep: Session | None = None
+    ) -> list[str]:
+        """End every session of the user (but ``keep``); returns the references ended."""
+        return run_sync(self.engine.revoke_user(user_id, by=by, keep=keep), self.store)
+
+    def activity(self, session: Session) -> list[dict[str, JSON]]:
+        """The session's recent activity trail (time, IP, user agent, path), oldest first."""
+        return [] if session.record is None else self.store.activity(session.record.key)
+
+    def purge(self) -> int:
+        return run_sync(self.engine.purge(), self.store)
 
     # -- helpers ------------------------------------------------------------------------------
     def _read_body(self, environ: dict[str, Any]) -> bytes | None:
@@ -155,7 +180,9 @@ class SessionWardenWSGI:
     ) -> list[bytes]:
         del session
         if self.reauth_redirect and not begun.facts.wants_json:
-            refusal = Refusal(303, "reauthentication-required", exc.reason, location=self.reauth_redirect)
+            refusal = Refusal(
+                303, "reauthentication-required", exc.reason, location=self.reauth_redirect
+            )
         else:
             refusal = Refusal(401, "reauthentication-required", exc.reason)
         return self._refuse(start_response, begun, refusal)
@@ -170,5 +197,3 @@ def get_session(environ: dict[str, Any]) -> Session:
     if not isinstance(session, Session):
         raise RuntimeError("SessionWardenWSGI is not installed on this app")
     return session
-
-
