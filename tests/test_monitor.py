@@ -646,10 +646,13 @@ def test_prometheus_missing_dependency_is_explained(monkeypatch: pytest.MonkeyPa
 def test_outage_gate_emits_once_per_outage() -> None:
     gate = OutageGate()
     assert gate.success() is False  # healthy store: nothing to report
+    assert gate.failing is False
     assert gate.failure(NOW) is True
+    assert gate.failing is True
     assert gate.down_since == NOW
     assert [gate.failure(NOW + i) for i in range(1, 5)] == [False] * 4
     assert gate.success() is True
+    assert gate.failing is False
     assert gate.down_since is None
     assert gate.success() is False
     assert gate.failure(NOW + 100) is True  # a new outage is reported again

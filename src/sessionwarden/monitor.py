@@ -626,6 +626,12 @@ class OutageGate:
             return True
 
     @property
+    def failing(self) -> bool:
+        """Whether an outage is in progress. Read without the lock so the healthy path (every
+        request) costs no lock; it is a hint, :meth:`success` decides under the lock."""
+        return self._down_since is not None
+
+    @property
     def down_since(self) -> float | None:
         """When the current outage started, ``None`` while the store works."""
         with self._lock:

@@ -107,6 +107,11 @@ class RecordUpdate:
     del_data: tuple[str, ...] = ()
     activity: dict[str, JSON] | None = None
 
+    def __post_init__(self) -> None:
+        unknown = set(self.meta).difference(META_FIELDS)
+        if unknown:
+            raise ValueError(f"RecordUpdate.meta: unknown fields {sorted(unknown)}")
+
     def is_empty(self) -> bool:
         return not (self.meta or self.set_data or self.del_data or self.activity)
 

@@ -65,7 +65,8 @@ class SessionStore(Protocol):
         """Atomically: read the live record at ``old_key``, apply ``update``, store it at
         ``new_key`` (index updated), and replace ``old_key`` with ``old_becomes``. Enforces the
         per-user cap like :meth:`insert` (the new key is never evicted). Returns evicted keys, or
-        ``None`` when ``old_key`` is no longer a live record (nothing is written). The activity
+        ``None`` when ``old_key`` is no longer a live record (nothing is written).
+        ``old_becomes.key`` is ``old_key``. The activity
         trail moves to ``new_key``; ``update.activity`` is appended to it (bounded by
         ``activity_max``) like :meth:`update` does."""
         ...
@@ -98,7 +99,7 @@ class SessionStore(Protocol):
         ...
 
     def purge(self, now: float, batch: int = 1000) -> int:
-        """Delete records, aliases and tombstones whose lifetime ended before ``now``, in
+        """Delete records (``expires_at <= now``), aliases and tombstones (``until <= now``) in
         batches small enough never to stall a concurrent request. Returns how many went."""
         ...
 

@@ -67,6 +67,9 @@ class MemoryStore:
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
     ) -> list[str]:
         with self._lock:
+            previous = self._items.get(record.key)
+            if isinstance(previous, SessionRecord):
+                self._index_drop(record.key, previous.user_id)
             self._items[record.key] = copy.deepcopy(record)
             self._index_add(record)
             return self._enforce_cap(record, max_per_user, tombstone_until)
@@ -155,6 +158,8 @@ class MemoryStore:
             return [dict(e) for e in self._activity.get(key, ())]
 
     def purge(self, now: float, batch: int = 1000) -> int:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
         removed = 0
         while True:
             with self._lock:
