@@ -31,7 +31,8 @@ ALLOWED_TAGS = frozenset(
 )
 _ALLOWED_SCHEMES = frozenset({"http", "https", "mailto"})
 # Only a link's target survives; ``rel`` is forced below, so it must not be allowed as input.
-_ALLOWED_ATTRIBUTES = {"a": {"href"}}
+# The empty ``"*"`` entry matters: without it ammonia keeps ``title`` and ``lang`` everywhere.
+_ALLOWED_ATTRIBUTES: dict[str, set[str]] = {"a": {"href"}, "*": set()}
 
 _CLEANER = nh3.Cleaner(
     tags=set(ALLOWED_TAGS),
@@ -44,6 +45,7 @@ _CLEANER = nh3.Cleaner(
     url_relative="deny",
     # ``nofollow``: links in user content earn no search ranking, so spamming them pays nothing.
     link_rel="noopener noreferrer nofollow",
+    generic_attribute_prefixes=set(),
     strip_comments=True,
 )
 
