@@ -121,6 +121,24 @@ class Guard:
         )
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
         self.outage = OutageGate()
+        #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
+        self.wanted_headers = frozenset(
+            n.encode("latin-1")
+            for n in (
+                "cookie",
+                "host",
+                "user-agent",
+                "accept-language",
+                "origin",
+                "sec-fetch-site",
+                "content-type",
+                "accept",
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                policy.csrf.header_name,
+            )
+        )
 
     # -- facts --------------------------------------------------------------------------------
     def facts(

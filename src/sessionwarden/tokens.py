@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Sequence
@@ -82,17 +81,17 @@ class Keyring:
 
     def hash_id(self, session_id: str) -> str:
         """The store key for a session ID, under the current (first) secret."""
-        return hmac.new(self._keys[0], session_id.encode("ascii"), hashlib.sha256).hexdigest()
+        return hmac.digest(self._keys[0], session_id.encode("ascii"), "sha256").hex()
 
     def legacy_hashes(self, session_id: str) -> Iterable[str]:
         """Store keys under the older secrets, tried only when the current one misses."""
         for key in self._keys[1:]:
-            yield hmac.new(key, session_id.encode("ascii"), hashlib.sha256).hexdigest()
+            yield hmac.digest(key, session_id.encode("ascii"), "sha256").hex()
 
     def hash_value(self, purpose: str, value: str) -> str:
         """A keyed hash of any other value (a user ID in an index key, a client address)."""
         msg = purpose.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
-        return hmac.new(self._keys[0], msg, hashlib.sha256).hexdigest()
+        return hmac.digest(self._keys[0], msg, "sha256").hex()
 
 
 def ref_of(store_key: str) -> str:

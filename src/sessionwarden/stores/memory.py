@@ -11,6 +11,35 @@ from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombston
 from .base import StoreStats, oldest_over_cap
 
 
+def _clone(value: JSON) -> JSON:
+    """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+def _copy_record(record: SessionRecord) -> SessionRecord:
+    return SessionRecord(
+        key=record.key,
+        created_at=record.created_at,
+        last_seen=record.last_seen,
+        expires_at=record.expires_at,
+        rotated_at=record.rotated_at,
+        csrf_secret=record.csrf_secret,
+        user_id=record.user_id,
+        auth_at=record.auth_at,
+        client_ip=record.client_ip,
+        user_agent=record.user_agent,
+        fingerprint=None
+        if record.fingerprint is None
+        else {k: _clone(v) for k, v in record.fingerprint.items()},
+        flags={k: _clone(v) for k, v in record.flags.items()},
+        data={k: _clone(v) for k, v in record.data.items()},
+    )
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._items: dict[str, SessionRecord | Alias | Tombstone] = {}
@@ -61,7 +90,7 @@ class MemoryStore:
     def get(self, key: str) -> Lookup:
         with self._lock:
             item = self._items.get(key)
-            return copy.deepcopy(item) if isinstance(item, SessionRecord) else item
+            return _copy_record(item) if isinstance(item, SessionRecord) else item
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -70,7 +99,7 @@ class MemoryStore:
             previous = self._items.get(record.key)
             if isinstance(previous, SessionRecord):
                 self._index_drop(record.key, previous.user_id)
-            self._items[record.key] = copy.deepcopy(record)
+            self._items[record.key] = _copy_record(record)
             self._index_add(record)
             return self._enforce_cap(record, max_per_user, tombstone_until)
 
@@ -89,7 +118,7 @@ class MemoryStore:
             old = self._items.get(old_key)
             if not isinstance(old, SessionRecord):
                 return None
-            new = copy.deepcopy(old)
+            new = _copy_record(old)
             new.key = new_key
             new.apply(copy.deepcopy(update))
             self._index_drop(old_key, old.user_id)
@@ -136,7 +165,7 @@ class MemoryStore:
     def user_sessions(self, user_id: str) -> list[SessionRecord]:
         with self._lock:
             found = [
-                copy.deepcopy(item)
+                _copy_record(item)
                 for k in self._users.get(user_id, ())
                 if isinstance(item := self._items.get(k), SessionRecord)
             ]
