@@ -61,7 +61,9 @@ async def logout(request: Request) -> Response:
 
 
 async def token(request: Request) -> Response:
-    return JSONResponse({"csrf_token": request.state.csrf_token(), "nonce": request.state.csp_nonce})
+    return JSONResponse(
+        {"csrf_token": request.state.csrf_token(), "nonce": request.state.csp_nonce}
+    )
 
 
 async def transfer(request: Request) -> Response:
@@ -111,7 +113,9 @@ async def do_login(c: httpx.AsyncClient) -> None:
 
 @pytest.mark.anyio
 async def test_session_roundtrip_on_every_store(store_url: str) -> None:
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store=store_url)
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store=store_url
+    )
     async with client_for(app) as c:
         for n in range(1, 4):
             r = await c.get("/count")
@@ -132,7 +136,9 @@ async def test_session_roundtrip_on_every_store(store_url: str) -> None:
 
 @pytest.mark.anyio
 async def test_set_cookie_and_security_headers() -> None:
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+    )
     async with client_for(app) as c:
         r = await c.get("/count")
         cookie = r.headers["set-cookie"]
@@ -171,18 +177,24 @@ async def test_unsafe_method_without_token_is_refused_and_app_not_run() -> None:
 
 @pytest.mark.anyio
 async def test_form_token_accepted_and_body_replayed_intact() -> None:
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+    )
     async with client_for(app) as c:
         t = await get_token(c)
         r = await c.post("/transfer", data={"csrf_token": t, "amount": "42"})
         assert r.status_code == 200 and r.text == "sent 42"
-        r = await c.post("/transfer", files={"f": ("a.txt", b"data")}, data={"csrf_token": t, "amount": "7"})
+        r = await c.post(
+            "/transfer", files={"f": ("a.txt", b"data")}, data={"csrf_token": t, "amount": "7"}
+        )
         assert r.status_code == 200 and r.text == "sent 7"
 
 
 @pytest.mark.anyio
 async def test_cross_site_post_refused_even_with_token() -> None:
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+    )
     async with client_for(app) as c:
         t = await get_token(c)
         r = await c.post(
@@ -192,7 +204,9 @@ async def test_cross_site_post_refused_even_with_token() -> None:
         )
         assert r.status_code == 403 and "Cross-site" in r.text
         r = await c.post(
-            "/transfer", data={"csrf_token": t, "amount": "1"}, headers={"origin": "https://evil.test"}
+            "/transfer",
+            data={"csrf_token": t, "amount": "1"},
+            headers={"origin": "https://evil.test"},
         )
         assert r.status_code == 403
 
@@ -210,7 +224,9 @@ async def test_oversized_form_body_gets_413() -> None:
 
 @pytest.mark.anyio
 async def test_plain_http_redirected_with_308_except_loopback() -> None:
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as c:
         r = await c.post("/transfer?x=1", data={"a": "b"})
@@ -265,15 +281,19 @@ async def test_store_unreachable_fails_closed_with_503(caplog: pytest.LogCapture
 @given(
     header=st.one_of(
         st.text(max_size=300),
-        st.text(alphabet="_-=;\" abcdefHIJ0123456789", max_size=300).map(lambda v: "__Host-id=" + v),
+        st.text(alphabet='_-=;" abcdefHIJ0123456789', max_size=300).map(lambda v: "__Host-id=" + v),
         st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
     )
 )
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_arbitrary_cookie_headers_never_fail(header: str) -> None:
     import anyio
 
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+    )
 
     async def go() -> int:
         sent: list[dict[str, Any]] = []
@@ -302,7 +322,9 @@ def test_arbitrary_cookie_headers_never_fail(header: str) -> None:
 
 @pytest.mark.anyio
 async def test_malformed_cookie_variants_are_anonymous() -> None:
-    app = SessionWardenMiddleware(starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+    )
     async with client_for(app) as c:
         for raw in ["", "a" * 5000, "ü" * 43, '"unterminated', "__Host-id=a; __Host-id=b"]:
             r = await c.get("/", headers={"cookie": f"__Host-id={raw}".encode()})
@@ -317,11 +339,11 @@ async def test_fastapi_dependencies() -> None:
         return get_session(request)
 
     @api.get("/me")
-    async def me(session: Session = Depends(current)) -> dict[str, Any]:  # noqa: B008
+    async def me(session: Session = Depends(current)) -> dict[str, Any]:
         return {"user": session.user_id}
 
     @api.post("/login")
-    async def do(session: Session = Depends(current)) -> dict[str, Any]:  # noqa: B008
+    async def do(session: Session = Depends(current)) -> dict[str, Any]:
         session.login("bob")
         return {"ok": True}
 
@@ -336,7 +358,7 @@ async def test_fastapi_dependencies() -> None:
         assert (await c.get("/me")).json() == {"user": "bob"}
 
 
-# -- real store faults ------------------------------------------------------------------------------
+# -- real store faults ---------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -355,8 +377,19 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]
         pytest.skip("redis-server is not installed")
     port = _free_port()
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -366,7 +399,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]
         try:
             redis.Redis(port=port, socket_timeout=0.2).ping()
             break
-        except Exception:  # noqa: BLE001
+        except Exception:
             time.sleep(0.05)
     yield port, proc
     proc.kill()

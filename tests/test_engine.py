@@ -145,7 +145,9 @@ def test_anonymous_request_that_writes_nothing_creates_nothing(
 # -- strict mode ---------------------------------------------------------------------------------
 
 
-def test_planted_id_is_never_adopted(engine: Engine, store: SessionStore, recorder: Recorder) -> None:
+def test_planted_id_is_never_adopted(
+    engine: Engine, store: SessionStore, recorder: Recorder
+) -> None:
     planted = tokens.new_session_id()
     c = Client(engine, store, cookie=planted)
     s = c.request(lambda s: s.__setitem__("cart", [1]))
@@ -228,7 +230,9 @@ def test_idle_timeout_slides_with_activity(
 def test_absolute_timeout_is_never_extended(
     store: SessionStore, clock: ManualClock, recorder: Recorder
 ) -> None:
-    policy = Policy(secret_keys=(SECRET,), idle_timeout=600, absolute_timeout=3600, rotate_every=900)
+    policy = Policy(
+        secret_keys=(SECRET,), idle_timeout=600, absolute_timeout=3600, rotate_every=900
+    )
     engine = Engine(policy, clock=clock, sink=recorder)
     c = Client(engine, store)
     login(c)
@@ -407,7 +411,9 @@ def test_rotation_never_extends_creation_time(
 def test_max_sessions_per_user_evicts_oldest(
     store: SessionStore, clock: ManualClock, recorder: Recorder
 ) -> None:
-    engine = Engine(Policy(secret_keys=(SECRET,), max_sessions_per_user=3), clock=clock, sink=recorder)
+    engine = Engine(
+        Policy(secret_keys=(SECRET,), max_sessions_per_user=3), clock=clock, sink=recorder
+    )
     clients = [Client(engine, store) for _ in range(4)]
     for c in clients:
         clock.advance(1)
@@ -475,7 +481,9 @@ def test_request_in_flight_during_revocation_cannot_rotate_it_back(
 # -- per-user index ------------------------------------------------------------------------------
 
 
-def test_list_and_revoke_user_sessions(engine: Engine, store: SessionStore, clock: ManualClock) -> None:
+def test_list_and_revoke_user_sessions(
+    engine: Engine, store: SessionStore, clock: ManualClock
+) -> None:
     phone, laptop, tablet = (Client(engine, store, ua=ua) for ua in ("phone", "laptop", "tablet"))
     for c in (phone, laptop, tablet):
         clock.advance(1)

@@ -64,9 +64,11 @@ def b64d(text: str) -> bytes | None:
     if not _URLSAFE.issuperset(raw):
         return None
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         return None
+    # Only the canonical spelling: trailing bits that decoding ignores must be zero.
+    return decoded if b64e(decoded) == text else None
 
 
 class Keyring:
