@@ -1,0 +1,517 @@
+"""The ``sessionwarden`` command line against a real SQLite file and the real Redis server.
+
+Sessions are created through the engine (as a browser would get them); the CLI then runs in this
+process through ``main([...])``, once in a subprocess through ``python -m sessionwarden.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sessionwarden import cli
+from sessionwarden.cli import main
+from sessionwarden.clock import ManualClock
+from sessionwarden.core import Engine, run_sync
+from sessionwarden.policy import Policy
+from sessionwarden.stores.base import SessionStore
+
+from .conftest import SECRET, drop_prefix, redis_or_skip, unique_prefix
+from .test_engine import Client, login
+
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@dataclass
+class Target:
+    url: str
+    store: SessionStore
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    if request.param == "sqlite":
+        from sessionwarden.stores.sqlite import SQLiteStore
+
+        path = tmp_path / "sessions.db"
+        store = SQLiteStore(path)
+        yield Target(f"sqlite:///{path}", store)
+        store.close()
+    else:
+        url = redis_or_skip()
+        from sessionwarden.stores.redis import RedisStore
+
+        prefix = unique_prefix()
+        rstore = RedisStore(url, prefix=prefix)
+        try:
+            yield Target(f"{url}?prefix={prefix}", rstore)
+        finally:
+            rstore.close()
+            drop_prefix(prefix)
+
+
+@dataclass
+class World:
+    """Two sessions of alice (Firefox, curl) and one of bob, all live in real time."""
+
+    engine: Engine
+    clock: ManualClock
+    alice_ff: Client
+    alice_curl: Client
+    bob: Client
+    refs: dict[str, str]
+
+
+def _engine(start: float, clock: ManualClock | None = None) -> Engine:
+    policy = Policy(secret_keys=(SECRET,), idle_timeout=1800.0)
+    return Engine(policy, clock=clock or ManualClock(start))
+
+
+@pytest.fixture
+def world(target: Target) -> World:
+    clock = ManualClock(time.time())
+    engine = _engine(0, clock)
+    refs: dict[str, str] = {}
+    clients: dict[str, Client] = {}
+    for name, user, ua, ip in [
+        ("alice_ff", "alice", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "198.51.100.7"),
+        ("alice_curl", "alice", "curl/8.5.0", "203.0.113.9"),
+        ("bob", "bob", "Mozilla/5.0 Safari/605.1.15", "192.0.2.44"),
+    ]:
+        client = Client(engine, target.store, ua=ua, ip=ip)
+        refs[name] = login(client, user).ref
+        clients[name] = client
+    return World(engine, clock, clients["alice_ff"], clients["alice_curl"], clients["bob"], refs)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def signed_in(client: Client) -> bool:
+    session, _ = client.begin()
+    return session.user_id is not None
+
+
+def assert_no_secrets(text: str, *clients: Client) -> None:
+    """No raw session ID, and no full store key either (only 16-digit references)."""
+    for client in clients:
+        for cookie in client.history:
+            assert cookie not in text
+            assert client.engine.keyring.hash_id(cookie) not in text
+
+
+# -- list -----------------------------------------------------------------------------------------
+
+
+def test_list_table(capsys: pytest.CaptureFixture[str], target: Target, world: World) -> None:
+    status, out, err = run(capsys, "sessions", "list", "--user", "alice", "--store", target.url)
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["REF", "CREATED", "LAST", "SEEN", "EXPIRES", "IP", "USER", "AGENT"]
+    assert len(lines) == 3
+    assert world.refs["alice_ff"] in out and world.refs["alice_curl"] in out
+    assert world.refs["bob"] not in out
+    assert "198.51.100.7" in out and "curl/8.5.0" in out
+    assert "Mozilla/5.0 (X11; Linux x86_64) Firef..." in out  # long user agents are truncated
+    assert len(ISO.findall(lines[1])) == 3
+    assert_no_secrets(out, world.alice_ff, world.alice_curl)
+
+
+def test_list_json(capsys: pytest.CaptureFixture[str], target: Target, world: World) -> None:
+    status, out, _ = run(
+        capsys, "sessions", "list", "--user", "alice", "--store", target.url, "--json"
+    )
+    assert status == 0
+    rows = json.loads(out)
+    assert {r["ref"] for r in rows} == {world.refs["alice_ff"], world.refs["alice_curl"]}
+    for row in rows:
+        assert set(row) == {"ref", "user", "created_at", "last_seen", "expires_at", "ip", "ua"} | {
+            "current"
+        }
+        assert row["user"] == "alice" and row["current"] is False
+        assert row["expires_at"] > time.time()
+    assert_no_secrets(out, world.alice_ff, world.alice_curl)
+
+
+def test_list_unknown_user(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    status, out, _ = run(capsys, "sessions", "list", "--user", "carol", "--store", target.url)
+    assert status == 0 and "no live sessions" in out
+    status, out, _ = run(
+        capsys, "sessions", "list", "--user", "carol", "--store", target.url, "--json"
+    )
+    assert status == 0 and json.loads(out) == []
+
+
+def test_list_escapes_terminal_control_characters(
+    capsys: pytest.CaptureFixture[str], target: Target
+) -> None:
+    evil = Client(_engine(time.time()), target.store, ua="x\x1b]0;owned\x07\x1b[2J\u202eevil")
+    login(evil, "mallory")
+    status, out, _ = run(capsys, "sessions", "list", "--user", "mallory", "--store", target.url)
+    assert status == 0
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "x?]0;owned??[2J?evil" in out
+    status, out, _ = run(
+        capsys, "sessions", "list", "--user", "mallory", "--store", target.url, "--json"
+    )
+    assert "\x1b" not in out and json.loads(out)[0]["ua"].startswith("x\x1b]0;owned")
+
+
+# -- revoke ---------------------------------------------------------------------------------------
+
+
+def test_revoke_one_by_ref(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    ref = world.refs["alice_ff"]
+    status, out, _ = run(
+        capsys,
+        "sessions",
+        "revoke",
+        "--user",
+        "alice",
+        "--session",
+        ref[:10],
+        "--store",
+        target.url,
+    )
+    assert status == 0
+    assert ref in out and "revoked 1 session" in out
+    assert_no_secrets(out, world.alice_ff)
+    assert not signed_in(world.alice_ff)
+    assert signed_in(world.alice_curl)
+    assert signed_in(world.bob)
+    # The same reference again: nothing left to revoke.
+    status, out, err = run(
+        capsys, "sessions", "revoke", "--user", "alice", "--session", ref, "--store", target.url
+    )
+    assert status == 1 and out == "" and "nothing revoked" in err
+
+
+def test_revoke_needs_the_right_user(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    status, out, _ = run(
+        capsys,
+        "sessions",
+        "revoke",
+        "--user",
+        "bob",
+        "--session",
+        world.refs["alice_ff"],
+        "--store",
+        target.url,
+        "--json",
+    )
+    assert status == 1 and json.loads(out) == {"user": "bob", "revoked": []}
+    assert signed_in(world.alice_ff)
+
+
+def test_revoke_all(capsys: pytest.CaptureFixture[str], target: Target, world: World) -> None:
+    status, out, _ = run(
+        capsys, "sessions", "revoke", "--user", "alice", "--all", "--store", target.url, "--json"
+    )
+    assert status == 0
+    doc = json.loads(out)
+    assert doc["user"] == "alice"
+    assert sorted(doc["revoked"]) == sorted([world.refs["alice_ff"], world.refs["alice_curl"]])
+    assert not signed_in(world.alice_ff)
+    assert not signed_in(world.alice_curl)
+    assert signed_in(world.bob)
+    infos = run_sync(world.engine.list_sessions("alice"), target.store)
+    assert infos == []
+    status, _, err = run(
+        capsys, "sessions", "revoke", "--user", "alice", "--all", "--store", target.url
+    )
+    assert status == 1 and "nothing revoked" in err
+
+
+def test_revoke_rejects_malformed_ref(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    for bad in ("zz", "1234567", "not-hex-at-all", world.refs["bob"] + "x"):
+        status, _, err = run(
+            capsys, "sessions", "revoke", "--user", "bob", "--session", bad, "--store", target.url
+        )
+        assert status == 2 and "8 to 64 hex digits" in err
+    assert signed_in(world.bob)
+
+
+# -- purge and stats ------------------------------------------------------------------------------
+
+
+def test_purge_removes_expired_only(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    # Sessions made ten hours ago with a 30-minute idle timeout: expired in real time.
+    old = _engine(time.time() - 10 * 3600)
+    stale = [Client(old, target.store, ua=f"old/{i}") for i in range(3)]
+    for i, client in enumerate(stale):
+        login(client, f"gone{i}")
+    status, out, _ = run(capsys, "sessions", "purge", "--store", target.url, "--json")
+    assert status == 0
+    assert json.loads(out)["removed"] >= 3
+    for i in range(3):
+        assert target.store.user_sessions(f"gone{i}") == []
+    # Live sessions are untouched.
+    assert signed_in(world.alice_ff) and signed_in(world.bob)
+    status, out, _ = run(capsys, "sessions", "purge", "--store", target.url, "--batch", "2")
+    assert status == 0 and out == "purged 0 expired items\n"
+
+
+def test_stats(capsys: pytest.CaptureFixture[str], target: Target, world: World) -> None:
+    status, out, _ = run(capsys, "sessions", "stats", "--store", target.url, "--json")
+    assert status == 0
+    assert json.loads(out) == {"live_sessions": 3, "users": 2, "tombstones": 0, "aliases": 0}
+    run(capsys, "sessions", "revoke", "--user", "bob", "--all", "--store", target.url)
+    status, out, _ = run(capsys, "sessions", "stats", "--store", target.url)
+    assert status == 0
+    assert out.splitlines() == [
+        "live sessions  2",
+        "users          1",
+        "tombstones     1",
+        "aliases        0",
+    ]
+
+
+# -- activity -------------------------------------------------------------------------------------
+
+
+def test_activity(capsys: pytest.CaptureFixture[str], target: Target, world: World) -> None:
+    world.clock.advance(120)
+    world.alice_curl.request()  # a touch: a second activity entry
+    ref = world.refs["alice_curl"]
+    status, out, _ = run(
+        capsys,
+        "sessions",
+        "activity",
+        "--user",
+        "alice",
+        "--session",
+        ref,
+        "--store",
+        target.url,
+        "--json",
+    )
+    assert status == 0
+    doc = json.loads(out)
+    assert doc["ref"] == ref and doc["user"] == "alice"
+    assert len(doc["activity"]) >= 2
+    assert all(e["ua"] == "curl/8.5.0" and e["ip"] == "203.0.113.9" for e in doc["activity"])
+    status, out, _ = run(
+        capsys, "sessions", "activity", "--user", "alice", "--session", ref, "--store", target.url
+    )
+    assert status == 0
+    assert out.startswith(f"session {ref} of user 'alice'")
+    assert "TIME" in out and "curl/8.5.0" in out and "GET" in out and ISO.search(out)
+    assert_no_secrets(out, world.alice_curl)
+
+
+def test_activity_unknown_session(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    status, out, err = run(
+        capsys,
+        "sessions",
+        "activity",
+        "--user",
+        "alice",
+        "--session",
+        world.refs["bob"],
+        "--store",
+        target.url,
+    )
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and "has no session" in err
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.org/x",
+        "sqlite://host/x.db",
+        "redis:///0",
+        "redis://127.0.0.1:6379/notanumber",
+        "redis://127.0.0.1:notaport/0",
+        "memory://",
+        "nonsense",
+    ],
+)
+def test_bad_url_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    status, out, err = run(capsys, "sessions", "stats", "--store", url)
+    assert status == 2 and out == ""
+    assert err.startswith("sessionwarden: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_missing_sqlite_file_is_not_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.db"
+    status, _, err = run(capsys, "sessions", "list", "--user", "a", "--store", f"sqlite:///{path}")
+    assert status == 3 and "no SQLite file" in err and err.count("\n") == 1
+    assert not path.exists()
+
+
+def test_unreachable_redis_exit_3_quickly(capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    status, out, err = run(capsys, "sessions", "stats", "--store", "redis://127.0.0.1:1/0")
+    assert time.monotonic() - started < 5
+    assert status == 3 and out == ""
+    assert err.startswith("sessionwarden: error: store unavailable") and err.count("\n") == 1
+
+
+def test_redis_password_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(
+        capsys, "sessions", "stats", "--store", "redis://:hunter2secret@127.0.0.1:1/0"
+    )
+    assert status == 3 and "hunter2secret" not in err
+
+
+def test_store_from_environment(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    target: Target,
+    world: World,
+) -> None:
+    monkeypatch.setenv(cli.ENV_STORE, target.url)
+    status, out, _ = run(capsys, "sessions", "stats", "--json")
+    assert status == 0 and json.loads(out)["live_sessions"] == 3
+    monkeypatch.delenv(cli.ENV_STORE)
+    status, _, err = run(capsys, "sessions", "stats")
+    assert status == 2 and cli.ENV_STORE in err and err.count("\n") == 1
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "sessions", "revoke", "--user", "a", "--store", "sqlite:///x.db")[0] == 2
+    assert run(capsys, "sessions", "list", "--store", "sqlite:///x.db")[0] == 2
+    assert run(capsys, "sessions", "purge", "--batch", "0", "--store", "sqlite:///x.db")[0] == 2
+    assert run(capsys)[0] == 2
+    assert run(capsys, "--help")[0] == 0
+
+
+# -- demo and version -----------------------------------------------------------------------------
+
+
+def test_demo_unavailable_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever state the demo package is in, a failing import is reported in one line.
+    monkeypatch.setitem(sys.modules, "sessionwarden.demo.cli", None)
+    status, out, err = run(capsys, "demo", "--port", "8000")
+    assert status == 2 and out == ""
+    assert "demo is not available" in err and "sessionwarden[demo]" in err
+    assert err.count("\n") == 1
+
+
+def test_demo_delegates_to_demo_module(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import types
+
+    seen: dict[str, object] = {}
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, default=8000)
+
+    def run_demo(args: argparse.Namespace) -> int:
+        seen["port"] = args.port
+        return 0
+
+    fake = types.ModuleType("sessionwarden.demo.cli")
+    fake.add_arguments = add_arguments  # type: ignore[attr-defined]
+    fake.run = run_demo  # type: ignore[attr-defined]
+    monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(import_module=lambda *a: fake))
+    assert run(capsys, "demo", "--port", "9123")[0] == 0
+    assert seen == {"port": 9123}
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from sessionwarden import __version__
+
+    assert run(capsys, "version") == (0, f"sessionwarden {__version__}\n", "")
+
+
+# -- as a program ---------------------------------------------------------------------------------
+
+
+def test_python_dash_m_stats(tmp_path: Path) -> None:
+    from sessionwarden.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    login(Client(_engine(time.time()), store), "alice")
+    store.close()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sessionwarden.cli",
+            "sessions",
+            "stats",
+            "--store",
+            f"sqlite:///{path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "live sessions  1"
+    bad = subprocess.run(
+        [sys.executable, "-m", "sessionwarden.cli", "sessions", "stats", "--store", "bogus://"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_ambiguous_ref_revokes_nothing(capsys: pytest.CaptureFixture[str], target: Target) -> None:
+    from sessionwarden.records import SessionRecord
+
+    now = time.time()
+    keys = ["deadbeef" + "0" * 56, "deadbeef" + "1" * 56]
+    for key in keys:
+        record = SessionRecord(
+            key=key,
+            created_at=now,
+            last_seen=now,
+            expires_at=now + 600,
+            rotated_at=now,
+            csrf_secret="x" * 43,
+            user_id="amb",
+        )
+        target.store.insert(record, max_per_user=0, tombstone_until=now + 600)
+    argv = ["sessions", "revoke", "--user", "amb", "--store", target.url, "--session"]
+    status, out, err = run(capsys, *argv, "deadbeef")
+    assert status == 1 and out == "" and "matches 2 sessions" in err
+    assert len(target.store.user_sessions("amb")) == 2
+    status, out, _ = run(capsys, *argv, "deadbeef1")
+    assert status == 0 and "deadbeef11111111" in out
+    assert [r.key for r in target.store.user_sessions("amb")] == [keys[0]]
