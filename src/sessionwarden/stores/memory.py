@@ -122,6 +122,9 @@ class MemoryStore:
             new.key = new_key
             new.apply(copy.deepcopy(update))
             self._index_drop(old_key, old.user_id)
+            overwritten = self._items.get(new_key)
+            if isinstance(overwritten, SessionRecord):
+                self._index_drop(new_key, overwritten.user_id)
             self._items[old_key] = old_becomes
             self._items[new_key] = new
             trail = self._activity.pop(old_key, None)

@@ -258,6 +258,10 @@ local key, cap, until_text, reason = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5
 local flat = take(6, #ARGV - 5)
 local rec = to_map(flat)
 local s = skey(key)
+if redis.call('HEXISTS', s, 'c') == 1 then
+  local previous = redis.call('HGET', s, 'u')
+  if previous then redis.call('ZREM', ukey(previous), key) end
+end
 redis.call('DEL', s)
 hset(s, flat)
 local e_ms = ms_of(rec['e'])
@@ -289,7 +293,11 @@ redis.call('DEL', so)
 hset(so, old_flat)
 expire_at(so, ms_of(old_until))
 if old_user then redis.call('ZREM', ukey(old_user), old) end
--- the record moves to the new key
+-- the record moves to the new key (a live record there leaves its user's index, as on insert)
+if old ~= new and redis.call('HEXISTS', sn, 'c') == 1 then
+  local previous = redis.call('HGET', sn, 'u')
+  if previous then redis.call('ZREM', ukey(previous), new) end
+end
 redis.call('DEL', sn)
 hset(sn, to_flat(rec))
 local e_ms = ms_of(rec['e'])
@@ -748,7 +756,8 @@ class _Ops:
         return int(next_cursor), [_text(k) for k in keys]
 
     def purge(self, now: float, batch: int) -> _Op[int]:
-        batch = max(int(batch), 1)
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
         match = _glob_escape(self.prefix) + "*"
         removed = 0
         cursor = 0

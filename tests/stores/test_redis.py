@@ -1,0 +1,610 @@
+"""Redis-specific behaviour of RedisStore / AsyncRedisStore against the real server.
+
+The interface semantics shared with every store are covered by the contract suite; this module
+checks what only Redis has: round trips, TTLs, atomicity under concurrency, failure modes and
+memory use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from redis.crc import key_slot
+
+from sessionwarden.records import Alias, RecordUpdate, SessionRecord, Tombstone
+from sessionwarden.stores.base import StoreUnavailable
+from sessionwarden.stores.redis import MIN_RETENTION_MS, AsyncRedisStore, RedisStore
+
+from ..conftest import drop_prefix, redis_or_skip, unique_prefix
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def url() -> str:
+    return redis_or_skip()
+
+
+@pytest.fixture
+def admin(url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def rstore(url: str) -> Iterator[RedisStore]:
+    store = RedisStore(url, prefix=unique_prefix())
+    yield store
+    store.close()
+    drop_prefix(store.prefix)
+
+
+@pytest.fixture
+async def astore(url: str) -> AsyncIterator[AsyncRedisStore]:
+    store = AsyncRedisStore(url, prefix=unique_prefix())
+    yield store
+    await store.close()
+    drop_prefix(store.prefix)
+
+
+def skey(n: int | str) -> str:
+    """A store key as the core makes them: a keyed hash, never the session ID itself."""
+    return hashlib.sha256(f"session-{n}".encode()).hexdigest()
+
+
+def make_record(
+    key: str, *, user: str | None = "alice", created: float | None = None, ttl: float = 3600
+) -> SessionRecord:
+    now = time.time() if created is None else created
+    return SessionRecord(
+        key=key,
+        created_at=now,
+        last_seen=now,
+        expires_at=now + ttl,
+        rotated_at=now,
+        csrf_secret="c" * 43,
+        user_id=user,
+        auth_at=now if user else None,
+        client_ip="203.0.113.7",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+        fingerprint={"ua": "a1b2c3d4", "lang": "en-GB", "tz": "+01:00", "ip": "203.0.113"},
+        data={"cart": [1, 2], "theme": "dark", "n": 3},
+    )
+
+
+def pexpiretime(admin: redis.Redis, key: str) -> int:
+    return int(admin.execute_command("PEXPIRETIME", key))
+
+
+class SendCounter:
+    """Counts commands written to the server by wrapping the connection class' send path."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, conn_class: type[Any]) -> None:
+        self.count = 0
+        self.commands: list[bytes] = []
+        original = conn_class.send_packed_command
+        counter = self
+
+        def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.count += 1
+            return original(self, command, *args, **kwargs)
+
+        monkeypatch.setattr(conn_class, "send_packed_command", counted)
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+# -- round trips ----------------------------------------------------------------------------------
+
+
+def test_get_is_one_round_trip(rstore: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = make_record(skey(1))
+    rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert rstore.get(record.key) == record  # warm: connection made, handshake done
+    counter = SendCounter(monkeypatch, rstore._client.connection_pool.connection_class)
+    for _ in range(5):
+        counter.reset()
+        assert rstore.get(record.key) == record
+        assert counter.count == 1
+    counter.reset()
+    assert rstore.get(skey("missing")) is None
+    assert counter.count == 1
+
+
+@pytest.mark.anyio
+async def test_async_get_is_one_round_trip(
+    astore: AsyncRedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = make_record(skey(1))
+    await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert await astore.get(record.key) == record
+    counter = SendCounter(monkeypatch, astore._client.connection_pool.connection_class)
+    for _ in range(5):
+        counter.reset()
+        assert await astore.get(record.key) == record
+        assert counter.count == 1
+
+
+# -- TTLs -----------------------------------------------------------------------------------------
+
+
+def test_ttls_follow_deadlines(rstore: RedisStore, admin: redis.Redis) -> None:
+    now = time.time()
+    record = make_record(skey(1), created=now, ttl=3600)
+    rstore.insert(record, max_per_user=0, tombstone_until=now + 60)
+    s = rstore.prefix + "s:" + record.key
+    u = rstore.prefix + "u:alice"
+    assert abs(pexpiretime(admin, s) - math.ceil(record.expires_at * 1000)) <= 1
+    assert pexpiretime(admin, u) >= pexpiretime(admin, s)
+
+    later = now + 7200
+    assert rstore.update(
+        record.key, RecordUpdate(meta={"expires_at": later}, activity={"e": 1}), activity_max=5
+    )
+    assert abs(pexpiretime(admin, s) - math.ceil(later * 1000)) <= 1
+    assert abs(pexpiretime(admin, rstore.prefix + "a:" + record.key) - math.ceil(later * 1000)) <= 1
+    assert pexpiretime(admin, u) >= math.ceil(later * 1000)
+
+    # an update that leaves expires_at alone leaves the TTL alone
+    assert rstore.update(record.key, RecordUpdate(set_data={"x": 1}))
+    assert abs(pexpiretime(admin, s) - math.ceil(later * 1000)) <= 1
+
+    # rotation: the new key follows the record, the alias follows its own `until`
+    new = skey(2)
+    alias = Alias(record.key, new, now, now + 5, now + 900, "alice")
+    assert (
+        rstore.rotate(
+            record.key,
+            new,
+            RecordUpdate(meta={"expires_at": now + 1800}),
+            old_becomes=alias,
+            max_per_user=0,
+            tombstone_until=now + 60,
+        )
+        == []
+    )
+    assert abs(pexpiretime(admin, s) - math.ceil((now + 900) * 1000)) <= 1
+    s2 = rstore.prefix + "s:" + new
+    assert abs(pexpiretime(admin, s2) - math.ceil((now + 1800) * 1000)) <= 1
+    assert abs(pexpiretime(admin, rstore.prefix + "a:" + new) - math.ceil((now + 1800) * 1000)) <= 1
+
+    # revocation: the tombstone follows `until`
+    assert rstore.revoke(new, Tombstone(new, "logout", now, now + 600, "alice"))
+    assert abs(pexpiretime(admin, s2) - math.ceil((now + 600) * 1000)) <= 1
+    assert admin.exists(rstore.prefix + "a:" + new) == 0
+
+
+def test_past_deadline_kept_briefly_and_purged_by_stored_deadline(
+    rstore: RedisStore, admin: redis.Redis
+) -> None:
+    """A deadline already past by Redis' clock (skew, an injected clock) must not make the item
+    vanish mid-request: it stays briefly, and purge removes it by its stored deadline."""
+    old = 1_700_000_000.0
+    record = make_record(skey(1), created=old, ttl=60)
+    rstore.insert(record, max_per_user=0, tombstone_until=old + 120)
+    s = rstore.prefix + "s:" + record.key
+    pttl = admin.pttl(s)
+    assert MIN_RETENTION_MS - 5000 < pttl <= MIN_RETENTION_MS
+    assert rstore.get(record.key) == record
+    assert rstore.purge(old + 30) == 0
+    assert rstore.purge(old + 61) == 1
+    assert rstore.get(record.key) is None
+    assert (
+        admin.exists(rstore.prefix + "u:alice") == 0 or admin.zcard(rstore.prefix + "u:alice") == 0
+    )
+
+
+def test_purge_repairs_missing_ttl_and_prunes_index(rstore: RedisStore, admin: redis.Redis) -> None:
+    now = time.time()
+    a, b = make_record(skey(1), created=now), make_record(skey(2), created=now + 1)
+    rstore.insert(a, max_per_user=0, tombstone_until=now + 60)
+    rstore.insert(b, max_per_user=0, tombstone_until=now + 60)
+    admin.persist(rstore.prefix + "s:" + a.key)
+    admin.delete(rstore.prefix + "s:" + b.key)  # as if its TTL fired
+    admin.rpush(rstore.prefix + "a:" + b.key, json.dumps({"orphan": True}))
+    assert rstore.purge(now, batch=1) == 0
+    assert (
+        abs(pexpiretime(admin, rstore.prefix + "s:" + a.key) - math.ceil(a.expires_at * 1000)) <= 1
+    )
+    assert admin.zrange(rstore.prefix + "u:alice", 0, -1) == [a.key.encode()]
+    assert admin.exists(rstore.prefix + "a:" + b.key) == 0
+    assert [r.key for r in rstore.user_sessions("alice")] == [a.key]
+
+
+# -- atomicity ------------------------------------------------------------------------------------
+
+
+def test_cap_holds_under_parallel_inserts(rstore: RedisStore) -> None:
+    now = time.time()
+    barrier = threading.Barrier(20)
+    evicted: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def login(i: int) -> None:
+        try:
+            barrier.wait()
+            out = rstore.insert(
+                make_record(skey(i), created=now + i * 0.001),
+                max_per_user=3,
+                tombstone_until=now + 600,
+            )
+            with lock:
+                evicted.extend(out)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=login, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    live = rstore.user_sessions("alice")
+    assert len(live) == 3
+    assert len(evicted) == 17 and len(set(evicted)) == 17
+    assert {r.key for r in live}.isdisjoint(evicted)
+    for key in evicted:
+        item = rstore.get(key)
+        assert isinstance(item, Tombstone) and item.reason == "evicted"
+    assert rstore.stats(now).live_sessions == 3
+
+
+def test_update_never_revives_a_revoked_session(rstore: RedisStore, admin: redis.Redis) -> None:
+    now = time.time()
+    record = make_record(skey(1), created=now)
+    rstore.insert(record, max_per_user=0, tombstone_until=now + 60)
+    assert rstore.revoke(record.key, Tombstone(record.key, "logout", now, now + 600, "alice"))
+    assert not rstore.update(
+        record.key,
+        RecordUpdate(meta={"last_seen": now + 1}, set_data={"x": 1}, activity={"e": 1}),
+        activity_max=5,
+    )
+    assert (
+        rstore.rotate(
+            record.key,
+            skey(2),
+            RecordUpdate(),
+            old_becomes=Tombstone(record.key, "rotated", now, now + 60),
+            max_per_user=0,
+            tombstone_until=now + 60,
+        )
+        is None
+    )
+    item = rstore.get(record.key)
+    assert isinstance(item, Tombstone) and item.reason == "logout"
+    assert set(admin.hkeys(rstore.prefix + "s:" + record.key)) == {b"!", b"T", b"U", b"u"}
+    assert rstore.get(skey(2)) is None
+    assert admin.exists(rstore.prefix + "a:" + record.key) == 0
+
+
+def test_cluster_hash_tag_keeps_keys_in_one_slot(url: str, admin: redis.Redis) -> None:
+    base = unique_prefix()
+    store = RedisStore(url, prefix=base, cluster_hash_tag=True)
+    try:
+        assert store.prefix == "{" + base.rstrip(":") + "}:"
+        now = time.time()
+        store.insert(make_record(skey(1), created=now), max_per_user=1, tombstone_until=now + 60)
+        assert store.insert(
+            make_record(skey(2), created=now + 1), max_per_user=1, tombstone_until=now + 60
+        ) == [skey(1)]
+        store.update(skey(2), RecordUpdate(activity={"e": 1}), activity_max=3)
+        keys = list(
+            admin.scan_iter(match=store.prefix.replace("{", "\\{").replace("}", "\\}") + "*")
+        )
+        assert len(keys) == 4
+        assert len({key_slot(k) for k in keys}) == 1
+        tags = {k.decode().split("}", 1)[0] for k in keys}
+        assert tags == {"{" + base.rstrip(":")}
+    finally:
+        store.close()
+        drop_prefix(store.prefix)
+
+
+# -- async ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_matches_sync(astore: AsyncRedisStore, rstore: RedisStore) -> None:
+    now = time.time()
+
+    async def run(store: Any, is_async: bool) -> list[Any]:
+        async def call(name: str, *args: Any, **kwargs: Any) -> Any:
+            result = getattr(store, name)(*args, **kwargs)
+            return await result if is_async else result
+
+        out: list[Any] = []
+        k1, k2, k3 = skey(1), skey(2), skey(3)
+        out.append(
+            await call(
+                "insert", make_record(k1, created=now), max_per_user=2, tombstone_until=now + 60
+            )
+        )
+        out.append(await call("get", k1))
+        out.append(
+            await call(
+                "update",
+                k1,
+                RecordUpdate(
+                    meta={"last_seen": now + 5},
+                    set_data={"theme": "light"},
+                    del_data=("n",),
+                    activity={"ev": "x"},
+                ),
+                activity_max=2,
+            )
+        )
+        out.append(await call("get", k1))
+        out.append(
+            await call(
+                "rotate",
+                k1,
+                k2,
+                RecordUpdate(meta={"rotated_at": now + 6}),
+                old_becomes=Alias(k1, k2, now + 6, now + 16, now + 600, "alice"),
+                max_per_user=2,
+                tombstone_until=now + 60,
+            )
+        )
+        out.append(await call("get", k1))
+        out.append(await call("get", k2))
+        out.append(await call("activity", k2))
+        out.append(
+            await call(
+                "insert", make_record(k3, created=now + 7), max_per_user=1, tombstone_until=now + 60
+            )
+        )
+        out.append(await call("user_sessions", "alice"))
+        out.append(await call("revoke", k3, Tombstone(k3, "logout", now + 8, now + 600, "alice")))
+        out.append(await call("revoke", k3, Tombstone(k3, "logout", now + 8, now + 600, "alice")))
+        out.append(await call("get", k3))
+        out.append(await call("stats", now))
+        out.append(await call("revoke_user", "alice", reason="x", at=now, until=now + 9))
+        out.append(await call("purge", now + 10_000))
+        out.append(await call("delete", k3))
+        out.append(await call("stats", now))
+        return out
+
+    sync_out = await run(rstore, False)
+    async_out = await run(astore, True)
+    assert async_out == sync_out
+    assert sync_out[0] == [] and sync_out[8] == [skey(2)]
+    assert isinstance(sync_out[5], Alias) and sync_out[6].data["theme"] == "light"
+
+
+# -- failure modes --------------------------------------------------------------------------------
+
+
+def test_reconnects_after_client_kill(rstore: RedisStore, admin: redis.Redis) -> None:
+    record = make_record(skey(1))
+    rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert rstore.get(record.key) == record
+    admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert rstore.get(record.key) == record
+
+
+@pytest.mark.anyio
+async def test_async_reconnects_after_client_kill(
+    astore: AsyncRedisStore, admin: redis.Redis
+) -> None:
+    record = make_record(skey(1))
+    await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert await astore.get(record.key) == record
+
+
+def test_closed_port_fails_fast() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", prefix=unique_prefix(), timeout=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as info:
+            store.get(skey(1))
+        assert time.monotonic() - started < 1.5
+        assert str(info.value).startswith("redis unreachable: ")
+        assert skey(1) not in str(info.value)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_black_hole_fails_within_timeout(black_hole: int) -> None:
+    store = RedisStore(f"redis://127.0.0.1:{black_hole}/0", prefix="x:", timeout=1.0)
+    try:
+        for op in (lambda: store.get(skey(1)), lambda: store.delete(skey(1))):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"^redis unreachable: "):
+                op()
+            assert time.monotonic() - started < 3
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_async_black_hole_fails_within_timeout(black_hole: int) -> None:
+    store = AsyncRedisStore(f"redis://127.0.0.1:{black_hole}/0", prefix="x:", timeout=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"^redis unreachable: "):
+            await store.get(skey(1))
+        assert time.monotonic() - started < 3
+    finally:
+        await store.close()
+
+
+def test_client_pause_fails_within_timeout_then_recovers(url: str, admin: redis.Redis) -> None:
+    store = RedisStore(url, prefix=unique_prefix(), timeout=0.5)
+    record = make_record(skey(1))
+    try:
+        store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+        admin.execute_command("CLIENT PAUSE 2000 ALL")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"^redis unreachable: .*Timeout"):
+                store.get(record.key)
+            assert time.monotonic() - started < 1.5
+        finally:
+            admin.execute_command("CLIENT UNPAUSE")
+        assert store.get(record.key) == record
+    finally:
+        store.close()
+        drop_prefix(store.prefix)
+
+
+@pytest.mark.anyio
+async def test_async_client_pause_fails_then_recovers(url: str, admin: redis.Redis) -> None:
+    store = AsyncRedisStore(url, prefix=unique_prefix(), timeout=0.5)
+    record = make_record(skey(1))
+    try:
+        await store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+        admin.execute_command("CLIENT PAUSE 2000 ALL")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"^redis unreachable: "):
+                await store.get(record.key)
+            assert time.monotonic() - started < 1.5
+        finally:
+            admin.execute_command("CLIENT UNPAUSE")
+        assert await store.get(record.key) == record
+    finally:
+        await store.close()
+        drop_prefix(store.prefix)
+
+
+def test_server_errors_become_unavailable_without_keys(
+    rstore: RedisStore, admin: redis.Redis
+) -> None:
+    key = skey(1)
+    admin.set(rstore.prefix + "s:" + key, "not a hash")
+    with pytest.raises(StoreUnavailable) as info:
+        rstore.get(key)
+    message = str(info.value)
+    assert message == "redis unreachable: ResponseError WRONGTYPE"
+    assert key not in message and rstore.prefix not in message
+
+
+# -- what is stored -------------------------------------------------------------------------------
+
+
+def test_stored_values_are_json_without_raw_ids(rstore: RedisStore, admin: redis.Redis) -> None:
+    secret = b"s" * 32
+    raw_ids = [f"raw-session-id-{i}-" + "Z" * 20 for i in range(3)]
+    keys = [hmac.new(secret, r.encode(), hashlib.sha256).hexdigest() for r in raw_ids]
+    now = time.time()
+    rstore.insert(make_record(keys[0], created=now), max_per_user=5, tombstone_until=now + 60)
+    rstore.insert(make_record(keys[1], created=now), max_per_user=5, tombstone_until=now + 60)
+    rstore.update(keys[0], RecordUpdate(activity={"ip": "203.0.113.7"}), activity_max=5)
+    rstore.rotate(
+        keys[0],
+        keys[2],
+        RecordUpdate(),
+        old_becomes=Alias(keys[0], keys[2], now, now + 5, now + 60, "alice"),
+        max_per_user=5,
+        tombstone_until=now + 60,
+    )
+    rstore.revoke(keys[1], Tombstone(keys[1], "logout", now, now + 60, "alice"))
+
+    names = list(admin.scan_iter(match=rstore.prefix + "*"))
+    assert len(names) == 5  # 3 hashes, the user index, one activity list
+    values: list[bytes] = []
+    members: list[bytes] = []
+    for name in names:
+        kind = admin.type(name)
+        if kind == b"hash":
+            values += admin.hvals(name)
+        elif kind == b"list":
+            values += admin.lrange(name, 0, -1)
+        else:
+            assert kind == b"zset"
+            members += admin.zrange(name, 0, -1)
+    assert values
+    for value in values:
+        assert not value.startswith(b"\x80")  # pickle protocol header
+        json.loads(value)
+    assert set(members) == {keys[2].encode()}  # the index holds keyed hashes only
+    blob = b"\n".join(names + values + members)
+    for raw in raw_ids:
+        assert raw.encode() not in blob
+
+
+def short_prefix(admin: redis.Redis) -> str:
+    """An unused prefix as short as the default ``sw:``, so key-name overhead is realistic."""
+    for _ in range(50):
+        prefix = f"t{secrets.token_hex(1)}:"
+        if not next(iter(admin.scan_iter(match=prefix + "*", count=1000)), None):
+            return prefix
+    pytest.skip("no unused short prefix")
+
+
+def test_memory_per_typical_session(url: str, admin: redis.Redis) -> None:
+    """A record with a user, three small data keys and a 4-string fingerprint, plus its share
+    of the user index; stays in the compact listpack encoding."""
+    store = RedisStore(url, prefix=short_prefix(admin))
+    try:
+        now = time.time()
+        n = 10
+        for i in range(n):
+            record = make_record(skey(i), created=now + i)
+            store.insert(record, max_per_user=0, tombstone_until=now + 60)
+        lone = make_record(skey("lone"), user="bob", created=now)
+        store.insert(lone, max_per_user=0, tombstone_until=now + 60)
+        s = store.prefix + "s:" + skey(0)
+        assert admin.object("encoding", s) == b"listpack"
+        assert admin.object("encoding", store.prefix + "u:alice") == b"listpack"
+        record_bytes = int(admin.memory_usage(s, samples=0))
+        share = int(admin.memory_usage(store.prefix + "u:alice", samples=0)) / n
+        lone_index = int(admin.memory_usage(store.prefix + "u:bob", samples=0))
+        per_session = record_bytes + share
+        print(
+            f"\nredis bytes per typical session: {per_session:.0f} "
+            f"(record {record_bytes} + index share {share:.0f} with {n} sessions per user; "
+            f"{record_bytes + lone_index} for a user's only session)"
+        )
+        assert record_bytes <= 520
+        assert per_session <= 600
+    finally:
+        store.close()
+        drop_prefix(store.prefix)
