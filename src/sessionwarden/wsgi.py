@@ -10,7 +10,7 @@ is ``environ["sessionwarden"]``. The session is committed when the application c
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -102,31 +102,18 @@ class SessionWardenWSGI:
         environ["sessionwarden.session"] = session
         environ["sessionwarden"] = begun
         environ["sessionwarden.middleware"] = self
-        failed: list[Refusal] = []
-
-        def wrapped_start(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Callable[[bytes], object]:
-            try:
-                outcome = run_sync(guard.commit(begun), self.store)
-            except StoreUnavailable as exc:
-                failed.append(guard.store_failed(facts, exc))
-                return _discard
-            existing = {n.lower().encode("latin-1") for n, _ in headers}
-            add, drop = guard.response_headers(begun, outcome, existing)
-            kept = [(n, v) for n, v in headers if n.lower().encode("latin-1") not in drop]
-            return start_response(status, kept + _str_headers(add), exc_info)
-
+        response = _Response(self, begun, start_response)
         try:
-            result = self.app(environ, wrapped_start)
+            result = self.app(environ, response.start)
         except ReauthenticationRequired as exc:
-            return self._reauth(start_response, begun, session, exc)
-        if failed:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-            return self._refuse(start_response, begun, failed[0])
-        return result
+            return self._reauth(start_response, begun, exc)
+        if response.started:
+            if response.failed is not None:
+                _close(result)
+                return self._refuse(start_response, begun, response.failed)
+            return result
+        # The app will call start_response lazily, at its first iteration (PEP 3333 allows it).
+        return response.lazy(result)
 
     # -- the application's calls (a "your devices" page, an admin screen) ------------------------
     def list_sessions(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
@@ -172,24 +159,85 @@ class SessionWardenWSGI:
         return [body]
 
     def _reauth(
-        self,
-        start_response: StartResponse,
-        begun: Begun,
-        session: Session,
-        exc: ReauthenticationRequired,
+        self, start_response: StartResponse, begun: Begun, exc: ReauthenticationRequired
     ) -> list[bytes]:
-        del session
+        """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
+        session before raising (where to return to) is committed like any response."""
         if self.reauth_redirect and not begun.facts.wants_json:
             refusal = Refusal(
                 303, "reauthentication-required", exc.reason, location=self.reauth_redirect
             )
         else:
             refusal = Refusal(401, "reauthentication-required", exc.reason)
-        return self._refuse(start_response, begun, refusal)
+        hdrs, body = refusal.render(begun.facts.wants_json)
+        try:
+            outcome = run_sync(self.guard.commit(begun), self.store)
+        except StoreUnavailable as store_exc:
+            return self._refuse(
+                start_response, begun, self.guard.store_failed(begun.facts, store_exc)
+            )
+        add, drop = self.guard.response_headers(begun, outcome, {n for n, _ in hdrs})
+        kept = [(n, v) for n, v in hdrs if n not in drop]
+        start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(kept + add))
+        return [body]
 
 
 def _discard(data: bytes) -> None:
     del data
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+class _Response:
+    """The ``start_response`` handed to the app: commits the session exactly once, before the
+    status line goes out, and turns a store failure into a 503 whenever the app starts."""
+
+    __slots__ = ("begun", "failed", "headers", "mw", "start_response", "started")
+
+    def __init__(self, mw: SessionWardenWSGI, begun: Begun, start_response: StartResponse):
+        self.mw = mw
+        self.begun = begun
+        self.start_response = start_response
+        self.started = False
+        self.failed: Refusal | None = None
+        self.headers: tuple[list[tuple[bytes, bytes]], set[bytes]] | None = None
+
+    def start(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        self.started = True
+        guard = self.mw.guard
+        if self.headers is None and self.failed is None:
+            try:
+                outcome = run_sync(guard.commit(self.begun), self.mw.store)
+            except StoreUnavailable as exc:
+                self.failed = guard.store_failed(self.begun.facts, exc)
+            else:
+                existing = {n.lower().encode("latin-1") for n, _ in headers}
+                self.headers = guard.response_headers(self.begun, outcome, existing)
+        if self.failed is not None or self.headers is None:
+            return _discard
+        add, drop = self.headers
+        kept = [(n, v) for n, v in headers if n.lower().encode("latin-1") not in drop]
+        return self.start_response(status, kept + _str_headers(add), exc_info)
+
+    def lazy(self, result: Iterable[bytes]) -> Iterator[bytes]:
+        iterator = iter(result)
+        try:
+            first = next(iterator, None)
+            if self.failed is not None:
+                _close(result)
+                yield from self.mw._refuse(self.start_response, self.begun, self.failed)
+                return
+            if first is not None:
+                yield first
+            yield from iterator
+        finally:
+            _close(result)
 
 
 def get_session(environ: dict[str, Any]) -> Session:
