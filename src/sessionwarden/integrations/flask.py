@@ -1,0 +1,278 @@
+"""The Flask extension: sessionwarden's server-side session for a Flask application.
+
+    from sessionwarden.integrations.flask import SessionWarden, session as sw_session
+
+    warden = SessionWarden(app, store="sqlite:///sessions.db")   # keys from app.config
+
+It wraps ``app.wsgi_app`` in :class:`~sessionwarden.wsgi.SessionWardenWSGI`, so every response,
+Flask's own error pages included, goes through the same guard as the ASGI middleware.
+
+Flask's own ``flask.session`` (a signed cookie) is left alone and stays Flask's: this extension
+neither reads nor writes it and does not need ``SECRET_KEY``. sessionwarden's session is
+:data:`session` here (import it under another name, such as ``sw_session``, to keep the two
+apart), :func:`current_session` in code and ``sw_session`` in templates.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from flask import Flask, Response, abort, current_app, redirect, request
+from werkzeug.local import LocalProxy
+
+from ..clock import Clock
+from ..core import ReauthenticationRequired, Session, SessionInfo
+from ..events import EventSink
+from ..guard import Begun, Refusal
+from ..policy import Policy
+from ..records import JSON
+from ..stores import SessionStore, StoreUnavailable
+from ..wsgi import SessionWardenWSGI
+
+__all__ = [
+    "SessionWarden",
+    "csp_nonce",
+    "csrf_token",
+    "current_context",
+    "current_session",
+    "login_required",
+    "recent_auth_required",
+    "session",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_EXT = "sessionwarden"
+
+
+@dataclass(frozen=True, slots=True)
+class _Installed:
+    """What :meth:`SessionWarden.init_app` left on one application."""
+
+    warden: SessionWarden
+    middleware: SessionWardenWSGI
+    login_url: str | None
+
+
+class SessionWarden:
+    """Install sessionwarden on a Flask app, now (``SessionWarden(app)``) or later
+    (``warden = SessionWarden(); warden.init_app(app)`` in an application factory).
+
+    ``policy``: the :class:`~sessionwarden.policy.Policy`; when omitted, one with the defaults and
+    ``app.config["SESSIONWARDEN_SECRET_KEYS"]`` (a list of keys of 32+ bytes, the first signs).
+    ``store``: a store or a store URL; when omitted, ``app.config["SESSIONWARDEN_STORE"]``.
+    ``reauth_redirect``: where a browser is sent (303) when a view needs a recent sign-in;
+    JSON clients get 401 either way (default: ``app.config.get("SESSIONWARDEN_REAUTH_URL")``).
+    ``login_url``: where :func:`login_required` sends anonymous browsers; without it they get 401
+    (default: ``app.config.get("SESSIONWARDEN_LOGIN_URL")``).
+    ``clock`` and ``sink``: passed to the middleware (tests, audit events).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        policy: Policy | None = None,
+        store: str | SessionStore | None = None,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+        reauth_redirect: str | None = None,
+        login_url: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.clock = clock
+        self.sink = sink
+        self.reauth_redirect = reauth_redirect
+        self.login_url = login_url
+        self._apps: list[Flask] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> SessionWardenWSGI:
+        """Wrap ``app.wsgi_app``, register template globals and error handlers."""
+        if _EXT in app.extensions:
+            raise RuntimeError("sessionwarden is already installed on this app")
+        config = app.config
+        policy = self.policy if self.policy is not None else _policy_from_config(config)
+        store = self.store if self.store is not None else config.get("SESSIONWARDEN_STORE")
+        if store is None:
+            raise RuntimeError(
+                "sessionwarden needs a store: pass store= or set SESSIONWARDEN_STORE "
+                "(memory://, sqlite:///sessions.db or redis://127.0.0.1:6379/0)"
+            )
+        reauth = self.reauth_redirect or config.get("SESSIONWARDEN_REAUTH_URL")
+        middleware = SessionWardenWSGI(
+            app.wsgi_app,
+            policy=policy,
+            store=store,
+            clock=self.clock,
+            sink=self.sink,
+            reauth_redirect=reauth,
+        )
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        login_url = self.login_url or config.get("SESSIONWARDEN_LOGIN_URL")
+        app.extensions[_EXT] = _Installed(self, middleware, login_url)
+        app.add_template_global(csrf_token, "csrf_token")
+        app.add_template_global(csp_nonce, "csp_nonce")
+        app.jinja_env.globals["sw_session"] = session
+        app.register_error_handler(ReauthenticationRequired, _on_reauthentication_required)
+        app.register_error_handler(StoreUnavailable, _on_store_unavailable)
+        self._apps.append(app)
+        return middleware
+
+    # -- the application's calls (a "your devices" page, an admin screen) ------------------------
+    def middleware(self, app: Flask | None = None) -> SessionWardenWSGI:
+        """The middleware of ``app``, else of the current app, else of the only app."""
+        if app is None:
+            if current_app:
+                return _installed(current_app).middleware
+            if len(self._apps) != 1:
+                raise RuntimeError("name the app: sessionwarden is installed on several apps")
+            app = self._apps[0]
+        return _installed(app).middleware
+
+    def list_sessions(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
+        """The user's live sessions, oldest first, ``current`` marked."""
+        return self.middleware().list_sessions(user_id, current)
+
+    def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> bool:
+        """End one of the user's sessions, named by its reference (:attr:`SessionInfo.ref`)."""
+        return self.middleware().revoke_session(user_id, ref, by=by)
+
+    def revoke_user(
+        self, user_id: str, *, by: str = "admin", keep: Session | None = None
+    ) -> list[str]:
+        """End every session of the user (but ``keep``); returns the references ended."""
+        return self.middleware().revoke_user(user_id, by=by, keep=keep)
+
+    def activity(self, session: Session) -> list[dict[str, JSON]]:
+        """The session's recent activity trail (time, IP, user agent, path), oldest first."""
+        return self.middleware().activity(session)
+
+
+def _policy_from_config(config: Mapping[str, Any]) -> Policy:
+    keys = config.get("SESSIONWARDEN_SECRET_KEYS")
+    if not keys:
+        raise RuntimeError(
+            "sessionwarden needs keys: pass policy= or set SESSIONWARDEN_SECRET_KEYS "
+            "to a list of secrets of at least 32 bytes (the first signs, all verify)"
+        )
+    if isinstance(keys, str | bytes):
+        keys = (keys,)
+    return Policy(secret_keys=tuple(k.encode("utf-8") if isinstance(k, str) else k for k in keys))
+
+
+def _installed(app: Flask) -> _Installed:
+    state = app.extensions.get(_EXT)
+    if not isinstance(state, _Installed):
+        raise RuntimeError("SessionWarden is not installed on this app (call init_app)")
+    return state
+
+
+# -- the current request --------------------------------------------------------------------------
+def current_context() -> Begun:
+    """This request's context: ``.nonce``, ``.csrf_token()``, ``.facts``."""
+    begun = request.environ.get("sessionwarden")
+    if not isinstance(begun, Begun):
+        raise RuntimeError("SessionWarden is not installed on this app")
+    return begun
+
+
+def current_session() -> Session:
+    """This request's sessionwarden session (not ``flask.session``)."""
+    found = request.environ.get("sessionwarden.session")
+    if not isinstance(found, Session):
+        raise RuntimeError("SessionWarden is not installed on this app")
+    return found
+
+
+#: The current request's :class:`~sessionwarden.core.Session`, like ``flask.session`` is for
+#: Flask's cookie session. Import it as ``sw_session`` to keep the two apart.
+session: Session = LocalProxy(current_session)  # type: ignore[assignment]
+
+
+def csrf_token() -> str:
+    """A freshly masked CSRF token for a form field or an ``X-CSRF-Token`` header."""
+    return current_context().csrf_token()
+
+
+def csp_nonce() -> str:
+    """This response's CSP nonce, for ``<script nonce="{{ csp_nonce() }}">``."""
+    return current_context().nonce
+
+
+# -- decorators -----------------------------------------------------------------------------------
+def login_required(view: Callable[P, R]) -> Callable[P, R]:
+    """Run the view only for a signed-in session. Anonymous browsers are redirected (303) to the
+    ``login_url`` when one is configured; JSON clients, and everyone when there is none, get 401."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if current_session().user_id is None:
+            wants_json = current_context().facts.wants_json
+            login_url = _installed(current_app).login_url
+            if login_url and not wants_json:
+                abort(redirect(login_url, 303))
+            refusal = Refusal(401, "authentication-required", "not-authenticated")
+            abort(_response(refusal, wants_json))
+        return _call(view, *args, **kwargs)
+
+    return wrapper
+
+
+def recent_auth_required(max_age: float) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the view only if the user signed in (or re-authenticated) within ``max_age`` seconds
+    and no risk rule asked for a step-up. Otherwise :class:`ReauthenticationRequired` is raised,
+    answered with 401 (JSON clients) or a 303 to ``reauth_redirect``."""
+    if isinstance(max_age, bool) or not isinstance(max_age, int | float) or max_age <= 0:
+        raise ValueError("max_age must be a positive number of seconds")
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            current_session().require_recent_auth(max_age)
+            return _call(view, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _call(view: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    # ensure_sync: an ``async def`` view is run the way Flask runs it (flask[async]).
+    result: R = current_app.ensure_sync(view)(*args, **kwargs)
+    return result
+
+
+# -- error handlers: the answers the WSGI middleware would give ------------------------------------
+def _response(refusal: Refusal, wants_json: bool) -> Response:
+    hdrs, body = refusal.render(wants_json)
+    return Response(body, status=refusal.status, headers=_str_headers(hdrs))
+
+
+def _str_headers(hdrs: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in hdrs]
+
+
+def _on_reauthentication_required(exc: ReauthenticationRequired) -> Response:
+    # Flask turns any exception a view raises into a 500 before the middleware could see it, so
+    # the answer is built here, the same as the middleware's; the session is still committed.
+    wants_json = current_context().facts.wants_json
+    location = _installed(current_app).middleware.reauth_redirect
+    if location and not wants_json:
+        refusal = Refusal(303, "reauthentication-required", exc.reason, location=location)
+    else:
+        refusal = Refusal(401, "reauthentication-required", exc.reason)
+    return _response(refusal, wants_json)
+
+
+def _on_store_unavailable(exc: StoreUnavailable) -> Response:
+    # A management call (list_sessions, revoke_user) in a view met a store outage: fail closed.
+    del exc
+    refusal = Refusal(503, "store-unavailable", "session-store", retry_after=1)
+    return _response(refusal, current_context().facts.wants_json)

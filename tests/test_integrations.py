@@ -1,0 +1,501 @@
+"""The Flask extension and the FastAPI dependencies, over HTTP (httpx in-process transports)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import flask
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from flask import Flask, render_template_string
+from starlette.requests import Request
+
+from sessionwarden.asgi import SessionWardenMiddleware
+from sessionwarden.clock import ManualClock
+from sessionwarden.core import Session
+from sessionwarden.integrations import fastapi as swf
+from sessionwarden.integrations.flask import (
+    SessionWarden,
+    csp_nonce,
+    current_context,
+    current_session,
+    login_required,
+    recent_auth_required,
+)
+from sessionwarden.integrations.flask import session as sw_session
+from sessionwarden.policy import HttpsPolicy, Policy
+from sessionwarden.stores import InlineAsyncStore, MemoryStore, StoreUnavailable
+
+from .conftest import SECRET
+
+BASE = "https://app.test"
+JSON = {"accept": "application/json"}
+TOKEN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def sid(client: httpx.Client | httpx.AsyncClient) -> str:
+    return str(client.cookies["__Host-id"])
+
+
+# == Flask ========================================================================================
+def flask_app(warden: SessionWarden | None = None, **config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config)
+    ran: list[str] = []
+    app.config["RAN"] = ran
+
+    @app.get("/")
+    def home() -> dict[str, Any]:
+        return {"user": sw_session.user_id, "note": sw_session.get("note")}
+
+    @app.get("/page")
+    def page() -> str:
+        return render_template_string(
+            '<form><input name="csrf_token" value="{{ csrf_token() }}">'
+            '<input name="again" value="{{ csrf_token() }}"></form>'
+            '<script nonce="{{ csp_nonce() }}"></script>'
+            "<p>{{ sw_session.user_id or 'anonymous' }}</p>"
+        )
+
+    @app.post("/login")
+    def login() -> str:
+        sw_session.login(flask.request.form.get("user", "alice"))
+        return "ok"
+
+    @app.post("/note")
+    def note() -> str:
+        sw_session["note"] = flask.request.form["note"]
+        return "noted"
+
+    @app.get("/private")
+    @login_required
+    def private() -> str:
+        ran.append("private")
+        return f"hello {sw_session.user_id}"
+
+    @app.get("/sensitive")
+    @recent_auth_required(300)
+    def sensitive() -> str:
+        ran.append("sensitive")
+        return "secret"
+
+    @app.get("/remember-then-sensitive")
+    def remember() -> str:
+        current_session()["note"] = "/remember-then-sensitive"
+        current_session().require_recent_auth(300)
+        return "secret"
+
+    @app.post("/reauth")
+    def reauth() -> str:
+        sw_session.reauthenticated()
+        return "again"
+
+    @app.get("/store-down")
+    def store_down() -> str:
+        raise StoreUnavailable("redis://10.0.0.5 unreachable")
+
+    @app.get("/whoami-proxy")
+    def whoami() -> dict[str, Any]:
+        same = current_session() is flask.request.environ["sessionwarden.session"]
+        return {"same": same, "nonce_ok": csp_nonce() == current_context().nonce}
+
+    if warden is not None:
+        warden.init_app(app)
+    return app
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def warden(clock: ManualClock) -> SessionWarden:
+    return SessionWarden(store=MemoryStore(), clock=clock, reauth_redirect="/reauth-page")
+
+
+@pytest.fixture
+def app(warden: SessionWarden) -> Flask:
+    return flask_app(warden, SESSIONWARDEN_SECRET_KEYS=[SECRET])
+
+
+def client_of(app: Flask) -> httpx.Client:
+    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url=BASE)
+
+
+@pytest.fixture
+def c(app: Flask) -> Iterator[httpx.Client]:
+    with client_of(app) as client:
+        yield client
+
+
+def page_token(c: httpx.Client) -> str:
+    r = c.get("/page")
+    found = TOKEN_FIELD.search(r.text)
+    assert found is not None, r.text
+    return found.group(1)
+
+
+def flask_login(c: httpx.Client, user: str = "alice") -> None:
+    r = c.post("/login", data={"csrf_token": page_token(c), "user": user})
+    assert r.status_code == 200, r.text
+
+
+def test_flask_config_keys_and_store_url() -> None:
+    app = flask_app(
+        SessionWarden(),
+        SESSIONWARDEN_SECRET_KEYS=["s" * 32],  # str keys are taken as UTF-8
+        SESSIONWARDEN_STORE="memory://",
+    )
+    with client_of(app) as c:
+        flask_login(c)
+        assert c.get("/").json() == {"user": "alice", "note": None}
+
+
+def test_flask_needs_keys_and_a_store_but_no_secret_key() -> None:
+    with pytest.raises(RuntimeError, match="SESSIONWARDEN_SECRET_KEYS"):
+        flask_app(SessionWarden(store="memory://"))
+    with pytest.raises(RuntimeError, match="SESSIONWARDEN_STORE"):
+        flask_app(SessionWarden(), SESSIONWARDEN_SECRET_KEYS=[SECRET])
+    with pytest.raises(ValueError, match="32 bytes"):
+        flask_app(SessionWarden(store="memory://"), SESSIONWARDEN_SECRET_KEYS=["short"])
+    app = flask_app(SessionWarden(store="memory://", policy=Policy(secret_keys=(SECRET,))))
+    assert app.config.get("SECRET_KEY") is None  # Flask's own secret is not needed
+    with pytest.raises(RuntimeError, match="already installed"):
+        SessionWarden(store="memory://", policy=Policy(secret_keys=(SECRET,))).init_app(app)
+
+
+def test_flask_session_is_separate_from_flasks_own(app: Flask, c: httpx.Client) -> None:
+    @app.post("/both")
+    def both() -> str:
+        flask.session["theme"] = "dark"  # Flask's signed cookie, its own business
+        sw_session["cart"] = 3
+        return "ok"
+
+    app.secret_key = "f" * 32
+    flask_login(c)
+    r = c.post("/both", headers={"x-csrf-token": page_token(c)})
+    assert r.status_code == 200
+    names = sorted(v.split("=", 1)[0] for v in r.headers.get_list("set-cookie"))
+    assert names == ["session"]  # Flask's; sessionwarden's ID did not change
+    assert "cart" not in flask.json.dumps(dict(c.cookies))
+    with app.test_request_context():
+        assert flask.session is not sw_session
+
+
+def test_flask_templates_get_csrf_token_nonce_and_session(c: httpx.Client) -> None:
+    r = c.get("/page")
+    tokens = TOKEN_FIELD.findall(r.text) + re.findall(r'name="again" value="([^"]+)"', r.text)
+    assert len(tokens) == 2 and tokens[0] != tokens[1]  # freshly masked each call
+    nonce = re.search(r'<script nonce="([^"]+)">', r.text)
+    assert nonce is not None
+    assert f"'nonce-{nonce.group(1)}'" in r.headers["content-security-policy"]
+    assert "<p>anonymous</p>" in r.text
+    # both masked tokens are valid for the session
+    for token in tokens:
+        assert c.post("/note", data={"csrf_token": token, "note": "n"}).status_code == 200
+    flask_login(c)
+    assert "<p>alice</p>" in c.get("/page").text
+
+
+def test_flask_session_proxy_round_trip(c: httpx.Client) -> None:
+    r = c.post("/note", data={"csrf_token": page_token(c), "note": "hello"})
+    assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+    assert c.get("/").json() == {"user": None, "note": "hello"}
+    assert c.get("/whoami-proxy").json() == {"same": True, "nonce_ok": True}
+    r = c.post("/note", data={"note": "forged"})
+    assert r.status_code == 403
+    assert c.get("/").json()["note"] == "hello"
+
+
+def test_flask_helpers_need_the_extension() -> None:
+    bare = Flask(__name__)
+    with bare.test_request_context(), pytest.raises(RuntimeError, match="not installed"):
+        current_session()
+    with bare.test_request_context(), pytest.raises(RuntimeError, match="not installed"):
+        sw_session.get("x")
+
+
+def test_flask_login_required(app: Flask, c: httpx.Client) -> None:
+    r = c.get("/private", headers=JSON)
+    assert r.status_code == 401
+    assert r.json() == {"error": "authentication-required", "reason": "not-authenticated"}
+    assert "www-authenticate" not in r.headers
+    r = c.get("/private")
+    assert r.status_code == 401 and r.headers["x-content-type-options"] == "nosniff"
+    assert app.config["RAN"] == []
+    flask_login(c)
+    r = c.get("/private")
+    assert r.status_code == 200 and r.text == "hello alice"
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_flask_login_required_redirects_browsers_to_login_url(clock: ManualClock) -> None:
+    app = flask_app(
+        SessionWarden(store="memory://", clock=clock, login_url="/signin"),
+        SESSIONWARDEN_SECRET_KEYS=[SECRET],
+    )
+    with client_of(app) as c:
+        r = c.get("/private")
+        assert r.status_code == 303 and r.headers["location"] == "/signin"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert c.get("/private", headers=JSON).status_code == 401
+
+
+def test_flask_recent_auth_required(app: Flask, c: httpx.Client, clock: ManualClock) -> None:
+    r = c.get("/sensitive", headers=JSON)
+    assert r.status_code == 401 and r.json()["reason"] == "not-authenticated"
+    flask_login(c)
+    assert c.get("/sensitive").text == "secret"
+    clock.advance(301)
+    r = c.get("/sensitive", headers=JSON)
+    assert r.status_code == 401
+    assert r.json() == {"error": "reauthentication-required", "reason": "authentication-too-old"}
+    assert r.headers["content-security-policy"] and r.headers["cache-control"] == "no-store"
+    r = c.get("/sensitive")
+    assert r.status_code == 303 and r.headers["location"] == "/reauth-page"
+    assert app.config["RAN"] == ["sensitive"]
+    before = sid(c)
+    assert c.post("/reauth", headers={"x-csrf-token": page_token(c)}).status_code == 200
+    assert sid(c) != before  # re-authentication rotates the ID
+    assert c.get("/sensitive").text == "secret"
+    with pytest.raises(ValueError):
+        recent_auth_required(0)
+
+
+def test_flask_reauthentication_keeps_the_views_session_writes(
+    c: httpx.Client, clock: ManualClock
+) -> None:
+    flask_login(c)
+    clock.advance(301)
+    r = c.get("/remember-then-sensitive")
+    assert r.status_code == 303 and r.headers["location"] == "/reauth-page"
+    # like both adapters: the session is committed with the reauthentication answer
+    assert c.get("/").json() == {"user": "alice", "note": "/remember-then-sensitive"}
+
+
+def test_flask_store_unavailable_in_a_view_is_a_503(c: httpx.Client) -> None:
+    r = c.get("/store-down")
+    assert r.status_code == 503
+    assert "temporarily unavailable" in r.text and "10.0.0.5" not in r.text
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_flask_management_calls(app: Flask, warden: SessionWarden, clock: ManualClock) -> None:
+    @app.get("/devices")
+    def devices() -> list[dict[str, Any]]:
+        infos = warden.list_sessions("alice", current_session())
+        return [i.to_dict() for i in infos]
+
+    with client_of(app) as laptop, client_of(app) as phone:
+        flask_login(laptop)
+        clock.advance(1)
+        flask_login(phone)
+        listed = laptop.get("/devices").json()
+        assert len(listed) == 2 and [d["current"] for d in listed] == [True, False]
+        phone_ref = listed[1]["ref"]
+        # outside a request: the only app's middleware
+        assert {i.ref for i in warden.list_sessions("alice")} == {d["ref"] for d in listed}
+        assert warden.middleware() is app.wsgi_app
+        assert warden.revoke_session("alice", phone_ref) is True
+        assert phone.get("/").json()["user"] is None
+        assert laptop.get("/").json()["user"] == "alice"
+        flask_login(phone)
+        assert len(warden.revoke_user("alice")) == 2
+        assert laptop.get("/").json()["user"] is None
+        assert warden.list_sessions("alice") == []
+        flask_login(laptop)
+        with app.test_request_context():
+            assert len(warden.list_sessions("alice")) == 1
+    other = flask_app(warden, SESSIONWARDEN_SECRET_KEYS=[SECRET])
+    assert warden.middleware(other) is other.wsgi_app
+    with pytest.raises(RuntimeError, match="several apps"):
+        warden.list_sessions("alice")
+
+
+# == FastAPI ======================================================================================
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fastapi_app() -> FastAPI:
+    api = FastAPI()
+
+    @api.get("/me")
+    def me(user: swf.SignedInUser) -> dict[str, str]:
+        return {"user": user}
+
+    @api.get("/csrf")
+    def csrf(token: swf.CsrfToken, nonce: swf.CspNonce, request: Request) -> dict[str, str]:
+        return {"csrf_token": token, "nonce": nonce, "direct": swf.csp_nonce(request)}
+
+    @api.post("/login")
+    def login(session: swf.CurrentSession) -> dict[str, bool]:
+        session.login("bob")
+        return {"ok": True}
+
+    @api.post("/reauth")
+    def reauth(session: swf.CurrentSession, user: swf.SignedInUser) -> dict[str, str]:
+        session.reauthenticated()
+        return {"user": user}
+
+    @api.post("/transfer")
+    def transfer(
+        session: Annotated[Session, Depends(swf.recent_authentication(300))],
+    ) -> dict[str, Any]:
+        session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
+        return {"transfers": session["transfers"]}
+
+    @api.get("/devices")
+    async def devices(
+        user: swf.SignedInUser, session: swf.CurrentSession, warden: swf.Warden
+    ) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in await warden.list_sessions(user, session)]
+
+    return api
+
+
+@pytest.fixture(params=["add_middleware", "wrapped"])
+async def api(
+    request: pytest.FixtureRequest, clock: ManualClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    options: dict[str, Any] = {
+        "policy": Policy(secret_keys=(SECRET,)),
+        "store": InlineAsyncStore(MemoryStore()),
+        "clock": clock,
+    }
+    app: Any
+    if request.param == "add_middleware":
+        app = fastapi_app()
+        app.add_middleware(SessionWardenMiddleware, **options)
+    else:
+        app = SessionWardenMiddleware(fastapi_app(), **options)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        yield client
+
+
+async def api_token(c: httpx.AsyncClient) -> str:
+    return str((await c.get("/csrf")).json()["csrf_token"])
+
+
+@pytest.mark.anyio
+async def test_fastapi_anonymous_gets_401_without_www_authenticate(api: httpx.AsyncClient) -> None:
+    r = await api.get("/me")
+    assert r.status_code == 401 and r.json() == {"detail": "authentication-required"}
+    assert "www-authenticate" not in r.headers
+    assert r.headers["x-content-type-options"] == "nosniff"
+    r = await api.post("/transfer", headers={"x-csrf-token": await api_token(api)})
+    assert r.status_code == 401 and r.json() == {"detail": "reauthentication-required"}
+
+
+@pytest.mark.anyio
+async def test_fastapi_csrf_and_nonce_dependencies(api: httpx.AsyncClient) -> None:
+    r = await api.get("/csrf")
+    body = r.json()
+    assert body["nonce"] == body["direct"]
+    assert f"'nonce-{body['nonce']}'" in r.headers["content-security-policy"]
+    assert (await api.post("/login")).status_code == 403  # the middleware wants the token
+    r = await api.post("/login", headers={"x-csrf-token": body["csrf_token"]})
+    assert r.status_code == 200
+    assert (await api.get("/me")).json() == {"user": "bob"}
+
+
+@pytest.mark.anyio
+async def test_fastapi_recent_authentication_flow(
+    api: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    r = await api.post("/login", headers={"x-csrf-token": await api_token(api)})
+    assert r.status_code == 200
+    token = await api_token(api)
+    r = await api.post("/transfer", headers={"x-csrf-token": token})
+    assert r.status_code == 200 and r.json() == {"transfers": 1}
+    clock.advance(301)
+    r = await api.post("/transfer", headers={"x-csrf-token": token})
+    assert r.status_code == 401
+    assert r.json() == {"detail": "reauthentication-required"}
+    assert "www-authenticate" not in r.headers
+    assert r.headers["cache-control"] == "no-store"
+    assert (await api.get("/me")).json() == {"user": "bob"}  # still signed in
+    before = sid(api)
+    r = await api.post("/reauth", headers={"x-csrf-token": token})
+    assert r.status_code == 200 and r.json() == {"user": "bob"}
+    assert sid(api) != before  # re-authentication rotated the ID
+    token = await api_token(api)
+    r = await api.post("/transfer", headers={"x-csrf-token": token})
+    assert r.status_code == 200 and r.json() == {"transfers": 2}
+    devices = (await api.get("/devices")).json()
+    assert len(devices) == 1 and devices[0]["current"] is True and devices[0]["user"] == "bob"
+
+
+def test_fastapi_dependencies_without_the_middleware() -> None:
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    for dependency in (swf.current_session, swf.csrf_token, swf.csp_nonce, swf.warden):
+        with pytest.raises(RuntimeError, match="not installed"):
+            dependency(request)
+    with pytest.raises(ValueError):
+        swf.recent_authentication(-1)
+
+
+# == behind a TLS-terminating proxy (docs/*.md) ===================================================
+PROXIED = Policy(secret_keys=(SECRET,), https=HttpsPolicy(trusted_proxies=("10.0.0.2",)))
+FORWARDED = {"x-forwarded-proto": "https", "x-forwarded-for": "198.51.100.7"}
+
+
+def test_flask_behind_a_trusted_proxy() -> None:
+    app = flask_app(SessionWarden(policy=PROXIED, store="memory://"))
+    proxy = httpx.WSGITransport(app=app, remote_addr="10.0.0.2")
+    with httpx.Client(transport=proxy, base_url="http://app.test") as c:
+        r = c.get("/", headers=FORWARDED)
+        assert r.status_code == 200 and "strict-transport-security" in r.headers
+        assert c.get("/").status_code == 308  # the proxy said plain HTTP
+    stranger = httpx.WSGITransport(app=app, remote_addr="10.0.0.9")
+    with httpx.Client(transport=stranger, base_url="http://app.test") as c:
+        assert c.get("/", headers=FORWARDED).status_code == 308  # not believed
+
+
+@pytest.mark.anyio
+async def test_fastapi_behind_a_trusted_proxy() -> None:
+    app = fastapi_app()
+    app.add_middleware(SessionWardenMiddleware, policy=PROXIED, store="memory://")
+    for peer, status in (("10.0.0.2", 401), ("10.0.0.9", 308)):
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as c:
+            assert (await c.get("/me", headers=FORWARDED)).status_code == status, peer
+
+
+def test_flask_decorators_on_async_views(clock: ManualClock) -> None:
+    pytest.importorskip("asgiref")
+    app = Flask(__name__)
+
+    @app.get("/a")
+    @login_required
+    async def private() -> str:
+        return f"async {sw_session.user_id}"
+
+    @app.get("/b")
+    @recent_auth_required(60)
+    async def sensitive() -> str:
+        return "async secret"
+
+    @app.post("/login")
+    def login() -> str:
+        sw_session.login("alice")
+        return "ok"
+
+    @app.get("/page")
+    def page() -> str:
+        return render_template_string('<input name="csrf_token" value="{{ csrf_token() }}">')
+
+    SessionWarden(app, policy=Policy(secret_keys=(SECRET,)), store="memory://", clock=clock)
+    with client_of(app) as c:
+        assert c.get("/a", headers=JSON).status_code == 401
+        flask_login(c)
+        assert c.get("/a").text == "async alice"
+        assert c.get("/b").text == "async secret"
+        clock.advance(61)
+        assert c.get("/b", headers=JSON).status_code == 401
