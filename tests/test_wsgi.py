@@ -714,15 +714,6 @@ async def call_directly(h: Harness, cookie: bytes) -> tuple[int, bytes]:
 
 
 # -- adapter-specific findings --------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library limitation: SessionWardenMiddleware wrapped around a whole Starlette/FastAPI app "
-        "(the form asgi.py documents) never sees ReauthenticationRequired before a response "
-        "starts: Starlette's ServerErrorMiddleware sends a 500 first and re-raises, so the "
-        "middleware re-raises too; installed with add_middleware/Middleware it answers 303/401"
-    ),
-)
 async def test_asgi_wrapped_around_starlette_answers_reauthentication() -> None:
     store = FlakyStore()
     clock = ManualClock()

@@ -47,6 +47,11 @@ class SessionWardenMiddleware:
         self.guard = Guard(policy, clock=clock, sink=sink)
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
+        # Starlette and FastAPI apps answer exceptions themselves; teach them ours (duck-typed:
+        # no framework import here).
+        add_handler = getattr(app, "add_exception_handler", None)
+        if callable(add_handler):
+            add_handler(ReauthenticationRequired, self._reauth_exception_handler)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,7 +123,7 @@ class SessionWardenMiddleware:
         except ReauthenticationRequired as exc:
             if started:
                 raise
-            await self._reauth(send, begun, session, exc)
+            await self._reauth(send, begun, exc)
 
     # -- the application's calls (a "your devices" page, an admin screen) ------------------------
     async def list_sessions(
@@ -164,24 +169,41 @@ class SessionWardenMiddleware:
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
-    async def _reauth(
-        self, send: Send, begun: Begun, session: Session, exc: ReauthenticationRequired
-    ) -> None:
+    def _reauth_refusal(self, begun: Begun, exc: ReauthenticationRequired) -> Refusal:
         if self.reauth_redirect and not begun.facts.wants_json:
-            refusal = Refusal(
+            return Refusal(
                 303, "reauthentication-required", exc.reason, location=self.reauth_redirect
             )
-        else:
-            refusal = Refusal(401, "reauthentication-required", exc.reason)
+        return Refusal(401, "reauthentication-required", exc.reason)
+
+    async def _reauth(self, send: Send, begun: Begun, exc: ReauthenticationRequired) -> None:
+        """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
+        session before raising (where to return to) is committed like any response."""
+        refusal = self._reauth_refusal(begun, exc)
         hdrs, body = refusal.render(begun.facts.wants_json)
         try:
             outcome = await run_async(self.guard.commit(begun), self.store)
-        except StoreUnavailable:
-            outcome = None
+        except StoreUnavailable as store_exc:
+            await self._refuse(send, begun, self.guard.store_failed(begun.facts, store_exc))
+            return
         hdrs = self._merge(begun, outcome, hdrs)
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
-        del session
+
+    async def _reauth_exception_handler(self, request: Any, exc: Exception) -> ASGIApp:
+        """Registered on Starlette/FastAPI apps (their error middleware would otherwise turn
+        :class:`ReauthenticationRequired` into a 500 before this middleware sees it). Returns an
+        ASGI response whose start passes through the session commit like any other."""
+        begun = get_context(request)
+        assert isinstance(exc, ReauthenticationRequired)
+        refusal = self._reauth_refusal(begun, exc)
+        hdrs, body = refusal.render(begun.facts.wants_json)
+
+        async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
+            await send({"type": "http.response.body", "body": body})
+
+        return respond
 
     async def _read_body(self, receive: Receive, begun: Begun) -> bytes | None:
         """Buffer the body up to the configured limit; ``None`` when it is larger."""
