@@ -75,9 +75,9 @@ class SessionWardenMiddleware:
         try:
             begun = await run_async(guard.begin(facts, target), store)
         except StoreUnavailable as exc:
-            await self._refuse(send, Begun(facts), guard.store_failed(facts, exc))
+            await self._refuse(send, Begun(facts), guard.store_failed(facts, exc, writing=False))
             return
-        guard.store_ok(facts)
+        guard.store_ok(facts, wrote=False)
 
         if begun.needs_form_token and begun.refusal is None:
             body = await self._read_body(receive, begun)
@@ -113,8 +113,9 @@ class SessionWardenMiddleware:
                     outcome = await run_async(guard.commit(begun), store)
                 except StoreUnavailable as exc:
                     replaced = True
-                    await self._refuse(send, begun, guard.store_failed(facts, exc))
+                    await self._refuse(send, begun, guard.store_failed(facts, exc, writing=True))
                     return
+                guard.store_ok(facts, wrote=begun.wrote)
                 message["headers"] = self._merge(begun, outcome, message.get("headers") or [])
             await send(message)
 
@@ -184,7 +185,9 @@ class SessionWardenMiddleware:
         try:
             outcome = await run_async(self.guard.commit(begun), self.store)
         except StoreUnavailable as store_exc:
-            await self._refuse(send, begun, self.guard.store_failed(begun.facts, store_exc))
+            await self._refuse(
+                send, begun, self.guard.store_failed(begun.facts, store_exc, writing=True)
+            )
             return
         hdrs = self._merge(begun, outcome, hdrs)
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})

@@ -676,6 +676,15 @@ class Engine:
                 "update", (record.key, changes), {"activity_max": self.policy.monitor.activity_max}
             )
             if not ok:
+                # A concurrent request may have rotated the ID: follow it within the grace.
+                successor = yield from self._successor(record.key, now)
+                if successor is not None:
+                    ok = yield Op(
+                        "update",
+                        (successor, changes),
+                        {"activity_max": self.policy.monitor.activity_max},
+                    )
+            if not ok:
                 self._emit(
                     EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id
                 )
@@ -790,33 +799,36 @@ class Engine:
         if act.login_user is not None:
             meta["fingerprint"] = self._login_fingerprint(facts)
             meta["flags"] = {}
+        moved_data = RecordUpdate(set_data=changes.set_data, del_data=changes.del_data)
         changes.activity = self._activity(facts, now)
-        old_becomes: Alias | Tombstone
-        if periodic_only and self.policy.rotation_grace > 0:
-            old_becomes = Alias(
-                key=record.key,
-                target=new_key,
-                at=now,
-                grace_until=now + self.policy.rotation_grace,
-                until=now + self._tomb_ttl,
-                user_id=record.user_id,
-            )
-        else:
-            reason = "rotated:login" if act.login_user is not None else "rotated:privilege"
-            old_becomes = self._tombstone(record.key, reason, now, record.user_id)
-        evicted = yield Op(
-            "rotate",
-            (record.key, new_key, changes),
-            {
-                "old_becomes": old_becomes,
-                "max_per_user": self.policy.max_sessions_per_user,
-                "tombstone_until": now + self._tomb_ttl,
-                "activity_max": self.policy.monitor.activity_max,
-            },
-        )
+        old_key = record.key
+        evicted = yield from self._rotate_op(session, old_key, new_key, changes, now, periodic_only)
         if evicted is None:
-            # The old session died while this request was in flight (logout, revocation,
-            # a concurrent rotation). Never revive it; a fresh login still gets a new session.
+            # Someone else moved or ended this session while the request was in flight.
+            successor = yield from self._successor(old_key, now)
+            if successor is not None and periodic_only:
+                # A concurrent request rotated it first: that response carries the new ID.
+                # Keep this request's writes on the successor and leave the cookie alone.
+                ok = moved_data.is_empty() or (
+                    yield Op(
+                        "update",
+                        (successor, moved_data),
+                        {"activity_max": self.policy.monitor.activity_max},
+                    )
+                )
+                if ok:
+                    out.authenticated = record.user_id is not None
+                    return out
+            elif successor is not None:
+                # An explicit rotation (login, privilege change) raced a periodic one: it
+                # rotates the successor instead.
+                old_key = successor
+                evicted = yield from self._rotate_op(
+                    session, old_key, new_key, changes, now, periodic_only
+                )
+        if evicted is None:
+            # The session died while this request was in flight (logout, revocation). Never
+            # revive it; a fresh login still gets a new session.
             self._emit(
                 EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id
             )
@@ -865,6 +877,51 @@ class Engine:
         )
         out.authenticated = new_record.user_id is not None
         return out
+
+    def _rotate_op(
+        self,
+        session: Session,
+        old_key: str,
+        new_key: str,
+        changes: RecordUpdate,
+        now: float,
+        periodic_only: bool,
+    ) -> Steps[list[str] | None]:
+        """The store call of a rotation: a periodic one leaves an alias with a grace window,
+        any other a tombstone."""
+        act = session.actions
+        user_id = session.record.user_id if session.record is not None else None
+        old_becomes: Alias | Tombstone
+        if periodic_only and self.policy.rotation_grace > 0:
+            old_becomes = Alias(
+                key=old_key,
+                target=new_key,
+                at=now,
+                grace_until=now + self.policy.rotation_grace,
+                until=now + self._tomb_ttl,
+                user_id=user_id,
+            )
+        else:
+            reason = "rotated:login" if act.login_user is not None else "rotated:privilege"
+            old_becomes = self._tombstone(old_key, reason, now, user_id)
+        evicted: list[str] | None = yield Op(
+            "rotate",
+            (old_key, new_key, changes),
+            {
+                "old_becomes": old_becomes,
+                "max_per_user": self.policy.max_sessions_per_user,
+                "tombstone_until": now + self._tomb_ttl,
+                "activity_max": self.policy.monitor.activity_max,
+            },
+        )
+        return evicted
+
+    def _successor(self, key: str, now: float) -> Steps[str | None]:
+        """Where a key went if a concurrent request rotated it within the grace window."""
+        found = yield Op("get", (key,), {})
+        if isinstance(found, Alias) and now < found.grace_until:
+            return found.target
+        return None
 
     def _end_others(
         self,

@@ -86,6 +86,8 @@ class Begun:
     clear_cookie: bool = False
     #: The token must be read from the (buffered) form body before the app runs.
     needs_form_token: bool = False
+    #: The commit wrote to the store (a successful write ends a write outage).
+    wrote: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
     def csrf_token(self) -> str:
@@ -121,6 +123,7 @@ class Guard:
         )
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
         self.outage = OutageGate()
+        self._write_outage = False
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(
             n.encode("latin-1")
@@ -283,7 +286,15 @@ class Guard:
     # -- after the application ------------------------------------------------------------------
     def commit(self, begun: Begun) -> Steps[Outcome]:
         assert begun.session is not None
-        return self.engine.commit(begun.session, begun.facts)
+        steps = self.engine.commit(begun.session, begun.facts)
+        try:
+            op = next(steps)
+            while True:
+                if op.method != "get":
+                    begun.wrote = True
+                op = steps.send((yield op))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def response_headers(
         self,
@@ -313,12 +324,20 @@ class Guard:
         add.extend(more)
         return add, drop
 
-    def store_failed(self, facts: RequestFacts, exc: Exception) -> Refusal:
+    def store_failed(self, facts: RequestFacts, exc: Exception, *, writing: bool) -> Refusal:
+        """Report the first failure of an outage (not every request of it) and refuse."""
         now = self.engine.clock.now()
+        if writing:
+            self._write_outage = True
         if self.outage.failure(now):
             self.engine._emit(EventKind.STORE_UNAVAILABLE, facts, now, reason=str(exc)[:200])
         return Refusal(503, "store-unavailable", "session-store", retry_after=1)
 
-    def store_ok(self, facts: RequestFacts) -> None:
-        if self.outage.failing and self.outage.success():
+    def store_ok(self, facts: RequestFacts, *, wrote: bool) -> None:
+        """Report the end of an outage. When writes were failing, a successful read proves
+        nothing (a read-only file, a full disk): only a successful write ends it."""
+        if not self.outage.failing or (self._write_outage and not wrote):
+            return
+        if self.outage.success():
+            self._write_outage = False
             self.engine._emit(EventKind.STORE_RECOVERED, facts, self.engine.clock.now())

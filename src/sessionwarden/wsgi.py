@@ -83,8 +83,10 @@ class SessionWardenWSGI:
         try:
             begun = run_sync(guard.begin(facts, target), self.store)
         except StoreUnavailable as exc:
-            return self._refuse(start_response, Begun(facts), guard.store_failed(facts, exc))
-        guard.store_ok(facts)
+            return self._refuse(
+                start_response, Begun(facts), guard.store_failed(facts, exc, writing=False)
+            )
+        guard.store_ok(facts, wrote=False)
 
         if begun.needs_form_token and begun.refusal is None:
             body = self._read_body(environ)
@@ -174,7 +176,9 @@ class SessionWardenWSGI:
             outcome = run_sync(self.guard.commit(begun), self.store)
         except StoreUnavailable as store_exc:
             return self._refuse(
-                start_response, begun, self.guard.store_failed(begun.facts, store_exc)
+                start_response,
+                begun,
+                self.guard.store_failed(begun.facts, store_exc, writing=True),
             )
         add, drop = self.guard.response_headers(begun, outcome, {n for n, _ in hdrs})
         kept = [(n, v) for n, v in hdrs if n not in drop]
@@ -215,8 +219,9 @@ class _Response:
             try:
                 outcome = run_sync(guard.commit(self.begun), self.mw.store)
             except StoreUnavailable as exc:
-                self.failed = guard.store_failed(self.begun.facts, exc)
+                self.failed = guard.store_failed(self.begun.facts, exc, writing=True)
             else:
+                guard.store_ok(self.begun.facts, wrote=self.begun.wrote)
                 existing = {n.lower().encode("latin-1") for n, _ in headers}
                 self.headers = guard.response_headers(self.begun, outcome, existing)
         if self.failed is not None or self.headers is None:
