@@ -99,4 +99,4 @@ def open_async_store(url: str) -> AsyncSessionStore:
         from .redis import AsyncRedisStore
 
         return AsyncRedisStore(spec.url, prefix=spec.prefix)
-    return InlineAsyncStore(open_store(url))
+    return InlineAsyncStore(open_store(url), offload_writes=spec.kind == "sqlite")

@@ -17,11 +17,14 @@ adapters turn into a 503 (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -151,16 +154,24 @@ class AsyncSessionStore(Protocol):
 
 
 class InlineAsyncStore:
-    """Runs a fast local synchronous store (memory, SQLite) directly on the event loop.
+    """Runs a local synchronous store (memory, SQLite) for the event loop.
 
-    A SQLite read from the page cache takes microseconds, far less than a hop to a thread pool;
-    stores whose operations may wait (locks) bound that wait with their own short timeouts.
+    Reads run inline: a SQLite read in WAL mode never waits for a writer and takes microseconds,
+    far less than a hop to a thread pool. With ``offload_writes`` (SQLite), writes run in a worker
+    thread, so a lock held by another process delays only the requests that write, never the
+    whole event loop.
     """
 
-    __slots__ = ("sync",)
+    __slots__ = ("_offload", "sync")
 
-    def __init__(self, sync: SessionStore) -> None:
+    def __init__(self, sync: SessionStore, *, offload_writes: bool = False) -> None:
         self.sync = sync
+        self._offload = offload_writes
+
+    async def _write(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if self._offload:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
 
     async def get(self, key: str) -> Lookup:
         return self.sync.get(key)
@@ -168,7 +179,9 @@ class InlineAsyncStore:
     async def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
     ) -> list[str]:
-        return self.sync.insert(record, max_per_user=max_per_user, tombstone_until=tombstone_until)
+        return await self._write(
+            self.sync.insert, record, max_per_user=max_per_user, tombstone_until=tombstone_until
+        )
 
     async def rotate(
         self,
@@ -181,7 +194,8 @@ class InlineAsyncStore:
         tombstone_until: float,
         activity_max: int = 0,
     ) -> list[str] | None:
-        return self.sync.rotate(
+        return await self._write(
+            self.sync.rotate,
             old_key,
             new_key,
             update,
@@ -192,13 +206,13 @@ class InlineAsyncStore:
         )
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
-        return self.sync.update(key, update, activity_max=activity_max)
+        return await self._write(self.sync.update, key, update, activity_max=activity_max)
 
     async def revoke(self, key: str, tombstone: Tombstone) -> bool:
-        return self.sync.revoke(key, tombstone)
+        return await self._write(self.sync.revoke, key, tombstone)
 
     async def delete(self, key: str) -> None:
-        self.sync.delete(key)
+        await self._write(self.sync.delete, key)
 
     async def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return self.sync.user_sessions(user_id)
@@ -206,13 +220,15 @@ class InlineAsyncStore:
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
-        return self.sync.revoke_user(user_id, reason=reason, at=at, until=until, keep=keep)
+        return await self._write(
+            self.sync.revoke_user, user_id, reason=reason, at=at, until=until, keep=keep
+        )
 
     async def activity(self, key: str) -> list[dict[str, JSON]]:
         return self.sync.activity(key)
 
     async def purge(self, now: float, batch: int = 1000) -> int:
-        return self.sync.purge(now, batch)
+        return await self._write(self.sync.purge, now, batch)
 
     async def stats(self, now: float) -> StoreStats:
         return self.sync.stats(now)

@@ -135,7 +135,7 @@ class SQLiteStore:
     """The session store on a SQLite file; safe for many threads and processes on one host."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 5.0, read_only: bool = False
+        self, path: str | os.PathLike[str], *, timeout: float = 1.0, read_only: bool = False
     ) -> None:
         """Open (creating when absent, unless ``read_only``) the store at ``path``.
 
