@@ -7,6 +7,7 @@ Playwright the tests skip with the reason shown, and fail instead under ``CI=tru
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from ..demo.conftest import DemoServer, run_demo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's pictures are refreshed only on request (SESSIONWARDEN_SCREENSHOTS=1), so an
+# ordinary test run leaves the work tree clean.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("SESSIONWARDEN_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "sessionwarden-screenshots"
+)
 
 
 def _unavailable(reason: str) -> None:
