@@ -17,7 +17,7 @@ from .clock import Clock
 from .core import Engine, Outcome, Session, Steps
 from .events import EventKind, EventSink
 from .facts import RequestFacts
-from .monitor import OutageGate, UnknownIdThrottle, fingerprint
+from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, fingerprint
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import dumps
@@ -116,7 +116,9 @@ class Guard:
         self.engine = Engine(
             policy,
             clock=clock,
-            sink=sink,
+            # Audit events go to the "sessionwarden.events" logger as JSON lines unless the
+            # application routes them elsewhere.
+            sink=sink if sink is not None else JsonLogSink(),
             assessor=RiskAssessor(mon) if mon.fingerprint else None,
             fingerprinter=fingerprint if mon.fingerprint else None,
             throttle=self.throttle.hit if mon.unknown_id_limit_per_minute else None,

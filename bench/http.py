@@ -1,0 +1,275 @@
+"""Over HTTP: uvicorn (one worker, httptools + uvloop) driven by wrk on loopback.
+
+    PYTHONPATH=src python -m bench.http [--duration 10] [--connections 64] [--threads 2]
+
+Bare Starlette vs sessionwarden on Redis vs starsessions + starlette-csrf + secure on Redis; a
+signed-in session's cookies are sent with every request (wrk ``-H``). Prints requests/s, p50/p99
+latency and the ratio to bare Starlette, and records the table in ``bench/RESULTS.md``. Every
+server started is stopped (process group kill) whatever happens; only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+try:
+    from bench import _path
+except ImportError:  # run as a script: python bench/http.py
+    import _path  # type: ignore[no-redef]
+_path.fix()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import http.client  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from bench import common  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn in its own process group; ``stop`` kills the whole group."""
+
+    def __init__(self, factory: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"bench.asgi_apps:{factory}",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        full_env = dict(os.environ)
+        full_env.update(env)
+        full_env["PYTHONPATH"] = os.pathsep.join([_path.SRC, _path.ROOT])
+        self.proc = subprocess.Popen(cmd, env=full_env, cwd=_path.ROOT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection((LOOPBACK, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+class Browser:
+    """A tiny cookie-carrying HTTP client for the sign-in flow."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.jar = common.CookieJar()
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)
+        hdrs = {"user-agent": common.UA, "accept-language": "en-GB,en;q=0.9"}
+        hdrs.update(headers or {})
+        if self.jar.values:
+            hdrs["cookie"] = self.jar.header()
+        conn.request(method, path, headers=hdrs)
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie":
+                self.jar.update(value)
+        conn.close()
+        return resp.status, body
+
+
+def sign_in(kind: str, b: Browser) -> None:
+    if kind == "bare":
+        return
+    if kind == "ours":
+        _, tok = b.request("GET", "/token")
+        status, body = b.request(
+            "POST", "/login", {"x-csrf-token": tok, "sec-fetch-site": "same-origin"}
+        )
+    else:
+        b.request("GET", "/")
+        tok = b.jar.values["csrftoken"]
+        status, body = b.request("POST", "/login", {"x-csrftoken": tok})
+    if status != 200:
+        raise RuntimeError(f"{kind}: sign-in answered {status} {body[:80]!r}")
+    status, body = b.request("GET", "/")
+    if status != 200 or body != common.USER:
+        raise RuntimeError(f"{kind}: session not loaded ({status} {body[:80]!r})")
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    errors: str
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(port: int, cookie: str, args: argparse.Namespace) -> WrkResult:
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        "-H",
+        f"User-Agent: {common.UA}",
+        "-H",
+        "Accept-Language: en-GB,en;q=0.9",
+    ]
+    if cookie:
+        cmd += ["-H", f"Cookie: {cookie}"]
+    cmd.append(f"http://{LOOPBACK}:{port}/")
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, timeout=args.duration + 60
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return WrkResult(
+        rps=rps,
+        p50_ms=_ms(p50.group(1)) if p50 else float("nan"),
+        p99_ms=_ms(p99.group(1)) if p99 else float("nan"),
+        non2xx=int(non2xx.group(1)) if non2xx else 0,
+        errors=errors.group(0) if errors else "",
+    )
+
+
+STACKS = (
+    ("bare Starlette", "bare", "bare"),
+    ("ours (Redis, full stack)", "ours_redis", "ours"),
+    ("starsessions+csrf+secure (Redis)", "starsessions", "peer"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    if not common.redis_ok():
+        print(f"Redis at {common.REDIS_URL} is unreachable", file=sys.stderr)
+        return 2
+
+    results: list[tuple[str, WrkResult]] = []
+    with tempfile.TemporaryDirectory(prefix="swbench-http-") as tmp:
+        for label, factory, kind in STACKS:
+            prefix = common.unique_prefix("http")
+            prefix_file = os.path.join(tmp, "prefix")
+            env = {"SWBENCH_PREFIX": prefix, "SWBENCH_PREFIX_FILE": prefix_file}
+            server = Server(factory, env)
+            try:
+                server.wait_ready()
+                browser = Browser(server.port)
+                sign_in(kind, browser)
+                res = run_wrk(server.port, browser.jar.header(), args)
+                results.append((label, res))
+                print(
+                    f"{label}: {res.rps:,.0f} req/s, "
+                    f"p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms",
+                    file=sys.stderr,
+                )
+            finally:
+                server.stop()
+                common.drop_prefix(prefix)
+                if os.path.exists(prefix_file):
+                    with open(prefix_file, encoding="utf-8") as f:
+                        common.drop_prefix(f.read().strip())
+
+    base = results[0][1].rps if results else float("nan")
+    lines = [
+        "| stack | req/s | p50 ms | p99 ms | x bare req/s | non-2xx | socket errors |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, r in results:
+        lines.append(
+            f"| {label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps / base:.2f} "
+            f"| {r.non2xx} | {r.errors.replace('Socket errors: ', '') or '-'} |"
+        )
+    ours = dict(results).get("ours (Redis, full stack)")
+    if ours is not None:
+        ratio = ours.rps / base
+        verdict = "met" if ratio >= 0.5 else f"MISSED (needs {0.5 / ratio:.2f}x more throughput)"
+        lines.append("")
+        lines.append(
+            f"Goal 3 (ours on Redis >= 0.5x bare Starlette req/s): {ratio:.2f} -> {verdict}"
+        )
+    text = "\n".join(lines)
+    print(text)
+    bad = [label for label, r in results if r.non2xx]
+    if not args.no_write:
+        common.write_section(
+            "http",
+            "## Over HTTP: uvicorn 1 worker (httptools + uvloop), "
+            f"`wrk -t{args.threads} -c{args.connections} -d{args.duration}s` on 127.0.0.1 "
+            "(`python -m bench.http`)\n\n" + common.environment_block() + "\n\n" + text,
+        )
+    if bad:
+        print("non-2xx responses from: " + ", ".join(bad), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""sessionwarden's own rows: the ASGI middleware under Starlette, the WSGI one under Flask.
+
+Full stack everywhere: session, CSRF (origin check + masked token), security headers with a CSP
+nonce, fingerprint check; a signed-in session (``login`` went through the real flow); the GET
+reads one session key, the POST presents a valid token in the header and reads one key.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from .common import (
+    REDIS_URL,
+    SECRET,
+    USER,
+    AsgiClient,
+    AsyncRow,
+    Row,
+    WsgiClient,
+    drop_prefix,
+    expect,
+    unique_prefix,
+)
+
+OK = USER.encode()
+
+
+def policy(*, fingerprint: bool = True) -> Any:
+    from sessionwarden.policy import MonitorPolicy, Policy
+
+    return Policy(secret_keys=(SECRET,), monitor=MonitorPolicy(fingerprint=fingerprint))
+
+
+def starlette_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from sessionwarden.asgi import get_session
+
+    async def home(request: Request) -> Response:
+        return PlainTextResponse(str(request.session.get("user")))
+
+    async def token(request: Request) -> Response:
+        return PlainTextResponse(request.state.csrf_token())
+
+    async def login(request: Request) -> Response:
+        s = get_session(request)
+        s.login(USER)
+        s["user"] = USER
+        s["theme"] = "dark"
+        s["lang"] = "en"
+        s["cart"] = 3
+        return PlainTextResponse("ok")
+
+    async def action(request: Request) -> Response:
+        return PlainTextResponse(str(request.session.get("user")))
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/token", token),
+            Route("/login", login, methods=["POST"]),
+            Route("/action", action, methods=["POST"]),
+        ]
+    )
+
+
+def open_async_store(kind: str, tmp: str) -> tuple[Any, str]:
+    """The store for ``kind``; returns it and the Redis prefix to drop ('' when none)."""
+    from sessionwarden.stores import InlineAsyncStore, MemoryStore
+
+    if kind == "memory":
+        return InlineAsyncStore(MemoryStore()), ""
+    if kind == "sqlite":
+        from sessionwarden.stores.sqlite import SQLiteStore
+
+        return InlineAsyncStore(SQLiteStore(os.path.join(tmp, "bench.db"))), ""
+    from sessionwarden.stores.redis import AsyncRedisStore
+
+    prefix = unique_prefix("ours")
+    return AsyncRedisStore(REDIS_URL, prefix=prefix), prefix
+
+
+async def sign_in(client: AsgiClient) -> str:
+    """Anonymous GET for a token, then the login POST; returns a masked token for later POSTs."""
+    status, body, _ = await client.request("GET", "/token")
+    expect(status, body, 200, None, "token")
+    tok = body.decode()
+    status, body, _ = await client.request("POST", "/login", [("x-csrf-token", tok)])
+    expect(status, body, 200, b"ok", "login")
+    status, body, _ = await client.request("GET", "/token")
+    expect(status, body, 200, None, "token after login")
+    return body.decode()
+
+
+class OursAsgi(AsyncRow):
+    base = "bare Starlette GET"
+
+    def __init__(self, store: str, *, post: bool = False, fingerprint: bool = True) -> None:
+        self.kind = store
+        self.post = post
+        self.fingerprint = fingerprint
+        self.redis = store == "redis"
+        what = "POST valid CSRF" if post else "GET"
+        extra = "" if fingerprint else ", fingerprint off"
+        self.name = f"ours ASGI {store} {what}{extra}"
+        self._tmp = tempfile.TemporaryDirectory(prefix="swbench-")
+        self.prefix = ""
+
+    async def asetup(self) -> None:
+        from sessionwarden.asgi import SessionWardenMiddleware
+
+        store, self.prefix = open_async_store(self.kind, self._tmp.name)
+        self.store = store
+        self.app = SessionWardenMiddleware(
+            starlette_app(), policy=policy(fingerprint=self.fingerprint), store=store
+        )
+        self.client = AsgiClient(self.app)
+        token = await sign_in(self.client)
+        self.headers = [("x-csrf-token", token), ("origin", "https://app.test")]
+        await self.one()
+
+    async def one(self) -> None:
+        if self.post:
+            status, body, _ = await self.client.request("POST", "/action", self.headers)
+        else:
+            status, body, _ = await self.client.request("GET", "/")
+        expect(status, body, 200, OK, self.name)
+
+    async def aclose(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            await close()
+        if self.prefix:
+            drop_prefix(self.prefix)
+        self._tmp.cleanup()
+
+
+def flask_app() -> Any:
+    from flask import Flask, request
+
+    from sessionwarden.wsgi import get_session
+
+    app = Flask("ours_flask")
+
+    @app.get("/")
+    def home() -> str:
+        return str(get_session(request.environ).get("user"))
+
+    @app.get("/token")
+    def token() -> str:
+        return str(request.environ["sessionwarden"].csrf_token())
+
+    @app.post("/login")
+    def login() -> str:
+        s = get_session(request.environ)
+        s.login(USER)
+        s["user"] = USER
+        s["theme"] = "dark"
+        s["lang"] = "en"
+        s["cart"] = 3
+        return "ok"
+
+    return app
+
+
+class OursFlaskRedis(Row):
+    name = "ours WSGI Flask redis GET"
+    base = "bare Flask GET"
+    redis = True
+
+    def setup(self) -> None:
+        try:
+            import flask  # noqa: F401
+        except ImportError as exc:
+            from .common import NotInstalled
+
+            raise NotInstalled(str(exc)) from None
+        from sessionwarden.stores.redis import RedisStore
+        from sessionwarden.wsgi import SessionWardenWSGI
+
+        self.prefix = unique_prefix("oursflask")
+        self.store = RedisStore(REDIS_URL, prefix=self.prefix)
+        app = flask_app()
+        app.wsgi_app = SessionWardenWSGI(  # type: ignore[method-assign]
+            app.wsgi_app, policy=policy(), store=self.store
+        )
+        self.client = WsgiClient(app)
+        status, body, _ = self.client.request("GET", "/token")
+        expect(status, body, 200, None, "token")
+        status, body, _ = self.client.request("POST", "/login", [("x-csrf-token", body.decode())])
+        expect(status, body, 200, b"ok", "login")
+        self.run(1)
+
+    def run(self, n: int) -> None:
+        request = self.client.request
+        for _ in range(n):
+            status, body, _ = request("GET", "/")
+            expect(status, body, 200, OK, self.name)
+
+    def close(self) -> None:
+        self.store.close()
+        drop_prefix(self.prefix)

@@ -1,0 +1,138 @@
+"""Starlette peers: the bare app, Starlette's signed-cookie SessionMiddleware, and starsessions on
+Redis with starlette-csrf and ``secure`` headers (the usual hand-assembled stack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..common import (
+    REDIS_URL,
+    USER,
+    AsgiClient,
+    AsyncRow,
+    NotInstalled,
+    drop_prefix,
+    expect,
+    unique_prefix,
+)
+
+OK = USER.encode()
+SECRET_TEXT = "bench-secret-key-0123456789abcdef-0123456789"
+
+
+def app() -> Any:
+    """GET / reads one session key (when there is a session); /login writes it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    async def home(request: Request) -> Response:
+        session = request.scope.get("session")
+        return PlainTextResponse(str(session.get("user")) if session is not None else "-")
+
+    async def login(request: Request) -> Response:
+        s = request.session
+        s["user"] = USER
+        s["theme"] = "dark"
+        s["lang"] = "en"
+        s["cart"] = 3
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/action", home, methods=["POST"]),
+            Route("/login", login, methods=["GET", "POST"]),
+        ]
+    )
+
+
+class BareStarlette(AsyncRow):
+    name = "bare Starlette GET"
+    base = "bare Starlette GET"
+
+    async def asetup(self) -> None:
+        self.client = AsgiClient(app())
+        await self.one()
+
+    async def one(self) -> None:
+        status, body, _ = await self.client.request("GET", "/")
+        expect(status, body, 200, b"-", self.name)
+
+
+class StarletteSigned(AsyncRow):
+    name = "Starlette SessionMiddleware GET"
+    base = "bare Starlette GET"
+
+    async def asetup(self) -> None:
+        from starlette.middleware.sessions import SessionMiddleware
+
+        self.client = AsgiClient(SessionMiddleware(app(), secret_key=SECRET_TEXT, https_only=True))
+        status, body, _ = await self.client.request("GET", "/login")
+        expect(status, body, 200, b"ok", "login")
+        await self.one()
+
+    async def one(self) -> None:
+        status, body, _ = await self.client.request("GET", "/")
+        expect(status, body, 200, OK, self.name)
+
+
+def starsessions_stack(connection: Any) -> Any:
+    """starsessions (Redis) + autoload + starlette-csrf + secure, outermost first."""
+    try:
+        from secure import Secure
+        from secure.middleware.asgi import SecureASGIMiddleware
+        from starlette_csrf import CSRFMiddleware
+        from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+        from starsessions.stores.redis import RedisStore
+    except ImportError as exc:
+        raise NotInstalled(str(exc)) from None
+    prefix = unique_prefix("starsessions")
+    inner: Any = SessionAutoloadMiddleware(app())
+    inner = SessionMiddleware(
+        inner,
+        store=RedisStore(connection=connection, prefix=prefix),
+        lifetime=3600,
+        rolling=True,
+        cookie_https_only=True,
+    )
+    inner = CSRFMiddleware(inner, secret=SECRET_TEXT, cookie_secure=True)
+    return SecureASGIMiddleware(inner, secure=Secure.with_default_headers()), prefix
+
+
+class StarsessionsStack(AsyncRow):
+    base = "bare Starlette GET"
+    redis = True
+
+    def __init__(self, *, post: bool = False) -> None:
+        self.post = post
+        what = "POST valid CSRF" if post else "GET"
+        self.name = f"starsessions+csrf+secure redis {what}"
+        self.prefix = ""
+
+    async def asetup(self) -> None:
+        import redis.asyncio as aioredis
+
+        self.connection = aioredis.Redis.from_url(REDIS_URL)
+        stack, self.prefix = starsessions_stack(self.connection)
+        self.client = AsgiClient(stack)
+        status, body, _ = await self.client.request("GET", "/")  # csrftoken cookie
+        expect(status, body, 200, None, "first GET")
+        token = self.client.jar.values["csrftoken"]
+        self.headers = [("x-csrftoken", token), ("origin", "https://app.test")]
+        status, body, _ = await self.client.request("POST", "/login", self.headers)
+        expect(status, body, 200, b"ok", "login")
+        await self.one()
+
+    async def one(self) -> None:
+        if self.post:
+            status, body, _ = await self.client.request("POST", "/action", self.headers)
+        else:
+            status, body, _ = await self.client.request("GET", "/")
+        expect(status, body, 200, OK, self.name)
+
+    async def aclose(self) -> None:
+        await self.connection.aclose()
+        if self.prefix:
+            drop_prefix(self.prefix)

@@ -1,0 +1,44 @@
+"""cProfile of the hot path: a signed-in, read-only GET through the ASGI middleware.
+
+PYTHONPATH=src python -m bench.profile memory     # or: redis
+"""
+
+from __future__ import annotations
+
+try:
+    from bench import _path
+except ImportError:  # run as a script: python bench/profile.py
+    import _path  # type: ignore[no-redef]
+_path.fix()
+
+import asyncio  # noqa: E402
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+import sys  # noqa: E402
+
+from bench import ours  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    kind = args[0] if args else "memory"
+    n = int(args[1]) if len(args) > 1 else 5000
+    loop = asyncio.new_event_loop()
+    row = ours.OursAsgi(kind)
+    row.loop = loop
+    row.setup()
+    row.run(500)
+    prof = cProfile.Profile()
+    prof.enable()
+    row.run(n)
+    prof.disable()
+    row.close()
+    loop.close()
+    stats = pstats.Stats(prof)
+    stats.sort_stats("tottime").print_stats(28)
+    stats.sort_stats("cumulative").print_stats(40)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The in-process comparison: sessionwarden against its peers, one command.
+
+    PYTHONPATH=src python -m bench.run            # 5 rounds, writes bench/RESULTS.md
+    PYTHONPATH=src python -m bench.run --smoke    # a few requests per row; CI
+
+Each row's app is called directly through ASGI or WSGI (no HTTP client in between) with cookies
+carried between requests, so sessions are *loaded*, not created. Rows are measured round-robin
+(every row once per round) so slow drift of the machine spreads over all of them; the table shows
+the median of the rounds and their spread (min-max).
+"""
+
+from __future__ import annotations
+
+try:
+    from bench import _path
+except ImportError:  # run as a script: python bench/run.py
+    import _path  # type: ignore[no-redef]
+_path.fix()
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from bench import common, ours  # noqa: E402
+from bench.common import AsyncRow, NotInstalled, Row, Unavailable  # noqa: E402
+from bench.peers import django_stack, flask_stack, starlette_stack  # noqa: E402
+
+#: Reference figures of the peers (issue text), microseconds per request.
+REFERENCE = {
+    "bare Starlette GET": 7.0,
+    "Starlette SessionMiddleware GET": 17.3,
+    "starsessions+csrf+secure redis GET": 237.0,
+    "starsessions+csrf+secure redis POST valid CSRF": 283.0,
+    "Flask-Session+WTF+Login strong+secure redis GET": 339.0,
+    "Django sessions(redis)+CSRF+Security GET writes": 603.0,
+}
+
+#: (goal, our row, peer row, limit on ours / peer)
+GOALS = (
+    (
+        "1 memory GET <= 1.0x Starlette SessionMiddleware",
+        "ours ASGI memory GET",
+        "Starlette SessionMiddleware GET",
+        1.0,
+    ),
+    (
+        "1 SQLite GET <= 1.0x Starlette SessionMiddleware",
+        "ours ASGI sqlite GET",
+        "Starlette SessionMiddleware GET",
+        1.0,
+    ),
+    (
+        "2 Redis GET <= 0.2x starsessions stack GET",
+        "ours ASGI redis GET",
+        "starsessions+csrf+secure redis GET",
+        0.2,
+    ),
+    (
+        "2 Redis POST <= 0.2x starsessions stack POST",
+        "ours ASGI redis POST valid CSRF",
+        "starsessions+csrf+secure redis POST valid CSRF",
+        0.2,
+    ),
+    (
+        "4 Flask on our WSGI (Redis) <= 0.3x Flask stack",
+        "ours WSGI Flask redis GET",
+        "Flask-Session+WTF+Login strong+secure redis GET",
+        0.3,
+    ),
+)
+
+
+def rows() -> list[Row]:
+    return [
+        starlette_stack.BareStarlette(),
+        starlette_stack.StarletteSigned(),
+        ours.OursAsgi("memory"),
+        ours.OursAsgi("sqlite"),
+        ours.OursAsgi("redis"),
+        ours.OursAsgi("memory", fingerprint=False),
+        ours.OursAsgi("redis", fingerprint=False),
+        ours.OursAsgi("memory", post=True),
+        ours.OursAsgi("redis", post=True),
+        starlette_stack.StarsessionsStack(),
+        starlette_stack.StarsessionsStack(post=True),
+        flask_stack.BareFlask(),
+        flask_stack.FlaskStack(),
+        ours.OursFlaskRedis(),
+        django_stack.BareDjango(),
+        django_stack.DjangoStack(),
+    ]
+
+
+@dataclass
+class Result:
+    row: Row
+    status: str = "ok"  # ok | not installed | unavailable | error
+    detail: str = ""
+    samples: list[float] = field(default_factory=list)  # µs per request, one per round
+    n: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+
+def measure(row: Row, n: int) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    row.run(n)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def calibrate(row: Row, seconds: float) -> int:
+    """Warm up, then pick the request count that takes about ``seconds`` per round."""
+    per = measure(row, 50)
+    per = min(per, measure(row, 200))
+    return max(50, int(seconds * 1e6 / per))
+
+
+def fmt(us: float) -> str:
+    return f"{us:,.1f}" if us < 100 else f"{us:,.0f}"
+
+
+def table(results: list[Result], *, smoke: bool) -> str:
+    by_name = {r.row.name: r for r in results}
+    head = "| stack | µs/request (median) | spread (min-max) | x framework | issue ref µs |"
+    lines = [head, "|---|---:|---:|---:|---:|"]
+    for r in results:
+        ref = REFERENCE.get(r.row.name)
+        ref_s = fmt(ref) if ref else ""
+        if r.status != "ok":
+            lines.append(f"| {r.row.name} | {r.status} | {r.detail[:60]} | | {ref_s} |")
+            continue
+        base = by_name.get(r.row.base)
+        ratio = f"{r.median / base.median:.1f}" if base is not None and base.status == "ok" else ""
+        spread = f"{fmt(min(r.samples))}-{fmt(max(r.samples))}"
+        lines.append(f"| {r.row.name} | {fmt(r.median)} | {spread} | {ratio} | {ref_s} |")
+    lines.append("")
+    lines.append("| goal | ours µs | peer µs | ratio | limit | verdict |")
+    lines.append("|---|---:|---:|---:|---:|---|")
+    for goal, mine, peer, limit in GOALS:
+        a, b = by_name.get(mine), by_name.get(peer)
+        if a is None or b is None or a.status != "ok" or b.status != "ok":
+            lines.append(f"| {goal} | | | | {limit} | not measured |")
+            continue
+        ratio = a.median / b.median
+        verdict = "met" if ratio <= limit else f"MISSED by {ratio / limit:.2f}x"
+        if smoke:
+            verdict = "(smoke: not meaningful)"
+        lines.append(
+            f"| {goal} | {fmt(a.median)} | {fmt(b.median)} | {ratio:.2f} | {limit} | {verdict} |"
+        )
+    fp_on, fp_off = (
+        by_name.get("ours ASGI memory GET"),
+        by_name.get("ours ASGI memory GET, fingerprint off"),
+    )
+    if fp_on and fp_off and fp_on.status == fp_off.status == "ok":
+        lines.append("")
+        lines.append(
+            f"Fingerprint check cost (memory): {fp_on.median - fp_off.median:+.1f} µs/request."
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a few requests per row, no file")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.4, help="target time per round")
+    parser.add_argument("--only", default="", help="substring filter on row names")
+    args = parser.parse_args(argv)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    have_redis = common.redis_ok()
+    results: list[Result] = []
+    for row in rows():
+        if args.only and args.only.lower() not in row.name.lower():
+            continue
+        if isinstance(row, AsyncRow):
+            row.loop = loop
+        res = Result(row)
+        results.append(res)
+        if row.redis and not have_redis:
+            res.status, res.detail = "unavailable", f"Redis at {common.REDIS_URL} unreachable"
+            continue
+        try:
+            row.setup()
+            res.n = 5 if args.smoke else calibrate(row, args.seconds)
+        except NotInstalled as exc:
+            res.status, res.detail = "not installed", str(exc)
+        except Unavailable as exc:
+            res.status, res.detail = "unavailable", str(exc)
+        except Exception as exc:
+            res.status, res.detail = "error", f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+
+    rounds = 1 if args.smoke else args.rounds
+    for i in range(rounds):
+        for res in results:
+            if res.status != "ok":
+                continue
+            try:
+                res.samples.append(measure(res.row, res.n))
+            except Exception as exc:
+                res.status, res.detail = "error", f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+        if not args.smoke:
+            print(f"round {i + 1}/{rounds} done", file=sys.stderr)
+
+    for res in results:
+        if res.status in ("ok", "error"):
+            try:
+                res.row.close()
+            except Exception as exc:
+                print(f"close {res.row.name}: {exc!r}", file=sys.stderr)
+    loop.close()
+
+    text = table(results, smoke=args.smoke)
+    print(text)
+    failed = [r for r in results if r.status == "error"]
+    if not args.smoke and not args.only:
+        body = (
+            "## In-process: sessionwarden vs peers (`python -m bench.run`)\n\n"
+            + common.environment_block()
+            + f"\n- method: {rounds} rounds round-robin, ~{args.seconds}s per row per round; "
+            "app called directly (ASGI/WSGI), cookies carried, signed-in session loaded.\n\n" + text
+        )
+        common.write_section("inprocess", body)
+        print(f"\nwritten: {common.RESULTS}", file=sys.stderr)
+    if failed:
+        print(f"\n{len(failed)} stack(s) failed: " + ", ".join(r.row.name for r in failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Store round trips on the hot path, counted (never timed).
+
+A steady-state, signed-in, read-only GET through the ASGI middleware must cost exactly one store
+read and no write: one Redis command on the wire with the async Redis store, one ``get`` on the
+memory and SQLite stores. When the touch interval has passed, exactly one read and one write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from sessionwarden.asgi import SessionWardenMiddleware, get_session
+from sessionwarden.clock import ManualClock
+from sessionwarden.policy import Policy
+from sessionwarden.stores import InlineAsyncStore, MemoryStore
+
+from .conftest import SECRET, drop_prefix, redis_or_skip, unique_prefix
+
+BASE = "https://app.test"
+UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def home(request: Request) -> Response:
+    return PlainTextResponse(str(request.session.get("user")))
+
+
+async def token(request: Request) -> Response:
+    return PlainTextResponse(request.state.csrf_token())
+
+
+async def login(request: Request) -> Response:
+    s = get_session(request)
+    s.login("alice")
+    s["user"] = "alice"
+    s["theme"] = "dark"
+    return PlainTextResponse("ok")
+
+
+def app_with(store: Any, clock: ManualClock) -> SessionWardenMiddleware:
+    app = Starlette(
+        routes=[Route("/", home), Route("/token", token), Route("/login", login, methods=["POST"])]
+    )
+    return SessionWardenMiddleware(
+        app, policy=Policy(secret_keys=(SECRET,)), store=store, clock=clock
+    )
+
+
+def client_for(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
+        base_url=BASE,
+        headers={"user-agent": UA, "accept-language": "en-GB,en;q=0.9"},
+    )
+
+
+async def sign_in(c: httpx.AsyncClient) -> None:
+    r = await c.get("/token")
+    assert r.status_code == 200
+    r = await c.post("/login", headers={"x-csrf-token": r.text, "sec-fetch-site": "same-origin"})
+    assert r.status_code == 200, r.text
+    r = await c.get("/")  # the first read after login (warm state)
+    assert r.text == "alice"
+
+
+# -- memory and SQLite: count the calls the middleware makes on the store ------------------------
+
+
+class CountingStore:
+    """An async store wrapper recording every method the middleware calls."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await attr(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def local_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CountingStore]:
+    if request.param == "memory":
+        yield CountingStore(InlineAsyncStore(MemoryStore()))
+    else:
+        from sessionwarden.stores.sqlite import SQLiteStore
+
+        sync = SQLiteStore(tmp_path / "s.db")
+        yield CountingStore(InlineAsyncStore(sync))
+        sync.close()
+
+
+@pytest.mark.anyio
+async def test_steady_state_get_is_one_read_and_no_write(local_store: CountingStore) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(local_store, clock)) as c:
+        await sign_in(c)
+        for _ in range(3):
+            clock.advance(1.0)
+            local_store.calls.clear()
+            r = await c.get("/")
+            assert r.status_code == 200 and r.text == "alice"
+            assert "set-cookie" not in r.headers
+            assert local_store.calls == ["get"]
+
+
+@pytest.mark.anyio
+async def test_touch_due_is_one_read_and_one_write(local_store: CountingStore) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(local_store, clock)) as c:
+        await sign_in(c)
+        clock.advance(61.0)  # past the default touch interval (60 s), before rotation (900 s)
+        local_store.calls.clear()
+        r = await c.get("/")
+        assert r.status_code == 200 and r.text == "alice"
+        assert local_store.calls == ["get", "update"]
+        clock.advance(1.0)
+        local_store.calls.clear()
+        r = await c.get("/")
+        assert local_store.calls == ["get"]
+
+
+# -- Redis: count the commands actually written to the socket -------------------------------------
+
+
+@pytest.fixture
+async def redis_store() -> AsyncIterator[Any]:
+    url = redis_or_skip()
+    from sessionwarden.stores.redis import AsyncRedisStore
+
+    prefix = unique_prefix()
+    store = AsyncRedisStore(url, prefix=prefix)
+    yield store
+    await store.close()
+    drop_prefix(prefix)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the Redis commands sent on any asyncio connection (PINGs included)."""
+    from redis.asyncio.connection import AbstractConnection
+
+    names: list[str] = []
+    original = AbstractConnection.send_command
+
+    async def send_command(self: Any, *args: Any, **kwargs: Any) -> None:
+        first = args[0]
+        names.append((first.decode() if isinstance(first, bytes) else str(first)).upper())
+        await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_command", send_command)
+    return names
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_redis_steady_state_get_is_one_command(redis_store: Any, sent: list[str]) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(redis_store, clock)) as c:
+        await sign_in(c)
+        for _ in range(3):
+            clock.advance(1.0)
+            sent.clear()
+            r = await c.get("/")
+            assert r.status_code == 200 and r.text == "alice"
+            assert "set-cookie" not in r.headers
+            assert sent == ["HGETALL"], sent
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_redis_touch_due_is_one_read_and_one_write(redis_store: Any, sent: list[str]) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(redis_store, clock)) as c:
+        await sign_in(c)
+        clock.advance(61.0)
+        sent.clear()
+        r = await c.get("/")
+        assert r.status_code == 200 and r.text == "alice"
+        assert len(sent) == 2, sent
+        assert sent[0] == "HGETALL"
+        assert sent[1] in ("EVALSHA", "EVAL", "FCALL"), sent
