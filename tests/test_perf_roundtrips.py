@@ -173,6 +173,17 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         await original(self, *args, **kwargs)
 
     monkeypatch.setattr(AbstractConnection, "send_command", send_command)
+
+    # The hot read goes over the store's own pipelined connection: count what it encodes.
+    from sessionwarden.stores import resp
+
+    encode = resp._encode
+
+    def counted_encode(*args: bytes) -> bytes:
+        names.append(args[0].decode().upper())
+        return encode(*args)
+
+    monkeypatch.setattr(resp, "_encode", counted_encode)
     return names
 
 

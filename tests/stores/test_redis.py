@@ -138,10 +138,13 @@ async def test_async_get_is_one_round_trip(
     await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
     assert await astore.get(record.key) == record
     counter = SendCounter(monkeypatch, astore._client.connection_pool.connection_class)
+    fast = astore._fast
     for _ in range(5):
         counter.reset()
+        before = fast.commands_sent if fast is not None else 0
         assert await astore.get(record.key) == record
-        assert counter.count == 1
+        after = fast.commands_sent if fast is not None else 0
+        assert counter.count + (after - before) == 1
 
 
 # -- TTLs -----------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ from ..records import (
     loads,
 )
 from .base import StoreStats, StoreUnavailable
+from .resp import PipelinedReader, RespError, fast_path_target
 
 __all__ = ["MIN_RETENTION_MS", "AsyncRedisStore", "RedisStore"]
 
@@ -583,35 +584,62 @@ def _marker_fields(item: Alias | Tombstone) -> list[str]:
     return flat
 
 
-def _decode(key: str, fields: Mapping[str, str]) -> Lookup:
+_NUMBER_START: Final = frozenset(b"-0123456789")
+_CONSTANTS: Final[dict[bytes, JSON]] = {b"null": None, b"true": True, b"false": False}
+
+
+def _value(raw: bytes | str) -> Any:
+    """One JSON field value, with fast paths for the shapes almost every field has (a plain
+    string, a number): this runs for every field of every request's read."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if raw[:1] == b'"' and b"\\" not in raw and raw[-1:] == b'"' and len(raw) >= 2:
+        return raw[1:-1].decode("utf-8")
+    if raw[:1] and raw[0] in _NUMBER_START and b"e" not in raw and b"E" not in raw:
+        try:
+            return float(raw) if b"." in raw else int(raw)
+        except ValueError:
+            pass
+    if raw in _CONSTANTS:
+        return _CONSTANTS[raw]
+    return loads(raw)
+
+
+def _decode(key: str, fields: Mapping[str, str | bytes]) -> Lookup:
     if LIVE in fields:
         meta: dict[str, Any] = {}
         data: dict[str, JSON] = {}
         for name, value in fields.items():
             if name.startswith(DATA_PREFIX):
-                data[name[len(DATA_PREFIX) :]] = loads(value)
+                data[name[len(DATA_PREFIX) :]] = _value(value)
             elif name in _CODE_META:
-                meta[_CODE_META[name]] = loads(value)
+                meta[_CODE_META[name]] = _value(value)
         return SessionRecord.from_parts(key, meta, data)
-    user = loads(fields[_USER]) if _USER in fields else None
+    user = _value(fields[_USER]) if _USER in fields else None
     if ALIAS in fields:
         return Alias(
             key=key,
-            target=str(loads(fields[ALIAS])),
-            at=float(loads(fields[_AT])),
-            grace_until=float(loads(fields[_GRACE])),
-            until=float(loads(fields[_UNTIL])),
+            target=str(_value(fields[ALIAS])),
+            at=float(_value(fields[_AT])),
+            grace_until=float(_value(fields[_GRACE])),
+            until=float(_value(fields[_UNTIL])),
             user_id=user,
         )
     if TOMB in fields:
         return Tombstone(
             key=key,
-            reason=str(loads(fields[TOMB])),
-            at=float(loads(fields[_AT])),
-            until=float(loads(fields[_UNTIL])),
+            reason=str(_value(fields[TOMB])),
+            at=float(_value(fields[_AT])),
+            until=float(_value(fields[_UNTIL])),
             user_id=user,
         )
     return None
+
+
+def _flat_fields(reply: list[bytes]) -> dict[str, bytes]:
+    """A flat ``HGETALL`` reply as field name -> raw value (values decoded lazily)."""
+    it = iter(reply)
+    return {name.decode("utf-8"): value for name, value in zip(it, it, strict=False)}
 
 
 def _glob_escape(text: str) -> str:
@@ -943,9 +971,13 @@ class AsyncRedisStore:
                 url_or_client, retry=retry, **_client_options(timeout)
             )
             self._owned = True
+            target = fast_path_target(url_or_client)
         else:
             self._client = url_or_client
             self._owned = False
+            target = None
+        # The hot read (one HGETALL per request) goes over a lean pipelined connection.
+        self._fast = PipelinedReader(*target, timeout=timeout) if target is not None else None
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
         self._closed = False
 
@@ -971,7 +1003,14 @@ class AsyncRedisStore:
             return cast(T, stop.value)
 
     async def get(self, key: str) -> Lookup:
-        return await self._run(self._ops.get(key))
+        fast = self._fast
+        if fast is None:
+            return await self._run(self._ops.get(key))
+        try:
+            reply = await fast.hgetall(self._ops.skey(key))
+        except RespError as exc:
+            raise StoreUnavailable(f"redis unreachable: {exc}") from None
+        return _decode(key, _flat_fields(reply))
 
     async def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -1028,6 +1067,8 @@ class AsyncRedisStore:
         return await self._run(self._ops.stats(now))
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         if self._owned and not self._closed:
             self._closed = True
             await self._client.aclose()

@@ -1,0 +1,195 @@
+"""A lean, pipelined Redis connection for the one command on every request's path.
+
+Why it exists: a steady-state request does exactly one ``HGETALL``. Through ``redis.asyncio`` that
+one command costs far more than the network round trip (pool checkout, per-command locks and
+tasks, Python-level reply parsing). Here a single connection per event loop carries every
+concurrent request's ``HGETALL`` back to back (RESP replies come in order, so a FIFO of futures
+matches them), parsed by ``hiredis``. Everything else (scripts, writes, scans) still goes through
+``redis.asyncio``.
+
+Failure is never silent: a timeout, a reset or an error reply fails the waiting request (and, for
+timeouts and resets, drops the connection so replies cannot be matched to the wrong request); the
+store turns that into :class:`~sessionwarden.stores.base.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - the redis extra installs it
+    hiredis = None  # type: ignore[assignment]
+
+
+class RespError(Exception):
+    """The connection failed, timed out or Redis answered with an error."""
+
+
+def fast_path_target(url: str) -> tuple[str, int, int, str | None, str | None] | None:
+    """``(host, port, db, username, password)`` for a plain ``redis://`` URL, else ``None``
+    (TLS, Unix sockets and unusual options keep using redis-py only)."""
+    if hiredis is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.query or not parts.hostname:
+        return None
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        return None
+    db_text = parts.path.lstrip("/") or "0"
+    if not db_text.isdigit():
+        return None
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, port, int(db_text), user, password
+
+
+def _encode(*args: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        assert hiredis is not None
+        self.reader = hiredis.Reader()
+        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiters = self.waiters
+        while True:
+            try:
+                reply = self.reader.gets()
+            except Exception as exc:  # a protocol error: nothing after it can be trusted
+                self.fail(RespError(f"protocol error: {type(exc).__name__}"))
+                return
+            if reply is False:
+                return
+            if not waiters:
+                self.fail(RespError("unexpected reply"))
+                return
+            waiter = waiters.popleft()
+            if not waiter.done():
+                if isinstance(reply, hiredis.ReplyError):
+                    code = str(reply).split(" ", 1)[0][:16]
+                    waiter.set_exception(RespError(f"error reply {code}"))
+                else:
+                    waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RespError("connection lost"))
+
+    def fail(self, error: RespError) -> None:
+        self.closed = True
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class PipelinedReader:
+    """One pipelined connection per event loop, for ``HGETALL`` only."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db: int,
+        username: str | None,
+        password: str | None,
+        *,
+        timeout: float,
+    ) -> None:
+        self._host, self._port = host, port
+        self._timeout = timeout
+        setup: list[bytes] = []
+        if password is not None:
+            auth = [b"AUTH"] + ([username.encode()] if username else []) + [password.encode()]
+            setup.append(_encode(*auth))
+        if db:
+            setup.append(_encode(b"SELECT", str(db).encode()))
+        self._setup = setup
+        self._connections: dict[asyncio.AbstractEventLoop, _Protocol] = {}
+        self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Future[_Protocol]] = {}
+        #: Commands written, for tests that count round trips.
+        self.commands_sent = 0
+
+    async def _connection(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        proto = self._connections.get(loop)
+        if proto is not None and not proto.closed:
+            return proto
+        pending = self._connecting.get(loop)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Protocol] = loop.create_future()
+        self._connecting[loop] = future
+        try:
+            proto = await asyncio.wait_for(self._open(loop), self._timeout)
+        except BaseException as exc:
+            error = RespError(f"connect failed: {type(exc).__name__}")
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            raise error from None
+        finally:
+            self._connecting.pop(loop, None)
+        self._connections[loop] = proto
+        future.set_result(proto)
+        return proto
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        _, proto = await loop.create_connection(_Protocol, self._host, self._port)
+        for command in self._setup:
+            reply = await self._send(loop, proto, command)
+            if reply != b"OK":
+                proto.fail(RespError("connection setup refused"))
+                raise RespError("connection setup refused")
+        return proto
+
+    async def _send(self, loop: asyncio.AbstractEventLoop, proto: _Protocol, data: bytes) -> Any:
+        waiter: asyncio.Future[Any] = loop.create_future()
+        proto.waiters.append(waiter)
+        assert proto.transport is not None
+        proto.transport.write(data)
+        self.commands_sent += 1
+        timer = loop.call_later(self._timeout, _expire, proto, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    async def hgetall(self, key: str) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        proto = await self._connection(loop)
+        reply = await self._send(loop, proto, _encode(b"HGETALL", key.encode()))
+        if not isinstance(reply, list):
+            raise RespError("unexpected reply type")
+        return reply
+
+    def close(self) -> None:
+        for proto in self._connections.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        self._connections.clear()
+
+
+def _expire(proto: _Protocol, waiter: asyncio.Future[Any]) -> None:
+    """A reply did not come in time: the connection's replies can no longer be matched to
+    their requests, so it is dropped and every request waiting on it fails."""
+    if not waiter.done():
+        proto.fail(RespError("timeout"))
