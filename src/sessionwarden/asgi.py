@@ -110,7 +110,9 @@ class SessionWardenMiddleware:
             if message["type"] == "http.response.start" and not started:
                 started = True
                 try:
-                    outcome = await run_async(guard.commit(begun), store)
+                    outcome = guard.engine.settled(session)
+                    if outcome is None:
+                        outcome = await run_async(guard.commit(begun), store)
                 except StoreUnavailable as exc:
                     replaced = True
                     await self._refuse(send, begun, guard.store_failed(facts, exc, writing=True))

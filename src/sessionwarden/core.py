@@ -312,8 +312,21 @@ class _Actions:
     revoke_others: bool = False
     token_issued: bool = False
     # set by the core:
-    step_up: bool = False
     net_changed_at: float | None = None
+
+    def pending(self) -> bool:
+        """Whether any action asks the commit to do something."""
+        return (
+            self.login_user is not None
+            or self.logout
+            or self.rotate
+            or self.reauthenticated
+            or self.credentials_changed
+            or self.end_others is not None
+            or self.revoke_others
+            or self.token_issued
+            or self.net_changed_at is not None
+        )
 
 
 @dataclass(slots=True)
@@ -598,6 +611,24 @@ class Engine:
         return keys
 
     # -- commit -----------------------------------------------------------------------------
+    def settled(self, session: Session) -> Outcome | None:
+        """The outcome of a commit that would do nothing (no change, no touch or rotation due),
+        without running it; ``None`` when :meth:`commit` must run. Most requests end here."""
+        if session._set or session._deleted or session._accessed:
+            return None
+        if session._new_fingerprint is not None or session.actions.pending():
+            return None
+        record = session.record
+        if record is None:
+            return Outcome()
+        if not session.via_alias:
+            now = self.clock.now()
+            if now - record.last_seen >= self._touch_interval:
+                return None
+            if self.policy.rotate_every > 0 and now - record.rotated_at >= self.policy.rotate_every:
+                return None
+        return Outcome(authenticated=record.user_id is not None)
+
     def commit(self, session: Session, facts: RequestFacts) -> Steps[Outcome]:
         """Write what the request changed and decide the cookie. Called when the response starts."""
         now = self.clock.now()

@@ -217,7 +217,11 @@ class _Response:
         guard = self.mw.guard
         if self.headers is None and self.failed is None:
             try:
-                outcome = run_sync(guard.commit(self.begun), self.mw.store)
+                session = self.begun.session
+                assert session is not None
+                outcome = guard.engine.settled(session)
+                if outcome is None:
+                    outcome = run_sync(guard.commit(self.begun), self.mw.store)
             except StoreUnavailable as exc:
                 self.failed = guard.store_failed(self.begun.facts, exc, writing=True)
             else:

@@ -10,6 +10,8 @@ from collections import deque
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import StoreStats, oldest_over_cap
 
+_SCALARS = (str, int, float, bool, type(None))
+
 
 def _clone(value: JSON) -> JSON:
     """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
@@ -20,23 +22,30 @@ def _clone(value: JSON) -> JSON:
     return value
 
 
+def _clone_map(mapping: dict[str, JSON]) -> dict[str, JSON]:
+    """Copy of a mapping of JSON values; scalars (almost all of them) are shared, not copied."""
+    if all(type(v) in _SCALARS for v in mapping.values()):
+        return dict(mapping)
+    return {k: _clone(v) for k, v in mapping.items()}
+
+
 def _copy_record(record: SessionRecord) -> SessionRecord:
+    """An independent copy: the caller may mutate what it gets without touching the store."""
+    fp = record.fingerprint
     return SessionRecord(
-        key=record.key,
-        created_at=record.created_at,
-        last_seen=record.last_seen,
-        expires_at=record.expires_at,
-        rotated_at=record.rotated_at,
-        csrf_secret=record.csrf_secret,
-        user_id=record.user_id,
-        auth_at=record.auth_at,
-        client_ip=record.client_ip,
-        user_agent=record.user_agent,
-        fingerprint=None
-        if record.fingerprint is None
-        else {k: _clone(v) for k, v in record.fingerprint.items()},
-        flags={k: _clone(v) for k, v in record.flags.items()},
-        data={k: _clone(v) for k, v in record.data.items()},
+        record.key,
+        record.created_at,
+        record.last_seen,
+        record.expires_at,
+        record.rotated_at,
+        record.csrf_secret,
+        record.user_id,
+        record.auth_at,
+        record.client_ip,
+        record.user_agent,
+        None if fp is None else _clone_map(fp),
+        _clone_map(record.flags),
+        _clone_map(record.data),
     )
 
 
