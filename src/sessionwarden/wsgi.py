@@ -67,7 +67,9 @@ class SessionWardenWSGI:
                 raw.append((key[5:].replace("_", "-").lower(), value))
         if environ.get("CONTENT_TYPE"):
             raw.append(("content-type", environ["CONTENT_TYPE"]))
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        # PEP 3333 hands the path over as latin-1 decoded bytes; ASGI gives UTF-8 text.
+        raw_path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
         facts = guard.facts(
             method=environ.get("REQUEST_METHOD", "GET"),
             scheme=environ.get("wsgi.url_scheme", "http"),
@@ -77,7 +79,7 @@ class SessionWardenWSGI:
         )
         target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
         if not target:
-            target = quote(path.encode("latin-1", "replace"))
+            target = quote(raw_path.encode("latin-1", "replace"))
             if environ.get("QUERY_STRING"):
                 target += "?" + environ["QUERY_STRING"]
         try:
@@ -151,7 +153,13 @@ class SessionWardenWSGI:
             length = -1
         if length > limit:
             return None
-        body: bytes = stream.read(length if length >= 0 else limit + 1)
+        if length < 0:
+            # No length: only a server that marks the input as terminated (chunked bodies) can
+            # be read to its end; anything else would block until the client hangs up.
+            if not environ.get("wsgi.input_terminated"):
+                return b""
+            length = limit + 1
+        body: bytes = stream.read(length)
         return None if len(body) > limit else body
 
     def _refuse(self, start_response: StartResponse, begun: Begun, refusal: Refusal) -> list[bytes]:

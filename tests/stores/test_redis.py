@@ -611,3 +611,23 @@ def test_memory_per_typical_session(url: str, admin: redis.Redis) -> None:
     finally:
         store.close()
         drop_prefix(store.prefix)
+
+
+def test_async_store_reads_under_uvloop() -> None:
+    """uvicorn runs on uvloop when it is installed; the hot-read connection must work there."""
+    uvloop = pytest.importorskip("uvloop")
+    url = redis_or_skip()
+    prefix = unique_prefix()
+
+    async def go() -> None:
+        store = AsyncRedisStore(url, prefix=prefix)
+        record = make_record(skey("uv"))
+        await store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+        assert await store.get(record.key) == record
+        assert await store.get(skey("missing")) is None
+        await store.close()
+
+    try:
+        uvloop.run(go())
+    finally:
+        drop_prefix(prefix)
