@@ -1,7 +1,9 @@
 """The demo served for real: ``python -m sessionwarden.demo`` in a subprocess on 127.0.0.1.
 
 ``server`` is parametrised over the SQLite and Redis stores (Redis with a key prefix of its own,
-deleted afterwards; skipped when Redis is absent, failed under ``CI=true``). ``Client`` keeps the
+deleted afterwards; skipped when Redis is absent, failed under ``CI=true``), and over the two apps:
+the Starlette demo and its Flask twin (``python -m sessionwarden.demo.flask_main``, the ``flask-``
+parameters), which must pass the very same assertions. ``Client`` keeps the
 session cookie itself: it is ``__Host-id`` and ``Secure``, which ``http.cookiejar`` refuses to send
 over plain HTTP, so it is read from ``Set-Cookie`` and sent back as a ``Cookie`` header.
 """
@@ -31,6 +33,8 @@ USERS = {"alice": "correct-horse", "bob": "battery-staple", "carol": "tr0ub4dor&
 DEFAULT_UA = "python-httpx/0.28 (sessionwarden demo tests)"
 FIREFOX_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 START_TIMEOUT = 30.0
+STARLETTE_DEMO = "sessionwarden.demo"
+FLASK_DEMO = "sessionwarden.demo.flask_main"
 
 _META_TOKEN = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 _FORM_TOKEN = re.compile(r'<input type="hidden" name="csrf_token" value="([^"]+)">')
@@ -72,13 +76,15 @@ def run_demo(
     *,
     extra_args: Sequence[str] = (),
     evil: bool = False,
+    module: str = STARLETTE_DEMO,
 ) -> Iterator[DemoServer]:
-    """Start the demo, wait until it answers, yield it, and always stop it."""
+    """Start the demo (``module``: the Starlette one or the Flask one), wait until it answers,
+    yield it, and always stop it."""
     port = free_port()
     args = [
         sys.executable,
         "-m",
-        "sessionwarden.demo",
+        module,
         "--host",
         "127.0.0.1",
         "--port",
@@ -141,20 +147,35 @@ def _wait_until_up(server: DemoServer, evil_port: int | None) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        "flask-sqlite",
+        pytest.param("flask-redis", marks=pytest.mark.redis),
+    ],
+)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Base URL of a demo process on 127.0.0.1, over the SQLite or the Redis store."""
-    workdir = tmp_path_factory.mktemp(f"demo-{request.param}")
-    if request.param == "sqlite":
-        with run_demo(f"sqlite:///{workdir}/demo.db", workdir / "demo.key", workdir) as srv:
+    """Base URL of a demo process on 127.0.0.1, over the SQLite or the Redis store; the
+    ``flask-`` parameters serve the Flask app instead of the Starlette one."""
+    param: str = request.param
+    workdir = tmp_path_factory.mktemp(f"demo-{param}")
+    module = FLASK_DEMO if param.startswith("flask-") else STARLETTE_DEMO
+    if param.removeprefix("flask-") == "sqlite":
+        with run_demo(
+            f"sqlite:///{workdir}/demo.db", workdir / "demo.key", workdir, module=module
+        ) as srv:
             yield srv.base_url
         return
     redis_or_skip()
     prefix = unique_prefix()
     try:
-        with run_demo(f"{REDIS_URL}?prefix={prefix}", workdir / "demo.key", workdir) as srv:
+        with run_demo(
+            f"{REDIS_URL}?prefix={prefix}", workdir / "demo.key", workdir, module=module
+        ) as srv:
             yield srv.base_url
     finally:
         drop_prefix(prefix)
