@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .facts import RequestFacts
 from .policy import CsrfPolicy
+from .proxy import split_host
 from .tokens import unmask_token, verify_masked_token
 
 __all__ = [
@@ -49,10 +50,6 @@ class Verdict:
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
-# RFC 3986 reg-name characters, minus percent-encoding: browsers serialize an Origin's host in
-# this form (IDNs as punycode), so anything else is a forgery or a broken client.
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~")
-_IPV6_CHARS = frozenset("0123456789abcdef:.")
 _MAX_ORIGIN = 2048
 
 
@@ -311,24 +308,11 @@ def _parse_origin(origin: str) -> tuple[str, str, str] | None:
 
 def _host_tuple(scheme: str, authority: str) -> tuple[str, str, str] | None:
     """Split ``host[:port]`` (bracketed IPv6 allowed) and fill in the scheme's default port."""
-    authority = authority.lower()
-    if authority.startswith("["):
-        close = authority.find("]")
-        host, rest = authority[: close + 1], authority[close + 1 :]
-        if close < 0 or not _IPV6_CHARS.issuperset(host[1:-1]) or len(host) < 4:
-            return None
-        if rest and not rest.startswith(":"):
-            return None
-        port = rest[1:]
-        has_port = bool(rest)
-    else:
-        host, colon, port = authority.partition(":")
-        has_port = bool(colon)
-        if not host or not _HOST_CHARS.issuperset(host):
-            return None
-    if has_port:
-        if not port.isascii() or not port.isdigit() or len(port) > 5 or int(port) > 65535:
-            return None
+    parts = split_host(authority)
+    if parts is None:
+        return None
+    host, port = parts
+    if port:
         port = str(int(port))
         if port == _DEFAULT_PORTS.get(scheme):
             port = ""

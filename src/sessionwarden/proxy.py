@@ -225,11 +225,13 @@ def _collect(headers: HeaderItems) -> dict[str, str]:
 # --- Hosts and the HTTPS redirect --------------------------------------------------------------
 
 
-def _split_host(host: str) -> tuple[str, str] | None:
+def split_host(host: str) -> tuple[str, str] | None:
     """``host[:port]`` from a Host header into (host, port); ``None`` when it is not valid.
 
-    A reg-name of letters, digits, ``-``, ``.``, ``_`` and ``~`` (punycode for IDNs), an IPv4
-    address, or a bracketed IPv6 address, then an optional decimal port.
+    A reg-name of letters, digits, ``-``, ``.``, ``_`` and ``~`` (RFC 3986 without
+    percent-encoding: browsers serialize hosts this way, IDNs as punycode, so anything else is a
+    forgery or a broken client), an IPv4 address, or a bracketed IPv6 address, then an optional
+    decimal port. Used for Host headers and for the host of an Origin.
     """
     host = host.strip().lower()
     if not host or len(host) > 255 + 6 or not host.isascii():
@@ -268,14 +270,14 @@ def is_valid_host(host: str) -> bool:
     RFC 9112 asks for a 400 on an invalid Host, and nothing (a redirect, an absolute URL) should be
     built from one; adapters check this once, before anything else reads ``facts.host``.
     """
-    return _split_host(host) is not None
+    return split_host(host) is not None
 
 
 def is_loopback_host(host: str) -> bool:
     """Whether a Host header names this machine: ``localhost``, ``*.localhost``, ``127.0.0.0/8``,
     ``[::1]``, with or without a port. Browsers treat these as secure contexts over plain HTTP
     (and ``*.localhost`` never leaves the machine), so local development needs no certificate."""
-    parts = _split_host(host)
+    parts = split_host(host)
     if parts is None:
         return False
     name = parts[0].removesuffix(".")
@@ -302,7 +304,7 @@ def https_redirect_target(
         return None
     if policy.allow_loopback_http and is_loopback_host(facts.host):
         return None
-    parts = _split_host(facts.host)
+    parts = split_host(facts.host)
     if parts is None:
         return None
     name, port = parts
