@@ -187,7 +187,7 @@ def _seconds(value: str) -> float:
 
 def _find_one(store: SessionStore, user: str, ref: str) -> SessionRecord | None:
     """The user's session whose key starts with ``ref``; ``None`` when none does."""
-    matches = [r for r in store.user_sessions(user) if r.key.startswith(ref)]
+    matches = run_sync(admin_engine().find_sessions(user, ref), store)
     if len(matches) > 1:
         raise CliError(
             EXIT_NO_MATCH, f"reference {ref} matches {len(matches)} sessions: give more digits"

@@ -994,13 +994,19 @@ class Engine:
             if self._expiry_reason(r, now) is None
         ]
 
-    def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> Steps[bool]:
-        """Revoke one of a user's sessions by its reference (from :meth:`list_sessions`)."""
-        now = self.clock.now()
-        if not ref or len(ref) < 8:
-            return False
+    def find_sessions(self, user_id: str, ref: str) -> Steps[list[SessionRecord]]:
+        """The user's sessions whose reference starts with ``ref`` (at least 8 hex digits, so a
+        short prefix can never name many sessions by accident)."""
+        if len(ref) < 8:
+            return []
         records: list[SessionRecord] = yield Op("user_sessions", (user_id,), {})
-        matches = [r for r in records if r.key.startswith(ref)]
+        return [r for r in records if r.key.startswith(ref)]
+
+    def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> Steps[bool]:
+        """Revoke one of a user's sessions by its reference (from :meth:`list_sessions`);
+        nothing when the reference names no session or more than one."""
+        now = self.clock.now()
+        matches = yield from self.find_sessions(user_id, ref)
         if len(matches) != 1:
             return False
         record = matches[0]
