@@ -700,7 +700,7 @@ class Engine:
             changes.activity = self._activity(facts, now)
         if act.token_issued and not record.csrf_secret:
             meta["csrf_secret"] = session.csrf_secret()
-        if act.end_others or act.revoke_others:
+        if act.credentials_changed or act.end_others or act.revoke_others:
             yield from self._end_others(session, facts, now, record.key, record.user_id)
         if not changes.is_empty():
             ok = yield Op(
@@ -901,7 +901,7 @@ class Engine:
         )
         new_record.apply(changes)
         session.record = new_record
-        if (act.end_others or act.revoke_others) and new_record.user_id is not None:
+        if act.credentials_changed or act.end_others or act.revoke_others:
             yield from self._end_others(session, facts, now, new_key, new_record.user_id)
         out.set_cookie = self.cookies.issue(
             session_id, record.created_at + self.policy.absolute_timeout - now
