@@ -293,8 +293,9 @@ def test_stats(capsys: pytest.CaptureFixture[str], target: Target, world: World)
 
 
 def test_activity(capsys: pytest.CaptureFixture[str], target: Target, world: World) -> None:
-    world.clock.advance(120)
-    world.alice_curl.request()  # a touch: a second activity entry
+    for _ in range(2):  # two touches: two activity entries
+        world.clock.advance(120)
+        world.alice_curl.request()
     ref = world.refs["alice_curl"]
     status, out, _ = run(
         capsys,

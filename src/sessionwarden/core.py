@@ -401,6 +401,7 @@ class Engine:
         assessor: Assessor | None = None,
         fingerprinter: Fingerprinter | None = None,
         throttle: Callable[[str, float], bool] | None = None,
+        agent_label: Callable[[str], str] | None = None,
     ) -> None:
         self.policy = policy
         self.clock: Clock = clock or SystemClock()
@@ -409,6 +410,8 @@ class Engine:
         self.cookies = CookieWriter(policy.cookie)
         self.assessor = assessor
         self.fingerprinter = fingerprinter
+        #: How a user agent is written into the activity trail (short: the trail is per session).
+        self.agent_label: Callable[[str], str] = agent_label or _short_agent
         self.throttle = throttle
         self._touch_interval = policy.effective_touch_interval
         self._tomb_ttl = policy.effective_tombstone_ttl
@@ -731,7 +734,7 @@ class Engine:
         return {
             "at": now,
             "ip": facts.client_ip,
-            "ua": facts.user_agent[:256],
+            "ua": self.agent_label(facts.user_agent),
             "path": facts.path[:256],
             "method": facts.method,
         }
@@ -792,12 +795,6 @@ class Engine:
         if act.login_user is not None:
             self._emit(EventKind.LOGGED_IN, facts, now, key=key, user_id=act.login_user)
         self._report_evicted(evicted, facts, now, record.user_id)
-        if changes.activity is None and self.policy.monitor.activity_max:
-            yield Op(
-                "update",
-                (key, RecordUpdate(activity=self._activity(facts, now))),
-                {"activity_max": self.policy.monitor.activity_max},
-            )
         session.record = record
         out.set_cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
         out.authenticated = record.user_id is not None
@@ -1032,6 +1029,10 @@ class Engine:
         """Delete expired records and outlived tombstones and aliases."""
         removed: int = yield Op("purge", (self.clock.now(),), {"batch": batch})
         return removed
+
+
+def _short_agent(user_agent: str) -> str:
+    return user_agent[:64]
 
 
 def describe(obj: Any) -> str:

@@ -17,7 +17,7 @@ from .clock import Clock
 from .core import Engine, Outcome, Session, Steps
 from .events import EventKind, EventSink
 from .facts import RequestFacts
-from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, fingerprint
+from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import dumps
@@ -122,6 +122,7 @@ class Guard:
             assessor=RiskAssessor(mon) if mon.fingerprint else None,
             fingerprinter=fingerprint if mon.fingerprint else None,
             throttle=self.throttle.hit if mon.unknown_id_limit_per_minute else None,
+            agent_label=agent_label,
         )
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
         self.outage = OutageGate()

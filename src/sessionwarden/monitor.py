@@ -146,6 +146,15 @@ _V6_CLIENT_PREFIX = 64
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def agent_label(user_agent: str) -> str:
+    """A short, readable name for a user agent ("Firefox 128"), for activity trails and device
+    lists: what a person recognises, at a fraction of the raw string's size."""
+    family, major = agent_family(user_agent)
+    if family == "other":
+        return user_agent[:48]
+    return f"{family} {major}" if major else family
+
+
 def _parse_ip(ip: str) -> _Address | None:
     """The address, IPv4-mapped IPv6 unwrapped to IPv4 (dual-stack sockets report v4 clients so)."""
     if len(ip) > _IP_SCAN_LIMIT:
