@@ -1,7 +1,8 @@
 """Command line of the demo: ``sessionwarden demo [options]`` or ``python -m sessionwarden.demo``.
 
 ``add_arguments`` and ``run`` are what the main ``sessionwarden`` command wires in; ``main`` is the
-stand-alone entry point.
+stand-alone entry point. :func:`start_up` is the part of ``run`` that does not depend on the web
+framework; the Flask twin (:mod:`sessionwarden.demo.flask_main`) runs it too.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ import secrets
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO, TypeVar
 
+from ..asgi import ASGIApp
 from ..monitor import JsonFormatter
+from ..policy import Policy
 from ..stores import parse_store_url
-from .app import EVENT_LOGGER, create_app, create_evil_app, demo_policy
+from .shared import EVENT_LOGGER, LOGGER, demo_policy
 from .users import hash_password, parse_user_spec, random_password
 
-__all__ = ["DEFAULT_STORE", "add_arguments", "load_secret", "main", "run"]
+__all__ = ["DEFAULT_STORE", "Startup", "add_arguments", "load_secret", "main", "run", "start_up"]
+
+_App = TypeVar("_App")
 
 DEFAULT_STORE = "sqlite:///sessionwarden-demo.db"
 KEY_FILE_NAME = "sessionwarden-demo.key"
@@ -170,7 +177,7 @@ def load_secret(
 def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in (EVENT_LOGGER, "sessionwarden.demo"):
+    for name in (EVENT_LOGGER, LOGGER):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(logging.INFO)
@@ -183,13 +190,47 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve the demo until interrupted. Returns the process exit status."""
-    try:
-        import uvicorn
-    except ImportError:
-        print("The demo needs uvicorn: pip install 'sessionwarden[demo]'", file=sys.stderr)
-        return 1
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """What :func:`start_up` settled: the demo's policy, accounts and addresses."""
+
+    policy: Policy
+    users: dict[str, str]
+    generated: tuple[str, str] | None  # (name, password) of the account made up for this run
+    secret_from: str
+    origin: str
+    evil_url: str | None
+
+    def announce(self, args: argparse.Namespace, *, served_by: str = "") -> None:
+        """Print where the demo is served, its accounts and the attacker page."""
+        print(
+            f"sessionwarden demo{served_by} on {self.origin}/  "
+            f"(store: {args.store}, key: {self.secret_from})"
+        )
+        if self.generated is not None:
+            print(f"Demo user: {self.generated[0]}   password: {self.generated[1]}")
+        else:
+            print("Users: " + ", ".join(sorted(self.users)))
+        if self.evil_url is not None:
+            print(f"Cross-site attacker page on {self.evil_url} (posts to {self.origin}/transfer)")
+        if args.host not in ("127.0.0.1", "::1", "localhost"):
+            print(
+                "note: the session cookie is Secure; over plain HTTP browsers accept it only from "
+                "loopback addresses, and other hosts are redirected to HTTPS.",
+                file=sys.stderr,
+            )
+        sys.stdout.flush()
+
+
+def start_up(
+    args: argparse.Namespace, create_app: Callable[..., _App]
+) -> tuple[Startup, _App] | int:
+    """Everything before serving, whatever the web framework: check the options, hash the
+    passwords (or make up a ``demo`` account), load the secret key, send the logs to stderr and
+    build the app with ``create_app(store=..., policy=..., users=..., evil_url=...)``.
+
+    Returns what was settled and the app, or the exit status after an error was printed.
+    """
     try:
         parse_store_url(args.store)
     except ValueError as exc:
@@ -237,48 +278,50 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ImportError) as exc:
         print(f"error: cannot open the store: {exc}", file=sys.stderr)
         return 2
+    return Startup(policy, users, generated, secret_from, origin, evil_url), app
 
-    print(f"sessionwarden demo on {origin}/  (store: {args.store}, key: {secret_from})")
-    if generated is not None:
-        print(f"Demo user: {generated[0]}   password: {generated[1]}")
-    else:
-        print("Users: " + ", ".join(sorted(users)))
-    if evil_url is not None:
-        print(f"Cross-site attacker page on {evil_url} (posts to {origin}/transfer)")
-    if args.host not in ("127.0.0.1", "::1", "localhost"):
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the demo until interrupted. Returns the process exit status."""
+    try:
+        import uvicorn
+
+        from .app import create_app, create_evil_app
+    except ImportError as exc:
         print(
-            "note: the session cookie is Secure; over plain HTTP browsers accept it only from "
-            "loopback addresses, and other hosts are redirected to HTTPS.",
+            f"The demo needs {exc.name or 'uvicorn'}: pip install 'sessionwarden[demo]'",
             file=sys.stderr,
         )
-    sys.stdout.flush()
+        return 1
+    started = start_up(args, create_app)
+    if isinstance(started, int):
+        return started
+    startup, app = started
+    startup.announce(args)
+    origin = startup.origin
 
-    evil_server = None
-    if args.evil_port is not None:
-        evil_config = uvicorn.Config(
-            create_evil_app(origin),
+    def serve(
+        asgi: ASGIApp, port: int, log_level: str, lifespan: Literal["on", "off"]
+    ) -> uvicorn.Server:
+        config = uvicorn.Config(
+            asgi,
             host=args.host,
-            port=args.evil_port,
-            log_level="warning",
-            lifespan="off",
+            port=port,
+            log_level=log_level,
+            lifespan=lifespan,
+            # The middleware resolves clients through its own trusted-proxy list; uvicorn must
+            # not rewrite the peer address from X-Forwarded-For.
             proxy_headers=False,
             server_header=False,
         )
-        evil_server = uvicorn.Server(evil_config)
+        return uvicorn.Server(config)
+
+    evil_server = None
+    if args.evil_port is not None:
+        evil_server = serve(create_evil_app(origin), args.evil_port, "warning", "off")
         threading.Thread(target=evil_server.run, name="evil-origin", daemon=True).start()
 
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        lifespan="on",
-        # The middleware resolves clients through its own trusted-proxy list; uvicorn must not
-        # rewrite the peer address from X-Forwarded-For.
-        proxy_headers=False,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
+    server = serve(app, args.port, "info", "on")
     try:
         server.run()
     except OSError as exc:  # pragma: no cover - uvicorn usually reports bind errors itself

@@ -1,40 +1,36 @@
 """The demo on Flask: the same bank, pages and HTTP contract as the Starlette app, served through
 :class:`sessionwarden.integrations.flask.SessionWarden` (the WSGI middleware).
 
-Templates, static files, password hashing, the policy and every message come from the Starlette
-demo (through :mod:`sessionwarden.demo.shared`), so both apps show the same thing; the views here
-are only the Flask glue. :mod:`sessionwarden.demo.flask_main` serves it with a threaded WSGI
+Templates, static files, routes, the policy, parsing and every message come from
+:mod:`sessionwarden.demo.shared`, as for the Starlette app, so both show the same thing; the views
+here are only the Flask glue. :mod:`sessionwarden.demo.flask_main` serves it with a threaded WSGI
 server; :func:`create_app` builds it for tests.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import re
 import threading
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import Clock, SystemClock
-from ..events import EventSink, FanOut
+from ..events import EventSink
 from ..integrations.flask import SessionWarden, current_context, current_session
-from ..monitor import JsonLogSink
 from ..policy import Policy
 from ..stores import SessionStore
 from . import shared
-from .users import USERNAME_PATTERN, check_login
+from .users import check_login
 
 __all__ = ["create_app", "create_evil_app", "start_purging", "warden_of"]
 
 _EXT = "sessionwarden.demo"
-_log = logging.getLogger("sessionwarden.demo")
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
 def _html(body: str, status: int = 200) -> Response:
@@ -58,8 +54,7 @@ def _see_other(url: str) -> Response:
 
 def _form() -> dict[str, str]:
     """The urlencoded form (first value of each field), parsed as the Starlette demo does."""
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if ctype != shared.FORM_CONTENT_TYPE:
+    if not shared.is_form(request.headers.get("content-type", "")):
         return {}
     return shared.parse_form(request.get_data())
 
@@ -70,39 +65,19 @@ class _State:
     metrics_registry: Any
 
 
-class _Demo:
+class _Demo(shared.DemoViews):
     """The views. Each mirrors the method of the same name in :mod:`sessionwarden.demo.app`."""
 
-    def __init__(
-        self,
-        *,
-        warden: SessionWarden,
-        policy: Policy,
-        users: dict[str, str],
-        clock: Clock,
-        evil_url: str | None,
-        metrics_registry: Any,
-    ) -> None:
+    def __init__(self, *, warden: SessionWarden, **state: Any) -> None:
+        super().__init__(**state)
         self.warden = warden
-        self.policy = policy
-        self.users = users
-        self.clock = clock
-        self.evil_url = evil_url
-        self.metrics_registry = metrics_registry
-        self.env: jinja2.Environment = shared.template_environment()
-        self.static = shared.static_files()
 
     # -- rendering --------------------------------------------------------------------------
     def render(self, template: str, *, status: int = 200, **ctx: Any) -> Response:
-        context = shared.page_context(
-            current_session(),
-            self.policy,
-            nonce=current_context().nonce,
-            path=request.path,
-            evil_url=self.evil_url,
+        nonce = current_context().nonce
+        return _html(
+            self.page(current_session(), template, nonce=nonce, path=request.path, **ctx), status
         )
-        context.update(ctx)
-        return _html(self.env.get_template(template).render(context), status)
 
     # -- pages ------------------------------------------------------------------------------
     def home(self) -> Response:
@@ -112,16 +87,12 @@ class _Demo:
         return self.render("login.html", error=None)
 
     def login(self) -> Response:
-        session = current_session()
         form = _form()
         username = form.get("username", "")
         if not check_login(self.users, username, form.get("password", "")):
-            _log.info("failed sign-in from %s", request.remote_addr or "-")
+            shared.log_failed_sign_in(request.remote_addr or "-")
             return self.render("login.html", status=401, error=shared.LOGIN_FAILED)
-        if session.user_id != username:
-            session.pop("transfers")  # one user's history never carries over to another
-        session.login(username)
-        session["flash"] = shared.login_flash(username)
+        shared.sign_in(current_session(), username)
         return _see_other("/account")
 
     def account(self) -> Response:
@@ -136,11 +107,9 @@ class _Demo:
         if session.user_id is None:
             return _see_other("/login")
         form = _form()
-        to = shared.clean_recipient(form.get("to"))
-        amount = shared.parse_amount(form.get("amount"))
-        if to is None or amount is None:
+        done = shared.transfer_from(session, form.get("to"), form.get("amount"), self.clock.now())
+        if done is None:
             return self.render("transfer_error.html", status=400, error=shared.TRANSFER_INPUT_ERROR)
-        done = shared.record_transfer(session, to, amount, self.clock.now())
         return self.render("transfer.html", transfer=done)
 
     def sessions(self) -> Response:
@@ -198,40 +167,25 @@ class _Demo:
         session = current_session()
         if session.user_id is None:
             return _json({"error": "not-authenticated"}, 401)
-        try:
-            payload = json.loads(request.get_data())
-        except (ValueError, UnicodeDecodeError):
-            payload = None
-        if not isinstance(payload, dict):
-            return _json({"error": "bad-request", "reason": "json-object"}, 400)
-        to = shared.clean_recipient(payload.get("to"))
-        amount = shared.parse_amount(payload.get("amount"))
-        if to is None or amount is None:
-            return _json({"error": "bad-request", "reason": "to-and-amount"}, 400)
-        done = shared.record_transfer(session, to, amount, self.clock.now())
-        return _json({"ok": True, "transfer": done.to_json()})
+        content, status = shared.api_transfer(session, request.get_data(), self.clock.now())
+        return _json(content, status)
 
     # -- plumbing ---------------------------------------------------------------------------
     def static_file(self, name: str) -> Response:
-        if name not in self.static:
-            return Response("Not found\n", status=404, content_type="text/plain; charset=utf-8")
-        return Response(
-            self.static[name],
-            content_type=shared.STATIC[name][1],
-            headers={"cache-control": "no-cache"},
-        )
+        found = self.static_content(name)
+        if found is None:
+            return Response(shared.NOT_FOUND, status=404, content_type="text/plain; charset=utf-8")
+        data, content_type = found
+        return Response(data, content_type=content_type, headers={"cache-control": "no-cache"})
 
     def metrics(self) -> Response:
-        if self.metrics_registry is None:
+        exposition = self.metrics_content()
+        if exposition is None:
             return Response(
-                "metrics need prometheus-client\n",
-                status=404,
-                content_type="text/plain; charset=utf-8",
+                shared.METRICS_UNAVAILABLE, status=404, content_type="text/plain; charset=utf-8"
             )
-        import prometheus_client
-
-        data = prometheus_client.generate_latest(self.metrics_registry)
-        return Response(data, content_type=prometheus_client.CONTENT_TYPE_LATEST)
+        data, content_type = exposition
+        return Response(data, content_type=content_type)
 
 
 def create_app(
@@ -250,50 +204,29 @@ def create_app(
     the store is closed with ``warden_of(app).middleware(app).store.close()``.
     """
     clock = clock or SystemClock()
-    for name in users:
-        if not USERNAME_PATTERN.fullmatch(name):
-            raise ValueError(f"invalid user name {name!r}")
-    prom, registry = shared.prometheus_sink()
-    sinks: list[EventSink] = [JsonLogSink(logging.getLogger(shared.EVENT_LOGGER))]
-    if prom is not None:
-        sinks.append(prom)
-    if sink is not None:
-        sinks.append(sink)
+    shared.check_users(users)
+    sinks, registry = shared.event_sinks(sink)
 
     app = Flask(__name__, static_folder=None)  # the static files are served by a view below
-    warden = SessionWarden(app, policy=policy, store=store, clock=clock, sink=FanOut(*sinks))
+    warden = SessionWarden(app, policy=policy, store=store, clock=clock, sink=sinks)
     demo = _Demo(
         warden=warden,
         policy=policy,
-        users=dict(users),
+        users=users,
         clock=clock,
         evil_url=evil_url,
         metrics_registry=registry,
     )
     app.extensions[_EXT] = _State(warden, registry)
 
-    View = Callable[..., Response]
-    routes: list[tuple[str, View, list[str]]] = [
-        ("/", demo.home, ["GET"]),
-        ("/login", demo.login_page, ["GET"]),
-        ("/login", demo.login, ["POST"]),
-        ("/account", demo.account, ["GET"]),
-        ("/transfer", demo.transfer, ["POST"]),
-        ("/sessions", demo.sessions, ["GET"]),
-        ("/sessions/revoke", demo.revoke, ["POST"]),
-        ("/sessions/revoke-others", demo.revoke_others, ["POST"]),
-        ("/logout", demo.logout, ["POST"]),
-        ("/attacks", demo.attacks, ["GET"]),
-        ("/attacks/comment", demo.comment, ["POST"]),
-        ("/api/me", demo.api_me, ["GET"]),
-        ("/api/csrf", demo.api_csrf, ["GET"]),
-        ("/api/transfer", demo.api_transfer, ["POST"]),
-        ("/metrics", demo.metrics, ["GET"]),
-        ("/static/<name>", demo.static_file, ["GET"]),
-    ]
-    for path, view, methods in routes:
-        endpoint = f"{view.__name__}_{methods[0].lower()}"
-        app.add_url_rule(path, endpoint, view, methods=methods, provide_automatic_options=False)
+    for path, view, method in shared.ROUTES:
+        app.add_url_rule(
+            _PATH_PARAM.sub(r"<\1>", path),
+            f"{view}_{method.lower()}",
+            getattr(demo, view),
+            methods=[method],
+            provide_automatic_options=False,
+        )
     app.register_error_handler(NotFound, _plain_error)
     app.register_error_handler(MethodNotAllowed, _plain_error)
     return app
@@ -324,11 +257,9 @@ def start_purging(app: Flask, every: float = shared.PURGE_EVERY) -> Callable[[],
     def loop() -> None:
         while not stop.wait(every):
             try:
-                removed = middleware.purge()
-                if removed:
-                    _log.info("purged %d expired entries", removed)
+                shared.log_purged(middleware.purge())
             except Exception:  # a failed purge is retried next time
-                _log.warning("purge failed", exc_info=True)
+                shared.log.warning("purge failed", exc_info=True)
 
     threading.Thread(target=loop, name="sessionwarden-purge", daemon=True).start()
     return stop.set
@@ -336,10 +267,7 @@ def start_purging(app: Flask, every: float = shared.PURGE_EVERY) -> Callable[[],
 
 def create_evil_app(target: str) -> Flask:
     """The cross-site attacker page, posting to ``target`` (the demo's origin)."""
-    target = target.rstrip("/")
-    parts = urllib.parse.urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"target must be an origin like http://127.0.0.1:8000, got {target!r}")
+    target = shared.evil_target(target)
     app = Flask(__name__ + ".evil", static_folder=None)
 
     def page() -> Response:

@@ -15,11 +15,8 @@ from types import FrameType
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from ..stores import parse_store_url
-from .cli import DEMO_USER, _configure_logging, _url_host, add_arguments, load_secret
+from .cli import add_arguments, start_up
 from .flask_app import create_app, create_evil_app, start_purging, warden_of
-from .shared import demo_policy
-from .users import hash_password, parse_user_spec, random_password
 
 __all__ = ["main", "run"]
 
@@ -36,53 +33,11 @@ def _stop_on_sigterm() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the Flask demo until interrupted. Returns the process exit status."""
-    try:
-        parse_store_url(args.store)
-    except ValueError as exc:
-        print(f"--store: {exc}", file=sys.stderr)
-        return 2
-    for port in (args.port, args.evil_port):
-        if port is not None and not 0 < port < 65536:
-            print(f"invalid port {port}", file=sys.stderr)
-            return 2
-
-    users: dict[str, str] = {}
-    generated: tuple[str, str] | None = None
-    try:
-        for spec in args.user:
-            name, password = parse_user_spec(spec)
-            users[name] = hash_password(password)
-    except ValueError as exc:
-        print(f"--user: {exc}", file=sys.stderr)
-        return 2
-    if not users:
-        generated = (DEMO_USER, random_password())
-        users[DEMO_USER] = hash_password(generated[1])
-
-    try:
-        secret, secret_from = load_secret(args.secret_file, args.store)
-        policy = demo_policy(
-            secret,
-            idle_timeout=args.idle_timeout,
-            absolute_timeout=args.absolute_timeout,
-            rotate_every=args.rotate_every,
-        )
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    host = _url_host(args.host)
-    origin = f"http://{host}:{args.port}"
-    evil_url = None
-    if args.evil_port is not None:
-        evil_host = "127.0.0.1" if host == "localhost" else "localhost"
-        evil_url = f"http://{evil_host}:{args.evil_port}/"
-    _configure_logging()
-    try:
-        app = create_app(store=args.store, policy=policy, users=users, evil_url=evil_url)
-    except (OSError, ValueError, ImportError) as exc:
-        print(f"error: cannot open the store: {exc}", file=sys.stderr)
-        return 2
+    started = start_up(args, create_app)
+    if isinstance(started, int):
+        return started
+    startup, app = started
+    origin = startup.origin
     store = warden_of(app).middleware(app).store
 
     servers: list[BaseWSGIServer] = []
@@ -100,20 +55,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot listen: {exc}", file=sys.stderr)
             return 1
 
-        print(f"sessionwarden demo (Flask) on {origin}/  (store: {args.store}, key: {secret_from})")
-        if generated is not None:
-            print(f"Demo user: {generated[0]}   password: {generated[1]}")
-        else:
-            print("Users: " + ", ".join(sorted(users)))
-        if evil_url is not None:
-            print(f"Cross-site attacker page on {evil_url} (posts to {origin}/transfer)")
-        if args.host not in ("127.0.0.1", "::1", "localhost"):
-            print(
-                "note: the session cookie is Secure; over plain HTTP browsers accept it only "
-                "from loopback addresses, and other hosts are redirected to HTTPS.",
-                file=sys.stderr,
-            )
-        sys.stdout.flush()
+        startup.announce(args, served_by=" (Flask)")
 
         for extra in servers[1:]:
             threading.Thread(target=extra.serve_forever, name="evil-origin", daemon=True).start()

@@ -2,98 +2,213 @@
 
 The Starlette demo (:mod:`sessionwarden.demo.app`) and the Flask one
 (:mod:`sessionwarden.demo.flask_app`) render the same Jinja2 templates, serve the same static
-files and say the same things; this module holds the framework-free pieces so the two cannot
-drift apart: the template environment, the context every page gets, the messages, the form and
-JSON parsing, the transfer history, the comments of ``/attacks`` and the attacker's page.
-
-The small parsers and filters are the very functions of :mod:`sessionwarden.demo.app`, imported
-from there, so there is one implementation of each.
+files, answer on the same routes and say the same things; this module holds every
+framework-free piece so the two cannot drift apart: the policy, the event sinks, the route
+table, the template environment, the context every page gets, the messages, the form and JSON
+parsing, the transfer history, the comments of ``/attacks`` and the attacker's page. It imports
+no web framework; each app module is only the glue between its framework and these functions.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
+import urllib.parse
 from collections.abc import Mapping
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from importlib import resources
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
+from ..clock import Clock
 from ..core import Session
+from ..events import EventSink, FanOut
 from ..html import sanitize_html
-from ..policy import Policy
+from ..monitor import JsonLogSink, agent_family
+from ..policy import MonitorPolicy, Policy
 from ..records import JSON
-from .app import (
-    _AUTOSUBMIT,
-    _EVIL_PAGE,
-    _MAX_AMOUNT,
-    _MAX_COMMENT_CHARS,
-    _MAX_COMMENTS,
-    _MAX_TRANSFERS,
-    _PKG,
-    _PURGE_EVERY,
-    _STATIC,
-    EVENT_LOGGER,
-    LOGIN_FAILED,
-    _agent,
-    _clean_recipient,
-    _duration,
-    _fmt_time,
-    _iso_time,
-    _list_of_dicts,
-    _list_of_str,
-    _parse_amount,
-    _parse_form,
-    _prometheus_sink,
-    _static_bytes,
-    _Transfer,
-    demo_policy,
-)
+from .users import USERNAME_PATTERN
 
 __all__ = [
     "EVENT_LOGGER",
     "FORM_CONTENT_TYPE",
+    "LOGGER",
     "LOGIN_FAILED",
+    "METRICS_UNAVAILABLE",
+    "NOT_FOUND",
     "PURGE_EVERY",
     "REVOKE_OTHERS_FLASH",
+    "ROUTES",
     "STATIC",
     "TRANSFER_INPUT_ERROR",
+    "DemoViews",
     "Transfer",
     "account_context",
     "add_comment",
+    "api_transfer",
     "attacks_context",
-    "clean_recipient",
+    "check_users",
     "demo_policy",
+    "event_sinks",
     "evil_page",
+    "evil_target",
+    "is_form",
     "json_bytes",
     "keepalive_url",
-    "login_flash",
+    "log",
+    "log_failed_sign_in",
+    "log_purged",
     "page_context",
-    "parse_amount",
     "parse_form",
-    "prometheus_sink",
-    "record_transfer",
     "revoke_flash",
+    "sign_in",
     "static_files",
     "template_environment",
+    "transfer_from",
     "warn_before",
 ]
 
-Transfer = _Transfer
-PURGE_EVERY = _PURGE_EVERY
+#: The logger the JSON event lines go to; the CLI sends it to stderr.
+EVENT_LOGGER = "sessionwarden.events"
+#: The logger of the demo's own messages (failed sign-ins, purges).
+LOGGER = "sessionwarden.demo"
+log = logging.getLogger(LOGGER)
+
+_PKG = "sessionwarden"
 #: URL name -> (resource path inside the package, content type).
-STATIC: Mapping[str, tuple[str, str]] = _STATIC
+STATIC: Mapping[str, tuple[str, str]] = {
+    "sessionwarden.js": ("static/sessionwarden.js", "text/javascript; charset=utf-8"),
+    "demo.css": ("demo/static/demo.css", "text/css; charset=utf-8"),
+    "attacks.js": ("demo/static/attacks.js", "text/javascript; charset=utf-8"),
+}
+
+#: (path, view method name, HTTP method) of every route of the demo; the one path parameter is
+#: written ``{name}`` (the Flask app spells it ``<name>``).
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("/", "home", "GET"),
+    ("/login", "login_page", "GET"),
+    ("/login", "login", "POST"),
+    ("/account", "account", "GET"),
+    ("/transfer", "transfer", "POST"),
+    ("/sessions", "sessions", "GET"),
+    ("/sessions/revoke", "revoke", "POST"),
+    ("/sessions/revoke-others", "revoke_others", "POST"),
+    ("/logout", "logout", "POST"),
+    ("/attacks", "attacks", "GET"),
+    ("/attacks/comment", "comment", "POST"),
+    ("/api/me", "api_me", "GET"),
+    ("/api/csrf", "api_csrf", "GET"),
+    ("/api/transfer", "api_transfer", "POST"),
+    ("/metrics", "metrics", "GET"),
+    ("/static/{name}", "static_file", "GET"),
+)
+
+_MAX_TRANSFERS = 20
+_MAX_AMOUNT = Decimal("10000")
+_MAX_COMMENTS = 5
+_MAX_COMMENT_CHARS = 2000
+_MAX_FORM_FIELDS = 50
+PURGE_EVERY = 300.0
+
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+LOGIN_FAILED = "Incorrect user name or password."
 TRANSFER_INPUT_ERROR = (
     f"Enter a recipient (up to 64 characters) and an amount between 0.01 and {_MAX_AMOUNT}."
 )
 REVOKE_OTHERS_FLASH = "Every other session was signed out. This one is the only one left."
+NOT_FOUND = "Not found\n"
+METRICS_UNAVAILABLE = "metrics need prometheus-client\n"
 
-parse_form = _parse_form
-parse_amount = _parse_amount
-clean_recipient = _clean_recipient
-prometheus_sink = _prometheus_sink
+
+def demo_policy(
+    secret: bytes,
+    *,
+    idle_timeout: float = 1800.0,
+    absolute_timeout: float = 43_200.0,
+    rotate_every: float = 900.0,
+) -> Policy:
+    """The demo's policy: library defaults (a user-agent change revokes the session), at most
+    five sessions per user, and the timeouts chosen on the command line."""
+    grace = min(10.0, rotate_every / 2) if rotate_every else 10.0
+    return Policy(
+        secret_keys=(secret,),
+        idle_timeout=idle_timeout,
+        absolute_timeout=absolute_timeout,
+        rotate_every=rotate_every,
+        rotation_grace=grace,
+        max_sessions_per_user=5,
+        monitor=MonitorPolicy(on_high="revoke", agent_change_is_high=True),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up: users, event sinks, templates, static files
+# --------------------------------------------------------------------------------------------
+
+
+def check_users(users: Mapping[str, str]) -> None:
+    """Refuse a user name the demo's accounts may not have."""
+    for name in users:
+        if not USERNAME_PATTERN.fullmatch(name):
+            raise ValueError(f"invalid user name {name!r}")
+
+
+def _prometheus_sink() -> tuple[EventSink | None, Any]:
+    try:
+        from ..monitor import PrometheusSink
+
+        sink = PrometheusSink()
+    except ImportError:
+        return None, None
+    return sink, sink.registry
+
+
+def event_sinks(extra: EventSink | None) -> tuple[EventSink, Any]:
+    """Where the demo's events go (JSON log lines, Prometheus counters when prometheus-client
+    is installed, and ``extra``), and the Prometheus registry (``None`` without it)."""
+    prom, registry = _prometheus_sink()
+    sinks: list[EventSink] = [JsonLogSink(logging.getLogger(EVENT_LOGGER))]
+    if prom is not None:
+        sinks.append(prom)
+    if extra is not None:
+        sinks.append(extra)
+    return FanOut(*sinks), registry
+
+
+def _fmt_time(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    when = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso_time(value: object) -> str:
+    if not isinstance(value, int | float):
+        return ""
+    return dt.datetime.fromtimestamp(float(value), tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    hours, rest = divmod(s, 3600)
+    return f"{hours} h {rest // 60:02d} min" if rest else f"{hours} h"
+
+
+def _agent(ua: object) -> str:
+    if not isinstance(ua, str) or not ua:
+        return "unknown"
+    family, major = agent_family(ua)
+    return f"{family} {major}" if major else family
 
 
 def template_environment() -> jinja2.Environment:
@@ -113,9 +228,23 @@ def template_environment() -> jinja2.Environment:
     return env
 
 
+def _static_bytes(name: str) -> bytes:
+    return resources.files(_PKG).joinpath(STATIC[name][0]).read_bytes()
+
+
 def static_files() -> dict[str, bytes]:
     """URL name -> contents of each static file (read once, at start-up)."""
     return {name: _static_bytes(name) for name in STATIC}
+
+
+def log_purged(removed: int) -> None:
+    if removed:
+        log.info("purged %d expired entries", removed)
+
+
+# --------------------------------------------------------------------------------------------
+# Every page
+# --------------------------------------------------------------------------------------------
 
 
 def warn_before(policy: Policy) -> int:
@@ -146,8 +275,122 @@ def page_context(
     }
 
 
-def login_flash(username: str) -> str:
-    return f"Signed in as {username}. Your session ID was replaced on sign-in."
+class DemoViews:
+    """What the views of either app hold, and the framework-free part of them; each app's
+    ``_Demo`` adds the views themselves, one method a name of :data:`ROUTES`."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        users: Mapping[str, str],
+        clock: Clock,
+        evil_url: str | None,
+        metrics_registry: Any,
+    ) -> None:
+        self.policy = policy
+        self.users = dict(users)
+        self.clock = clock
+        self.evil_url = evil_url
+        self.metrics_registry = metrics_registry
+        self.env = template_environment()
+        self.static = static_files()
+
+    def page(self, session: Session, template: str, /, *, nonce: str, path: str, **ctx: Any) -> str:
+        """``template`` rendered with :func:`page_context` and ``ctx`` (which may hold a
+        ``session`` of its own: ``account.html`` shows the session)."""
+        context = page_context(session, self.policy, nonce=nonce, path=path, evil_url=self.evil_url)
+        context.update(ctx)
+        return self.env.get_template(template).render(context)
+
+    def static_content(self, name: str) -> tuple[bytes, str] | None:
+        """The static file ``name`` and its content type; ``None`` for an unknown name."""
+        if name not in self.static:
+            return None
+        return self.static[name], STATIC[name][1]
+
+    def metrics_content(self) -> tuple[bytes, str] | None:
+        """The Prometheus exposition and its content type; ``None`` without prometheus-client."""
+        if self.metrics_registry is None:
+            return None
+        import prometheus_client
+
+        data = prometheus_client.generate_latest(self.metrics_registry)
+        return data, prometheus_client.CONTENT_TYPE_LATEST
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------
+
+
+def is_form(content_type: str) -> bool:
+    """Whether a ``Content-Type`` header names an urlencoded form."""
+    return content_type.split(";", 1)[0].strip().lower() == FORM_CONTENT_TYPE
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """First value of each field of an urlencoded body; junk yields an empty form."""
+    try:
+        fields = urllib.parse.parse_qs(
+            body.decode("utf-8", "replace"),
+            keep_blank_values=True,
+            max_num_fields=_MAX_FORM_FIELDS,
+        )
+    except ValueError:
+        return {}
+    return {k: v[0] for k, v in fields.items() if v}
+
+
+def _parse_amount(raw: object) -> Decimal | None:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        return None
+    try:
+        amount = Decimal(str(raw).strip())
+    except InvalidOperation:
+        return None
+    if not amount.is_finite() or amount <= 0 or amount > _MAX_AMOUNT:
+        return None
+    amount = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return amount if amount > 0 else None
+
+
+def _clean_recipient(raw: object) -> str | None:
+    if not isinstance(raw, str):
+        return None
+    to = raw.strip()
+    if not to or len(to) > 64 or not to.isprintable():
+        return None
+    return to
+
+
+def _list_of_dicts(value: JSON) -> list[dict[str, JSON]]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)]
+
+
+def _list_of_str(value: JSON) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
+
+
+# --------------------------------------------------------------------------------------------
+# Signing in, the account, transfers, sessions
+# --------------------------------------------------------------------------------------------
+
+
+def log_failed_sign_in(client: str) -> None:
+    log.info("failed sign-in from %s", client)
+
+
+def sign_in(session: Session, username: str) -> None:
+    """Sign ``username`` in after a correct password (which replaces the session ID)."""
+    if session.user_id != username:
+        session.pop("transfers")  # one user's history never carries over to another
+    session.login(username)
+    session["flash"] = f"Signed in as {username}. Your session ID was replaced on sign-in."
 
 
 def revoke_flash(ref: str, ok: bool) -> str:
@@ -169,13 +412,59 @@ def account_context(
     }
 
 
-def record_transfer(session: Session, to: str, amount: Decimal, now: float) -> _Transfer:
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    to: str
+    amount: str
+    at: float
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"to": self.to, "amount": self.amount, "at": self.at}
+
+
+def record_transfer(session: Session, to: str, amount: Decimal, now: float) -> Transfer:
     """Append a transfer to the session's history (the last few are kept)."""
-    transfer = _Transfer(to=to, amount=f"{amount:.2f}", at=now)
+    transfer = Transfer(to=to, amount=f"{amount:.2f}", at=now)
     history = _list_of_dicts(session.get("transfers"))
     history.append(transfer.to_json())
     session["transfers"] = list(history[-_MAX_TRANSFERS:])
     return transfer
+
+
+def transfer_from(session: Session, to: object, amount: object, now: float) -> Transfer | None:
+    """Record the transfer of ``amount`` to ``to`` (raw form or JSON values); ``None``, and
+    nothing recorded, when either is invalid."""
+    recipient = _clean_recipient(to)
+    value = _parse_amount(amount)
+    if recipient is None or value is None:
+        return None
+    return record_transfer(session, recipient, value, now)
+
+
+def api_transfer(session: Session, body: bytes, now: float) -> tuple[dict[str, JSON], int]:
+    """``POST /api/transfer`` of a signed-in session: the JSON answer and its status."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        return {"error": "bad-request", "reason": "json-object"}, 400
+    done = transfer_from(session, payload.get("to"), payload.get("amount"), now)
+    if done is None:
+        return {"error": "bad-request", "reason": "to-and-amount"}, 400
+    return {"ok": True, "transfer": done.to_json()}, 200
+
+
+def json_bytes(content: Any) -> bytes:
+    """A JSON body, encoded exactly as Starlette's ``JSONResponse`` does."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The attacks page
+# --------------------------------------------------------------------------------------------
 
 
 def attacks_context(session: Session, policy: Policy) -> dict[str, Any]:
@@ -203,15 +492,65 @@ def add_comment(session: Session, form: Mapping[str, str]) -> None:
         session["comments"] = list(comments[-_MAX_COMMENTS:])
 
 
-def json_bytes(content: Any) -> bytes:
-    """A JSON body, encoded exactly as Starlette's ``JSONResponse`` does."""
-    return json.dumps(
-        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+# --------------------------------------------------------------------------------------------
+# The attacker's page, served on another origin
+# --------------------------------------------------------------------------------------------
+
+_EVIL_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>You won a prize!</title>
+<style>
+body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 3rem auto;
+       padding: 0 1rem; color: #1b1b1b; background: #fff8e6; }}
+h1 {{ color: #8a1c1c; }}
+code {{ background: #fff; padding: 0 .25em; }}
+button {{ font: inherit; padding: .5em 1em; }}
+</style>
+</head>
+<body>
+<main>
+<h1>Congratulations, you won a prize!</h1>
+<p>This page plays the attacker. It lives on <strong>another origin</strong> than the demo and
+holds a hidden form that posts a transfer of 1000.00 to <code>mallory</code> to
+<code>{target}/transfer</code>, with a made-up CSRF token.</p>
+<p>The demo refuses it with <strong>403</strong>: the browser labels the request
+<code>Sec-Fetch-Site: cross-site</code> (and sends no <code>SameSite=Lax</code> session cookie
+with a cross-site POST), and the token would not match anyway.</p>
+<form id="attack" method="post" action="{action}">
+<input type="hidden" name="to" value="mallory">
+<input type="hidden" name="amount" value="1000">
+<input type="hidden" name="csrf_token" value="forged-token">
+<button type="submit">Claim my prize</button>
+</form>
+{autosubmit}
+</main>
+</body>
+</html>
+"""
+
+_AUTOSUBMIT = (
+    '<p>Submitting automatically&hellip; (<a href="?auto=0">stay on this page</a>)</p>\n'
+    "<script>setTimeout(function () { document.getElementById('attack').submit(); }, 600);"
+    "</script>"
+)
+
+
+def evil_target(target: str) -> str:
+    """``target`` (the demo's origin) without a trailing slash; ``ValueError`` unless it is an
+    http(s) origin."""
+    target = target.rstrip("/")
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"target must be an origin like http://127.0.0.1:8000, got {target!r}")
+    return target
 
 
 def evil_page(target: str, *, auto: bool) -> str:
-    """The cross-site attacker page, posting a transfer to ``target`` (the demo's origin)."""
+    """The cross-site attacker page, posting a transfer to ``target`` (from :func:`evil_target`);
+    it submits itself unless ``auto`` is false (``?auto=0``)."""
     esc = Markup.escape
     return _EVIL_PAGE.format(
         target=esc(target),
