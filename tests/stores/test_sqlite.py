@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import secrets
 import shutil
 import sqlite3
 import stat
@@ -390,6 +391,121 @@ def test_purge_in_batches_does_not_stall_readers(db_path: Path) -> None:
         assert store.user_sessions("u1") == []
     finally:
         store.close()
+
+
+def _fill_expired(store: SQLiteStore, n: int) -> None:
+    """n expired sessions shaped like real ones (random 64-hex keys, many users, a browser's
+    user agent, a few data keys), written in big transactions to keep the test fast."""
+    ua = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36"
+    )
+    done = 0
+    while done < n:
+        with store._write() as db:
+            for i in range(done, min(n, done + 10_000)):
+                r = rec(
+                    secrets.token_hex(32),
+                    f"user-{i % 10_000}",
+                    created_at=T0 - 2 * HOUR,
+                    expires_at=T0 - 1,
+                    user_agent=ua,
+                    client_ip="203.0.113.7",
+                    data={"user": f"user-{i}", "theme": "dark", "lang": "en", "cart": 3},
+                )
+                store._put_record(db, r.key, r.meta(), r.data, None)
+        done = min(n, done + 10_000)
+
+
+def _purge_under_writes(path: Path, expired: int) -> tuple[float, float]:
+    """Purge ``expired`` rows while another thread serves requests on live sessions (a get, a
+    touch and a login each round); returns the worst write and the worst get, in ms."""
+    store = SQLiteStore(path)
+    try:
+        _fill_expired(store, expired)
+        live = [f"live{i}" for i in range(100)]
+        for key in live:
+            store.insert(rec(key, f"live-{key}"), max_per_user=0, tombstone_until=T0)
+
+        stop = threading.Event()
+        write_latency: list[float] = []
+        get_latency: list[float] = []
+        failures: list[BaseException] = []
+
+        def requests() -> None:
+            try:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    key = live[i % len(live)]
+                    started = time.perf_counter()
+                    assert isinstance(store.get(key), SessionRecord)
+                    get_latency.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    assert store.update(key, RecordUpdate(meta={"last_seen": T0 + i}))
+                    write_latency.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    store.insert(
+                        rec(f"login{i}", f"login-user{i % 50}", created_at=T0 + i),
+                        max_per_user=3,
+                        tombstone_until=T0 + HOUR,
+                    )
+                    write_latency.append(time.perf_counter() - started)
+                    time.sleep(0.0005)
+            except BaseException as exc:  # pragma: no cover - reported below
+                failures.append(exc)
+
+        thread = threading.Thread(target=requests)
+        thread.start()
+        try:
+            time.sleep(0.05)
+            started = time.perf_counter()
+            removed = store.purge(T0)  # the engine's and the CLI's default batch (1,000)
+            took = time.perf_counter() - started
+            time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join()
+        assert failures == []
+        assert removed == expired
+        assert len(write_latency) >= 100  # the writes really ran alongside the purge
+        assert store._read("SELECT count(*) FROM items WHERE expires <= ?", (T0,)) == [(0,)]
+        assert all(isinstance(store.get(key), SessionRecord) for key in live)
+        ordered = sorted(write_latency)
+        worst_write, worst_get = ordered[-1] * 1000, max(get_latency) * 1000
+        print(
+            f"purged {removed} rows in {took:.2f}s; {len(ordered)} concurrent writes "
+            f"(touch + login): worst {worst_write:.1f} ms, "
+            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.1f} ms; "
+            f"{len(get_latency)} gets: worst {worst_get:.1f} ms"
+        )
+        return worst_write, worst_get
+    finally:
+        store.close()
+
+
+def test_purge_of_many_rows_never_blocks_a_concurrent_write_for_50ms(tmp_path: Path) -> None:
+    """The purge goal: deleting a large backlog of expired rows never holds up a concurrent
+    request for more than 50 ms -- asserted on the worst single call of the whole run, for the
+    writes (touches and logins, which need the write lock) and the gets.
+
+    Purge batches hold the lock for a few ms, waiting writers poll for it every 2 ms at most,
+    and no request commit has to checkpoint the purge's WAL: on a 2-core machine the worst call
+    measured 5-11 ms, and 10-26 ms with two CPU-bound processes competing. A run may still miss
+    on a shared machine when the scheduler or the disk stalls the whole process (gets, which
+    never wait for a lock, then stall alike), so a miss is measured once more on a fresh file;
+    two misses in a row fail. For comparison, the previous purge (1,000 rows per transaction
+    back to back, SQLite's busy handler) measured a worst write of 36-104 ms and a p99 of
+    22-29 ms in this test.
+    """
+    results: list[tuple[float, float]] = []
+    for attempt in range(2):
+        worst_write, worst_get = _purge_under_writes(tmp_path / f"purge{attempt}.db", 50_000)
+        results.append((round(worst_write, 1), round(worst_get, 1)))
+        if worst_write < 50.0 and worst_get < 50.0:
+            break
+    else:
+        pytest.fail(f"worst write/get (ms) over 50 in two runs in a row: {results}")
 
 
 # -- what the file holds --------------------------------------------------------------------
