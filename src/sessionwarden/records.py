@@ -144,6 +144,27 @@ class Tombstone:
 Lookup: TypeAlias = SessionRecord | Alias | Tombstone | None
 
 
+_CONTAINERS = (dict, list)
+
+
+def clone_json(value: JSON) -> JSON:
+    """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
+    if isinstance(value, dict):
+        return {k: clone_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone_json(v) for v in value]
+    return value
+
+
+def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a mapping of JSON values; scalars (almost all of them) are shared."""
+    copy = dict(mapping)
+    for name, value in copy.items():
+        if type(value) in _CONTAINERS:
+            copy[name] = clone_json(value)
+    return copy
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 

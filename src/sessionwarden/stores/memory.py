@@ -7,26 +7,8 @@ import copy
 import threading
 from collections import deque
 
-from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, clone_map
 from .base import StoreStats, oldest_over_cap
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _clone(value: JSON) -> JSON:
-    """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
-    return value
-
-
-def _clone_map(mapping: dict[str, JSON]) -> dict[str, JSON]:
-    """Copy of a mapping of JSON values; scalars (almost all of them) are shared, not copied."""
-    if all(type(v) in _SCALARS for v in mapping.values()):
-        return dict(mapping)
-    return {k: _clone(v) for k, v in mapping.items()}
 
 
 def _copy_record(record: SessionRecord) -> SessionRecord:
@@ -43,9 +25,9 @@ def _copy_record(record: SessionRecord) -> SessionRecord:
         record.auth_at,
         record.client_ip,
         record.user_agent,
-        None if fp is None else _clone_map(fp),
-        _clone_map(record.flags),
-        _clone_map(record.data),
+        None if fp is None else clone_map(fp),
+        clone_map(record.flags),
+        clone_map(record.data),
     )
 
 

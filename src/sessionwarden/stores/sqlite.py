@@ -45,6 +45,7 @@ from ..records import (
     RecordUpdate,
     SessionRecord,
     Tombstone,
+    clone_map,
     dumps,
     loads,
 )
@@ -53,6 +54,8 @@ from .base import StoreStats, StoreUnavailable, oldest_over_cap
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 SCHEMA_VERSION: Final = 1
+#: Parsed JSON texts kept by content (see SQLiteStore._parsed).
+_PARSE_CACHE_SIZE: Final = 4096
 
 _RECORD: Final = 0
 _ALIAS: Final = 1
@@ -170,6 +173,7 @@ class SQLiteStore:
         self._registry_lock = threading.Lock()
         self._inherited: list[sqlite3.Connection] = []
         self._closed = False
+        self._parse_cache: dict[str, dict[str, Any]] = {}
         try:
             self._init_schema()
         except BaseException:
@@ -316,12 +320,25 @@ class SQLiteStore:
         )
 
     # -- row helpers -----------------------------------------------------------------------
-    @staticmethod
-    def _decode(key: str, row: Sequence[Any]) -> Lookup:
+    def _parsed(self, text: str) -> dict[str, Any]:
+        """``loads(text)`` for a JSON object, remembered by content: a steady-state session is
+        read with the same text on every request until it is next written. The cache holds
+        parsed values only (no key, no staleness: equal text parses equal), and callers get a
+        copy they may change."""
+        parsed = self._parse_cache.get(text)
+        if parsed is None:
+            parsed = loads(text)
+            if len(self._parse_cache) >= _PARSE_CACHE_SIZE:
+                self._parse_cache.clear()
+            self._parse_cache[text] = parsed
+        return clone_map(parsed)
+
+    def _decode(self, key: str, row: Sequence[Any]) -> Lookup:
         kind, user_id, expires, meta_text, data_text = row
-        meta = loads(meta_text)
         if kind == _RECORD:
-            return SessionRecord.from_parts(key, meta, loads(data_text) if data_text else {})
+            meta = self._parsed(meta_text)
+            return SessionRecord.from_parts(key, meta, self._parsed(data_text) if data_text else {})
+        meta = loads(meta_text)
         if kind == _ALIAS:
             return Alias(
                 key=key,
