@@ -9,23 +9,38 @@ from __future__ import annotations
 
 from .core import RiskDecision
 from .facts import RequestFacts
-from .monitor import Risk, action_for, assess, fingerprint
+from .monitor import Risk, action_for, agent_family, assess, fingerprint
 from .policy import MonitorPolicy
 from .records import SessionRecord
 
+_AGENT_CACHE_SIZE = 1024
+
 
 class RiskAssessor:
-    __slots__ = ("_policy",)
+    __slots__ = ("_agents", "_policy")
 
     def __init__(self, policy: MonitorPolicy) -> None:
         self._policy = policy
+        # User-agent strings repeat endlessly; parse each once (bounded).
+        self._agents: dict[str, tuple[str, int]] = {}
+
+    def _agent(self, user_agent: str) -> tuple[str, int]:
+        found = self._agents.get(user_agent)
+        if found is None:
+            found = agent_family(user_agent)
+            if len(self._agents) >= _AGENT_CACHE_SIZE:
+                self._agents.clear()
+            self._agents[user_agent] = found
+        return found
 
     def __call__(self, record: SessionRecord, facts: RequestFacts, now: float) -> RiskDecision:
         stored = record.fingerprint
         if not stored:
             return RiskDecision("allow")
-        # Fast path: the same address and agent string as at the last refresh.
-        if stored.get("ip") == facts.client_ip and record.user_agent == facts.user_agent[:512]:
+        # Fast path: the same address and browser as at the last refresh.
+        if stored.get("ip") == facts.client_ip and (stored.get("ua"), stored.get("uav")) == (
+            self._agent(facts.user_agent)
+        ):
             return RiskDecision("allow")
         current = fingerprint(facts)
         net_at = record.flags.get("net_at")

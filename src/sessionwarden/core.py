@@ -748,14 +748,17 @@ class Engine:
             "rotated_at": now,
             "expires_at": self.expires_at(created_at, now),
             "client_ip": facts.client_ip,
-            "user_agent": facts.user_agent[:512],
+            "user_agent": self.agent_label(facts.user_agent),
         }
         if act.login_user is not None:
             meta["user_id"] = act.login_user
             meta["auth_at"] = now
             meta["csrf_secret"] = session.csrf_secret()
         elif act.reauthenticated:
+            # The user proved who they are from this browser and network: it becomes the
+            # session's reference fingerprint, as at login.
             meta["auth_at"] = now
+            meta["fingerprint"] = self._login_fingerprint(facts)
         return meta
 
     def _create(
@@ -779,7 +782,7 @@ class Engine:
             user_id=act.login_user,
             auth_at=now if act.login_user is not None else None,
             client_ip=facts.client_ip,
-            user_agent=facts.user_agent[:512],
+            user_agent=self.agent_label(facts.user_agent),
             fingerprint=self._login_fingerprint(facts) if act.login_user is not None else None,
             data={**changes.set_data},
         )
@@ -891,7 +894,7 @@ class Engine:
             user_id=record.user_id,
             auth_at=record.auth_at,
             client_ip=facts.client_ip,
-            user_agent=facts.user_agent[:512],
+            user_agent=self.agent_label(facts.user_agent),
             fingerprint=record.fingerprint,
             flags=dict(record.flags),
             data=dict(record.data),

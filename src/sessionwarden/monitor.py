@@ -146,13 +146,31 @@ _V6_CLIENT_PREFIX = 64
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_PLATFORMS: tuple[tuple[str, str], ...] = (
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Android", "Android"),
+    ("CrOS", "ChromeOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Macintosh", "macOS"),
+    ("Linux", "Linux"),
+)
+
+
 def agent_label(user_agent: str) -> str:
-    """A short, readable name for a user agent ("Firefox 128"), for activity trails and device
-    lists: what a person recognises, at a fraction of the raw string's size."""
+    """A short, readable name for a user agent ("Firefox 128 on Linux"), for device lists and
+    activity trails: what a person recognises, at a fraction of the raw string's size (at most
+    64 characters, so a Redis hash keeps its compact encoding)."""
     family, major = agent_family(user_agent)
     if family == "other":
-        return user_agent[:48]
-    return f"{family} {major}" if major else family
+        return user_agent[:64]
+    label = f"{family} {major}" if major else family
+    head = user_agent[:UA_SCAN_LIMIT]
+    for marker, platform in _PLATFORMS:
+        if marker in head:
+            return f"{label} on {platform}"[:64]
+    return label[:64]
 
 
 def _parse_ip(ip: str) -> _Address | None:

@@ -33,8 +33,10 @@ META_FIELDS: tuple[str, ...] = (
 class SessionRecord:
     """A live session, keyed by the keyed hash of its ID (never the ID itself).
 
-    ``expires_at`` is computed by the core (the earlier of the idle and the absolute deadline);
-    stores only honour it (TTL, purge) and never compute expiry themselves.
+    ``user_agent`` is a short description of the browser ("Firefox 128 on Linux", at most 64
+    characters) for device lists, not the raw header. ``expires_at`` is computed by the core
+    (the earlier of the idle and the absolute deadline); stores only honour it (TTL, purge) and
+    never compute expiry themselves.
     """
 
     key: str

@@ -28,7 +28,7 @@ from ..clock import Clock
 from ..core import Session
 from ..events import EventSink, FanOut
 from ..html import sanitize_html
-from ..monitor import JsonLogSink, agent_family
+from ..monitor import JsonLogSink, agent_label
 from ..policy import MonitorPolicy, Policy
 from ..records import JSON
 from .users import USERNAME_PATTERN
@@ -205,10 +205,11 @@ def _duration(seconds: object) -> str:
 
 
 def _agent(ua: object) -> str:
+    """Sessions store a short browser description already; raw user agents (a product token
+    has a slash) are described the same way."""
     if not isinstance(ua, str) or not ua:
         return "unknown"
-    family, major = agent_family(ua)
-    return f"{family} {major}" if major else family
+    return agent_label(ua) if "/" in ua else ua
 
 
 def template_environment() -> jinja2.Environment:

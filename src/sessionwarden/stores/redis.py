@@ -107,6 +107,10 @@ _DEFAULTS: Final[dict[str, JSON]] = {
     "flags": {},
 }
 DATA_PREFIX: Final = "d:"
+#: Fingerprint traits are stored one field each (``f:ip`` …); a single ``f`` field (one JSON
+#: value) is still read. The traits sessionwarden's fingerprint has, cleared when it changes:
+FP_PREFIX: Final = "f:"
+FINGERPRINT_TRAITS: Final = ("ip", "net", "ua", "uav", "lang")
 LIVE: Final = "c"
 ALIAS: Final = "@"
 TOMB: Final = "!"
@@ -546,10 +550,22 @@ def _is_default(name: str, value: JSON) -> bool:
     return value is None if default is None else type(value) is type(default) and value == default
 
 
+def _fingerprint_fields(fingerprint: Mapping[str, JSON]) -> list[str]:
+    """A fingerprint as one short field per trait (``f:ip``, ``f:ua`` …): as one JSON value it
+    would exceed Redis's compact-encoding limit for hash values (64 bytes by default) and
+    triple the hash's memory."""
+    flat: list[str] = []
+    for name, value in fingerprint.items():
+        flat += [FP_PREFIX + name, dumps(value)]
+    return flat
+
+
 def _record_fields(record: SessionRecord) -> list[str]:
     flat: list[str] = []
     for name, value in record.meta().items():
-        if not _is_default(name, value):
+        if name == "fingerprint" and value:
+            flat += _fingerprint_fields(cast(dict[str, JSON], value))
+        elif not _is_default(name, value):
             flat += [META_CODES[name], dumps(value)]
     for name, value in record.data.items():
         flat += [DATA_PREFIX + name, dumps(value)]
@@ -563,6 +579,13 @@ def _update_fields(update: RecordUpdate) -> tuple[list[str], list[str]]:
         code = META_CODES.get(name)
         if code is None:
             raise ValueError(f"unknown record field {name!r}")
+        if name == "fingerprint" and value:
+            new = cast(dict[str, JSON], value)
+            sets += _fingerprint_fields(new)
+            dels += [code] + [FP_PREFIX + k for k in FINGERPRINT_TRAITS if k not in new]
+            continue
+        if name == "fingerprint":  # None or {}: stored (or not) whole, no traits left behind
+            dels += [FP_PREFIX + k for k in FINGERPRINT_TRAITS]
         if _is_default(name, value):
             dels.append(code)
         else:
@@ -609,11 +632,16 @@ def _decode(key: str, fields: Mapping[str, str | bytes]) -> Lookup:
     if LIVE in fields:
         meta: dict[str, Any] = {}
         data: dict[str, JSON] = {}
+        fingerprint: dict[str, JSON] = {}
         for name, value in fields.items():
             if name.startswith(DATA_PREFIX):
                 data[name[len(DATA_PREFIX) :]] = _value(value)
+            elif name.startswith(FP_PREFIX):
+                fingerprint[name[len(FP_PREFIX) :]] = _value(value)
             elif name in _CODE_META:
                 meta[_CODE_META[name]] = _value(value)
+        if fingerprint:
+            meta["fingerprint"] = fingerprint
         return SessionRecord.from_parts(key, meta, data)
     user = _value(fields[_USER]) if _USER in fields else None
     if ALIAS in fields:
