@@ -13,7 +13,7 @@ not stored.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .clock import Clock
 from .core import Outcome, ReauthenticationRequired, Session, SessionInfo, run_async
@@ -23,6 +23,7 @@ from .policy import Policy
 from .records import JSON
 from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -242,27 +243,26 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def _installed(scope_or_request: Any, name: str, kind: type[T]) -> T:
+    """``scope[name]`` of an ASGI scope or of a Starlette/FastAPI request, checked to be what the
+    middleware put there."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    value = scope.get(name)
+    if not isinstance(value, kind):
+        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
+    return value
+
+
 def get_session(scope_or_request: Any) -> Session:
     """The session of an ASGI scope or of a Starlette/FastAPI request."""
-    scope = getattr(scope_or_request, "scope", scope_or_request)
-    session = scope.get("session")
-    if not isinstance(session, Session):
-        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
-    return session
+    return _installed(scope_or_request, "session", Session)
 
 
 def get_middleware(scope_or_request: Any) -> SessionWardenMiddleware:
     """The middleware serving a request (for :meth:`SessionWardenMiddleware.list_sessions` …)."""
-    scope = getattr(scope_or_request, "scope", scope_or_request)
-    mw = scope.get("sessionwarden.middleware")
-    if not isinstance(mw, SessionWardenMiddleware):
-        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
-    return mw
+    return _installed(scope_or_request, "sessionwarden.middleware", SessionWardenMiddleware)
 
 
 def get_context(scope_or_request: Any) -> Begun:
-    scope = getattr(scope_or_request, "scope", scope_or_request)
-    begun = scope.get("sessionwarden")
-    if not isinstance(begun, Begun):
-        raise RuntimeError("SessionWardenMiddleware is not installed on this app")
-    return begun
+    """The request's context: its CSP nonce, a CSRF token maker, the facts the guard used."""
+    return _installed(scope_or_request, "sessionwarden", Begun)
