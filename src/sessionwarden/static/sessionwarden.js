@@ -102,9 +102,10 @@
   }
 
   function warn() {
-    var minutes = Math.max(1, Math.round(warnBefore / 60));
-    show("You will be signed out in about " + minutes + " minute" + (minutes > 1 ? "s" : "") +
-      " because of inactivity.", true);
+    var left = warnBefore < 90
+      ? Math.max(1, Math.round(warnBefore)) + " second" + (Math.round(warnBefore) === 1 ? "" : "s")
+      : Math.round(warnBefore / 60) + " minutes";
+    show("You will be signed out in about " + left + " because of inactivity.", true);
   }
 
   function expired() {
