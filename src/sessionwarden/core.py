@@ -8,7 +8,6 @@ ASGI) only execute calls. No function here reads a clock of its own, opens a soc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
@@ -1036,8 +1035,3 @@ class Engine:
 
 def _short_agent(user_agent: str) -> str:
     return user_agent[:64]
-
-
-def describe(obj: Any) -> str:
-    """JSON text for CLI and debug output."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
