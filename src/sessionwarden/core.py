@@ -335,8 +335,6 @@ class Outcome:
     set_cookie: str | None = None
     authenticated: bool = False
     logged_out: bool = False
-    status: int | None = None  # a refusal decided during load (429)
-    events: list[Event] = field(default_factory=list)
 
 
 @dataclass(slots=True)

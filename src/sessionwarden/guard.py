@@ -8,8 +8,8 @@ between their protocol and these calls, so both behave identically.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from . import csrf, headers
 from .anomaly import RiskAssessor
@@ -88,7 +88,6 @@ class Begun:
     needs_form_token: bool = False
     #: The commit wrote to the store (a successful write ends a write outage).
     wrote: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     def csrf_token(self) -> str:
         """A freshly masked CSRF token for this request's session."""
@@ -106,9 +105,7 @@ class Guard:
         *,
         clock: Clock | None = None,
         sink: EventSink | None = None,
-        on_event: Callable[..., None] | None = None,
     ) -> None:
-        del on_event
         self.policy = policy
         mon = policy.monitor
         self.proxies = TrustedProxies(policy.https.trusted_proxies)
