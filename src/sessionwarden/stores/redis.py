@@ -44,7 +44,7 @@ once, immediately, and only after a connection error (a dropped connection), nev
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
@@ -607,6 +607,7 @@ def _marker_fields(item: Alias | Tombstone) -> list[str]:
     return flat
 
 
+_SCALAR_CACHE_SIZE: Final = 8192
 _NUMBER_START: Final = frozenset(b"-0123456789")
 _CONSTANTS: Final[dict[bytes, JSON]] = {b"null": None, b"true": True, b"false": False}
 
@@ -628,18 +629,20 @@ def _value(raw: bytes | str) -> Any:
     return loads(raw)
 
 
-def _decode(key: str, fields: Mapping[str, str | bytes]) -> Lookup:
+def _decode(
+    key: str, fields: Mapping[str, str | bytes], parse: Callable[[Any], Any] = _value
+) -> Lookup:
     if LIVE in fields:
         meta: dict[str, Any] = {}
         data: dict[str, JSON] = {}
         fingerprint: dict[str, JSON] = {}
         for name, value in fields.items():
             if name.startswith(DATA_PREFIX):
-                data[name[len(DATA_PREFIX) :]] = _value(value)
+                data[name[len(DATA_PREFIX) :]] = parse(value)
             elif name.startswith(FP_PREFIX):
-                fingerprint[name[len(FP_PREFIX) :]] = _value(value)
+                fingerprint[name[len(FP_PREFIX) :]] = parse(value)
             elif name in _CODE_META:
-                meta[_CODE_META[name]] = _value(value)
+                meta[_CODE_META[name]] = parse(value)
         if fingerprint:
             meta["fingerprint"] = fingerprint
         return SessionRecord.from_parts(key, meta, data)
@@ -1004,6 +1007,7 @@ class AsyncRedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
+        self._scalars: dict[bytes, Any] = {}
         # The hot read (one HGETALL per request) goes over a lean pipelined connection.
         self._fast = PipelinedReader(*target, timeout=timeout) if target is not None else None
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
@@ -1038,7 +1042,20 @@ class AsyncRedisStore:
             reply = await fast.hgetall(self._ops.skey(key))
         except RespError as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
-        return _decode(key, _flat_fields(reply))
+        return _decode(key, _flat_fields(reply), self._parse)
+
+    def _parse(self, raw: bytes) -> Any:
+        """:func:`_value` remembered by content for scalars: a session's fields come back
+        byte-identical on every request until it is next written."""
+        value = self._scalars.get(raw)
+        if value is None:
+            value = _value(raw)
+            if type(value) in (dict, list):
+                return value  # mutable: never shared between requests
+            if len(self._scalars) >= _SCALAR_CACHE_SIZE:
+                self._scalars.clear()
+            self._scalars[raw] = value
+        return value
 
     async def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
