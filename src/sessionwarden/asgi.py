@@ -173,17 +173,10 @@ class SessionWardenMiddleware:
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
-    def _reauth_refusal(self, begun: Begun, exc: ReauthenticationRequired) -> Refusal:
-        if self.reauth_redirect and not begun.facts.wants_json:
-            return Refusal(
-                303, "reauthentication-required", exc.reason, location=self.reauth_redirect
-            )
-        return Refusal(401, "reauthentication-required", exc.reason)
-
     async def _reauth(self, send: Send, begun: Begun, exc: ReauthenticationRequired) -> None:
         """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
         session before raising (where to return to) is committed like any response."""
-        refusal = self._reauth_refusal(begun, exc)
+        refusal = self.guard.reauthentication(begun, exc.reason, self.reauth_redirect)
         hdrs, body = refusal.render(begun.facts.wants_json)
         try:
             outcome = await run_async(self.guard.commit(begun), self.store)
@@ -202,7 +195,7 @@ class SessionWardenMiddleware:
         ASGI response whose start passes through the session commit like any other."""
         begun = get_context(request)
         assert isinstance(exc, ReauthenticationRequired)
-        refusal = self._reauth_refusal(begun, exc)
+        refusal = self.guard.reauthentication(begun, exc.reason, self.reauth_redirect)
         hdrs, body = refusal.render(begun.facts.wants_json)
 
         async def respond(scope: Scope, receive: Receive, send: Send) -> None:

@@ -324,6 +324,14 @@ class Guard:
         add.extend(more)
         return add, drop
 
+    @staticmethod
+    def reauthentication(begun: Begun, reason: str, redirect: str | None) -> Refusal:
+        """The answer to :class:`~sessionwarden.core.ReauthenticationRequired`: 401 for JSON
+        clients (and everyone when no sign-in page is configured), else 303 to ``redirect``."""
+        if redirect and not begun.facts.wants_json:
+            return Refusal(303, "reauthentication-required", reason, location=redirect)
+        return Refusal(401, "reauthentication-required", reason)
+
     def store_failed(self, facts: RequestFacts, exc: Exception, *, writing: bool) -> Refusal:
         """Report the first failure of an outage (not every request of it) and refuse."""
         now = self.engine.clock.now()

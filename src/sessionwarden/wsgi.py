@@ -173,12 +173,7 @@ class SessionWardenWSGI:
     ) -> list[bytes]:
         """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
         session before raising (where to return to) is committed like any response."""
-        if self.reauth_redirect and not begun.facts.wants_json:
-            refusal = Refusal(
-                303, "reauthentication-required", exc.reason, location=self.reauth_redirect
-            )
-        else:
-            refusal = Refusal(401, "reauthentication-required", exc.reason)
+        refusal = self.guard.reauthentication(begun, exc.reason, self.reauth_redirect)
         hdrs, body = refusal.render(begun.facts.wants_json)
         try:
             outcome = run_sync(self.guard.commit(begun), self.store)
