@@ -303,25 +303,25 @@ class Guard:
         existing: set[bytes],
     ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
         """Headers to add to the response and header names of the app's to drop."""
-        add: list[tuple[bytes, bytes]] = []
         set_cookie = outcome.set_cookie if outcome is not None else None
         if set_cookie is None and begun.clear_cookie:
             set_cookie = self.engine.cookies.clear()
-        if set_cookie is not None:
-            add.append((b"set-cookie", set_cookie.encode("latin-1")))
         if self.headers is None:
-            return add, set()
+            if set_cookie is None:
+                return [], set()
+            return [(b"set-cookie", set_cookie.encode("latin-1"))], set()
         no_store = self.policy.headers.no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
-        more, drop = self.headers.response_headers(
+        add, drop = self.headers.response_headers(
             https=begun.facts.scheme == "https",
             nonce=begun.nonce or None,
             existing=existing,
             no_store=no_store,
             logout=outcome is not None and outcome.logged_out,
         )
-        add.extend(more)
+        if set_cookie is not None:
+            add.insert(0, (b"set-cookie", set_cookie.encode("latin-1")))
         return add, drop
 
     @staticmethod

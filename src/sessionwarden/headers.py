@@ -144,6 +144,7 @@ class HeaderPlan(NamedTuple):
 _CACHE_CONTROL = b"cache-control"
 _CLEAR_SITE_DATA = b"clear-site-data"
 _HSTS = b"strict-transport-security"
+_NO_STORE = (_CACHE_CONTROL, b"no-store")
 
 
 class SecurityHeaders:
@@ -153,7 +154,16 @@ class SecurityHeaders:
     ``Clear-Site-Data`` included.
     """
 
-    __slots__ = ("_clear_site_data", "_csp", "_enabled", "_hsts", "_no_store", "_static")
+    __slots__ = (
+        "_base",
+        "_clear_site_data",
+        "_csp",
+        "_enabled",
+        "_hsts",
+        "_names",
+        "_no_store",
+        "_static",
+    )
 
     def __init__(self, policy: HeadersPolicy) -> None:
         self._enabled = policy.enabled
@@ -188,6 +198,14 @@ class SecurityHeaders:
             if policy.clear_site_data_on_logout
             else None
         )
+        # The unconditional part of a response's headers, over HTTP and over HTTPS, and every
+        # name this class may add: when the app set none of them, nothing needs a lookup.
+        self._base = (self._static, (*self._static, self._hsts))
+        names = {name for name, _ in self._static}
+        names.update((_HSTS, _CACHE_CONTROL, _CLEAR_SITE_DATA))
+        if self._csp is not None:
+            names.add(self._csp.header_name)
+        self._names = frozenset(names)
 
     def response_headers(
         self,
@@ -207,15 +225,25 @@ class SecurityHeaders:
         """
         if not self._enabled:
             return HeaderPlan([], set())
+        csp = self._csp
+        if self._names.isdisjoint(existing):
+            # The common response: the app set none of these headers.
+            add = [*self._base[https]]
+            if csp is not None:
+                add.append((csp.header_name, csp.value(nonce)))
+            if no_store and self._no_store:
+                add.append(_NO_STORE)
+            if logout and self._clear_site_data is not None:
+                add.append(self._clear_site_data)
+            return HeaderPlan(add, set())
         add = [h for h in self._static if h[0] not in existing]
         if https and _HSTS not in existing:
             add.append(self._hsts)
-        csp = self._csp
         if csp is not None and csp.header_name not in existing:
             add.append((csp.header_name, csp.value(nonce)))
         drop: set[bytes] = set()
         if no_store and self._no_store:
-            add.append((_CACHE_CONTROL, b"no-store"))
+            add.append(_NO_STORE)
             if _CACHE_CONTROL in existing:
                 drop.add(_CACHE_CONTROL)
         if logout and self._clear_site_data is not None and _CLEAR_SITE_DATA not in existing:
