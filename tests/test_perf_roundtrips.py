@@ -177,13 +177,13 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     # The hot read goes over the store's own pipelined connection: count what it encodes.
     from sessionwarden.stores import resp
 
-    encode = resp._encode
+    encode = resp.encode
 
     def counted_encode(*args: bytes) -> bytes:
         names.append(args[0].decode().upper())
         return encode(*args)
 
-    monkeypatch.setattr(resp, "_encode", counted_encode)
+    monkeypatch.setattr(resp, "encode", counted_encode)
     return names
 
 

@@ -49,7 +49,8 @@ def fast_path_target(url: str) -> tuple[str, int, int, str | None, str | None] |
     return parts.hostname, port, int(db_text), user, password
 
 
-def _encode(*args: bytes) -> bytes:
+def encode(*args: bytes) -> bytes:
+    """One command in RESP (an array of bulk strings)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
@@ -121,9 +122,9 @@ class PipelinedReader:
         setup: list[bytes] = []
         if password is not None:
             auth = [b"AUTH"] + ([username.encode()] if username else []) + [password.encode()]
-            setup.append(_encode(*auth))
+            setup.append(encode(*auth))
         if db:
-            setup.append(_encode(b"SELECT", str(db).encode()))
+            setup.append(encode(b"SELECT", str(db).encode()))
         self._setup = setup
         self._connections: dict[asyncio.AbstractEventLoop, _Protocol] = {}
         self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Future[_Protocol]] = {}
@@ -176,7 +177,7 @@ class PipelinedReader:
     async def hgetall(self, key: str) -> list[bytes]:
         loop = asyncio.get_running_loop()
         proto = await self._connection(loop)
-        reply = await self._send(loop, proto, _encode(b"HGETALL", key.encode()))
+        reply = await self._send(loop, proto, encode(b"HGETALL", key.encode()))
         if not isinstance(reply, list):
             raise RespError("unexpected reply type")
         return reply

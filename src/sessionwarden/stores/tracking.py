@@ -1,0 +1,459 @@
+"""A local read cache for the Redis stores, kept exact by Redis' own invalidation messages.
+
+A steady-state request reads its session and changes nothing. Without a cache, every such read is
+a network round trip, by far the largest cost of a request. With Redis' server-assisted
+client-side caching (``CLIENT TRACKING``, Redis 6 or later) a process may keep what it read,
+because Redis tells it when any client changes a key:
+
+* Each store opens one extra connection per process, the *feed*. On it:
+  ``CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>s:`` then
+  ``SUBSCRIBE __redis__:invalidate``. From then on Redis sends the name of every session key any
+  client modifies (write, delete, expiry, eviction) and a flush notice on ``FLUSHDB``/``FLUSHALL``.
+  Broadcast mode keeps no per-key state in Redis and does not depend on which connection read
+  the key, so the feed is the only connection whose health matters.
+* **Before every cache hit the feed is drained** (a non-blocking read of the socket, about a
+  microsecond). A change Redis has already announced to this host is therefore always applied
+  before a cached value is served: a revocation made by another process reaches this one within
+  the network delay between Redis and this host, exactly as if the read had gone to Redis just
+  before the change.
+* Reads that start while a change to the same key is announced are not cached (each read takes a
+  ticket that an invalidation cancels), so a reply carrying the old value cannot be kept.
+* This process's own writes evict the keys they touch as soon as they return (read your writes),
+  before Redis' notice for them arrives.
+* Fail safe: while the feed is not connected nothing is cached or served from the cache. When it
+  breaks (closed, reset, protocol error), the whole cache is dropped; it reconnects in a
+  background thread, never blocking a request. A feed that goes silent (a network failure
+  without a reset) is caught by a heartbeat: when a cache hit finds the feed quiet for
+  :data:`HEARTBEAT` seconds it sends a ``PING``; if no answer comes within the store's timeout
+  the feed counts as broken. Every entry also lives at most ``ttl`` seconds. So in the worst
+  case (a silent network failure) a value is served at most ``min(ttl, HEARTBEAT + timeout)``
+  seconds after the change.
+* Fork safe: a child process drops the parent's feed and cache and opens its own.
+
+Only session hashes (``<prefix>s:<key>``) are cached; entries hold decoded records and every hit
+returns a copy the caller may change.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from ..records import Lookup, SessionRecord, clone_map
+from .resp import RespError, encode
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - the redis extra installs it
+    hiredis = None  # type: ignore[assignment]
+
+__all__ = ["HEARTBEAT", "MISS", "InvalidationFeed", "ReadCache"]
+
+#: Seconds of silence on the feed after which a cache hit sends a PING.
+HEARTBEAT: Final = 1.0
+#: Seconds between attempts to reconnect a broken feed.
+RECONNECT_DELAY: Final = 1.0
+_CHANNEL: Final = b"__redis__:invalidate"
+
+
+class _Miss:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+#: What :meth:`ReadCache.lookup` returns when it has nothing to serve.
+MISS: Final = _Miss()
+
+
+def _fresh(value: Lookup) -> Lookup:
+    """A copy the caller may change (aliases and tombstones are immutable)."""
+    if not isinstance(value, SessionRecord):
+        return value
+    fp = value.fingerprint
+    return SessionRecord(
+        value.key,
+        value.created_at,
+        value.last_seen,
+        value.expires_at,
+        value.rotated_at,
+        value.csrf_secret,
+        value.user_id,
+        value.auth_at,
+        value.client_ip,
+        value.user_agent,
+        None if fp is None else clone_map(fp),
+        clone_map(value.flags),
+        clone_map(value.data),
+    )
+
+
+class InvalidationFeed:
+    """The feed connection: Redis' invalidation messages for every key under ``key_prefix``.
+
+    Not thread-safe by itself: :class:`ReadCache` calls it under its lock.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        *,
+        key_prefix: str,
+        timeout: float,
+        on_keys: Callable[[list[bytes] | None], None],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if hiredis is None:  # pragma: no cover - the redis extra installs it
+            raise RuntimeError("the read cache needs the hiredis package")
+        self._address = (host, port)
+        self._auth = (
+            None
+            if password is None
+            else [b"AUTH", *([username.encode()] if username else []), password.encode()]
+        )
+        self._key_prefix = key_prefix.encode()
+        self._timeout = timeout
+        self._on_keys = on_keys
+        self._now = monotonic
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._pid = os.getpid()
+        self._connecting = False
+        self._next_attempt = 0.0
+        self._last_heard = 0.0
+        self._ping_sent: float | None = None
+        self._closed = False
+        self._wake = threading.Condition(threading.Lock())
+        #: Times the feed connected, and its Redis client ID (tests and diagnostics).
+        self.connects = 0
+        self.client_id: int | None = None
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None and self._pid == os.getpid()
+
+    def ready(self) -> bool:
+        """Apply every announced change; ``True`` when the feed is connected and trusted."""
+        if self._pid != os.getpid():
+            self._forget_after_fork()
+        sock = self._sock
+        if sock is None:
+            self._maybe_reconnect()
+            return False
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    self._break()
+                    return False
+                self._reader.feed(data)
+                self._last_heard = self._now()
+                self._ping_sent = None
+                if not self._dispatch():
+                    return False
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._break()
+            return False
+        return self._heartbeat(sock)
+
+    def _dispatch(self) -> bool:
+        reader = self._reader
+        while True:
+            try:
+                reply = reader.gets()
+            except Exception:  # a protocol error: nothing after it can be trusted
+                self._break()
+                return False
+            if reply is False:
+                return True
+            if isinstance(reply, hiredis.ReplyError):
+                self._break()
+                return False
+            self._apply(reply)
+
+    def _apply(self, reply: Any) -> bool:
+        """Act on one message from the feed; ``True`` when it was the answer to a PING (a
+        proof of life and nothing else)."""
+        if isinstance(reply, list) and len(reply) == 3 and reply[:2] == [b"message", _CHANNEL]:
+            payload = reply[2]
+            self._on_keys(list(payload) if isinstance(payload, list) else None)
+            return False
+        return True
+
+    def _heartbeat(self, sock: socket.socket) -> bool:
+        now = self._now()
+        if self._ping_sent is not None:
+            if now - self._ping_sent > self._timeout:
+                self._break()
+                return False
+            return True
+        if now - self._last_heard >= HEARTBEAT:
+            try:
+                sock.send(encode(b"PING"))
+            except OSError:
+                self._break()
+                return False
+            self._ping_sent = now
+        return True
+
+    def _break(self) -> None:
+        """Drop the connection and everything cached under it."""
+        sock, self._sock = self._sock, None
+        self._reader = None
+        self._ping_sent = None
+        if sock is not None:
+            sock.close()
+        self._on_keys(None)
+        self._next_attempt = self._now() + RECONNECT_DELAY
+
+    def _forget_after_fork(self) -> None:
+        # The parent's socket is shared with the parent: close our copy only (never shutdown).
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._reader = None
+        self._ping_sent = None
+        self._connecting = False
+        self._next_attempt = 0.0
+        self._pid = os.getpid()
+        self._wake = threading.Condition(threading.Lock())
+        self._on_keys(None)
+
+    # -- connecting (in a background thread, never on a request's path) -------------------------
+
+    def _maybe_reconnect(self) -> None:
+        if self._closed or self._connecting or self._now() < self._next_attempt:
+            return
+        self._connecting = True
+        threading.Thread(target=self._connect, name="sessionwarden-feed", daemon=True).start()
+
+    def _connect(self) -> None:
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection(self._address, timeout=self._timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = hiredis.Reader()
+            if self._auth is not None:
+                _expect(sock, reader, self._auth, b"OK")
+            client_id = _call(sock, reader, [b"CLIENT", b"ID"])
+            if not isinstance(client_id, int):
+                raise RespError("unexpected reply type")
+            tracking = [b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", str(client_id).encode()]
+            _expect(sock, reader, [*tracking, b"BCAST", b"PREFIX", self._key_prefix], b"OK")
+            reply = _call(sock, reader, [b"SUBSCRIBE", _CHANNEL])
+            if not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
+                raise RespError("subscribe refused")
+            sock.setblocking(False)
+        except (OSError, RespError):
+            if sock is not None:
+                sock.close()
+            with self._wake:
+                self._connecting = False
+                self._next_attempt = self._now() + RECONNECT_DELAY
+                self._wake.notify_all()
+            return
+        with self._wake:
+            self._connecting = False
+            if self._closed or self._pid != os.getpid():
+                sock.close()
+            else:
+                self._reader = reader
+                self.client_id = client_id
+                self._last_heard = self._now()
+                self._ping_sent = None
+                self._sock = sock  # last: ready() reads the socket without this lock
+                self.connects += 1
+            self._wake.notify_all()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Start connecting if needed and wait up to ``timeout`` seconds for the feed."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._sock is None:
+                if not self._connecting:
+                    self._next_attempt = 0.0
+                    self._maybe_reconnect()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
+    def barrier(self) -> None:
+        """Block until every change Redis made before this call has been applied here (a PING
+        on the feed: its answer follows every message queued before it)."""
+        sock, reader = self._sock, self._reader
+        if sock is None:
+            return
+        sock.setblocking(True)
+        sock.settimeout(self._timeout)
+        try:
+            sock.sendall(encode(b"PING"))
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    reader.feed(data)
+                    continue
+                if self._apply(reply):
+                    break  # the pong
+            self._last_heard = self._now()
+            self._ping_sent = None
+        except OSError:
+            self._break()
+            return
+        sock.setblocking(False)
+
+    def close(self) -> None:
+        self._closed = True
+        sock, self._sock = self._sock, None
+        if sock is not None and self._pid == os.getpid():
+            sock.close()
+
+
+def _call(sock: socket.socket, reader: Any, args: list[bytes]) -> Any:
+    sock.sendall(encode(*args))
+    while True:
+        reply = reader.gets()
+        if reply is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                raise RespError("error reply " + str(reply).split(" ", 1)[0][:16])
+            return reply
+        data = sock.recv(65536)
+        if not data:
+            raise RespError("connection lost")
+        reader.feed(data)
+
+
+def _expect(sock: socket.socket, reader: Any, args: list[bytes], want: bytes) -> None:
+    if _call(sock, reader, args) != want:
+        raise RespError("connection setup refused")
+
+
+def _reset_lock(ref: weakref.ref[ReadCache]) -> None:
+    cache = ref()
+    if cache is not None:
+        cache._after_fork()
+
+
+class ReadCache:
+    """Decoded session lookups by Redis key, served only while the feed vouches for them.
+
+    ``ttl`` bounds how long one entry lives; ``size`` how many are kept (the oldest go first).
+    Safe to share between threads and event loops.
+    """
+
+    def __init__(
+        self,
+        feed: Callable[[Callable[[list[bytes] | None], None]], InvalidationFeed],
+        *,
+        ttl: float,
+        size: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl <= 0 or size <= 0:
+            raise ValueError("ttl and size must be positive")
+        self._ttl = ttl
+        self._size = size
+        self._now = monotonic
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Lookup]] = {}
+        self._pending: dict[str, object] = {}
+        self.feed = feed(self._invalidated)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reset_lock(ref))
+        #: Lookups answered from the cache and lookups that were not (tests, metrics).
+        self.hits = 0
+        self.misses = 0
+
+    def _after_fork(self) -> None:
+        # A lock held by another thread at fork time would stay held in the child forever.
+        self._lock = threading.Lock()
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        # Called by the feed, always under self._lock (ready(), barrier(), close paths).
+        if keys is None:
+            self._entries.clear()
+            self._pending.clear()
+            return
+        entries, pending = self._entries, self._pending
+        for raw in keys:
+            name = raw.decode("utf-8", "replace")
+            entries.pop(name, None)
+            pending.pop(name, None)
+
+    def lookup(self, name: str) -> Lookup | _Miss:
+        """The cached lookup for Redis key ``name`` (a copy), or :data:`MISS`."""
+        with self._lock:
+            if not self.feed.ready():
+                self.misses += 1
+                return MISS
+            entry = self._entries.get(name)
+            if entry is None or entry[0] <= self._now():
+                self.misses += 1
+                return MISS
+            self.hits += 1
+        return _fresh(entry[1])
+
+    def begin(self, name: str) -> object | None:
+        """A ticket for a read of ``name`` about to be sent (``None``: do not cache it)."""
+        with self._lock:
+            if not self.feed.connected:
+                return None
+            ticket = object()
+            self._pending[name] = ticket
+            return ticket
+
+    def complete(self, name: str, ticket: object | None, value: Lookup) -> None:
+        """Keep what a read returned, unless a change was announced since :meth:`begin`."""
+        if ticket is None:
+            return
+        with self._lock:
+            self.feed.ready()  # apply what arrived while the read was on the wire
+            if self._pending.get(name) is not ticket:
+                return
+            del self._pending[name]
+            if value is None:
+                return  # unknown keys are not kept (an attacker could fill the cache)
+            entries = self._entries
+            if len(entries) >= self._size and name not in entries:
+                del entries[next(iter(entries))]
+            entries[name] = (self._now() + self._ttl, _fresh(value))
+
+    def evict(self, names: Iterable[str]) -> None:
+        """Forget ``names`` (after this process wrote them)."""
+        with self._lock:
+            for name in names:
+                self._entries.pop(name, None)
+                self._pending.pop(name, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._pending.clear()
+
+    def barrier(self) -> None:
+        """Apply every change Redis made before this call (one round trip on the feed)."""
+        with self._lock:
+            self.feed.barrier()
+
+    def close(self) -> None:
+        with self._lock:
+            self.feed.close()
+            self._entries.clear()
+            self._pending.clear()

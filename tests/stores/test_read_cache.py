@@ -1,0 +1,273 @@
+"""The Redis read cache, against the real server: what it serves, and when it must stop serving.
+
+Writes here come from an independent redis-py connection, i.e. exactly what another process
+sharing the store would do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sessionwarden.records import Alias, SessionRecord, Tombstone
+from sessionwarden.stores import tracking
+from sessionwarden.stores.resp import fast_path_target
+from sessionwarden.stores.tracking import MISS, InvalidationFeed, ReadCache
+
+from ..conftest import drop_prefix, redis_or_skip, unique_prefix
+
+pytestmark = pytest.mark.redis
+
+
+class Ticker:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(key: str = "k1") -> SessionRecord:
+    return SessionRecord(
+        key=key,
+        created_at=1.0,
+        last_seen=2.0,
+        expires_at=3.0,
+        rotated_at=1.0,
+        csrf_secret="secret",
+        user_id="alice",
+        fingerprint={"ua": "Firefox"},
+        flags={"reauth": False},
+        data={"cart": [1, 2]},
+    )
+
+
+class Harness:
+    def __init__(self, prefix: str, ticker: Ticker, *, ttl: float = 30.0, size: int = 100) -> None:
+        import redis
+
+        url = redis_or_skip()
+        target = fast_path_target(url)
+        assert target is not None
+        host, port, _db, user, password = target
+        self.prefix = prefix
+        self.other = redis.Redis.from_url(url)  # "another process"
+        self.cache = ReadCache(
+            lambda on_keys: InvalidationFeed(
+                host,
+                port,
+                user,
+                password,
+                key_prefix=prefix + "s:",
+                timeout=0.5,
+                on_keys=on_keys,
+                monotonic=ticker,
+            ),
+            ttl=ttl,
+            size=size,
+            monotonic=ticker,
+        )
+        assert self.cache.feed.wait_connected(5.0), "the feed did not connect"
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}s:{key}"
+
+    def cached(self, key: str, value: Any) -> None:
+        """What a store does on a miss: take a ticket, read (here: pretend), keep the result."""
+        name = self.name(key)
+        assert self.cache.lookup(name) is MISS
+        ticket = self.cache.begin(name)
+        assert ticket is not None
+        self.cache.complete(name, ticket, value)
+
+    def close(self) -> None:
+        self.cache.close()
+        self.other.close()
+
+
+@pytest.fixture
+def ticker() -> Ticker:
+    return Ticker()
+
+
+@pytest.fixture
+def h(ticker: Ticker) -> Iterator[Harness]:
+    prefix = unique_prefix()
+    harness = Harness(prefix, ticker)
+    yield harness
+    harness.close()
+    drop_prefix(prefix)
+
+
+def test_serves_a_copy_of_what_was_kept(h: Harness) -> None:
+    h.cached("k1", record())
+    first = h.cache.lookup(h.name("k1"))
+    assert isinstance(first, SessionRecord) and first == record()
+    first.data["cart"].append(3)  # type: ignore[union-attr]
+    first.flags["reauth"] = True
+    assert first.fingerprint is not None
+    first.fingerprint["ua"] = "Chrome"
+    assert h.cache.lookup(h.name("k1")) == record()
+    assert h.cache.hits == 2
+
+
+def test_aliases_and_tombstones_are_kept_unknown_keys_are_not(h: Harness) -> None:
+    alias = Alias(key="a", target="b", at=1.0, grace_until=2.0, until=3.0)
+    tomb = Tombstone(key="t", reason="revoked", at=1.0, until=3.0, user_id="alice")
+    h.cached("a", alias)
+    h.cached("t", tomb)
+    h.cached("nobody", None)
+    assert h.cache.lookup(h.name("a")) == alias
+    assert h.cache.lookup(h.name("t")) == tomb
+    assert h.cache.lookup(h.name("nobody")) is MISS
+
+
+def test_a_change_by_another_client_evicts_the_entry(h: Harness) -> None:
+    h.cached("k1", record())
+    h.other.hset(h.name("k1"), "l", "5")
+    h.cache.barrier()
+    assert h.cache.lookup(h.name("k1")) is MISS
+
+
+def test_a_change_arrives_without_a_barrier_too(h: Harness) -> None:
+    h.other.hset(h.name("k1"), "c", "1")
+    h.cache.barrier()
+    h.cached("k1", record())
+    h.other.delete(h.name("k1"))
+    deadline = time.monotonic() + 2.0
+    while h.cache.lookup(h.name("k1")) is not MISS:
+        assert time.monotonic() < deadline, "the invalidation never arrived"
+        time.sleep(0.001)
+
+
+def test_a_change_while_the_read_is_on_the_wire_is_not_kept(h: Harness) -> None:
+    name = h.name("k1")
+    ticket = h.cache.begin(name)
+    h.other.hset(name, "l", "5")  # announced after the read started: the reply may be older
+    h.cache.barrier()
+    h.cache.complete(name, ticket, record())
+    assert h.cache.lookup(name) is MISS
+
+
+def test_keys_outside_the_prefix_do_not_evict(h: Harness) -> None:
+    h.cached("k1", record())
+    h.other.set(h.prefix + "a:k1", "x")  # the activity trail: not a session hash
+    h.cache.barrier()
+    assert h.cache.lookup(h.name("k1")) == record()
+    h.other.delete(h.prefix + "a:k1")
+
+
+def test_own_writes_evict_at_once(h: Harness) -> None:
+    h.cached("k1", record())
+    h.cached("k2", record("k2"))
+    h.cache.evict([h.name("k1")])
+    assert h.cache.lookup(h.name("k1")) is MISS
+    assert h.cache.lookup(h.name("k2")) == record("k2")
+
+
+def test_entries_live_at_most_ttl(ticker: Ticker) -> None:
+    prefix = unique_prefix()
+    h = Harness(prefix, ticker, ttl=2.0)
+    try:
+        h.cached("k1", record())
+        ticker.now += 0.5  # the heartbeat PING goes out after HEARTBEAT; answered in time
+        assert h.cache.lookup(h.name("k1")) == record()
+        ticker.now += 1.6
+        assert h.cache.lookup(h.name("k1")) is MISS
+    finally:
+        h.close()
+
+
+def test_size_is_bounded_oldest_first(ticker: Ticker) -> None:
+    h = Harness(unique_prefix(), ticker, size=2)
+    try:
+        for key in ("k1", "k2", "k3"):
+            h.cached(key, record(key))
+        assert h.cache.lookup(h.name("k1")) is MISS
+        assert h.cache.lookup(h.name("k3")) == record("k3")
+    finally:
+        h.close()
+
+
+def test_a_killed_feed_drops_everything_and_reconnects(h: Harness) -> None:
+    h.cached("k1", record())
+    client_id = h.cache.feed.client_id
+    h.other.client_kill_filter(_id=str(client_id))
+    # The write that the dead feed would have announced:
+    h.other.hset(h.name("k1"), "l", "5")
+    assert h.cache.lookup(h.name("k1")) is MISS
+    assert not h.cache.feed.connected
+    assert h.cache.begin(h.name("k1")) is None  # nothing is kept while the feed is down
+    tracking_delay = tracking.RECONNECT_DELAY
+    assert h.cache.feed.wait_connected(tracking_delay + 5.0)
+    assert h.cache.feed.connects == 2
+    h.cached("k1", record())
+    assert h.cache.lookup(h.name("k1")) == record()
+
+
+def test_a_silent_feed_stops_serving_after_heartbeat_and_timeout(
+    h: Harness, ticker: Ticker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h.cached("k1", record())
+    # The network goes quiet: replace the feed's socket by one nobody answers.
+    mine, theirs = socket.socketpair()
+    mine.setblocking(False)
+    real = h.cache.feed._sock
+    monkeypatch.setattr(h.cache.feed, "_sock", mine)
+    try:
+        ticker.now += tracking.HEARTBEAT  # quiet long enough: this hit sends a PING
+        assert h.cache.lookup(h.name("k1")) == record()
+        assert theirs.recv(100) == b"*1\r\n$4\r\nPING\r\n"
+        ticker.now += 0.4  # within the timeout (0.5 s): still trusted
+        assert h.cache.lookup(h.name("k1")) == record()
+        ticker.now += 0.2  # no answer past the timeout: broken
+        assert h.cache.lookup(h.name("k1")) is MISS
+        assert not h.cache.feed.connected
+    finally:
+        theirs.close()
+        assert real is not None
+        real.close()
+
+
+def test_a_flush_drops_everything(h: Harness) -> None:
+    import redis
+
+    url = redis_or_skip()
+    other_db = redis.Redis.from_url(url[: url.rindex("/")] + "/15")
+    if other_db.dbsize():
+        pytest.skip("database 15 is not empty; this test flushes it")
+    h.cached("k1", record())
+    other_db.flushdb()  # any database: Redis announces flushes to every tracking client
+    other_db.close()
+    h.cache.barrier()
+    assert h.cache.lookup(h.name("k1")) is MISS
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_empty_with_its_own_feed(h: Harness) -> None:
+    h.cached("k1", record())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = b"?"
+        try:
+            empty = h.cache.lookup(h.name("k1")) is MISS
+            connected = h.cache.feed.wait_connected(5.0)
+            own = h.cache.feed.connects >= 2
+            code = b"1" if (empty and connected and own) else b"0"
+        finally:
+            os.write(write, code)
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert answer == b"1"
+    assert h.cache.lookup(h.name("k1")) == record()  # the parent's cache is untouched
