@@ -59,15 +59,13 @@ class SessionWardenMiddleware:
             await self.app(scope, receive, send)
             return
         guard = self.guard
-        wanted = guard.wanted_headers
-        raw = scope.get("headers") or ()
         client = scope.get("client")
-        facts = guard.facts(
+        facts = guard.raw_facts(
             method=scope.get("method", "GET"),
             scheme=scope.get("scheme", "http"),
             path=scope.get("path", "/"),
             peer_ip=client[0] if client else "",
-            raw_headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw if n in wanted],
+            raw_headers=scope.get("headers") or (),
         )
         target = (scope.get("raw_path") or b"").decode("latin-1") or facts.path
         if qs := scope.get("query_string"):

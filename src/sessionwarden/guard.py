@@ -24,6 +24,19 @@ from .records import dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
+#: The single-valued request headers the guard reads, besides the CSRF token header.
+_READ_HEADERS = (
+    "cookie",
+    "host",
+    "user-agent",
+    "accept-language",
+    "origin",
+    "sec-fetch-site",
+    "content-type",
+    "accept",
+)
+_FORWARDED = frozenset(("forwarded", "x-forwarded-for", "x-forwarded-proto"))
+
 _REASONS = {
     303: "See Other",
     400: "Bad Request",
@@ -124,24 +137,17 @@ class Guard:
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
         self.outage = OutageGate()
         self._write_outage = False
+        token_header = policy.csrf.header_name
+        #: The header names the guard reads, as ASGI spells them (lower-case bytes) and as text.
+        self._header_names = {
+            name.encode("latin-1"): name for name in (*_READ_HEADERS, *_FORWARDED, token_header)
+        }
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
-        self.wanted_headers = frozenset(
-            n.encode("latin-1")
-            for n in (
-                "cookie",
-                "host",
-                "user-agent",
-                "accept-language",
-                "origin",
-                "sec-fetch-site",
-                "content-type",
-                "accept",
-                "forwarded",
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                policy.csrf.header_name,
-            )
-        )
+        self.wanted_headers = frozenset(self._header_names)
+        # A token header named like one of the headers above is not read as a token (nor, for
+        # the proxy headers, as forwarding information).
+        self._token_header = None if token_header in _READ_HEADERS else token_header
+        self._forwarded = _FORWARDED - {token_header}
 
     # -- facts --------------------------------------------------------------------------------
     def facts(
@@ -154,52 +160,79 @@ class Guard:
         raw_headers: Iterable[tuple[str, str]],
     ) -> RequestFacts:
         """Build facts from lower-case header names and latin-1 decoded values."""
-        host = ""
+        found: dict[str, str] = {}
         cookie: list[str] = []
-        ua = lang = ctype = accept = ""
-        origin: str | None = None
-        site: str | None = None
         forwarded: list[tuple[str, str]] = []
-        token: str | None = None
-        token_header = self.policy.csrf.header_name
+        proxy_headers = self._forwarded
         for name, value in raw_headers:
             if name == "cookie":
                 cookie.append(value)
-            elif name == "host":
-                host = value.strip().lower()
-            elif name == "user-agent":
-                ua = value
-            elif name == "accept-language":
-                lang = value
-            elif name == "origin":
-                origin = value
-            elif name == "sec-fetch-site":
-                site = value
-            elif name == "content-type":
-                ctype = value
-            elif name == "accept":
-                accept = value
-            elif name == token_header:
-                token = value.strip()
-            elif name in ("forwarded", "x-forwarded-for", "x-forwarded-proto"):
+            elif name in proxy_headers:
                 forwarded.append((name, value))
+            else:
+                found[name] = value
+        return self._facts(method, scheme, path, peer_ip, found, cookie, forwarded)
+
+    def raw_facts(
+        self,
+        *,
+        method: str,
+        scheme: str,
+        path: str,
+        peer_ip: str,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+    ) -> RequestFacts:
+        """:meth:`facts` from lower-case byte names and values (ASGI's request headers); only
+        the values of the headers the guard reads are decoded."""
+        names = self._header_names
+        found: dict[str, str] = {}
+        cookie: list[str] = []
+        forwarded: list[tuple[str, str]] = []
+        proxy_headers = self._forwarded
+        for raw_name, raw_value in raw_headers:
+            name = names.get(raw_name)
+            if name is None:
+                continue
+            value = raw_value.decode("latin-1")
+            if name == "cookie":
+                cookie.append(value)
+            elif name in proxy_headers:
+                forwarded.append((name, value))
+            else:
+                found[name] = value
+        return self._facts(method, scheme, path, peer_ip, found, cookie, forwarded)
+
+    def _facts(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        peer_ip: str,
+        found: dict[str, str],
+        cookie: list[str],
+        forwarded: list[tuple[str, str]],
+    ) -> RequestFacts:
+        """The facts of single-valued headers (the last one sent wins), the joined cookies and
+        the proxy headers (believed from trusted proxies only)."""
         client_ip = peer_ip
         if forwarded:
             client_ip, scheme = self.proxies.resolve(peer_ip, scheme, forwarded)
+        get = found.get
+        token = None if self._token_header is None else get(self._token_header)
         return RequestFacts(
-            method=method.upper(),
-            scheme=scheme,
-            host=host,
-            path=path,
-            client_ip=client_ip,
-            cookie_header="; ".join(cookie),
-            user_agent=ua,
-            accept_language=lang,
-            origin=origin,
-            sec_fetch_site=site,
-            content_type=ctype,
-            accept=accept,
-            csrf_header=token,
+            method.upper(),
+            scheme,
+            get("host", "").strip().lower(),
+            path,
+            client_ip,
+            "; ".join(cookie),
+            get("user-agent", ""),
+            get("accept-language", ""),
+            get("origin"),
+            get("sec-fetch-site"),
+            get("content-type", ""),
+            get("accept", ""),
+            None if token is None else token.strip(),
         )
 
     # -- before the application -----------------------------------------------------------------
