@@ -24,6 +24,26 @@ transactions and checkpoints the WAL it wrote itself, so a request never waits f
 small batch and never pays for copying the purge's pages into the database file.
 Everything SQLite reports (locked past the timeout, read-only, disk full, I/O error, corrupt
 file) is raised as :class:`StoreUnavailable` with a short message naming the condition.
+
+Reads (:meth:`SQLiteStore.get`) go through a small per-connection read cache that can never
+serve anything older than the latest commit: before each get the connection asks SQLite for
+``PRAGMA data_version``, which changes whenever any *other* connection (another thread's,
+another store object's, another process's, an operator's ``sqlite3`` shell) has committed to
+the file, and compares the store's own write generation, bumped after every write this store
+makes (a connection's own commits do not move its data_version). If either moved, the *whole*
+cache is dropped and the row is read again; both are taken before the SELECT whose result is
+kept. How much this buys depends on the load:
+
+* read-mostly (the common signed-in GET that changes nothing): a get is the pragma (about 3 µs,
+  no table access) plus a copy of the cached record, instead of the SELECT and the decoding;
+  measured 9.9 -> 4.7 µs per get, 46 -> 36 µs per full ASGI request;
+* any commit anywhere (a login, a touch, a revocation, the purge) invalidates every entry of
+  every connection's cache, so under a write-heavy load most gets miss and pay the pragma on top
+  of the read (about 9.7 µs, what a get cost before the cache existed).
+
+Unknown keys are not cached, entries are dropped oldest first past ``read_cache`` per
+connection, and callers always get their own copy of a record. ``read_cache=0`` turns it off
+(every get then reads the file; decoding is still shared by content, see ``_record``).
 """
 
 from __future__ import annotations
@@ -51,11 +71,13 @@ from ..records import (
 )
 from .base import StoreStats, StoreUnavailable, oldest_over_cap
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["READ_CACHE_SIZE", "SCHEMA_VERSION", "SQLiteStore"]
 
 SCHEMA_VERSION: Final = 1
-#: Parsed JSON texts kept by content (see SQLiteStore._parsed).
+#: Decoded records kept by content (see SQLiteStore._record).
 _PARSE_CACHE_SIZE: Final = 4096
+#: Default size of each connection's read cache (see SQLiteStore.get).
+READ_CACHE_SIZE: Final = 4096
 
 _RECORD: Final = 0
 _ALIAS: Final = 1
@@ -109,6 +131,8 @@ _PUT_MARKER: Final = """
 """
 
 _LIVE_SELECT: Final = "SELECT kind, meta, data, activity FROM items WHERE key = ?"
+_GET: Final = "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?"
+_DATA_VERSION: Final = "PRAGMA data_version"
 
 # Primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``) and what we call them.
 _CONDITIONS: Final = {
@@ -140,30 +164,84 @@ def _unavailable(exc: sqlite3.Error) -> NoReturn:
     raise StoreUnavailable(f"SQLite session store: {_condition(exc)}") from None
 
 
-class _Handle:
-    """One thread's connection (weakly registered so :meth:`SQLiteStore.close` can reach it)."""
+# Bumped in every child process right after a fork: a connection opened before the fork is never
+# used in the child (checked per call without a getpid() system call).
+_forks = 0
 
-    __slots__ = ("__weakref__", "db", "pid")
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _copy_record(record: SessionRecord) -> SessionRecord:
+    """An independent copy: callers may change what they get without touching the store's."""
+    fp = record.fingerprint
+    return SessionRecord(
+        record.key,
+        record.created_at,
+        record.last_seen,
+        record.expires_at,
+        record.rotated_at,
+        record.csrf_secret,
+        record.user_id,
+        record.auth_at,
+        record.client_ip,
+        record.user_agent,
+        None if fp is None else clone_map(fp),
+        clone_map(record.flags),
+        clone_map(record.data),
+    )
+
+
+class _Handle:
+    """One thread's connection (weakly registered so :meth:`SQLiteStore.close` can reach it),
+    with a cursor kept for the hot reads and this connection's read cache (see
+    :meth:`SQLiteStore.get`)."""
+
+    __slots__ = ("__weakref__", "cache", "cursor", "db", "fork", "generation", "pid", "version")
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.cursor = db.cursor()
         self.pid = os.getpid()
+        self.fork = _forks
+        # key -> what get() returned for it, valid while data_version and the store's write
+        # generation are both still these values.
+        self.cache: dict[str, Lookup] = {}
+        self.version = -1
+        self.generation = -1
 
 
 class SQLiteStore:
     """The session store on a SQLite file; safe for many threads and processes on one host."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 1.0, read_only: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 1.0,
+        read_only: bool = False,
+        read_cache: int = READ_CACHE_SIZE,
     ) -> None:
         """Open (creating when absent, unless ``read_only``) the store at ``path``.
 
         ``timeout`` bounds, in seconds, how long any operation waits for another writer's lock
         before :class:`StoreUnavailable`. ``read_only`` opens the file for reading only (every
-        write then raises :class:`StoreUnavailable`), for inspection tools.
+        write then raises :class:`StoreUnavailable`), for inspection tools. ``read_cache`` is
+        how many entries each thread's connection keeps for :meth:`get` (0: none, every get
+        reads the file).
         """
         if timeout < 0:
             raise ValueError("timeout must be >= 0")
+        if read_cache < 0:
+            raise ValueError("read_cache must be >= 0")
+        self._cache_size = int(read_cache)
+        # Bumped after every write transaction of this store (see get()).
+        self._generation = 0
         self._path = os.fspath(path)
         self._timeout = float(timeout)
         self._busy_pragma = f"PRAGMA busy_timeout = {round(self._timeout * 1000)}"
@@ -173,7 +251,7 @@ class SQLiteStore:
         self._registry_lock = threading.Lock()
         self._inherited: list[sqlite3.Connection] = []
         self._closed = False
-        self._parse_cache: dict[str, dict[str, Any]] = {}
+        self._parse_cache: dict[tuple[str, str, str | None], SessionRecord] = {}
         try:
             self._init_schema()
         except BaseException:
@@ -228,11 +306,14 @@ class SQLiteStore:
                 delay = min(delay * 2, 0.05)
 
     def _db(self) -> sqlite3.Connection:
+        return self._handle().db
+
+    def _handle(self) -> _Handle:
         if self._closed:
             raise StoreUnavailable("SQLite session store: store is closed")
         handle: _Handle | None = getattr(self._local, "handle", None)
-        if handle is not None and handle.pid == os.getpid():
-            return handle.db
+        if handle is not None and handle.fork == _forks:
+            return handle
         if handle is not None:
             # Inherited across fork: never use it, and never close it here either (closing
             # could checkpoint or unlink files the parent is still using).
@@ -244,7 +325,7 @@ class SQLiteStore:
         self._local.handle = handle
         with self._registry_lock:
             self._handles.add(handle)
-        return handle.db
+        return handle
 
     def _begin_immediate(self, db: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, retried finely until ``timeout`` while another writer holds it.
@@ -284,6 +365,9 @@ class SQLiteStore:
                     raise
                 db.execute("COMMIT")
             finally:
+                # Before anything else can run on this connection: its read cache must not
+                # serve what was read before this write (data_version ignores own commits).
+                self._generation += 1
                 db.execute(self._busy_pragma)  # reads on this connection wait as usual
         except sqlite3.Error as exc:
             try:
@@ -320,24 +404,26 @@ class SQLiteStore:
         )
 
     # -- row helpers -----------------------------------------------------------------------
-    def _parsed(self, text: str) -> dict[str, Any]:
-        """``loads(text)`` for a JSON object, remembered by content: a steady-state session is
-        read with the same text on every request until it is next written. The cache holds
-        parsed values only (no key, no staleness: equal text parses equal), and callers get a
-        copy they may change."""
-        parsed = self._parse_cache.get(text)
-        if parsed is None:
-            parsed = loads(text)
+    def _record(self, key: str, meta_text: str, data_text: str | None) -> SessionRecord:
+        """The record stored as these texts, decoded once and remembered by content: a
+        steady-state session is read with the same texts on every request until it is next
+        written. Nothing here can be stale (equal texts decode equal); the record returned is
+        shared and must be copied (:func:`_copy_record`) before it leaves the store."""
+        content = (key, meta_text, data_text)
+        record = self._parse_cache.get(content)
+        if record is None:
+            data: dict[str, Any] = loads(data_text) if data_text else {}
+            record = SessionRecord.from_parts(key, loads(meta_text), data)
             if len(self._parse_cache) >= _PARSE_CACHE_SIZE:
                 self._parse_cache.clear()
-            self._parse_cache[text] = parsed
-        return clone_map(parsed)
+            self._parse_cache[content] = record
+        return record
 
     def _decode(self, key: str, row: Sequence[Any]) -> Lookup:
+        """What ``row`` holds; a record is the shared decoded one (copy before handing out)."""
         kind, user_id, expires, meta_text, data_text = row
         if kind == _RECORD:
-            meta = self._parsed(meta_text)
-            return SessionRecord.from_parts(key, meta, self._parsed(data_text) if data_text else {})
+            return self._record(key, meta_text, data_text)
         meta = loads(meta_text)
         if kind == _ALIAS:
             return Alias(
@@ -428,10 +514,42 @@ class SQLiteStore:
 
     # -- interface -------------------------------------------------------------------------
     def get(self, key: str) -> Lookup:
-        rows = self._read(
-            "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?", (key,)
-        )
-        return self._decode(key, rows[0]) if rows else None
+        """What is at ``key``, as of the latest commit of any connection or process.
+
+        Served from this thread's read cache when nothing was committed to the file since the
+        entry was read: ``PRAGMA data_version`` (a few microseconds, no table access) changes
+        whenever *another* connection, in this process or any other, commits; this store's own
+        write generation changes after every write through *any* of its connections (a
+        connection's own commits leave its data_version alone). Both are taken before the
+        SELECT whose result is cached, and the whole cache is dropped when either moved, so an
+        entry can only be older than the snapshot it is checked against, never newer data than
+        the file holds. See the class docstring for what this buys.
+        """
+        handle = self._handle()
+        cache = handle.cache if self._cache_size else None
+        try:
+            if cache is not None:
+                version = handle.cursor.execute(_DATA_VERSION).fetchone()[0]
+                generation = self._generation
+                if version == handle.version and generation == handle.generation:
+                    hit = cache.get(key)
+                    if hit is not None:
+                        return _copy_record(hit) if type(hit) is SessionRecord else hit
+                else:
+                    cache.clear()
+                    handle.version = version
+                    handle.generation = generation
+            row = handle.cursor.execute(_GET, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            _unavailable(exc)
+        if row is None:
+            return None  # not cached: unknown IDs must not push out live sessions
+        found = self._decode(key, row)
+        if cache is not None:
+            if len(cache) >= self._cache_size:
+                del cache[next(iter(cache))]  # the oldest entry
+            cache[key] = found
+        return _copy_record(found) if type(found) is SessionRecord else found
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -521,7 +639,7 @@ class SQLiteStore:
             (user_id,),
         )
         found = [self._decode(row[0], row[1:]) for row in rows]
-        records = [r for r in found if isinstance(r, SessionRecord)]
+        records = [_copy_record(r) for r in found if isinstance(r, SessionRecord)]
         return sorted(records, key=lambda r: (r.created_at, r.key))
 
     def revoke_user(

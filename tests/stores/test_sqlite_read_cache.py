@@ -1,0 +1,384 @@
+"""The SQLite store's read cache: never stale with respect to any committed write, from this
+store, another store object on the same file, another thread, another process, or a raw
+connection; and a cached read runs no SELECT."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sessionwarden.records import Alias, RecordUpdate, SessionRecord, Tombstone
+from sessionwarden.stores.sqlite import SQLiteStore
+
+T0 = 1_700_000_000.0
+HOUR = 3600.0
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def rec(key: str, user: str | None = "alice", **data: object) -> SessionRecord:
+    return SessionRecord(
+        key=key,
+        created_at=T0,
+        last_seen=T0,
+        expires_at=T0 + HOUR,
+        rotated_at=T0,
+        csrf_secret="csrf",
+        user_id=user,
+        fingerprint={"ua": "Firefox", "uav": 128},
+        data=dict(data),
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
+
+
+@pytest.fixture
+def pair(db_path: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
+    """Two store objects on one file: as two processes would have them."""
+    writer, reader = SQLiteStore(db_path), SQLiteStore(db_path)
+    try:
+        yield writer, reader
+    finally:
+        writer.close()
+        reader.close()
+
+
+class Statements:
+    """The statements the calling thread's connection of ``store`` runs."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.seen: list[str] = []
+        store._db().set_trace_callback(self.seen.append)
+
+    def selects(self) -> list[str]:
+        return [s for s in self.seen if s.lstrip().upper().startswith("SELECT")]
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+
+def warm(store: SQLiteStore, key: str) -> Statements:
+    """Read ``key`` (from the file or the cache), then check the next read is cached."""
+    statements = Statements(store)
+    store.get(key)
+    statements.clear()
+    store.get(key)
+    assert statements.selects() == [], "the second read of an unchanged file must be cached"
+    assert statements.seen == ["PRAGMA data_version"]
+    statements.clear()
+    return statements
+
+
+def test_cached_read_runs_no_select(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+    statements = warm(reader, "k")
+    for _ in range(5):
+        found = reader.get("k")
+        assert isinstance(found, SessionRecord) and found.data == {"n": 1}
+    assert statements.selects() == []
+    assert statements.seen == ["PRAGMA data_version"] * 5
+
+
+def test_update_through_another_store_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+    statements = warm(reader, "k")
+    assert writer.update("k", RecordUpdate(set_data={"n": 2}, meta={"last_seen": T0 + 5}))
+    found = reader.get("k")
+    assert isinstance(found, SessionRecord)
+    assert found.data == {"n": 2} and found.last_seen == T0 + 5
+    assert len(statements.selects()) == 1  # the write invalidated the cache: read again
+
+
+def test_revoke_through_another_store_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("k"), max_per_user=0, tombstone_until=T0)
+    warm(reader, "k")
+    stone = Tombstone("k", "logout", T0 + 1, T0 + 2, "alice")
+    assert writer.revoke("k", stone)
+    assert reader.get("k") == stone
+
+
+def test_rotate_through_another_store_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("old", n=1), max_per_user=0, tombstone_until=T0)
+    warm(reader, "old")
+    alias = Alias("old", "new", T0 + 1, T0 + 2, T0 + 3, "alice")
+    assert (
+        writer.rotate(
+            "old",
+            "new",
+            RecordUpdate(set_data={"n": 2}),
+            old_becomes=alias,
+            max_per_user=0,
+            tombstone_until=T0,
+        )
+        == []
+    )
+    assert reader.get("old") == alias
+    moved = reader.get("new")
+    assert isinstance(moved, SessionRecord) and moved.data == {"n": 2}
+
+
+def test_delete_through_another_store_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("k"), max_per_user=0, tombstone_until=T0)
+    warm(reader, "k")
+    writer.delete("k")
+    assert reader.get("k") is None
+
+
+def test_revoke_user_and_eviction_through_another_store_are_seen(
+    pair: tuple[SQLiteStore, SQLiteStore],
+) -> None:
+    writer, reader = pair
+    writer.insert(rec("a"), max_per_user=0, tombstone_until=T0)
+    writer.insert(rec("b"), max_per_user=0, tombstone_until=T0)
+    warm(reader, "a")
+    warm(reader, "b")
+    assert writer.revoke_user("alice", reason="admin", at=T0, until=T0 + 1, keep="b") == ["a"]
+    assert isinstance(reader.get("a"), Tombstone)
+    warm(reader, "b")
+    later = rec("c")
+    later.created_at = T0 + 1
+    assert writer.insert(later, max_per_user=1, tombstone_until=T0 + 9) == ["b"]
+    assert isinstance(reader.get("b"), Tombstone)
+
+
+def test_own_writes_are_seen(db_path: Path) -> None:
+    """data_version ignores a connection's own commits: the store's write generation covers
+    them (same thread, same connection)."""
+    store = SQLiteStore(db_path)
+    try:
+        store.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+        warm(store, "k")
+        assert store.update("k", RecordUpdate(set_data={"n": 2}))
+        found = store.get("k")
+        assert isinstance(found, SessionRecord) and found.data == {"n": 2}
+        warm(store, "k")
+        store.revoke("k", Tombstone("k", "logout", T0, T0 + 1, "alice"))
+        assert isinstance(store.get("k"), Tombstone)
+        store.delete("k")
+        assert store.get("k") is None
+        store.insert(rec("k", n=3), max_per_user=0, tombstone_until=T0)
+        found = store.get("k")
+        assert isinstance(found, SessionRecord) and found.data == {"n": 3}
+    finally:
+        store.close()
+
+
+def test_purge_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("k"), max_per_user=0, tombstone_until=T0)
+    warm(reader, "k")
+    assert writer.purge(T0 + 2 * HOUR) == 1
+    assert reader.get("k") is None
+
+
+def test_write_from_another_thread_of_the_same_store_is_seen(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    try:
+        store.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+        warm(store, "k")
+        worker = threading.Thread(target=lambda: store.update("k", RecordUpdate(set_data={"n": 2})))
+        worker.start()
+        worker.join()
+        found = store.get("k")
+        assert isinstance(found, SessionRecord) and found.data == {"n": 2}
+    finally:
+        store.close()
+
+
+def test_write_from_a_raw_connection_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    """An operator's sqlite3 shell, another program: any commit to the file counts."""
+    writer, reader = pair
+    writer.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+    warm(reader, "k")
+    raw = sqlite3.connect(writer._path, isolation_level=None)
+    try:
+        raw.execute("UPDATE items SET data = ? WHERE key = ?", ('{"n":9}', "k"))
+    finally:
+        raw.close()
+    found = reader.get("k")
+    assert isinstance(found, SessionRecord) and found.data == {"n": 9}
+
+
+def _revoke_in_child(path: str, key: str) -> bool:
+    store = SQLiteStore(path)
+    try:
+        return store.revoke(key, Tombstone(key, "logout", T0, T0 + 1, "alice"))
+    finally:
+        store.close()
+
+
+def _update_in_child(path: str, key: str) -> bool:
+    store = SQLiteStore(path)
+    try:
+        return store.update(key, RecordUpdate(set_data={"by": "child"}))
+    finally:
+        store.close()
+
+
+def test_writes_by_another_process_are_seen(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    try:
+        store.insert(rec("u"), max_per_user=0, tombstone_until=T0)
+        store.insert(rec("r"), max_per_user=0, tombstone_until=T0)
+        warm(store, "u")
+        warm(store, "r")
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as pool:
+            assert pool.submit(_update_in_child, str(db_path), "u").result(timeout=60)
+            found = store.get("u")
+            assert isinstance(found, SessionRecord) and found.data == {"by": "child"}
+            assert pool.submit(_revoke_in_child, str(db_path), "r").result(timeout=60)
+            assert isinstance(store.get("r"), Tombstone)
+    finally:
+        store.close()
+
+
+def test_callers_get_copies(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    writer, reader = pair
+    writer.insert(rec("k", n=[1, 2], m={"x": 1}), max_per_user=0, tombstone_until=T0)
+    warm(reader, "k")
+    first = reader.get("k")
+    assert isinstance(first, SessionRecord)
+    first.data["n"].append(3)  # type: ignore[union-attr]
+    first.data["m"]["x"] = 2  # type: ignore[index]
+    first.data["new"] = True
+    first.flags["seen"] = True
+    assert first.fingerprint is not None
+    first.fingerprint["ua"] = "changed"
+    first.last_seen = 0.0
+    again = reader.get("k")
+    assert isinstance(again, SessionRecord)
+    assert again.data == {"n": [1, 2], "m": {"x": 1}}
+    assert again.flags == {} and again.fingerprint == {"ua": "Firefox", "uav": 128}
+    assert again.last_seen == T0
+
+
+def test_no_read_transaction_stays_open(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
+    """A read leaves no snapshot behind: a full checkpoint from elsewhere is not held up."""
+    writer, reader = pair
+    writer.insert(rec("k"), max_per_user=0, tombstone_until=T0)
+    reader.get("k")
+    reader.get("k")
+    raw = sqlite3.connect(writer._path, isolation_level=None, timeout=0)
+    try:
+        busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        raw.close()
+    assert busy == 0
+
+
+def test_cache_off_reads_the_file_every_time(db_path: Path) -> None:
+    store = SQLiteStore(db_path, read_cache=0)
+    try:
+        store.insert(rec("k"), max_per_user=0, tombstone_until=T0)
+        statements = Statements(store)
+        for _ in range(3):
+            assert isinstance(store.get("k"), SessionRecord)
+        assert len(statements.selects()) == 3
+        assert "PRAGMA data_version" not in statements.seen
+    finally:
+        store.close()
+    with pytest.raises(ValueError):
+        SQLiteStore(db_path, read_cache=-1)
+
+
+def test_cache_is_bounded_and_skips_unknown_keys(db_path: Path) -> None:
+    store = SQLiteStore(db_path, read_cache=2)
+    try:
+        for key in "abc":
+            store.insert(rec(key), max_per_user=0, tombstone_until=T0)
+        for key in "abc":
+            store.get(key)
+        for i in range(10):
+            assert store.get(f"unknown-{i}") is None
+        cache = store._handle().cache
+        assert list(cache) == ["b", "c"]
+    finally:
+        store.close()
+
+
+def test_interleaved_random_operations_match_an_uncached_reader(db_path: Path) -> None:
+    """Random writes through two stores, reads through both cached stores, each compared with
+    a store that never caches."""
+    a, b = SQLiteStore(db_path), SQLiteStore(db_path)
+    truth = SQLiteStore(db_path, read_cache=0)
+    rnd = random.Random(11)
+    keys = [f"k{i}" for i in range(6)]
+    try:
+        for step in range(600):
+            store = rnd.choice((a, b))
+            key = rnd.choice(keys)
+            op = rnd.randrange(6)
+            if op == 0:
+                store.insert(rec(key, n=step), max_per_user=0, tombstone_until=T0)
+            elif op == 1:
+                store.update(key, RecordUpdate(set_data={"n": step}))
+            elif op == 2:
+                store.revoke(key, Tombstone(key, "logout", T0, T0 + step, "alice"))
+            elif op == 3:
+                store.delete(key)
+            elif op == 4:
+                new = rnd.choice(keys)
+                if new != key:
+                    store.rotate(
+                        key,
+                        new,
+                        RecordUpdate(set_data={"r": step}),
+                        old_becomes=Alias(key, new, T0, T0 + 1, T0 + 2, "alice"),
+                        max_per_user=0,
+                        tombstone_until=T0,
+                    )
+            for reader in (a, b):
+                for k in rnd.sample(keys, 3):
+                    assert reader.get(k) == truth.get(k), (step, k)
+    finally:
+        a.close()
+        b.close()
+        truth.close()
+
+
+def test_concurrent_writer_thread_never_seen_going_back(db_path: Path) -> None:
+    """A reader polling while another store object counts up never sees the count go down,
+    and sees the last value once the writer is done."""
+    writer, reader = SQLiteStore(db_path), SQLiteStore(db_path)
+    writer.insert(rec("k", n=0), max_per_user=0, tombstone_until=T0)
+    done = threading.Event()
+    last = 300
+
+    def count_up() -> None:
+        try:
+            for n in range(1, last + 1):
+                writer.update("k", RecordUpdate(set_data={"n": n}))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=count_up)
+    thread.start()
+    try:
+        seen = 0
+        while not done.is_set():
+            found = reader.get("k")
+            assert isinstance(found, SessionRecord)
+            n = found.data["n"]
+            assert isinstance(n, int) and n >= seen
+            seen = n
+        thread.join()
+        found = reader.get("k")
+        assert isinstance(found, SessionRecord) and found.data["n"] == last
+    finally:
+        thread.join()
+        writer.close()
+        reader.close()
