@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from sessionwarden import tokens
 from sessionwarden.clock import ManualClock
-from sessionwarden.core import Engine, Outcome, Session, run_sync
+from sessionwarden.core import Engine, Loaded, Outcome, Session, run_sync
 from sessionwarden.events import Event, EventKind
 from sessionwarden.facts import RequestFacts
 from sessionwarden.policy import CookiePolicy, Policy
@@ -60,9 +60,17 @@ class Client:
             user_agent=self.ua,
         )
 
+    #: Load through :meth:`Engine.load_inline` (the first read a plain call, as the ASGI
+    #: middleware does for local stores) instead of the steps of :meth:`Engine.load`.
+    inline: ClassVar[bool] = False
+
     def begin(self) -> tuple[Session, RequestFacts]:
         facts = self.facts()
-        loaded = run_sync(self.engine.load(facts), self.store)
+        if self.inline:
+            started = self.engine.load_inline(facts, self.store.get)
+            loaded = started if isinstance(started, Loaded) else run_sync(started, self.store)
+        else:
+            loaded = run_sync(self.engine.load(facts), self.store)
         if loaded.clear_cookie:
             self.cookie = None
         return loaded.session, facts
@@ -83,6 +91,12 @@ class Client:
             handler(session)
         self.finish(session, facts)
         return session
+
+
+@pytest.fixture(autouse=True, params=["steps", "inline"])
+def loading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rule here holds whichever way the session is loaded."""
+    monkeypatch.setattr(Client, "inline", request.param == "inline")
 
 
 @pytest.fixture

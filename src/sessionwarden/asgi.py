@@ -21,7 +21,7 @@ from .events import EventSink
 from .guard import Begun, Guard, Refusal
 from .policy import Policy
 from .records import JSON
-from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
+from .stores import AsyncSessionStore, InlineAsyncStore, StoreUnavailable, open_async_store
 
 T = TypeVar("T")
 Scope = MutableMapping[str, Any]
@@ -44,7 +44,7 @@ class SessionWardenMiddleware:
     ) -> None:
         self.app = app
         self.policy = policy
-        self.store: AsyncSessionStore = open_async_store(store) if isinstance(store, str) else store
+        self.store = open_async_store(store) if isinstance(store, str) else store
         self.guard = Guard(policy, clock=clock, sink=sink)
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
@@ -53,6 +53,21 @@ class SessionWardenMiddleware:
         add_handler = getattr(app, "add_exception_handler", None)
         if callable(add_handler):
             add_handler(ReauthenticationRequired, self._reauth_exception_handler)
+
+    @property
+    def store(self) -> AsyncSessionStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: AsyncSessionStore) -> None:
+        self._store = store
+        # A local store's reads are plain calls (its writes may still go to a thread); a subclass
+        # that overrides ``get`` is awaited like any other store.
+        self._local = (
+            store
+            if isinstance(store, InlineAsyncStore) and type(store).get is InlineAsyncStore.get
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,9 +85,13 @@ class SessionWardenMiddleware:
         target = (scope.get("raw_path") or b"").decode("latin-1") or facts.path
         if qs := scope.get("query_string"):
             target = f"{target}?{qs.decode('latin-1')}"
-        store = self.store
+        store = self._store
         try:
-            begun = await run_async(guard.begin(facts, target), store)
+            if self._local is None:
+                begun = await run_async(guard.begin(facts, target), store)
+            else:
+                inline = guard.begin_inline(facts, target, self._local.sync.get)
+                begun = inline if isinstance(inline, Begun) else await run_async(inline, store)
         except StoreUnavailable as exc:
             await self._refuse(send, Begun(facts), guard.store_failed(facts, exc, writing=False))
             return

@@ -18,7 +18,7 @@ from .cookies import CookieWriter, cookie_values
 from .events import Event, EventKind, EventSink, NullSink
 from .facts import RequestFacts
 from .policy import Action, Policy
-from .records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone, dumps
+from .records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps
 from .stores.base import AsyncSessionStore, SessionStore
 
 T = TypeVar("T")
@@ -458,6 +458,32 @@ class Engine:
     def load(self, facts: RequestFacts) -> Steps[Loaded]:
         """Find the session a request presents; anything doubtful yields an anonymous one."""
         now = self.clock.now()
+        presented = self._presented(facts, now)
+        if isinstance(presented, Loaded):
+            return presented
+        raw, key = presented
+        found = yield Op("get", (key,), {})
+        loaded = self._found(raw, key, found, facts, now)
+        if isinstance(loaded, Loaded):
+            return loaded
+        return (yield from loaded)
+
+    def load_inline(
+        self, facts: RequestFacts, read: Callable[[str], Lookup]
+    ) -> Loaded | Steps[Loaded]:
+        """:meth:`load` for a store whose reads are plain calls (memory, SQLite): ``read`` does
+        the first one. The common request (no cookie, or a live session the risk check lets
+        through) is decided here; any other gets the rest of :meth:`load` as steps to run."""
+        now = self.clock.now()
+        presented = self._presented(facts, now)
+        if isinstance(presented, Loaded):
+            return presented
+        raw, key = presented
+        return self._found(raw, key, read(key), facts, now)
+
+    def _presented(self, facts: RequestFacts, now: float) -> Loaded | tuple[str, str]:
+        """The session ID the request's cookie presents and its store key, or the anonymous
+        result when it presents none that could exist (no cookie, several, a malformed one)."""
         values = cookie_values(facts.cookie_header, self.policy.cookie.name)
         if not values:
             return Loaded(Session(None, now))
@@ -468,9 +494,21 @@ class Engine:
         if not tokens.is_well_formed_id(raw):
             self._emit(EventKind.MALFORMED_COOKIE, facts, now)
             return Loaded(Session(None, now), clear_cookie=True)
+        return raw, self.keyring.hash_id(raw)
 
-        key = self.keyring.hash_id(raw)
-        found = yield Op("get", (key,), {})
+    def _found(
+        self, raw: str, key: str, found: Lookup, facts: RequestFacts, now: float
+    ) -> Loaded | Steps[Loaded]:
+        """What the store had at ``key``: a live record is admitted at once, anything else
+        needs the steps of :meth:`_resolve`."""
+        if isinstance(found, SessionRecord):
+            return self._admit(found, False, facts, now)
+        return self._resolve(raw, key, found, facts, now)
+
+    def _resolve(
+        self, raw: str, key: str, found: Lookup, facts: RequestFacts, now: float
+    ) -> Steps[Loaded]:
+        """Nothing under the current secret (try the older ones), a tombstone, or an alias."""
         if found is None:
             for legacy in self.keyring.legacy_hashes(raw):
                 found = yield Op("get", (legacy,), {})
@@ -501,27 +539,51 @@ class Engine:
             if not isinstance(found, SessionRecord):
                 return Loaded(Session(None, now), clear_cookie=True)
         assert isinstance(found, SessionRecord)
-        record = found
+        admitted = self._admit(found, via_alias, facts, now)
+        if isinstance(admitted, Loaded):
+            return admitted
+        return (yield from admitted)
 
+    def _admit(
+        self, record: SessionRecord, via_alias: bool, facts: RequestFacts, now: float
+    ) -> Loaded | Steps[Loaded]:
+        """A live record: expired, risky (steps follow), or the request's session."""
         expired = self._expiry_reason(record, now)
         if expired is not None:
-            yield Op("delete", (record.key,), {})
-            self._emit(expired, facts, now, key=record.key, user_id=record.user_id)
-            return Loaded(Session(None, now), clear_cookie=True)
-
+            return self._expire(record, expired, facts, now)
         session = Session(record, now, via_alias=via_alias)
-        if self.assessor is not None and record.user_id is not None:
-            decision = self.assessor(record, facts, now)
-            if decision.action != "allow":
-                revoked = yield from self._respond_to_risk(
-                    session, decision.action, decision.reason, decision.detail, facts, now
-                )
-                if revoked:
-                    return Loaded(Session(None, now), clear_cookie=True)
-            if decision.refresh_fingerprint and self.fingerprinter is not None:
-                session.set_fingerprint(self.fingerprinter(facts))
-                session.actions.net_changed_at = now
+        if self.assessor is None or record.user_id is None:
+            return Loaded(session)
+        decision = self.assessor(record, facts, now)
+        if decision.action != "allow":
+            return self._risky(session, decision, facts, now)
+        self._refresh_fingerprint(session, decision, facts, now)
         return Loaded(session)
+
+    def _expire(
+        self, record: SessionRecord, reason: EventKind, facts: RequestFacts, now: float
+    ) -> Steps[Loaded]:
+        yield Op("delete", (record.key,), {})
+        self._emit(reason, facts, now, key=record.key, user_id=record.user_id)
+        return Loaded(Session(None, now), clear_cookie=True)
+
+    def _risky(
+        self, session: Session, decision: RiskDecision, facts: RequestFacts, now: float
+    ) -> Steps[Loaded]:
+        revoked = yield from self._respond_to_risk(
+            session, decision.action, decision.reason, decision.detail, facts, now
+        )
+        if revoked:
+            return Loaded(Session(None, now), clear_cookie=True)
+        self._refresh_fingerprint(session, decision, facts, now)
+        return Loaded(session)
+
+    def _refresh_fingerprint(
+        self, session: Session, decision: RiskDecision, facts: RequestFacts, now: float
+    ) -> None:
+        if decision.refresh_fingerprint and self.fingerprinter is not None:
+            session.set_fingerprint(self.fingerprinter(facts))
+            session.actions.net_changed_at = now
 
     def _replayed_rotated_id(self, alias: Alias, facts: RequestFacts, now: float) -> Steps[None]:
         """A rotated-out ID came back after its grace window: a strong sign that a copy of the

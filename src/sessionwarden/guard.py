@@ -8,19 +8,19 @@ between their protocol and these calls, so both behave identically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import csrf, headers
 from .anomaly import RiskAssessor
 from .clock import Clock
-from .core import Engine, Outcome, Session, Steps
+from .core import Engine, Loaded, Outcome, Session, Steps
 from .events import EventKind, EventSink
 from .facts import RequestFacts
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
-from .records import dumps
+from .records import Lookup, dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -240,6 +240,33 @@ class Guard:
         """Decide whether the application runs, loading the session on the way."""
         begun = Begun(facts)
         now = self.engine.clock.now()
+        if self._refuse_plain_http(begun, target, now):
+            return begun
+        loaded = yield from self.engine.load(facts)
+        return self._loaded(begun, loaded, now)
+
+    def begin_inline(
+        self, facts: RequestFacts, target: str, read: Callable[[str], Lookup]
+    ) -> Begun | Steps[Begun]:
+        """:meth:`begin` for a store whose reads are plain calls (``read``: its ``get``). The
+        common request is decided at once; one whose session needs more store calls than that
+        read (an alias, a risky session) returns the rest as steps to run."""
+        begun = Begun(facts)
+        now = self.engine.clock.now()
+        if self._refuse_plain_http(begun, target, now):
+            return begun
+        loaded = self.engine.load_inline(facts, read)
+        if isinstance(loaded, Loaded):
+            return self._loaded(begun, loaded, now)
+        return self._finish_loading(begun, loaded, now)
+
+    def _finish_loading(self, begun: Begun, steps: Steps[Loaded], now: float) -> Steps[Begun]:
+        loaded = yield from steps
+        return self._loaded(begun, loaded, now)
+
+    def _refuse_plain_http(self, begun: Begun, target: str, now: float) -> bool:
+        """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``begun.refusal``)."""
+        facts = begun.facts
         hp = self.policy.https
         if (
             hp.redirect
@@ -248,13 +275,17 @@ class Guard:
             and not is_valid_host(facts.host)
         ):
             begun.refusal = Refusal(400, "bad-request", "invalid-host")
-            return begun
+            return True
         location = https_redirect_target(facts, target, hp)
         if location is not None:
             self.engine._emit(EventKind.HTTPS_REDIRECT, facts, now)
             begun.refusal = Refusal(308, "https-required", "plain-http", location=location)
-            return begun
-        loaded = yield from self.engine.load(facts)
+            return True
+        return False
+
+    def _loaded(self, begun: Begun, loaded: Loaded, now: float) -> Begun:
+        """With the session loaded: throttling, the CSP nonce, the cross-origin and token checks."""
+        facts = begun.facts
         begun.session = loaded.session
         begun.clear_cookie = loaded.clear_cookie
         if loaded.throttled:
