@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Sequence
@@ -71,29 +72,58 @@ def b64d(text: str) -> bytes | None:
     return decoded if b64e(decoded) == text else None
 
 
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+class _HmacSha256:
+    """HMAC-SHA256 (RFC 2104) under one key, with the key's two padded blocks hashed once.
+
+    Per message this costs two copies of a SHA-256 state instead of setting up an HMAC context
+    (a third of the time for a session ID); the result is the standard HMAC, byte for byte.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\x00")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def hexdigest(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
 class Keyring:
     """The secret keys behind keyed hashing: the first signs, every key verifies."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_macs",)
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
             raise ValueError("secret_keys: at least one key is required")
-        self._keys = tuple(keys)
+        self._macs = tuple(_HmacSha256(key) for key in keys)
 
     def hash_id(self, session_id: str) -> str:
         """The store key for a session ID, under the current (first) secret."""
-        return hmac.digest(self._keys[0], session_id.encode("ascii"), "sha256").hex()
+        return self._macs[0].hexdigest(session_id.encode("ascii"))
 
     def legacy_hashes(self, session_id: str) -> Iterable[str]:
         """Store keys under the older secrets, tried only when the current one misses."""
-        for key in self._keys[1:]:
-            yield hmac.digest(key, session_id.encode("ascii"), "sha256").hex()
+        for mac in self._macs[1:]:
+            yield mac.hexdigest(session_id.encode("ascii"))
 
     def hash_value(self, purpose: str, value: str) -> str:
         """A keyed hash of any other value (a user ID in an index key, a client address)."""
         msg = purpose.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
-        return hmac.digest(self._keys[0], msg, "sha256").hex()
+        return self._macs[0].hexdigest(msg)
 
 
 def ref_of(store_key: str) -> str:
