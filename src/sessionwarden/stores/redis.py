@@ -6,20 +6,35 @@ Layout (``P`` is the prefix, ``sw:`` by default):
 
   - a live record: ``c`` created_at (also the marker of a live record), ``l`` last_seen,
     ``e`` expires_at, ``r`` rotated_at, ``x`` csrf_secret, ``u`` user_id, ``a`` auth_at,
-    ``i`` client_ip, ``g`` user_agent, ``f`` fingerprint, ``F`` flags, and ``d:<name>`` per
-    data key. Every value is JSON; a meta field holding its default (``None``, ``""``, ``{}``
-    as in :class:`~sessionwarden.records.SessionRecord`) is left out;
+    ``i`` client_ip, ``g`` user_agent, ``F`` flags, ``d:<name>`` per data key, and the
+    fingerprint one trait per field: ``0`` ip, ``1`` net, ``2`` ua, ``3`` uav, ``4`` lang,
+    ``f:<name>`` any other trait (``f`` holds a fingerprint that is ``{}``). A meta field
+    holding its default (``None``, ``""``, ``{}`` as in
+    :class:`~sessionwarden.records.SessionRecord`) is left out;
   - an alias: ``@`` target (the marker), ``T`` at, ``G`` grace_until, ``U`` until, ``u`` user;
   - a tombstone: ``!`` reason (the marker), ``T`` at, ``U`` until, ``u`` user.
+
+  Values: a time (``c l e r a T G U``) is its IEEE 754 double, 8 bytes big-endian (exact, and
+  half the size of its shortest decimal); every other value is JSON, except that a non-empty
+  string whose first character cannot start JSON text (not ``"{[-0-9tfn``) is stored as is
+  (``dark``, ``Chrome 124 on Linux``). JSON text never passes for either (a time whose 8 bytes
+  all look like number text is written as JSON number text instead), so older layouts, where
+  every value was JSON and traits were ``f:<name>`` (or one JSON ``f``), are still read, and
+  writing a fingerprint clears their fields. Nothing is ever unpickled or evaluated.
+  The reverse does not hold: a process running an earlier version cannot read what this
+  layout writes, so upgrade every process sharing a Redis before new ones write to it.
 
   So :meth:`RedisStore.get` is one HGETALL. Small hashes stay in Redis' compact listpack
   encoding as long as every value fits ``hash-max-listpack-value`` (64 bytes by default; raise
   it to about 256 if your user agents or data values are longer).
-* ``P u:<user_id>`` — a sorted set of the user's live keys scored by created_at. Members whose
-  record is gone are pruned lazily (:meth:`~RedisStore.user_sessions`, cap enforcement,
-  :meth:`~RedisStore.purge`).
-* ``P a:<key>`` — the activity trail, a list trimmed to ``activity_max``; moved on rotation and
-  deleted with the record.
+* ``P u:<user_id>`` — a sorted set of the user's live keys, each scored 0: age order comes from
+  the records' ``c`` (older layouts scored by created_at; those scores are ignored). A key of 64
+  lowercase hex digits (a keyed hash, as the core makes them) is held as byte 0xFF and its 32
+  bytes, which no key can be as is (0xFF never occurs in UTF-8); other keys, and keys indexed by
+  older layouts, as is. Members whose record is gone are pruned lazily
+  (:meth:`~RedisStore.user_sessions`, cap enforcement, :meth:`~RedisStore.purge`).
+* ``P a:<key>`` — the activity trail, a list of JSON entries trimmed to ``activity_max``; moved
+  on rotation and deleted with the record.
 
 Every key expires with its deadline (PEXPIREAT at ``expires_at``, or ``until`` for aliases and
 tombstones; a user index no earlier than its latest member), so Redis does most of the purging.
@@ -43,6 +58,8 @@ once, immediately, and only after a connection error (a dropped connection), nev
 
 from __future__ import annotations
 
+import math
+import struct
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,19 +124,27 @@ _DEFAULTS: Final[dict[str, JSON]] = {
     "flags": {},
 }
 DATA_PREFIX: Final = "d:"
-#: Fingerprint traits are stored one field each (``f:ip`` …); a single ``f`` field (one JSON
-#: value) is still read. The traits sessionwarden's fingerprint has, cleared when it changes:
+#: Fingerprint traits are stored one field each: sessionwarden's own traits under one-digit
+#: names (a listpack keeps a name like ``0`` as a 2-byte integer), any other trait as
+#: ``f:<name>``. Older layouts are still read: a single ``f`` field (one JSON value) and
+#: ``f:<name>`` for every trait; writing a fingerprint clears them.
 FP_PREFIX: Final = "f:"
-FINGERPRINT_TRAITS: Final = ("ip", "net", "ua", "uav", "lang")
+FP_CODES: Final[dict[str, str]] = {"ip": "0", "net": "1", "ua": "2", "uav": "3", "lang": "4"}
+_FP_TRAIT: Final[dict[str, str]] = {code: name for name, code in FP_CODES.items()}
+#: The traits sessionwarden's fingerprint has, cleared when it changes.
+FINGERPRINT_TRAITS: Final = tuple(FP_CODES)
 LIVE: Final = "c"
 ALIAS: Final = "@"
 TOMB: Final = "!"
 _AT, _GRACE, _UNTIL, _USER = "T", "G", "U", "u"
+#: Fields holding a time (seconds since the epoch), stored as an 8-byte double (see ``_time``).
+_TIME_CODES: Final = frozenset({"c", "l", "e", "r", "a"})
 
 # -- Lua ----------------------------------------------------------------------------------------
-# ARGV[1] is always the store's prefix. Numbers arrive as JSON number text: compared with
-# tonumber(), but written back (scores, tombstone times) as the original text so no precision is
-# lost to Lua's number formatting.
+# ARGV[1] is always the store's prefix. Times arrive and are stored as the Python side encodes
+# them (an 8-byte double, or JSON number text): read with tnum(), and copied as is (a tombstone's
+# time is the record's own bytes) so nothing is lost to Lua's number formatting. Other values are
+# copied as stored; only a user ID is decoded (val()), to name its index.
 
 _LUA_PRELUDE = """
 local P = ARGV[1]
@@ -135,8 +160,22 @@ local function now_ms()
   return NOW_MS
 end
 
-local function ms_of(seconds_text)
-  return math.ceil(tonumber(seconds_text) * 1000)
+-- a stored time: 8 bytes (a big-endian double) unless all of them could be JSON number text
+local function tnum(v)
+  if #v == 8 and string.find(v, '[^0-9eE.+-]') then
+    return (struct.unpack('>d', v))
+  end
+  return tonumber(v)
+end
+
+-- a stored value other than a time: JSON, or a string stored as is
+local function val(v)
+  if string.find(v, '^[%%[{"0-9tfn-]') then return cjson.decode(v) end
+  return v
+end
+
+local function ms_of(t)
+  return math.ceil(tnum(t) * 1000)
 end
 
 local function clamp(ms)
@@ -161,9 +200,37 @@ end
 
 local function skey(k) return P .. 's:' .. k end
 local function akey(k) return P .. 'a:' .. k end
-local function ukey(user_json) return P .. 'u:' .. cjson.decode(user_json) end
+local function ukey(user) return P .. 'u:' .. val(user) end
 
 local function is_live(k) return redis.call('HEXISTS', skey(k), 'c') == 1 end
+
+-- index members: a key that is 64 lowercase hex digits (a keyed hash, as the core makes them) is
+-- kept as 0xFF and its 32 bytes (0xFF never occurs in UTF-8, so it cannot be a key as is); any
+-- other key, and every key indexed by older layouts, as is
+local function member(k)
+  if #k == 64 and not string.find(k, '[^0-9a-f]') then
+    return '\\255' .. (string.gsub(k, '..', function(h) return string.char(tonumber(h, 16)) end))
+  end
+  return k
+end
+
+local function key_of(m)
+  if #m == 33 and string.byte(m, 1) == 255 then
+    return (string.gsub(string.sub(m, 2), '.', function(c)
+      return string.format('%%02x', string.byte(c))
+    end))
+  end
+  return m
+end
+
+-- byte order (Lua's own string order follows the server's locale)
+local function bytes_lt(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 
 local function hset(key, flat)
   local n = #flat
@@ -208,32 +275,71 @@ local function take(pos, count)
 end
 
 -- replace whatever is at session key k with a tombstone/alias (fields), expiring at until
-local function bury(k, flat, until_text)
+local function bury(k, flat, until_t)
   local s = skey(k)
   redis.call('DEL', s, akey(k))
   hset(s, flat)
-  expire_at(s, ms_of(until_text))
+  expire_at(s, ms_of(until_t))
 end
 
--- evict the oldest live members beyond cap, never `keep`; prunes members no longer live
-local function enforce_cap(idx, keep, cap, user_json, at_text, until_text, reason_json)
+-- the index's members, each key once: {key, member} pairs (a duplicate member is removed)
+local function index_members(idx)
+  local out, seen = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    local k = key_of(m)
+    if seen[k] then
+      redis.call('ZREM', idx, m)
+    else
+      seen[k] = true
+      out[#out + 1] = {k, m}
+    end
+  end
+  return out
+end
+
+local function index_add(user, k, e_ms)
+  local idx = ukey(user)
+  local m = member(k)
+  if redis.call('ZADD', idx, 0, m) == 1 and m ~= k then redis.call('ZREM', idx, k) end
+  extend(idx, e_ms)
+  return idx
+end
+
+local function index_rem(user, k)
+  local m = member(k)
+  if m == k then
+    redis.call('ZREM', ukey(user), k)
+  else
+    redis.call('ZREM', ukey(user), m, k)
+  end
+end
+
+-- evict the oldest live members beyond cap, never `keep`; prunes members no longer live.
+-- Scores carry no order (older layouts scored by created_at): age comes from the records.
+local function enforce_cap(idx, keep, cap, user, at, until_t, reason)
   local evicted = {}
   if cap <= 0 then return evicted end
   local live = {}
-  for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    if is_live(m) then
-      live[#live + 1] = m
+  for _, item in ipairs(index_members(idx)) do
+    local c = redis.call('HGET', skey(item[1]), 'c')
+    if c then
+      live[#live + 1] = {tnum(c), item[1], item[2]}
     else
-      redis.call('ZREM', idx, m)
+      redis.call('ZREM', idx, item[2])
     end
   end
   local excess = #live - cap
-  for _, m in ipairs(live) do
+  if excess <= 0 then return evicted end
+  table.sort(live, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return bytes_lt(x[2], y[2])
+  end)
+  for _, item in ipairs(live) do
     if excess <= 0 then break end
-    if m ~= keep then
-      bury(m, {'!', reason_json, 'T', at_text, 'U', until_text, 'u', user_json}, until_text)
-      redis.call('ZREM', idx, m)
-      evicted[#evicted + 1] = m
+    if item[2] ~= keep then
+      bury(item[2], {'!', reason, 'T', at, 'U', until_t, 'u', user}, until_t)
+      redis.call('ZREM', idx, item[3])
+      evicted[#evicted + 1] = item[2]
       excess = excess - 1
     end
   end
@@ -247,40 +353,33 @@ local function append_activity(a, amax, entry)
   redis.call('LTRIM', a, -amax, -1)
   return true
 end
-
-local function index_add(user_json, k, score_text, e_ms)
-  local idx = ukey(user_json)
-  redis.call('ZADD', idx, score_text, k)
-  extend(idx, e_ms)
-  return idx
-end
 """
 
 # KEYS: s(key) [, u(user)]
-# ARGV: P, key, cap, tomb_until, reason_json, field, value, ...
+# ARGV: P, key, cap, tomb_until, reason, field, value, ...
 _LUA_INSERT = """
-local key, cap, until_text, reason = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local key, cap, until_t, reason = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local flat = take(6, #ARGV - 5)
 local rec = to_map(flat)
 local s = skey(key)
 if redis.call('HEXISTS', s, 'c') == 1 then
   local previous = redis.call('HGET', s, 'u')
-  if previous then redis.call('ZREM', ukey(previous), key) end
+  if previous then index_rem(previous, key) end
 end
 redis.call('DEL', s)
 hset(s, flat)
 local e_ms = ms_of(rec['e'])
 expire_at(s, e_ms)
 if not rec['u'] then return {} end
-local idx = index_add(rec['u'], key, rec['c'], e_ms)
-return enforce_cap(idx, key, cap, rec['u'], rec['l'], until_text, reason)
+local idx = index_add(rec['u'], key, e_ms)
+return enforce_cap(idx, key, cap, rec['u'], rec['l'], until_t, reason)
 """
 
 # KEYS: s(old), s(new)
-# ARGV: P, old, new, cap, tomb_until, reason_json, old_until, activity_max, activity_json,
+# ARGV: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json,
 #       n_old, old fields..., n_set, set fields..., n_del, del names...
 _LUA_ROTATE = """
-local old, new, cap, until_text, reason = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local old, new, cap, until_t, reason = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local old_until, amax, entry = ARGV[7], tonumber(ARGV[8]), ARGV[9]
 local pos = 10
 local old_flat, sets, dels
@@ -297,11 +396,11 @@ for _, name in ipairs(dels) do rec[name] = nil end
 redis.call('DEL', so)
 hset(so, old_flat)
 expire_at(so, ms_of(old_until))
-if old_user then redis.call('ZREM', ukey(old_user), old) end
+if old_user then index_rem(old_user, old) end
 -- the record moves to the new key (a live record there leaves its user's index, as on insert)
 if old ~= new and redis.call('HEXISTS', sn, 'c') == 1 then
   local previous = redis.call('HGET', sn, 'u')
-  if previous then redis.call('ZREM', ukey(previous), new) end
+  if previous then index_rem(previous, new) end
 end
 redis.call('DEL', sn)
 hset(sn, to_flat(rec))
@@ -313,8 +412,8 @@ append_activity(an, amax, entry)
 if redis.call('EXISTS', an) == 1 then expire_at(an, e_ms) end
 local out = {'ok'}
 if rec['u'] then
-  local idx = index_add(rec['u'], new, rec['c'], e_ms)
-  for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_text, reason)) do
+  local idx = index_add(rec['u'], new, e_ms)
+  for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason)) do
     out[#out + 1] = k
   end
 end
@@ -334,7 +433,7 @@ if redis.call('HEXISTS', s, 'c') == 0 then return 0 end
 local reindex, new_e = false, nil
 for i = 1, #sets, 2 do
   local f = sets[i]
-  if f == 'u' or f == 'c' then reindex = true end
+  if f == 'u' then reindex = true end
   if f == 'e' then new_e = sets[i + 1] end
 end
 for _, f in ipairs(dels) do
@@ -354,8 +453,8 @@ else
 end
 if reindex or new_e then
   local user = redis.call('HGET', s, 'u')
-  if old_user and old_user ~= user then redis.call('ZREM', ukey(old_user), key) end
-  if user then index_add(user, key, redis.call('HGET', s, 'c'), e_ms) end
+  if old_user and old_user ~= user then index_rem(old_user, key) end
+  if user then index_add(user, key, e_ms) end
 end
 if append_activity(akey(key), amax, entry) then expire_at(akey(key), e_ms) end
 return 1
@@ -364,7 +463,7 @@ return 1
 # KEYS: s(key)
 # ARGV: P, key, until, tombstone fields...
 _LUA_REVOKE = """
-local key, until_text = ARGV[2], ARGV[3]
+local key, until_t = ARGV[2], ARGV[3]
 local s = skey(key)
 local user = false
 if redis.call('HEXISTS', s, 'c') == 1 then
@@ -372,8 +471,8 @@ if redis.call('HEXISTS', s, 'c') == 1 then
 elseif redis.call('HEXISTS', s, '@') == 0 then
   return 0
 end
-bury(key, take(4, #ARGV - 3), until_text)
-if user then redis.call('ZREM', ukey(user), key) end
+bury(key, take(4, #ARGV - 3), until_t)
+if user then index_rem(user, key) end
 return 1
 """
 
@@ -385,23 +484,24 @@ local s = skey(key)
 local user = false
 if redis.call('HEXISTS', s, 'c') == 1 then user = redis.call('HGET', s, 'u') end
 redis.call('DEL', s, akey(key))
-if user then redis.call('ZREM', ukey(user), key) end
+if user then index_rem(user, key) end
 return 1
 """
 
 # KEYS: u(user)
 # ARGV: P, has_keep ('1'/'0'), keep, until, tombstone fields...
 _LUA_REVOKE_USER = """
-local idx, has_keep, keep, until_text = KEYS[1], ARGV[2] == '1', ARGV[3], ARGV[4]
+local idx, has_keep, keep, until_t = KEYS[1], ARGV[2] == '1', ARGV[3], ARGV[4]
 local flat = take(5, #ARGV - 4)
 local revoked = {}
-for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-  if not (has_keep and m == keep) then
-    if is_live(m) then
-      bury(m, flat, until_text)
-      revoked[#revoked + 1] = m
+for _, item in ipairs(index_members(idx)) do
+  local k = item[1]
+  if not (has_keep and k == keep) then
+    if is_live(k) then
+      bury(k, flat, until_t)
+      revoked[#revoked + 1] = k
     end
-    redis.call('ZREM', idx, m)
+    redis.call('ZREM', idx, item[2])
   end
 end
 return revoked
@@ -412,17 +512,17 @@ return revoked
 _LUA_USER_SESSIONS = """
 local idx = KEYS[1]
 local out = {}
-for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-  local flat = redis.call('HGETALL', skey(m))
+for _, item in ipairs(index_members(idx)) do
+  local flat = redis.call('HGETALL', skey(item[1]))
   local live = false
   for i = 1, #flat, 2 do
     if flat[i] == 'c' then live = true break end
   end
   if live then
-    out[#out + 1] = m
+    out[#out + 1] = item[1]
     out[#out + 1] = flat
   else
-    redis.call('ZREM', idx, m)
+    redis.call('ZREM', idx, item[2])
   end
 end
 return out
@@ -431,7 +531,7 @@ return out
 # KEYS: any keys under the prefix (one SCAN step)
 # ARGV: P, now
 _LUA_PURGE = """
-local now = tonumber(ARGV[2])
+local now = tnum(ARGV[2])
 local plen = #P
 local removed = 0
 for _, k in ipairs(KEYS) do
@@ -441,26 +541,26 @@ for _, k in ipairs(KEYS) do
     local f = redis.call('HMGET', k, 'c', 'e', 'u', '@', '!', 'U')
     local deadline = false
     if f[1] then deadline = f[2] elseif f[4] or f[5] then deadline = f[6] end
-    if not deadline or tonumber(deadline) == nil then
+    if not deadline or tnum(deadline) == nil then
       -- not one of ours (or damaged): drop it
       redis.call('DEL', k, akey(rest))
       removed = removed + 1
-    elseif tonumber(deadline) <= now then
+    elseif tnum(deadline) <= now then
       redis.call('DEL', k, akey(rest))
-      if f[1] and f[3] then redis.call('ZREM', ukey(f[3]), rest) end
+      if f[1] and f[3] then index_rem(f[3], rest) end
       removed = removed + 1
     elseif redis.call('PTTL', k) == -1 then
       expire_at(k, ms_of(deadline))
     end
   elseif kind == 'u:' and ktype == 'zset' then
     local latest = nil
-    for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
-      local e = redis.call('HGET', skey(m), 'e')
-      if e and is_live(m) then
+    for _, item in ipairs(index_members(k)) do
+      local e = redis.call('HGET', skey(item[1]), 'e')
+      if e and is_live(item[1]) then
         local ms = ms_of(e)
         if not latest or ms > latest then latest = ms end
       else
-        redis.call('ZREM', k, m)
+        redis.call('ZREM', k, item[2])
       end
     end
     if latest then extend(k, latest) end
@@ -474,20 +574,20 @@ return removed
 # KEYS: session hashes (one SCAN step)
 # ARGV: P, now
 _LUA_STATS = """
-local now = tonumber(ARGV[2])
+local now = tnum(ARGV[2])
 local live, tombs, aliases = 0, 0, 0
 local users = {}
 for _, k in ipairs(KEYS) do
   if redis.call('TYPE', k)['ok'] == 'hash' then
     local f = redis.call('HMGET', k, 'c', 'e', 'u', '@', '!', 'U')
     if f[1] then
-      if tonumber(f[2]) > now then
+      if tnum(f[2]) > now then
         live = live + 1
-        if f[3] then users[#users + 1] = f[3] end
+        if f[3] then users[#users + 1] = tostring(val(f[3])) end
       end
-    elseif f[4] and tonumber(f[6]) > now then
+    elseif f[4] and tnum(f[6]) > now then
       aliases = aliases + 1
-    elseif f[5] and tonumber(f[6]) > now then
+    elseif f[5] and tnum(f[6]) > now then
       tombs = tombs + 1
     end
   end
@@ -521,7 +621,7 @@ class _Call:
 
     script: str | None
     keys: tuple[str, ...]
-    args: tuple[str | int, ...]
+    args: tuple[str | bytes | int, ...]
 
 
 _Op: TypeAlias = Generator[_Call, Any, T]
@@ -535,12 +635,16 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
 
 
-def _pairs(reply: Any) -> dict[str, str]:
-    """A hash reply (dict from HGETALL, flat list from a script) as ``str -> str``."""
+def _pairs(reply: Any) -> dict[str, bytes]:
+    """A hash reply (dict from HGETALL, flat list from a script) as field name -> raw value."""
     if isinstance(reply, Mapping):
-        return {_text(k): _text(v) for k, v in reply.items()}
+        return {_text(k): _raw(v) for k, v in reply.items()}
     items = list(reply or ())
-    return {_text(items[i]): _text(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+    return {_text(items[i]): _raw(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def _raw(value: Any) -> bytes:
+    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
 
 
 def _is_default(name: str, value: JSON) -> bool:
@@ -550,60 +654,129 @@ def _is_default(name: str, value: JSON) -> bool:
     return value is None if default is None else type(value) is type(default) and value == default
 
 
+# -- value encoding -------------------------------------------------------------------------------
+# A value is JSON, except two cheaper spellings that JSON text can never be mistaken for (so data
+# written by older layouts, all JSON, reads the same):
+# * a non-empty string whose first character cannot start a JSON text is stored as is (``dark``
+#   rather than ``"dark"``); other strings (``"42"``, ``"true"``, ``""``) stay JSON;
+# * a time is 8 bytes, its IEEE 754 double big-endian (exact, 10 bytes in a listpack where the
+#   shortest decimal takes about 20). JSON number text has only ``0-9 + - . e E``; in the rare
+#   case where all 8 bytes are among those, the time is stored as JSON number text instead.
+
+#: Bytes a JSON text can start with (as written by :func:`~sessionwarden.records.dumps`).
+_JSON_START: Final = frozenset(b'"{[-0123456789tfn')
+_JSON_START_CHARS: Final = frozenset('"{[-0123456789tfn')
+_NUMBER_CHARS: Final = b"0123456789+-.eE"
+_DOUBLE: Final = struct.Struct(">d")
+
+
+def _enc(value: JSON) -> str:
+    """A non-time value as stored."""
+    if type(value) is str and value and value[0] not in _JSON_START_CHARS:
+        return value
+    return dumps(value)
+
+
+def _time_enc(value: float) -> bytes | str:
+    """A time as stored (see above); non-finite times are refused, as JSON refuses them."""
+    number = float(value)
+    if not math.isfinite(number):
+        return dumps(number)  # raises ValueError
+    packed = _DOUBLE.pack(number)
+    if not packed.translate(None, _NUMBER_CHARS):
+        return dumps(value)
+    return packed
+
+
+def _time(raw: bytes | str) -> float:
+    """A stored time: an 8-byte double, or JSON number text (older layouts)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) == 8 and raw.translate(None, _NUMBER_CHARS):
+        return float(_DOUBLE.unpack(raw)[0])
+    return float(loads(raw))
+
+
 def _fingerprint_fields(fingerprint: Mapping[str, JSON]) -> list[str]:
-    """A fingerprint as one short field per trait (``f:ip``, ``f:ua`` …): as one JSON value it
-    would exceed Redis's compact-encoding limit for hash values (64 bytes by default) and
-    triple the hash's memory."""
+    """A fingerprint as one short field per trait (``0`` for the IP, ``f:<name>`` for other
+    traits): as one JSON value it would exceed Redis's compact-encoding limit for hash values
+    (64 bytes by default) and triple the hash's memory."""
     flat: list[str] = []
     for name, value in fingerprint.items():
-        flat += [FP_PREFIX + name, dumps(value)]
+        flat += [FP_CODES.get(name) or FP_PREFIX + name, _enc(value)]
     return flat
 
 
-def _record_fields(record: SessionRecord) -> list[str]:
-    flat: list[str] = []
+#: The fields a fingerprint may occupy (in this layout or an older one), cleared when it changes.
+_FP_FIELDS: Final = (
+    "f",
+    *FP_CODES.values(),
+    *(FP_PREFIX + name for name in FINGERPRINT_TRAITS),
+)
+
+
+def _record_fields(record: SessionRecord) -> list[str | bytes]:
+    flat: list[str | bytes] = []
     for name, value in record.meta().items():
-        if name == "fingerprint" and value:
+        code = META_CODES[name]
+        if code in _TIME_CODES and value is not None:
+            flat += [code, _time_enc(cast(float, value))]
+        elif name == "fingerprint" and value:
             flat += _fingerprint_fields(cast(dict[str, JSON], value))
         elif not _is_default(name, value):
-            flat += [META_CODES[name], dumps(value)]
+            flat += [code, _enc(value)]
     for name, value in record.data.items():
-        flat += [DATA_PREFIX + name, dumps(value)]
+        flat += [DATA_PREFIX + name, _enc(value)]
     return flat
 
 
-def _update_fields(update: RecordUpdate) -> tuple[list[str], list[str]]:
-    sets: list[str] = []
+def _update_fields(update: RecordUpdate) -> tuple[list[str | bytes], list[str]]:
+    sets: list[str | bytes] = []
     dels: list[str] = []
     for name, value in update.meta.items():
         code = META_CODES.get(name)
         if code is None:
             raise ValueError(f"unknown record field {name!r}")
-        if name == "fingerprint" and value:
-            new = cast(dict[str, JSON], value)
-            sets += _fingerprint_fields(new)
-            dels += [code] + [FP_PREFIX + k for k in FINGERPRINT_TRAITS if k not in new]
+        if name == "fingerprint":
+            # the previous fingerprint's fields go (sessionwarden's own traits, under this
+            # layout's names and older ones, and a whole-value ``f``), except those rewritten
+            if value:
+                new = _fingerprint_fields(cast(dict[str, JSON], value))
+            elif _is_default(name, value):
+                new = []
+            else:
+                new = [code, _enc(value)]
+            sets += new
+            dels += [d for d in _FP_FIELDS if d not in new[::2]]
             continue
-        if name == "fingerprint":  # None or {}: stored (or not) whole, no traits left behind
-            dels += [FP_PREFIX + k for k in FINGERPRINT_TRAITS]
-        if _is_default(name, value):
+        if code in _TIME_CODES and value is not None:
+            sets += [code, _time_enc(cast(float, value))]
+        elif _is_default(name, value):
             dels.append(code)
         else:
-            sets += [code, dumps(value)]
+            sets += [code, _enc(value)]
     for name, value in update.set_data.items():
-        sets += [DATA_PREFIX + name, dumps(value)]
+        sets += [DATA_PREFIX + name, _enc(value)]
     dels += [DATA_PREFIX + name for name in update.del_data]
     return sets, dels
 
 
-def _marker_fields(item: Alias | Tombstone) -> list[str]:
+def _marker_fields(item: Alias | Tombstone) -> list[str | bytes]:
+    flat: list[str | bytes]
     if isinstance(item, Alias):
-        flat = [ALIAS, dumps(item.target), _AT, dumps(item.at), _GRACE, dumps(item.grace_until)]
+        flat = [
+            ALIAS,
+            _enc(item.target),
+            _AT,
+            _time_enc(item.at),
+            _GRACE,
+            _time_enc(item.grace_until),
+        ]
     else:
-        flat = [TOMB, dumps(item.reason), _AT, dumps(item.at)]
-    flat += [_UNTIL, dumps(item.until)]
+        flat = [TOMB, _enc(item.reason), _AT, _time_enc(item.at)]
+    flat += [_UNTIL, _time_enc(item.until)]
     if item.user_id is not None:
-        flat += [_USER, dumps(item.user_id)]
+        flat += [_USER, _enc(item.user_id)]
     return flat
 
 
@@ -613,12 +786,14 @@ _CONSTANTS: Final[dict[bytes, JSON]] = {b"null": None, b"true": True, b"false": 
 
 
 def _value(raw: bytes | str) -> Any:
-    """One JSON field value, with fast paths for the shapes almost every field has (a plain
-    string, a number): this runs for every field of every request's read."""
+    """One stored (non-time) value, with fast paths for the shapes almost every field has (a
+    plain string, a number): this runs for every field of every request's read."""
     if isinstance(raw, str):
         raw = raw.encode()
     if raw[:1] == b'"' and b"\\" not in raw and raw[-1:] == b'"' and len(raw) >= 2:
         return raw[1:-1].decode("utf-8")
+    if raw and raw[0] not in _JSON_START:
+        return raw.decode("utf-8")  # a string stored as is
     if raw[:1] and raw[0] in _NUMBER_START and b"e" not in raw and b"E" not in raw:
         try:
             return float(raw) if b"." in raw else int(raw)
@@ -637,12 +812,15 @@ def _decode(
         data: dict[str, JSON] = {}
         fingerprint: dict[str, JSON] = {}
         for name, value in fields.items():
-            if name.startswith(DATA_PREFIX):
+            meta_name = _CODE_META.get(name)
+            if meta_name is not None:
+                meta[meta_name] = _time(value) if name in _TIME_CODES else parse(value)
+            elif name.startswith(DATA_PREFIX):
                 data[name[len(DATA_PREFIX) :]] = parse(value)
+            elif name in _FP_TRAIT:
+                fingerprint[_FP_TRAIT[name]] = parse(value)
             elif name.startswith(FP_PREFIX):
                 fingerprint[name[len(FP_PREFIX) :]] = parse(value)
-            elif name in _CODE_META:
-                meta[_CODE_META[name]] = parse(value)
         if fingerprint:
             meta["fingerprint"] = fingerprint
         return SessionRecord.from_parts(key, meta, data)
@@ -651,17 +829,17 @@ def _decode(
         return Alias(
             key=key,
             target=str(_value(fields[ALIAS])),
-            at=float(_value(fields[_AT])),
-            grace_until=float(_value(fields[_GRACE])),
-            until=float(_value(fields[_UNTIL])),
+            at=_time(fields[_AT]),
+            grace_until=_time(fields[_GRACE]),
+            until=_time(fields[_UNTIL]),
             user_id=user,
         )
     if TOMB in fields:
         return Tombstone(
             key=key,
             reason=str(_value(fields[TOMB])),
-            at=float(_value(fields[_AT])),
-            until=float(_value(fields[_UNTIL])),
+            at=_time(fields[_AT]),
+            until=_time(fields[_UNTIL]),
             user_id=user,
         )
     return None
@@ -721,8 +899,8 @@ class _Ops:
             self.prefix,
             record.key,
             str(int(max_per_user)),
-            dumps(tombstone_until),
-            dumps("evicted"),
+            _time_enc(tombstone_until),
+            _enc("evicted"),
             *_record_fields(record),
         ]
         reply = yield _Call("insert", tuple(keys), tuple(args))
@@ -744,8 +922,8 @@ class _Ops:
             old_key,
             new_key,
             str(int(max_per_user)),
-            dumps(tombstone_until),
-            dumps("evicted"),
+            _time_enc(tombstone_until),
+            _enc("evicted"),
             dumps(old_becomes.until),
             str(max(int(activity_max), 0)),
             "" if update.activity is None else dumps(update.activity),
