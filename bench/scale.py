@@ -299,9 +299,10 @@ def redis_latency(sizes: list[int], now: float) -> tuple[list[tuple[float, float
     return [(p50, p99, fill) for (p50, p99), fill in zip(timed, fills, strict=True)], per_key
 
 
-def redis_memory(url: str) -> dict[str, Any]:
+def redis_memory(url: str, prefix: str | None = None) -> dict[str, Any]:
     """MEMORY USAGE of typical sessions created through the store API: the hash, the activity
-    trail after one request, and the user index's share."""
+    trail after one request, and the user index's share. Key names include the prefix (by
+    default a unique one, 23 characters, where the store's default ``sw:`` has 3)."""
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -310,7 +311,7 @@ def redis_memory(url: str) -> dict[str, Any]:
     from sessionwarden.records import RecordUpdate
     from sessionwarden.stores.redis import RedisStore
 
-    prefix = common.unique_prefix("mem")
+    prefix = prefix or common.unique_prefix("mem")
     store = RedisStore(url, prefix=prefix)
     # Other jobs on the shared server may kill client connections; retry those.
     client = redis.Redis.from_url(
@@ -353,6 +354,21 @@ def redis_memory(url: str) -> dict[str, Any]:
         store.close()
         client.close()
         _drop(url, prefix)
+
+
+def short_prefix(url: str) -> str | None:
+    """An unused prefix as long as the default ``sw:`` (``None`` if none is found)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(20):
+            prefix = f"{secrets.token_hex(1)}:"
+            if next(iter(client.scan_iter(match=prefix + "*", count=5000)), None) is None:
+                return prefix
+        return None
+    finally:
+        client.close()
 
 
 def _drop(url: str, prefix: str) -> None:
@@ -458,6 +474,14 @@ def part_memory(args: argparse.Namespace, now: float, say: Any) -> None:
         f"(goal <= 600 -> {'met' if session <= 600 else 'MISSED'}); the optional activity "
         f"trail adds {mem['trail']:.0f} B after 1 request"
     )
+    short = short_prefix(common.REDIS_URL)
+    if short is not None:
+        mem = redis_memory(common.REDIS_URL, short)
+        say(
+            f"- Same with a prefix as short as the default `sw:` (key names 20 bytes shorter): "
+            f"hash {mem['hash']:.0f} B + user index {mem['index']:.0f} B = "
+            f"{mem['hash'] + mem['index']:.0f} B"
+        )
     lp = private_redis_memory(256)
     if lp is not None:
         total = lp["hash"] + lp["trail"] + lp["index"]
