@@ -14,6 +14,8 @@ from .policy import MonitorPolicy
 from .records import SessionRecord
 
 _AGENT_CACHE_SIZE = 1024
+#: The answer for almost every request (shared: a decision is never changed once made).
+_ALLOW = RiskDecision("allow")
 
 
 class RiskAssessor:
@@ -36,12 +38,12 @@ class RiskAssessor:
     def __call__(self, record: SessionRecord, facts: RequestFacts, now: float) -> RiskDecision:
         stored = record.fingerprint
         if not stored:
-            return RiskDecision("allow")
+            return _ALLOW
         # Fast path: the same address and browser as at the last refresh.
         if stored.get("ip") == facts.client_ip and (stored.get("ua"), stored.get("uav")) == (
             self._agent(facts.user_agent)
         ):
-            return RiskDecision("allow")
+            return _ALLOW
         current = fingerprint(facts)
         net_at = record.flags.get("net_at")
         assessment = assess(
@@ -52,7 +54,7 @@ class RiskAssessor:
             policy=self._policy,
         )
         if assessment.risk == Risk.NONE:
-            return RiskDecision("allow")
+            return _ALLOW
         action = action_for(assessment, self._policy)
         refresh = action in ("allow", "log") and stored.get("net") != current.get("net")
         return RiskDecision(

@@ -9,8 +9,8 @@ a shared computer or proxy regardless of what the application intended.
 
 from __future__ import annotations
 
-import base64
-import secrets
+import binascii
+import os
 from collections.abc import Set
 from typing import NamedTuple
 
@@ -32,7 +32,7 @@ def new_nonce() -> str:
 
     One per response, never reused: a nonce an attacker has seen once is a key to inject scripts.
     """
-    return base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode("ascii")
+    return binascii.b2a_base64(os.urandom(NONCE_BYTES), newline=False).decode("ascii")
 
 
 #: The base policy. Scripts run only with this response's nonce; ``'strict-dynamic'`` lets them
