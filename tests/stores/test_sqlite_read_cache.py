@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sessionwarden.records import Alias, RecordUpdate, SessionRecord, Tombstone
+from sessionwarden.stores import sqlite as sqlite_module
 from sessionwarden.stores.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -310,9 +311,12 @@ def test_cache_is_bounded_and_skips_unknown_keys(db_path: Path) -> None:
         store.close()
 
 
-def test_interleaved_random_operations_match_an_uncached_reader(db_path: Path) -> None:
+def test_interleaved_random_operations_match_an_uncached_reader(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Random writes through two stores, reads through both cached stores, each compared with
     a store that never caches."""
+    monkeypatch.setattr(sqlite_module, "_CACHE_REST", 0)  # the cache in use throughout
     a, b = SQLiteStore(db_path), SQLiteStore(db_path)
     truth = SQLiteStore(db_path, read_cache=0)
     rnd = random.Random(11)
@@ -342,8 +346,9 @@ def test_interleaved_random_operations_match_an_uncached_reader(db_path: Path) -
                         tombstone_until=T0,
                     )
             for reader in (a, b):
-                for k in rnd.sample(keys, 3):
+                for k in rnd.sample(keys, 3) + rnd.sample(keys, 3):
                     assert reader.get(k) == truth.get(k), (step, k)
+        assert a._handle().hits > 500 and b._handle().hits > 500
     finally:
         a.close()
         b.close()
@@ -382,3 +387,86 @@ def test_concurrent_writer_thread_never_seen_going_back(db_path: Path) -> None:
         thread.join()
         writer.close()
         reader.close()
+
+
+def test_cache_off_keeps_no_decoded_records(db_path: Path) -> None:
+    store = SQLiteStore(db_path, read_cache=0)
+    try:
+        store.insert(rec("k", n=[1]), max_per_user=0, tombstone_until=T0)
+        first = store.get("k")
+        assert isinstance(first, SessionRecord)
+        first.data["n"].append(2)  # type: ignore[union-attr]
+        again = store.get("k")
+        assert isinstance(again, SessionRecord) and again.data == {"n": [1]}
+        assert store._parse_cache == {} and store._handle().cache == {}
+    finally:
+        store.close()
+
+
+def test_memory_mapped_reads_are_an_option(db_path: Path) -> None:
+    writer = SQLiteStore(db_path)
+    store = SQLiteStore(db_path, mmap_size=1 << 26)
+    try:
+        assert store._db().execute("PRAGMA mmap_size").fetchone()[0] == 1 << 26
+        assert writer._db().execute("PRAGMA mmap_size").fetchone()[0] == 0
+        writer.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+        warm(store, "k")
+        writer.update("k", RecordUpdate(set_data={"n": 2}))
+        found = store.get("k")
+        assert isinstance(found, SessionRecord) and found.data == {"n": 2}
+    finally:
+        writer.close()
+        store.close()
+    with pytest.raises(ValueError):
+        SQLiteStore(db_path, mmap_size=-1)
+
+
+def test_a_cache_that_does_not_pay_rests_then_starts_afresh(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_CACHE_WINDOW", 8)
+    monkeypatch.setattr(sqlite_module, "_CACHE_REST", 5)
+    writer, store = SQLiteStore(db_path), SQLiteStore(db_path)
+    try:
+        for i in range(20):
+            writer.insert(rec(f"k{i}", n=i), max_per_user=0, tombstone_until=T0)
+        statements = Statements(store)
+        for i in range(8):  # eight different keys: eight misses, no hit
+            store.get(f"k{i}")
+        assert statements.seen.count("PRAGMA data_version") == 8
+        statements.clear()
+        writer.update("k0", RecordUpdate(set_data={"n": "changed"}))
+        for i in range(5):  # resting: straight to the file
+            found = store.get("k0")
+            assert isinstance(found, SessionRecord) and found.data == {"n": "changed"}
+        assert "PRAGMA data_version" not in statements.seen
+        assert len(statements.selects()) == 5
+        writer.update("k0", RecordUpdate(set_data={"n": "again"}))
+        statements.clear()
+        found = store.get("k0")  # the cache is back, empty, and reads the latest
+        assert isinstance(found, SessionRecord) and found.data == {"n": "again"}
+        assert statements.seen[0] == "PRAGMA data_version" and len(statements.selects()) == 1
+        warm(store, "k0")
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_a_cache_that_pays_keeps_going(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_module, "_CACHE_WINDOW", 8)
+    store = SQLiteStore(db_path)
+    try:
+        for i in range(4):
+            store.insert(rec(f"k{i}"), max_per_user=0, tombstone_until=T0)
+        judged = 0
+        for r in range(50):
+            if r % 10 == 0:  # a write now and then: four misses each time
+                store.update("k0", RecordUpdate(set_data={"r": r}))
+            for i in range(4):
+                store.get(f"k{i}")
+            handle = store._handle()
+            judged += handle.misses == 0 and handle.hits == 0
+            assert handle.rest == 0
+        assert judged >= 2  # the hit count was looked at, and found worth it
+    finally:
+        store.close()
