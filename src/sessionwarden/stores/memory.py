@@ -14,6 +14,7 @@ from .base import StoreStats, oldest_over_cap
 def _copy_record(record: SessionRecord) -> SessionRecord:
     """An independent copy: the caller may mutate what it gets without touching the store."""
     fp = record.fingerprint
+    flags = record.flags
     return SessionRecord(
         record.key,
         record.created_at,
@@ -26,12 +27,15 @@ def _copy_record(record: SessionRecord) -> SessionRecord:
         record.client_ip,
         record.user_agent,
         None if fp is None else clone_map(fp),
-        clone_map(record.flags),
+        clone_map(flags) if flags else {},
         clone_map(record.data),
     )
 
 
 class MemoryStore:
+    """Records are copied on the way in and out, and a stored record is never changed in place:
+    a write stores a new one. Reads therefore take no lock."""
+
     def __init__(self) -> None:
         self._items: dict[str, SessionRecord | Alias | Tombstone] = {}
         self._users: dict[str, set[str]] = {}
@@ -79,9 +83,8 @@ class MemoryStore:
 
     # -- interface -------------------------------------------------------------------------
     def get(self, key: str) -> Lookup:
-        with self._lock:
-            item = self._items.get(key)
-            return _copy_record(item) if isinstance(item, SessionRecord) else item
+        item = self._items.get(key)
+        return _copy_record(item) if isinstance(item, SessionRecord) else item
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -130,11 +133,12 @@ class MemoryStore:
             record = self._items.get(key)
             if not isinstance(record, SessionRecord):
                 return False
-            old_user = record.user_id
-            record.apply(copy.deepcopy(update))
-            if record.user_id != old_user:
-                self._index_drop(key, old_user)
-                self._index_add(record)
+            new = _copy_record(record)
+            new.apply(copy.deepcopy(update))
+            self._items[key] = new
+            if new.user_id != record.user_id:
+                self._index_drop(key, record.user_id)
+                self._index_add(new)
             self._append_activity(key, update, activity_max)
             return True
 
