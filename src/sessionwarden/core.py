@@ -689,7 +689,7 @@ class Engine:
                 return None
             if self.policy.rotate_every > 0 and now - record.rotated_at >= self.policy.rotate_every:
                 return None
-        return Outcome(authenticated=record.user_id is not None)
+        return Outcome(None, record.user_id is not None)
 
     def commit(self, session: Session, facts: RequestFacts) -> Steps[Outcome]:
         """Write what the request changed and decide the cookie. Called when the response starts."""

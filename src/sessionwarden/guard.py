@@ -377,12 +377,12 @@ class Guard:
         no_store = self.policy.headers.no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
-        add, drop = self.headers.response_headers(
-            https=begun.facts.scheme == "https",
-            nonce=begun.nonce or None,
-            existing=existing,
-            no_store=no_store,
-            logout=outcome is not None and outcome.logged_out,
+        add, drop = self.headers.plan(
+            begun.facts.scheme == "https",
+            begun.nonce or None,
+            existing,
+            no_store,
+            outcome is not None and outcome.logged_out,
         )
         if set_cookie is not None:
             add.insert(0, (b"set-cookie", set_cookie.encode("latin-1")))

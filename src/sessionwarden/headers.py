@@ -223,8 +223,14 @@ class SecurityHeaders:
         new session cookie; any ``Cache-Control`` of the app's is dropped for ``no-store``.
         ``logout``: the session just ended; the browser is told to forget cookies and storage.
         """
+        return HeaderPlan(*self.plan(https, nonce, existing, no_store, logout))
+
+    def plan(
+        self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
+    ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
+        """:meth:`response_headers` as a plain ``(add, drop)`` pair, for the per-response path."""
         if not self._enabled:
-            return HeaderPlan([], set())
+            return [], set()
         csp = self._csp
         if self._names.isdisjoint(existing):
             # The common response: the app set none of these headers.
@@ -235,7 +241,7 @@ class SecurityHeaders:
                 add.append(_NO_STORE)
             if logout and self._clear_site_data is not None:
                 add.append(self._clear_site_data)
-            return HeaderPlan(add, set())
+            return add, set()
         add = [h for h in self._static if h[0] not in existing]
         if https and _HSTS not in existing:
             add.append(self._hsts)
@@ -248,7 +254,7 @@ class SecurityHeaders:
                 drop.add(_CACHE_CONTROL)
         if logout and self._clear_site_data is not None and _CLEAR_SITE_DATA not in existing:
             add.append(self._clear_site_data)
-        return HeaderPlan(add, drop)
+        return add, drop
 
 
 def _check_header_value(name: bytes, value: str) -> None:
