@@ -82,9 +82,7 @@ class SessionWardenMiddleware:
             peer_ip=client[0] if client else "",
             raw_headers=scope.get("headers") or (),
         )
-        target = (scope.get("raw_path") or b"").decode("latin-1") or facts.path
-        if qs := scope.get("query_string"):
-            target = f"{target}?{qs.decode('latin-1')}"
+        target = _target(scope, facts.path) if guard.may_redirect(facts) else ""
         store = self._store
         try:
             if self._local is None:
@@ -114,7 +112,9 @@ class SessionWardenMiddleware:
         scope["session"] = session
         scope["sessionwarden"] = begun
         scope["sessionwarden.middleware"] = self
-        state = scope.setdefault("state", {})
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
         state["csp_nonce"] = begun.nonce
         state["csrf_token"] = begun.csrf_token
 
@@ -237,6 +237,14 @@ class SessionWardenMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _target(scope: Scope, path: str) -> str:
+    """The request target (path and query) as the client sent it."""
+    target = (scope.get("raw_path") or b"").decode("latin-1") or path
+    if qs := scope.get("query_string"):
+        target = f"{target}?{qs.decode('latin-1')}"
+    return target
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

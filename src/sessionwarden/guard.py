@@ -264,6 +264,11 @@ class Guard:
         loaded = yield from steps
         return self._loaded(begun, loaded, now)
 
+    def may_redirect(self, facts: RequestFacts) -> bool:
+        """Whether :meth:`begin` may redirect this request to HTTPS, the only use of its
+        ``target``: an adapter can pass ``""`` when not."""
+        return self.policy.https.redirect and facts.scheme != "https"
+
     def _refuse_plain_http(self, begun: Begun, target: str, now: float) -> bool:
         """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``begun.refusal``)."""
         facts = begun.facts
