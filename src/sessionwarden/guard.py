@@ -24,9 +24,9 @@ from .records import Lookup, dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-#: The single-valued request headers the guard reads, besides the CSRF token header.
-_READ_HEADERS = (
-    "cookie",
+#: The single-valued request headers the guard reads (the last one sent wins), in the order of
+#: their slots; the CSRF token header takes the slot after them.
+_SINGLE_HEADERS = (
     "host",
     "user-agent",
     "accept-language",
@@ -35,7 +35,9 @@ _READ_HEADERS = (
     "content-type",
     "accept",
 )
-_FORWARDED = frozenset(("forwarded", "x-forwarded-for", "x-forwarded-proto"))
+_COOKIE = -1  # every value is kept
+_PROXY = -2  # every value is kept, in order, for the trusted-proxy resolution
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-proto")
 
 _REASONS = {
     303: "See Other",
@@ -137,17 +139,18 @@ class Guard:
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
         self.outage = OutageGate()
         self._write_outage = False
-        token_header = policy.csrf.header_name
-        #: The header names the guard reads, as ASGI spells them (lower-case bytes) and as text.
-        self._header_names = {
-            name.encode("latin-1"): name for name in (*_READ_HEADERS, *_FORWARDED, token_header)
-        }
+        # Where the value of each header the guard reads goes. A token header named like one of
+        # the other headers is not read as a token; one named like a proxy header is read as the
+        # token only.
+        slots = {name: slot for slot, name in enumerate(_SINGLE_HEADERS)}
+        slots["cookie"] = _COOKIE
+        slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
+        for name in _FORWARDED:
+            slots.setdefault(name, _PROXY)
+        self._slots = slots
+        self._raw_slots = {name.encode("latin-1"): slot for name, slot in slots.items()}
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
-        self.wanted_headers = frozenset(self._header_names)
-        # A token header named like one of the headers above is not read as a token (nor, for
-        # the proxy headers, as forwarding information).
-        self._token_header = None if token_header in _READ_HEADERS else token_header
-        self._forwarded = _FORWARDED - {token_header}
+        self.wanted_headers = frozenset(self._raw_slots)
 
     # -- facts --------------------------------------------------------------------------------
     def facts(
@@ -160,18 +163,21 @@ class Guard:
         raw_headers: Iterable[tuple[str, str]],
     ) -> RequestFacts:
         """Build facts from lower-case header names and latin-1 decoded values."""
-        found: dict[str, str] = {}
+        slots = self._slots
+        values: list[str | None] = [None] * (len(_SINGLE_HEADERS) + 1)
         cookie: list[str] = []
         forwarded: list[tuple[str, str]] = []
-        proxy_headers = self._forwarded
         for name, value in raw_headers:
-            if name == "cookie":
+            slot = slots.get(name)
+            if slot is None:
+                continue
+            if slot >= 0:
+                values[slot] = value
+            elif slot == _COOKIE:
                 cookie.append(value)
-            elif name in proxy_headers:
-                forwarded.append((name, value))
             else:
-                found[name] = value
-        return self._facts(method, scheme, path, peer_ip, found, cookie, forwarded)
+                forwarded.append((name, value))
+        return self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
 
     def raw_facts(
         self,
@@ -184,23 +190,22 @@ class Guard:
     ) -> RequestFacts:
         """:meth:`facts` from lower-case byte names and values (ASGI's request headers); only
         the values of the headers the guard reads are decoded."""
-        names = self._header_names
-        found: dict[str, str] = {}
+        slots = self._raw_slots
+        values: list[str | None] = [None] * (len(_SINGLE_HEADERS) + 1)
         cookie: list[str] = []
         forwarded: list[tuple[str, str]] = []
-        proxy_headers = self._forwarded
         for raw_name, raw_value in raw_headers:
-            name = names.get(raw_name)
-            if name is None:
+            slot = slots.get(raw_name)
+            if slot is None:
                 continue
             value = raw_value.decode("latin-1")
-            if name == "cookie":
+            if slot >= 0:
+                values[slot] = value
+            elif slot == _COOKIE:
                 cookie.append(value)
-            elif name in proxy_headers:
-                forwarded.append((name, value))
             else:
-                found[name] = value
-        return self._facts(method, scheme, path, peer_ip, found, cookie, forwarded)
+                forwarded.append((raw_name.decode("latin-1"), value))
+        return self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
 
     def _facts(
         self,
@@ -208,30 +213,29 @@ class Guard:
         scheme: str,
         path: str,
         peer_ip: str,
-        found: dict[str, str],
+        values: list[str | None],
         cookie: list[str],
         forwarded: list[tuple[str, str]],
     ) -> RequestFacts:
-        """The facts of single-valued headers (the last one sent wins), the joined cookies and
-        the proxy headers (believed from trusted proxies only)."""
+        """The facts of the single-valued headers (by slot), the joined cookies and the proxy
+        headers (believed from trusted proxies only)."""
         client_ip = peer_ip
         if forwarded:
             client_ip, scheme = self.proxies.resolve(peer_ip, scheme, forwarded)
-        get = found.get
-        token = None if self._token_header is None else get(self._token_header)
+        host, agent, language, origin, site, content_type, accept, token = values
         return RequestFacts(
             method.upper(),
             scheme,
-            get("host", "").strip().lower(),
+            "" if host is None else host.strip().lower(),
             path,
             client_ip,
             "; ".join(cookie),
-            get("user-agent", ""),
-            get("accept-language", ""),
-            get("origin"),
-            get("sec-fetch-site"),
-            get("content-type", ""),
-            get("accept", ""),
+            agent or "",
+            language or "",
+            origin,
+            site,
+            content_type or "",
+            accept or "",
             None if token is None else token.strip(),
         )
 
