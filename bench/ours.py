@@ -69,7 +69,7 @@ def starlette_app() -> Any:
     )
 
 
-def open_async_store(kind: str, tmp: str) -> tuple[Any, str]:
+def open_async_store(kind: str, tmp: str, *, read_cache: bool = True) -> tuple[Any, str]:
     """The store for ``kind``; returns it and the Redis prefix to drop ('' when none)."""
     from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
@@ -82,7 +82,10 @@ def open_async_store(kind: str, tmp: str) -> tuple[Any, str]:
     from sessionwarden.stores.redis import AsyncRedisStore
 
     prefix = unique_prefix("ours")
-    return AsyncRedisStore(REDIS_URL, prefix=prefix), prefix
+    store = AsyncRedisStore(REDIS_URL, prefix=prefix, read_cache_ttl=2.0 if read_cache else 0)
+    if store.read_cache is not None:
+        store.read_cache.feed.wait_connected(5.0)
+    return store, prefix
 
 
 async def sign_in(client: AsgiClient) -> str:
@@ -100,13 +103,17 @@ async def sign_in(client: AsgiClient) -> str:
 class OursAsgi(AsyncRow):
     base = "bare Starlette GET"
 
-    def __init__(self, store: str, *, post: bool = False, fingerprint: bool = True) -> None:
+    def __init__(
+        self, store: str, *, post: bool = False, fingerprint: bool = True, read_cache: bool = True
+    ) -> None:
         self.kind = store
         self.post = post
         self.fingerprint = fingerprint
+        self.read_cache = read_cache
         self.redis = store == "redis"
         what = "POST valid CSRF" if post else "GET"
         extra = "" if fingerprint else ", fingerprint off"
+        extra += "" if read_cache else ", read cache off"
         self.name = f"ours ASGI {store} {what}{extra}"
         self._tmp = tempfile.TemporaryDirectory(prefix="swbench-")
         self.prefix = ""
@@ -114,7 +121,7 @@ class OursAsgi(AsyncRow):
     async def asetup(self) -> None:
         from sessionwarden.asgi import SessionWardenMiddleware
 
-        store, self.prefix = open_async_store(self.kind, self._tmp.name)
+        store, self.prefix = open_async_store(self.kind, self._tmp.name, read_cache=self.read_cache)
         self.store = store
         self.app = SessionWardenMiddleware(
             starlette_app(), policy=policy(fingerprint=self.fingerprint), store=store
@@ -169,9 +176,12 @@ def flask_app() -> Any:
 
 
 class OursFlaskRedis(Row):
-    name = "ours WSGI Flask redis GET"
     base = "bare Flask GET"
     redis = True
+
+    def __init__(self, *, read_cache: bool = True) -> None:
+        self.read_cache = read_cache
+        self.name = "ours WSGI Flask redis GET" + ("" if read_cache else ", read cache off")
 
     def setup(self) -> None:
         try:
@@ -184,7 +194,11 @@ class OursFlaskRedis(Row):
         from sessionwarden.wsgi import SessionWardenWSGI
 
         self.prefix = unique_prefix("oursflask")
-        self.store = RedisStore(REDIS_URL, prefix=self.prefix)
+        self.store = RedisStore(
+            REDIS_URL, prefix=self.prefix, read_cache_ttl=2.0 if self.read_cache else 0
+        )
+        if self.store.read_cache is not None:
+            self.store.read_cache.feed.wait_connected(5.0)
         app = flask_app()
         app.wsgi_app = SessionWardenWSGI(  # type: ignore[method-assign]
             app.wsgi_app, policy=policy(), store=self.store

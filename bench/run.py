@@ -72,6 +72,25 @@ GOALS = (
         "Flask-Session+WTF+Login strong+secure redis GET",
         0.3,
     ),
+    # The same goals with the local read cache off: every read is a round trip to Redis.
+    (
+        "2 Redis GET, read cache off",
+        "ours ASGI redis GET, read cache off",
+        "starsessions+csrf+secure redis GET",
+        0.2,
+    ),
+    (
+        "2 Redis POST, read cache off",
+        "ours ASGI redis POST valid CSRF, read cache off",
+        "starsessions+csrf+secure redis POST valid CSRF",
+        0.2,
+    ),
+    (
+        "4 Flask on our WSGI (Redis), read cache off",
+        "ours WSGI Flask redis GET, read cache off",
+        "Flask-Session+WTF+Login strong+secure redis GET",
+        0.3,
+    ),
 )
 
 
@@ -86,11 +105,14 @@ def rows() -> list[Row]:
         ours.OursAsgi("redis", fingerprint=False),
         ours.OursAsgi("memory", post=True),
         ours.OursAsgi("redis", post=True),
+        ours.OursAsgi("redis", read_cache=False),
+        ours.OursAsgi("redis", post=True, read_cache=False),
         starlette_stack.StarsessionsStack(),
         starlette_stack.StarsessionsStack(post=True),
         flask_stack.BareFlask(),
         flask_stack.FlaskStack(),
         ours.OursFlaskRedis(),
+        ours.OursFlaskRedis(read_cache=False),
         django_stack.BareDjango(),
         django_stack.DjangoStack(),
     ]

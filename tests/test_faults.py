@@ -10,6 +10,7 @@ with mount rights, else the store's own read-only mode and a failing connection 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -247,12 +248,47 @@ async def test_redis_client_pause_gives_503_then_recovers(private_redis: Private
     assert rec.count(EventKind.STORE_UNAVAILABLE) == 1
     remaining = 3.2 - (time.monotonic() - paused_at)
     if remaining > 0:
-        import asyncio
-
         await asyncio.sleep(remaining)
     await _all_intact(users)
     assert rec.count(EventKind.STORE_RECOVERED) == 1
     assert rec.count(EventKind.STORE_UNAVAILABLE) == 1
+    await mw.store.close()
+
+
+@pytest.mark.anyio
+async def test_redis_paused_cached_session_is_served_for_a_bounded_time(
+    private_redis: PrivateRedis,
+) -> None:
+    """With the local read cache, a session read just before Redis stops answering may still be
+    served from memory (no write can land while Redis is paused, so it is exact), but only until
+    the heartbeat on the notice connection goes unanswered: then every request is a 503."""
+    from sessionwarden.stores.tracking import HEARTBEAT
+
+    rec = Recorder()
+    mw, browser = _rig(f"redis://127.0.0.1:{private_redis.port}/0", rec)
+    cache = mw.store.read_cache
+    assert cache is not None and cache.feed.wait_connected(5.0)
+    (b,) = await _sign_in_many(browser, 1)
+    for _ in range(2):  # read (kept), then served from the cache
+        r = await b.get("/whoami")
+        assert r.status_code == 200 and r.json()["user"] == "user0"
+    assert cache.hits >= 1
+    paused_at = time.monotonic()
+    private_redis.command("CLIENT", "PAUSE", "6000", "ALL")
+    refused_after = None
+    served = 0
+    while refused_after is None:
+        r = await b.get("/whoami")
+        waited = time.monotonic() - paused_at
+        if r.status_code == 503:
+            refused_after = waited
+        else:  # never anything but the right answer
+            assert r.status_code == 200 and r.json()["user"] == "user0"
+            assert waited < HEARTBEAT + 1.0 + 0.5, "served from the cache for too long"
+            served += 1
+            await asyncio.sleep(0.05)
+    assert served >= 1  # the cache did serve while Redis was paused
+    assert refused_after < HEARTBEAT + 1.0 + TIMEOUT_BOUND
     await mw.store.close()
 
 

@@ -3,6 +3,8 @@
 A steady-state, signed-in, read-only GET through the ASGI middleware must cost exactly one store
 read and no write: one Redis command on the wire with the async Redis store, one ``get`` on the
 memory and SQLite stores. When the touch interval has passed, exactly one read and one write.
+With the Redis store's local read cache (the default), a repeated read costs no command at all,
+and a change made by another process is still seen by the next request.
 """
 
 from __future__ import annotations
@@ -153,7 +155,22 @@ async def redis_store() -> AsyncIterator[Any]:
     from sessionwarden.stores.redis import AsyncRedisStore
 
     prefix = unique_prefix()
+    store = AsyncRedisStore(url, prefix=prefix, read_cache_ttl=0)  # every read goes to Redis
+    yield store
+    await store.close()
+    drop_prefix(prefix)
+
+
+@pytest.fixture
+async def cached_store() -> AsyncIterator[Any]:
+    """The store as configured by default: with the local read cache."""
+    url = redis_or_skip()
+    from sessionwarden.stores.redis import AsyncRedisStore
+
+    prefix = unique_prefix()
     store = AsyncRedisStore(url, prefix=prefix)
+    assert store.read_cache is not None
+    assert store.read_cache.feed.wait_connected(5.0)
     yield store
     await store.close()
     drop_prefix(prefix)
@@ -215,3 +232,84 @@ async def test_redis_touch_due_is_one_read_and_one_write(redis_store: Any, sent:
         assert len(sent) == 2, sent
         assert sent[0] == "HGETALL"
         assert sent[1] in ("EVALSHA", "EVAL", "FCALL"), sent
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_steady_state_get_sends_nothing(cached_store: Any, sent: list[str]) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(cached_store, clock)) as c:
+        await sign_in(c)
+        for _ in range(3):
+            clock.advance(1.0)
+            sent.clear()
+            r = await c.get("/")
+            assert r.status_code == 200 and r.text == "alice"
+            assert sent == [], sent
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_touch_writes_then_reads_afresh(cached_store: Any, sent: list[str]) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(cached_store, clock)) as c:
+        await sign_in(c)
+        clock.advance(61.0)
+        sent.clear()
+        r = await c.get("/")
+        assert r.text == "alice"
+        assert sent[-1] in ("EVALSHA", "EVAL"), sent  # the touch
+        clock.advance(1.0)
+        sent.clear()
+        r = await c.get("/")  # our own write evicted the entry: read it again, once
+        assert r.text == "alice" and sent == ["HGETALL"], sent
+        sent.clear()
+        r = await c.get("/")
+        assert r.text == "alice" and sent == [], sent
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_read_sees_a_revocation_made_by_another_process(
+    cached_store: Any, sent: list[str]
+) -> None:
+    from sessionwarden.stores.redis import RedisStore
+
+    clock = ManualClock(time.time())
+    other = RedisStore(redis_or_skip(), prefix=cached_store.prefix, read_cache_ttl=0)
+    try:
+        async with client_for(app_with(cached_store, clock)) as c:
+            await sign_in(c)
+            sent.clear()
+            assert (await c.get("/")).text == "alice" and sent == []
+            revoked = other.revoke_user(
+                "alice", reason="admin", at=clock.now(), until=clock.now() + 600
+            )
+            assert len(revoked) == 1
+            cached_store.read_cache.barrier()  # the notice is on its way: wait for it here
+            r = await c.get("/")
+            assert r.text == "None"  # signed out: the revoked ID is refused
+            assert "HGETALL" in sent
+    finally:
+        other.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_read_sees_a_change_elsewhere_without_waiting_for_it(
+    cached_store: Any,
+) -> None:
+    from sessionwarden.stores.redis import RedisStore
+
+    clock = ManualClock(time.time())
+    other = RedisStore(redis_or_skip(), prefix=cached_store.prefix, read_cache_ttl=0)
+    try:
+        async with client_for(app_with(cached_store, clock)) as c:
+            await sign_in(c)
+            assert (await c.get("/")).text == "alice"
+            other.revoke_user("alice", reason="admin", at=clock.now(), until=clock.now() + 600)
+            deadline = time.monotonic() + 2.0
+            while (await c.get("/")).text == "alice":  # at most a network hop of delay
+                assert time.monotonic() < deadline, "the revocation never reached the cache"
+    finally:
+        other.close()

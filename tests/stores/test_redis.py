@@ -122,7 +122,25 @@ class SendCounter:
 # -- round trips ----------------------------------------------------------------------------------
 
 
-def test_get_is_one_round_trip(rstore: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def uncached(url: str) -> Iterator[RedisStore]:
+    """A store with the local read cache off: every read goes to Redis."""
+    store = RedisStore(url, prefix=unique_prefix(), read_cache_ttl=0)
+    yield store
+    store.close()
+    drop_prefix(store.prefix)
+
+
+@pytest.fixture
+async def auncached(url: str) -> AsyncIterator[AsyncRedisStore]:
+    store = AsyncRedisStore(url, prefix=unique_prefix(), read_cache_ttl=0)
+    yield store
+    await store.close()
+    drop_prefix(store.prefix)
+
+
+def test_get_is_one_round_trip(uncached: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    rstore = uncached
     record = make_record(skey(1))
     rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
     assert rstore.get(record.key) == record  # warm: connection made, handshake done
@@ -138,8 +156,9 @@ def test_get_is_one_round_trip(rstore: RedisStore, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.anyio
 async def test_async_get_is_one_round_trip(
-    astore: AsyncRedisStore, monkeypatch: pytest.MonkeyPatch
+    auncached: AsyncRedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    astore = auncached
     record = make_record(skey(1))
     await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
     assert await astore.get(record.key) == record
@@ -151,6 +170,65 @@ async def test_async_get_is_one_round_trip(
         assert await astore.get(record.key) == record
         after = fast.commands_sent if fast is not None else 0
         assert counter.count + (after - before) == 1
+
+
+def test_cached_get_is_no_round_trip_and_sees_writes(
+    rstore: RedisStore, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    assert rstore.read_cache is not None and rstore.read_cache.feed.wait_connected(5.0)
+    record = make_record(skey(1))
+    rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert rstore.get(record.key) == record  # a miss: read and kept
+    counter = SendCounter(monkeypatch, rstore._client.connection_pool.connection_class)
+    for _ in range(3):
+        got = rstore.get(record.key)
+        assert got == record and counter.count == 0
+        assert isinstance(got, SessionRecord)
+        got.data["x"] = 1  # a copy: changing it changes nothing kept
+    assert rstore.get(record.key) == record
+    # Its own write: seen by the very next read.
+    assert rstore.update(record.key, RecordUpdate(set_data={"y": 2}))
+    got = rstore.get(record.key)
+    assert isinstance(got, SessionRecord) and got.data["y"] == 2
+    # Another process's revocation: seen once its notice has arrived.
+    other = RedisStore(url, prefix=rstore.prefix, read_cache_ttl=0)
+    try:
+        now = time.time()
+        tomb = Tombstone(key=record.key, reason="admin", at=now, until=now + 60, user_id="alice")
+        assert other.revoke(record.key, tomb)
+    finally:
+        other.close()
+    rstore.read_cache.barrier()
+    assert isinstance(rstore.get(record.key), Tombstone)
+
+
+@pytest.mark.anyio
+async def test_async_cached_get_is_no_round_trip(astore: AsyncRedisStore) -> None:
+    assert astore.read_cache is not None and astore.read_cache.feed.wait_connected(5.0)
+    record = make_record(skey(1))
+    await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert await astore.get(record.key) == record
+    fast = astore._fast
+    assert fast is not None
+    before = fast.commands_sent
+    for _ in range(3):
+        assert await astore.get(record.key) == record
+    assert fast.commands_sent == before
+    await astore.delete(record.key)
+    assert await astore.get(record.key) is None
+    assert fast.commands_sent == before + 1
+
+
+def test_read_cache_settings_are_checked(url: str) -> None:
+    with pytest.raises(ValueError):
+        RedisStore(url, prefix=unique_prefix(), read_cache_ttl=-1)
+    with pytest.raises(ValueError):
+        RedisStore(url, prefix=unique_prefix(), read_cache_size=0)
+    client = redis.Redis.from_url(url)
+    try:
+        assert RedisStore(client, prefix=unique_prefix()).read_cache is None  # a client: off
+    finally:
+        client.close()
 
 
 # -- TTLs -----------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ from ..records import (
 )
 from .base import StoreStats, StoreUnavailable
 from .resp import PipelinedReader, RespError, fast_path_target
+from .tracking import MISS, InvalidationFeed, ReadCache
 
 __all__ = ["MIN_RETENTION_MS", "AsyncRedisStore", "RedisStore"]
 
@@ -1051,6 +1052,51 @@ def _client_options(timeout: float) -> dict[str, Any]:
     }
 
 
+def _read_cache(
+    target: tuple[str, int, int, str | None, str | None] | None,
+    prefix: str,
+    timeout: float,
+    ttl: float,
+    size: int,
+) -> ReadCache | None:
+    """The local read cache (:mod:`.tracking`) for session hashes, or ``None`` when it is off
+    (``ttl`` 0) or the store was given a client rather than a plain ``redis://`` URL."""
+    if ttl < 0 or size < 1:
+        raise ValueError("read_cache_ttl must be >= 0 and read_cache_size >= 1")
+    if target is None or ttl == 0:
+        return None
+    host, port, _db, username, password = target
+
+    def feed(on_keys: Callable[[list[bytes] | None], None]) -> InvalidationFeed:
+        return InvalidationFeed(
+            host,
+            port,
+            username,
+            password,
+            key_prefix=prefix + "s:",
+            timeout=timeout,
+            on_keys=on_keys,
+        )
+
+    return ReadCache(feed, ttl=ttl, size=size)
+
+
+def _forget(cache: ReadCache | None, ops: _Ops, keys: Sequence[str] | None) -> None:
+    """After a write: drop the store keys it touched from the read cache (``None``: all)."""
+    if cache is None:
+        return
+    if keys is None:
+        cache.clear()
+    else:
+        cache.evict([ops.skey(key) for key in keys])
+
+
+#: Seconds a session read stays in the local read cache by default (see :mod:`.tracking`).
+READ_CACHE_TTL: Final = 2.0
+#: Session reads the local read cache holds by default.
+READ_CACHE_SIZE: Final = 10_000
+
+
 # -- the stores ---------------------------------------------------------------------------------
 
 
@@ -1064,6 +1110,8 @@ class RedisStore:
         prefix: str = "sw:",
         timeout: float = 1.0,
         cluster_hash_tag: bool = False,
+        read_cache_ttl: float = READ_CACHE_TTL,
+        read_cache_size: int = READ_CACHE_SIZE,
     ) -> None:
         self._ops = _Ops(prefix, cluster_hash_tag)
         if isinstance(url_or_client, str):
@@ -1072,9 +1120,15 @@ class RedisStore:
                 url_or_client, retry=retry, **_client_options(timeout)
             )
             self._owned = True
+            target = fast_path_target(url_or_client)
         else:
             self._client = url_or_client
             self._owned = False
+            target = None
+        #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
+        self.read_cache = _read_cache(
+            target, self._ops.prefix, timeout, read_cache_ttl, read_cache_size
+        )
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
         self._closed = threading.Event()
 
@@ -1092,20 +1146,38 @@ class RedisStore:
             raise _unavailable(exc) from exc
 
     def _run(self, op: _Op[T]) -> T:
+        written: list[str] = []
         try:
             call = next(op)
             while True:
+                if call.script is not None:
+                    written += call.keys
                 call = op.send(self._call(call))
         except StopIteration as stop:
             return cast(T, stop.value)
+        finally:
+            if written and self.read_cache is not None:
+                self.read_cache.evict(written)
 
     def get(self, key: str) -> Lookup:
-        return self._run(self._ops.get(key))
+        cache = self.read_cache
+        if cache is None:
+            return self._run(self._ops.get(key))
+        name = self._ops.skey(key)
+        hit = cache.lookup(name)
+        if hit is not MISS:
+            return cast(Lookup, hit)
+        ticket = cache.begin(name)
+        found = self._run(self._ops.get(key))
+        cache.complete(name, ticket, found)
+        return found
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
     ) -> list[str]:
-        return self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        evicted = self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        _forget(self.read_cache, self._ops, evicted)
+        return evicted
 
     def rotate(
         self,
@@ -1118,7 +1190,7 @@ class RedisStore:
         tombstone_until: float,
         activity_max: int = 0,
     ) -> list[str] | None:
-        return self._run(
+        evicted = self._run(
             self._ops.rotate(
                 old_key,
                 new_key,
@@ -1129,6 +1201,8 @@ class RedisStore:
                 activity_max,
             )
         )
+        _forget(self.read_cache, self._ops, evicted or [])
+        return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
         return self._run(self._ops.update(key, update, activity_max))
@@ -1145,18 +1219,24 @@ class RedisStore:
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
-        return self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
+        revoked = self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
+        _forget(self.read_cache, self._ops, revoked)
+        return revoked
 
     def activity(self, key: str) -> list[dict[str, JSON]]:
         return self._run(self._ops.activity(key))
 
     def purge(self, now: float, batch: int = 1000) -> int:
-        return self._run(self._ops.purge(now, batch))
+        removed = self._run(self._ops.purge(now, batch))
+        _forget(self.read_cache, self._ops, None)
+        return removed
 
     def stats(self, now: float) -> StoreStats:
         return self._run(self._ops.stats(now))
 
     def close(self) -> None:
+        if self.read_cache is not None:
+            self.read_cache.close()
         if self._owned and not self._closed.is_set():
             self._closed.set()
             self._client.close()
@@ -1172,6 +1252,8 @@ class AsyncRedisStore:
         prefix: str = "sw:",
         timeout: float = 1.0,
         cluster_hash_tag: bool = False,
+        read_cache_ttl: float = READ_CACHE_TTL,
+        read_cache_size: int = READ_CACHE_SIZE,
     ) -> None:
         self._ops = _Ops(prefix, cluster_hash_tag)
         if isinstance(url_or_client, str):
@@ -1188,6 +1270,10 @@ class AsyncRedisStore:
         self._scalars: dict[bytes, Any] = {}
         # The hot read (one HGETALL per request) goes over a lean pipelined connection.
         self._fast = PipelinedReader(*target, timeout=timeout) if target is not None else None
+        #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
+        self.read_cache = _read_cache(
+            target, self._ops.prefix, timeout, read_cache_ttl, read_cache_size
+        )
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
         self._closed = False
 
@@ -1205,14 +1291,33 @@ class AsyncRedisStore:
             raise _unavailable(exc) from exc
 
     async def _run(self, op: _Op[T]) -> T:
+        written: list[str] = []
         try:
             call = next(op)
             while True:
+                if call.script is not None:
+                    written += call.keys
                 call = op.send(await self._call(call))
         except StopIteration as stop:
             return cast(T, stop.value)
+        finally:
+            if written and self.read_cache is not None:
+                self.read_cache.evict(written)
 
     async def get(self, key: str) -> Lookup:
+        cache = self.read_cache
+        if cache is None:
+            return await self._read(key)
+        name = self._ops.skey(key)
+        hit = cache.lookup(name)
+        if hit is not MISS:
+            return cast(Lookup, hit)
+        ticket = cache.begin(name)
+        found = await self._read(key)
+        cache.complete(name, ticket, found)
+        return found
+
+    async def _read(self, key: str) -> Lookup:
         fast = self._fast
         if fast is None:
             return await self._run(self._ops.get(key))
@@ -1238,7 +1343,9 @@ class AsyncRedisStore:
     async def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
     ) -> list[str]:
-        return await self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        evicted = await self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        _forget(self.read_cache, self._ops, evicted)
+        return evicted
 
     async def rotate(
         self,
@@ -1251,7 +1358,7 @@ class AsyncRedisStore:
         tombstone_until: float,
         activity_max: int = 0,
     ) -> list[str] | None:
-        return await self._run(
+        evicted = await self._run(
             self._ops.rotate(
                 old_key,
                 new_key,
@@ -1262,6 +1369,8 @@ class AsyncRedisStore:
                 activity_max,
             )
         )
+        _forget(self.read_cache, self._ops, evicted or [])
+        return evicted
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
         return await self._run(self._ops.update(key, update, activity_max))
@@ -1278,18 +1387,24 @@ class AsyncRedisStore:
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
-        return await self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
+        revoked = await self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
+        _forget(self.read_cache, self._ops, revoked)
+        return revoked
 
     async def activity(self, key: str) -> list[dict[str, JSON]]:
         return await self._run(self._ops.activity(key))
 
     async def purge(self, now: float, batch: int = 1000) -> int:
-        return await self._run(self._ops.purge(now, batch))
+        removed = await self._run(self._ops.purge(now, batch))
+        _forget(self.read_cache, self._ops, None)
+        return removed
 
     async def stats(self, now: float) -> StoreStats:
         return await self._run(self._ops.stats(now))
 
     async def close(self) -> None:
+        if self.read_cache is not None:
+            self.read_cache.close()
         if self._fast is not None:
             self._fast.close()
         if self._owned and not self._closed:
