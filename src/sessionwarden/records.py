@@ -146,7 +146,7 @@ class Tombstone:
 Lookup: TypeAlias = SessionRecord | Alias | Tombstone | None
 
 
-_CONTAINERS = (dict, list)
+_CONTAINERS = frozenset((dict, list))
 
 
 def clone_json(value: JSON) -> JSON:
@@ -160,11 +160,9 @@ def clone_json(value: JSON) -> JSON:
 
 def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
     """A copy of a mapping of JSON values; scalars (almost all of them) are shared."""
-    copy = dict(mapping)
-    for name, value in copy.items():
-        if type(value) in _CONTAINERS:
-            copy[name] = clone_json(value)
-    return copy
+    if _CONTAINERS.isdisjoint(map(type, mapping.values())):
+        return dict(mapping)  # scalars only: the shallow copy is a full one
+    return {name: clone_json(value) for name, value in mapping.items()}
 
 
 def dumps(value: Any) -> str:
