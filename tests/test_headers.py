@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
+import threading
 
 import pytest
 
+from sessionwarden import headers as headers_module
 from sessionwarden.headers import CspBuilder, HeaderPlan, SecurityHeaders, new_nonce
 from sessionwarden.policy import HeadersPolicy
 
@@ -289,6 +292,41 @@ def test_nonce_is_128_bits_of_base64() -> None:
 
 def test_nonce_fresh_each_call() -> None:
     assert len({new_nonce() for _ in range(1000)}) == 1000
+
+
+def test_nonces_drawn_by_many_threads_are_all_different() -> None:
+    per_thread = 3 * headers_module._NONCE_BATCH  # every thread refills the batch several times
+    drawn: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(new_nonce() for _ in range(per_thread))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [n for out in drawn for n in out]
+    assert len(every) == len(set(every)) == 8 * per_thread
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_never_hands_out_its_parents_nonces() -> None:
+    new_nonce()  # the batch is drawn: the rest is waiting in this process
+    waiting = set(headers_module._unused_nonces)
+    assert waiting
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it hands out, then leave without running pytest's exit
+        os.close(read)
+        os.write(write, " ".join(new_nonce() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 5
+    assert child.isdisjoint(waiting)
 
 
 def test_every_nonce_is_accepted_by_the_builder() -> None:
