@@ -334,3 +334,4 @@ def test_every_nonce_is_accepted_by_the_builder() -> None:
     for _ in range(200):
         nonce = new_nonce()
         assert f"'nonce-{nonce}'".encode() in builder.value(nonce)
+        assert builder.value(str(nonce)) == builder.value(nonce)  # plain text is checked, passes

@@ -28,10 +28,17 @@ _PLACEHOLDER = "\x00"
 _REPORT_GROUP = "sessionwarden-csp"
 
 
+class _Nonce(str):
+    """A nonce from :func:`new_nonce`: base64 of CSPRNG output, so it fits the CSP grammar by
+    construction and :meth:`CspBuilder.value` need not check it again."""
+
+    __slots__ = ()
+
+
 _NONCE_BATCH = 64
 #: Nonces drawn from the CSPRNG but not handed out yet. ``popleft`` is atomic, so two threads
 #: never get the same one; a forked child forgets its parent's (they would repeat there).
-_unused_nonces: deque[str] = deque()
+_unused_nonces: deque[_Nonce] = deque()
 os.register_at_fork(after_in_child=_unused_nonces.clear)
 
 
@@ -53,7 +60,7 @@ def _draw_nonces() -> str:
     fresh batch, so nothing is handed out twice)."""
     raw = os.urandom(NONCE_BYTES * _NONCE_BATCH)
     fresh = [
-        binascii.b2a_base64(raw[i : i + NONCE_BYTES], newline=False).decode("ascii")
+        _Nonce(binascii.b2a_base64(raw[i : i + NONCE_BYTES], newline=False).decode("ascii"))
         for i in range(0, len(raw), NONCE_BYTES)
     ]
     _unused_nonces.extend(fresh[1:])
@@ -153,7 +160,7 @@ class CspBuilder:
         """The header value for one response; ``None``: a response that renders no nonce."""
         if nonce is None:
             return self._static
-        if not _NONCE_CHARS.issuperset(nonce) or not nonce:
+        if type(nonce) is not _Nonce and (not nonce or not _NONCE_CHARS.issuperset(nonce)):
             # A nonce is spliced into the header verbatim; refuse what could end a directive.
             raise ValueError("nonce must come from new_nonce()")
         return nonce.encode("ascii").join(self._nonce_parts)
