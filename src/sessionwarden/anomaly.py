@@ -40,10 +40,10 @@ class RiskAssessor:
         if not stored:
             return _ALLOW
         # Fast path: the same address and browser as at the last refresh.
-        if stored.get("ip") == facts.client_ip and (stored.get("ua"), stored.get("uav")) == (
-            self._agent(facts.user_agent)
-        ):
-            return _ALLOW
+        if stored.get("ip") == facts.client_ip:
+            ua = facts.user_agent
+            if (stored.get("ua"), stored.get("uav")) == (self._agents.get(ua) or self._agent(ua)):
+                return _ALLOW
         current = fingerprint(facts)
         net_at = record.flags.get("net_at")
         assessment = assess(

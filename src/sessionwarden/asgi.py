@@ -93,7 +93,8 @@ class SessionWardenMiddleware:
         except StoreUnavailable as exc:
             await self._refuse(send, Begun(facts), guard.store_failed(facts, exc, writing=False))
             return
-        guard.store_ok(facts, wrote=False)
+        if guard.outage.failing:  # the store answered: that may end an outage
+            guard.store_ok(facts, wrote=False)
 
         if begun.needs_form_token and begun.refusal is None:
             body = await self._read_body(receive, begun)
@@ -135,7 +136,8 @@ class SessionWardenMiddleware:
                     replaced = True
                     await self._refuse(send, begun, guard.store_failed(facts, exc, writing=True))
                     return
-                guard.store_ok(facts, wrote=begun.wrote)
+                if guard.outage.failing:
+                    guard.store_ok(facts, wrote=begun.wrote)
                 message["headers"] = self._merge(begun, outcome, message.get("headers") or [])
             await send(message)
 

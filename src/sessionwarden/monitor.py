@@ -630,11 +630,14 @@ class OutageGate:
     the threads of a WSGI server, hence the lock.
     """
 
-    __slots__ = ("_down_since", "_lock")
+    __slots__ = ("_down_since", "_lock", "failing")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        #: Whether an outage is in progress. Read without the lock so the healthy path (every
+        #: request) costs no lock; it is a hint, :meth:`success` decides under the lock.
+        self.failing = False
 
     def failure(self, now: float) -> bool:
         """Record a failed store call; ``True`` when this starts an outage (emit the event)."""
@@ -642,6 +645,7 @@ class OutageGate:
             if self._down_since is not None:
                 return False
             self._down_since = now
+            self.failing = True
             return True
 
     def success(self) -> bool:
@@ -650,13 +654,8 @@ class OutageGate:
             if self._down_since is None:
                 return False
             self._down_since = None
+            self.failing = False
             return True
-
-    @property
-    def failing(self) -> bool:
-        """Whether an outage is in progress. Read without the lock so the healthy path (every
-        request) costs no lock; it is a hint, :meth:`success` decides under the lock."""
-        return self._down_since is not None
 
     @property
     def down_since(self) -> float | None:
