@@ -13,6 +13,7 @@ not stored.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from .clock import Clock
@@ -24,6 +25,7 @@ from .records import JSON
 from .stores import AsyncSessionStore, InlineAsyncStore, StoreUnavailable, open_async_store
 
 T = TypeVar("T")
+_NONE: frozenset[bytes] = frozenset()
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -179,7 +181,12 @@ class SessionWardenMiddleware:
         self, begun: Begun, outcome: Outcome | None, app_headers: Any
     ) -> list[tuple[bytes, bytes]]:
         headers = list(app_headers)
-        existing = {name.lower() for name, _ in headers}
+        watched = self.guard.response_header_names
+        existing: AbstractSet[bytes] = _NONE
+        for name, _ in headers:
+            if name.lower() in watched:  # the app set one of ours: tell the guard all its names
+                existing = {name.lower() for name, _ in headers}
+                break
         add, drop = self.guard.response_headers(begun, outcome, existing)
         if drop:
             headers = [(n, v) for n, v in headers if n.lower() not in drop]

@@ -9,6 +9,7 @@ between their protocol and these calls, so both behave identically.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from . import csrf, headers
@@ -137,6 +138,8 @@ class Guard:
             agent_label=agent_label,
         )
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
+        #: The response header names whose presence :meth:`response_headers` looks at.
+        self.response_header_names = self.headers.names if self.headers else frozenset()
         self.outage = OutageGate()
         self._write_outage = False
         # Where the value of each header the guard reads goes. A token header named like one of
@@ -373,7 +376,7 @@ class Guard:
         self,
         begun: Begun,
         outcome: Outcome | None,
-        existing: set[bytes],
+        existing: AbstractSet[bytes],
     ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
         """Headers to add to the response and header names of the app's to drop."""
         set_cookie = outcome.set_cookie if outcome is not None else None

@@ -192,9 +192,9 @@ class SecurityHeaders:
         "_csp",
         "_enabled",
         "_hsts",
-        "_names",
         "_no_store",
         "_static",
+        "names",
     )
 
     def __init__(self, policy: HeadersPolicy) -> None:
@@ -237,7 +237,8 @@ class SecurityHeaders:
         names.update((_HSTS, _CACHE_CONTROL, _CLEAR_SITE_DATA))
         if self._csp is not None:
             names.add(self._csp.header_name)
-        self._names = frozenset(names)
+        #: Every header name this class may add (lower-case).
+        self.names = frozenset(names)
 
     def response_headers(
         self,
@@ -264,7 +265,7 @@ class SecurityHeaders:
         if not self._enabled:
             return [], set()
         csp = self._csp
-        if self._names.isdisjoint(existing):
+        if self.names.isdisjoint(existing):
             # The common response: the app set none of these headers.
             add = [*self._base[https]]
             if csp is not None:
