@@ -25,7 +25,7 @@ from .records import JSON
 from .stores import AsyncSessionStore, InlineAsyncStore, StoreUnavailable, open_async_store
 
 T = TypeVar("T")
-_NONE: frozenset[bytes] = frozenset()
+_NO_NAMES: frozenset[bytes] = frozenset()
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -182,7 +182,7 @@ class SessionWardenMiddleware:
     ) -> list[tuple[bytes, bytes]]:
         headers = list(app_headers)
         watched = self.guard.response_header_names
-        existing: AbstractSet[bytes] = _NONE
+        existing: AbstractSet[bytes] = _NO_NAMES
         for name, _ in headers:
             if name.lower() in watched:  # the app set one of ours: tell the guard all its names
                 existing = {name.lower() for name, _ in headers}
