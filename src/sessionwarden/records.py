@@ -53,6 +53,27 @@ class SessionRecord:
     flags: dict[str, JSON] = field(default_factory=dict)
     data: dict[str, JSON] = field(default_factory=dict)
 
+    def copy(self) -> SessionRecord:
+        """An independent copy (scalars shared, containers copied): what a store hands out, so
+        the caller may change it without touching what the store keeps."""
+        fp = self.fingerprint
+        flags = self.flags
+        return SessionRecord(
+            self.key,
+            self.created_at,
+            self.last_seen,
+            self.expires_at,
+            self.rotated_at,
+            self.csrf_secret,
+            self.user_id,
+            self.auth_at,
+            self.client_ip,
+            self.user_agent,
+            None if fp is None else clone_map(fp),
+            clone_map(flags) if flags else {},
+            clone_map(self.data),
+        )
+
     def meta(self) -> dict[str, JSON]:
         return {name: getattr(self, name) for name in META_FIELDS}
 

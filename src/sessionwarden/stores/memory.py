@@ -7,29 +7,8 @@ import copy
 import threading
 from collections import deque
 
-from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, clone_map
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import StoreStats, oldest_over_cap
-
-
-def _copy_record(record: SessionRecord) -> SessionRecord:
-    """An independent copy: the caller may mutate what it gets without touching the store."""
-    fp = record.fingerprint
-    flags = record.flags
-    return SessionRecord(
-        record.key,
-        record.created_at,
-        record.last_seen,
-        record.expires_at,
-        record.rotated_at,
-        record.csrf_secret,
-        record.user_id,
-        record.auth_at,
-        record.client_ip,
-        record.user_agent,
-        None if fp is None else clone_map(fp),
-        clone_map(flags) if flags else {},
-        clone_map(record.data),
-    )
 
 
 class MemoryStore:
@@ -84,7 +63,7 @@ class MemoryStore:
     # -- interface -------------------------------------------------------------------------
     def get(self, key: str) -> Lookup:
         item = self._items.get(key)
-        return _copy_record(item) if isinstance(item, SessionRecord) else item
+        return item.copy() if isinstance(item, SessionRecord) else item
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -93,7 +72,7 @@ class MemoryStore:
             previous = self._items.get(record.key)
             if isinstance(previous, SessionRecord):
                 self._index_drop(record.key, previous.user_id)
-            self._items[record.key] = _copy_record(record)
+            self._items[record.key] = record.copy()
             self._index_add(record)
             return self._enforce_cap(record, max_per_user, tombstone_until)
 
@@ -112,7 +91,7 @@ class MemoryStore:
             old = self._items.get(old_key)
             if not isinstance(old, SessionRecord):
                 return None
-            new = _copy_record(old)
+            new = old.copy()
             new.key = new_key
             new.apply(copy.deepcopy(update))
             self._index_drop(old_key, old.user_id)
@@ -133,7 +112,7 @@ class MemoryStore:
             record = self._items.get(key)
             if not isinstance(record, SessionRecord):
                 return False
-            new = _copy_record(record)
+            new = record.copy()
             new.apply(copy.deepcopy(update))
             self._items[key] = new
             if new.user_id != record.user_id:
@@ -163,7 +142,7 @@ class MemoryStore:
     def user_sessions(self, user_id: str) -> list[SessionRecord]:
         with self._lock:
             found = [
-                _copy_record(item)
+                item.copy()
                 for k in self._users.get(user_id, ())
                 if isinstance(item := self._items.get(k), SessionRecord)
             ]

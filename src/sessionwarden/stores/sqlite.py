@@ -72,7 +72,6 @@ from ..records import (
     RecordUpdate,
     SessionRecord,
     Tombstone,
-    clone_map,
     dumps,
     loads,
 )
@@ -190,26 +189,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _copy_record(record: SessionRecord) -> SessionRecord:
-    """An independent copy: callers may change what they get without touching the store's."""
-    fp = record.fingerprint
-    return SessionRecord(
-        record.key,
-        record.created_at,
-        record.last_seen,
-        record.expires_at,
-        record.rotated_at,
-        record.csrf_secret,
-        record.user_id,
-        record.auth_at,
-        record.client_ip,
-        record.user_agent,
-        None if fp is None else clone_map(fp),
-        clone_map(record.flags),
-        clone_map(record.data),
-    )
-
-
 class _Handle:
     """One thread's connection (weakly registered so :meth:`SQLiteStore.close` can reach it),
     with a cursor kept for the hot reads and this connection's read cache (see
@@ -292,9 +271,7 @@ class SQLiteStore:
         self._registry_lock = threading.Lock()
         self._inherited: list[sqlite3.Connection] = []
         self._closed = False
-        self._parse_cache: OrderedDict[tuple[str, str, str | None], SessionRecord] = (
-            OrderedDict()
-        )
+        self._parse_cache: OrderedDict[tuple[str, str, str | None], SessionRecord] = OrderedDict()
         try:
             self._init_schema()
         except BaseException:
@@ -453,7 +430,7 @@ class SQLiteStore:
         """The record stored as these texts, decoded once and remembered by content: a
         steady-state session is read with the same texts on every request until it is next
         written. Nothing here can be stale (equal texts decode equal); the record returned is
-        shared and must be copied (:func:`_copy_record`) before it leaves the store."""
+        shared and must be copied (:meth:`SessionRecord.copy`) before it leaves the store."""
         content = (key, meta_text, data_text)
         cache = self._parse_cache
         record = cache.get(content)
@@ -592,7 +569,7 @@ class SQLiteStore:
                     hit = cache.get(key)
                     if hit is not None:
                         handle.hits += 1
-                        return _copy_record(hit) if type(hit) is SessionRecord else hit
+                        return hit.copy() if type(hit) is SessionRecord else hit
                 else:
                     cache.clear()
                     handle.version = version
@@ -617,7 +594,7 @@ class SQLiteStore:
             if len(cache) >= self._cache_size:
                 cache.popitem(last=False)  # the oldest entry
             cache[key] = found
-        return _copy_record(found) if type(found) is SessionRecord else found
+        return found.copy() if type(found) is SessionRecord else found
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -707,7 +684,7 @@ class SQLiteStore:
             (user_id,),
         )
         found = [self._decode(row[0], row[1:]) for row in rows]
-        records = [_copy_record(r) for r in found if isinstance(r, SessionRecord)]
+        records = [r.copy() for r in found if isinstance(r, SessionRecord)]
         return sorted(records, key=lambda r: (r.created_at, r.key))
 
     def revoke_user(

@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from ..records import Lookup, SessionRecord, clone_map
+from ..records import Lookup, SessionRecord
 from .resp import RespError, encode
 
 try:
@@ -75,24 +75,7 @@ MISS: Final = _Miss()
 
 def _fresh(value: Lookup) -> Lookup:
     """A copy the caller may change (aliases and tombstones are immutable)."""
-    if not isinstance(value, SessionRecord):
-        return value
-    fp = value.fingerprint
-    return SessionRecord(
-        value.key,
-        value.created_at,
-        value.last_seen,
-        value.expires_at,
-        value.rotated_at,
-        value.csrf_secret,
-        value.user_id,
-        value.auth_at,
-        value.client_ip,
-        value.user_agent,
-        None if fp is None else clone_map(fp),
-        clone_map(value.flags),
-        clone_map(value.data),
-    )
+    return value.copy() if isinstance(value, SessionRecord) else value
 
 
 class InvalidationFeed:
