@@ -10,6 +10,7 @@ stolen session.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -225,6 +226,7 @@ def _collect(headers: HeaderItems) -> dict[str, str]:
 # --- Hosts and the HTTPS redirect --------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a request's Host is looked at several times
 def split_host(host: str) -> tuple[str, str] | None:
     """``host[:port]`` from a Host header into (host, port); ``None`` when it is not valid.
 
@@ -273,6 +275,7 @@ def is_valid_host(host: str) -> bool:
     return split_host(host) is not None
 
 
+@functools.lru_cache(maxsize=1024)  # pure; parsing an address costs microseconds
 def is_loopback_host(host: str) -> bool:
     """Whether a Host header names this machine: ``localhost``, ``*.localhost``, ``127.0.0.0/8``,
     ``[::1]``, with or without a port. Browsers treat these as secure contexts over plain HTTP

@@ -62,6 +62,19 @@ RECONNECT_DELAY: Final = 1.0
 _CHANNEL: Final = b"__redis__:invalidate"
 
 
+#: Forks this process has been through (a counter instead of ``os.getpid()``, a system call,
+#: on every cache hit).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class _Miss:
     __slots__ = ()
 
@@ -111,7 +124,7 @@ class InvalidationFeed:
         self._sock: socket.socket | None = None
         self._poller: Any = None
         self._reader: Any = None
-        self._pid = os.getpid()
+        self._forks = _forks
         self._connecting = False
         self._next_attempt = 0.0
         self._last_heard = 0.0
@@ -126,11 +139,11 @@ class InvalidationFeed:
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None and self._pid == os.getpid()
+        return self._sock is not None and self._forks == _forks
 
     def ready(self) -> bool:
         """Apply every announced change; ``True`` when the feed is connected and trusted."""
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             self._forget_after_fork()
         sock = self._sock
         if sock is None:
@@ -218,7 +231,7 @@ class InvalidationFeed:
         self._ping_sent = None
         self._connecting = False
         self._next_attempt = 0.0
-        self._pid = os.getpid()
+        self._forks = _forks
         self._wake = threading.Condition(threading.Lock())
         self._on_keys(None)
 
@@ -257,7 +270,7 @@ class InvalidationFeed:
             return
         with self._wake:
             self._connecting = False
-            if self._closed or self._pid != os.getpid():
+            if self._closed or self._forks != _forks:
                 sock.close()
             else:
                 self._reader = reader
@@ -314,7 +327,7 @@ class InvalidationFeed:
         self._closed = True
         sock, self._sock = self._sock, None
         self._poller = None
-        if sock is not None and self._pid == os.getpid():
+        if sock is not None and self._forks == _forks:
             sock.close()
 
 
