@@ -22,7 +22,13 @@ from .events import EventSink
 from .guard import Begun, Guard, Refusal
 from .policy import Policy
 from .records import JSON
-from .stores import AsyncSessionStore, InlineAsyncStore, StoreUnavailable, open_async_store
+from .stores import (
+    AsyncSessionStore,
+    InlineAsyncStore,
+    NotCached,
+    StoreUnavailable,
+    open_async_store,
+)
 
 T = TypeVar("T")
 _NO_NAMES: frozenset[bytes] = frozenset()
@@ -70,6 +76,9 @@ class SessionWardenMiddleware:
             if isinstance(store, InlineAsyncStore) and type(store).get is InlineAsyncStore.get
             else None
         )
+        # A store with a local read cache answers most reads without I/O (Redis).
+        cached: Callable[[str], Any] | None = getattr(store, "get_cached", None)
+        self._cached = cached if self._local is None and callable(cached) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,11 +96,17 @@ class SessionWardenMiddleware:
         target = _target(scope, facts.path) if guard.may_redirect(facts) else ""
         store = self._store
         try:
-            if self._local is None:
-                begun = await run_async(guard.begin(facts, target), store)
-            else:
+            if self._local is not None:
                 inline = guard.begin_inline(facts, target, self._local.sync.get)
                 begun = inline if isinstance(inline, Begun) else await run_async(inline, store)
+            elif self._cached is not None:
+                try:  # no side effect happens before the read, so a miss can start over
+                    steps = guard.begin_inline(facts, target, self._cached)
+                except NotCached:
+                    steps = guard.begin(facts, target)
+                begun = steps if isinstance(steps, Begun) else await run_async(steps, store)
+            else:
+                begun = await run_async(guard.begin(facts, target), store)
         except StoreUnavailable as exc:
             await self._refuse(send, Begun(facts), guard.store_failed(facts, exc, writing=False))
             return

@@ -257,7 +257,11 @@ class Guard:
     ) -> Begun | Steps[Begun]:
         """:meth:`begin` for a store whose reads are plain calls (``read``: its ``get``). The
         common request is decided at once; one whose session needs more store calls than that
-        read (an alias, a risky session) returns the rest as steps to run."""
+        read (an alias, a risky session) returns the rest as steps to run.
+
+        Nothing observable (an event, a refusal) happens before ``read`` is called, so when
+        ``read`` raises (a cache that cannot answer without I/O) the caller may start over
+        with :meth:`begin`."""
         begun = Begun(facts)
         now = self.engine.clock.now()
         if self._refuse_plain_http(begun, target, now):

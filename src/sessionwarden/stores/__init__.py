@@ -10,13 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from .base import AsyncSessionStore, InlineAsyncStore, SessionStore, StoreStats, StoreUnavailable
+from .base import (
+    AsyncSessionStore,
+    InlineAsyncStore,
+    NotCached,
+    SessionStore,
+    StoreStats,
+    StoreUnavailable,
+)
 from .memory import MemoryStore
 
 __all__ = [
     "AsyncSessionStore",
     "InlineAsyncStore",
     "MemoryStore",
+    "NotCached",
     "SessionStore",
     "StoreStats",
     "StoreURL",

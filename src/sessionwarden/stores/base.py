@@ -31,6 +31,11 @@ class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time. Never carries secrets."""
 
 
+class NotCached(Exception):
+    """Raised by an asynchronous store's optional ``get_cached(key)`` (a read answered from
+    local memory, without I/O) when it cannot answer that way; the caller awaits ``get``."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     live_sessions: int

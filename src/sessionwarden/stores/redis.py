@@ -83,7 +83,7 @@ from ..records import (
     dumps,
     loads,
 )
-from .base import StoreStats, StoreUnavailable
+from .base import NotCached, StoreStats, StoreUnavailable
 from .resp import PipelinedReader, RespError, fast_path_target
 from .tracking import MISS, InvalidationFeed, ReadCache
 
@@ -1316,6 +1316,17 @@ class AsyncRedisStore:
         found = await self._read(key)
         cache.complete(name, ticket, found)
         return found
+
+    def get_cached(self, key: str) -> Lookup:
+        """:meth:`get` answered from the local read cache, without I/O (the middleware tries
+        this first); raises :class:`~sessionwarden.stores.base.NotCached` otherwise."""
+        cache = self.read_cache
+        if cache is None:
+            raise NotCached
+        hit = cache.lookup(self._ops.skey(key))
+        if hit is MISS:
+            raise NotCached
+        return cast(Lookup, hit)
 
     async def _read(self, key: str) -> Lookup:
         fast = self._fast
