@@ -1168,8 +1168,11 @@ class RedisStore:
         if hit is not MISS:
             return cast(Lookup, hit)
         ticket = cache.begin(name)
-        found = self._run(self._ops.get(key))
-        cache.complete(name, ticket, found)
+        found: Lookup = None
+        try:
+            found = self._run(self._ops.get(key))
+        finally:
+            cache.complete(name, ticket, found)  # a failed read keeps nothing
         return found
 
     def insert(
@@ -1313,8 +1316,11 @@ class AsyncRedisStore:
         if hit is not MISS:
             return cast(Lookup, hit)
         ticket = cache.begin(name)
-        found = await self._read(key)
-        cache.complete(name, ticket, found)
+        found: Lookup = None
+        try:
+            found = await self._read(key)
+        finally:
+            cache.complete(name, ticket, found)  # a failed read keeps nothing
         return found
 
     def get_cached(self, key: str) -> Lookup:
