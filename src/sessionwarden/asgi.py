@@ -136,32 +136,11 @@ class SessionWardenMiddleware:
         state["csp_nonce"] = begun.nonce
         state["csrf_token"] = begun.csrf_token
 
-        started = False
-        replaced = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started, replaced
-            if replaced:
-                return  # the app's response was replaced by a 503; drop its body
-            if message["type"] == "http.response.start" and not started:
-                started = True
-                try:
-                    outcome = guard.engine.settled(session)
-                    if outcome is None:
-                        outcome = await run_async(guard.commit(begun), store)
-                except StoreUnavailable as exc:
-                    replaced = True
-                    await self._refuse(send, begun, guard.store_failed(facts, exc, writing=True))
-                    return
-                if guard.outage.failing:
-                    guard.store_ok(facts, wrote=begun.wrote)
-                message["headers"] = self._merge(begun, outcome, message.get("headers") or [])
-            await send(message)
-
+        responder = _Responder(self, begun, session, send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, responder)
         except ReauthenticationRequired as exc:
-            if started:
+            if responder.started:
                 raise
             await self._reauth(send, begun, exc)
 
@@ -261,6 +240,46 @@ class SessionWardenMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class _Responder:
+    """The ``send`` the application gets: commits the session when the response starts and
+    adds the headers. An object with slots rather than a closure: a closure would allocate a
+    cell per captured variable on every request (work for the garbage collector)."""
+
+    __slots__ = ("begun", "middleware", "replaced", "send", "session", "started")
+
+    def __init__(
+        self, middleware: SessionWardenMiddleware, begun: Begun, session: Session, send: Send
+    ) -> None:
+        self.middleware = middleware
+        self.begun = begun
+        self.session = session
+        self.send = send
+        self.started = False
+        self.replaced = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.replaced:
+            return  # the app's response was replaced by a 503; drop its body
+        if message["type"] == "http.response.start" and not self.started:
+            self.started = True
+            mw = self.middleware
+            guard = mw.guard
+            begun = self.begun
+            try:
+                outcome = guard.engine.settled(self.session)
+                if outcome is None:
+                    outcome = await run_async(guard.commit(begun), mw.store)
+            except StoreUnavailable as exc:
+                self.replaced = True
+                refusal = guard.store_failed(begun.facts, exc, writing=True)
+                await mw._refuse(self.send, begun, refusal)
+                return
+            if guard.outage.failing:
+                guard.store_ok(begun.facts, wrote=begun.wrote)
+            message["headers"] = mw._merge(begun, outcome, message.get("headers") or [])
+        await self.send(message)
 
 
 def _target(scope: Scope, path: str) -> str:

@@ -381,15 +381,15 @@ class Guard:
         begun: Begun,
         outcome: Outcome | None,
         existing: AbstractSet[bytes],
-    ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
+    ) -> tuple[list[tuple[bytes, bytes]], AbstractSet[bytes]]:
         """Headers to add to the response and header names of the app's to drop."""
         set_cookie = outcome.set_cookie if outcome is not None else None
         if set_cookie is None and begun.clear_cookie:
             set_cookie = self.engine.cookies.clear()
         if self.headers is None:
             if set_cookie is None:
-                return [], set()
-            return [(b"set-cookie", set_cookie.encode("latin-1"))], set()
+                return [], headers.NOTHING_TO_DROP
+            return [(b"set-cookie", set_cookie.encode("latin-1"))], headers.NOTHING_TO_DROP
         no_store = self.policy.headers.no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )

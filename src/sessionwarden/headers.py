@@ -170,13 +170,15 @@ class HeaderPlan(NamedTuple):
     """What to do to a response's headers: add ``add``, and first remove any named in ``drop``."""
 
     add: list[tuple[bytes, bytes]]
-    drop: set[bytes]
+    drop: Set[bytes]
 
 
 _CACHE_CONTROL = b"cache-control"
 _CLEAR_SITE_DATA = b"clear-site-data"
 _HSTS = b"strict-transport-security"
 _NO_STORE = (_CACHE_CONTROL, b"no-store")
+#: The ``drop`` of a plan that drops nothing (shared: no new set per response).
+NOTHING_TO_DROP: frozenset[bytes] = frozenset()
 
 
 class SecurityHeaders:
@@ -260,10 +262,10 @@ class SecurityHeaders:
 
     def plan(
         self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
-    ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
+    ) -> tuple[list[tuple[bytes, bytes]], Set[bytes]]:
         """:meth:`response_headers` as a plain ``(add, drop)`` pair, for the per-response path."""
         if not self._enabled:
-            return [], set()
+            return [], NOTHING_TO_DROP
         csp = self._csp
         if self.names.isdisjoint(existing):
             # The common response: the app set none of these headers.
@@ -274,7 +276,7 @@ class SecurityHeaders:
                 add.append(_NO_STORE)
             if logout and self._clear_site_data is not None:
                 add.append(self._clear_site_data)
-            return add, set()
+            return add, NOTHING_TO_DROP
         add = [h for h in self._static if h[0] not in existing]
         if https and _HSTS not in existing:
             add.append(self._hsts)

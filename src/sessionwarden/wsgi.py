@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 from urllib.parse import quote
 
@@ -211,7 +212,7 @@ class _Response:
         self.start_response = start_response
         self.started = False
         self.failed: Refusal | None = None
-        self.headers: tuple[list[tuple[bytes, bytes]], set[bytes]] | None = None
+        self.headers: tuple[list[tuple[bytes, bytes]], AbstractSet[bytes]] | None = None
 
     def start(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
