@@ -40,11 +40,6 @@ def rec(key: str, user: str | None = "alice", **fields: object) -> SessionRecord
     return record
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "sessions.db"
-
-
 # -- persistence ----------------------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ import random
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import pytest
 from sessionwarden.records import Alias, RecordUpdate, SessionRecord, Tombstone
 from sessionwarden.stores import sqlite as sqlite_module
 from sessionwarden.stores.sqlite import SQLiteStore
+
+from .sqlite_support import Statements
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
@@ -52,40 +53,10 @@ def check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     return str(request.param)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "sessions.db"
-
-
 def check_statements(store: SQLiteStore) -> list[str]:
     """What a cached read of ``store`` runs on the calling thread's connection: nothing with the
     wal-index header, the pragma without it."""
     return [] if store._handle().view is not None else ["PRAGMA data_version"]
-
-
-@pytest.fixture
-def pair(db_path: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
-    """Two store objects on one file: as two processes would have them."""
-    writer, reader = SQLiteStore(db_path), SQLiteStore(db_path)
-    try:
-        yield writer, reader
-    finally:
-        writer.close()
-        reader.close()
-
-
-class Statements:
-    """The statements the calling thread's connection of ``store`` runs."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self.seen: list[str] = []
-        store._db().set_trace_callback(self.seen.append)
-
-    def selects(self) -> list[str]:
-        return [s for s in self.seen if s.lstrip().upper().startswith("SELECT")]
-
-    def clear(self) -> None:
-        self.seen.clear()
 
 
 def count_checks(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:

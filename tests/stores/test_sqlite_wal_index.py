@@ -12,7 +12,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import pytest
 from sessionwarden.records import JSON, RecordUpdate, SessionRecord
 from sessionwarden.stores import sqlite as sqlite_module
 from sessionwarden.stores.sqlite import SQLiteStore
+
+from .sqlite_support import Statements
 
 LINUX = sys.platform.startswith("linux")
 pytestmark = pytest.mark.skipif(
@@ -43,27 +44,6 @@ def rec(key: str, **data: JSON) -> SessionRecord:
         user_id="alice",
         data=dict(data),
     )
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "sessions.db"
-
-
-@pytest.fixture
-def pair(db_path: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
-    writer, reader = SQLiteStore(db_path), SQLiteStore(db_path)
-    try:
-        yield writer, reader
-    finally:
-        writer.close()
-        reader.close()
-
-
-class Statements:
-    def __init__(self, store: SQLiteStore) -> None:
-        self.seen: list[str] = []
-        store._db().set_trace_callback(self.seen.append)
 
 
 def n_of(store: SQLiteStore, key: str = "k") -> object:
