@@ -65,11 +65,16 @@ _CHANNEL: Final = b"__redis__:invalidate"
 #: Forks this process has been through (a counter instead of ``os.getpid()``, a system call,
 #: on every cache hit).
 _forks = 0
+#: Every read cache of this process (a lock held by another thread at fork time would stay held
+#: in the child forever, so each gets a new one there).
+_live_caches: weakref.WeakSet[ReadCache] = weakref.WeakSet()
 
 
 def _count_fork() -> None:
     global _forks
     _forks += 1
+    for cache in list(_live_caches):
+        cache._after_fork()
 
 
 os.register_at_fork(after_in_child=_count_fork)
@@ -359,12 +364,6 @@ def _expect(sock: socket.socket, reader: Any, args: list[bytes], want: bytes) ->
         raise RespError("connection setup refused")
 
 
-def _reset_lock(ref: weakref.ref[ReadCache]) -> None:
-    cache = ref()
-    if cache is not None:
-        cache._after_fork()
-
-
 class ReadCache:
     """Decoded session lookups by Redis key, served only while the feed vouches for them.
 
@@ -389,8 +388,7 @@ class ReadCache:
         self._entries: dict[str, tuple[float, Lookup]] = {}
         self._pending: dict[str, object] = {}
         self.feed = feed(self._invalidated)
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _reset_lock(ref))
+        _live_caches.add(self)
         #: Lookups answered from the cache and lookups that were not (tests, metrics).
         self.hits = 0
         self.misses = 0
