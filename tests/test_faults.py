@@ -764,3 +764,49 @@ def test_clock_steps_keep_absolute_deadline_within_the_step(shared_store: Any) -
         assert s["died"] is not None, f"{s['user']} outlived its absolute deadline"
         lived = s["died"] - s["born"]
         assert ABS - STEP - slack <= lived <= ABS + STEP + slack, f"{s['user']} lived {lived:.2f}s"
+
+
+@pytest.mark.parametrize("user", ["", "app"], ids=["requirepass", "acl-user"])
+def test_read_cache_authenticates_like_the_store(private_redis: PrivateRedis, user: str) -> None:
+    """The notice connection logs in with the URL's credentials (password, or ACL user and
+    password): the cache works on a protected server, and changes still reach it."""
+    import redis
+
+    from sessionwarden.stores.redis import RedisStore
+
+    if user:
+        private_redis.command("ACL", "SETUSER", user, "on", ">pw-1", "~*", "&*", "+@all")
+        private_redis.command("ACL", "SETUSER", "default", "off")
+    else:
+        private_redis.command("CONFIG", "SET", "requirepass", "pw-1")
+    url = f"redis://{user}:pw-1@127.0.0.1:{private_redis.port}/0"
+    store = RedisStore(url, prefix="auth:")
+    other = redis.Redis.from_url(url)
+    try:
+        assert store.read_cache is not None and store.read_cache.feed.wait_connected(5.0)
+        now = time.time()
+        record = SessionRecord(
+            key="k" * 64,
+            created_at=now,
+            last_seen=now,
+            expires_at=now + 600,
+            rotated_at=now,
+            csrf_secret="c",
+            user_id="alice",
+        )
+        store.insert(record, max_per_user=0, tombstone_until=now + 600)
+        assert store.get(record.key) == record
+        assert store.get(record.key) == record
+        assert store.read_cache.hits >= 1
+        other.delete("auth:s:" + record.key)  # another client, through the same login
+        store.read_cache.barrier()
+        assert store.get(record.key) is None
+    finally:
+        other.close()
+        store.close()
+    wrong = RedisStore(f"redis://{user}:wrong@127.0.0.1:{private_redis.port}/0", prefix="auth:")
+    try:
+        assert wrong.read_cache is not None
+        assert not wrong.read_cache.feed.wait_connected(2.0)  # refused: nothing is cached
+    finally:
+        wrong.close()

@@ -291,14 +291,14 @@ class InvalidationFeed:
         """Start connecting if needed and wait up to ``timeout`` seconds for the feed."""
         deadline = time.monotonic() + timeout
         with self._wake:
+            if self._sock is None and not self._connecting:
+                self._next_attempt = 0.0  # at once, whatever the last failure
             while self._sock is None:
-                if not self._connecting:
-                    self._next_attempt = 0.0
-                    self._maybe_reconnect()
+                self._maybe_reconnect()  # no sooner than RECONNECT_DELAY after a failure
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._wake.wait(left)
+                self._wake.wait(min(left, RECONNECT_DELAY))
         return True
 
     def barrier(self) -> None:
