@@ -20,7 +20,6 @@ unknown session IDs each client has presented (so ID guessing is throttled).
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 import json
 import logging
@@ -194,7 +193,6 @@ def _prefix_of(addr: _Address, v4: int, v6: int) -> str:
     return str(ipaddress.IPv6Network((int(addr), v6), strict=False))
 
 
-@functools.lru_cache(maxsize=1024)  # pure; parsing an address costs microseconds
 def network_of(ip: str) -> str:
     """The client's network: /24 for IPv4, /48 for IPv6, ``""`` for anything that is not an IP.
 
