@@ -7,6 +7,7 @@ sharing the store would do.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from sessionwarden.records import Alias, SessionRecord, Tombstone
 from sessionwarden.stores import tracking
 from sessionwarden.stores.resp import fast_path_target
-from sessionwarden.stores.tracking import MISS, InvalidationFeed, ReadCache
+from sessionwarden.stores.tracking import DRAIN_INTERVAL, MISS, InvalidationFeed, ReadCache
 
 from ..conftest import drop_prefix, redis_or_skip, unique_prefix
 
@@ -136,7 +137,7 @@ def test_a_change_by_another_client_evicts_the_entry(h: Harness) -> None:
     assert h.cache.lookup(h.name("k1")) is MISS
 
 
-def test_a_change_arrives_without_a_barrier_too(h: Harness) -> None:
+def test_a_change_arrives_without_a_barrier_too(h: Harness, ticker: Ticker) -> None:
     h.other.hset(h.name("k1"), "c", "1")
     h.cache.barrier()
     h.cached("k1", record())
@@ -145,6 +146,41 @@ def test_a_change_arrives_without_a_barrier_too(h: Harness) -> None:
     while h.cache.lookup(h.name("k1")) is not MISS:
         assert time.monotonic() < deadline, "the invalidation never arrived"
         time.sleep(0.001)
+        ticker.now += DRAIN_INTERVAL
+
+
+def _notice_waiting(h: Harness) -> None:
+    """Wait until the feed's socket holds a message (the notice reached this process)."""
+    sock = h.cache.feed._sock
+    assert sock is not None
+    ready, _, _ = select.select([sock], [], [], 5.0)
+    assert ready, "no notice arrived"
+
+
+def test_a_change_is_applied_one_drain_interval_after_its_notice_arrived(
+    h: Harness, ticker: Ticker
+) -> None:
+    h.cached("k1", record())  # filling the entry drained the feed (at ticker.now)
+    h.other.hset(h.name("k1"), "l", "5")
+    _notice_waiting(h)
+    # Within the interval a hit does not read the socket (a system call per hit otherwise)...
+    ticker.now += DRAIN_INTERVAL / 2
+    assert h.cache.lookup(h.name("k1")) == record()
+    # ...and the first hit once it has passed applies the notice.
+    ticker.now += DRAIN_INTERVAL  # (a whole one: sums of floats fall just short)
+    assert h.cache.lookup(h.name("k1")) is MISS
+
+
+def test_a_read_that_overlapped_a_change_is_not_kept_even_within_the_drain_interval(
+    h: Harness,
+) -> None:
+    h.cached("k2", record("k2"))  # the feed was just drained: the interval is running
+    name = h.name("k1")
+    ticket = h.cache.begin(name)
+    h.other.hset(name, "l", "5")  # announced while "the read is on the wire"
+    _notice_waiting(h)
+    h.cache.complete(name, ticket, record())  # always drains before keeping anything
+    assert h.cache.lookup(name) is MISS
 
 
 def test_a_change_while_the_read_is_on_the_wire_is_not_kept(h: Harness) -> None:
@@ -196,12 +232,14 @@ def test_size_is_bounded_oldest_first(ticker: Ticker) -> None:
         h.close()
 
 
-def test_a_killed_feed_drops_everything_and_reconnects(h: Harness) -> None:
+def test_a_killed_feed_drops_everything_and_reconnects(h: Harness, ticker: Ticker) -> None:
     h.cached("k1", record())
     client_id = h.cache.feed.client_id
     h.other.client_kill_filter(_id=str(client_id))
     # The write that the dead feed would have announced:
     h.other.hset(h.name("k1"), "l", "5")
+    _notice_waiting(h)  # the end of the connection, which the next drain finds
+    ticker.now += 2 * tracking.DRAIN_INTERVAL
     assert h.cache.lookup(h.name("k1")) is MISS
     assert not h.cache.feed.connected
     assert h.cache.begin(h.name("k1")) is None  # nothing is kept while the feed is down
