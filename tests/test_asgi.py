@@ -154,6 +154,46 @@ async def test_set_cookie_and_security_headers() -> None:
 
 
 @pytest.mark.anyio
+async def test_request_objects_leave_the_scope_when_the_app_returns() -> None:
+    seen: dict[str, Any] = {}
+
+    def outer(inner: Any) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            async def watch(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    seen["while sending"] = isinstance(scope.get("session"), Session)
+                await send(message)
+
+            try:
+                await inner(scope, receive, watch)
+            finally:
+                seen["after"] = sorted(k for k in ("session", "sessionwarden") if k in scope)
+                seen["state after"] = sorted(scope.get("state", {}))
+
+        return app
+
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("app failure")
+
+    inner = Starlette(routes=[Route("/", home), Route("/boom", boom)])
+    app = outer(
+        SessionWardenMiddleware(inner, policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    )
+    async with client_for(app) as c:
+        assert (await c.get("/")).status_code == 200
+        assert seen == {"while sending": True, "after": [], "state after": []}
+    seen.clear()
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url=BASE
+    )
+    async with client as c:
+        assert (await c.get("/boom")).status_code == 500
+    # An exception leaves them for whoever reports it.
+    assert seen["after"] == ["session", "sessionwarden"]
+    assert seen["state after"] == ["csp_nonce", "csrf_token"]
+
+
+@pytest.mark.anyio
 async def test_unsafe_method_without_token_is_refused_and_app_not_run() -> None:
     ran: list[str] = []
 

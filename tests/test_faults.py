@@ -415,8 +415,6 @@ async def test_sqlite_locked_by_another_connection_gives_503(tmp_path: Path) -> 
     await mw.store.close()
 
 
-
-
 @pytest.mark.anyio
 async def test_sqlite_lock_does_not_stall_the_other_requests_of_the_worker(tmp_path: Path) -> None:
     """The default store URL (the default busy timeout); a lock held elsewhere (a backup, an
