@@ -135,6 +135,44 @@ async def test_session_roundtrip_on_every_store(store_url: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_an_in_place_change_that_is_not_committed_reaches_no_other_request(
+    store_url: str,
+) -> None:
+    """Every store's reads may share one record between requests (read caches); a request that
+    changes a list in place and then fails must leave nothing behind, on any store."""
+
+    async def fill(request: Request) -> Response:
+        request.session["cart"] = ["pen"]
+        return PlainTextResponse("ok")
+
+    async def show(request: Request) -> Response:
+        return JSONResponse({"cart": request.session.get("cart")})
+
+    routes = Starlette(routes=[Route("/fill", fill), Route("/", show)])
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/spoil":
+            cart = scope["session"]["cart"]
+            cart.append("stolen")
+            # Fails before any response starts, so nothing is committed. (Starlette's own
+            # error page would start one, and that commits, as any response does.)
+            raise RuntimeError("the app fails after changing the list")
+        await routes(scope, receive, send)
+
+    app = SessionWardenMiddleware(inner, policy=Policy(secret_keys=(SECRET,)), store=store_url)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        await c.get("/fill")
+        for _ in range(3):  # the first read may fill a cache; the others are served from it
+            assert (await c.get("/")).json() == {"cart": ["pen"]}
+        assert (await c.get("/spoil")).status_code == 500
+        assert (await c.get("/")).json() == {"cart": ["pen"]}
+    close = getattr(app.store, "close", None)
+    if close is not None:
+        await close()
+
+
+@pytest.mark.anyio
 async def test_set_cookie_and_security_headers() -> None:
     app = SessionWardenMiddleware(
         starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"

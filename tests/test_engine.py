@@ -463,6 +463,35 @@ def test_in_place_mutation_of_a_list_is_saved(engine: Engine, store: SessionStor
     assert c.request().get("cart") == ["pen"]
 
 
+def test_in_place_changes_stay_in_their_request_until_committed(
+    engine: Engine, store: SessionStore
+) -> None:
+    """Stores may hand the same record to concurrent requests (read caches): one request's
+    in-place change to a list or dict must not show in another, nor survive if never committed."""
+    c = Client(engine, store)
+    login(c)
+    c.request(lambda s: s.update({"cart": ["pen"], "prefs": {"theme": "dark"}}))
+    a, fa = c.begin()
+    b, fb = Client(engine, store, cookie=c.cookie).begin()
+    cart = a["cart"]
+    assert isinstance(cart, list)
+    cart.append("ink")
+    prefs = a["prefs"]
+    assert isinstance(prefs, dict)
+    prefs["theme"] = "light"
+    assert a["cart"] is cart and a.get("cart") == ["pen", "ink"]  # the request's own copy
+    assert b["cart"] == ["pen"] and b["prefs"] == {"theme": "dark"}  # untouched elsewhere
+    assert a.record is not None and a.record.data["cart"] == ["pen"]  # the record too
+    # A request that never commits (the app failed) leaves nothing behind.
+    assert c.request().get("cart") == ["pen"]
+    # One that commits writes its change, and only then do others see it.
+    c.finish(a, fa)
+    assert c.request().get("cart") == ["pen", "ink"]
+    assert c.request().get("prefs") == {"theme": "light"}
+    c.finish(b, fb)  # b read but changed nothing: it does not write its stale copy back
+    assert c.request().get("cart") == ["pen", "ink"]
+
+
 def test_request_in_flight_during_logout_cannot_revive(
     engine: Engine, store: SessionStore, recorder: Recorder
 ) -> None:

@@ -18,7 +18,16 @@ from .cookies import CookieWriter, cookie_values
 from .events import Event, EventKind, EventSink, NullSink
 from .facts import RequestFacts
 from .policy import Action, Policy
-from .records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps
+from .records import (
+    JSON,
+    Alias,
+    Lookup,
+    RecordUpdate,
+    SessionRecord,
+    Tombstone,
+    clone_json,
+    dumps,
+)
 from .stores.base import AsyncSessionStore, SessionStore
 
 T = TypeVar("T")
@@ -93,7 +102,8 @@ class Session:
         self._now = now
         self._set: dict[str, JSON] = {}
         self._deleted: set[str] = set()
-        self._accessed: dict[str, str] = {}
+        #: Lists and dicts handed to the app: their JSON when read, and the app's copy.
+        self._accessed: dict[str, tuple[str, JSON]] = {}
         self._csrf_secret: str | None = None
         self._new_fingerprint: dict[str, JSON] | None = None
         self.actions = _Actions()
@@ -105,9 +115,14 @@ class Session:
         if key in self._deleted or self.record is None or key not in self.record.data:
             return False, None
         value = self.record.data[key]
-        if isinstance(value, _MUTABLE) and key not in self._accessed:
-            # The app may mutate a list or dict in place; compare at commit.
-            self._accessed[key] = dumps(value)
+        if isinstance(value, _MUTABLE):
+            # The record may be shared (a store's read cache hands the same one to every
+            # request), so the app gets its own copy of a list or dict, the same one each time;
+            # a change it makes in place is found at commit.
+            working = self._accessed.get(key)
+            if working is None:
+                working = self._accessed[key] = (dumps(value), clone_json(value))
+            return True, working[1]
         return True, value
 
     def __getitem__(self, key: str) -> JSON:
@@ -228,11 +243,9 @@ class Session:
 
     def data_changes(self) -> RecordUpdate:
         set_data = dict(self._set)
-        for key, before in self._accessed.items():
-            if key not in set_data and key not in self._deleted and self.record is not None:
-                current = self.record.data.get(key)
-                if dumps(current) != before:
-                    set_data[key] = current
+        for key, (before, working) in self._accessed.items():
+            if key not in set_data and key not in self._deleted and dumps(working) != before:
+                set_data[key] = working
         return RecordUpdate(set_data=set_data, del_data=tuple(sorted(self._deleted)))
 
     # -- actions ----------------------------------------------------------------------------
@@ -649,7 +662,9 @@ class Engine:
                 (record.key, RecordUpdate(meta={"flags": {**record.flags, "step_up": True}})),
                 {},
             )
-            record.flags["step_up"] = True
+            marked = record.copy()  # records may be shared (read caches): never change one
+            marked.flags["step_up"] = True
+            session.record = marked
             self._emit(
                 EventKind.STEP_UP_REQUIRED,
                 facts,

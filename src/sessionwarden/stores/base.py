@@ -48,7 +48,11 @@ class SessionStore(Protocol):
     """Synchronous store interface (WSGI, the CLI, tests)."""
 
     def get(self, key: str) -> Lookup:
-        """The record, alias or tombstone at ``key`` (expired ones included), in one round trip."""
+        """The record, alias or tombstone at ``key`` (expired ones included), in one round trip.
+
+        What it returns may be shared (a read cache hands the same record to every request)
+        and is never changed by the caller: the core copies before it changes anything, and a
+        session copies the lists and dicts it hands to the application."""
         ...
 
     def insert(

@@ -62,8 +62,7 @@ class MemoryStore:
 
     # -- interface -------------------------------------------------------------------------
     def get(self, key: str) -> Lookup:
-        item = self._items.get(key)
-        return item.copy() if isinstance(item, SessionRecord) else item
+        return self._items.get(key)  # shared: writes replace it, nobody changes it
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float

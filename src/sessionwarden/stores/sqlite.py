@@ -86,8 +86,9 @@ How much the cache buys depends on the load:
 A connection whose cache misses at least twice as often as it hits (judged every 4,096
 misses) reads without it for the next 65,536 gets, then tries again: a write-heavy load, or sessions
 read at random among very many (no key comes back before it is pushed out), then cost about
-what they cost without the cache. Unknown keys are not cached, entries are dropped oldest
-first past ``read_cache`` per connection, and callers always get their own copy of a record.
+what they cost without the cache. Unknown keys are not cached, and entries are dropped oldest
+first past ``read_cache`` per connection. A hit hands out the kept record itself: nobody changes
+a record once read (see :meth:`~sessionwarden.stores.base.SessionStore.get`).
 ``read_cache=0`` turns it off, together with the decoded records kept by content (see
 ``_record``): every get then reads and decodes its row, which is what ``bench/scale.py``
 measures.
@@ -645,7 +646,8 @@ class SQLiteStore:
         """The record stored as these texts, decoded once and remembered by content: a
         steady-state session is read with the same texts on every request until it is next
         written. Nothing here can be stale (equal texts decode equal); the record returned is
-        shared and must be copied (:meth:`SessionRecord.copy`) before it leaves the store."""
+        shared, which is safe because nobody changes a record once read (see
+        :meth:`~sessionwarden.stores.base.SessionStore.get`)."""
         content = (key, meta_text, data_text)
         cache = self._parse_cache
         record = cache.get(content)
@@ -665,7 +667,7 @@ class SQLiteStore:
         return record
 
     def _decode(self, key: str, row: Sequence[Any]) -> Lookup:
-        """What ``row`` holds; a record is the shared decoded one (copy before handing out)."""
+        """What ``row`` holds; a record is the shared decoded one."""
         kind, user_id, expires, meta_text, data_text = row
         if kind == _RECORD:
             return self._record(key, meta_text, data_text)
@@ -789,7 +791,7 @@ class SQLiteStore:
                 hit = cache.get(key)
                 if hit is not None:
                     handle.hits += 1
-                    return hit.copy() if type(hit) is SessionRecord else hit
+                    return hit
                 handle.misses += 1
                 if handle.misses >= _CACHE_WINDOW:
                     if 2 * handle.hits < handle.misses:
@@ -805,13 +807,11 @@ class SQLiteStore:
         if row is None:
             return None  # not cached: unknown IDs must not push out live sessions
         found = self._decode(key, row)
-        if not self._cache_size:
-            return found  # no caches: nothing decoded is shared, this one is the caller's
-        if cache is not None:
+        if cache is not None and self._cache_size:
             if len(cache) >= self._cache_size:
                 cache.popitem(last=False)  # the oldest entry
             cache[key] = found
-        return found.copy() if type(found) is SessionRecord else found
+        return found
 
     def _revalidate(self, handle: _Handle, cache: OrderedDict[str, Lookup]) -> None:
         """Keep ``cache`` only if nothing was committed since it was last known current.

@@ -31,8 +31,9 @@ because Redis tells it when any client changes a key:
   seconds after the change.
 * Fork safe: a child process drops the parent's feed and cache and opens its own.
 
-Only session hashes (``<prefix>s:<key>``) are cached; entries hold decoded records and every hit
-returns a copy the caller may change.
+Only session hashes (``<prefix>s:<key>``) are cached; entries hold decoded records, and every hit
+returns the kept record itself: callers never change a record (the core copies first, a session
+copies the lists and dicts it hands to the application), so none is copied per hit.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ class InvalidationFeed:
             return False
         now = self._now()
         if not drain and now - self._drained < DRAIN_INTERVAL:
+            if self._ping_sent is None and now - self._last_heard < HEARTBEAT:
+                return True  # (the common case of _heartbeat, inline)
             return self._heartbeat(sock, now)
         self._drained = now
         poller = self._poller
@@ -424,9 +427,9 @@ class ReadCache:
             pending.pop(name, None)
 
     def lookup(self, name: str) -> Lookup | _Miss:
-        """The cached lookup for Redis key ``name`` (a copy), or :data:`MISS`."""
+        """The cached lookup for Redis key ``name`` (the kept object itself), or :data:`MISS`."""
         with self._lock:
-            if not self.feed.ready():
+            if not self.feed.ready():  # first: what it applies may remove the entry
                 self.misses += 1
                 return MISS
             entry = self._entries.get(name)
@@ -434,7 +437,7 @@ class ReadCache:
                 self.misses += 1
                 return MISS
             self.hits += 1
-        return _fresh(entry[1])
+        return entry[1]  # shared: callers never change a record (see SessionStore.get)
 
     def begin(self, name: str) -> object | None:
         """A ticket for a read of ``name`` about to be sent (``None``: do not cache it)."""
