@@ -84,13 +84,13 @@ class Session:
 
     __slots__ = (
         "_accessed",
+        "_actions",
         "_csrf_secret",
         "_deleted",
         "_is_new",
         "_new_fingerprint",
         "_now",
         "_set",
-        "actions",
         "record",
         "via_alias",
     )
@@ -106,7 +106,7 @@ class Session:
         self._accessed: dict[str, tuple[str, JSON]] = {}
         self._csrf_secret: str | None = None
         self._new_fingerprint: dict[str, JSON] | None = None
-        self.actions = _Actions()
+        self._actions: _Actions | None = None  # most requests ask nothing: made on demand
 
     # -- mapping -----------------------------------------------------------------------------
     def _lookup(self, key: str) -> tuple[bool, JSON]:
@@ -200,16 +200,26 @@ class Session:
 
     # -- state ------------------------------------------------------------------------------
     @property
+    def actions(self) -> _Actions:
+        """What the request asked of the session (login, rotation, ...)."""
+        act = self._actions
+        if act is None:
+            act = self._actions = _Actions()
+        return act
+
+    @property
     def ref(self) -> str:
         """Short reference for logs and the "your devices" page (never the ID)."""
         return "" if self.record is None else tokens.ref_of(self.record.key)
 
     @property
     def user_id(self) -> str | None:
-        if self.actions.login_user is not None:
-            return self.actions.login_user
-        if self.actions.logout:
-            return None
+        act = self._actions
+        if act is not None:
+            if act.login_user is not None:
+                return act.login_user
+            if act.logout:
+                return None
         return None if self.record is None else self.record.user_id
 
     @property
@@ -218,7 +228,8 @@ class Session:
 
     @property
     def auth_at(self) -> float | None:
-        if self.actions.login_user is not None or self.actions.reauthenticated:
+        act = self._actions
+        if act is not None and (act.login_user is not None or act.reauthenticated):
             return self._now
         return None if self.record is None else self.record.auth_at
 
@@ -237,7 +248,8 @@ class Session:
 
     @property
     def step_up_required(self) -> bool:
-        if self.actions.reauthenticated or self.actions.login_user is not None:
+        act = self._actions
+        if act is not None and (act.reauthenticated or act.login_user is not None):
             return False
         return bool(self.record is not None and self.record.flags.get("step_up"))
 
@@ -693,7 +705,8 @@ class Engine:
         without running it; ``None`` when :meth:`commit` must run. Most requests end here."""
         if session._set or session._deleted or session._accessed:
             return None
-        if session._new_fingerprint is not None or session.actions.pending():
+        act = session._actions
+        if session._new_fingerprint is not None or (act is not None and act.pending()):
             return None
         record = session.record
         if record is None:
