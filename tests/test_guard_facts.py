@@ -1,4 +1,5 @@
-"""The guard reads the same facts from ASGI's byte headers as from decoded text headers."""
+"""The guard reads the same facts from ASGI's byte headers as from decoded text headers, and its
+shortcut for the common response adds the same headers as the general path."""
 
 from __future__ import annotations
 
@@ -76,3 +77,41 @@ def test_a_token_header_named_like_a_read_header_is_not_a_token() -> None:
     )
     assert facts.host == "a.test"
     assert facts.csrf_header is None
+
+
+@pytest.mark.parametrize("https", [True, False])
+@pytest.mark.parametrize("nonce", ["", "bm9uY2Utb2YtdGhlLXRlc3Q="])
+@pytest.mark.parametrize("set_cookie", [None, "__Host-id=x; Path=/"])
+@pytest.mark.parametrize("clear_cookie", [False, True])
+@pytest.mark.parametrize("authenticated", [False, True])
+@pytest.mark.parametrize("logged_out", [False, True])
+@pytest.mark.parametrize("no_store", [False, True])
+def test_the_common_response_path_adds_what_the_general_one_adds(
+    https: bool,
+    nonce: str,
+    set_cookie: str | None,
+    clear_cookie: bool,
+    authenticated: bool,
+    logged_out: bool,
+    no_store: bool,
+) -> None:
+    """The shortcut the adapters take when the app set none of our headers answers exactly
+    as ``response_headers`` does, or declines (``None``) and leaves it to it."""
+    from sessionwarden.core import Outcome
+    from sessionwarden.guard import Begun
+    from sessionwarden.policy import HeadersPolicy
+
+    g = Guard(Policy(secret_keys=(SECRET,), headers=HeadersPolicy(no_store=no_store)))
+    scheme = "https" if https else "http"
+    facts = g.facts(
+        method="GET", scheme=scheme, path="/", peer_ip="127.0.0.1", raw_headers=[("host", "a.test")]
+    )
+    begun = Begun(facts, nonce=nonce, clear_cookie=clear_cookie)
+    outcome = Outcome(set_cookie, authenticated, logged_out)
+    general, drop = g.response_headers(begun, outcome, frozenset())
+    common = g.common_response_headers(begun, outcome)
+    assert not drop
+    if common is not None:
+        assert common == general
+    else:
+        assert set_cookie is not None or clear_cookie or logged_out

@@ -184,13 +184,19 @@ class SessionWardenMiddleware:
         self, begun: Begun, outcome: Outcome | None, app_headers: Any
     ) -> list[tuple[bytes, bytes]]:
         headers = list(app_headers)
-        watched = self.guard.response_header_names
+        guard = self.guard
+        watched = guard.response_header_names
         existing: AbstractSet[bytes] = _NO_NAMES
         for name, _ in headers:
             if name.lower() in watched:  # the app set one of ours: tell the guard all its names
                 existing = {name.lower() for name, _ in headers}
                 break
-        add, drop = self.guard.response_headers(begun, outcome, existing)
+        else:
+            common = None if outcome is None else guard.common_response_headers(begun, outcome)
+            if common is not None:
+                headers += common
+                return headers
+        add, drop = guard.response_headers(begun, outcome, existing)
         if drop:
             headers = [(n, v) for n, v in headers if n.lower() not in drop]
         headers.extend(add)

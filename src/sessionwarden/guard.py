@@ -140,6 +140,7 @@ class Guard:
         self.headers = headers.SecurityHeaders(policy.headers) if policy.headers.enabled else None
         #: The response header names whose presence :meth:`response_headers` looks at.
         self.response_header_names = self.headers.names if self.headers else frozenset()
+        self._no_store = policy.headers.no_store
         self.outage = OutageGate()
         self._write_outage = False
         # Where the value of each header the guard reads goes. A token header named like one of
@@ -278,7 +279,12 @@ class Guard:
     def may_redirect(self, facts: RequestFacts) -> bool:
         """Whether :meth:`begin` may redirect this request to HTTPS, the only use of its
         ``target``: an adapter can pass ``""`` when not."""
-        return self.policy.https.redirect and facts.scheme != "https"
+        hp = self.policy.https
+        return (
+            hp.redirect
+            and facts.scheme != "https"
+            and not (hp.allow_loopback_http and is_loopback_host(facts.host))
+        )
 
     def _refuse_plain_http(self, begun: Begun, target: str, now: float) -> bool:
         """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``begun.refusal``)."""
@@ -375,6 +381,22 @@ class Guard:
                 op = steps.send((yield op))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    def common_response_headers(
+        self, begun: Begun, outcome: Outcome
+    ) -> list[tuple[bytes, bytes]] | None:
+        """:meth:`response_headers` for the common response, when the app set none of the
+        headers of :attr:`response_header_names`: the headers to add, or ``None`` when this
+        response is not a common one (a cookie to set or clear, a session ending, headers
+        off), which :meth:`response_headers` then answers."""
+        sh = self.headers
+        if sh is None or outcome.set_cookie is not None or outcome.logged_out or begun.clear_cookie:
+            return None
+        return sh.common(
+            begun.facts.scheme == "https",
+            begun.nonce or None,
+            self._no_store and outcome.authenticated,
+        )
 
     def response_headers(
         self,

@@ -260,6 +260,19 @@ class SecurityHeaders:
         """
         return HeaderPlan(*self.plan(https, nonce, existing, no_store, logout))
 
+    def common(self, https: bool, nonce: str | None, no_store: bool) -> list[tuple[bytes, bytes]]:
+        """The headers to add to the common response: the app set none of them and no session
+        ends (the first branch of :meth:`plan`, callable on its own on the per-response path)."""
+        if not self._enabled:
+            return []
+        add = [*self._base[https]]
+        csp = self._csp
+        if csp is not None:
+            add.append((csp.header_name, csp.value(nonce)))
+        if no_store and self._no_store:
+            add.append(_NO_STORE)
+        return add
+
     def plan(
         self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
     ) -> tuple[list[tuple[bytes, bytes]], Set[bytes]]:
@@ -268,12 +281,7 @@ class SecurityHeaders:
             return [], NOTHING_TO_DROP
         csp = self._csp
         if self.names.isdisjoint(existing):
-            # The common response: the app set none of these headers.
-            add = [*self._base[https]]
-            if csp is not None:
-                add.append((csp.header_name, csp.value(nonce)))
-            if no_store and self._no_store:
-                add.append(_NO_STORE)
+            add = self.common(https, nonce, no_store)
             if logout and self._clear_site_data is not None:
                 add.append(self._clear_site_data)
             return add, NOTHING_TO_DROP
