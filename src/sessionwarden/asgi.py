@@ -148,8 +148,8 @@ class SessionWardenMiddleware:
         # the request and feed the cyclic garbage collector's older generations (full
         # collections of the whole heap, tens of milliseconds each, under load). An exception
         # leaves them for error reporters.
-        for key in ("session", "sessionwarden"):
-            scope.pop(key, None)
+        scope.pop("session", None)
+        scope.pop("sessionwarden", None)
         state.pop("csp_nonce", None)
         state.pop("csrf_token", None)
 
