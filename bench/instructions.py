@@ -1,0 +1,227 @@
+"""Machine instructions per request, counted by valgrind's callgrind: a figure that does not move
+with the load of a shared machine, for A/B comparisons of small changes.
+
+    PYTHONPATH=src python -m bench.instructions [ROW ...] [--requests 1000]
+    PYTHONPATH=src python -m bench.instructions --http [STACK ...] [--connections 64]
+
+In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``): the app is called
+directly, as in ``bench/run.py``. ``--http`` runs the uvicorn server of ``bench/http.py``
+(``bare``, ``ours``) under callgrind, drives it from a small keep-alive client with that many
+connections, and counts the server's instructions only. Counting starts after a warm-up (the
+program turns callgrind's instrumentation on and off itself), so start-up is excluded.
+
+Instructions are not time: system calls, cache misses and the garbage collector's dependence on
+timing are not in them (under valgrind everything runs about 50 times slower, so anything that
+depends on elapsed time behaves as it does on a slow machine). Use them to compare two versions
+of the same path; use ``bench/run.py`` and ``bench/http.py`` for the figures the goals name.
+Needs the Debian package ``valgrind``.
+"""
+
+from __future__ import annotations
+
+try:
+    from bench import _path
+except ImportError:  # run as a script: python bench/instructions.py
+    import _path  # type: ignore[no-redef]
+_path.fix()
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import glob  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench import common  # noqa: E402
+
+ROWS = ("bare", "memory", "sqlite", "redis", "redis-post")
+STACKS = {"bare": ("bare", "bare"), "ours": ("ours_redis", "ours")}
+
+
+def _toggle(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=False)
+
+
+def _dumped_instructions(out_prefix: str) -> int:
+    """The instruction total of the dump taken on request (not the one at program exit)."""
+    for path in glob.glob(out_prefix + "*"):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if "Trigger: dump" in text:
+            for line in text.splitlines():
+                if line.startswith("summary:"):
+                    return int(line.split()[1])
+    raise RuntimeError("callgrind wrote no dump")
+
+
+# -- in-process ---------------------------------------------------------------------------------
+def _inner(row_name: str, n: int) -> None:
+    """Runs inside valgrind: warm up, count ``n`` requests, dump."""
+    from bench import ours
+    from bench.peers.starlette_stack import BareStarlette
+
+    async def go() -> None:
+        row: Any
+        if row_name == "bare":
+            row = BareStarlette()
+        elif row_name == "redis-post":
+            row = ours.OursAsgi("redis", post=True)
+        else:
+            row = ours.OursAsgi(row_name)
+        await row.asetup()
+        for _ in range(300):
+            await row.one()
+        _toggle(os.getpid(), "-i", "on")
+        for _ in range(n):
+            await row.one()
+        _toggle(os.getpid(), "-d")
+        _toggle(os.getpid(), "-i", "off")
+        close = getattr(row, "aclose", None)
+        if close is not None:
+            await close()
+
+    asyncio.run(go())
+
+
+def in_process(row_name: str, n: int, tmp: str) -> float:
+    out = os.path.join(tmp, f"cg-{row_name}")
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}.%p",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--inner",
+        row_name,
+        "--requests",
+        str(n),
+    ]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_path.SRC, _path.ROOT]))
+    subprocess.run(cmd, env=env, cwd=_path.ROOT, check=True, capture_output=True)
+    return _dumped_instructions(out) / n
+
+
+# -- over HTTP ----------------------------------------------------------------------------------
+def over_http(stack: str, n: int, connections: int, tmp: str) -> float:
+    from bench.http import Browser, Server, free_port, sign_in
+
+    factory, kind = STACKS[stack]
+    port = free_port()
+    out = os.path.join(tmp, f"cg-http-{stack}")
+    prefix = common.unique_prefix("instr")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([_path.SRC, _path.ROOT]),
+        SWBENCH_PREFIX=prefix,
+        SWBENCH_PREFIX_FILE=os.path.join(tmp, "prefix"),
+    )
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}.%p",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        f"bench.asgi_apps:{factory}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=_path.ROOT, start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    server = Server.__new__(Server)  # the helpers of bench/http.py, on this process
+    server.port, server.proc = port, proc
+    try:
+        server.wait_ready(timeout=300)
+        browser = Browser(port)
+        sign_in(kind, browser)
+        cookie = browser.jar.header()
+        request = (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {common.UA}\r\n"
+            "Accept-Language: en-GB,en;q=0.9\r\n"
+            + (f"Cookie: {cookie}\r\n" if cookie else "")
+            + "\r\n"
+        ).encode()
+        asyncio.run(_load(port, request, 400, connections))
+        _toggle(proc.pid, "-i", "on")
+        asyncio.run(_load(port, request, n, connections))
+        _toggle(proc.pid, "-d")
+        return _dumped_instructions(out) / n
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        common.drop_prefix(prefix)
+
+
+async def _load(port: int, request: bytes, n: int, connections: int) -> None:
+    async def one_connection(count: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(count):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"server answered {head[:40]!r}")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    per = max(1, n // connections)
+    await asyncio.gather(*(one_connection(per) for _ in range(connections)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--http", action="store_true")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--inner", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inner:
+        _inner(args.inner, args.requests)
+        return 0
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
+        return 2
+    names = args.names or (list(STACKS) if args.http else list(ROWS))
+    known = STACKS if args.http else ROWS
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        print(f"unknown: {', '.join(unknown)} (choose from {', '.join(known)})", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="swbench-instr-") as tmp:
+        for name in names:
+            if args.http:
+                n = args.requests - args.requests % args.connections or args.connections
+                count = over_http(name, n, args.connections, tmp)
+                label = f"http {name} ({args.connections} connections)"
+            else:
+                count = in_process(name, args.requests, tmp)
+                label = f"in-process {name}"
+            print(f"{label}: {count:,.0f} instructions/request", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
