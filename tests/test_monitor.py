@@ -632,6 +632,48 @@ def test_prometheus_namespace() -> None:
     assert value == 1.0
 
 
+@pytest.mark.redis
+def test_prometheus_watches_a_redis_read_cache() -> None:
+    import time
+
+    from sessionwarden.stores.redis import RedisStore
+
+    from .conftest import drop_prefix, redis_or_skip, unique_prefix
+    from .stores.test_redis import make_record
+
+    prefix = unique_prefix()
+    store = RedisStore(redis_or_skip(), prefix=prefix)
+    try:
+        assert store.read_cache is not None and store.read_cache.feed.wait_connected(5.0)
+        sink = PrometheusSink()
+        sink.watch(store, name="sessions")
+        sample = sink.registry.get_sample_value
+        labels = {"store": "sessions"}
+        assert sample("sessionwarden_read_cache_notices_up", labels) == 1.0
+        assert sample("sessionwarden_read_cache_notice_connects_total", labels) == 1.0
+        store.insert(make_record("k"), max_per_user=0, tombstone_until=time.time() + 60)
+        for _ in range(4):
+            assert store.get("k") is not None  # one miss, then hits
+        assert sample("sessionwarden_read_cache_misses_total", labels) == 1.0
+        assert sample("sessionwarden_read_cache_hits_total", labels) == 3.0
+        assert sample("sessionwarden_read_cache_entries", labels) == 1.0
+        with pytest.raises(ValueError, match="already watched"):
+            sink.watch(store, name="sessions")
+        store.read_cache.feed._break()  # the notice connection drops: the gauge says so
+        assert sample("sessionwarden_read_cache_notices_up", labels) == 0.0
+        assert sample("sessionwarden_read_cache_entries", labels) == 0.0
+    finally:
+        store.close()
+        drop_prefix(prefix)
+
+
+def test_prometheus_refuses_a_store_without_a_read_cache() -> None:
+    from sessionwarden.stores import MemoryStore
+
+    with pytest.raises(ValueError, match="no read cache"):
+        PrometheusSink().watch(MemoryStore())
+
+
 def test_prometheus_missing_dependency_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(ImportError, match=r"sessionwarden\[metrics\]"):

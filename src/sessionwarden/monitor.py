@@ -26,9 +26,9 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .events import Event, EventKind
 from .facts import RequestFacts
@@ -568,7 +568,7 @@ class PrometheusSink:
     ``prometheus-client`` is imported only here: it is the optional ``metrics`` extra.
     """
 
-    __slots__ = ("_events", "_live", "_registry")
+    __slots__ = ("_caches", "_events", "_live", "_namespace", "_registry")
 
     def __init__(
         self,
@@ -590,6 +590,8 @@ class PrometheusSink:
                 else prometheus_client.CollectorRegistry()
             )
         self._registry = registry
+        self._namespace = namespace
+        self._caches: _CacheCollector | None = None
         self._events = prometheus_client.Counter(
             "events",
             "Session events by kind (refusals, replays, anomalies, lifecycle).",
@@ -615,6 +617,63 @@ class PrometheusSink:
 
     def set_live_sessions(self, n: int) -> None:
         self._live.set(max(n, 0))
+
+    def watch(self, store: Any, name: str = "redis") -> None:
+        """Expose a store's read cache, read at each scrape (labelled ``store=name``):
+        ``<ns>_read_cache_hits_total``, ``_misses_total``, ``_entries``, ``_notices_up`` (1
+        while the notice connection that keeps the cache exact is connected: alert on 0, the
+        store then serves every read from Redis) and ``_notice_connects_total``.
+
+        ``store``: a Redis store (``RedisStore``/``AsyncRedisStore``) with its read cache on, or
+        its :class:`~sessionwarden.stores.tracking.ReadCache`."""
+        from .stores.tracking import ReadCache
+
+        cache = getattr(store, "read_cache", store)
+        if not isinstance(cache, ReadCache):
+            raise ValueError("this store has no read cache to watch")
+        if self._caches is None:
+            self._caches = _CacheCollector(self._namespace)
+            self._registry.register(self._caches)
+        self._caches.add(name, cache)
+
+
+class _CacheCollector:
+    """A custom collector: reads the watched caches' counters when Prometheus scrapes."""
+
+    _FAMILIES = (
+        ("hits", "counter", "Reads answered from the local read cache."),
+        ("misses", "counter", "Reads the read cache could not answer."),
+        ("entries", "gauge", "Sessions kept in the read cache."),
+        ("notices_up", "gauge", "1 while the connection that keeps the read cache exact is up."),
+        ("notice_connects", "counter", "Times that connection was (re)established."),
+    )
+
+    def __init__(self, namespace: str) -> None:
+        self._prefix = f"{namespace}_read_cache"
+        self._caches: dict[str, Any] = {}
+
+    def add(self, name: str, cache: Any) -> None:
+        if name in self._caches:
+            raise ValueError(f"a read cache named {name!r} is already watched")
+        self._caches[name] = cache
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        values: dict[str, list[tuple[str, float]]] = {f: [] for f, _, _ in self._FAMILIES}
+        for name, cache in self._caches.items():
+            s = cache.stats()
+            values["hits"].append((name, s.hits))
+            values["misses"].append((name, s.misses))
+            values["entries"].append((name, s.entries))
+            values["notices_up"].append((name, 1.0 if s.connected else 0.0))
+            values["notice_connects"].append((name, s.connects))
+        for suffix, kind, doc in self._FAMILIES:
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            metric = family(f"{self._prefix}_{suffix}", doc, labels=["store"])
+            for name, value in values[suffix]:
+                metric.add_metric([name], value)
+            yield metric
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ..records import Lookup, SessionRecord
@@ -55,7 +56,7 @@ try:
 except ImportError:  # pragma: no cover - the redis extra installs it
     hiredis = None  # type: ignore[assignment]
 
-__all__ = ["DRAIN_INTERVAL", "HEARTBEAT", "MISS", "InvalidationFeed", "ReadCache"]
+__all__ = ["DRAIN_INTERVAL", "HEARTBEAT", "MISS", "CacheStats", "InvalidationFeed", "ReadCache"]
 
 #: Seconds of silence on the feed after which a cache hit sends a PING.
 HEARTBEAT: Final = 1.0
@@ -381,6 +382,19 @@ def _expect(sock: socket.socket, reader: Any, args: list[bytes], want: bytes) ->
         raise RespError("connection setup refused")
 
 
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A read cache's counters since it was made (for metrics: ``PrometheusSink.watch``)."""
+
+    hits: int
+    misses: int
+    entries: int
+    #: Whether the notice connection is up (while it is down nothing is served from the cache).
+    connected: bool
+    #: Times the notice connection was (re)established.
+    connects: int
+
+
 class ReadCache:
     """Decoded session lookups by Redis key, served only while the feed vouches for them.
 
@@ -438,6 +452,15 @@ class ReadCache:
                 return MISS
             self.hits += 1
         return entry[1]  # shared: callers never change a record (see SessionStore.get)
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            hits=self.hits,
+            misses=self.misses,
+            entries=len(self._entries),
+            connected=self.feed.connected,
+            connects=self.feed.connects,
+        )
 
     def begin(self, name: str) -> object | None:
         """A ticket for a read of ``name`` about to be sent (``None``: do not cache it)."""
