@@ -47,31 +47,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def uvicorn_command(factory: str, port: int) -> list[str]:
+    """The server every HTTP comparison runs: one worker, uvloop and httptools, no access log."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        f"bench.asgi_apps:{factory}",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 class Server:
     """uvicorn in its own process group; ``stop`` kills the whole group."""
 
     def __init__(self, factory: str, env: dict[str, str]) -> None:
         self.port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            f"bench.asgi_apps:{factory}",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        cmd = uvicorn_command(factory, self.port)
         full_env = dict(os.environ)
         full_env.update(env)
         full_env["PYTHONPATH"] = os.pathsep.join([_path.SRC, _path.ROOT])

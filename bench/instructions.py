@@ -87,13 +87,15 @@ def _inner(row_name: str, n: int) -> None:
     asyncio.run(go())
 
 
+def _callgrind(out: str) -> list[str]:
+    """valgrind's callgrind, counting nothing until told to (by ``callgrind_control -i on``)."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
+
+
 def in_process(row_name: str, n: int, tmp: str) -> float:
     out = os.path.join(tmp, f"cg-{row_name}")
     cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}.%p",
+        *_callgrind(out),
         sys.executable,
         "-m",
         "bench.instructions",
@@ -109,7 +111,7 @@ def in_process(row_name: str, n: int, tmp: str) -> float:
 
 # -- over HTTP ----------------------------------------------------------------------------------
 def over_http(stack: str, n: int, connections: int, tmp: str) -> float:
-    from bench.http import Browser, Server, free_port, sign_in
+    from bench.http import Browser, Server, free_port, sign_in, uvicorn_command
 
     factory, kind = STACKS[stack]
     port = free_port()
@@ -121,30 +123,7 @@ def over_http(stack: str, n: int, connections: int, tmp: str) -> float:
         SWBENCH_PREFIX=prefix,
         SWBENCH_PREFIX_FILE=os.path.join(tmp, "prefix"),
     )
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}.%p",
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        f"bench.asgi_apps:{factory}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    cmd = [*_callgrind(out), *uvicorn_command(factory, port)]
     proc = subprocess.Popen(
         cmd, env=env, cwd=_path.ROOT, start_new_session=True, stderr=subprocess.DEVNULL
     )
