@@ -494,12 +494,14 @@ class Engine:
         return (yield from loaded)
 
     def load_inline(
-        self, facts: RequestFacts, read: Callable[[str], Lookup]
+        self, facts: RequestFacts, read: Callable[[str], Lookup], now: float | None = None
     ) -> Loaded | Steps[Loaded]:
         """:meth:`load` for a store whose reads are plain calls (memory, SQLite): ``read`` does
         the first one. The common request (no cookie, or a live session the risk check lets
-        through) is decided here; any other gets the rest of :meth:`load` as steps to run."""
-        now = self.clock.now()
+        through) is decided here; any other gets the rest of :meth:`load` as steps to run.
+        ``now``: the request's time when the caller already read the clock."""
+        if now is None:
+            now = self.clock.now()
         presented = self._presented(facts, now)
         if isinstance(presented, Loaded):
             return presented

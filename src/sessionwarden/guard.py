@@ -267,7 +267,7 @@ class Guard:
         now = self.engine.clock.now()
         if self._refuse_plain_http(begun, target, now):
             return begun
-        loaded = self.engine.load_inline(facts, read)
+        loaded = self.engine.load_inline(facts, read, now)
         if isinstance(loaded, Loaded):
             return self._loaded(begun, loaded, now)
         return self._finish_loading(begun, loaded, now)
@@ -290,12 +290,11 @@ class Guard:
         """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``begun.refusal``)."""
         facts = begun.facts
         hp = self.policy.https
-        if (
-            hp.redirect
-            and facts.scheme != "https"
-            and not (hp.allow_loopback_http and is_loopback_host(facts.host))
-            and not is_valid_host(facts.host)
-        ):
+        if not hp.redirect or facts.scheme == "https":
+            return False
+        if hp.allow_loopback_http and is_loopback_host(facts.host):
+            return False
+        if not is_valid_host(facts.host):
             begun.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
         location = https_redirect_target(facts, target, hp)
