@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import secrets
 import socket
 import struct
@@ -145,13 +146,18 @@ def test_get_is_one_round_trip(uncached: RedisStore, monkeypatch: pytest.MonkeyP
     rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
     assert rstore.get(record.key) == record  # warm: connection made, handshake done
     counter = SendCounter(monkeypatch, rstore._client.connection_pool.connection_class)
+    fast = rstore._fast
+
+    def sent() -> int:  # through redis-py, plus through the lean read connection
+        return counter.count + (fast.commands_sent if fast is not None else 0)
+
     for _ in range(5):
-        counter.reset()
+        before = sent()
         assert rstore.get(record.key) == record
-        assert counter.count == 1
-    counter.reset()
+        assert sent() - before == 1
+    before = sent()
     assert rstore.get(skey("missing")) is None
-    assert counter.count == 1
+    assert sent() - before == 1
 
 
 @pytest.mark.anyio
@@ -488,6 +494,76 @@ def test_reconnects_after_client_kill(rstore: RedisStore, admin: redis.Redis) ->
     assert rstore.get(record.key) == record
 
 
+def test_lean_sync_read_survives_a_server_side_close(
+    uncached: RedisStore, admin: redis.Redis
+) -> None:
+    """A thread's read connection that the server dropped (a restart, an idle timeout) is
+    replaced and the read sent again, once: no 503 for it."""
+    record = make_record(skey(1))
+    uncached.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert uncached.get(record.key) == record
+    admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert uncached.get(record.key) == record
+    assert uncached.get(record.key) == record
+
+
+def test_lean_sync_read_times_out_once_not_twice(url: str, admin: redis.Redis) -> None:
+    store = RedisStore(url, prefix=unique_prefix(), timeout=0.5, read_cache_ttl=0)
+    record = make_record(skey(1))
+    try:
+        store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+        assert store.get(record.key) == record
+        admin.execute_command("CLIENT PAUSE 1500 ALL")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"^redis unreachable: "):
+                store.get(record.key)
+            assert time.monotonic() - started < 0.9  # one timeout: a timeout is not retried
+        finally:
+            admin.execute_command("CLIENT UNPAUSE")
+        assert store.get(record.key) == record  # a new connection: no stale reply taken
+    finally:
+        store.close()
+        drop_prefix(store.prefix)
+
+
+def test_lean_sync_reads_one_connection_per_thread(uncached: RedisStore) -> None:
+    records = [make_record(skey(i)) for i in range(8)]
+    for r in records:
+        uncached.insert(r, max_per_user=0, tombstone_until=time.time() + 60)
+    wrong: list[str] = []
+
+    def worker(r: SessionRecord) -> None:
+        for _ in range(50):
+            if uncached.get(r.key) != r:
+                wrong.append(r.key)
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in records]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert uncached._fast is not None and len(uncached._fast._all) == len(threads)
+    uncached.close()
+    with pytest.raises(StoreUnavailable):
+        uncached.get(records[0].key)  # a thread that never read: no connection after close
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_lean_sync_read_in_a_forked_child_uses_its_own_connection(uncached: RedisStore) -> None:
+    record = make_record(skey(1))
+    uncached.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert uncached.get(record.key) == record  # the parent's connection exists
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        ok = uncached.get(record.key) == record and uncached.get(record.key) == record
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert uncached.get(record.key) == record  # the parent's still answers in order
+
+
 @pytest.mark.anyio
 async def test_async_reconnects_after_client_kill(
     astore: AsyncRedisStore, admin: redis.Redis
@@ -608,7 +684,7 @@ def test_server_errors_become_unavailable_without_keys(
     with pytest.raises(StoreUnavailable) as info:
         rstore.get(key)
     message = str(info.value)
-    assert message == "redis unreachable: ResponseError WRONGTYPE"
+    assert message == "redis unreachable: error reply WRONGTYPE"  # the lean read's wording
     assert key not in message and rstore.prefix not in message
 
 

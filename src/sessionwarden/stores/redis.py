@@ -84,7 +84,7 @@ from ..records import (
     loads,
 )
 from .base import NotCached, StoreStats, StoreUnavailable
-from .resp import PipelinedReader, RespError, fast_path_target
+from .resp import BlockingReader, PipelinedReader, RespError, fast_path_target
 from .tracking import MISS, InvalidationFeed, ReadCache
 
 __all__ = ["MIN_RETENTION_MS", "AsyncRedisStore", "RedisStore"]
@@ -846,6 +846,28 @@ def _decode(
     return None
 
 
+class _Scalars:
+    """:func:`_value` remembered by content for scalars: a session's fields come back
+    byte-identical on every request until it is next written. (Safe between threads: dict
+    reads and writes are atomic, and a value is the same whoever parsed it.)"""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[bytes, Any] = {}
+
+    def parse(self, raw: bytes) -> Any:
+        value = self._values.get(raw)
+        if value is None:
+            value = _value(raw)
+            if type(value) in (dict, list):
+                return value  # mutable: never shared between requests
+            if len(self._values) >= _SCALAR_CACHE_SIZE:
+                self._values.clear()
+            self._values[raw] = value
+        return value
+
+
 def _flat_fields(reply: list[bytes]) -> dict[str, bytes]:
     """A flat ``HGETALL`` reply as field name -> raw value (values decoded lazily)."""
     it = iter(reply)
@@ -1125,6 +1147,9 @@ class RedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
+        self._parse = _Scalars().parse
+        # The hot read (one HGETALL per request) goes over a lean connection per thread.
+        self._fast = BlockingReader(*target, timeout=timeout) if target is not None else None
         #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
         self.read_cache = _read_cache(
             target, self._ops.prefix, timeout, read_cache_ttl, read_cache_size
@@ -1162,7 +1187,7 @@ class RedisStore:
     def get(self, key: str) -> Lookup:
         cache = self.read_cache
         if cache is None:
-            return self._run(self._ops.get(key))
+            return self._read(key)
         name = self._ops.skey(key)
         hit = cache.lookup(name)
         if hit is not MISS:
@@ -1170,7 +1195,7 @@ class RedisStore:
         ticket = cache.begin(name)
         found: Lookup = None
         try:
-            found = self._run(self._ops.get(key))
+            found = self._read(key)
         finally:
             cache.complete(name, ticket, found)  # a failed read keeps nothing
         return found
@@ -1237,9 +1262,21 @@ class RedisStore:
     def stats(self, now: float) -> StoreStats:
         return self._run(self._ops.stats(now))
 
+    def _read(self, key: str) -> Lookup:
+        fast = self._fast
+        if fast is None:
+            return self._run(self._ops.get(key))
+        try:
+            reply = fast.hgetall(self._ops.skey(key))
+        except RespError as exc:
+            raise StoreUnavailable(f"redis unreachable: {exc}") from None
+        return _decode(key, _flat_fields(reply), self._parse)
+
     def close(self) -> None:
         if self.read_cache is not None:
             self.read_cache.close()
+        if self._fast is not None:
+            self._fast.close()
         if self._owned and not self._closed.is_set():
             self._closed.set()
             self._client.close()
@@ -1270,7 +1307,7 @@ class AsyncRedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
-        self._scalars: dict[bytes, Any] = {}
+        self._parse = _Scalars().parse
         # The hot read (one HGETALL per request) goes over a lean pipelined connection.
         self._fast = PipelinedReader(*target, timeout=timeout) if target is not None else None
         #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
@@ -1343,19 +1380,6 @@ class AsyncRedisStore:
         except RespError as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
         return _decode(key, _flat_fields(reply), self._parse)
-
-    def _parse(self, raw: bytes) -> Any:
-        """:func:`_value` remembered by content for scalars: a session's fields come back
-        byte-identical on every request until it is next written."""
-        value = self._scalars.get(raw)
-        if value is None:
-            value = _value(raw)
-            if type(value) in (dict, list):
-                return value  # mutable: never shared between requests
-            if len(self._scalars) >= _SCALAR_CACHE_SIZE:
-                self._scalars.clear()
-            self._scalars[raw] = value
-        return value
 
     async def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float

@@ -1,11 +1,16 @@
-"""A lean, pipelined Redis connection for the one command on every request's path.
+"""Lean Redis connections for the one command on every request's path.
 
-Why it exists: a steady-state request does exactly one ``HGETALL``. Through ``redis.asyncio`` that
-one command costs far more than the network round trip (pool checkout, per-command locks and
-tasks, Python-level reply parsing). Here a single connection per event loop carries every
-concurrent request's ``HGETALL`` back to back (RESP replies come in order, so a FIFO of futures
-matches them), parsed by ``hiredis``. Everything else (scripts, writes, scans) still goes through
-``redis.asyncio``.
+Why they exist: a request whose session is not in the local read cache does exactly one
+``HGETALL``. Through redis-py that one command costs far more than the network round trip (pool
+checkout, per-command locks and tasks, retry wrappers, Python-level reply handling). Here:
+
+* :class:`PipelinedReader` (asyncio): a single connection per event loop carries every
+  concurrent request's ``HGETALL`` back to back (RESP replies come in order, so a FIFO of futures
+  matches them), parsed by ``hiredis``;
+* :class:`BlockingReader` (threads, for the WSGI adapter): one connection per thread, a write
+  and a read per command, parsed by ``hiredis``.
+
+Everything else (scripts, writes, scans) still goes through redis-py.
 
 Failure is never silent: a timeout, a reset or an error reply fails the waiting request (and, for
 timeouts and resets, drops the connection so replies cannot be matched to the wrong request); the
@@ -15,6 +20,9 @@ store turns that into :class:`~sessionwarden.stores.base.StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import threading
 from collections import deque
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -104,6 +112,17 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
 
+def _setup_commands(db: int, username: str | None, password: str | None) -> list[bytes]:
+    """What a new connection sends first (each answered ``+OK``): AUTH, then SELECT."""
+    setup: list[bytes] = []
+    if password is not None:
+        auth = [b"AUTH"] + ([username.encode()] if username else []) + [password.encode()]
+        setup.append(encode(*auth))
+    if db:
+        setup.append(encode(b"SELECT", str(db).encode()))
+    return setup
+
+
 class PipelinedReader:
     """One pipelined connection per event loop, for ``HGETALL`` only."""
 
@@ -119,13 +138,7 @@ class PipelinedReader:
     ) -> None:
         self._host, self._port = host, port
         self._timeout = timeout
-        setup: list[bytes] = []
-        if password is not None:
-            auth = [b"AUTH"] + ([username.encode()] if username else []) + [password.encode()]
-            setup.append(encode(*auth))
-        if db:
-            setup.append(encode(b"SELECT", str(db).encode()))
-        self._setup = setup
+        self._setup = _setup_commands(db, username, password)
         self._connections: dict[asyncio.AbstractEventLoop, _Protocol] = {}
         self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Future[_Protocol]] = {}
         #: Commands written, for tests that count round trips.
@@ -194,3 +207,130 @@ def _expire(proto: _Protocol, waiter: asyncio.Future[Any]) -> None:
     their requests, so it is dropped and every request waiting on it fails."""
     if not waiter.done():
         proto.fail(RespError("timeout"))
+
+
+class _ConnectionLost(RespError):
+    """The connection was closed or reset (not a timeout, not an error reply)."""
+
+
+class _Blocking:
+    """One thread's connection."""
+
+    __slots__ = ("pid", "reader", "sock", "used")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = hiredis.Reader()
+        self.pid = os.getpid()
+        self.used = False  # has answered a command since the setup
+
+
+class BlockingReader:
+    """One connection per thread, for ``HGETALL`` only (the synchronous store's reads).
+
+    A timeout, a reset or a protocol error closes that thread's connection (a late reply could
+    otherwise be taken for the next command's) and raises :class:`RespError`; the next command
+    connects afresh. A connection found closed when reused (the server restarted, or dropped it
+    as idle) is replaced and the read sent once more, as redis-py retries a connection error
+    once; a timeout is not retried. A forked child never uses its parent's connections.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db: int,
+        username: str | None,
+        password: str | None,
+        *,
+        timeout: float,
+    ) -> None:
+        self._address = (host, port)
+        self._timeout = timeout
+        self._setup = _setup_commands(db, username, password)
+        self._local = threading.local()
+        self._all: set[_Blocking] = set()  # every thread's, for close()
+        self._lock = threading.Lock()
+        self._closed = False
+        #: Commands written, for tests that count round trips.
+        self.commands_sent = 0
+
+    def _connection(self) -> _Blocking:
+        conn: _Blocking | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            if conn.pid == os.getpid():
+                return conn
+            self._drop(conn)  # the parent's, inherited by this forked child: close our copy
+        if self._closed:
+            raise RespError("closed")
+        try:
+            sock = socket.create_connection(self._address, timeout=self._timeout)
+        except OSError as exc:
+            raise RespError(f"connect failed: {type(exc).__name__}") from None
+        conn = _Blocking(sock)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for command in self._setup:
+                if self._call(conn, command) != b"OK":
+                    raise RespError("connection setup refused")
+        except BaseException:
+            sock.close()
+            raise
+        self._local.conn = conn
+        with self._lock:
+            self._all.add(conn)
+        return conn
+
+    def _call(self, conn: _Blocking, command: bytes) -> Any:
+        try:
+            conn.sock.sendall(command)
+            self.commands_sent += 1
+            while True:
+                reply = conn.reader.gets()
+                if reply is not False:
+                    break
+                data = conn.sock.recv(65536)
+                if not data:
+                    raise _ConnectionLost("connection lost")
+                conn.reader.feed(data)
+        except (OSError, RespError, hiredis.ProtocolError) as exc:
+            self._drop(conn)
+            if isinstance(exc, RespError):
+                raise
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                raise _ConnectionLost(type(exc).__name__) from None
+            raise RespError(type(exc).__name__) from None
+        if isinstance(reply, hiredis.ReplyError):
+            raise RespError("error reply " + str(reply).split(" ", 1)[0][:16])
+        return reply
+
+    def _drop(self, conn: _Blocking) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            self._all.discard(conn)
+        conn.sock.close()
+
+    def hgetall(self, key: str) -> list[bytes]:
+        command = encode(b"HGETALL", key.encode())
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                reply = self._call(conn, command)
+            except _ConnectionLost:
+                if attempt == 2 or not conn.used:
+                    raise
+                continue  # a reused connection was gone: once more, on a new one
+            conn.used = True
+            break
+        if not isinstance(reply, list):
+            raise RespError("unexpected reply type")
+        return reply
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            conns, self._all = self._all, set()
+        for conn in conns:
+            if conn.pid == os.getpid():
+                conn.sock.close()
