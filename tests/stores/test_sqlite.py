@@ -541,3 +541,70 @@ def test_file_holds_only_the_given_keys_as_json(db_path: Path) -> None:
         ]
     finally:
         reopened.close()
+
+
+# -- rowids derived from keys ---------------------------------------------------------------------
+
+
+def _hexkey() -> str:
+    return secrets.token_hex(32)
+
+
+def test_rows_are_written_with_the_rowid_their_key_derives(db_path: Path) -> None:
+    from sessionwarden.stores.sqlite import _row_id
+
+    store = SQLiteStore(db_path, read_cache=0)
+    try:
+        key, gone = _hexkey(), _hexkey()
+        store.insert(rec(key), max_per_user=0, tombstone_until=T0 + HOUR)
+        store.insert(rec(gone), max_per_user=0, tombstone_until=T0 + HOUR)
+        assert store.revoke(gone, Tombstone(key=gone, reason="logout", at=T0, until=T0 + HOUR))
+        with sqlite3.connect(db_path) as raw:
+            rows = dict(raw.execute("SELECT key, rowid FROM items").fetchall())
+        assert rows == {key: _row_id(key), gone: _row_id(gone)}  # the tombstone kept its row
+        assert store.get(key) == rec(key)
+        assert isinstance(store.get(gone), Tombstone)
+    finally:
+        store.close()
+
+
+def test_rows_of_an_earlier_layout_are_still_found_and_changed(db_path: Path) -> None:
+    """A row written without a derived rowid (an earlier version, another process still
+    running it) is found by key: no migration, versions can share the file."""
+    store = SQLiteStore(db_path, read_cache=0)
+    key = _hexkey()
+    store.insert(rec(key), max_per_user=0, tombstone_until=T0 + HOUR)
+    with sqlite3.connect(db_path) as raw:  # as an earlier version wrote it: an ordinary rowid
+        raw.execute("UPDATE items SET rowid = 12345 WHERE key = ?", (key,))
+    try:
+        assert store.get(key) == rec(key)
+        assert store.update(key, RecordUpdate(set_data={"n": 1}))
+        got = store.get(key)
+        assert isinstance(got, SessionRecord) and got.data["n"] == 1
+        assert store.get(_hexkey()) is None
+    finally:
+        store.close()
+
+
+def test_keys_whose_rowids_collide_keep_their_own_rows(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two keys deriving one rowid (2^-64 a pair): the second row takes an ordinary rowid and
+    is found by key; neither overwrites, hides or deletes the other."""
+    from sessionwarden.stores import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "_row_id", lambda key: 42)
+    store = SQLiteStore(db_path, read_cache=0)
+    try:
+        a, b, c = _hexkey(), _hexkey(), _hexkey()
+        for key in (a, b):
+            store.insert(rec(key), max_per_user=0, tombstone_until=T0 + HOUR)
+        assert store.get(a) == rec(a) and store.get(b) == rec(b)
+        assert store.revoke(a, Tombstone(key=a, reason="logout", at=T0, until=T0 + HOUR))
+        assert isinstance(store.get(a), Tombstone) and store.get(b) == rec(b)
+        store.insert(rec(c), max_per_user=0, tombstone_until=T0 + HOUR)
+        assert store.get(c) == rec(c) and store.get(b) == rec(b)
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+    finally:
+        store.close()

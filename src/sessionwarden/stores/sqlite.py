@@ -14,6 +14,18 @@ Layout (schema version 1, kept in ``PRAGMA user_version``) -- one table, one row
 The activity trail lives in the row it belongs to, so it goes wherever the row goes (rotation
 moves it, revocation and purge drop it) and can never be orphaned.
 
+A row is written with a rowid derived from its key (:func:`_row_id`: the first 64 bits of the
+hex key, or of a hash of any other key), so that ``get`` finds it by ``rowid = ? AND key = ?``:
+one descent of the table's B-tree instead of two (the index on ``key``, then the table), which
+is most of a read at a million rows (a bare SELECT measured 13.7 -> 9.4 µs). Rows without such
+a rowid (written by an earlier version, or whose derived rowid was taken, at odds of 2^-64 a
+pair) get an ordinary one and are found by ``key`` alone, the second query a miss costs: no
+migration, and processes of both versions can share a file. The derived rowid is only a hint;
+``key`` stays the primary key every write goes by. The price is paid on inserts: rows land at
+random places in the table instead of at its end (a bulk fill of a million rows took about
+twice as long, and the file came out 15 % larger); a request's read is what happens on every
+request, an insert only at sign-in and rotation.
+
 The file runs in WAL mode with ``synchronous=NORMAL``: readers never wait for writers, and every
 write is one short ``BEGIN IMMEDIATE`` transaction, serialised across threads and processes by
 SQLite's own lock. A writer that finds the lock taken retries ``BEGIN IMMEDIATE`` itself every
@@ -96,6 +108,7 @@ measures.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import stat
@@ -170,8 +183,8 @@ _SCHEMA: Final = (
 # Writing a record keeps the activity trail already at the key unless one is given (the memory
 # store's semantics: inserting over a live record keeps its trail; rotation brings its own).
 _UPSERT_RECORD: Final = """
-    INSERT INTO items (key, kind, user_id, created_at, expires, meta, data, activity)
-    VALUES (?, 0, ?, ?, ?, ?, ?, ?)
+    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
+    VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET
         kind = 0, user_id = excluded.user_id, created_at = excluded.created_at,
         expires = excluded.expires, meta = excluded.meta, data = excluded.data,
@@ -179,8 +192,8 @@ _UPSERT_RECORD: Final = """
 """
 
 _PUT_MARKER: Final = """
-    INSERT INTO items (key, kind, user_id, created_at, expires, meta, data, activity)
-    VALUES (?, ?, ?, NULL, ?, ?, NULL, NULL)
+    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
+    VALUES (?, ?, ?, ?, NULL, ?, ?, NULL, NULL)
     ON CONFLICT (key) DO UPDATE SET
         kind = excluded.kind, user_id = excluded.user_id, created_at = NULL,
         expires = excluded.expires, meta = excluded.meta, data = NULL, activity = NULL
@@ -188,6 +201,37 @@ _PUT_MARKER: Final = """
 
 _LIVE_SELECT: Final = "SELECT kind, meta, data, activity FROM items WHERE key = ?"
 _GET: Final = "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?"
+_GET_BY_ROWID: Final = (
+    "SELECT kind, user_id, expires, meta, data FROM items WHERE rowid = ? AND key = ?"
+)
+
+
+def _row_id(key: str) -> int:
+    """The rowid a row for ``key`` is written with: the key's first 64 bits as a signed
+    integer (keys are hex digests), or those of a hash of any other key."""
+    try:
+        return int(key[:16], 16) - (1 << 63) if len(key) >= 16 else _hashed_row_id(key)
+    except ValueError:
+        return _hashed_row_id(key)
+
+
+def _hashed_row_id(key: str) -> int:
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _write_row(db: sqlite3.Connection, statement: str, key: str, values: tuple[Any, ...]) -> None:
+    """``statement`` (an upsert whose first two parameters are the rowid and the key) with the
+    key's derived rowid, or, when another key's row holds that rowid, with an ordinary one."""
+    try:
+        db.execute(statement, (_row_id(key), key, *values))
+    except sqlite3.IntegrityError:
+        # The derived rowid is taken by another key (or by an ordinary rowid SQLite handed
+        # out): this row goes without it and is found by key alone. A conflict on ``key``
+        # itself never lands here: the upsert updates that row, which keeps its rowid.
+        db.execute(statement, (None, key, *values))
+
+
 _DATA_VERSION: Final = "PRAGMA data_version"
 
 # The wal-index header at the start of ``<file>-shm`` (https://www.sqlite.org/walformat.html):
@@ -697,7 +741,7 @@ class SQLiteStore:
         else:
             kind = _TOMBSTONE
             meta = {"reason": marker.reason, "at": marker.at}
-        db.execute(_PUT_MARKER, (key, kind, marker.user_id, marker.until, dumps(meta)))
+        _write_row(db, _PUT_MARKER, key, (kind, marker.user_id, marker.until, dumps(meta)))
 
     @staticmethod
     def _put_record(
@@ -707,10 +751,11 @@ class SQLiteStore:
         data: dict[str, Any],
         activity: str | None,
     ) -> None:
-        db.execute(
+        _write_row(
+            db,
             _UPSERT_RECORD,
+            key,
             (
-                key,
                 meta["user_id"],
                 meta["created_at"],
                 meta["expires_at"],
@@ -801,7 +846,10 @@ class SQLiteStore:
                         handle.version = -1
                         handle.header = None
                     handle.hits = handle.misses = 0
-            row = handle.cursor.execute(_GET, (key,)).fetchone()
+            cursor = handle.cursor
+            row = cursor.execute(_GET_BY_ROWID, (_row_id(key), key)).fetchone()
+            if row is None:  # unknown, or a row without its derived rowid
+                row = cursor.execute(_GET, (key,)).fetchone()
         except sqlite3.Error as exc:
             _unavailable(exc)
         if row is None:
