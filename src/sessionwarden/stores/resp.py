@@ -123,8 +123,9 @@ def _setup_commands(db: int, username: str | None, password: str | None) -> list
     return setup
 
 
-class PipelinedReader:
-    """One pipelined connection per event loop, for ``HGETALL`` only."""
+class _Reader:
+    """Where a lean reader connects and what it says first: built from
+    :func:`fast_path_target`'s tuple (``Reader(*target, timeout=...)``)."""
 
     def __init__(
         self,
@@ -136,13 +137,23 @@ class PipelinedReader:
         *,
         timeout: float,
     ) -> None:
-        self._host, self._port = host, port
+        self._address = (host, port)
         self._timeout = timeout
         self._setup = _setup_commands(db, username, password)
-        self._connections: dict[asyncio.AbstractEventLoop, _Protocol] = {}
-        self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Future[_Protocol]] = {}
         #: Commands written, for tests that count round trips.
         self.commands_sent = 0
+        self._init()
+
+    def _init(self) -> None:
+        """The subclass's own state."""
+
+
+class PipelinedReader(_Reader):
+    """One pipelined connection per event loop, for ``HGETALL`` only."""
+
+    def _init(self) -> None:
+        self._connections: dict[asyncio.AbstractEventLoop, _Protocol] = {}
+        self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Future[_Protocol]] = {}
 
     async def _connection(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
         proto = self._connections.get(loop)
@@ -167,7 +178,7 @@ class PipelinedReader:
         return proto
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
-        _, proto = await loop.create_connection(_Protocol, self._host, self._port)
+        _, proto = await loop.create_connection(_Protocol, *self._address)
         for command in self._setup:
             reply = await self._send(loop, proto, command)
             if reply != b"OK":
@@ -225,7 +236,7 @@ class _Blocking:
         self.used = False  # has answered a command since the setup
 
 
-class BlockingReader:
+class BlockingReader(_Reader):
     """One connection per thread, for ``HGETALL`` only (the synchronous store's reads).
 
     A timeout, a reset or a protocol error closes that thread's connection (a late reply could
@@ -235,25 +246,11 @@ class BlockingReader:
     once; a timeout is not retried. A forked child never uses its parent's connections.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        db: int,
-        username: str | None,
-        password: str | None,
-        *,
-        timeout: float,
-    ) -> None:
-        self._address = (host, port)
-        self._timeout = timeout
-        self._setup = _setup_commands(db, username, password)
+    def _init(self) -> None:
         self._local = threading.local()
         self._all: set[_Blocking] = set()  # every thread's, for close()
         self._lock = threading.Lock()
         self._closed = False
-        #: Commands written, for tests that count round trips.
-        self.commands_sent = 0
 
     def _connection(self) -> _Blocking:
         conn: _Blocking | None = getattr(self._local, "conn", None)
