@@ -411,7 +411,7 @@ class Guard:
             if set_cookie is None:
                 return [], headers.NOTHING_TO_DROP
             return [(b"set-cookie", set_cookie.encode("latin-1"))], headers.NOTHING_TO_DROP
-        no_store = self.policy.headers.no_store and (
+        no_store = self._no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
         add, drop = self.headers.plan(
