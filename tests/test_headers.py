@@ -165,6 +165,22 @@ def test_disabled_adds_nothing() -> None:
     assert p == HeaderPlan([], set())
 
 
+@pytest.mark.parametrize("https", [True, False])
+@pytest.mark.parametrize("nonce", [NONCE, None])
+@pytest.mark.parametrize("no_store", [True, False])
+def test_the_precomputed_answer_equals_the_looked_up_one(
+    https: bool, nonce: str | None, no_store: bool
+) -> None:
+    """One function, two ways to the answer: with none of our names set by the app the headers
+    are precomputed; with one of them set each is looked up. When the app's header is one this
+    response would not carry anyway (``Clear-Site-Data`` without a logout), both agree."""
+    sh = SecurityHeaders(HeadersPolicy())
+    assert b"clear-site-data" in sh.names
+    precomputed = sh.response_headers(https, nonce, frozenset(), no_store, False)
+    looked_up = sh.response_headers(https, nonce, frozenset({b"clear-site-data"}), no_store, False)
+    assert precomputed == looked_up
+
+
 def test_plan_unpacks_as_a_pair() -> None:
     add, drop = plan()
     assert isinstance(add, list)

@@ -12,26 +12,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sessionwarden import monitor, scoring, sinks, throttle
 from sessionwarden.events import Event, EventKind, FanOut
 from sessionwarden.facts import RequestFacts
-from sessionwarden.monitor import (
-    LOG_SCHEMA_KEYS,
+from sessionwarden.policy import MonitorPolicy
+from sessionwarden.records import JSON
+from sessionwarden.scoring import (
     REPLAY_ROTATED_RISK,
     Assessment,
-    JsonFormatter,
-    JsonLogSink,
-    OutageGate,
-    PrometheusSink,
     Risk,
-    UnknownIdThrottle,
     action_for,
     agent_family,
     assess,
     fingerprint,
     network_of,
 )
-from sessionwarden.policy import MonitorPolicy
-from sessionwarden.records import JSON
+from sessionwarden.sinks import (
+    LOG_SCHEMA_KEYS,
+    JsonFormatter,
+    JsonLogSink,
+    PrometheusSink,
+)
+from sessionwarden.throttle import OutageGate, UnknownIdThrottle
 from sessionwarden.tokens import new_session_id
 
 NOW = 1_700_000_000.0
@@ -862,3 +864,11 @@ def test_json_sink_always_writes_one_parseable_line(detail: dict[str, JSON], tex
     line = record.getMessage()
     assert "\n" not in line
     assert tuple(json.loads(line)) == LOG_SCHEMA_KEYS
+
+
+def test_monitor_keeps_every_name_of_the_split_modules_importable() -> None:
+    """``sessionwarden.monitor`` was split by concern; code importing from it keeps working."""
+    for module in (scoring, sinks, throttle):
+        for name in module.__all__:
+            assert getattr(monitor, name) is getattr(module, name), name
+    assert set(monitor.__all__) == set(scoring.__all__) | set(sinks.__all__) | set(throttle.__all__)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from .core import RiskDecision
 from .facts import RequestFacts
-from .monitor import Risk, action_for, agent_family, assess, fingerprint
 from .policy import MonitorPolicy
 from .records import SessionRecord
+from .scoring import Risk, action_for, agent_family, assess, fingerprint
 
 _AGENT_CACHE_SIZE = 1024
 #: The answer for almost every request (shared: a decision is never changed once made).

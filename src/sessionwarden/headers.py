@@ -105,6 +105,38 @@ def _check_source(where: str, value: str) -> None:
         raise ValueError(f"{where}: {value!r} is not a single CSP source expression")
 
 
+def _directives(policy: HeadersPolicy) -> dict[str, list[str]]:
+    """The defaults with ``csp_extra`` merged in and the report endpoint added (checked)."""
+    directives = {name: list(sources) for name, sources in _DEFAULTS}
+    for name, extra in policy.csp_extra.items():
+        if not name or not _DIRECTIVE_CHARS.issuperset(name):
+            raise ValueError(f"headers.csp_extra: {name!r} is not a CSP directive name")
+        if isinstance(extra, str):
+            raise ValueError(f"headers.csp_extra[{name!r}]: give a tuple of sources")
+        _add_sources(directives.setdefault(name, []), name, extra)
+    for name, sources in directives.items():
+        if not sources:
+            directives[name] = ["'none'"]
+    if policy.csp_report_uri is not None:
+        _check_source("headers.csp_report_uri", policy.csp_report_uri)
+        # report-uri for browsers without the Reporting API, report-to for those with it.
+        directives["report-uri"] = [policy.csp_report_uri]
+        directives["report-to"] = [_REPORT_GROUP]
+    return directives
+
+
+def _add_sources(sources: list[str], name: str, extra: tuple[str, ...]) -> None:
+    """Add ``extra`` to one directive's sources; a real source replaces a lone ``'none'``."""
+    for source in extra:
+        _check_source(f"headers.csp_extra[{name!r}]", source)
+        if source == "'none'":
+            continue
+        if sources == ["'none'"]:
+            sources.clear()
+        if source not in sources:
+            sources.append(source)
+
+
 class CspBuilder:
     """A Content-Security-Policy with the nonce left as the only per-response part.
 
@@ -117,29 +149,7 @@ class CspBuilder:
     __slots__ = ("_name", "_nonce_parts", "_static")
 
     def __init__(self, policy: HeadersPolicy) -> None:
-        directives = {name: list(sources) for name, sources in _DEFAULTS}
-        for name, extra in policy.csp_extra.items():
-            if not name or not _DIRECTIVE_CHARS.issuperset(name):
-                raise ValueError(f"headers.csp_extra: {name!r} is not a CSP directive name")
-            if isinstance(extra, str):
-                raise ValueError(f"headers.csp_extra[{name!r}]: give a tuple of sources")
-            sources = directives.setdefault(name, [])
-            for source in extra:
-                _check_source(f"headers.csp_extra[{name!r}]", source)
-                if source == "'none'":
-                    continue
-                if sources == ["'none'"]:
-                    sources.clear()
-                if source not in sources:
-                    sources.append(source)
-        for name, sources in directives.items():
-            if not sources:
-                directives[name] = ["'none'"]
-        if policy.csp_report_uri is not None:
-            _check_source("headers.csp_report_uri", policy.csp_report_uri)
-            # report-uri for browsers without the Reporting API, report-to for those with it.
-            directives["report-uri"] = [policy.csp_report_uri]
-            directives["report-to"] = [_REPORT_GROUP]
+        directives = _directives(policy)
 
         def render(ds: dict[str, list[str]]) -> str:
             return "; ".join(f"{name} {' '.join(sources)}" for name, sources in ds.items())
@@ -244,7 +254,6 @@ class SecurityHeaders:
 
     def response_headers(
         self,
-        *,
         https: bool,
         nonce: str | None,
         existing: Set[bytes],
@@ -253,51 +262,63 @@ class SecurityHeaders:
     ) -> HeaderPlan:
         """The headers to add to one response, given the lower-case names the app already set.
 
-        ``https``: the response goes out over HTTPS (HSTS is ignored over HTTP, and sending it there
-        only advertises a downgrade). ``no_store``: the response carries a signed-in session or a
-        new session cookie; any ``Cache-Control`` of the app's is dropped for ``no-store``.
-        ``logout``: the session just ended; the browser is told to forget cookies and storage.
-        """
-        return HeaderPlan(*self.plan(https, nonce, existing, no_store, logout))
+        The one function that computes a response's security headers. ``https``: the response
+        goes out over HTTPS (HSTS is ignored over HTTP, and sending it there only advertises a
+        downgrade). ``nonce``: this response's CSP nonce, ``None`` when it renders none.
+        ``existing``: the lower-case header names the app set (an app's own header wins, except
+        ``Cache-Control`` under ``no_store``). ``no_store``: the response carries a signed-in
+        session or a new session cookie; any ``Cache-Control`` of the app's is dropped for
+        ``no-store``. ``logout``: the session just ended; the browser is told to forget cookies
+        and storage.
 
-    def common(self, https: bool, nonce: str | None, no_store: bool) -> list[tuple[bytes, bytes]]:
-        """The headers to add to the common response: the app set none of them and no session
-        ends (the first branch of :meth:`plan`, callable on its own on the per-response path)."""
+        When the app set none of :attr:`names` (the common response) the answer is the
+        precomputed headers with the nonce spliced into the CSP: no lookup per header.
+        """
         if not self._enabled:
-            return []
+            return HeaderPlan([], NOTHING_TO_DROP)
+        if not self.names.isdisjoint(existing):
+            return self._beside_apps(https, nonce, existing, no_store, logout)
         add = [*self._base[https]]
         csp = self._csp
         if csp is not None:
             add.append((csp.header_name, csp.value(nonce)))
         if no_store and self._no_store:
             add.append(_NO_STORE)
-        return add
+        if logout and self._clear_site_data is not None:
+            add.append(self._clear_site_data)
+        return HeaderPlan(add, NOTHING_TO_DROP)
 
-    def plan(
+    def _beside_apps(
         self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
-    ) -> tuple[list[tuple[bytes, bytes]], Set[bytes]]:
-        """:meth:`response_headers` as a plain ``(add, drop)`` pair, for the per-response path."""
-        if not self._enabled:
-            return [], NOTHING_TO_DROP
-        csp = self._csp
-        if self.names.isdisjoint(existing):
-            add = self.common(https, nonce, no_store)
-            if logout and self._clear_site_data is not None:
-                add.append(self._clear_site_data)
-            return add, NOTHING_TO_DROP
+    ) -> HeaderPlan:
+        """:meth:`response_headers` when the app set some of our headers: each is looked up."""
         add = [h for h in self._static if h[0] not in existing]
         if https and _HSTS not in existing:
             add.append(self._hsts)
+        csp = self._csp
         if csp is not None and csp.header_name not in existing:
             add.append((csp.header_name, csp.value(nonce)))
-        drop: set[bytes] = set()
+        drop: Set[bytes] = NOTHING_TO_DROP
         if no_store and self._no_store:
             add.append(_NO_STORE)
             if _CACHE_CONTROL in existing:
-                drop.add(_CACHE_CONTROL)
+                drop = frozenset((_CACHE_CONTROL,))
         if logout and self._clear_site_data is not None and _CLEAR_SITE_DATA not in existing:
             add.append(self._clear_site_data)
-        return add, drop
+        return HeaderPlan(add, drop)
+
+    # Deprecated aliases of :meth:`response_headers`, kept only for guard.py until it calls
+    # ``response_headers`` itself; nothing else may use them and they go when it does.
+    def common(self, https: bool, nonce: str | None, no_store: bool) -> list[tuple[bytes, bytes]]:
+        """Deprecated (kept for guard.py until it calls :meth:`response_headers`): the headers
+        of a response whose app set none of ours and whose session does not end."""
+        return self.response_headers(https, nonce, NOTHING_TO_DROP, no_store, False).add
+
+    def plan(
+        self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
+    ) -> HeaderPlan:
+        """Deprecated (kept for guard.py until it calls :meth:`response_headers`): the same."""
+        return self.response_headers(https, nonce, existing, no_store, logout)
 
 
 def _check_header_value(name: bytes, value: str) -> None:

@@ -238,25 +238,32 @@ def split_host(host: str) -> tuple[str, str] | None:
     host = host.strip().lower()
     if not host or len(host) > 255 + 6 or not host.isascii():
         return None
-    if host.startswith("["):
-        close = host.find("]")
-        if close < 0 or not _IPV6_CHARS.issuperset(host[1:close]):
-            return None
-        name, rest = host[: close + 1], host[close + 1 :]
-        if not isinstance(_parse_v6(name[1:-1]), ipaddress.IPv6Address):
-            return None
-        if rest and not rest.startswith(":"):
-            return None
-        port = rest[1:]
-        has_port = bool(rest)
-    else:
-        name, colon, port = host.partition(":")
-        has_port = bool(colon)
-        if not name or not _REG_NAME.issuperset(name):
-            return None
-    if has_port and (not port.isdigit() or len(port) > 5 or int(port) > 65535):
+    parts = _split_v6_literal(host) if host.startswith("[") else _split_reg_name(host)
+    if parts is None:
         return None
-    return name, port
+    name, port = parts
+    if port is not None and (not port.isdigit() or len(port) > 5 or int(port) > 65535):
+        return None
+    return name, port or ""
+
+
+def _split_v6_literal(host: str) -> tuple[str, str | None] | None:
+    """``[v6]`` and ``[v6]:port`` into (``[v6]``, port or ``None`` when there is no colon)."""
+    close = host.find("]")
+    if close < 0 or not _IPV6_CHARS.issuperset(host[1:close]):
+        return None
+    name, rest = host[: close + 1], host[close + 1 :]
+    if _parse_v6(name[1:-1]) is None or (rest and not rest.startswith(":")):
+        return None
+    return name, rest[1:] if rest else None
+
+
+def _split_reg_name(host: str) -> tuple[str, str | None] | None:
+    """``name`` and ``name:port`` into (name, port or ``None`` when there is no colon)."""
+    name, colon, port = host.partition(":")
+    if not name or not _REG_NAME.issuperset(name):
+        return None
+    return name, port if colon else None
 
 
 def _parse_v6(text: str) -> ipaddress.IPv6Address | None:
