@@ -13,12 +13,12 @@ import pytest
 
 from sessionwarden import tokens
 from sessionwarden.clock import ManualClock
-from sessionwarden.core import Engine, Loaded, Outcome, Session, run_sync
+from sessionwarden.core import Engine, Outcome, Session, Steps, run_async, run_sync
 from sessionwarden.events import Event, EventKind
 from sessionwarden.facts import RequestFacts
 from sessionwarden.policy import CookiePolicy, Policy
 from sessionwarden.records import Alias, SessionRecord, Tombstone
-from sessionwarden.stores.base import SessionStore
+from sessionwarden.stores.base import InlineAsyncStore, SessionStore
 
 from .conftest import SECRET
 
@@ -60,23 +60,29 @@ class Client:
             user_agent=self.ua,
         )
 
-    #: Load through :meth:`Engine.load_inline` (the first read a plain call, as the ASGI
-    #: middleware does for local stores) instead of the steps of :meth:`Engine.load`.
+    #: Run the core through the asynchronous driver, its reads taken as plain calls (as the
+    #: ASGI middleware does for a store with a read cache) instead of the synchronous one.
     inline: ClassVar[bool] = False
+
+    def run(self, steps: Steps[Any]) -> Any:
+        if not self.inline:
+            return run_sync(steps, self.store)
+        running = run_async(steps, InlineAsyncStore(self.store), self.store.get)
+        try:
+            running.send(None)
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("a local store never suspends")
 
     def begin(self) -> tuple[Session, RequestFacts]:
         facts = self.facts()
-        if self.inline:
-            started = self.engine.load_inline(facts, self.store.get)
-            loaded = started if isinstance(started, Loaded) else run_sync(started, self.store)
-        else:
-            loaded = run_sync(self.engine.load(facts), self.store)
+        loaded = self.run(self.engine.load(facts))
         if loaded.clear_cookie:
             self.cookie = None
         return loaded.session, facts
 
     def finish(self, session: Session, facts: RequestFacts) -> Outcome:
-        out = run_sync(self.engine.commit(session, facts), self.store)
+        out: Outcome = self.run(self.engine.commit(session, facts))
         self.last = out
         if out.set_cookie is not None:
             value = out.set_cookie.split(";", 1)[0].split("=", 1)[1]

@@ -1,5 +1,5 @@
-"""The guard reads the same facts from ASGI's byte headers as from decoded text headers, and its
-shortcut for the common response adds the same headers as the general path."""
+"""The guard reads the same facts from a WSGI environ as from ASGI's byte headers, and the
+headers it adds to a response do not depend on the app's unrelated headers."""
 
 from __future__ import annotations
 
@@ -43,20 +43,41 @@ def guard(token_header: str = "x-csrf-token") -> Guard:
 
 @pytest.mark.parametrize("token_header", ["x-csrf-token", "host", "x-forwarded-for", "cookie"])
 @pytest.mark.parametrize("headers", HEADERS)
-def test_raw_facts_equal_decoded_facts(token_header: str, headers: list[tuple[str, str]]) -> None:
+def test_wsgi_environ_facts_equal_asgi_header_facts(
+    token_header: str, headers: list[tuple[str, str]]
+) -> None:
+    """The WSGI adapter hands the guard an environ's headers as ASGI would send them. An environ
+    holds one value per name (the server joins repeated headers: cookies with "; ", others
+    with ", "), so the ASGI request compared is the one with those joined headers."""
+    from sessionwarden.wsgi import environ_facts
+
     g = guard(token_header)
-    common = {"method": "post", "scheme": "http", "path": "/p", "peer_ip": "127.0.0.1"}
-    raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    assert g.raw_facts(**common, raw_headers=raw) == g.facts(**common, raw_headers=headers)
+    joined: dict[str, list[str]] = {}
+    for name, value in headers:
+        joined.setdefault(name, []).append(value)
+    single = {name: ("; " if name == "cookie" else ", ").join(v) for name, v in joined.items()}
+    environ: dict[str, object] = {
+        "REQUEST_METHOD": "post",
+        "wsgi.url_scheme": "http",
+        "PATH_INFO": "/p",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_X_NOT_READ": "ignored",
+    }
+    for name, value in single.items():
+        key = "CONTENT_TYPE" if name == "content-type" else "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = value
+    raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in single.items()]
+    asgi = g.facts(method="post", scheme="http", path="/p", peer_ip="127.0.0.1", headers=raw)
+    assert environ_facts(g, environ) == asgi
 
 
 def test_facts_read_the_last_single_header_and_every_cookie() -> None:
-    facts = guard().raw_facts(
+    facts = guard().facts(
         method="get",
         scheme="https",
         path="/",
         peer_ip="198.51.100.7",
-        raw_headers=[
+        headers=[
             (b"cookie", b"a=1"),
             (b"host", b"A.test"),
             (b"cookie", b"b=2"),
@@ -73,7 +94,7 @@ def test_facts_read_the_last_single_header_and_every_cookie() -> None:
 
 def test_a_token_header_named_like_a_read_header_is_not_a_token() -> None:
     facts = guard("host").facts(
-        method="GET", scheme="https", path="/", peer_ip="", raw_headers=[("host", "a.test")]
+        method="GET", scheme="https", path="/", peer_ip="", headers=[(b"host", b"a.test")]
     )
     assert facts.host == "a.test"
     assert facts.csrf_header is None
@@ -86,7 +107,7 @@ def test_a_token_header_named_like_a_read_header_is_not_a_token() -> None:
 @pytest.mark.parametrize("authenticated", [False, True])
 @pytest.mark.parametrize("logged_out", [False, True])
 @pytest.mark.parametrize("no_store", [False, True])
-def test_the_common_response_path_adds_what_the_general_one_adds(
+def test_the_common_response_gets_what_any_response_without_our_headers_gets(
     https: bool,
     nonce: str,
     set_cookie: str | None,
@@ -95,23 +116,26 @@ def test_the_common_response_path_adds_what_the_general_one_adds(
     logged_out: bool,
     no_store: bool,
 ) -> None:
-    """The shortcut the adapters take when the app set none of our headers answers exactly
-    as ``response_headers`` does, or declines (``None``) and leaves it to it."""
+    """The adapters pass an empty set of names when the app set none of the guard's headers
+    (the common response, no set built); the guard answers exactly as when it is told the
+    app's unrelated header names, and adds the cookie, ``no-store`` and HSTS when due."""
     from sessionwarden.core import Outcome
-    from sessionwarden.guard import Begun
+    from sessionwarden.guard import RequestContext
     from sessionwarden.policy import HeadersPolicy
 
     g = Guard(Policy(secret_keys=(SECRET,), headers=HeadersPolicy(no_store=no_store)))
     scheme = "https" if https else "http"
     facts = g.facts(
-        method="GET", scheme=scheme, path="/", peer_ip="127.0.0.1", raw_headers=[("host", "a.test")]
+        method="GET", scheme=scheme, path="/", peer_ip="127.0.0.1", headers=[(b"host", b"a.test")]
     )
-    begun = Begun(facts, nonce=nonce, clear_cookie=clear_cookie)
+    ctx = RequestContext(facts, nonce=nonce, clear_cookie=clear_cookie)
     outcome = Outcome(set_cookie, authenticated, logged_out)
-    general, drop = g.response_headers(begun, outcome, frozenset())
-    common = g.common_response_headers(begun, outcome)
-    assert not drop
-    if common is not None:
-        assert common == general
-    else:
-        assert set_cookie is not None or clear_cookie or logged_out
+    common, drop = g.response_headers(ctx, outcome, frozenset())
+    general, general_drop = g.response_headers(ctx, outcome, {b"x-app", b"content-type"})
+    assert not drop and not general_drop
+    assert common == general
+    names = [name for name, _ in common]
+    assert (b"set-cookie" in names) == (set_cookie is not None or clear_cookie)
+    wants_no_store = no_store and (set_cookie is not None or clear_cookie or authenticated)
+    assert ((b"cache-control", b"no-store") in common) == wants_no_store
+    assert (b"strict-transport-security" in names) == https

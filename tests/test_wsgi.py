@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response as WResponse
 from sessionwarden.asgi import SessionWardenMiddleware, get_context, get_session
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Session
-from sessionwarden.guard import Begun
+from sessionwarden.guard import RequestContext
 from sessionwarden.policy import Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore, StoreUnavailable
 from sessionwarden.wsgi import SessionWardenWSGI
@@ -86,7 +86,7 @@ class FlakyStore(MemoryStore):
 @dataclass
 class Ctx:
     session: Session
-    begun: Begun
+    context: RequestContext
     body: bytes
     form: dict[str, str]
     files: dict[str, bytes]
@@ -117,12 +117,12 @@ def handlers(ran: list[str]) -> dict[tuple[str, str], Callable[[Ctx], Out]]:
         return _json({"visits": s["visits"]})
 
     def page(c: Ctx) -> Out:
-        nonce = c.begun.nonce
+        nonce = c.context.nonce
         html = f'<!doctype html><script nonce="{nonce}">1</script>'
         return Out(html, content_type="text/html; charset=utf-8")
 
     def token(c: Ctx) -> Out:
-        return _json({"csrf_token": c.begun.csrf_token(), "nonce": c.begun.nonce})
+        return _json({"csrf_token": c.context.csrf_token(), "nonce": c.context.nonce})
 
     def login(c: Ctx) -> Out:
         c.session.login(c.form.get("user", "alice"))

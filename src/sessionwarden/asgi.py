@@ -17,21 +17,24 @@ from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from .clock import Clock
-from .core import Outcome, ReauthenticationRequired, Session, SessionInfo, run_async
+from .core import (
+    Outcome,
+    ReauthenticationRequired,
+    Session,
+    SessionInfo,
+    Steps,
+    read_now_of,
+    run_async,
+)
 from .events import EventSink
-from .guard import Begun, Guard, Refusal
+from .facts import RequestFacts
+from .guard import Guard, Refusal, RequestContext
+from .headers import NOTHING_TO_DROP
 from .policy import Policy
 from .records import JSON
-from .stores import (
-    AsyncSessionStore,
-    InlineAsyncStore,
-    NotCached,
-    StoreUnavailable,
-    open_async_store,
-)
+from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
 
 T = TypeVar("T")
-_NO_NAMES: frozenset[bytes] = frozenset()
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -69,80 +72,41 @@ class SessionWardenMiddleware:
     @store.setter
     def store(self, store: AsyncSessionStore) -> None:
         self._store = store
-        # A local store's reads are plain calls (its writes may still go to a thread); a subclass
-        # that overrides ``get`` is awaited like any other store.
-        self._local = (
-            store
-            if isinstance(store, InlineAsyncStore) and type(store).get is InlineAsyncStore.get
-            else None
-        )
         # A store with a local read cache answers most reads without I/O (Redis).
-        cached: Callable[[str], Any] | None = getattr(store, "get_cached", None)
-        self._cached = cached if self._local is None and callable(cached) else None
+        self._read_now = read_now_of(store)
+
+    def run(self, steps: Steps[T]) -> Awaitable[T]:
+        """Run a core operation against the store (the one driver, reads without I/O first)."""
+        return run_async(steps, self._store, self._read_now)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         guard = self.guard
-        client = scope.get("client")
-        facts = guard.raw_facts(
-            method=scope.get("method", "GET"),
-            scheme=scope.get("scheme", "http"),
-            path=scope.get("path", "/"),
-            peer_ip=client[0] if client else "",
-            raw_headers=scope.get("headers") or (),
-        )
+        facts = _facts(guard, scope)
         target = _target(scope, facts.path) if guard.may_redirect(facts) else ""
-        store = self._store
         try:
-            if self._local is not None:
-                inline = guard.begin_inline(facts, target, self._local.sync.get)
-                begun = inline if isinstance(inline, Begun) else await run_async(inline, store)
-            elif self._cached is not None:
-                try:  # no side effect happens before the read, so a miss can start over
-                    steps = guard.begin_inline(facts, target, self._cached)
-                except NotCached:
-                    steps = guard.begin(facts, target)
-                begun = steps if isinstance(steps, Begun) else await run_async(steps, store)
-            else:
-                begun = await run_async(guard.begin(facts, target), store)
+            ctx = await self.run(guard.begin(facts, target))
         except StoreUnavailable as exc:
-            await self._refuse(send, Begun(facts), guard.store_failed(facts, exc, writing=False))
+            refusal = guard.store_failed(facts, exc, writing=False)
+            await _send_refusal(guard, send, RequestContext(facts), refusal)
             return
         if guard.outage.failing:  # the store answered: that may end an outage
             guard.store_ok(facts, wrote=False)
-
-        if begun.needs_form_token and begun.refusal is None:
-            body = await self._read_body(receive, begun)
-            if body is None:
-                if begun.refusal is None:
-                    guard.body_too_large(begun)
-            else:
-                guard.check_form_body(begun, body)
-                receive = _replay(body, receive)
-        if begun.refusal is not None:
-            await self._refuse(send, begun, begun.refusal)
+        if ctx.needs_form_token and ctx.refusal is None:
+            receive = await self._check_form_body(receive, ctx)
+        if ctx.refusal is not None:
+            await _send_refusal(guard, send, ctx, ctx.refusal)
             return
-
-        session = begun.session
-        assert session is not None
-        scope["session"] = session
-        scope["sessionwarden"] = begun
-        scope["sessionwarden.middleware"] = self
-        state = scope.get("state")
-        if state is None:
-            state = scope["state"] = {}
-        state["csp_nonce"] = begun.nonce
-        state["csrf_token"] = begun.csrf_token
-
-        responder = _Responder(self, begun, session, send)
+        state = _install(scope, ctx, self)
+        responder = _Responder(self, ctx, send)
         try:
             await self.app(scope, receive, responder)
         except ReauthenticationRequired as exc:
             if responder.started:
                 raise
-            await self._reauth(send, begun, exc)
+            await self._reauth(send, ctx, exc)
         # The request is over: let its objects go now. Servers keep the last scope of each
         # connection until the next request on it; left there, these objects would outlive
         # the request and feed the cyclic garbage collector's older generations (full
@@ -153,22 +117,31 @@ class SessionWardenMiddleware:
         state.pop("csp_nonce", None)
         state.pop("csrf_token", None)
 
+    async def _check_form_body(self, receive: Receive, ctx: RequestContext) -> Receive:
+        """Check the token of a form body; the app gets the buffered body as it came."""
+        body = await self._read_body(receive, ctx)
+        if body is None:
+            self.guard.body_too_large(ctx)
+            return receive
+        self.guard.check_form_body(ctx, body)
+        return _replay(body, receive)
+
     # -- the application's calls (a "your devices" page, an admin screen) ------------------------
     async def list_sessions(
         self, user_id: str, current: Session | None = None
     ) -> list[SessionInfo]:
         """The user's live sessions, oldest first, ``current`` marked."""
-        return await run_async(self.engine.list_sessions(user_id, current), self.store)
+        return await self.run(self.engine.list_sessions(user_id, current))
 
     async def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> bool:
         """End one of the user's sessions, named by its reference."""
-        return await run_async(self.engine.revoke_session(user_id, ref, by=by), self.store)
+        return await self.run(self.engine.revoke_session(user_id, ref, by=by))
 
     async def revoke_user(
         self, user_id: str, *, by: str = "admin", keep: Session | None = None
     ) -> list[str]:
         """End every session of the user (but ``keep``); returns the references ended."""
-        return await run_async(self.engine.revoke_user(user_id, by=by, keep=keep), self.store)
+        return await self.run(self.engine.revoke_user(user_id, by=by, keep=keep))
 
     async def activity(self, session: Session) -> list[dict[str, JSON]]:
         """The session's recent activity trail (time, IP, user agent, path), oldest first."""
@@ -177,50 +150,22 @@ class SessionWardenMiddleware:
         return await self.store.activity(session.record.key)
 
     async def purge(self) -> int:
-        return await run_async(self.engine.purge(), self.store)
+        return await self.run(self.engine.purge())
 
     # -- helpers ------------------------------------------------------------------------------
-    def _merge(
-        self, begun: Begun, outcome: Outcome | None, app_headers: Any
-    ) -> list[tuple[bytes, bytes]]:
-        headers = list(app_headers)
-        guard = self.guard
-        watched = guard.response_header_names
-        existing: AbstractSet[bytes] = _NO_NAMES
-        for name, _ in headers:
-            if name.lower() in watched:  # the app set one of ours: tell the guard all its names
-                existing = {name.lower() for name, _ in headers}
-                break
-        else:
-            common = None if outcome is None else guard.common_response_headers(begun, outcome)
-            if common is not None:
-                headers += common
-                return headers
-        add, drop = guard.response_headers(begun, outcome, existing)
-        if drop:
-            headers = [(n, v) for n, v in headers if n.lower() not in drop]
-        headers.extend(add)
-        return headers
-
-    async def _refuse(self, send: Send, begun: Begun, refusal: Refusal) -> None:
-        hdrs, body = refusal.render(begun.facts.wants_json)
-        hdrs = self._merge(begun, None, hdrs)
-        await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _reauth(self, send: Send, begun: Begun, exc: ReauthenticationRequired) -> None:
+    async def _reauth(self, send: Send, ctx: RequestContext, exc: ReauthenticationRequired) -> None:
         """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
         session before raising (where to return to) is committed like any response."""
-        refusal = self.guard.reauthentication(begun, exc.reason, self.reauth_redirect)
-        hdrs, body = refusal.render(begun.facts.wants_json)
+        guard = self.guard
+        refusal = guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
+        hdrs, body = refusal.render(ctx.facts.wants_json)
         try:
-            outcome = await run_async(self.guard.commit(begun), self.store)
+            outcome = await self.run(guard.commit(ctx))
         except StoreUnavailable as store_exc:
-            await self._refuse(
-                send, begun, self.guard.store_failed(begun.facts, store_exc, writing=True)
-            )
+            failed = guard.store_failed(ctx.facts, store_exc, writing=True)
+            await _send_refusal(guard, send, ctx, failed)
             return
-        hdrs = self._merge(begun, outcome, hdrs)
+        hdrs = _with_guard_headers(guard, ctx, outcome, hdrs)
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
@@ -228,10 +173,10 @@ class SessionWardenMiddleware:
         """Registered on Starlette/FastAPI apps (their error middleware would otherwise turn
         :class:`ReauthenticationRequired` into a 500 before this middleware sees it). Returns an
         ASGI response whose start passes through the session commit like any other."""
-        begun = get_context(request)
+        ctx = get_context(request)
         assert isinstance(exc, ReauthenticationRequired)
-        refusal = self.guard.reauthentication(begun, exc.reason, self.reauth_redirect)
-        hdrs, body = refusal.render(begun.facts.wants_json)
+        refusal = self.guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
+        hdrs, body = refusal.render(ctx.facts.wants_json)
 
         async def respond(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
@@ -239,7 +184,7 @@ class SessionWardenMiddleware:
 
         return respond
 
-    async def _read_body(self, receive: Receive, begun: Begun) -> bytes | None:
+    async def _read_body(self, receive: Receive, ctx: RequestContext) -> bytes | None:
         """Buffer the body up to the configured limit; ``None`` when it is larger."""
         limit = self.policy.csrf.max_body_bytes
         chunks: list[bytes] = []
@@ -262,14 +207,11 @@ class _Responder:
     adds the headers. An object with slots rather than a closure: a closure would allocate a
     cell per captured variable on every request (work for the garbage collector)."""
 
-    __slots__ = ("begun", "middleware", "replaced", "send", "session", "started")
+    __slots__ = ("ctx", "middleware", "replaced", "send", "started")
 
-    def __init__(
-        self, middleware: SessionWardenMiddleware, begun: Begun, session: Session, send: Send
-    ) -> None:
+    def __init__(self, middleware: SessionWardenMiddleware, ctx: RequestContext, send: Send):
         self.middleware = middleware
-        self.begun = begun
-        self.session = session
+        self.ctx = ctx
         self.send = send
         self.started = False
         self.replaced = False
@@ -281,20 +223,69 @@ class _Responder:
             self.started = True
             mw = self.middleware
             guard = mw.guard
-            begun = self.begun
+            ctx = self.ctx
             try:
-                outcome = guard.engine.settled(self.session)
-                if outcome is None:
-                    outcome = await run_async(guard.commit(begun), mw.store)
+                outcome = await mw.run(guard.commit(ctx))
             except StoreUnavailable as exc:
                 self.replaced = True
-                refusal = guard.store_failed(begun.facts, exc, writing=True)
-                await mw._refuse(self.send, begun, refusal)
+                refusal = guard.store_failed(ctx.facts, exc, writing=True)
+                await _send_refusal(guard, self.send, ctx, refusal)
                 return
             if guard.outage.failing:
-                guard.store_ok(begun.facts, wrote=begun.wrote)
-            message["headers"] = mw._merge(begun, outcome, message.get("headers") or [])
+                guard.store_ok(ctx.facts, wrote=outcome.wrote)
+            message["headers"] = _with_guard_headers(
+                guard, ctx, outcome, message.get("headers") or []
+            )
         await self.send(message)
+
+
+def _facts(guard: Guard, scope: Scope) -> RequestFacts:
+    client = scope.get("client")
+    return guard.facts(
+        method=scope.get("method", "GET"),
+        scheme=scope.get("scheme", "http"),
+        path=scope.get("path", "/"),
+        peer_ip=client[0] if client else "",
+        headers=scope.get("headers") or (),
+    )
+
+
+def _install(scope: Scope, ctx: RequestContext, middleware: SessionWardenMiddleware) -> Any:
+    """Put the session and the request context where the app finds them; returns the
+    scope's ``state``."""
+    scope["session"] = ctx.session
+    scope["sessionwarden"] = ctx
+    scope["sessionwarden.middleware"] = middleware
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state["csp_nonce"] = ctx.nonce
+    state["csrf_token"] = ctx.csrf_token
+    return state
+
+
+def _with_guard_headers(
+    guard: Guard, ctx: RequestContext, outcome: Outcome, app_headers: Any
+) -> list[tuple[bytes, bytes]]:
+    """The app's response headers with the guard's added (and the ones it replaces dropped)."""
+    headers = list(app_headers)
+    watched = guard.response_header_names
+    existing: AbstractSet[bytes] = NOTHING_TO_DROP
+    for name, _ in headers:
+        if name.lower() in watched:  # the app set one of ours: tell the guard all its names
+            existing = {name.lower() for name, _ in headers}
+            break
+    add, drop = guard.response_headers(ctx, outcome, existing)
+    if drop:
+        headers = [(n, v) for n, v in headers if n.lower() not in drop]
+    headers.extend(add)
+    return headers
+
+
+async def _send_refusal(guard: Guard, send: Send, ctx: RequestContext, refusal: Refusal) -> None:
+    hdrs, body = guard.refuse(ctx, refusal)
+    await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _target(scope: Scope, path: str) -> str:
@@ -339,6 +330,6 @@ def get_middleware(scope_or_request: Any) -> SessionWardenMiddleware:
     return _installed(scope_or_request, "sessionwarden.middleware", SessionWardenMiddleware)
 
 
-def get_context(scope_or_request: Any) -> Begun:
+def get_context(scope_or_request: Any) -> RequestContext:
     """The request's context: its CSP nonce, a CSRF token maker, the facts the guard used."""
-    return _installed(scope_or_request, "sessionwarden", Begun)
+    return _installed(scope_or_request, "sessionwarden", RequestContext)

@@ -8,7 +8,7 @@ between their protocol and these calls, so both behave identically.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -21,7 +21,7 @@ from .facts import RequestFacts
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
-from .records import Lookup, dumps
+from .records import dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -92,8 +92,9 @@ class Refusal:
 
 
 @dataclass(slots=True)
-class Begun:
-    """The state of one request between its start and its response."""
+class RequestContext:
+    """One request between its start and its response: its facts, its session, its CSP nonce,
+    and the refusal the guard chose instead of running the application, if any."""
 
     facts: RequestFacts
     session: Session | None = None
@@ -102,8 +103,6 @@ class Begun:
     clear_cookie: bool = False
     #: The token must be read from the (buffered) form body before the app runs.
     needs_form_token: bool = False
-    #: The commit wrote to the store (a successful write ends a write outage).
-    wrote: bool = False
 
     def csrf_token(self) -> str:
         """A freshly masked CSRF token for this request's session."""
@@ -151,7 +150,6 @@ class Guard:
         slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
         for name in _FORWARDED:
             slots.setdefault(name, _PROXY)
-        self._slots = slots
         self._raw_slots = {name.encode("latin-1"): slot for name, slot in slots.items()}
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(self._raw_slots)
@@ -164,41 +162,15 @@ class Guard:
         scheme: str,
         path: str,
         peer_ip: str,
-        raw_headers: Iterable[tuple[str, str]],
+        headers: Iterable[tuple[bytes, bytes]],
     ) -> RequestFacts:
-        """Build facts from lower-case header names and latin-1 decoded values."""
-        slots = self._slots
-        values: list[str | None] = [None] * (len(_SINGLE_HEADERS) + 1)
-        cookie: list[str] = []
-        forwarded: list[tuple[str, str]] = []
-        for name, value in raw_headers:
-            slot = slots.get(name)
-            if slot is None:
-                continue
-            if slot >= 0:
-                values[slot] = value
-            elif slot == _COOKIE:
-                cookie.append(value)
-            else:
-                forwarded.append((name, value))
-        return self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
-
-    def raw_facts(
-        self,
-        *,
-        method: str,
-        scheme: str,
-        path: str,
-        peer_ip: str,
-        raw_headers: Iterable[tuple[bytes, bytes]],
-    ) -> RequestFacts:
-        """:meth:`facts` from lower-case byte names and values (ASGI's request headers); only
-        the values of the headers the guard reads are decoded."""
+        """The facts of a request from its lower-case byte header names and values (ASGI's
+        request headers); only the values of the headers the guard reads are decoded."""
         slots = self._raw_slots
         values: list[str | None] = [None] * (len(_SINGLE_HEADERS) + 1)
         cookie: list[str] = []
         forwarded: list[tuple[str, str]] = []
-        for raw_name, raw_value in raw_headers:
+        for raw_name, raw_value in headers:
             slot = slots.get(raw_name)
             if slot is None:
                 continue
@@ -244,37 +216,15 @@ class Guard:
         )
 
     # -- before the application -----------------------------------------------------------------
-    def begin(self, facts: RequestFacts, target: str) -> Steps[Begun]:
-        """Decide whether the application runs, loading the session on the way."""
-        begun = Begun(facts)
+    def begin(self, facts: RequestFacts, target: str) -> Steps[RequestContext]:
+        """Decide whether the application runs, loading the session on the way. ``target``
+        (the request target as sent) is read only when :meth:`may_redirect`."""
+        ctx = RequestContext(facts)
         now = self.engine.clock.now()
-        if self._refuse_plain_http(begun, target, now):
-            return begun
+        if self._refuse_plain_http(ctx, target, now):
+            return ctx
         loaded = yield from self.engine.load(facts)
-        return self._loaded(begun, loaded, now)
-
-    def begin_inline(
-        self, facts: RequestFacts, target: str, read: Callable[[str], Lookup]
-    ) -> Begun | Steps[Begun]:
-        """:meth:`begin` for a store whose reads are plain calls (``read``: its ``get``). The
-        common request is decided at once; one whose session needs more store calls than that
-        read (an alias, a risky session) returns the rest as steps to run.
-
-        Nothing observable (an event, a refusal) happens before ``read`` is called, so when
-        ``read`` raises (a cache that cannot answer without I/O) the caller may start over
-        with :meth:`begin`."""
-        begun = Begun(facts)
-        now = self.engine.clock.now()
-        if self._refuse_plain_http(begun, target, now):
-            return begun
-        loaded = self.engine.load_inline(facts, read, now)
-        if isinstance(loaded, Loaded):
-            return self._loaded(begun, loaded, now)
-        return self._finish_loading(begun, loaded, now)
-
-    def _finish_loading(self, begun: Begun, steps: Steps[Loaded], now: float) -> Steps[Begun]:
-        loaded = yield from steps
-        return self._loaded(begun, loaded, now)
+        return self._loaded(ctx, loaded, now)
 
     def may_redirect(self, facts: RequestFacts) -> bool:
         """Whether :meth:`begin` may redirect this request to HTTPS, the only use of its
@@ -286,64 +236,64 @@ class Guard:
             and not (hp.allow_loopback_http and is_loopback_host(facts.host))
         )
 
-    def _refuse_plain_http(self, begun: Begun, target: str, now: float) -> bool:
-        """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``begun.refusal``)."""
-        facts = begun.facts
+    def _refuse_plain_http(self, ctx: RequestContext, target: str, now: float) -> bool:
+        """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``ctx.refusal``)."""
+        facts = ctx.facts
         hp = self.policy.https
         if not hp.redirect or facts.scheme == "https":
             return False
         if hp.allow_loopback_http and is_loopback_host(facts.host):
             return False
         if not is_valid_host(facts.host):
-            begun.refusal = Refusal(400, "bad-request", "invalid-host")
+            ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
         location = https_redirect_target(facts, target, hp)
         if location is not None:
-            self.engine._emit(EventKind.HTTPS_REDIRECT, facts, now)
-            begun.refusal = Refusal(308, "https-required", "plain-http", location=location)
+            self.engine.emit(EventKind.HTTPS_REDIRECT, facts, now)
+            ctx.refusal = Refusal(308, "https-required", "plain-http", location=location)
             return True
         return False
 
-    def _loaded(self, begun: Begun, loaded: Loaded, now: float) -> Begun:
+    def _loaded(self, ctx: RequestContext, loaded: Loaded, now: float) -> RequestContext:
         """With the session loaded: throttling, the CSP nonce, the cross-origin and token checks."""
-        facts = begun.facts
-        begun.session = loaded.session
-        begun.clear_cookie = loaded.clear_cookie
+        facts = ctx.facts
+        ctx.session = loaded.session
+        ctx.clear_cookie = loaded.clear_cookie
         if loaded.throttled:
-            begun.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
-            return begun
-        begun.nonce = headers.new_nonce() if self.headers is not None else ""
+            ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
+            return ctx
+        ctx.nonce = headers.new_nonce() if self.headers is not None else ""
         cpol = self.policy.csrf
         if not cpol.enabled or facts.is_safe_method or csrf.is_exempt(facts.path, cpol):
-            return begun
+            return ctx
         verdict = csrf.cross_origin_verdict(facts, cpol)
         if not verdict.ok:
-            self.engine._emit(
+            self.engine.emit(
                 EventKind.CROSS_ORIGIN_REFUSED,
                 facts,
                 now,
-                key=self._key(begun),
+                key=self._key(ctx),
                 reason=verdict.reason,
             )
-            begun.refusal = Refusal(403, "cross-origin", verdict.reason)
-            return begun
+            ctx.refusal = Refusal(403, "cross-origin", verdict.reason)
+            return ctx
         if not cpol.require_token:
-            return begun
+            return ctx
         presented = facts.csrf_header
         if presented is None and facts.content_type.split(";", 1)[0].strip().lower() in FORM_TYPES:
-            begun.needs_form_token = True
-            return begun
-        self.check_token(begun, presented)
-        return begun
+            ctx.needs_form_token = True
+            return ctx
+        self.check_token(ctx, presented)
+        return ctx
 
     @staticmethod
-    def _key(begun: Begun) -> str:
-        s = begun.session
+    def _key(ctx: RequestContext) -> str:
+        s = ctx.session
         return s.record.key if s is not None and s.record is not None else ""
 
-    def check_token(self, begun: Begun, presented: str | None) -> None:
-        """Verify the synchronizer token; sets ``begun.refusal`` when it fails."""
-        session = begun.session
+    def check_token(self, ctx: RequestContext, presented: str | None) -> None:
+        """Verify the synchronizer token; sets ``ctx.refusal`` when it fails."""
+        session = ctx.session
         secret = session.record.csrf_secret if session is not None and session.record else ""
         verdict = (
             csrf.token_verdict(presented, secret) if secret else csrf.Verdict(False, "no-session")
@@ -351,61 +301,41 @@ class Guard:
         if not verdict.ok:
             now = self.engine.clock.now()
             user = session.user_id if session is not None else None
-            self.engine._emit(
+            self.engine.emit(
                 EventKind.CSRF_REFUSED,
-                begun.facts,
+                ctx.facts,
                 now,
-                key=self._key(begun),
+                key=self._key(ctx),
                 user_id=user,
                 reason=verdict.reason,
             )
-            begun.refusal = Refusal(403, "csrf", verdict.reason)
+            ctx.refusal = Refusal(403, "csrf", verdict.reason)
 
-    def check_form_body(self, begun: Begun, body: bytes) -> None:
-        token = csrf.extract_form_token(begun.facts.content_type, body, self.policy.csrf.field_name)
-        self.check_token(begun, token)
+    def check_form_body(self, ctx: RequestContext, body: bytes) -> None:
+        token = csrf.extract_form_token(ctx.facts.content_type, body, self.policy.csrf.field_name)
+        self.check_token(ctx, token)
 
-    def body_too_large(self, begun: Begun) -> None:
-        begun.refusal = Refusal(413, "too-large", "body-over-limit")
+    def body_too_large(self, ctx: RequestContext) -> None:
+        ctx.refusal = Refusal(413, "too-large", "body-over-limit")
 
     # -- after the application ------------------------------------------------------------------
-    def commit(self, begun: Begun) -> Steps[Outcome]:
-        assert begun.session is not None
-        steps = self.engine.commit(begun.session, begun.facts)
-        try:
-            op = next(steps)
-            while True:
-                if op.method != "get":
-                    begun.wrote = True
-                op = steps.send((yield op))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    def common_response_headers(
-        self, begun: Begun, outcome: Outcome
-    ) -> list[tuple[bytes, bytes]] | None:
-        """:meth:`response_headers` for the common response, when the app set none of the
-        headers of :attr:`response_header_names`: the headers to add, or ``None`` when this
-        response is not a common one (a cookie to set or clear, a session ending, headers
-        off), which :meth:`response_headers` then answers."""
-        sh = self.headers
-        if sh is None or outcome.set_cookie is not None or outcome.logged_out or begun.clear_cookie:
-            return None
-        return sh.common(
-            begun.facts.scheme == "https",
-            begun.nonce or None,
-            self._no_store and outcome.authenticated,
-        )
+    def commit(self, ctx: RequestContext) -> Steps[Outcome]:
+        """Commit the request's session (see :meth:`Engine.commit`)."""
+        assert ctx.session is not None
+        return self.engine.commit(ctx.session, ctx.facts)
 
     def response_headers(
         self,
-        begun: Begun,
+        ctx: RequestContext,
         outcome: Outcome | None,
         existing: AbstractSet[bytes],
     ) -> tuple[list[tuple[bytes, bytes]], AbstractSet[bytes]]:
-        """Headers to add to the response and header names of the app's to drop."""
+        """Headers to add to the response and the app's header names to drop. ``existing``:
+        the lower-case names of the app's headers, or an empty set when none of them is in
+        :attr:`response_header_names` (the common response). ``outcome``: the commit's, or
+        ``None`` when the guard answers instead of the app."""
         set_cookie = outcome.set_cookie if outcome is not None else None
-        if set_cookie is None and begun.clear_cookie:
+        if set_cookie is None and ctx.clear_cookie:
             set_cookie = self.engine.cookies.clear()
         if self.headers is None:
             if set_cookie is None:
@@ -415,8 +345,8 @@ class Guard:
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
         add, drop = self.headers.plan(
-            begun.facts.scheme == "https",
-            begun.nonce or None,
+            ctx.facts.scheme == "https",
+            ctx.nonce or None,
             existing,
             no_store,
             outcome is not None and outcome.logged_out,
@@ -425,11 +355,22 @@ class Guard:
             add.insert(0, (b"set-cookie", set_cookie.encode("latin-1")))
         return add, drop
 
+    def refuse(
+        self, ctx: RequestContext, refusal: Refusal
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The headers (the guard's own included) and body of a refusal."""
+        hdrs, body = refusal.render(ctx.facts.wants_json)
+        add, drop = self.response_headers(ctx, None, {name for name, _ in hdrs})
+        if drop:
+            hdrs = [(n, v) for n, v in hdrs if n not in drop]
+        hdrs.extend(add)
+        return hdrs, body
+
     @staticmethod
-    def reauthentication(begun: Begun, reason: str, redirect: str | None) -> Refusal:
+    def reauthentication(ctx: RequestContext, reason: str, redirect: str | None) -> Refusal:
         """The answer to :class:`~sessionwarden.core.ReauthenticationRequired`: 401 for JSON
         clients (and everyone when no sign-in page is configured), else 303 to ``redirect``."""
-        if redirect and not begun.facts.wants_json:
+        if redirect and not ctx.facts.wants_json:
             return Refusal(303, "reauthentication-required", reason, location=redirect)
         return Refusal(401, "reauthentication-required", reason)
 
@@ -439,7 +380,7 @@ class Guard:
         if writing:
             self._write_outage = True
         if self.outage.failure(now):
-            self.engine._emit(EventKind.STORE_UNAVAILABLE, facts, now, reason=str(exc)[:200])
+            self.engine.emit(EventKind.STORE_UNAVAILABLE, facts, now, reason=str(exc)[:200])
         return Refusal(503, "store-unavailable", "session-store", retry_after=1)
 
     def store_ok(self, facts: RequestFacts, *, wrote: bool) -> None:
@@ -449,4 +390,4 @@ class Guard:
             return
         if self.outage.success():
             self._write_outage = False
-            self.engine._emit(EventKind.STORE_RECOVERED, facts, self.engine.clock.now())
+            self.engine.emit(EventKind.STORE_RECOVERED, facts, self.engine.clock.now())

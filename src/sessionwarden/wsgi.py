@@ -10,7 +10,7 @@ is ``environ["sessionwarden"]``. The session is committed when the application c
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +18,8 @@ from urllib.parse import quote
 from .clock import Clock
 from .core import ReauthenticationRequired, Session, SessionInfo, run_sync
 from .events import EventSink
-from .guard import Begun, Guard, Refusal
+from .facts import RequestFacts
+from .guard import Guard, Refusal, RequestContext
 from .policy import Policy
 from .records import JSON
 from .stores import SessionStore, StoreUnavailable, open_store
@@ -62,63 +63,45 @@ class SessionWardenWSGI:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         guard = self.guard
-        raw: list[tuple[str, str]] = []
-        for key, value in environ.items():
-            if key.startswith("HTTP_"):
-                raw.append((key[5:].replace("_", "-").lower(), value))
-        if environ.get("CONTENT_TYPE"):
-            raw.append(("content-type", environ["CONTENT_TYPE"]))
-        # PEP 3333 hands the path over as latin-1 decoded bytes; ASGI gives UTF-8 text.
-        raw_path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
-        facts = guard.facts(
-            method=environ.get("REQUEST_METHOD", "GET"),
-            scheme=environ.get("wsgi.url_scheme", "http"),
-            path=path,
-            peer_ip=environ.get("REMOTE_ADDR", ""),
-            raw_headers=raw,
-        )
-        target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
-        if not target:
-            target = quote(raw_path.encode("latin-1", "replace"))
-            if environ.get("QUERY_STRING"):
-                target += "?" + environ["QUERY_STRING"]
+        facts = environ_facts(guard, environ)
         try:
-            begun = run_sync(guard.begin(facts, target), self.store)
+            target = _target(environ) if guard.may_redirect(facts) else ""
+            ctx = run_sync(guard.begin(facts, target), self.store)
         except StoreUnavailable as exc:
-            return self._refuse(
-                start_response, Begun(facts), guard.store_failed(facts, exc, writing=False)
-            )
+            refusal = guard.store_failed(facts, exc, writing=False)
+            return _refuse(guard, start_response, RequestContext(facts), refusal)
         guard.store_ok(facts, wrote=False)
 
-        if begun.needs_form_token and begun.refusal is None:
-            body = self._read_body(environ)
-            if body is None:
-                guard.body_too_large(begun)
-            else:
-                guard.check_form_body(begun, body)
-                environ["wsgi.input"] = io.BytesIO(body)
-                environ["CONTENT_LENGTH"] = str(len(body))
-        if begun.refusal is not None:
-            return self._refuse(start_response, begun, begun.refusal)
+        if ctx.needs_form_token and ctx.refusal is None:
+            self._check_form_body(environ, ctx)
+        if ctx.refusal is not None:
+            return _refuse(guard, start_response, ctx, ctx.refusal)
 
-        session = begun.session
-        assert session is not None
-        environ["sessionwarden.session"] = session
-        environ["sessionwarden"] = begun
+        environ["sessionwarden.session"] = ctx.session
+        environ["sessionwarden"] = ctx
         environ["sessionwarden.middleware"] = self
-        response = _Response(self, begun, start_response)
+        response = _Response(self, ctx, start_response)
         try:
             result = self.app(environ, response.start)
         except ReauthenticationRequired as exc:
-            return self._reauth(start_response, begun, exc)
+            return self._reauth(start_response, ctx, exc)
         if response.started:
             if response.failed is not None:
                 _close(result)
-                return self._refuse(start_response, begun, response.failed)
+                return _refuse(guard, start_response, ctx, response.failed)
             return result
         # The app will call start_response lazily, at its first iteration (PEP 3333 allows it).
         return response.lazy(result)
+
+    def _check_form_body(self, environ: dict[str, Any], ctx: RequestContext) -> None:
+        """Check the token of a form body; the app reads the buffered body as it came."""
+        body = self._read_body(environ)
+        if body is None:
+            self.guard.body_too_large(ctx)
+            return
+        self.guard.check_form_body(ctx, body)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
 
     # -- the application's calls (a "your devices" page, an admin screen) ------------------------
     def list_sessions(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
@@ -163,31 +146,68 @@ class SessionWardenWSGI:
         body: bytes = stream.read(length)
         return None if len(body) > limit else body
 
-    def _refuse(self, start_response: StartResponse, begun: Begun, refusal: Refusal) -> list[bytes]:
-        hdrs, body = refusal.render(begun.facts.wants_json)
-        add, _ = self.guard.response_headers(begun, None, {n for n, _ in hdrs})
-        start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(hdrs + add))
-        return [body]
-
     def _reauth(
-        self, start_response: StartResponse, begun: Begun, exc: ReauthenticationRequired
+        self, start_response: StartResponse, ctx: RequestContext, exc: ReauthenticationRequired
     ) -> list[bytes]:
         """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
         session before raising (where to return to) is committed like any response."""
-        refusal = self.guard.reauthentication(begun, exc.reason, self.reauth_redirect)
-        hdrs, body = refusal.render(begun.facts.wants_json)
+        guard = self.guard
+        refusal = guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
+        hdrs, body = refusal.render(ctx.facts.wants_json)
         try:
-            outcome = run_sync(self.guard.commit(begun), self.store)
+            outcome = run_sync(guard.commit(ctx), self.store)
         except StoreUnavailable as store_exc:
-            return self._refuse(
-                start_response,
-                begun,
-                self.guard.store_failed(begun.facts, store_exc, writing=True),
-            )
-        add, drop = self.guard.response_headers(begun, outcome, {n for n, _ in hdrs})
+            failed = guard.store_failed(ctx.facts, store_exc, writing=True)
+            return _refuse(guard, start_response, ctx, failed)
+        add, drop = guard.response_headers(ctx, outcome, {n for n, _ in hdrs})
         kept = [(n, v) for n, v in hdrs if n not in drop]
         start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(kept + add))
         return [body]
+
+
+def environ_facts(guard: Guard, environ: Mapping[str, Any]) -> RequestFacts:
+    """The request's facts from a WSGI environ: the headers the guard reads, handed over as
+    ASGI would send them (lower-case latin-1 bytes)."""
+    wanted = guard.wanted_headers
+    headers: list[tuple[bytes, bytes]] = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower().encode("latin-1")
+            if name in wanted:
+                headers.append((name, value.encode("latin-1", "replace")))
+    if environ.get("CONTENT_TYPE"):
+        headers.append((b"content-type", environ["CONTENT_TYPE"].encode("latin-1", "replace")))
+    return guard.facts(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        path=_script_path(environ).encode("latin-1", "replace").decode("utf-8", "replace"),
+        peer_ip=environ.get("REMOTE_ADDR", ""),
+        headers=headers,
+    )
+
+
+def _script_path(environ: Mapping[str, Any]) -> str:
+    # PEP 3333 hands the path over as latin-1 decoded bytes; ASGI gives UTF-8 text.
+    path: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return path
+
+
+def _target(environ: dict[str, Any]) -> str:
+    """The request target (path and query) as the client sent it."""
+    target: str | None = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if not target:
+        target = quote(_script_path(environ).encode("latin-1", "replace"))
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+    return target
+
+
+def _refuse(
+    guard: Guard, start_response: StartResponse, ctx: RequestContext, refusal: Refusal
+) -> list[bytes]:
+    hdrs, body = guard.refuse(ctx, refusal)
+    start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(hdrs))
+    return [body]
 
 
 def _discard(data: bytes) -> None:
@@ -204,11 +224,11 @@ class _Response:
     """The ``start_response`` handed to the app: commits the session exactly once, before the
     status line goes out, and turns a store failure into a 503 whenever the app starts."""
 
-    __slots__ = ("begun", "failed", "headers", "mw", "start_response", "started")
+    __slots__ = ("ctx", "failed", "headers", "mw", "start_response", "started")
 
-    def __init__(self, mw: SessionWardenWSGI, begun: Begun, start_response: StartResponse):
+    def __init__(self, mw: SessionWardenWSGI, ctx: RequestContext, start_response: StartResponse):
         self.mw = mw
-        self.begun = begun
+        self.ctx = ctx
         self.start_response = start_response
         self.started = False
         self.failed: Refusal | None = None
@@ -221,17 +241,13 @@ class _Response:
         guard = self.mw.guard
         if self.headers is None and self.failed is None:
             try:
-                session = self.begun.session
-                assert session is not None
-                outcome = guard.engine.settled(session)
-                if outcome is None:
-                    outcome = run_sync(guard.commit(self.begun), self.mw.store)
+                outcome = run_sync(guard.commit(self.ctx), self.mw.store)
             except StoreUnavailable as exc:
-                self.failed = guard.store_failed(self.begun.facts, exc, writing=True)
+                self.failed = guard.store_failed(self.ctx.facts, exc, writing=True)
             else:
-                guard.store_ok(self.begun.facts, wrote=self.begun.wrote)
+                guard.store_ok(self.ctx.facts, wrote=outcome.wrote)
                 existing = {n.lower().encode("latin-1") for n, _ in headers}
-                self.headers = guard.response_headers(self.begun, outcome, existing)
+                self.headers = guard.response_headers(self.ctx, outcome, existing)
         if self.failed is not None or self.headers is None:
             return _discard
         add, drop = self.headers
@@ -244,7 +260,7 @@ class _Response:
             first = next(iterator, None)
             if self.failed is not None:
                 _close(result)
-                yield from self.mw._refuse(self.start_response, self.begun, self.failed)
+                yield from _refuse(self.mw.guard, self.start_response, self.ctx, self.failed)
                 return
             if first is not None:
                 yield first

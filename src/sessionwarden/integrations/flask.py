@@ -26,7 +26,7 @@ from werkzeug.local import LocalProxy
 from ..clock import Clock
 from ..core import ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
-from ..guard import Begun, Refusal
+from ..guard import Refusal, RequestContext
 from ..policy import Policy
 from ..records import JSON
 from ..stores import SessionStore, StoreUnavailable
@@ -175,12 +175,12 @@ def _installed(app: Flask) -> _Installed:
 
 
 # -- the current request --------------------------------------------------------------------------
-def current_context() -> Begun:
+def current_context() -> RequestContext:
     """This request's context: ``.nonce``, ``.csrf_token()``, ``.facts``."""
-    begun = request.environ.get("sessionwarden")
-    if not isinstance(begun, Begun):
+    ctx = request.environ.get("sessionwarden")
+    if not isinstance(ctx, RequestContext):
         raise RuntimeError("SessionWarden is not installed on this app")
-    return begun
+    return ctx
 
 
 def current_session() -> Session:

@@ -1,0 +1,37 @@
+"""The pure core: a request's session, the rules that load and commit it, and the typed store
+operations they yield, with the one driver that runs them.
+
+* :mod:`.session`: :class:`Session`, what the application reads, writes and asks for;
+* :mod:`.load`: loading the session a request presents;
+* :mod:`.commit`: :func:`plan_commit` (what the commit does, decided without I/O) and carrying
+  the plan out, race recovery included;
+* :mod:`.engine`: :class:`Engine`, both halves for one policy, and the operator's calls;
+* :mod:`.ops`: the typed store operations; :mod:`.driver`: :func:`run_sync`, :func:`run_async`.
+"""
+
+from .base import Assessor, Fingerprinter, Loaded, Outcome, RiskDecision
+from .commit import CommitPlan, plan_commit
+from .driver import read_now_of, run_async, run_sync
+from .engine import Engine, SessionInfo
+from .ops import Op, Steps
+from .session import Actions, ReauthenticationRequired, Session
+
+__all__ = [
+    "Actions",
+    "Assessor",
+    "CommitPlan",
+    "Engine",
+    "Fingerprinter",
+    "Loaded",
+    "Op",
+    "Outcome",
+    "ReauthenticationRequired",
+    "RiskDecision",
+    "Session",
+    "SessionInfo",
+    "Steps",
+    "plan_commit",
+    "read_now_of",
+    "run_async",
+    "run_sync",
+]

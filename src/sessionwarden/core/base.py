@@ -1,0 +1,149 @@
+"""What loading and committing share: the engine's settings, its events and its small rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import tokens
+from ..clock import Clock, SystemClock
+from ..cookies import CookieWriter
+from ..events import Event, EventKind, EventSink, NullSink
+from ..facts import RequestFacts
+from ..policy import Action, Policy
+from ..records import JSON, Alias, SessionRecord, Tombstone
+from .ops import Get, RevokeUser, Steps
+from .session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the adapter must do to the response after a commit."""
+
+    set_cookie: str | None = None
+    authenticated: bool = False
+    logged_out: bool = False
+    #: The commit wrote to the store (a successful write ends a write outage).
+    wrote: bool = False
+
+
+#: The outcomes of a commit that has nothing to do.
+UNCHANGED_ANONYMOUS = Outcome()
+UNCHANGED_SIGNED_IN = Outcome(None, True)
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What loading found: the request's session, and whether its cookie must go."""
+
+    session: Session
+    clear_cookie: bool = False
+    throttled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """What a risk assessor concluded about one request of a signed-in session."""
+
+    action: Action
+    reason: str = ""
+    detail: dict[str, JSON] = field(default_factory=dict)
+    #: The change is tolerated (a new network): store the new fingerprint and remember when.
+    refresh_fingerprint: bool = False
+
+
+Assessor = Callable[[SessionRecord, RequestFacts, float], RiskDecision]
+Fingerprinter = Callable[[RequestFacts], dict[str, JSON]]
+
+
+def _short_agent(user_agent: str) -> str:
+    return user_agent[:64]
+
+
+class EngineBase:
+    """The settings of one :class:`~sessionwarden.policy.Policy` and the rules both halves of
+    the engine (loading, committing) use."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+        assessor: Assessor | None = None,
+        fingerprinter: Fingerprinter | None = None,
+        throttle: Callable[[str, float], bool] | None = None,
+        agent_label: Callable[[str], str] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.clock: Clock = clock or SystemClock()
+        self.sink: EventSink = sink or NullSink()
+        self.keyring = tokens.Keyring(policy.secret_keys)
+        self.cookies = CookieWriter(policy.cookie)
+        self.assessor = assessor
+        self.fingerprinter = fingerprinter
+        #: How a user agent is written into the activity trail (short: the trail is per session).
+        self.agent_label: Callable[[str], str] = agent_label or _short_agent
+        self.throttle = throttle
+        self._tomb_ttl = policy.effective_tombstone_ttl
+
+    def emit(
+        self,
+        kind: EventKind,
+        facts: RequestFacts | None,
+        now: float,
+        *,
+        key: str = "",
+        user_id: str | None = None,
+        reason: str = "",
+        detail: dict[str, JSON] | None = None,
+    ) -> Event:
+        """Send one audit event to the sink (IDs appear only as their short reference)."""
+        event = Event(
+            kind=kind,
+            at=now,
+            ref=tokens.ref_of(key) if key else "",
+            user_id=user_id,
+            client_ip=facts.client_ip if facts else "",
+            user_agent=(facts.user_agent[:256] if facts else ""),
+            path=(facts.path[:512] if facts else ""),
+            reason=reason,
+            detail=detail or {},
+        )
+        self.sink.emit(event)
+        return event
+
+    def expires_at(self, created_at: float, last_seen: float) -> float:
+        return min(last_seen + self.policy.idle_timeout, created_at + self.policy.absolute_timeout)
+
+    def _tombstone(self, key: str, reason: str, now: float, user_id: str | None) -> Tombstone:
+        return Tombstone(
+            key=key, reason=reason, at=now, until=now + self._tomb_ttl, user_id=user_id
+        )
+
+    def _expiry_reason(self, record: SessionRecord, now: float) -> EventKind | None:
+        if now >= record.created_at + self.policy.absolute_timeout:
+            return EventKind.EXPIRED_ABSOLUTE
+        if now >= record.last_seen + self.policy.idle_timeout or now >= record.expires_at:
+            return EventKind.EXPIRED_IDLE
+        return None
+
+    def _login_fingerprint(self, facts: RequestFacts) -> dict[str, JSON] | None:
+        return self.fingerprinter(facts) if self.fingerprinter is not None else None
+
+    def _successor(self, key: str, now: float) -> Steps[str | None]:
+        """Where a key went if a concurrent request rotated it within the grace window."""
+        found = yield from Get(key)
+        if isinstance(found, Alias) and now < found.grace_until:
+            return found.target
+        return None
+
+    def _revoke_user(
+        self, user_id: str, reason: str, facts: RequestFacts | None, now: float, keep: str | None
+    ) -> Steps[list[str]]:
+        keys = yield from RevokeUser(
+            user_id, reason=reason, at=now, until=now + self._tomb_ttl, keep=keep
+        )
+        for k in keys:
+            self.emit(EventKind.REVOKED, facts, now, key=k, user_id=user_id, reason=reason)
+        return keys

@@ -1,0 +1,398 @@
+"""Committing: what a request's session becomes when its response starts.
+
+:func:`plan_commit` decides, without I/O, which of a few things the commit does
+(:class:`CommitPlan`); :meth:`Committing.commit` carries that plan out. A commit that loses a
+race against a concurrent request (a rotation, a logout, a revocation) is settled by
+:meth:`Committing._after_lost_rotation`: follow the successor within the grace window, never
+revive a dead session, but let a fresh login start a new one.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .. import tokens
+from ..events import EventKind
+from ..facts import RequestFacts
+from ..policy import Policy
+from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
+from .base import UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
+from .ops import Insert, Revoke, Rotate, Steps, Update
+from .session import Session
+
+
+class CommitPlan(Enum):
+    """What the commit of one request does."""
+
+    #: No write and no cookie: most requests.
+    NOTHING = "nothing"
+    #: Write what changed (data, flags, a CSRF secret), end other sessions when asked.
+    UPDATE = "update"
+    #: As :attr:`UPDATE`, and refresh last-seen, expiry and the activity trail.
+    TOUCH = "touch"
+    #: A first write: a new session and its cookie.
+    CREATE = "create"
+    #: A new ID for an explicit reason (login, privilege change); the old ID is tombstoned.
+    ROTATE = "rotate"
+    #: A new ID because the old one is due; the old ID reaches the new for a grace window.
+    ROTATE_PERIODIC = "rotate-periodic"
+    #: The session ends: tombstoned, cookie expired.
+    LOGOUT = "logout"
+
+
+def plan_commit(session: Session, now: float, policy: Policy) -> CommitPlan:
+    """Decide what the commit of ``session`` at ``now`` does. Pure: reads no clock, no store."""
+    act = session.pending_actions
+    record = session.record
+    if act is not None:
+        if act.logout:
+            return CommitPlan.LOGOUT
+        if act.login_user is not None or act.rotate:
+            return CommitPlan.ROTATE if record is not None else CommitPlan.CREATE
+    if record is None:
+        token_issued = act is not None and act.token_issued
+        return CommitPlan.CREATE if token_issued or session.has_changes() else CommitPlan.NOTHING
+    if not session.via_alias:  # a request through an alias leaves timing to its successor
+        if policy.rotate_every > 0 and now - record.rotated_at >= policy.rotate_every:
+            return CommitPlan.ROTATE_PERIODIC
+        if now - record.last_seen >= policy.effective_touch_interval:
+            return CommitPlan.TOUCH
+    return CommitPlan.UPDATE if session.has_changes() else CommitPlan.NOTHING
+
+
+class Committing(EngineBase):
+    """The commit half of the engine."""
+
+    def commit(self, session: Session, facts: RequestFacts) -> Steps[Outcome]:
+        """Write what the request changed and decide the cookie. Called when the response
+        starts; a commit with nothing to do ends at once, without a store call."""
+        now = self.clock.now()
+        plan = plan_commit(session, now, self.policy)
+        if plan is CommitPlan.NOTHING:
+            record = session.record
+            if record is None or record.user_id is None:
+                return UNCHANGED_ANONYMOUS
+            return UNCHANGED_SIGNED_IN
+        if plan is CommitPlan.LOGOUT:
+            return (yield from self._logout(session, facts, now))
+        changes = session.changes()
+        if plan is CommitPlan.CREATE:
+            return (yield from self._create(session, facts, now, changes))
+        if plan is CommitPlan.UPDATE or plan is CommitPlan.TOUCH:
+            return (yield from self._update(session, facts, now, changes, plan))
+        return (yield from self._rotate(session, facts, now, changes, plan))
+
+    def _logout(self, session: Session, facts: RequestFacts, now: float) -> Steps[Outcome]:
+        record = session.record
+        if record is not None:
+            tombstone = self._tombstone(record.key, "logout", now, record.user_id)
+            yield from Revoke(record.key, tombstone)
+            self.emit(EventKind.LOGGED_OUT, facts, now, key=record.key, user_id=record.user_id)
+        return Outcome(self.cookies.clear(), logged_out=True, wrote=record is not None)
+
+    # -- update and touch ---------------------------------------------------------------------
+    def _update(
+        self,
+        session: Session,
+        facts: RequestFacts,
+        now: float,
+        changes: RecordUpdate,
+        plan: CommitPlan,
+    ) -> Steps[Outcome]:
+        record = session.record
+        assert record is not None
+        if plan is CommitPlan.TOUCH:
+            self._touch(record, facts, now, changes)
+        act = session.pending_actions
+        if act is not None and act.token_issued and not record.csrf_secret:
+            changes.meta["csrf_secret"] = session.csrf_secret()
+        ended = yield from self._end_others(session, facts, now, record.key, record.user_id)
+        if changes.is_empty():
+            return Outcome(None, record.user_id is not None, wrote=ended)
+        activity_max = self.policy.monitor.activity_max
+        ok = yield from Update(record.key, changes, activity_max=activity_max)
+        if not ok:
+            # A concurrent request may have rotated the ID: follow it within the grace.
+            successor = yield from self._successor(record.key, now)
+            if successor is not None:
+                ok = yield from Update(successor, changes, activity_max=activity_max)
+        if not ok:
+            self.emit(
+                EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id
+            )
+            return Outcome(self.cookies.clear(), wrote=True)
+        return Outcome(None, record.user_id is not None, wrote=True)
+
+    def _touch(
+        self, record: SessionRecord, facts: RequestFacts, now: float, changes: RecordUpdate
+    ) -> None:
+        """Last seen, the new expiry and an entry of the activity trail."""
+        if now - record.last_seen >= self.policy.idle_timeout / 2:
+            self.emit(
+                EventKind.TOUCHED_AFTER_IDLE_GAP,
+                facts,
+                now,
+                key=record.key,
+                user_id=record.user_id,
+                detail={"gap": round(now - record.last_seen, 3)},
+            )
+        changes.meta["last_seen"] = now
+        changes.meta["expires_at"] = self.expires_at(record.created_at, now)
+        changes.activity = self._activity(facts, now)
+
+    def _activity(self, facts: RequestFacts, now: float) -> dict[str, JSON]:
+        return {
+            "at": now,
+            "ip": facts.client_ip,
+            "ua": self.agent_label(facts.user_agent),
+            "path": facts.path[:256],
+            "method": facts.method,
+        }
+
+    def _end_others(
+        self,
+        session: Session,
+        facts: RequestFacts,
+        now: float,
+        keep: str,
+        user_id: str | None,
+    ) -> Steps[bool]:
+        """End the user's other sessions when the request asked (or the policy wants it after
+        a credential change). Returns whether it wrote."""
+        act = session.pending_actions
+        if act is None or not (act.credentials_changed or act.end_others or act.revoke_others):
+            return False
+        wanted = act.end_others
+        if wanted is None:
+            wanted = self.policy.monitor.end_other_sessions_on_credential_change
+        if not wanted or user_id is None:
+            return False
+        reason = "user:revoke-others" if act.revoke_others else "policy:credential-change"
+        yield from self._revoke_user(user_id, reason, facts, now, keep)
+        return True
+
+    # -- create -------------------------------------------------------------------------------
+    def _create(
+        self, session: Session, facts: RequestFacts, now: float, changes: RecordUpdate
+    ) -> Steps[Outcome]:
+        session_id = tokens.new_session_id()
+        key = self.keyring.hash_id(session_id)
+        act = session.actions
+        record = SessionRecord(
+            key=key,
+            created_at=now,
+            last_seen=now,
+            expires_at=self.expires_at(now, now),
+            rotated_at=now,
+            csrf_secret=session.csrf_secret(),
+            user_id=act.login_user,
+            auth_at=now if act.login_user is not None else None,
+            client_ip=facts.client_ip,
+            user_agent=self.agent_label(facts.user_agent),
+            fingerprint=self._login_fingerprint(facts) if act.login_user is not None else None,
+            data={**changes.set_data},
+        )
+        evicted = yield from Insert(
+            record,
+            max_per_user=self.policy.max_sessions_per_user,
+            tombstone_until=now + self._tomb_ttl,
+        )
+        self.emit(EventKind.CREATED, facts, now, key=key, user_id=record.user_id)
+        if act.login_user is not None:
+            self.emit(EventKind.LOGGED_IN, facts, now, key=key, user_id=act.login_user)
+        self._report_evicted(evicted, facts, now, record.user_id)
+        session.record = record
+        cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
+        return Outcome(cookie, record.user_id is not None, wrote=True)
+
+    def _report_evicted(
+        self, evicted: list[str], facts: RequestFacts, now: float, user_id: str | None
+    ) -> None:
+        for k in evicted:
+            self.emit(EventKind.EVICTED, facts, now, key=k, user_id=user_id, reason="session-cap")
+
+    # -- rotate -------------------------------------------------------------------------------
+    def _rotate(
+        self,
+        session: Session,
+        facts: RequestFacts,
+        now: float,
+        changes: RecordUpdate,
+        plan: CommitPlan,
+    ) -> Steps[Outcome]:
+        record = session.record
+        assert record is not None
+        periodic = plan is CommitPlan.ROTATE_PERIODIC
+        session_id = tokens.new_session_id()
+        new_key = self.keyring.hash_id(session_id)
+        changes.meta.update(self._rotated_meta(session, facts, now, record.created_at))
+        # What the request wrote, without the rotation's own fields: kept if it loses a race.
+        moved_data = RecordUpdate(set_data=changes.set_data, del_data=changes.del_data)
+        changes.activity = self._activity(facts, now)
+        evicted = yield from self._rotate_op(session, record.key, new_key, changes, now, periodic)
+        if evicted is None:
+            lost = yield from self._after_lost_rotation(
+                session, facts, now, changes, moved_data, new_key, periodic
+            )
+            if isinstance(lost, Outcome):
+                return lost
+            evicted = lost
+        return (
+            yield from self._rotated(
+                session, facts, now, changes, session_id, new_key, evicted, periodic
+            )
+        )
+
+    def _rotated_meta(
+        self, session: Session, facts: RequestFacts, now: float, created_at: float
+    ) -> dict[str, JSON]:
+        """The fields a rotation sets (a login also its user, fingerprint and fresh flags)."""
+        act = session.actions
+        meta: dict[str, JSON] = {
+            "last_seen": now,
+            "rotated_at": now,
+            "expires_at": self.expires_at(created_at, now),
+            "client_ip": facts.client_ip,
+            "user_agent": self.agent_label(facts.user_agent),
+        }
+        if act.login_user is not None:
+            meta["user_id"] = act.login_user
+            meta["auth_at"] = now
+            meta["csrf_secret"] = session.csrf_secret()
+            meta["fingerprint"] = self._login_fingerprint(facts)
+            meta["flags"] = {}
+        elif act.reauthenticated:
+            # The user proved who they are from this browser and network: it becomes the
+            # session's reference fingerprint, as at login.
+            meta["auth_at"] = now
+            meta["fingerprint"] = self._login_fingerprint(facts)
+        return meta
+
+    def _rotate_op(
+        self,
+        session: Session,
+        old_key: str,
+        new_key: str,
+        changes: RecordUpdate,
+        now: float,
+        periodic: bool,
+    ) -> Steps[list[str] | None]:
+        """The store call of a rotation: a periodic one leaves an alias with a grace window,
+        any other a tombstone."""
+        user_id = session.record.user_id if session.record is not None else None
+        old_becomes: Alias | Tombstone
+        if periodic and self.policy.rotation_grace > 0:
+            old_becomes = Alias(
+                key=old_key,
+                target=new_key,
+                at=now,
+                grace_until=now + self.policy.rotation_grace,
+                until=now + self._tomb_ttl,
+                user_id=user_id,
+            )
+        else:
+            login = session.actions.login_user is not None
+            reason = "rotated:login" if login else "rotated:privilege"
+            old_becomes = self._tombstone(old_key, reason, now, user_id)
+        return (
+            yield from Rotate(
+                old_key,
+                new_key,
+                changes,
+                old_becomes=old_becomes,
+                max_per_user=self.policy.max_sessions_per_user,
+                tombstone_until=now + self._tomb_ttl,
+                activity_max=self.policy.monitor.activity_max,
+            )
+        )
+
+    def _after_lost_rotation(
+        self,
+        session: Session,
+        facts: RequestFacts,
+        now: float,
+        changes: RecordUpdate,
+        moved_data: RecordUpdate,
+        new_key: str,
+        periodic: bool,
+    ) -> Steps[Outcome | list[str]]:
+        """Race recovery: someone else moved or ended this session while the request was in
+        flight. The outcome of this request, or the evicted keys of a rotation that now
+        succeeded on the successor."""
+        record = session.record
+        assert record is not None
+        successor = yield from self._successor(record.key, now)
+        if successor is not None and periodic:
+            # A concurrent request rotated it first: that response carries the new ID. Keep
+            # this request's writes on the successor and leave the cookie alone.
+            ok = moved_data.is_empty() or (
+                yield from Update(
+                    successor, moved_data, activity_max=self.policy.monitor.activity_max
+                )
+            )
+            if ok:
+                return Outcome(None, record.user_id is not None, wrote=True)
+        elif successor is not None:
+            # An explicit rotation (login, privilege change) raced a periodic one: it rotates
+            # the successor instead.
+            evicted = yield from self._rotate_op(
+                session, successor, new_key, changes, now, periodic
+            )
+            if evicted is not None:
+                return evicted
+        return (yield from self._never_revive(session, facts, now, changes))
+
+    def _never_revive(
+        self, session: Session, facts: RequestFacts, now: float, changes: RecordUpdate
+    ) -> Steps[Outcome]:
+        """The session died while this request was in flight (logout, revocation): it stays
+        dead, and its cookie goes; a fresh login still gets a new session."""
+        record = session.record
+        assert record is not None
+        self.emit(EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id)
+        if session.actions.login_user is None:
+            return Outcome(self.cookies.clear(), wrote=True)
+        session.record = None
+        fresh = RecordUpdate(set_data={**record.data, **changes.set_data})
+        for k in changes.del_data:
+            fresh.set_data.pop(k, None)
+        return (yield from self._create(session, facts, now, fresh))
+
+    def _rotated(
+        self,
+        session: Session,
+        facts: RequestFacts,
+        now: float,
+        changes: RecordUpdate,
+        session_id: str,
+        new_key: str,
+        evicted: list[str],
+        periodic: bool,
+    ) -> Steps[Outcome]:
+        """The rotation happened: report it, and the session is the one at its new key."""
+        record = session.record
+        assert record is not None
+        act = session.actions
+        user_id = act.login_user or record.user_id
+        reason = "login" if act.login_user is not None else "explicit"
+        self.emit(
+            EventKind.ROTATED,
+            facts,
+            now,
+            key=new_key,
+            user_id=user_id,
+            reason="periodic" if periodic else reason,
+            detail={"previous": tokens.ref_of(record.key)},
+        )
+        if act.login_user is not None:
+            self.emit(EventKind.LOGGED_IN, facts, now, key=new_key, user_id=act.login_user)
+        self._report_evicted(evicted, facts, now, user_id)
+        new_record = record.copy()
+        new_record.key = new_key
+        new_record.apply(changes)
+        session.record = new_record
+        yield from self._end_others(session, facts, now, new_key, new_record.user_id)
+        cookie = self.cookies.issue(
+            session_id, record.created_at + self.policy.absolute_timeout - now
+        )
+        return Outcome(cookie, new_record.user_id is not None, wrote=True)

@@ -1,0 +1,111 @@
+"""The session rules for one policy: load, commit, and the operator's calls.
+
+Sans-I/O: every operation is a generator that yields the typed store operations it needs
+(:mod:`sessionwarden.core.ops`) and receives their results, so the rules exist once and the
+driver (:mod:`sessionwarden.core.driver`: ``run_sync`` for WSGI and the CLI, ``run_async`` for
+ASGI) only executes them. No function here reads a clock of its own, opens a socket or logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import tokens
+from ..events import EventKind
+from ..records import JSON, SessionRecord
+from .commit import Committing
+from .load import Loading
+from .ops import Purge, Revoke, Steps, UserSessions
+from .session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One row of a user's "your devices" page."""
+
+    ref: str
+    user_id: str | None
+    created_at: float
+    last_seen: float
+    expires_at: float
+    client_ip: str
+    user_agent: str
+    current: bool
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "ref": self.ref,
+            "user": self.user_id,
+            "created_at": self.created_at,
+            "last_seen": self.last_seen,
+            "expires_at": self.expires_at,
+            "ip": self.client_ip,
+            "ua": self.user_agent,
+            "current": self.current,
+        }
+
+
+class Engine(Loading, Committing):
+    """The session rules for one :class:`~sessionwarden.policy.Policy`, independent of any
+    framework and of any store driver: :meth:`load` before the application runs,
+    :meth:`commit` when its response starts."""
+
+    # -- operator and "your devices" calls ----------------------------------------------------
+    def list_sessions(
+        self, user_id: str, current: Session | None = None
+    ) -> Steps[list[SessionInfo]]:
+        """A user's live sessions, oldest first, with the current one marked."""
+        now = self.clock.now()
+        records = yield from UserSessions(user_id)
+        current_key = current.record.key if current is not None and current.record else None
+        return [
+            SessionInfo(
+                ref=tokens.ref_of(r.key),
+                user_id=r.user_id,
+                created_at=r.created_at,
+                last_seen=r.last_seen,
+                expires_at=r.expires_at,
+                client_ip=r.client_ip,
+                user_agent=r.user_agent,
+                current=r.key == current_key,
+            )
+            for r in records
+            if self._expiry_reason(r, now) is None
+        ]
+
+    def find_sessions(self, user_id: str, ref: str) -> Steps[list[SessionRecord]]:
+        """The user's sessions whose reference starts with ``ref`` (at least 8 hex digits, so a
+        short prefix can never name many sessions by accident)."""
+        if len(ref) < 8:
+            return []
+        records = yield from UserSessions(user_id)
+        return [r for r in records if r.key.startswith(ref)]
+
+    def revoke_session(self, user_id: str, ref: str, *, by: str = "user") -> Steps[bool]:
+        """Revoke one of a user's sessions by its reference (from :meth:`list_sessions`);
+        nothing when the reference names no session or more than one."""
+        now = self.clock.now()
+        matches = yield from self.find_sessions(user_id, ref)
+        if len(matches) != 1:
+            return False
+        record = matches[0]
+        ok = yield from Revoke(
+            record.key, self._tombstone(record.key, f"revoked:{by}", now, user_id)
+        )
+        if ok:
+            self.emit(EventKind.REVOKED, None, now, key=record.key, user_id=user_id, reason=f"{by}")
+        return ok
+
+    def revoke_user(
+        self, user_id: str, *, by: str = "admin", keep: Session | None = None
+    ) -> Steps[list[str]]:
+        """End every session of a user ("log out everywhere", a disabled account)."""
+        now = self.clock.now()
+        keep_key = keep.record.key if keep is not None and keep.record else None
+        keys = yield from self._revoke_user(user_id, f"revoked:{by}", None, now, keep_key)
+        return [tokens.ref_of(k) for k in keys]
+
+    def purge(self, batch: int = 1000) -> Steps[int]:
+        """Delete expired records and outlived tombstones and aliases."""
+        removed = yield from Purge(self.clock.now(), batch=batch)
+        return removed

@@ -1,0 +1,180 @@
+"""Loading: the session a request presents, checked before the application runs.
+
+Anything doubtful (no cookie, several, a malformed, unknown, expired, revoked or rotated-out ID)
+yields an anonymous session, never an error and never an adopted ID.
+"""
+
+from __future__ import annotations
+
+from .. import tokens
+from ..cookies import cookie_values
+from ..events import EventKind
+from ..facts import RequestFacts
+from ..policy import Action
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
+from .base import EngineBase, Loaded
+from .ops import Delete, Get, Revoke, Steps, Update
+from .session import Session
+
+
+class Loading(EngineBase):
+    """The load half of the engine."""
+
+    def load(self, facts: RequestFacts) -> Steps[Loaded]:
+        """Find the session a request presents; anything doubtful yields an anonymous one."""
+        now = self.clock.now()
+        presented = self._presented(facts, now)
+        if isinstance(presented, Loaded):
+            return presented
+        raw, key = presented
+        found = yield from Get(key)
+        if isinstance(found, SessionRecord):
+            return (yield from self._admit(found, False, facts, now))
+        return (yield from self._resolve(raw, key, found, facts, now))
+
+    def _presented(self, facts: RequestFacts, now: float) -> Loaded | tuple[str, str]:
+        """The session ID the request's cookie presents and its store key, or the anonymous
+        result when it presents none that could exist (no cookie, several, a malformed one)."""
+        values = cookie_values(facts.cookie_header, self.policy.cookie.name)
+        if not values:
+            return Loaded(Session(None, now))
+        if len(values) > 1:
+            self.emit(EventKind.COOKIE_TOSSING, facts, now, detail={"count": len(values)})
+            return Loaded(Session(None, now), clear_cookie=True)
+        raw = values[0]
+        if not tokens.is_well_formed_id(raw):
+            self.emit(EventKind.MALFORMED_COOKIE, facts, now)
+            return Loaded(Session(None, now), clear_cookie=True)
+        return raw, self.keyring.hash_id(raw)
+
+    def _resolve(
+        self, raw: str, key: str, found: Lookup, facts: RequestFacts, now: float
+    ) -> Steps[Loaded]:
+        """Nothing under the current secret (try the older ones), a tombstone, or an alias."""
+        if found is None:
+            for legacy in self.keyring.legacy_hashes(raw):
+                found = yield from Get(legacy)
+                if found is not None:
+                    key = legacy
+                    break
+        if found is None:
+            self.emit(EventKind.UNKNOWN_ID, facts, now, key=key, reason="unknown-or-expired")
+            throttled = self.throttle is not None and self.throttle(facts.client_ip, now)
+            if throttled:
+                self.emit(EventKind.THROTTLED, facts, now, reason="unknown-session-ids")
+            return Loaded(Session(None, now), clear_cookie=True, throttled=throttled)
+        if isinstance(found, Tombstone):
+            kind = (
+                EventKind.REPLAY_ROTATED
+                if found.reason.startswith("rotated")
+                else EventKind.REPLAY_REVOKED
+            )
+            self.emit(kind, facts, now, key=key, user_id=found.user_id, reason=found.reason)
+            return Loaded(Session(None, now), clear_cookie=True)
+        via_alias = False
+        if isinstance(found, Alias):
+            if now >= found.grace_until:
+                yield from self._replayed_rotated_id(found, facts, now)
+                return Loaded(Session(None, now), clear_cookie=True)
+            key, via_alias = found.target, True
+            found = yield from Get(key)
+            if not isinstance(found, SessionRecord):
+                return Loaded(Session(None, now), clear_cookie=True)
+        assert isinstance(found, SessionRecord)
+        return (yield from self._admit(found, via_alias, facts, now))
+
+    def _admit(
+        self, record: SessionRecord, via_alias: bool, facts: RequestFacts, now: float
+    ) -> Steps[Loaded]:
+        """A live record: expired, risky, or the request's session."""
+        expired = self._expiry_reason(record, now)
+        if expired is not None:
+            yield from Delete(record.key)
+            self.emit(expired, facts, now, key=record.key, user_id=record.user_id)
+            return Loaded(Session(None, now), clear_cookie=True)
+        session = Session(record, now, via_alias=via_alias)
+        if self.assessor is None or record.user_id is None:
+            return Loaded(session)
+        decision = self.assessor(record, facts, now)
+        if decision.action != "allow":
+            revoked = yield from self._respond_to_risk(
+                session, decision.action, decision.reason, decision.detail, facts, now
+            )
+            if revoked:
+                return Loaded(Session(None, now), clear_cookie=True)
+        if decision.refresh_fingerprint and self.fingerprinter is not None:
+            session.network_changed(self.fingerprinter(facts), now)
+        return Loaded(session)
+
+    def _replayed_rotated_id(self, alias: Alias, facts: RequestFacts, now: float) -> Steps[None]:
+        """A rotated-out ID came back after its grace window: a strong sign that a copy of the
+        old cookie is being used elsewhere. The session it became is treated as high risk."""
+        self.emit(
+            EventKind.REPLAY_ROTATED,
+            facts,
+            now,
+            key=alias.key,
+            user_id=alias.user_id,
+            reason="rotated-out-id-after-grace",
+        )
+        action = self.policy.monitor.on_high
+        if action not in ("revoke", "step_up"):
+            return
+        target = yield from Get(alias.target)
+        if isinstance(target, SessionRecord):
+            yield from self._respond_to_risk(
+                Session(target, now), action, "replay-of-rotated-id", {}, facts, now
+            )
+
+    def _respond_to_risk(
+        self,
+        session: Session,
+        action: Action,
+        reason: str,
+        detail: dict[str, JSON],
+        facts: RequestFacts,
+        now: float,
+    ) -> Steps[bool]:
+        """Apply the policy's action to a risky session. Returns whether it was revoked."""
+        record = session.record
+        assert record is not None
+        self.emit(
+            EventKind.ANOMALY,
+            facts,
+            now,
+            key=record.key,
+            user_id=record.user_id,
+            reason=reason,
+            detail={**detail, "action": action},
+        )
+        if action == "revoke":
+            yield from Revoke(
+                record.key, self._tombstone(record.key, "anomaly", now, record.user_id)
+            )
+            self.emit(
+                EventKind.REVOKED,
+                facts,
+                now,
+                key=record.key,
+                user_id=record.user_id,
+                reason="policy:" + reason,
+            )
+            if self.policy.monitor.revoke_all_on_high and record.user_id is not None:
+                yield from self._revoke_user(record.user_id, "policy:" + reason, facts, now, None)
+            return True
+        if action == "step_up":
+            yield from Update(
+                record.key, RecordUpdate(meta={"flags": {**record.flags, "step_up": True}})
+            )
+            marked = record.copy()  # records may be shared (read caches): never change one
+            marked.flags["step_up"] = True
+            session.record = marked
+            self.emit(
+                EventKind.STEP_UP_REQUIRED,
+                facts,
+                now,
+                key=record.key,
+                user_id=record.user_id,
+                reason=reason,
+            )
+        return False

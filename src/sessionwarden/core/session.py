@@ -1,0 +1,354 @@
+"""A request's session: a mapping of JSON values plus the security actions the app asks for.
+
+Nothing here touches the store or reads a clock. Changes are recorded and written by the commit
+(:mod:`sessionwarden.core.commit`) when the response starts, and only the keys that changed are
+written, so concurrent requests never erase each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .. import tokens
+from ..records import JSON, RecordUpdate, SessionRecord, clone_json, dumps
+
+
+class ReauthenticationRequired(Exception):
+    """Raised by :meth:`Session.require_recent_auth`; adapters answer 401 or redirect to sign in."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_MUTABLE = (list, dict)
+
+
+class Session:
+    """One request's view of its session: a mapping of JSON values plus the security actions.
+
+    Nothing here touches the store. Changes are recorded and written when the response starts,
+    and only the keys that changed are written, so concurrent requests never erase each other.
+    """
+
+    __slots__ = (
+        "_accessed",
+        "_actions",
+        "_csrf_secret",
+        "_deleted",
+        "_is_new",
+        "_new_fingerprint",
+        "_now",
+        "_set",
+        "record",
+        "via_alias",
+    )
+
+    def __init__(self, record: SessionRecord | None, now: float, *, via_alias: bool = False):
+        self.record = record
+        self._is_new = record is None
+        self.via_alias = via_alias
+        self._now = now
+        self._set: dict[str, JSON] = {}
+        self._deleted: set[str] = set()
+        #: Lists and dicts handed to the app: their JSON when read, and the app's copy.
+        self._accessed: dict[str, tuple[str, JSON]] = {}
+        self._csrf_secret: str | None = None
+        self._new_fingerprint: dict[str, JSON] | None = None
+        self._actions: Actions | None = None  # most requests ask nothing: made on demand
+
+    # -- mapping -----------------------------------------------------------------------------
+    def _lookup(self, key: str) -> tuple[bool, JSON]:
+        if key in self._set:
+            return True, self._set[key]
+        if key in self._deleted or self.record is None or key not in self.record.data:
+            return False, None
+        value = self.record.data[key]
+        if isinstance(value, _MUTABLE):
+            # The record may be shared (a store's read cache hands the same one to every
+            # request), so the app gets its own copy of a list or dict, the same one each time;
+            # a change it makes in place is found at commit.
+            working = self._accessed.get(key)
+            if working is None:
+                working = self._accessed[key] = (dumps(value), clone_json(value))
+            return True, working[1]
+        return True, value
+
+    def __getitem__(self, key: str) -> JSON:
+        found, value = self._lookup(key)
+        if not found:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: JSON = None) -> JSON:
+        found, value = self._lookup(key)
+        return value if found else default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._lookup(key)[0]
+
+    def __setitem__(self, key: str, value: JSON) -> None:
+        if not isinstance(key, str) or not key:
+            raise TypeError("session keys are non-empty strings")
+        try:
+            dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"session values must be JSON-serialisable: {exc}") from None
+        self._set[key] = value
+        self._deleted.discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.pop(key)
+
+    def pop(self, key: str, default: JSON = None) -> JSON:
+        found, value = self._lookup(key)
+        self._set.pop(key, None)
+        self._accessed.pop(key, None)
+        if self.record is not None and key in self.record.data:
+            self._deleted.add(key)
+        return value if found else default
+
+    def setdefault(self, key: str, default: JSON = None) -> JSON:
+        found, value = self._lookup(key)
+        if found:
+            return value
+        self[key] = default
+        return default
+
+    def update(self, values: dict[str, JSON]) -> None:
+        for key, value in values.items():
+            self[key] = value
+
+    def clear(self) -> None:
+        for key in list(self.keys()):
+            self.pop(key)
+
+    def keys(self) -> list[str]:
+        base = [] if self.record is None else list(self.record.data)
+        keys = [k for k in base if k not in self._deleted]
+        keys.extend(k for k in self._set if k not in keys)
+        return keys
+
+    def items(self) -> Iterator[tuple[str, JSON]]:
+        for key in self.keys():
+            yield key, self[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:  # never shows an ID
+        return f"<Session ref={self.ref or '-'} user={self.user_id!r}>"
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def actions(self) -> Actions:
+        """What the request asked of the session (login, rotation, ...)."""
+        act = self._actions
+        if act is None:
+            act = self._actions = Actions()
+        return act
+
+    @property
+    def ref(self) -> str:
+        """Short reference for logs and the "your devices" page (never the ID)."""
+        return "" if self.record is None else tokens.ref_of(self.record.key)
+
+    @property
+    def user_id(self) -> str | None:
+        act = self._actions
+        if act is not None:
+            if act.login_user is not None:
+                return act.login_user
+            if act.logout:
+                return None
+        return None if self.record is None else self.record.user_id
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+    @property
+    def auth_at(self) -> float | None:
+        act = self._actions
+        if act is not None and (act.login_user is not None or act.reauthenticated):
+            return self._now
+        return None if self.record is None else self.record.auth_at
+
+    @property
+    def is_new(self) -> bool:
+        """No session existed when this request arrived."""
+        return self._is_new
+
+    @property
+    def created_at(self) -> float | None:
+        return None if self.record is None else self.record.created_at
+
+    @property
+    def expires_at(self) -> float | None:
+        return None if self.record is None else self.record.expires_at
+
+    @property
+    def step_up_required(self) -> bool:
+        act = self._actions
+        if act is not None and (act.reauthenticated or act.login_user is not None):
+            return False
+        return bool(self.record is not None and self.record.flags.get("step_up"))
+
+    def data_changes(self) -> RecordUpdate:
+        set_data = dict(self._set)
+        for key, (before, working) in self._accessed.items():
+            if key not in set_data and key not in self._deleted and dumps(working) != before:
+                set_data[key] = working
+        return RecordUpdate(set_data=set_data, del_data=tuple(sorted(self._deleted)))
+
+    # -- actions ----------------------------------------------------------------------------
+    def login(self, user_id: str) -> None:
+        """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set."""
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty string")
+        self.actions.login_user = user_id
+        self.actions.logout = False
+        self._csrf_secret = tokens.new_csrf_secret()
+
+    def logout(self) -> None:
+        """End the session: deleted server-side, remembered as logged out, cookie expired."""
+        self.actions.logout = True
+        self.actions.login_user = None
+        self._csrf_secret = tokens.new_csrf_secret()
+
+    def rotate(self) -> None:
+        """Issue a new ID now (privilege change, sensitive operation); the old one dies at once."""
+        self.actions.rotate = True
+
+    def reauthenticated(self) -> None:
+        """The user proved who they are again (step-up): rotate and refresh the auth time."""
+        self.actions.reauthenticated = True
+        self.actions.rotate = True
+
+    def credentials_changed(self, *, end_other_sessions: bool | None = None) -> None:
+        """After a password or second-factor change: rotate, and (by default, per policy) end
+        every other session of this user."""
+        self.actions.rotate = True
+        self.actions.credentials_changed = True
+        self.actions.end_others = end_other_sessions
+
+    def revoke_other_sessions(self) -> None:
+        """ "Log out other devices": every session of this user but this one ends."""
+        self.actions.end_others = True
+        self.actions.revoke_others = True
+
+    def require_recent_auth(self, max_age: float) -> None:
+        """Guard a sensitive operation: raise :class:`ReauthenticationRequired` unless the user
+        authenticated within ``max_age`` seconds and no risk rule demanded a step-up."""
+        if self.user_id is None:
+            raise ReauthenticationRequired("not-authenticated")
+        if self.step_up_required:
+            raise ReauthenticationRequired("step-up-required")
+        auth_at = self.auth_at
+        if auth_at is None or self._now - auth_at > max_age:
+            raise ReauthenticationRequired("authentication-too-old")
+
+    def csrf_secret(self) -> str:
+        """The per-session CSRF secret (creating one marks the session as needing storage)."""
+        if self._csrf_secret is None:
+            if self.record is not None and self.record.csrf_secret:
+                self._csrf_secret = self.record.csrf_secret
+            else:
+                self._csrf_secret = tokens.new_csrf_secret()
+                self.actions.token_issued = True
+        return self._csrf_secret
+
+    def csrf_token(self) -> str:
+        """A freshly masked CSRF token for a form or a header (differs on every call)."""
+        return tokens.mask_token(self.csrf_secret())
+
+    def network_changed(self, fp: dict[str, JSON], now: float) -> None:
+        """The risk check tolerated a new network: keep its fingerprint and remember when."""
+        self._new_fingerprint = fp
+        self.actions.net_changed_at = now
+
+    # -- for the commit ---------------------------------------------------------------------
+    @property
+    def pending_actions(self) -> Actions | None:
+        """What the request asked of the session, or ``None`` when it asked nothing."""
+        return self._actions
+
+    def has_changes(self) -> bool:
+        """Whether the commit has anything to write besides a touch or a rotation."""
+        if self._set or self._deleted or self._new_fingerprint is not None:
+            return True
+        act = self._actions
+        if act is not None and act.pending():
+            return True
+        return any(
+            key not in self._deleted and dumps(working) != before
+            for key, (before, working) in self._accessed.items()
+        )
+
+    def changes(self) -> RecordUpdate:
+        """The data, fingerprint and flags the commit writes."""
+        update = self.data_changes()
+        if self._new_fingerprint is not None:
+            update.meta["fingerprint"] = self._new_fingerprint
+        flags = self._merged_flags()
+        if flags is not None:
+            update.meta["flags"] = flags
+        return update
+
+    def _merged_flags(self) -> dict[str, JSON] | None:
+        """The record's flags as the actions change them (a step-up answered, a new network
+        accepted), or ``None`` when they stay as they are."""
+        act = self._actions
+        if act is None:
+            return None
+        record = self.record
+        flags = dict(record.flags) if record is not None else {}
+        changed = False
+        if act.reauthenticated and flags.pop("step_up", None) is not None:
+            changed = True
+        if act.net_changed_at is not None:
+            flags["net_at"] = act.net_changed_at
+            changed = True
+        if act.login_user is not None:
+            flags.pop("step_up", None)
+            changed = changed or record is not None
+        return flags if changed else None
+
+
+@dataclass(slots=True)
+class Actions:
+    """What a request asked of its session, read by the commit."""
+
+    login_user: str | None = None
+    logout: bool = False
+    rotate: bool = False
+    reauthenticated: bool = False
+    credentials_changed: bool = False
+    end_others: bool | None = None
+    revoke_others: bool = False
+    token_issued: bool = False
+    #: Set by the risk check (:meth:`Session.network_changed`).
+    net_changed_at: float | None = None
+
+    def pending(self) -> bool:
+        """Whether any action asks the commit to do something."""
+        return (
+            self.login_user is not None
+            or self.logout
+            or self.rotate
+            or self.reauthenticated
+            or self.credentials_changed
+            or self.end_others is not None
+            or self.revoke_others
+            or self.token_issued
+            or self.net_changed_at is not None
+        )
