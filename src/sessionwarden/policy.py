@@ -190,8 +190,6 @@ class Policy:
     rotation_grace: float = 10.0
     #: Coalesce last-seen writes of read-only requests; ``None``: min(60 s, idle_timeout / 10).
     touch_interval: float | None = None
-    #: Never adopt an unknown, expired or revoked ID (no session fixation). Keep it on.
-    strict: bool = True
     #: Concurrent sessions per user; the oldest are evicted beyond it. 0: no cap.
     max_sessions_per_user: int = 0
     #: How long a revoked or rotated-out ID is remembered so a replay is reported;
