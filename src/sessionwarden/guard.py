@@ -344,7 +344,7 @@ class Guard:
         no_store = self._no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
-        add, drop = self.headers.plan(
+        add, drop = self.headers.response_headers(
             ctx.facts.scheme == "https",
             ctx.nonce or None,
             existing,
