@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,9 @@ from sessionwarden.clock import ManualClock
 from sessionwarden.policy import Policy
 from sessionwarden.stores.base import SessionStore
 from sessionwarden.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from tests.cluster_support import Cluster, SentinelSet
 
 REDIS_URL = os.environ.get("SESSIONWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -46,6 +50,40 @@ def redis_or_skip() -> str:
     if IN_CI:
         pytest.fail(f"Redis at {REDIS_URL} is not reachable ({error}); CI=true requires it")
     pytest.skip(f"Redis at {REDIS_URL} is not reachable: {error}")
+
+
+def cluster_tools_or_skip() -> None:
+    """Skip (or fail under CI) when ``redis-server``/``redis-cli`` are not installed: the Redis
+    Cluster and Sentinel fixtures start their own servers from them."""
+    from tests.cluster_support import missing_binaries
+
+    missing = missing_binaries()
+    if missing and IN_CI:
+        pytest.fail(f"not installed: {', '.join(missing)} (CI=true: cluster tests must run)")
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (Debian: redis-server, redis-tools)")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A Redis Cluster of 3 masters + 3 replicas on loopback ports, started for this run and
+    stopped (by PID) at its end. Tests that kill nodes start their own instead."""
+    cluster_tools_or_skip()
+    from tests.cluster_support import redis_cluster as start
+
+    with start(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A master, 2 replicas and 3 sentinels (quorum 2) on loopback ports, started for this run
+    and stopped (by PID) at its end. Tests that kill servers start their own instead."""
+    cluster_tools_or_skip()
+    from tests.cluster_support import redis_sentinel as start
+
+    with start(tmp_path_factory.mktemp("redis-sentinel")) as group:
+        yield group
 
 
 def unique_prefix() -> str:
