@@ -36,6 +36,7 @@ from .core import Engine, run_sync
 from .policy import Policy
 from .records import JSON, SessionRecord
 from .stores import SessionStore, StoreUnavailable, open_store, parse_store_url
+from .stores.base import migrate_store
 
 ENV_STORE = "SESSIONWARDEN_STORE"
 
@@ -256,6 +257,16 @@ def cmd_purge(args: argparse.Namespace, store: SessionStore) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace, store: SessionStore) -> int:
+    """Bring what earlier versions wrote to the store's current layout (idempotent)."""
+    changed = migrate_store(store, batch=args.batch)
+    if args.json:
+        _json({"migrated": changed}, sys.stdout)
+    else:
+        print(f"migrated {changed} item{'' if changed == 1 else 's'} to the current layout")
+    return EXIT_OK
+
+
 def cmd_stats(args: argparse.Namespace, store: SessionStore) -> int:
     stats = store.stats(time.time())
     values = {
@@ -407,6 +418,14 @@ def build_parser(demo: DemoHooks | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--session", metavar="REF", type=_ref_arg, required=True)
     p.set_defaults(handler=_with_store(cmd_activity))
+
+    p = commands.add_parser(
+        "migrate", parents=[store_opts], help="bring data of earlier versions up to date"
+    )
+    p.add_argument(
+        "--batch", type=_positive_int, default=1000, help="items per step (default 1000)"
+    )
+    p.set_defaults(handler=_with_store(cmd_migrate))
 
     p = commands.add_parser("demo", help="run the demo application (sessionwarden[demo])")
     if demo is not None:

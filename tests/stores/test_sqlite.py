@@ -551,7 +551,7 @@ def _hexkey() -> str:
 
 
 def test_rows_are_written_with_the_rowid_their_key_derives(db_path: Path) -> None:
-    from sessionwarden.stores.sqlite import _row_id
+    from sessionwarden.stores.sqlite_rows import row_id as _row_id
 
     store = SQLiteStore(db_path, read_cache=0)
     try:
@@ -570,7 +570,7 @@ def test_rows_are_written_with_the_rowid_their_key_derives(db_path: Path) -> Non
 
 def test_rows_of_an_earlier_layout_are_still_found_and_changed(db_path: Path) -> None:
     """A row written without a derived rowid (an earlier version, another process still
-    running it) is found by key: no migration, versions can share the file."""
+    running it) is found by key: versions can share the file until it is migrated."""
     store = SQLiteStore(db_path, read_cache=0)
     key = _hexkey()
     store.insert(rec(key), max_per_user=0, tombstone_until=T0 + HOUR)
@@ -591,9 +591,9 @@ def test_keys_whose_rowids_collide_keep_their_own_rows(
 ) -> None:
     """Two keys deriving one rowid (2^-64 a pair): the second row takes an ordinary rowid and
     is found by key; neither overwrites, hides or deletes the other."""
-    from sessionwarden.stores import sqlite as sqlite_module
+    from sessionwarden.stores import sqlite_rows
 
-    monkeypatch.setattr(sqlite_module, "_row_id", lambda key: 42)
+    monkeypatch.setattr(sqlite_rows, "row_id", lambda key: 42)
     store = SQLiteStore(db_path, read_cache=0)
     try:
         a, b, c = _hexkey(), _hexkey(), _hexkey()
@@ -606,5 +606,41 @@ def test_keys_whose_rowids_collide_keep_their_own_rows(
         assert store.get(c) == rec(c) and store.get(b) == rec(b)
         with sqlite3.connect(db_path) as raw:
             assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+    finally:
+        store.close()
+
+
+def test_migrate_gives_rows_of_an_earlier_layout_their_derived_rowid(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``migrate`` moves what an earlier version wrote to the derived rowid, leaves a row whose
+    derived rowid another key holds where it is, keeps every row's content, and is idempotent."""
+    from sessionwarden.stores import sqlite_rows
+
+    row_id = sqlite_rows.row_id
+    keys = [_hexkey() for _ in range(7)]
+    # keys[5] derives the rowid of keys[0] (the 2^-64 collision)
+    monkeypatch.setattr(sqlite_rows, "row_id", lambda k: row_id(keys[0] if k == keys[5] else k))
+    store = SQLiteStore(db_path, read_cache=0)
+    try:
+        for key in keys:
+            store.insert(rec(key), max_per_user=0, tombstone_until=T0 + HOUR)
+        gone = keys[-1]
+        assert store.revoke(gone, Tombstone(key=gone, reason="logout", at=T0, until=T0 + HOUR))
+        with sqlite3.connect(db_path) as raw:  # as an earlier version wrote them
+            for n, key in enumerate(keys[1:5]):
+                raw.execute("UPDATE items SET rowid = ? WHERE key = ?", (n + 1, key))
+            before = raw.execute("SELECT rowid FROM items WHERE key = ?", (keys[5],)).fetchone()
+        assert store.migrate(batch=2) == 4
+        with sqlite3.connect(db_path) as raw:
+            rows = dict(raw.execute("SELECT key, rowid FROM items").fetchall())
+        assert rows[keys[5]] == before[0] != row_id(keys[5])
+        assert all(rows[k] == row_id(k) for k in [*keys[:5], gone])
+        assert store.migrate() == 0  # idempotent
+        for key in keys[:6]:
+            assert store.get(key) == rec(key)
+        assert isinstance(store.get(gone), Tombstone)
+        with pytest.raises(ValueError):
+            store.migrate(batch=0)
     finally:
         store.close()

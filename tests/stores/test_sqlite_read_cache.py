@@ -2,8 +2,8 @@
 store, another store object on the same file, another thread, another process, or a raw
 connection; and a cached read runs no SELECT.
 
-Every test runs twice: with the wal-index header check (the usual way) and with the
-``PRAGMA data_version`` fallback (the header made unavailable).
+The cache is kept current with ``PRAGMA data_version`` (other connections' commits) and the
+store's write generation (its own); these tests hold it to that from every direction.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import random
 import sqlite3
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -43,47 +42,23 @@ def rec(key: str, user: str | None = "alice", **data: object) -> SessionRecord:
     )
 
 
-@pytest.fixture(autouse=True, params=["wal-index", "data_version"])
-def check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """How a connection tells that nothing was committed since its cache was current."""
-    if request.param == "data_version":
-        monkeypatch.setattr(sqlite_module, "_wal_index", lambda path: None)
-    elif not sys.platform.startswith("linux"):
-        pytest.skip("the header check needs /proc/self/maps")
-    return str(request.param)
-
-
 def check_statements(store: SQLiteStore) -> list[str]:
-    """What a cached read of ``store`` runs on the calling thread's connection: nothing with the
-    wal-index header, the pragma without it."""
-    return [] if store._handle().view is not None else ["PRAGMA data_version"]
+    """What a cached read of ``store`` runs on the calling thread's connection: the pragma."""
+    return ["PRAGMA data_version"]
 
 
 def count_checks(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """An entry each time a get of ``store`` looks at the header or runs the pragma (one or two
-    per get that checks)."""
+    """An entry each time a get of ``store`` checks whether its cache is still current."""
     checks: list[int] = []
-    handle = store._handle()
-    if not handle.wal_index_tried:
-        store._attach_wal_index(handle)
-    view = handle.view
+    current = store._current_cache
 
-    class Counting:
-        @property
-        def raw(self) -> bytes:
+    def counted(handle: object) -> object:
+        cache = current(handle)  # type: ignore[arg-type]
+        if cache is not None:
             checks.append(1)
-            return bytes(view.raw)
+        return cache
 
-    if view is not None:
-        store._handle().view = Counting()
-    else:
-        revalidate = store._revalidate
-
-        def counted(*args: object) -> None:
-            checks.append(1)
-            revalidate(*args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(store, "_revalidate", counted)
+    monkeypatch.setattr(store, "_current_cache", counted)
     return checks
 
 
@@ -99,7 +74,7 @@ def warm(store: SQLiteStore, key: str) -> Statements:
     return statements
 
 
-def test_cached_read_runs_no_select(pair: tuple[SQLiteStore, SQLiteStore], check: str) -> None:
+def test_cached_read_runs_no_select(pair: tuple[SQLiteStore, SQLiteStore]) -> None:
     writer, reader = pair
     writer.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
     statements = warm(reader, "k")
@@ -107,12 +82,7 @@ def test_cached_read_runs_no_select(pair: tuple[SQLiteStore, SQLiteStore], check
         found = reader.get("k")
         assert isinstance(found, SessionRecord) and found.data == {"n": 1}
     assert statements.selects() == []
-    if check == "wal-index":
-        assert reader._handle().view is not None
-        assert statements.seen == []  # no statement at all
-    else:
-        assert reader._handle().view is None
-        assert statements.seen == ["PRAGMA data_version"] * 5
+    assert statements.seen == ["PRAGMA data_version"] * 5
 
 
 def test_update_through_another_store_is_seen(pair: tuple[SQLiteStore, SQLiteStore]) -> None:

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from typing import Final
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from .base import (
     AsyncSessionStore,
@@ -43,6 +45,50 @@ class StoreURL:
     prefix: str = "sw:"
 
 
+def _memory(parts: SplitResult) -> StoreURL:
+    return StoreURL("memory")
+
+
+def _sqlite(parts: SplitResult) -> StoreURL:
+    if parts.netloc:
+        raise ValueError("store URL: use sqlite:///relative.db or sqlite:////absolute.db")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path.endswith("/") or "\x00" in path:
+        raise ValueError("store URL: sqlite needs a file path")
+    return StoreURL("sqlite", path=path)
+
+
+def _redis(parts: SplitResult) -> StoreURL:
+    try:
+        parts.port  # noqa: B018 - validates the port
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"store URL: {exc}") from None
+    if not host:
+        raise ValueError("store URL: redis needs a host")
+    db = parts.path.lstrip("/") or "0"
+    if not db.isdigit() or not db.isascii() or int(db) > 1_000_000:
+        raise ValueError("store URL: redis database must be a number")
+    try:
+        query = parse_qs(parts.query, strict_parsing=False, max_num_fields=8)
+    except ValueError as exc:
+        raise ValueError(f"store URL: {exc}") from None
+    prefix = query.get("prefix", ["sw:"])[-1]
+    return StoreURL(
+        "redis", url=f"{parts.scheme.lower()}://{parts.netloc}/{int(db)}", prefix=prefix
+    )
+
+
+#: URL scheme -> the function that checks the rest of the URL and names the store. Adding a
+#: store is one entry here (and its opening in open_store / open_async_store).
+SCHEMES: Final[dict[str, Callable[[SplitResult], StoreURL]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+}
+
+
 def parse_store_url(url: str) -> StoreURL:
     """Validate a store URL; ``ValueError`` with a plain reason for anything else."""
     if not isinstance(url, str) or not url or len(url) > 4096:
@@ -53,37 +99,11 @@ def parse_store_url(url: str) -> StoreURL:
         parts = urlsplit(url)
     except ValueError as exc:
         raise ValueError(f"store URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme == "memory":
-        return StoreURL("memory")
-    if scheme == "sqlite":
-        if parts.netloc:
-            raise ValueError("store URL: use sqlite:///relative.db or sqlite:////absolute.db")
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not path or path.endswith("/") or "\x00" in path:
-            raise ValueError("store URL: sqlite needs a file path")
-        return StoreURL("sqlite", path=path)
-    if scheme in ("redis", "rediss"):
-        try:
-            port = parts.port
-            host = parts.hostname
-        except ValueError as exc:
-            raise ValueError(f"store URL: {exc}") from None
-        if not host:
-            raise ValueError("store URL: redis needs a host")
-        db = parts.path.lstrip("/") or "0"
-        if not db.isdigit() or not db.isascii() or int(db) > 1_000_000:
-            raise ValueError("store URL: redis database must be a number")
-        try:
-            query = parse_qs(parts.query, strict_parsing=False, max_num_fields=8)
-        except ValueError as exc:
-            raise ValueError(f"store URL: {exc}") from None
-        prefix = query.get("prefix", ["sw:"])[-1]
-        netloc = parts.netloc
-        base = f"{scheme}://{netloc}/{int(db)}"
-        del port
-        return StoreURL("redis", url=base, prefix=prefix)
-    raise ValueError(f"store URL: unsupported scheme {parts.scheme!r} (memory, sqlite, redis)")
+    parse = SCHEMES.get(parts.scheme.lower())
+    if parse is None:
+        known = ", ".join(SCHEMES)
+        raise ValueError(f"store URL: unsupported scheme {parts.scheme!r} ({known})")
+    return parse(parts)
 
 
 def open_store(url: str) -> SessionStore:

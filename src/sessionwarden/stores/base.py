@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 
@@ -244,6 +244,20 @@ class InlineAsyncStore:
 
     async def close(self) -> None:
         self.sync.close()
+
+
+@runtime_checkable
+class Migratable(Protocol):
+    """A store that can bring what an earlier version wrote to its current layout
+    (``sessionwarden migrate``). Idempotent, safe while the store is in use; returns how many
+    items changed (0 once done). A store without earlier layouts does not implement it."""
+
+    def migrate(self, batch: int = 1000) -> int: ...
+
+
+def migrate_store(store: object, batch: int = 1000) -> int:
+    """Run ``store``'s :meth:`Migratable.migrate`; 0 for a store that has nothing to migrate."""
+    return store.migrate(batch) if isinstance(store, Migratable) else 0
 
 
 def oldest_over_cap(

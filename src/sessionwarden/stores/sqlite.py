@@ -14,17 +14,17 @@ Layout (schema version 1, kept in ``PRAGMA user_version``) -- one table, one row
 The activity trail lives in the row it belongs to, so it goes wherever the row goes (rotation
 moves it, revocation and purge drop it) and can never be orphaned.
 
-A row is written with a rowid derived from its key (:func:`_row_id`: the first 64 bits of the
+A row is written with a rowid derived from its key (``sqlite_rows.row_id``: the first 64 bits of the
 hex key, or of a hash of any other key), so that ``get`` finds it by ``rowid = ? AND key = ?``:
 one descent of the table's B-tree instead of two (the index on ``key``, then the table), which
-is most of a read at a million rows (a bare SELECT measured 13.7 -> 9.4 µs). Rows without such
-a rowid (written by an earlier version, or whose derived rowid was taken, at odds of 2^-64 a
-pair) get an ordinary one and are found by ``key`` alone, the second query a miss costs: no
-migration, and processes of both versions can share a file. The derived rowid is only a hint;
-``key`` stays the primary key every write goes by. The price is paid on inserts: rows land at
-random places in the table instead of at its end (a bulk fill of a million rows took about
-twice as long, and the file came out 15 % larger); a request's read is what happens on every
-request, an insert only at sign-in and rotation.
+is most of a read at a million rows (a bare SELECT measured 13.7 -> 9.4 µs). A row whose
+derived rowid was taken (at odds of 2^-64 a pair) gets an ordinary one and is found by ``key``
+alone, the second query a miss costs; so are rows an earlier version wrote, until
+``sessionwarden migrate`` (:meth:`SQLiteStore.migrate`) gives them their derived rowid.
+The derived rowid is only a hint; ``key`` stays the primary key every write goes by. The
+price is paid on inserts: rows land at random places in the table instead of at its end (a bulk
+fill of a million rows took about twice as long, and the file came out 15 % larger); a
+request's read is what happens on every request, an insert only at sign-in and rotation.
 
 The file runs in WAL mode with ``synchronous=NORMAL``: readers never wait for writers, and every
 write is one short ``BEGIN IMMEDIATE`` transaction, serialised across threads and processes by
@@ -40,67 +40,32 @@ file) is raised as :class:`StoreUnavailable` with a short message naming the con
 Reads (:meth:`SQLiteStore.get`) go through a small per-connection read cache that never serves
 a record older than the last commit that finished before the get began, whoever made it (another
 thread's connection, another store object, another process, an operator's ``sqlite3`` shell).
-A cached entry is served only while nothing has been committed to the file since the cache was
-last known current, and the store's own write generation (bumped after every write this store
-makes, through any of its connections) has not moved; if either moved, the *whole* cache is
-dropped and the row is read again. What is compared is taken before the SELECT whose result is
+Only documented SQLite behaviour is relied on: ``PRAGMA data_version``
+(https://www.sqlite.org/pragma.html#pragma_data_version) returns, on one connection, a value that
+changes whenever *another* connection, in this process or any other, has committed to the file;
+a connection's own commits do not move it, so the store also keeps a write generation, bumped
+after every write this store makes through any of its connections. A cached entry is served only
+while neither has moved since the cache was last known current; when either has, the *whole*
+cache is dropped and the row is read again. Both are taken before the SELECT whose result is
 kept, so a commit landing between the check and the SELECT can only make the next get drop an
-entry that was already current. "Nothing committed since" is checked in one of two ways:
-
-* **The wal-index header** (the usual way). In WAL mode every connection to the file, in any
-  process, shares the ``<file>-shm`` file, which begins with two 48-byte copies of the wal-index
-  header (https://www.sqlite.org/walformat.html): a counter every commit increments, the last
-  valid frame, the salts (changed whenever the WAL is restarted or truncated), and a checksum.
-  A committing writer rewrites both copies (the second, a memory barrier, then the first) before
-  its commit returns. A checkpoint changes no content (one that restarts or truncates the WAL
-  rewrites the header, with new salts, all the same). Each connection maps the first page of
-  that file read-only and keeps the 96 bytes of both copies as they were when
-  its cache was last known current, taken only when SQLite itself would accept them (copies
-  equal, initialised, checksum right: ``walIndexTryHdr``). A hit requires the 96 bytes to read
-  back unchanged, byte for byte: the very condition on which SQLite keeps a connection's own page
-  cache between transactions (a different header drops it and moves ``data_version``), so a hit
-  is as current as a fresh SELECT on that connection would be. A read that overlaps a commit
-  sees either both copies as they were (that commit has not returned yet) or copies that differ
-  from each other, which is not a hit. The check is a copy of 96 mapped bytes and a comparison:
-  no SQL statement, no lock, no system call.
-* **``PRAGMA data_version``** (the fallback), which changes whenever *another* connection has
-  committed to the file (a connection's own commits do not move it; the write generation covers
-  those): a statement, and a read transaction opened and closed (two file-lock system calls).
-  Used by a connection whose file cannot be checked through the header: a store opened
-  ``read_only`` (inspection tools) or with ``mmap_size``, a file not in WAL mode, a connection in
-  ``locking_mode=EXCLUSIVE``, a platform without ``ctypes`` or ``mmap``, no ``-shm`` file, one
-  that is not a regular file of at least 136 bytes, or one that ``/proc/self/maps`` does not show
-  SQLite to have mapped in this process under that very name (so anywhere but on Linux); and,
-  for one get, by any connection whose header reads back with the copies different (a commit is
-  writing them), not initialised, or with a wrong checksum.
-
-The ``-shm`` file is opened once per process and file, and its descriptor is never closed while
-the file exists: closing *any* descriptor of a file drops every POSIX lock the process holds on
-it, including SQLite's own (a lost write or read lock on the ``-shm`` file can corrupt the
-database). SQLite deletes the ``-shm`` file only when the last connection of the last process
-closes; the descriptor of a deleted one is closed the next time a ``-shm`` file is opened. A
-connection maps the file only after a read of its own (from then on, in WAL mode, SQLite keeps
-it mapped, and a shared lock on the database file that keeps anyone from deleting it, until the
-connection closes) and only once ``/proc/self/maps`` shows SQLite's own mapping of it: the bytes
-compared are the ones SQLite reads for that connection.
+entry that was already current.
 
 How much the cache buys depends on the load:
 
-* read-mostly (the common signed-in GET that changes nothing): a get is the header check (about
-  0.1 µs) plus a copy of the cached record, instead of the SELECT and the decoding; measured
-  1.3 µs per cached get (4.4 with the pragma), 24 µs per full ASGI request (28 with the pragma;
-  the memory store 23, Starlette's SessionMiddleware 24.5 in the same runs);
+* read-mostly (the common signed-in GET that changes nothing): a get is the pragma (a statement
+  and a read transaction opened and closed) plus a dictionary look-up, instead of the SELECT by
+  key and the decoding: measured 2.0 µs per cached get against 11.5 µs uncached
+  (``bench/store_reads.py``);
 * any commit anywhere (a login, a touch, a revocation, the purge) invalidates every entry of
   every connection's cache, so under a write-heavy load most gets miss and pay the check on top
-  of the read (after a commit the header is validated in full, checksum included: about 1.2 µs,
-  no statement), until the connection stops using its cache for a while (below).
+  of the read, until the connection stops using its cache for a while (below).
 
 A connection whose cache misses at least twice as often as it hits (judged every 4,096
-misses) reads without it for the next 65,536 gets, then tries again: a write-heavy load, or sessions
-read at random among very many (no key comes back before it is pushed out), then cost about
-what they cost without the cache. Unknown keys are not cached, and entries are dropped oldest
-first past ``read_cache`` per connection. A hit hands out the kept record itself: nobody changes
-a record once read (see :meth:`~sessionwarden.stores.base.SessionStore.get`).
+misses) reads without it for the next 65,536 gets, then tries again: a write-heavy load, or
+sessions read at random among very many (no key comes back before it is pushed out), then cost
+about what they cost without the cache. Unknown keys are not cached, and entries are dropped
+oldest first past ``read_cache`` per connection. A hit hands out the kept record itself: nobody
+changes a record once read (see :meth:`~sessionwarden.stores.base.SessionStore.get`).
 ``read_cache=0`` turns it off, together with the decoded records kept by content (see
 ``_record``): every get then reads and decodes its row, which is what ``bench/scale.py``
 measures.
@@ -108,51 +73,45 @@ measures.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
-import stat
-import struct
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
-from ..records import (
-    JSON,
-    META_FIELDS,
-    Alias,
-    Lookup,
-    RecordUpdate,
-    SessionRecord,
-    Tombstone,
-    dumps,
-    loads,
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
+from . import sqlite_rows as _rows
+from .base import StoreStats, StoreUnavailable
+from .sqlite_rows import (
+    ALIAS,
+    GET,
+    GET_BY_ROWID,
+    LIVE_SELECT,
+    RECORD,
+    SCHEMA,
+    SCHEMA_VERSION,
+    unavailable,
 )
-from .base import StoreStats, StoreUnavailable, oldest_over_cap
 
 __all__ = ["READ_CACHE_SIZE", "SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 1
 #: Default size of each connection's read cache and of the store's decoded records by content
 #: (see SQLiteStore.get and SQLiteStore._record).
 READ_CACHE_SIZE: Final = 4096
 # A connection whose read cache missed at least twice as often as it hit over its last
 # _CACHE_WINDOW misses (every commit anywhere empties it; sessions read at random among very many
 # never repeat) reads without it for the next _CACHE_REST gets, then tries again. A miss costs
-# the data_version check and keeping the entry (about 3.5 µs); a hit saves the SELECT (about 6).
+# the data_version check and keeping the entry; a hit saves the SELECT and the decoding.
 # The window is long enough for a cold cache to fill with a few thousand sessions first.
 _CACHE_WINDOW = 4096
 _CACHE_REST = 65536
 
-_RECORD: Final = 0
-_ALIAS: Final = 1
-_TOMBSTONE: Final = 2
+_DATA_VERSION: Final = "PRAGMA data_version"
 
-_META_NAMES: Final = frozenset(META_FIELDS)
 
 # Taking the write lock: retry BEGIN IMMEDIATE after 0.5 ms, then 1 ms, then every 2 ms. A waiting
 # writer thus gets the lock within about 2 ms of its release (the purge pauses longer than that
@@ -165,280 +124,17 @@ _LOCK_RETRY_MAX: Final = 0.002
 _PURGE_MAX_BATCH: Final = 200
 _PURGE_PAUSE: Final = 0.005
 
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS items (
-        key TEXT PRIMARY KEY NOT NULL,
-        kind INTEGER NOT NULL,
-        user_id TEXT,
-        created_at REAL,
-        expires REAL NOT NULL,
-        meta TEXT NOT NULL,
-        data TEXT,
-        activity TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS items_user ON items (user_id, created_at) WHERE kind = 0",
-    "CREATE INDEX IF NOT EXISTS items_expires ON items (expires)",
-)
-
-# Writing a record keeps the activity trail already at the key unless one is given (the memory
-# store's semantics: inserting over a live record keeps its trail; rotation brings its own).
-_UPSERT_RECORD: Final = """
-    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
-    VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (key) DO UPDATE SET
-        kind = 0, user_id = excluded.user_id, created_at = excluded.created_at,
-        expires = excluded.expires, meta = excluded.meta, data = excluded.data,
-        activity = coalesce(excluded.activity, items.activity)
-"""
-
-_PUT_MARKER: Final = """
-    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
-    VALUES (?, ?, ?, ?, NULL, ?, ?, NULL, NULL)
-    ON CONFLICT (key) DO UPDATE SET
-        kind = excluded.kind, user_id = excluded.user_id, created_at = NULL,
-        expires = excluded.expires, meta = excluded.meta, data = NULL, activity = NULL
-"""
-
-_LIVE_SELECT: Final = "SELECT kind, meta, data, activity FROM items WHERE key = ?"
-_GET: Final = "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?"
-_GET_BY_ROWID: Final = (
-    "SELECT kind, user_id, expires, meta, data FROM items WHERE rowid = ? AND key = ?"
-)
-
-
-def _row_id(key: str) -> int:
-    """The rowid a row for ``key`` is written with: the key's first 64 bits as a signed
-    integer (keys are hex digests), or those of a hash of any other key."""
-    try:
-        return int(key[:16], 16) - (1 << 63) if len(key) >= 16 else _hashed_row_id(key)
-    except ValueError:
-        return _hashed_row_id(key)
-
-
-def _hashed_row_id(key: str) -> int:
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _write_row(db: sqlite3.Connection, statement: str, key: str, values: tuple[Any, ...]) -> None:
-    """``statement`` (an upsert whose first two parameters are the rowid and the key) with the
-    key's derived rowid, or, when another key's row holds that rowid, with an ordinary one."""
-    try:
-        db.execute(statement, (_row_id(key), key, *values))
-    except sqlite3.IntegrityError:
-        # The derived rowid is taken by another key (or by an ordinary rowid SQLite handed
-        # out): this row goes without it and is found by key alone. A conflict on ``key``
-        # itself never lands here: the upsert updates that row, which keeps its rowid.
-        db.execute(statement, (None, key, *values))
-
-
-_DATA_VERSION: Final = "PRAGMA data_version"
-
-# The wal-index header at the start of ``<file>-shm`` (https://www.sqlite.org/walformat.html):
-# two copies of 48 bytes, then the 40-byte checkpoint information. Each copy is twelve native
-# 32-bit words: iVersion, unused, iChange, {isInit, bigEndCksum, szPage}, mxFrame, nPage,
-# aFrameCksum[2], aSalt[2], aCksum[2] (aCksum covers the first ten words).
-_HEADER_SIZE: Final = 48
-_HEADERS: Final = 2 * _HEADER_SIZE
-_SHM_MIN_SIZE: Final = _HEADERS + 40
-_HEADER_WORDS: Final = struct.Struct("=12I")
-_WAL_INDEX_VERSION: Final = 3007000
-_IS_INIT: Final = 12  # byte offset of isInit
-
-# Primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``) and what we call them.
-_CONDITIONS: Final = {
-    3: "permission denied",  # SQLITE_PERM
-    5: "database locked (busy timeout expired)",  # SQLITE_BUSY
-    6: "database locked (busy timeout expired)",  # SQLITE_LOCKED
-    7: "out of memory",  # SQLITE_NOMEM
-    8: "database is read-only",  # SQLITE_READONLY
-    10: "disk I/O error",  # SQLITE_IOERR
-    11: "database file is corrupt",  # SQLITE_CORRUPT
-    13: "disk full",  # SQLITE_FULL
-    14: "cannot open database file",  # SQLITE_CANTOPEN
-    26: "file is not a database",  # SQLITE_NOTADB
-}
-
-
-def _condition(exc: sqlite3.Error) -> str:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and (code & 0xFF) in _CONDITIONS:
-        return _CONDITIONS[code & 0xFF]
-    if isinstance(exc, sqlite3.ProgrammingError):
-        return "store is closed or misused"
-    name = getattr(exc, "sqlite_errorname", None)
-    return f"database error ({name})" if isinstance(name, str) else "database error"
-
-
-def _unavailable(exc: sqlite3.Error) -> NoReturn:
-    # ``from None``: the message names the condition; nothing of the statement or data travels.
-    raise StoreUnavailable(f"SQLite session store: {_condition(exc)}") from None
-
-
 # Bumped in every child process right after a fork: a connection opened before the fork is never
 # used in the child (checked per call without a getpid() system call).
 _forks = 0
 
 
 def _after_fork_in_child() -> None:
-    global _forks, _wal_indexes_lock
+    global _forks
     _forks += 1
-    # Another thread may have held it at the fork. The descriptors and mappings are inherited.
-    _wal_indexes_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _WalIndex:
-    """One ``-shm`` file this process has opened to read its wal-index header: the descriptor,
-    and the header bytes mapped read-only (``view``, None when the file could not be mapped)."""
-
-    __slots__ = ("address", "dev", "fd", "ino", "view")
-
-    def __init__(self, fd: int, dev: int, ino: int) -> None:
-        self.fd = fd
-        self.dev = dev
-        self.ino = ino
-        self.view: Any = None
-        self.address = 0  # where view is mapped
-
-
-# Every -shm file this process has opened, kept open for the life of the process unless the
-# file has been deleted: closing *any* descriptor of a file drops every POSIX lock the process
-# holds on it, and SQLite's connections in this process hold theirs on the -shm file through
-# their own descriptor. SQLite deletes a -shm file only when the last connection of the last
-# process closes, so a deleted one is in nobody's use, and its descriptor can go.
-_wal_indexes: list[_WalIndex] = []
-_wal_indexes_lock = threading.Lock()
-
-
-def _map_header(fd: int) -> Any:
-    """The first :data:`_HEADERS` bytes of ``fd``, mapped shared and read-only, as a ctypes
-    char array (``.raw`` copies the current bytes), or None where that is not possible.
-
-    Mapped through the C library rather than :class:`mmap.mmap`, whose object closes a copy of
-    the descriptor when it is collected (at the latest while the interpreter shuts down, with
-    daemon threads possibly still inside SQLite): the mapping made here is never unmapped and
-    closes nothing.
-    """
-    try:
-        import ctypes
-        import mmap
-    except ImportError:  # pragma: no cover - interpreters built without them
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mapper = libc.mmap
-    except (OSError, AttributeError):  # pragma: no cover - no C library to call
-        return None
-    mapper.restype = ctypes.c_void_p
-    mapper.argtypes = (
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_long,
-    )
-    address = mapper(None, _HEADERS, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-    if address is None or address == ctypes.c_void_p(-1).value:
-        return None
-    return (ctypes.c_char * _HEADERS).from_address(address)
-
-
-def _mapped_elsewhere(shm_path: str, ours: int) -> bool:
-    """Whether this process has ``shm_path`` mapped at an address other than ``ours`` (SQLite's
-    own mapping), that file still being the one at that path; False when that cannot be told
-    (``/proc/self/maps`` is Linux's)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                fields = line.split(maxsplit=5)
-                # A file deleted or replaced since it was mapped shows as "<path> (deleted)".
-                if len(fields) < 6 or fields[5].lstrip(" ").rstrip("\n") != shm_path:
-                    continue
-                start, _, end = fields[0].partition("-")
-                if not int(start, 16) <= ours < int(end, 16):
-                    return True
-    except (OSError, ValueError):
-        return False
-    return False
-
-
-def _wal_index(shm_path: str) -> _WalIndex | None:
-    """This process's mapping of ``shm_path`` (opened on first use), or None when there is no
-    such file, it is not a regular file of at least 136 bytes, or it cannot be mapped."""
-    with _wal_indexes_lock:
-        try:
-            found = os.stat(shm_path)
-        except OSError:
-            return None
-        if not stat.S_ISREG(found.st_mode) or found.st_size < _SHM_MIN_SIZE:
-            return None  # not opened (a FIFO would block), so nothing to keep open either
-        index = next(
-            (
-                i
-                for i in _wal_indexes
-                if i.fd >= 0 and (i.dev, i.ino) == (found.st_dev, found.st_ino)
-            ),
-            None,
-        )
-        if index is None:
-            _forget_deleted_wal_indexes()
-            try:
-                fd = os.open(shm_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError:
-                return None
-            try:
-                opened = os.fstat(fd)
-            except OSError:  # pragma: no cover - fstat of a descriptor just opened
-                opened = found
-            # Kept whatever follows (see _wal_indexes): never closed here.
-            index = _WalIndex(fd, opened.st_dev, opened.st_ino)
-            _wal_indexes.append(index)
-            found = opened
-        if index.view is None:
-            if not stat.S_ISREG(found.st_mode) or found.st_size < _SHM_MIN_SIZE:
-                return None
-            index.view = _map_header(index.fd)
-            if index.view is not None:
-                import ctypes
-
-                index.address = ctypes.addressof(index.view)
-        return index if index.view is not None else None
-
-
-def _forget_deleted_wal_indexes() -> None:
-    """Close the descriptors of -shm files deleted since (their mappings stay valid)."""
-    for index in list(_wal_indexes):
-        try:
-            deleted = os.fstat(index.fd).st_nlink == 0
-        except OSError:  # pragma: no cover - our own descriptor, never closed elsewhere
-            deleted = False
-        if deleted:
-            os.close(index.fd)
-            index.fd = -1
-            _wal_indexes.remove(index)
-
-
-def _wal_header(view: Any) -> bytes | None:
-    """Both copies of the wal-index header as they are now, if SQLite would accept them as a
-    consistent header (``walIndexTryHdr``: the copies equal, initialised, checksum right), else
-    None (a commit is writing them right now, or the file holds no valid header)."""
-    both: bytes = view.raw
-    if both[:_HEADER_SIZE] != both[_HEADER_SIZE:] or both[_IS_INIT] != 1:
-        return None
-    words = _HEADER_WORDS.unpack_from(both)
-    if words[0] != _WAL_INDEX_VERSION:
-        return None
-    s1 = s2 = 0
-    for i in range(0, 10, 2):
-        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
-        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
-    if s1 != words[10] or s2 != words[11]:
-        return None
-    return both
 
 
 class _Handle:
@@ -453,14 +149,11 @@ class _Handle:
         "db",
         "fork",
         "generation",
-        "header",
         "hits",
         "misses",
         "pid",
         "rest",
         "version",
-        "view",
-        "wal_index_tried",
     )
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -468,16 +161,11 @@ class _Handle:
         self.cursor = db.cursor()
         self.pid = os.getpid()
         self.fork = _forks
-        # key -> what get() returned for it, valid while the store's write generation is still
-        # `generation` and either the wal-index header still reads `header` or data_version is
-        # still `version` (None / -1: not known).
+        # key -> what get() returned for it, valid while data_version is still `version` and
+        # the store's write generation still `generation` (-1: not known).
         self.cache: OrderedDict[str, Lookup] = OrderedDict()
         self.version = -1
-        self.header: bytes | None = None
         self.generation = -1
-        # The -shm file's header, mapped (see _WalIndex); None: data_version only.
-        self.view: Any = None
-        self.wal_index_tried = False
         self.hits = 0
         self.misses = 0
         self.rest = 0  # gets left to do without the cache (see _CACHE_WINDOW)
@@ -603,7 +291,7 @@ class SQLiteStore:
         try:
             handle = _Handle(self._connect())
         except sqlite3.Error as exc:
-            _unavailable(exc)
+            unavailable(exc)
         self._local.handle = handle
         with self._registry_lock:
             self._handles.add(handle)
@@ -657,14 +345,14 @@ class SQLiteStore:
                     db.rollback()
             except sqlite3.Error:
                 pass
-            _unavailable(exc)
+            unavailable(exc)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db = self._db()
         try:
             return db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            _unavailable(exc)
+            unavailable(exc)
 
     def _init_schema(self) -> None:
         version = self._read("PRAGMA user_version")[0][0]
@@ -674,7 +362,7 @@ class SQLiteStore:
             with self._write() as db:
                 # Re-read under the write lock: another process may have created it meanwhile.
                 if db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA:
+                    for statement in SCHEMA:
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             version = self._read("PRAGMA user_version")[0][0]
@@ -713,209 +401,95 @@ class SQLiteStore:
     def _decode(self, key: str, row: Sequence[Any]) -> Lookup:
         """What ``row`` holds; a record is the shared decoded one."""
         kind, user_id, expires, meta_text, data_text = row
-        if kind == _RECORD:
+        if kind == RECORD:
             return self._record(key, meta_text, data_text)
-        meta = loads(meta_text)
-        if kind == _ALIAS:
-            return Alias(
-                key=key,
-                target=meta["target"],
-                at=meta["at"],
-                grace_until=meta["grace_until"],
-                until=expires,
-                user_id=user_id,
-            )
-        return Tombstone(
-            key=key, reason=meta["reason"], at=meta["at"], until=expires, user_id=user_id
-        )
+        return _rows.marker(kind, key, user_id, expires, meta_text)
 
-    @staticmethod
-    def _put_marker(db: sqlite3.Connection, key: str, marker: Alias | Tombstone) -> None:
-        if isinstance(marker, Alias):
-            kind = _ALIAS
-            meta: dict[str, JSON] = {
-                "target": marker.target,
-                "at": marker.at,
-                "grace_until": marker.grace_until,
-            }
-        else:
-            kind = _TOMBSTONE
-            meta = {"reason": marker.reason, "at": marker.at}
-        _write_row(db, _PUT_MARKER, key, (kind, marker.user_id, marker.until, dumps(meta)))
-
-    @staticmethod
-    def _put_record(
-        db: sqlite3.Connection,
-        key: str,
-        meta: dict[str, Any],
-        data: dict[str, Any],
-        activity: str | None,
-    ) -> None:
-        _write_row(
-            db,
-            _UPSERT_RECORD,
-            key,
-            (
-                meta["user_id"],
-                meta["created_at"],
-                meta["expires_at"],
-                dumps(meta),
-                dumps(data),
-                activity,
-            ),
-        )
-
-    @staticmethod
-    def _merge(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
-        """:meth:`SessionRecord.apply` on the stored form (only the named fields change)."""
-        for name, value in update.meta.items():
-            if name not in _META_NAMES:
-                raise ValueError(f"RecordUpdate.meta: unknown field {name!r}")
-            meta[name] = value
-        for name, value in update.set_data.items():
-            data[name] = value
-        for name in update.del_data:
-            data.pop(name, None)
-
-    @staticmethod
-    def _appended(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
-        """The trail with ``entry`` appended, keeping the newest ``activity_max`` entries."""
-        trail: list[Any] = loads(trail_text) if trail_text else []
-        trail.append(dict(entry))
-        return dumps(trail[-activity_max:])
-
-    @staticmethod
-    def _enforce_cap(
-        db: sqlite3.Connection,
-        key: str,
-        meta: dict[str, Any],
-        cap: int,
-        until: float,
-    ) -> list[str]:
-        user_id = meta["user_id"]
-        if user_id is None or cap <= 0:
-            return []
-        rows = db.execute(
-            "SELECT created_at, key FROM items WHERE user_id = ? AND kind = 0", (user_id,)
-        ).fetchall()
-        evicted = oldest_over_cap([(float(c), str(k)) for c, k in rows], cap, keep=key)
-        at = meta["last_seen"]
-        for victim in evicted:
-            SQLiteStore._put_marker(db, victim, Tombstone(victim, "evicted", at, until, user_id))
-        return evicted
+    _put_marker = staticmethod(_rows.put_marker)
+    _put_record = staticmethod(_rows.put_record)
+    _merge = staticmethod(_rows.merge)
+    _appended = staticmethod(_rows.appended)
+    _enforce_cap = staticmethod(_rows.enforce_cap)
 
     # -- interface -------------------------------------------------------------------------
     def get(self, key: str) -> Lookup:
         """What is at ``key``, as of the latest commit of any connection or process.
 
-        Served from this thread's read cache only while nothing was committed to the file
-        since the cache was last known current: the wal-index header in the ``-shm`` file (any
-        commit, by any connection or process, rewrites it before it returns) reads back byte for
-        byte as it was then, or, where that header cannot be used, ``PRAGMA data_version`` has
-        not moved; and this store's write generation, bumped after every write through *any* of
-        its connections, has not moved either. Both are taken before the SELECT whose result is
-        kept, and the whole cache is dropped as soon as either has moved: a commit that lands
-        between the check and the SELECT can only make the next get drop an entry that was
-        already current. See the module docstring for the details, the fallbacks, and what
-        this buys and when it does not.
+        Served from this thread's read cache only while ``PRAGMA data_version`` (moved by any
+        other connection's commit, in any process) and this store's write generation (bumped
+        after every write through *any* of its connections) are both as they were when the
+        cache was last known current. Both are taken before the SELECT whose result is kept,
+        and the whole cache is dropped as soon as either has moved: a commit that lands between
+        the check and the SELECT can only make the next get drop an entry that was already
+        current. See the module docstring for what this buys and when it does not.
         """
         handle = self._handle()
-        cache = handle.cache if self._cache_size else None
-        if cache is not None and handle.rest:
-            handle.rest -= 1
-            cache = None
         try:
+            cache = self._current_cache(handle)
             if cache is not None:
-                view = handle.view
-                if (
-                    view is None
-                    or view.raw != handle.header
-                    or self._generation != handle.generation
-                ):
-                    self._revalidate(handle, cache)
                 hit = cache.get(key)
                 if hit is not None:
                     handle.hits += 1
                     return hit
-                handle.misses += 1
-                if handle.misses >= _CACHE_WINDOW:
-                    if 2 * handle.hits < handle.misses:
-                        # Not paying for itself: rest, and start afresh afterwards.
-                        handle.rest = _CACHE_REST
-                        cache.clear()
-                        handle.version = -1
-                        handle.header = None
-                    handle.hits = handle.misses = 0
+                self._missed(handle, cache)
             cursor = handle.cursor
-            row = cursor.execute(_GET_BY_ROWID, (_row_id(key), key)).fetchone()
+            row = cursor.execute(GET_BY_ROWID, (_rows.row_id(key), key)).fetchone()
             if row is None:  # unknown, or a row without its derived rowid
-                row = cursor.execute(_GET, (key,)).fetchone()
+                row = cursor.execute(GET, (key,)).fetchone()
         except sqlite3.Error as exc:
-            _unavailable(exc)
+            unavailable(exc)
         if row is None:
             return None  # not cached: unknown IDs must not push out live sessions
         found = self._decode(key, row)
-        if cache is not None and self._cache_size:
+        if cache is not None:
             if len(cache) >= self._cache_size:
                 cache.popitem(last=False)  # the oldest entry
             cache[key] = found
         return found
 
-    def _revalidate(self, handle: _Handle, cache: OrderedDict[str, Lookup]) -> None:
-        """Keep ``cache`` only if nothing was committed since it was last known current.
-
-        The wal-index header when it can be read consistently (see the module docstring), else
-        ``PRAGMA data_version``; and the store's write generation either way. Whatever is taken
-        here is taken before the SELECT whose result is kept.
-        """
-        if not handle.wal_index_tried:
-            self._attach_wal_index(handle)
-        header = _wal_header(handle.view) if handle.view is not None else None
-        generation = self._generation
-        if header is not None:
-            if header != handle.header or generation != handle.generation:
-                cache.clear()
-                handle.header = header
-                handle.version = -1
-                handle.generation = generation
-            return
+    def _current_cache(self, handle: _Handle) -> OrderedDict[str, Lookup] | None:
+        """This connection's read cache, emptied if anything was committed since it was last
+        known current; None while the cache is off or resting (see ``_CACHE_WINDOW``)."""
+        if not self._cache_size:
+            return None
+        if handle.rest:
+            handle.rest -= 1
+            return None
         version = handle.cursor.execute(_DATA_VERSION).fetchone()[0]
         generation = self._generation
+        cache = handle.cache
         if version != handle.version or generation != handle.generation:
             cache.clear()
-            handle.header = None
             handle.version = version
             handle.generation = generation
+        return cache
 
-    def _attach_wal_index(self, handle: _Handle) -> None:
-        """Map the wal-index header of this connection's file, when it can stand in for
-        ``PRAGMA data_version`` (see the module docstring for when it cannot)."""
-        handle.wal_index_tried = True
-        if self._read_only or self._mmap_size or os.name != "posix":
-            return
-        db = handle.db
-        # A read first: from then on, in WAL mode, SQLite keeps this connection's -shm file
-        # mapped and a shared lock on the database file until the connection closes, so the file
-        # looked up by name below is the one this connection uses, and nobody can delete it
-        # (SQLite deletes it only after taking the exclusive lock) while the mapping is used.
-        db.execute(_DATA_VERSION).fetchone()
-        mode = db.execute("PRAGMA journal_mode").fetchone()
-        locking = db.execute("PRAGMA locking_mode").fetchone()
-        files = db.execute("PRAGMA database_list").fetchall()
-        if mode is None or str(mode[0]).lower() != "wal":
-            return
-        if locking is None or str(locking[0]).lower() != "normal":
-            return
-        # The path as SQLite resolved it when it opened the file: the -shm file is named after it.
-        path = next((str(row[2]) for row in files if row[1] == "main"), "")
-        if not path:
-            return
-        index = _wal_index(path + "-shm")
-        # The file must be the one SQLite has mapped for this connection, not merely one named
-        # after its path (a hard link to the database opened first names SQLite's -shm file
-        # after the other path; a leftover file could then sit at this one).
-        if index is not None and _mapped_elsewhere(path + "-shm", index.address):
-            handle.view = index.view
+    @staticmethod
+    def _missed(handle: _Handle, cache: OrderedDict[str, Lookup]) -> None:
+        """Count a miss; a cache that does not pay for itself rests, then starts afresh."""
+        handle.misses += 1
+        if handle.misses >= _CACHE_WINDOW:
+            if 2 * handle.hits < handle.misses:
+                handle.rest = _CACHE_REST
+                cache.clear()
+                handle.version = -1
+            handle.hits = handle.misses = 0
+
+    def migrate(self, batch: int = 1000) -> int:
+        """Bring rows written by an earlier version to the current layout: give every row its
+        derived rowid where that is free (see the module docstring), in transactions of
+        ``batch`` rows. Idempotent; safe while other processes use the file. Returns how many
+        rows moved (0 once done)."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        moved = 0
+        after: int | None = None
+        while True:
+            with self._write() as db:
+                after, count = _rows.rehome(db, after, batch)
+            moved += count
+            if after is None:
+                return moved
 
     def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
@@ -937,8 +511,8 @@ class SQLiteStore:
         activity_max: int = 0,
     ) -> list[str] | None:
         with self._write() as db:
-            row = db.execute(_LIVE_SELECT, (old_key,)).fetchone()
-            if row is None or row[0] != _RECORD:
+            row = db.execute(LIVE_SELECT, (old_key,)).fetchone()
+            if row is None or row[0] != RECORD:
                 return None
             meta: dict[str, Any] = loads(row[1])
             data: dict[str, Any] = loads(row[2]) if row[2] else {}
@@ -960,10 +534,10 @@ class SQLiteStore:
         add_activity = update.activity is not None and activity_max > 0
         if not (update.meta or update.set_data or update.del_data or add_activity):
             rows = self._read("SELECT kind FROM items WHERE key = ?", (key,))
-            return bool(rows) and rows[0][0] == _RECORD
+            return bool(rows) and rows[0][0] == RECORD
         with self._write() as db:
-            row = db.execute(_LIVE_SELECT, (key,)).fetchone()
-            if row is None or row[0] != _RECORD:
+            row = db.execute(LIVE_SELECT, (key,)).fetchone()
+            if row is None or row[0] != RECORD:
                 return False  # revoked, rotated out, or gone: never written back to life
             meta: dict[str, Any] = loads(row[1])
             data: dict[str, Any] = loads(row[2]) if row[2] else {}
@@ -989,7 +563,7 @@ class SQLiteStore:
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         with self._write() as db:
             row = db.execute("SELECT kind FROM items WHERE key = ?", (key,)).fetchone()
-            if row is None or row[0] not in (_RECORD, _ALIAS):
+            if row is None or row[0] not in (RECORD, ALIAS):
                 return False
             self._put_marker(db, key, tombstone)
             return True
@@ -1046,7 +620,7 @@ class SQLiteStore:
             auto = int(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
             db.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
-            _unavailable(exc)
+            unavailable(exc)
         removed = 0
         try:
             while True:
@@ -1086,7 +660,7 @@ class SQLiteStore:
             finally:
                 db.execute(self._busy_pragma)
         except sqlite3.Error as exc:
-            _unavailable(exc)
+            unavailable(exc)
 
     def stats(self, now: float) -> StoreStats:
         row = self._read(

@@ -1,0 +1,218 @@
+"""The SQLite store's file layout and row encoding: the schema, the statements, the rowid a
+key derives, how records, aliases and tombstones become rows and back, and what SQLite's errors
+are called. :mod:`sessionwarden.stores.sqlite` holds the store (connections, transactions, the
+read cache); see its docstring for the layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from typing import Any, Final, NoReturn
+
+from ..records import JSON, META_FIELDS, Alias, Lookup, RecordUpdate, Tombstone, dumps, loads
+from .base import StoreUnavailable, oldest_over_cap
+
+SCHEMA_VERSION: Final = 1
+
+RECORD: Final = 0
+ALIAS: Final = 1
+TOMBSTONE: Final = 2
+
+_META_NAMES: Final = frozenset(META_FIELDS)
+
+SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS items (
+        key TEXT PRIMARY KEY NOT NULL,
+        kind INTEGER NOT NULL,
+        user_id TEXT,
+        created_at REAL,
+        expires REAL NOT NULL,
+        meta TEXT NOT NULL,
+        data TEXT,
+        activity TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS items_user ON items (user_id, created_at) WHERE kind = 0",
+    "CREATE INDEX IF NOT EXISTS items_expires ON items (expires)",
+)
+
+# Writing a record keeps the activity trail already at the key unless one is given (the memory
+# store's semantics: inserting over a live record keeps its trail; rotation brings its own).
+UPSERT_RECORD: Final = """
+    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
+    VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET
+        kind = 0, user_id = excluded.user_id, created_at = excluded.created_at,
+        expires = excluded.expires, meta = excluded.meta, data = excluded.data,
+        activity = coalesce(excluded.activity, items.activity)
+"""
+
+PUT_MARKER: Final = """
+    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
+    VALUES (?, ?, ?, ?, NULL, ?, ?, NULL, NULL)
+    ON CONFLICT (key) DO UPDATE SET
+        kind = excluded.kind, user_id = excluded.user_id, created_at = NULL,
+        expires = excluded.expires, meta = excluded.meta, data = NULL, activity = NULL
+"""
+
+LIVE_SELECT: Final = "SELECT kind, meta, data, activity FROM items WHERE key = ?"
+GET: Final = "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?"
+GET_BY_ROWID: Final = (
+    "SELECT kind, user_id, expires, meta, data FROM items WHERE rowid = ? AND key = ?"
+)
+
+
+def row_id(key: str) -> int:
+    """The rowid a row for ``key`` is written with: the key's first 64 bits as a signed
+    integer (keys are hex digests), or those of a hash of any other key."""
+    try:
+        return int(key[:16], 16) - (1 << 63) if len(key) >= 16 else _hashed_row_id(key)
+    except ValueError:
+        return _hashed_row_id(key)
+
+
+def _hashed_row_id(key: str) -> int:
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def write_row(db: sqlite3.Connection, statement: str, key: str, values: tuple[Any, ...]) -> None:
+    """``statement`` (an upsert whose first two parameters are the rowid and the key) with the
+    key's derived rowid, or, when another key's row holds that rowid, with an ordinary one."""
+    try:
+        db.execute(statement, (row_id(key), key, *values))
+    except sqlite3.IntegrityError:
+        # The derived rowid is taken by another key (or by an ordinary rowid SQLite handed
+        # out): this row goes without it and is found by key alone. A conflict on ``key``
+        # itself never lands here: the upsert updates that row, which keeps its rowid.
+        db.execute(statement, (None, key, *values))
+
+
+# Primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``) and what we call them.
+_CONDITIONS: Final = {
+    3: "permission denied",  # SQLITE_PERM
+    5: "database locked (busy timeout expired)",  # SQLITE_BUSY
+    6: "database locked (busy timeout expired)",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "database is read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    11: "database file is corrupt",  # SQLITE_CORRUPT
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open database file",  # SQLITE_CANTOPEN
+    26: "file is not a database",  # SQLITE_NOTADB
+}
+
+
+def _condition(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _CONDITIONS:
+        return _CONDITIONS[code & 0xFF]
+    if isinstance(exc, sqlite3.ProgrammingError):
+        return "store is closed or misused"
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"database error ({name})" if isinstance(name, str) else "database error"
+
+
+def unavailable(exc: sqlite3.Error) -> NoReturn:
+    # ``from None``: the message names the condition; nothing of the statement or data travels.
+    raise StoreUnavailable(f"SQLite session store: {_condition(exc)}") from None
+
+
+def marker(kind: int, key: str, user_id: str | None, expires: float, meta_text: str) -> Lookup:
+    """The alias or tombstone a row of ``kind`` holds."""
+    meta = loads(meta_text)
+    if kind == ALIAS:
+        return Alias(
+            key=key,
+            target=meta["target"],
+            at=meta["at"],
+            grace_until=meta["grace_until"],
+            until=expires,
+            user_id=user_id,
+        )
+    return Tombstone(key=key, reason=meta["reason"], at=meta["at"], until=expires, user_id=user_id)
+
+
+def put_marker(db: sqlite3.Connection, key: str, item: Alias | Tombstone) -> None:
+    if isinstance(item, Alias):
+        kind = ALIAS
+        meta: dict[str, JSON] = {
+            "target": item.target,
+            "at": item.at,
+            "grace_until": item.grace_until,
+        }
+    else:
+        kind = TOMBSTONE
+        meta = {"reason": item.reason, "at": item.at}
+    write_row(db, PUT_MARKER, key, (kind, item.user_id, item.until, dumps(meta)))
+
+
+def put_record(
+    db: sqlite3.Connection,
+    key: str,
+    meta: dict[str, Any],
+    data: dict[str, Any],
+    activity: str | None,
+) -> None:
+    values = (meta["user_id"], meta["created_at"], meta["expires_at"], dumps(meta), dumps(data))
+    write_row(db, UPSERT_RECORD, key, (*values, activity))
+
+
+def merge(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
+    """:meth:`SessionRecord.apply` on the stored form (only the named fields change)."""
+    for name, value in update.meta.items():
+        if name not in _META_NAMES:
+            raise ValueError(f"RecordUpdate.meta: unknown field {name!r}")
+        meta[name] = value
+    for name, value in update.set_data.items():
+        data[name] = value
+    for name in update.del_data:
+        data.pop(name, None)
+
+
+def appended(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
+    """The trail with ``entry`` appended, keeping the newest ``activity_max`` entries."""
+    trail: list[Any] = loads(trail_text) if trail_text else []
+    trail.append(dict(entry))
+    return dumps(trail[-activity_max:])
+
+
+def enforce_cap(
+    db: sqlite3.Connection, key: str, meta: dict[str, Any], cap: int, until: float
+) -> list[str]:
+    """Tombstone the user's oldest records past ``cap`` (never ``key``); the keys evicted."""
+    user_id = meta["user_id"]
+    if user_id is None or cap <= 0:
+        return []
+    rows = db.execute(
+        "SELECT created_at, key FROM items WHERE user_id = ? AND kind = 0", (user_id,)
+    ).fetchall()
+    evicted = oldest_over_cap([(float(c), str(k)) for c, k in rows], cap, keep=key)
+    at = meta["last_seen"]
+    for victim in evicted:
+        put_marker(db, victim, Tombstone(victim, "evicted", at, until, user_id))
+    return evicted
+
+
+def rehome(db: sqlite3.Connection, after: int | None, batch: int) -> tuple[int | None, int]:
+    """Give the rows of one page (up to ``batch`` rows in rowid order after ``after``) that
+    were written without their derived rowid (by an earlier version) that rowid, where it is
+    free. Returns where the next page starts (None: done) and how many rows moved."""
+    page = "SELECT rowid, key FROM items {} ORDER BY rowid LIMIT ?"
+    if after is None:
+        rows = db.execute(page.format(""), (batch,)).fetchall()
+    else:
+        rows = db.execute(page.format("WHERE rowid > ?"), (after, batch)).fetchall()
+    if not rows:
+        return None, 0
+    moved = 0
+    for rowid, key in rows:
+        want = row_id(str(key))
+        if rowid == want:
+            continue
+        try:
+            db.execute("UPDATE items SET rowid = ? WHERE key = ?", (want, key))
+            moved += 1
+        except sqlite3.IntegrityError:
+            pass  # taken by another key: this row keeps its rowid and is found by key
+    return int(rows[-1][0]), moved
