@@ -1,0 +1,229 @@
+-- Shared by every script (sessionwarden.stores.redis_layout loads it in front of each one).
+--
+-- ARGV[1..5] is the key layout, as redis_layout.KEY_LAYOUT gives it: the store's prefix, the
+-- infixes of session hashes, activity lists and user indexes, and MIN_RETENTION_MS. No key
+-- name is spelled here. ARG is the script's own arguments: ARG[1] the prefix, then ARGV[6..].
+-- Times arrive and are stored as the Python side encodes them (an 8-byte double, or JSON
+-- number text): read with tnum(), and copied as is (a tombstone's time is the record's own
+-- bytes) so nothing is lost to Lua's number formatting. Other values are copied as stored;
+-- only a user ID is decoded (val()), to name its index. Hash fields: see the table in
+-- redis_layout's docstring.
+local P, S_KIND, A_KIND, U_KIND = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local MIN_MS = tonumber(ARGV[5])
+local ARG = {P}
+for i = 6, #ARGV do ARG[#ARG + 1] = ARGV[i] end
+local MAX_MS = 4503599627370496
+local NOW_MS = nil
+
+local function now_ms()
+  if not NOW_MS then
+    local t = redis.call('TIME')
+    NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW_MS
+end
+
+-- a stored time: 8 bytes (a big-endian double) unless all of them could be JSON number text
+local function tnum(v)
+  if #v == 8 and string.find(v, '[^0-9eE.+-]') then
+    return (struct.unpack('>d', v))
+  end
+  return tonumber(v)
+end
+
+-- a stored value other than a time: JSON, or a string stored as is
+local function val(v)
+  if string.find(v, '^[%[{"0-9tfn-]') then return cjson.decode(v) end
+  return v
+end
+
+local function ms_of(t)
+  return math.ceil(tnum(t) * 1000)
+end
+
+local function clamp(ms)
+  local floor = now_ms() + MIN_MS
+  if ms < floor then ms = floor end
+  if ms > MAX_MS then ms = MAX_MS end
+  return ms
+end
+
+local function expire_at(key, ms)
+  redis.call('PEXPIREAT', key, string.format('%d', clamp(ms)))
+end
+
+-- never shortens: used for user indexes (expire no earlier than the latest member)
+local function extend(key, ms)
+  local target = clamp(ms)
+  local pttl = redis.call('PTTL', key)
+  if pttl == -1 or (pttl >= 0 and now_ms() + pttl < target) then
+    redis.call('PEXPIREAT', key, string.format('%d', target))
+  end
+end
+
+local function skey(k) return P .. S_KIND .. k end
+local function akey(k) return P .. A_KIND .. k end
+local function ukey(user) return P .. U_KIND .. val(user) end
+
+-- which kind of key under the prefix `k` is (S_KIND, A_KIND, U_KIND or nil), and the rest of it
+local function kind_of(k)
+  local plen = #P
+  for _, kind in ipairs({S_KIND, A_KIND, U_KIND}) do
+    if string.sub(k, plen + 1, plen + #kind) == kind then
+      return kind, string.sub(k, plen + #kind + 1)
+    end
+  end
+  return nil, nil
+end
+
+local function is_live(k) return redis.call('HEXISTS', skey(k), 'c') == 1 end
+
+-- index members: a key that is 64 lowercase hex digits (a keyed hash, as the core makes them) is
+-- kept as 0xFF and its 32 bytes (0xFF never occurs in UTF-8, so it cannot be a key as is); any
+-- other key, and every key indexed by older layouts, as is
+local function member(k)
+  if #k == 64 and not string.find(k, '[^0-9a-f]') then
+    return '\255' .. (string.gsub(k, '..', function(h) return string.char(tonumber(h, 16)) end))
+  end
+  return k
+end
+
+local function key_of(m)
+  if #m == 33 and string.byte(m, 1) == 255 then
+    return (string.gsub(string.sub(m, 2), '.', function(c)
+      return string.format('%02x', string.byte(c))
+    end))
+  end
+  return m
+end
+
+-- byte order (Lua's own string order follows the server's locale)
+local function bytes_lt(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function hset(key, flat)
+  local n = #flat
+  local i = 1
+  while i <= n do
+    local j = math.min(i + 199, n)
+    redis.call('HSET', key, unpack(flat, i, j))
+    i = j + 1
+  end
+end
+
+local function hdel(key, names)
+  local n = #names
+  local i = 1
+  while i <= n do
+    local j = math.min(i + 199, n)
+    redis.call('HDEL', key, unpack(names, i, j))
+    i = j + 1
+  end
+end
+
+local function to_map(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+
+local function to_flat(m)
+  local flat = {}
+  for k, v in pairs(m) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = v
+  end
+  return flat
+end
+
+-- read `count` items from ARG starting at `pos`; returns the list and the next position
+local function take(pos, count)
+  local out = {}
+  for i = pos, pos + count - 1 do out[#out + 1] = ARG[i] end
+  return out, pos + count
+end
+
+-- replace whatever is at session key k with a tombstone/alias (fields), expiring at until
+local function bury(k, flat, until_t)
+  local s = skey(k)
+  redis.call('DEL', s, akey(k))
+  hset(s, flat)
+  expire_at(s, ms_of(until_t))
+end
+
+-- the index's members, each key once: {key, member} pairs (a duplicate member is removed)
+local function index_members(idx)
+  local out, seen = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    local k = key_of(m)
+    if seen[k] then
+      redis.call('ZREM', idx, m)
+    else
+      seen[k] = true
+      out[#out + 1] = {k, m}
+    end
+  end
+  return out
+end
+
+local function index_add(user, k, e_ms)
+  local idx = ukey(user)
+  local m = member(k)
+  if redis.call('ZADD', idx, 0, m) == 1 and m ~= k then redis.call('ZREM', idx, k) end
+  extend(idx, e_ms)
+  return idx
+end
+
+local function index_rem(user, k)
+  local m = member(k)
+  if m == k then
+    redis.call('ZREM', ukey(user), k)
+  else
+    redis.call('ZREM', ukey(user), m, k)
+  end
+end
+
+-- evict the oldest live members beyond cap, never `keep`; prunes members no longer live.
+-- Scores carry no order (older layouts scored by created_at): age comes from the records.
+local function enforce_cap(idx, keep, cap, user, at, until_t, reason)
+  local evicted = {}
+  if cap <= 0 then return evicted end
+  local live = {}
+  for _, item in ipairs(index_members(idx)) do
+    local c = redis.call('HGET', skey(item[1]), 'c')
+    if c then
+      live[#live + 1] = {tnum(c), item[1], item[2]}
+    else
+      redis.call('ZREM', idx, item[2])
+    end
+  end
+  local excess = #live - cap
+  if excess <= 0 then return evicted end
+  table.sort(live, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return bytes_lt(x[2], y[2])
+  end)
+  for _, item in ipairs(live) do
+    if excess <= 0 then break end
+    if item[2] ~= keep then
+      bury(item[2], {'!', reason, 'T', at, 'U', until_t, 'u', user}, until_t)
+      redis.call('ZREM', idx, item[3])
+      evicted[#evicted + 1] = item[2]
+      excess = excess - 1
+    end
+  end
+  return evicted
+end
+
+-- append an entry to a trail bounded to amax (the newest kept); true when appended
+local function append_activity(a, amax, entry)
+  if entry == '' or amax <= 0 then return false end
+  redis.call('RPUSH', a, entry)
+  redis.call('LTRIM', a, -amax, -1)
+  return true
+end

@@ -1,0 +1,16 @@
+-- KEYS: u(user)
+-- ARG: P, has_keep ('1'/'0'), keep, until, tombstone fields...
+local idx, has_keep, keep, until_t = KEYS[1], ARG[2] == '1', ARG[3], ARG[4]
+local flat = take(5, #ARG - 4)
+local revoked = {}
+for _, item in ipairs(index_members(idx)) do
+  local k = item[1]
+  if not (has_keep and k == keep) then
+    if is_live(k) then
+      bury(k, flat, until_t)
+      revoked[#revoked + 1] = k
+    end
+    redis.call('ZREM', idx, item[2])
+  end
+end
+return revoked

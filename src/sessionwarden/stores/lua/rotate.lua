@@ -1,0 +1,42 @@
+-- KEYS: s(old), s(new)
+-- ARG: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json,
+--       n_old, old fields..., n_set, set fields..., n_del, del names...
+local old, new, cap, until_t, reason = ARG[2], ARG[3], tonumber(ARG[4]), ARG[5], ARG[6]
+local old_until, amax, entry = ARG[7], tonumber(ARG[8]), ARG[9]
+local pos = 10
+local old_flat, sets, dels
+old_flat, pos = take(pos + 1, tonumber(ARG[pos]))
+sets, pos = take(pos + 1, tonumber(ARG[pos]))
+dels, pos = take(pos + 1, tonumber(ARG[pos]))
+local so, sn = skey(old), skey(new)
+if redis.call('HEXISTS', so, 'c') == 0 then return false end
+local rec = to_map(redis.call('HGETALL', so))
+local old_user = rec['u']
+for i = 1, #sets, 2 do rec[sets[i]] = sets[i + 1] end
+for _, name in ipairs(dels) do rec[name] = nil end
+-- the old key becomes the alias or tombstone
+redis.call('DEL', so)
+hset(so, old_flat)
+expire_at(so, ms_of(old_until))
+if old_user then index_rem(old_user, old) end
+-- the record moves to the new key (a live record there leaves its user's index, as on insert)
+if old ~= new and redis.call('HEXISTS', sn, 'c') == 1 then
+  local previous = redis.call('HGET', sn, 'u')
+  if previous then index_rem(previous, new) end
+end
+redis.call('DEL', sn)
+hset(sn, to_flat(rec))
+local e_ms = ms_of(rec['e'])
+expire_at(sn, e_ms)
+local ao, an = akey(old), akey(new)
+if ao ~= an and redis.call('EXISTS', ao) == 1 then redis.call('RENAME', ao, an) end
+append_activity(an, amax, entry)
+if redis.call('EXISTS', an) == 1 then expire_at(an, e_ms) end
+local out = {'ok'}
+if rec['u'] then
+  local idx = index_add(rec['u'], new, e_ms)
+  for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason)) do
+    out[#out + 1] = k
+  end
+end
+return out

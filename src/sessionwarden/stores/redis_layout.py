@@ -1,0 +1,407 @@
+"""The Redis store's layout: key names, hash fields, value encoding, and the Lua scripts.
+
+Keys (``P`` is the store's prefix, ``sw:`` by default; the kinds are :data:`KEY_LAYOUT`, the one
+table both the Python side and every script use: the scripts receive it as their first
+arguments, see ``lua/prelude.lua``):
+
+=====================  =========  ===========================================================
+key                    type       holds
+=====================  =========  ===========================================================
+``P s:<key>``          HASH       one session key: a live record, an alias or a tombstone
+``P u:<user_id>``      ZSET       the user's live keys, each scored 0 (age comes from ``c``)
+``P a:<key>``          LIST       the activity trail, JSON entries trimmed to ``activity_max``
+=====================  =========  ===========================================================
+
+Fields of a ``P s:<key>`` hash (:data:`META_CODES`, :data:`FP_CODES` and the marker fields):
+
+=========  ==============================  ====================================================
+field      holds                           in
+=========  ==============================  ====================================================
+``c``      created_at (marks a live one)   record
+``l``      last_seen                       record
+``e``      expires_at                      record
+``r``      rotated_at                      record
+``x``      csrf_secret                     record
+``u``      user_id                         record, alias, tombstone
+``a``      auth_at                         record
+``i``      client_ip                       record
+``g``      user_agent                      record
+``F``      flags                           record
+``f``      the whole fingerprint, if ``{}``  record
+``0``-``4``  fingerprint ip, net, ua, uav,  record
+           lang
+``f:<n>``  any other fingerprint trait     record
+``d:<n>``  data key ``<n>``                record
+``@``      target (marks an alias)         alias
+``!``      reason (marks a tombstone)      tombstone
+``T``      at                              alias, tombstone
+``G``      grace_until                     alias
+``U``      until                           alias, tombstone
+=========  ==============================  ====================================================
+
+A meta field holding its default (``None``, ``""``, ``{}`` as in
+:class:`~sessionwarden.records.SessionRecord`) is left out. Values: a time (``c l e r a T G U``)
+is its IEEE 754 double, 8 bytes big-endian (exact, and half the size of its shortest decimal);
+every other value is JSON, except that a non-empty string whose first character cannot start
+JSON text (not ``"{[-0-9tfn``) is stored as is (``dark``, ``Chrome 124 on Linux``). JSON text
+never passes for either (a time whose 8 bytes all look like number text is written as JSON
+number text instead), so values written as JSON by earlier versions read the same. Nothing is
+ever unpickled or evaluated. So a read is one HGETALL. Small hashes stay in Redis' compact
+listpack encoding as long as every value fits ``hash-max-listpack-value`` (64 bytes by default;
+raise it to about 256 if your user agents or data values are longer).
+
+In a user index, a key of 64 lowercase hex digits (a keyed hash, as the core makes them) is held
+as byte 0xFF and its 32 bytes, which no key can be as is (0xFF never occurs in UTF-8); other keys
+as is. Members whose record is gone are pruned lazily.
+
+The scripts live in ``lua/`` next to this module: ``prelude.lua`` (shared helpers) is put in
+front of each operation's script, once, when this module is imported; the stores register them
+with redis-py's ``register_script`` (EVALSHA, loading the script when Redis does not know it).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Final, cast
+
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
+
+#: An expiry is never set sooner than this after Redis' own clock (see the store's docstring).
+MIN_RETENTION_MS: Final = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """The kinds of key under a store's prefix. Python names every key from this, and every
+    script receives it (``ARGV[1..5]``, see :meth:`script_args`)."""
+
+    session: str = "s:"
+    activity: str = "a:"
+    user: str = "u:"
+
+    def script_args(self, prefix: str) -> tuple[str, ...]:
+        """The arguments every script call starts with."""
+        return (prefix, self.session, self.activity, self.user, str(MIN_RETENTION_MS))
+
+
+KEY_LAYOUT: Final = KeyLayout()
+
+# -- field names --------------------------------------------------------------------------------
+
+#: Meta field name -> hash field. ``c`` (created_at) marks a live record.
+META_CODES: Final[dict[str, str]] = {
+    "created_at": "c",
+    "last_seen": "l",
+    "expires_at": "e",
+    "rotated_at": "r",
+    "csrf_secret": "x",
+    "user_id": "u",
+    "auth_at": "a",
+    "client_ip": "i",
+    "user_agent": "g",
+    "fingerprint": "f",
+    "flags": "F",
+}
+_CODE_META: Final[dict[str, str]] = {code: name for name, code in META_CODES.items()}
+#: Optional meta fields and the default that is not stored.
+_DEFAULTS: Final[dict[str, JSON]] = {
+    "user_id": None,
+    "auth_at": None,
+    "client_ip": "",
+    "user_agent": "",
+    "fingerprint": None,
+    "flags": {},
+}
+DATA_PREFIX: Final = "d:"
+#: Fingerprint traits are stored one field each: sessionwarden's own traits under one-digit
+#: names (a listpack keeps a name like ``0`` as a 2-byte integer), any other trait as
+#: ``f:<name>``.
+FP_PREFIX: Final = "f:"
+FP_CODES: Final[dict[str, str]] = {"ip": "0", "net": "1", "ua": "2", "uav": "3", "lang": "4"}
+_FP_TRAIT: Final[dict[str, str]] = {code: name for name, code in FP_CODES.items()}
+#: The traits sessionwarden's fingerprint has, cleared when it changes.
+FINGERPRINT_TRAITS: Final = tuple(FP_CODES)
+LIVE: Final = "c"
+ALIAS: Final = "@"
+TOMB: Final = "!"
+_AT, _GRACE, _UNTIL, _USER = "T", "G", "U", "u"
+#: Fields holding a time (seconds since the epoch), stored as an 8-byte double (see ``_time``).
+_TIME_CODES: Final = frozenset({"c", "l", "e", "r", "a"})
+
+
+def text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def pairs(reply: Any) -> dict[str, bytes]:
+    """A hash reply (dict from HGETALL, flat list from a script) as field name -> raw value."""
+    if isinstance(reply, Mapping):
+        return {text(k): _raw(v) for k, v in reply.items()}
+    items = list(reply or ())
+    return {text(items[i]): _raw(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def _raw(value: Any) -> bytes:
+    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
+
+
+def _is_default(name: str, value: JSON) -> bool:
+    if name not in _DEFAULTS:
+        return False
+    default = _DEFAULTS[name]
+    return value is None if default is None else type(value) is type(default) and value == default
+
+
+# -- value encoding -------------------------------------------------------------------------------
+# A value is JSON, except two cheaper spellings that JSON text can never be mistaken for (so data
+# written by older layouts, all JSON, reads the same):
+# * a non-empty string whose first character cannot start a JSON text is stored as is (``dark``
+#   rather than ``"dark"``); other strings (``"42"``, ``"true"``, ``""``) stay JSON;
+# * a time is 8 bytes, its IEEE 754 double big-endian (exact, 10 bytes in a listpack where the
+#   shortest decimal takes about 20). JSON number text has only ``0-9 + - . e E``; in the rare
+#   case where all 8 bytes are among those, the time is stored as JSON number text instead.
+
+#: Bytes a JSON text can start with (as written by :func:`~sessionwarden.records.dumps`).
+_JSON_START: Final = frozenset(b'"{[-0123456789tfn')
+_JSON_START_CHARS: Final = frozenset('"{[-0123456789tfn')
+_NUMBER_CHARS: Final = b"0123456789+-.eE"
+_DOUBLE: Final = struct.Struct(">d")
+
+
+def enc(value: JSON) -> str:
+    """A non-time value as stored."""
+    if type(value) is str and value and value[0] not in _JSON_START_CHARS:
+        return value
+    return dumps(value)
+
+
+def time_enc(value: float) -> bytes | str:
+    """A time as stored (see above); non-finite times are refused, as JSON refuses them."""
+    number = float(value)
+    if not math.isfinite(number):
+        return dumps(number)  # raises ValueError
+    packed = _DOUBLE.pack(number)
+    if not packed.translate(None, _NUMBER_CHARS):
+        return dumps(value)
+    return packed
+
+
+def _time(raw: bytes | str) -> float:
+    """A stored time: an 8-byte double, or JSON number text (older layouts)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) == 8 and raw.translate(None, _NUMBER_CHARS):
+        return float(_DOUBLE.unpack(raw)[0])
+    return float(loads(raw))
+
+
+def _fingerprint_fields(fingerprint: Mapping[str, JSON]) -> list[str]:
+    """A fingerprint as one short field per trait (``0`` for the IP, ``f:<name>`` for other
+    traits): as one JSON value it would exceed Redis's compact-encoding limit for hash values
+    (64 bytes by default) and triple the hash's memory."""
+    flat: list[str] = []
+    for name, value in fingerprint.items():
+        flat += [FP_CODES.get(name) or FP_PREFIX + name, enc(value)]
+    return flat
+
+
+#: The fields a fingerprint may occupy (in this layout or an older one), cleared when it changes.
+_FP_FIELDS: Final = (
+    "f",
+    *FP_CODES.values(),
+    *(FP_PREFIX + name for name in FINGERPRINT_TRAITS),
+)
+
+
+def record_fields(record: SessionRecord) -> list[str | bytes]:
+    flat: list[str | bytes] = []
+    for name, value in record.meta().items():
+        code = META_CODES[name]
+        if code in _TIME_CODES and value is not None:
+            flat += [code, time_enc(cast(float, value))]
+        elif name == "fingerprint" and value:
+            flat += _fingerprint_fields(cast(dict[str, JSON], value))
+        elif not _is_default(name, value):
+            flat += [code, enc(value)]
+    for name, value in record.data.items():
+        flat += [DATA_PREFIX + name, enc(value)]
+    return flat
+
+
+def update_fields(update: RecordUpdate) -> tuple[list[str | bytes], list[str]]:
+    sets: list[str | bytes] = []
+    dels: list[str] = []
+    for name, value in update.meta.items():
+        code = META_CODES.get(name)
+        if code is None:
+            raise ValueError(f"unknown record field {name!r}")
+        if name == "fingerprint":
+            # the previous fingerprint's fields go (sessionwarden's own traits, under this
+            # layout's names and older ones, and a whole-value ``f``), except those rewritten
+            if value:
+                new = _fingerprint_fields(cast(dict[str, JSON], value))
+            elif _is_default(name, value):
+                new = []
+            else:
+                new = [code, enc(value)]
+            sets += new
+            dels += [d for d in _FP_FIELDS if d not in new[::2]]
+            continue
+        if code in _TIME_CODES and value is not None:
+            sets += [code, time_enc(cast(float, value))]
+        elif _is_default(name, value):
+            dels.append(code)
+        else:
+            sets += [code, enc(value)]
+    for name, value in update.set_data.items():
+        sets += [DATA_PREFIX + name, enc(value)]
+    dels += [DATA_PREFIX + name for name in update.del_data]
+    return sets, dels
+
+
+def marker_fields(item: Alias | Tombstone) -> list[str | bytes]:
+    flat: list[str | bytes]
+    if isinstance(item, Alias):
+        flat = [
+            ALIAS,
+            enc(item.target),
+            _AT,
+            time_enc(item.at),
+            _GRACE,
+            time_enc(item.grace_until),
+        ]
+    else:
+        flat = [TOMB, enc(item.reason), _AT, time_enc(item.at)]
+    flat += [_UNTIL, time_enc(item.until)]
+    if item.user_id is not None:
+        flat += [_USER, enc(item.user_id)]
+    return flat
+
+
+_SCALAR_CACHE_SIZE: Final = 8192
+_NUMBER_START: Final = frozenset(b"-0123456789")
+_CONSTANTS: Final[dict[bytes, JSON]] = {b"null": None, b"true": True, b"false": False}
+
+
+def _value(raw: bytes | str) -> Any:
+    """One stored (non-time) value, with fast paths for the shapes almost every field has (a
+    plain string, a number): this runs for every field of every request's read."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if raw[:1] == b'"' and b"\\" not in raw and raw[-1:] == b'"' and len(raw) >= 2:
+        return raw[1:-1].decode("utf-8")
+    if raw and raw[0] not in _JSON_START:
+        return raw.decode("utf-8")  # a string stored as is
+    if raw[:1] and raw[0] in _NUMBER_START and b"e" not in raw and b"E" not in raw:
+        try:
+            return float(raw) if b"." in raw else int(raw)
+        except ValueError:
+            pass
+    if raw in _CONSTANTS:
+        return _CONSTANTS[raw]
+    return loads(raw)
+
+
+def decode(
+    key: str, fields: Mapping[str, str | bytes], parse: Callable[[Any], Any] = _value
+) -> Lookup:
+    if LIVE in fields:
+        meta: dict[str, Any] = {}
+        data: dict[str, JSON] = {}
+        fingerprint: dict[str, JSON] = {}
+        for name, value in fields.items():
+            meta_name = _CODE_META.get(name)
+            if meta_name is not None:
+                meta[meta_name] = _time(value) if name in _TIME_CODES else parse(value)
+            elif name.startswith(DATA_PREFIX):
+                data[name[len(DATA_PREFIX) :]] = parse(value)
+            elif name in _FP_TRAIT:
+                fingerprint[_FP_TRAIT[name]] = parse(value)
+            elif name.startswith(FP_PREFIX):
+                fingerprint[name[len(FP_PREFIX) :]] = parse(value)
+        if fingerprint:
+            meta["fingerprint"] = fingerprint
+        return SessionRecord.from_parts(key, meta, data)
+    user = _value(fields[_USER]) if _USER in fields else None
+    if ALIAS in fields:
+        return Alias(
+            key=key,
+            target=str(_value(fields[ALIAS])),
+            at=_time(fields[_AT]),
+            grace_until=_time(fields[_GRACE]),
+            until=_time(fields[_UNTIL]),
+            user_id=user,
+        )
+    if TOMB in fields:
+        return Tombstone(
+            key=key,
+            reason=str(_value(fields[TOMB])),
+            at=_time(fields[_AT]),
+            until=_time(fields[_UNTIL]),
+            user_id=user,
+        )
+    return None
+
+
+class Scalars:
+    """:func:`_value` remembered by content for scalars: a session's fields come back
+    byte-identical on every request until it is next written. (Safe between threads: dict
+    reads and writes are atomic, and a value is the same whoever parsed it.)"""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[bytes, Any] = {}
+
+    def parse(self, raw: bytes) -> Any:
+        value = self._values.get(raw)
+        if value is None:
+            value = _value(raw)
+            if type(value) in (dict, list):
+                return value  # mutable: never shared between requests
+            if len(self._values) >= _SCALAR_CACHE_SIZE:
+                self._values.clear()
+            self._values[raw] = value
+        return value
+
+
+def flat_fields(reply: list[bytes]) -> dict[str, bytes]:
+    """A flat ``HGETALL`` reply as field name -> raw value (values decoded lazily)."""
+    it = iter(reply)
+    return {name.decode("utf-8"): value for name, value in zip(it, it, strict=False)}
+
+
+def glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
+
+
+# -- the scripts ----------------------------------------------------------------------------------
+
+_OPERATIONS: Final = (
+    "insert",
+    "rotate",
+    "update",
+    "revoke",
+    "delete",
+    "revoke_user",
+    "user_sessions",
+    "purge",
+    "stats",
+)
+
+
+def _load_scripts() -> dict[str, str]:
+    lua = files(__package__).joinpath("lua")
+    prelude = lua.joinpath("prelude.lua").read_text(encoding="utf-8")
+    return {
+        name: prelude + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        for name in _OPERATIONS
+    }
+
+
+#: Operation name -> the Lua source run for it (the prelude, then the operation's script).
+SCRIPTS: Final[dict[str, str]] = _load_scripts()

@@ -1,0 +1,289 @@
+"""The Redis store's operations, written once for the sync and the async store: each is a
+generator of :class:`Call` (a registered script or a plain command) that the store runs with
+its own client. Key names come from :data:`~.redis_layout.KEY_LAYOUT`, which every script call
+also receives first (see :meth:`~.redis_layout.KeyLayout.script_args`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias, TypeVar
+
+from redis.exceptions import RedisError, ResponseError
+
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
+from .base import StoreStats, StoreUnavailable
+from .redis_layout import (
+    KEY_LAYOUT,
+    decode,
+    enc,
+    glob_escape,
+    marker_fields,
+    pairs,
+    record_fields,
+    text,
+    time_enc,
+    update_fields,
+)
+from .tracking import InvalidationFeed, ReadCache
+
+T = TypeVar("T")
+
+#: Seconds between PINGs on a connection that sat idle (catches connections dropped silently).
+HEALTH_CHECK_INTERVAL: Final = 15
+#: Keys examined per SCAN step by :meth:`RedisStore.stats`.
+STATS_BATCH: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One round trip: a registered script (``script`` names it) or a plain command."""
+
+    script: str | None
+    keys: tuple[str, ...]
+    args: tuple[str | bytes | int, ...]
+
+
+Op: TypeAlias = Generator[Call, Any, T]
+
+
+def command(*args: str | int) -> Call:
+    return Call(None, (), args)
+
+
+def _count(values: Sequence[Any]) -> list[str]:
+    return [str(len(values)), *values]
+
+
+class Ops:
+    """Key layout and every operation, written once, as generators of :class:`Call`.
+
+    The sync and async stores only differ in how they run a :class:`Call`.
+    """
+
+    __slots__ = ("head", "prefix")
+
+    def __init__(self, prefix: str, cluster_hash_tag: bool) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a string")
+        if cluster_hash_tag:
+            if "{" in prefix or "}" in prefix:
+                raise ValueError("prefix: no braces with cluster_hash_tag=True")
+            prefix = "{" + (prefix.rstrip(":") or "sw") + "}:"
+        self.prefix = prefix
+        #: What every script call's ARGV starts with: the prefix and the key layout.
+        self.head = KEY_LAYOUT.script_args(prefix)
+
+    def skey(self, key: str) -> str:
+        return self.prefix + KEY_LAYOUT.session + key
+
+    def akey(self, key: str) -> str:
+        return self.prefix + KEY_LAYOUT.activity + key
+
+    def ukey(self, user_id: str) -> str:
+        return self.prefix + KEY_LAYOUT.user + user_id
+
+    def get(self, key: str) -> Op[Lookup]:
+        reply = yield command("HGETALL", self.skey(key))
+        return decode(key, pairs(reply))
+
+    def insert(
+        self, record: SessionRecord, max_per_user: int, tombstone_until: float
+    ) -> Op[list[str]]:
+        keys = [self.skey(record.key)]
+        if record.user_id is not None:
+            keys.append(self.ukey(record.user_id))
+        args = [
+            *self.head,
+            record.key,
+            str(int(max_per_user)),
+            time_enc(tombstone_until),
+            enc("evicted"),
+            *record_fields(record),
+        ]
+        reply = yield Call("insert", tuple(keys), tuple(args))
+        return [text(k) for k in reply]
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        old_becomes: Alias | Tombstone,
+        max_per_user: int,
+        tombstone_until: float,
+        activity_max: int,
+    ) -> Op[list[str] | None]:
+        sets, dels = update_fields(update)
+        args = [
+            *self.head,
+            old_key,
+            new_key,
+            str(int(max_per_user)),
+            time_enc(tombstone_until),
+            enc("evicted"),
+            dumps(old_becomes.until),
+            str(max(int(activity_max), 0)),
+            "" if update.activity is None else dumps(update.activity),
+            *_count(marker_fields(old_becomes)),
+            *_count(sets),
+            *_count(dels),
+        ]
+        reply = yield Call("rotate", (self.skey(old_key), self.skey(new_key)), tuple(args))
+        if reply is None:
+            return None
+        return [text(k) for k in list(reply)[1:]]
+
+    def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[bool]:
+        sets, dels = update_fields(update)
+        entry = "" if update.activity is None else dumps(update.activity)
+        args = [
+            *self.head,
+            key,
+            str(max(int(activity_max), 0)),
+            entry,
+            *_count(sets),
+            *_count(dels),
+        ]
+        reply = yield Call("update", (self.skey(key),), tuple(args))
+        return bool(reply)
+
+    def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
+        args = [*self.head, key, dumps(tombstone.until), *marker_fields(tombstone)]
+        reply = yield Call("revoke", (self.skey(key),), tuple(args))
+        return bool(reply)
+
+    def delete(self, key: str) -> Op[None]:
+        yield Call("delete", (self.skey(key),), (*self.head, key))
+        return None
+
+    def user_sessions(self, user_id: str) -> Op[list[SessionRecord]]:
+        reply = yield Call("user_sessions", (self.ukey(user_id),), self.head)
+        items = list(reply or ())
+        found: list[SessionRecord] = []
+        for i in range(0, len(items) - 1, 2):
+            record = decode(text(items[i]), pairs(items[i + 1]))
+            if isinstance(record, SessionRecord):
+                found.append(record)
+        return sorted(found, key=lambda r: (r.created_at, r.key))
+
+    def revoke_user(
+        self, user_id: str, reason: str, at: float, until: float, keep: str | None
+    ) -> Op[list[str]]:
+        tomb = marker_fields(Tombstone("", reason, at, until, user_id))
+        args = [
+            *self.head,
+            "0" if keep is None else "1",
+            keep or "",
+            dumps(until),
+            *tomb,
+        ]
+        reply = yield Call("revoke_user", (self.ukey(user_id),), tuple(args))
+        return sorted(text(k) for k in reply)
+
+    def activity(self, key: str) -> Op[list[dict[str, JSON]]]:
+        reply = yield command("LRANGE", self.akey(key), 0, -1)
+        return [dict(loads(entry)) for entry in reply]
+
+    def _scan(self, cursor: int, match: str, count: int) -> Op[tuple[int, list[str]]]:
+        reply = yield command("SCAN", cursor, "MATCH", match, "COUNT", count)
+        next_cursor, keys = reply
+        return int(next_cursor), [text(k) for k in keys]
+
+    def purge(self, now: float, batch: int) -> Op[int]:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        match = glob_escape(self.prefix) + "*"
+        removed = 0
+        cursor = 0
+        while True:
+            cursor, keys = yield from self._scan(cursor, match, batch)
+            for i in range(0, len(keys), batch):
+                chunk = tuple(keys[i : i + batch])
+                removed += int((yield Call("purge", chunk, (*self.head, dumps(float(now))))))
+            if cursor == 0:
+                return removed
+
+    def stats(self, now: float) -> Op[StoreStats]:
+        match = glob_escape(self.prefix + KEY_LAYOUT.session) + "*"
+        seen: set[str] = set()
+        users: set[str] = set()
+        live = tombs = aliases = 0
+        cursor = 0
+        while True:
+            cursor, keys = yield from self._scan(cursor, match, STATS_BATCH)
+            fresh = [k for k in dict.fromkeys(keys) if k not in seen]
+            seen.update(fresh)
+            for i in range(0, len(fresh), STATS_BATCH):
+                chunk = tuple(fresh[i : i + STATS_BATCH])
+                reply = yield Call("stats", chunk, (*self.head, dumps(float(now))))
+                live += int(reply[0])
+                tombs += int(reply[1])
+                aliases += int(reply[2])
+                users.update(text(u) for u in reply[3:])
+            if cursor == 0:
+                return StoreStats(
+                    live_sessions=live, users=len(users), tombstones=tombs, aliases=aliases
+                )
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable:
+    """A message naming only the kind of failure (never keys, data or server text)."""
+    reason = type(exc).__name__
+    if isinstance(exc, ResponseError):
+        code = str(exc).split(" ", 1)[0]
+        if code.isascii() and code.isalpha() and code.isupper() and len(code) <= 16:
+            reason = f"{reason} {code}"
+    return StoreUnavailable(f"redis unreachable: {reason}")
+
+
+FAILURES: Final = (RedisError, OSError)
+
+
+def client_options(timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "decode_responses": False,
+    }
+
+
+def read_cache(
+    target: tuple[str, int, int, str | None, str | None] | None,
+    prefix: str,
+    timeout: float,
+    ttl: float,
+    size: int,
+) -> ReadCache | None:
+    """The local read cache (:mod:`.tracking`) for session hashes, or ``None`` when it is off
+    (``ttl`` 0) or the store was given a client rather than a plain ``redis://`` URL."""
+    if ttl < 0 or size < 1:
+        raise ValueError("read_cache_ttl must be >= 0 and read_cache_size >= 1")
+    if target is None or ttl == 0:
+        return None
+    host, port, _db, username, password = target
+
+    def feed(on_keys: Callable[[list[bytes] | None], None]) -> InvalidationFeed:
+        return InvalidationFeed(
+            host,
+            port,
+            username,
+            password,
+            key_prefix=prefix + KEY_LAYOUT.session,
+            timeout=timeout,
+            on_keys=on_keys,
+        )
+
+    return ReadCache(feed, ttl=ttl, size=size)
+
+
+def forget(cache: ReadCache | None, ops: Ops, keys: Sequence[str] | None) -> None:
+    """After a write: drop the store keys it touched from the read cache (``None``: all)."""
+    if cache is None:
+        return
+    if keys is None:
+        cache.clear()
+    else:
+        cache.evict([ops.skey(key) for key in keys])
