@@ -887,7 +887,11 @@ def legacy_marker(admin: redis.Redis, prefix: str, item: Alias | Tombstone) -> N
     admin.pexpireat(prefix + "s:" + item.key, math.ceil(item.until * 1000))
 
 
-def test_reads_and_updates_data_of_older_layouts(rstore: RedisStore, admin: redis.Redis) -> None:
+def test_reads_data_of_older_layouts_and_migrates_it(
+    rstore: RedisStore, admin: redis.Redis
+) -> None:
+    """What earlier versions wrote is read as it is; ``migrate`` (``sessionwarden migrate``)
+    brings it to this layout, after which writes leave nothing of the old one behind."""
     now = time.time()
     p = rstore.prefix
     old = [make_record(skey(i), created=now + i) for i in range(3)]
@@ -905,17 +909,23 @@ def test_reads_and_updates_data_of_older_layouts(rstore: RedisStore, admin: redi
     stats = rstore.stats(now)
     assert (stats.live_sessions, stats.users, stats.tombstones, stats.aliases) == (3, 1, 1, 1)
 
+    # migrated: the index holds packed members, the traits their own fields; reads unchanged
+    assert rstore.migrate(batch=2) >= 1
+    assert rstore.migrate() == 0
+    assert set(admin.zrange(p + "u:alice", 0, -1)) == {member(r.key) for r in old}
+    assert [rstore.get(r.key) for r in old] == old
+    for record in old[:2]:
+        names = set(admin.hkeys(p + "s:" + record.key))
+        assert not names & {b"f:ip", b"f:net", b"f:ua", b"f:uav", b"f:lang"}
+
     # a new session joins the old index: the oldest by created_at goes, although its old score
     # is higher than the new member's
     new = make_record(skey(3), created=now + 3)
     assert rstore.insert(new, max_per_user=3, tombstone_until=now + 60) == [old[0].key]
-    assert set(admin.zrange(p + "u:alice", 0, -1)) == {old[1].key.encode(), old[2].key.encode()} | {
-        member(new.key)
-    }
+    assert set(admin.zrange(p + "u:alice", 0, -1)) == {member(r.key) for r in [*old[1:], new]}
     assert rstore.stats(now).users == 1  # "alice" stored by both layouts counts once
 
-    # updates: written in the new layout, the old fingerprint fields cleared, the index entry
-    # converted
+    # updates: written in the new layout, the old whole-value fingerprint cleared
     for record in old[1:]:
         update = RecordUpdate(
             meta={
@@ -934,8 +944,9 @@ def test_reads_and_updates_data_of_older_layouts(rstore: RedisStore, admin: redi
         assert len(admin.hget(p + "s:" + record.key, "l") or b"") == 8
     assert set(admin.zrange(p + "u:alice", 0, -1)) == {member(r.key) for r in [*old[1:], new]}
 
-    # rotation of an old record, revocation and deletion leave no old index entry behind
+    # rotation of a migrated record, revocation and deletion leave no index entry behind
     legacy_insert(admin, p, old[0])  # back again, as the old layout wrote it
+    assert rstore.migrate() == 2  # its hash and the index
     rotated = rstore.rotate(
         old[0].key,
         skey(4),
@@ -948,6 +959,7 @@ def test_reads_and_updates_data_of_older_layouts(rstore: RedisStore, admin: redi
     assert rstore.get(old[0].key) == Tombstone(old[0].key, "rotated", now + 10, now + 60, "alice")
     legacy_insert(admin, p, make_record(skey(5), created=now - 1))
     legacy_insert(admin, p, make_record(skey(6), created=now - 2))
+    assert rstore.migrate() == 3
     rstore.delete(skey(6))
     assert admin.zscore(p + "u:alice", skey(6)) is None
     assert rstore.revoke(skey(5), Tombstone(skey(5), "logout", now, now + 60, "alice"))

@@ -199,6 +199,16 @@ class RedisStore:
     def stats(self, now: float) -> StoreStats:
         return self._run(self._ops.stats(now))
 
+    def migrate(self, batch: int = 1000) -> int:
+        """Bring what earlier versions wrote to this layout: user indexes holding keys as is
+        get their packed members, records holding fingerprint traits under their old names
+        (``f:ua``...) get them under their one-digit fields. Idempotent, safe while the store
+        is in use (each step is one script); run it once every process has been upgraded.
+        Returns how many keys changed (0 once done)."""
+        changed = self._run(self._ops.migrate(batch))
+        forget(self.read_cache, self._ops, None)
+        return changed
+
     def _read(self, key: str) -> Lookup:
         fast = self._fast
         if fast is None:

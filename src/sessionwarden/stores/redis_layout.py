@@ -209,12 +209,9 @@ def _fingerprint_fields(fingerprint: Mapping[str, JSON]) -> list[str]:
     return flat
 
 
-#: The fields a fingerprint may occupy (in this layout or an older one), cleared when it changes.
-_FP_FIELDS: Final = (
-    "f",
-    *FP_CODES.values(),
-    *(FP_PREFIX + name for name in FINGERPRINT_TRAITS),
-)
+#: The fields sessionwarden's own fingerprint may occupy, cleared when it changes (earlier
+#: versions kept its traits under ``f:<name>``: ``sessionwarden migrate`` moves them).
+_FP_FIELDS: Final = ("f", *FP_CODES.values())
 
 
 def record_fields(record: SessionRecord) -> list[str | bytes]:
@@ -240,8 +237,8 @@ def update_fields(update: RecordUpdate) -> tuple[list[str | bytes], list[str]]:
         if code is None:
             raise ValueError(f"unknown record field {name!r}")
         if name == "fingerprint":
-            # the previous fingerprint's fields go (sessionwarden's own traits, under this
-            # layout's names and older ones, and a whole-value ``f``), except those rewritten
+            # the previous fingerprint's fields go (sessionwarden's own traits and a
+            # whole-value ``f``), except those rewritten
             if value:
                 new = _fingerprint_fields(cast(dict[str, JSON], value))
             elif _is_default(name, value):
@@ -322,7 +319,8 @@ def decode(
             elif name in _FP_TRAIT:
                 fingerprint[_FP_TRAIT[name]] = parse(value)
             elif name.startswith(FP_PREFIX):
-                fingerprint[name[len(FP_PREFIX) :]] = parse(value)
+                # never over a trait's own field (an earlier version's ``f:ua`` next to ``2``)
+                fingerprint.setdefault(name[len(FP_PREFIX) :], parse(value))
         if fingerprint:
             meta["fingerprint"] = fingerprint
         return SessionRecord.from_parts(key, meta, data)
@@ -391,6 +389,7 @@ _OPERATIONS: Final = (
     "user_sessions",
     "purge",
     "stats",
+    "migrate",
 )
 
 

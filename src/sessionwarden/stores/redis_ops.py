@@ -205,6 +205,21 @@ class Ops:
             if cursor == 0:
                 return removed
 
+    def migrate(self, batch: int) -> Op[int]:
+        """Rewrite what earlier versions left (see ``lua/migrate.lua``), one SCAN step at a
+        time; how many keys changed."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        match = glob_escape(self.prefix) + "*"
+        changed = 0
+        cursor = 0
+        while True:
+            cursor, keys = yield from self._scan(cursor, match, batch)
+            for i in range(0, len(keys), batch):
+                changed += int((yield Call("migrate", tuple(keys[i : i + batch]), self.head)))
+            if cursor == 0:
+                return changed
+
     def stats(self, now: float) -> Op[StoreStats]:
         match = glob_escape(self.prefix + KEY_LAYOUT.session) + "*"
         seen: set[str] = set()

@@ -80,7 +80,7 @@ local function is_live(k) return redis.call('HEXISTS', skey(k), 'c') == 1 end
 
 -- index members: a key that is 64 lowercase hex digits (a keyed hash, as the core makes them) is
 -- kept as 0xFF and its 32 bytes (0xFF never occurs in UTF-8, so it cannot be a key as is); any
--- other key, and every key indexed by older layouts, as is
+-- other key as is (earlier versions indexed every key as is: `sessionwarden migrate`)
 local function member(k)
   if #k == 64 and not string.find(k, '[^0-9a-f]') then
     return '\255' .. (string.gsub(k, '..', function(h) return string.char(tonumber(h, 16)) end))
@@ -174,22 +174,17 @@ end
 local function index_add(user, k, e_ms)
   local idx = ukey(user)
   local m = member(k)
-  if redis.call('ZADD', idx, 0, m) == 1 and m ~= k then redis.call('ZREM', idx, k) end
+  redis.call('ZADD', idx, 0, m)
   extend(idx, e_ms)
   return idx
 end
 
 local function index_rem(user, k)
-  local m = member(k)
-  if m == k then
-    redis.call('ZREM', ukey(user), k)
-  else
-    redis.call('ZREM', ukey(user), m, k)
-  end
+  redis.call('ZREM', ukey(user), member(k))
 end
 
 -- evict the oldest live members beyond cap, never `keep`; prunes members no longer live.
--- Scores carry no order (older layouts scored by created_at): age comes from the records.
+-- Scores carry no order (all 0): age comes from the records.
 local function enforce_cap(idx, keep, cap, user, at, until_t, reason)
   local evicted = {}
   if cap <= 0 then return evicted end
