@@ -7,8 +7,10 @@
   checks ``PRAGMA data_version`` and the store's write generation), and an uncached one
   (``read_cache=0``: every get reads and decodes its row).
 * Redis: one session read (HGETALL and decoding) with the read cache off, through the store's
-  own connection code and through redis-py's client; and a read served by the CLIENT TRACKING
-  read cache.
+  own connection code (``stores/resp.py``) and through redis-py's client; the HGETALL alone over
+  a bare redis-py connection (no client, pool or retry: the least redis-py can do); a read
+  served by the CLIENT TRACKING read cache; and a hit of redis-py's own client-side cache
+  (RESP3, Redis 7.4 or later; reported as not available on an older server).
 
 Each figure is the best of five rounds (the machine's other work only ever adds time).
 """
@@ -116,6 +118,7 @@ def _redis_sync_figures(prefix: str, n: int) -> list[tuple[str, float]]:
             out.append((f"Redis get (sync), {label}", per_call(get, n)))
         finally:
             store.close()
+    out.append(("redis-py bare Connection HGETALL (sync)", _bare_sync(prefix, n)))
     return out
 
 
@@ -142,8 +145,46 @@ def _redis_async_figures(prefix: str, n: int) -> list[tuple[str, float]]:
 
     return [
         ("Redis get (async), no read cache, hand-written RESP", asyncio.run(measure(True))),
-        ("Redis get (async), no read cache, redis.asyncio", asyncio.run(measure(False))),
+        ("Redis get (async), no read cache, redis.asyncio client", asyncio.run(measure(False))),
+        ("redis.asyncio bare Connection HGETALL", asyncio.run(_bare_async(prefix, n))),
     ]
+
+
+def _bare_sync(prefix: str, n: int) -> float:
+    """The HGETALL alone over one of redis-py's own connections (no client, pool or retry),
+    the least redis-py can do per read; the store's hand-written reader does the same."""
+    from redis.connection import Connection
+
+    conn = Connection(host="127.0.0.1", port=6379)
+    skey = prefix + "s:" + KEY
+    try:
+
+        def read() -> object:
+            conn.send_command("HGETALL", skey)
+            return conn.read_response()
+
+        return per_call(read, n)
+    finally:
+        conn.disconnect()
+
+
+async def _bare_async(prefix: str, n: int) -> float:
+    from redis.asyncio.connection import Connection
+
+    conn = Connection(host="127.0.0.1", port=6379)
+    skey = prefix + "s:" + KEY
+    try:
+        await conn.connect()
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(n):
+                await conn.send_command("HGETALL", skey)
+                await conn.read_response()
+            best = min(best, time.perf_counter() - start)
+        return best / n * 1e6
+    finally:
+        await conn.disconnect()
 
 
 def _redis_py_cache_figures(prefix: str, n: int) -> list[tuple[str, float]]:
@@ -179,7 +220,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000, help="calls per round")
     args = parser.parse_args()
     for label, micros in sqlite_figures(args.n) + redis_figures(args.n // 5):
-        print(f"{label:<40} {micros:8.2f} µs")
+        print(f"{label:<56} {micros:8.2f} µs")
 
 
 if __name__ == "__main__":

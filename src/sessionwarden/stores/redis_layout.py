@@ -14,30 +14,29 @@ key                    type       holds
 
 Fields of a ``P s:<key>`` hash (:data:`META_CODES`, :data:`FP_CODES` and the marker fields):
 
-=========  ==============================  ====================================================
-field      holds                           in
-=========  ==============================  ====================================================
-``c``      created_at (marks a live one)   record
-``l``      last_seen                       record
-``e``      expires_at                      record
-``r``      rotated_at                      record
-``x``      csrf_secret                     record
-``u``      user_id                         record, alias, tombstone
-``a``      auth_at                         record
-``i``      client_ip                       record
-``g``      user_agent                      record
-``F``      flags                           record
-``f``      the whole fingerprint, if ``{}``  record
-``0``-``4``  fingerprint ip, net, ua, uav,  record
-           lang
-``f:<n>``  any other fingerprint trait     record
-``d:<n>``  data key ``<n>``                record
-``@``      target (marks an alias)         alias
-``!``      reason (marks a tombstone)      tombstone
-``T``      at                              alias, tombstone
-``G``      grace_until                     alias
-``U``      until                           alias, tombstone
-=========  ==============================  ====================================================
+===========  ====================================  =========================
+field        holds                                 in
+===========  ====================================  =========================
+``c``        created_at (marks a live record)      record
+``l``        last_seen                             record
+``e``        expires_at                            record
+``r``        rotated_at                            record
+``x``        csrf_secret                           record
+``u``        user_id                               record, alias, tombstone
+``a``        auth_at                               record
+``i``        client_ip                             record
+``g``        user_agent                            record
+``F``        flags                                 record
+``f``        the fingerprint, when it is ``{}``    record
+``0``-``4``  fingerprint ip, net, ua, uav, lang    record
+``f:<n>``    any other fingerprint trait           record
+``d:<n>``    data key ``<n>``                      record
+``@``        target (marks an alias)               alias
+``!``        reason (marks a tombstone)            tombstone
+``T``        at                                    alias, tombstone
+``G``        grace_until                           alias
+``U``        until                                 alias, tombstone
+===========  ====================================  =========================
 
 A meta field holding its default (``None``, ``""``, ``{}`` as in
 :class:`~sessionwarden.records.SessionRecord`) is left out. Values: a time (``c l e r a T G U``)
