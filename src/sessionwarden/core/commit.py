@@ -42,14 +42,12 @@ class CommitPlan(Enum):
 
 def plan_commit(session: Session, now: float, policy: Policy) -> CommitPlan:
     """Decide what the commit of ``session`` at ``now`` does. Pure: reads no clock, no store."""
-    act = session.pending_actions
+    asked = _asked(session)
+    if asked is not None:
+        return asked
     record = session.record
-    if act is not None:
-        if act.logout:
-            return CommitPlan.LOGOUT
-        if act.login_user is not None or act.rotate:
-            return CommitPlan.ROTATE if record is not None else CommitPlan.CREATE
     if record is None:
+        act = session.pending_actions
         token_issued = act is not None and act.token_issued
         return CommitPlan.CREATE if token_issued or session.has_changes() else CommitPlan.NOTHING
     if not session.via_alias:  # a request through an alias leaves timing to its successor
@@ -58,6 +56,18 @@ def plan_commit(session: Session, now: float, policy: Policy) -> CommitPlan:
         if now - record.last_seen >= policy.effective_touch_interval:
             return CommitPlan.TOUCH
     return CommitPlan.UPDATE if session.has_changes() else CommitPlan.NOTHING
+
+
+def _asked(session: Session) -> CommitPlan | None:
+    """The plan the request asked for explicitly (logout, login, rotation), if any."""
+    act = session.pending_actions
+    if act is None:
+        return None
+    if act.logout:
+        return CommitPlan.LOGOUT
+    if act.login_user is not None or act.rotate:
+        return CommitPlan.ROTATE if session.record is not None else CommitPlan.CREATE
+    return None
 
 
 class Committing(EngineBase):

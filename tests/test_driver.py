@@ -1,0 +1,79 @@
+"""The one driver: the same core operation gives the same result synchronously and
+asynchronously, and the async driver's only shortcut (a store's read without I/O) is taken
+when the store can answer that way and skipped when it cannot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sessionwarden.core import read_now_of, run_async, run_sync
+from sessionwarden.core.ops import Get, Steps, Update
+from sessionwarden.records import Lookup, RecordUpdate, SessionRecord
+from sessionwarden.stores import InlineAsyncStore, MemoryStore, NotCached
+
+
+def _record(key: str) -> SessionRecord:
+    return SessionRecord(
+        key=key, created_at=1, last_seen=1, expires_at=10**10, rotated_at=1, csrf_secret="s"
+    )
+
+
+def steps(key: str) -> Steps[tuple[bool, Lookup]]:
+    ok = yield from Update(key, RecordUpdate(set_data={"n": 1}))
+    found = yield from Get(key)
+    return ok, found
+
+
+class Counting(InlineAsyncStore):
+    """Counts the awaited reads; ``cached`` keys are answered by ``get_cached``."""
+
+    def __init__(self, sync: MemoryStore, cached: set[str]) -> None:
+        super().__init__(sync)
+        self.cached = cached
+        self.awaited: list[str] = []
+        self.read_now: list[str] = []
+
+    async def get(self, key: str) -> Lookup:
+        self.awaited.append(key)
+        return await super().get(key)
+
+    def get_cached(self, key: str) -> Lookup:
+        if key not in self.cached:
+            raise NotCached
+        self.read_now.append(key)
+        return self.sync.get(key)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("a local store never suspends")
+
+
+def test_sync_and_async_drivers_agree() -> None:
+    store = MemoryStore()
+    store.insert(_record("a"), max_per_user=0, tombstone_until=0)
+    ok, found = run_sync(steps("a"), store)
+    assert ok and isinstance(found, SessionRecord) and found.data == {"n": 1}
+    store2 = MemoryStore()
+    store2.insert(_record("a"), max_per_user=0, tombstone_until=0)
+    assert _run(run_async(steps("a"), InlineAsyncStore(store2))) == (ok, found)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_async_driver_reads_without_io_first(cached: bool) -> None:
+    sync = MemoryStore()
+    sync.insert(_record("a"), max_per_user=0, tombstone_until=0)
+    store = Counting(sync, {"a"} if cached else set())
+    ok, found = _run(run_async(steps("a"), store, read_now_of(store)))
+    assert ok and isinstance(found, SessionRecord) and found.data == {"n": 1}
+    assert store.read_now == (["a"] if cached else [])
+    assert store.awaited == ([] if cached else ["a"])
+
+
+def test_a_store_without_reads_without_io_is_awaited() -> None:
+    assert read_now_of(InlineAsyncStore(MemoryStore())) is None
