@@ -239,15 +239,12 @@ class Guard:
     def _refuse_plain_http(self, ctx: RequestContext, target: str, now: float) -> bool:
         """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``ctx.refusal``)."""
         facts = ctx.facts
-        hp = self.policy.https
-        if not hp.redirect or facts.scheme == "https":
-            return False
-        if hp.allow_loopback_http and is_loopback_host(facts.host):
+        if not self.may_redirect(facts):
             return False
         if not is_valid_host(facts.host):
             ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
-        location = https_redirect_target(facts, target, hp)
+        location = https_redirect_target(facts, target, self.policy.https)
         if location is not None:
             self.engine.emit(EventKind.HTTPS_REDIRECT, facts, now)
             ctx.refusal = Refusal(308, "https-required", "plain-http", location=location)
