@@ -39,6 +39,12 @@ class EventKind(enum.StrEnum):
     HTTPS_REDIRECT = "https.redirect"
     STORE_UNAVAILABLE = "store.unavailable"
     STORE_RECOVERED = "store.recovered"
+    DBSC_REGISTERED = "dbsc.registered"
+    DBSC_REFRESHED = "dbsc.refreshed"
+    DBSC_PROOF_FAILED = "dbsc.proof_failed"
+    DBSC_MISSING_BOUND_COOKIE = "dbsc.missing_bound_cookie"
+    DBSC_SKIPPED = "dbsc.skipped"
+    DBSC_TERMINATED = "dbsc.terminated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,8 @@ _WARNING_KINDS = frozenset(
         EventKind.CROSS_ORIGIN_REFUSED,
         EventKind.ANOMALY,
         EventKind.THROTTLED,
+        EventKind.DBSC_PROOF_FAILED,
+        EventKind.DBSC_MISSING_BOUND_COOKIE,
     }
 )
 _ERROR_KINDS = frozenset({EventKind.STORE_UNAVAILABLE})
