@@ -120,7 +120,8 @@ class DbscPolicy:
     #: session is revoked outright.
     on_missing: OnMissing = "anonymous"
     #: Path prefixes where the bound cookie is not required (and the browser does not refresh).
-    exclude_paths: tuple[str, ...] = ()
+    #: Chromium fetches the favicon without holding it back for a refresh, so it is excluded.
+    exclude_paths: tuple[str, ...] = ("/favicon.ico",)
     #: At most ``refresh_limit`` refresh requests per session per ``refresh_window`` seconds;
     #: more are answered 429 (the browser keeps the session and tries again later).
     refresh_limit: int = 10

@@ -31,6 +31,7 @@ class PureServer:
     records: dict[str, str] = field(default_factory=dict)
     notes: list[dbsc.DbscNote] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
+    origin: str = ORIGIN
 
     def state(self, sid: str) -> dbsc.DbscState | None:
         text = self.records.get(sid)
@@ -61,11 +62,12 @@ class PureServer:
             return Response(200, [("Set-Cookie", set_cookie), offer.header], b"welcome")
         if method == "POST" and path == self.policy.register_path:
             state = None if sid is None else self.state(sid)
-            result = dbsc.registration(self.policy, state, request, now, hv, ORIGIN)
+            result = dbsc.registration(self.policy, state, request, now, hv, self.origin)
             return self._result(sid, result)
         if method == "POST" and path == self.policy.refresh_path:
             state = None if sid is None else self.state(sid)
-            return self._result(sid, dbsc.refresh(self.policy, state, request, now, hv, ORIGIN))
+            result = dbsc.refresh(self.policy, state, request, now, hv, self.origin)
+            return self._result(sid, result)
         return self._page(sid, path, cookie, headers)
 
     def _page(self, sid: str | None, path: str, cookie: str, headers: dict[str, str]) -> Response:

@@ -41,7 +41,10 @@ def test_registration_after_login_binds_the_session(alg: str) -> None:
     assert browser.instructions["scope"] == {
         "origin": "https://app.test",
         "include_site": False,
-        "scope_specification": [{"type": "exclude", "path": "/_sessionwarden/dbsc/register"}],
+        "scope_specification": [
+            {"type": "exclude", "path": "/_sessionwarden/dbsc/register"},
+            {"type": "exclude", "path": "/favicon.ico"},
+        ],
     }
     assert browser.instructions["credentials"] == [
         {
@@ -142,6 +145,8 @@ def test_excluded_paths_need_no_bound_cookie() -> None:
     assert browser.log == ["GET /static/app.css -> 200"]
     assert not dbsc.in_scope(server.policy, "/_sessionwarden/dbsc/refresh")
     assert dbsc.in_scope(server.policy, "/staticx")
+    assert dbsc.in_scope(dbsc.DbscPolicy(), "/account")
+    assert not dbsc.in_scope(dbsc.DbscPolicy(), "/favicon.ico")
 
 
 def test_session_gone_answers_continue_false_and_the_browser_ends_the_binding() -> None:

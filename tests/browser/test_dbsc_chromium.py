@@ -1,0 +1,229 @@
+"""Real Chromium against the DBSC decisions, over HTTPS on loopback.
+
+Debian's Chromium has DBSC compiled in but off. It registers and refreshes only when (a) the
+features ``DeviceBoundSessions`` and ``EnableBoundSessionCredentialsSoftwareKeysForManualTesting``
+are on (the second replaces the TPM with a software key), and (b) the TLS certificate verifies:
+``--ignore-certificate-errors`` is not enough, so the test trusts its own certificate through
+``--ignore-certificate-errors-spki-list``. Without the features nothing changes for the user.
+
+The server is the pure-decision server of ``tests/dbsc`` behind a small HTTPS listener; the
+browser must accept our headers, our JSON and our cookie exactly as Chromium ships them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import os
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionwarden import dbsc
+
+from ..dbsc import pure_server
+from ..dbsc.client import Response
+from .conftest import CHROMIUM, CHROMIUM_ARGS, _unavailable
+
+pytestmark = pytest.mark.browser
+FEATURES = (
+    "--enable-features="
+    "DeviceBoundSessions,EnableBoundSessionCredentialsSoftwareKeysForManualTesting"
+)
+
+
+def _certificate(directory: Path) -> tuple[Path, Path, str]:
+    """A self-signed certificate for localhost; returns the files and its SPKI pin."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return cert_file, key_file, base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+class _Site:
+    """The pure-decision server on https://localhost:PORT, with a request log."""
+
+    def __init__(self, cert: Path, key: Path, pin: str) -> None:
+        self.pin = pin  # the certificate's SPKI hash, for --ignore-certificate-errors-spki-list
+        self.app = pure_server.PureServer()  # origin set below, once the port is known
+        self.log: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with site.lock:
+                    response = site.handle(self.command, self.path, headers)
+                body = response.body
+                self.send_response(response.status)
+                for name, value in response.headers:
+                    self.send_header(name, value)
+                if not response.header("content-type"):
+                    self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _serve
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.origin = f"https://localhost:{self.httpd.server_address[1]}"
+        self.app.origin = self.origin
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        self.app.clock.set(time.time())
+        if path == "/drop":  # the bound cookie "runs out" now instead of in ten minutes
+            response = Response(200, [dbsc.clear_bound_cookie_header(self.app.policy)], b"dropped")
+        else:
+            response = self.app.send(method, path, headers)
+        self.log.append((method, path, response.status))
+        return response
+
+    def posts(self) -> list[tuple[str, int]]:
+        with self.lock:
+            return [(p, s) for m, p, s in self.log if m == "POST"]
+
+
+@pytest.fixture
+def site() -> Iterator[_Site]:
+    with tempfile.TemporaryDirectory() as tmp:
+        served = _Site(*_certificate(Path(tmp)))
+        served.thread.start()
+        try:
+            yield served
+        finally:
+            served.httpd.shutdown()
+            served.httpd.server_close()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Callable[[list[str]], Any]]:
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is missing: pip install playwright")
+        raise
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        contexts: list[Any] = []
+
+        def launch(extra: list[str]) -> Any:
+            context = pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra]
+            )
+            contexts.append(context)
+            return context
+
+        try:
+            yield launch
+        finally:
+            for context in contexts:
+                context.close()
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_chromium_registers_and_refreshes_with_a_software_key(
+    site: _Site, chromium: Callable[[list[str]], Any]
+) -> None:
+    context = chromium([FEATURES, f"--ignore-certificate-errors-spki-list={site.pin}"])
+    page = context.new_page()
+    page.goto(f"{site.origin}/login")
+    register = site.app.policy.register_path
+    refresh = site.app.policy.refresh_path
+    assert _wait(lambda: (register, 200) in site.posts()), site.log
+    assert _wait(lambda: any(c["name"] == "__Host-dbsc" for c in context.cookies()))
+    first = {c["name"]: c["value"] for c in context.cookies()}["__Host-dbsc"]
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+
+    # The bound cookie is gone: Chromium holds the next request back, is challenged (403),
+    # signs, receives a new bound cookie, and only then sends the request.
+    page.goto(f"{site.origin}/drop")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    assert site.posts()[-2:] == [(refresh, 403), (refresh, 200)]
+    second = {c["name"]: c["value"] for c in context.cookies()}["__Host-dbsc"]
+    assert second != first
+
+    # The challenge pushed with that 200 makes the next refresh a single round trip.
+    before = len(site.posts())
+    page.goto(f"{site.origin}/drop")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    assert site.posts()[before:] == [(refresh, 200)]
+    kinds = site.app.kinds()
+    assert kinds.count("dbsc.refreshed:") == 2 and kinds[0] == "dbsc.registered:ES256"
+    assert not [k for k in kinds if k.startswith("dbsc.proof_failed")]
+
+
+def test_without_the_features_offering_dbsc_changes_nothing(
+    site: _Site, chromium: Callable[[list[str]], Any]
+) -> None:
+    context = chromium([f"--ignore-certificate-errors-spki-list={site.pin}"])
+    page = context.new_page()
+    page.goto(f"{site.origin}/login")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    page.goto(f"{site.origin}/drop")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    assert site.posts() == []  # no registration, no refresh: an ordinary session
+    assert sorted(c["name"] for c in context.cookies()) == ["__Host-id"]
