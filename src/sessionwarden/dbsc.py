@@ -318,31 +318,30 @@ def session_instructions(
 
 def termination(policy: DbscPolicy, reason: str) -> DbscResult:
     """``{"continue": false}``: ends the browser's session (and drops the binding here)."""
-    return DbscResult(
-        200,
-        (
-            ("Content-Type", "application/json"),
-            *_ENDPOINT_HEADERS,
-            clear_bound_cookie_header(policy),
-        ),
-        {"continue": False},
-        None,
-        True,
-        (DbscNote(EventKind.DBSC_TERMINATED, reason),),
-    )
+    note = DbscNote(EventKind.DBSC_TERMINATED, reason)
+    clear = clear_bound_cookie_header(policy)
+    return _answer(200, None, None, extra=(clear,), body={"continue": False}, notes=(note,))
+
+
+#: Challenges are hashed under the purpose they were issued for: one handed out by the refresh
+#: endpoint (to anybody holding the long-lived cookie) can never answer a registration offer,
+#: which only a fresh login produces. Otherwise a cookie thief could bind the session to a key
+#: of his own.
+_FOR_REGISTRATION = "dbsc-register"
+_FOR_REFRESH = "dbsc-refresh"
 
 
 def _new_challenge(
-    state: DbscState, policy: DbscPolicy, now: float, hash_value: Hasher
+    state: DbscState, policy: DbscPolicy, now: float, hash_value: Hasher, purpose: str
 ) -> tuple[str, DbscState]:
     challenge = secrets.token_urlsafe(_CHALLENGE_BYTES)
     kept = [(d, until) for d, until in state.challenges if until > now]
-    kept.append((hash_value("dbsc-challenge", challenge), now + policy.challenge_ttl))
+    kept.append((hash_value(purpose, challenge), now + policy.challenge_ttl))
     return challenge, replace(state, challenges=tuple(kept[-_MAX_CHALLENGES:]))
 
 
 def _take_challenge(
-    state: DbscState, jti: str | None, now: float, hash_value: Hasher
+    state: DbscState, jti: str | None, now: float, hash_value: Hasher, purpose: str
 ) -> tuple[str, DbscState]:
     """Consume the challenge ``jti`` answers: ``("", state without it)`` or a refusal reason.
 
@@ -351,7 +350,7 @@ def _take_challenge(
     """
     if jti is None or len(jti) > 256:
         return "no-challenge", state
-    digest = hash_value("dbsc-challenge", jti)
+    digest = hash_value(purpose, jti)
     for index, (stored, until) in enumerate(state.challenges):
         if secrets.compare_digest(stored, digest):
             rest = state.challenges[:index] + state.challenges[index + 1 :]
@@ -412,7 +411,9 @@ def registration_offer(
     """After login (on an HTTPS or loopback response, see :func:`may_offer`): the
     ``Secure-Session-Registration`` header with a fresh single-use challenge, and the state
     that remembers the challenge. An existing binding is kept until a new one is proven."""
-    challenge, after = _new_challenge(state or DbscState(), policy, now, hash_value)
+    challenge, after = _new_challenge(
+        state or DbscState(), policy, now, hash_value, _FOR_REGISTRATION
+    )
     value = registration_header(policy.algorithms, policy.register_path, challenge)
     return Offer(("Secure-Session-Registration", value), after)
 
@@ -440,7 +441,7 @@ def registration(
     proof = _load_proof(parse_string_item(request.proof))
     if proof is None:
         return _answer(403, state, state, notes=(_failed("malformed-proof"),))
-    reason, spent = _take_challenge(state, proof.jti, now, hash_value)
+    reason, spent = _take_challenge(state, proof.jti, now, hash_value, _FOR_REGISTRATION)
     if reason:
         return _answer(403, state, spent, notes=(_failed(reason),))
     reason, jwk = _check(proof, policy.algorithms, proof.header.get("jwk"))
@@ -461,7 +462,7 @@ def registration(
     )
     extra = [bound_cookie_header(policy, cookie)]
     if policy.challenge_on_registration:
-        challenge, bound = _new_challenge(bound, policy, now, hash_value)
+        challenge, bound = _new_challenge(bound, policy, now, hash_value, _FOR_REFRESH)
         pushed = challenge_header(challenge, bound.session_identifier)
         extra.append(("Secure-Session-Challenge", pushed))
     note = DbscNote(EventKind.DBSC_REGISTERED, proof.alg, {"alg": proof.alg})
@@ -485,7 +486,7 @@ def _challenge_403(
     hash_value: Hasher,
     notes: Sequence[DbscNote] = (),
 ) -> DbscResult:
-    challenge, after = _new_challenge(state, policy, now, hash_value)
+    challenge, after = _new_challenge(state, policy, now, hash_value, _FOR_REFRESH)
     header = ("Secure-Session-Challenge", challenge_header(challenge, state.session_identifier))
     return _answer(403, before, after, extra=(header,), notes=notes)
 
@@ -516,8 +517,9 @@ def refresh(
         return _answer(403, state, state, notes=(_failed("no-session-id"),))
     if not secrets.compare_digest(sent_id.encode(), state.session_identifier.encode()):
         # The browser holds a binding this app session does not know (an older registration).
-        result = termination(policy, "foreign-session-id")
-        return replace(result, state=state, changed=False)
+        # Nothing is cleared: the bound cookie's name is shared with the current binding.
+        note = DbscNote(EventKind.DBSC_TERMINATED, "foreign-session-id")
+        return _answer(200, state, state, body={"continue": False}, notes=(note,))
     limited, counted = _rate_limited(policy, state, now)
     if limited:
         retry = ("Retry-After", str(int(policy.refresh_window)))
@@ -529,7 +531,7 @@ def refresh(
     if proof is None:
         failed = (_failed("malformed-proof"),)
         return _challenge_403(policy, state, counted, now, hash_value, failed)
-    reason, spent = _take_challenge(counted, proof.jti, now, hash_value)
+    reason, spent = _take_challenge(counted, proof.jti, now, hash_value, _FOR_REFRESH)
     if not reason:  # verified with the stored key: any ``jwk`` the proof carries is ignored
         reason = _check(proof, (state.alg,), state.jwk)[0]
     if reason:
@@ -543,7 +545,7 @@ def refresh(
         previous_cookie_expires_at=spent.cookie_expires_at,
         refreshed_at=now,
     )
-    challenge, renewed = _new_challenge(renewed, policy, now, hash_value)
+    challenge, renewed = _new_challenge(renewed, policy, now, hash_value, _FOR_REFRESH)
     extra = (
         bound_cookie_header(policy, cookie),
         ("Secure-Session-Challenge", challenge_header(challenge, state.session_identifier)),

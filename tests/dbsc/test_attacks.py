@@ -374,3 +374,58 @@ def test_malformed_proofs_get_a_fresh_challenge_and_never_raise(proof: str) -> N
     assert result.status == 403
     assert any(k == "Secure-Session-Challenge" for k, _ in result.headers)
     assert not any(k == "Set-Cookie" for k, _ in result.headers)
+
+
+def test_refresh_challenge_cannot_register_the_thiefs_key() -> None:
+    """A thief with the long-lived cookie is handed refresh challenges (403); none of them may
+    answer a registration, or he would re-bind the session to a key of his own."""
+    server, browser, sid = _bound()
+    challenge = _challenge_for(server, browser)
+    thief = DeviceKey()
+    proof = thief.proof(challenge, with_jwk=True)
+    reply = server.send(
+        "POST",
+        server.policy.register_path,
+        {**_thief_cookies(browser, bound=False), "secure-session-response": proof},
+    )
+    assert reply.status == 403 and reply.all("set-cookie") == []
+    assert server.kinds()[-1] == "dbsc.proof_failed:unknown-challenge"
+    state = server.state(sid)
+    assert state is not None and browser.key is not None and state.jwk == browser.key.jwk()
+
+
+def test_a_registration_challenge_cannot_answer_a_refresh() -> None:
+    server = PureServer()
+    login = server.send("GET", "/login", {})
+    from .client import parse_registration
+
+    offer = parse_registration(login.header("secure-session-registration") or "")
+    (sid,) = server.records
+    key = DeviceKey()
+    first = server.send(
+        "POST",
+        offer["path"],
+        {
+            "cookie": f"__Host-id={sid}",
+            "secure-session-response": key.proof(offer["challenge"], with_jwk=True),
+        },
+    )
+    assert first.status == 200
+    session_id = first.json()["session_identifier"]
+    # a second offer (a later login) leaves a registration challenge outstanding
+    state = server.state(sid)
+    offer2 = dbsc.registration_offer(
+        server.policy, state, server.clock.now(), server.keyring.hash_value
+    )
+    server.put(sid, offer2.state)
+    challenge = parse_registration(offer2.header[1])["challenge"]
+    request = dbsc.DbscRequest(proof=key.proof(challenge, with_jwk=False), session_id=session_id)
+    result = dbsc.refresh(
+        server.policy,
+        server.state(sid),
+        request,
+        server.clock.now(),
+        server.keyring.hash_value,
+        ORIGIN,
+    )
+    _refused(result, "unknown-challenge")
