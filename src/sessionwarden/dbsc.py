@@ -556,13 +556,19 @@ def refresh(
 
 
 def check_bound_cookie(
-    state: DbscState | None, value: str | None, now: float, hash_value: Hasher
+    state: DbscState | None,
+    value: str | None,
+    now: float,
+    hash_value: Hasher,
+    legacy: Sequence[Hasher] = (),
 ) -> CookieCheck:
     """Whether a request of this session carries a valid bound cookie.
 
     ``value`` is the bound cookie as sent (``None`` when absent; pass ``""`` or any non-issued
     value when several were sent, which is then ``WRONG``). A value is valid until its Max-Age;
-    the one replaced by the last refresh stays valid until its own Max-Age.
+    the one replaced by the last refresh stays valid until its own Max-Age. ``legacy`` are the
+    keyed hashes under retired secrets (a secret rotation must not cost every bound session
+    its cookie: the browser would not refresh a cookie it still holds).
     """
     if state is None or not state.bound:
         return CookieCheck.UNBOUND
@@ -570,13 +576,15 @@ def check_bound_cookie(
         return CookieCheck.MISSING
     if not value or len(value) > 128:
         return CookieCheck.WRONG
-    digest = hash_value("dbsc-cookie", value)
-    for stored, until in (
+    issued = (
         (state.cookie_hash, state.cookie_expires_at),
         (state.previous_cookie_hash, state.previous_cookie_expires_at),
-    ):
-        if stored and secrets.compare_digest(stored, digest):
-            return CookieCheck.OK if now < until else CookieCheck.EXPIRED
+    )
+    for hasher in (hash_value, *legacy):
+        digest = hasher("dbsc-cookie", value)
+        for stored, until in issued:
+            if stored and secrets.compare_digest(stored, digest):
+                return CookieCheck.OK if now < until else CookieCheck.EXPIRED
     return CookieCheck.WRONG
 
 

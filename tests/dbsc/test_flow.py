@@ -286,3 +286,19 @@ except ImportError as exc:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "needs-extra blocked: cryptography" in out.stdout
+
+
+def test_bound_cookie_survives_a_secret_rotation_through_legacy_hashers() -> None:
+    from sessionwarden.tokens import Keyring
+
+    server, browser = _pair()
+    browser.request("GET", "/login")
+    (sid,) = server.records
+    state, value, now = server.state(sid), _bound_cookie(browser), server.clock.now()
+    rotated = Keyring([b"n" * 32, b"k" * 32])
+    old_only = Keyring([b"k" * 32])
+    assert dbsc.check_bound_cookie(state, value, now, rotated.hash_value) is dbsc.CookieCheck.WRONG
+    assert (
+        dbsc.check_bound_cookie(state, value, now, rotated.hash_value, [old_only.hash_value])
+        is dbsc.CookieCheck.OK
+    )
