@@ -2,6 +2,9 @@
 
 Redis tests talk to the real server on 127.0.0.1:6379 with a key prefix of their own per test. When
 the server is absent they skip with the reason shown; under ``CI=true`` they fail instead.
+PostgreSQL tests do the same with the server on 127.0.0.1:5432: the run creates a database of its
+own (``swtest_<random>``), each test a table of its own in it, and the database is dropped at the
+end of the run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ if TYPE_CHECKING:
     from tests.cluster_support import Cluster, SentinelSet
 
 REDIS_URL = os.environ.get("SESSIONWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: The server's maintenance database, through which the run's own database is created and dropped.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SESSIONWARDEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SECRET = b"k" * 32
 
@@ -86,6 +93,82 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
         yield group
 
 
+def postgres_or_skip() -> str:
+    """Return the admin URL when PostgreSQL answers; skip (or fail under CI) otherwise."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the test extra installs it
+        if IN_CI:
+            pytest.fail("psycopg is not installed (CI=true: PostgreSQL tests must run)")
+        pytest.skip("psycopg is not installed")
+    error: Exception | None = None
+    for _ in range(3):
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return POSTGRES_ADMIN_URL
+        except Exception as exc:
+            error = exc
+            time.sleep(1)
+    if IN_CI:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({error}); CI=true requires it"
+        )
+    pytest.skip(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {error}")
+
+
+_PG_DATABASE: dict[str, str] = {}
+
+
+def postgres_database() -> str:
+    """The URL of this run's own database (created on first use, dropped when the run ends)."""
+    if "url" not in _PG_DATABASE:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        admin = postgres_or_skip()
+        name = f"swtest_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        _PG_DATABASE["name"] = name
+        params = conninfo_to_dict(admin)
+        host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
+        user = params.get("user", "postgres")
+        _PG_DATABASE["url"] = f"postgresql://{user}@{host}:{port}/{name}"
+    return _PG_DATABASE["url"]
+
+
+def unique_table() -> str:
+    return f"sw_{uuid.uuid4().hex[:12]}"
+
+
+def postgres_table(table: str | None = None) -> tuple[str, str]:
+    """``(database URL, table)``: a fresh table (schema created) in this run's database."""
+    from sessionwarden.stores.postgres import init_schema
+
+    url = postgres_database()
+    name = table or unique_table()
+    init_schema(url, table=name)
+    return url, name
+
+
+def postgres_store_url() -> str:
+    """A ``postgresql://`` store URL naming a fresh table (schema created) in this run's
+    database."""
+    url, table = postgres_table()
+    return f"{url}?table={table}"
+
+
+def _drop_postgres_database() -> None:
+    name = _PG_DATABASE.get("name")
+    if name is None:
+        return
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def unique_prefix() -> str:
     return f"swtest:{uuid.uuid4().hex[:12]}:"
 
@@ -134,6 +217,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _drop_postgres_database()
     leaked = sorted({v[:6] + "…" for v in _ISSUED for line in _LOG_LINES if v in line})
     if leaked:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -155,7 +239,7 @@ def policy() -> Policy:
     return Policy(secret_keys=(SECRET,))
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
     """Each synchronous store against its real backend."""
     kind = request.param
@@ -167,6 +251,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
         s = SQLiteStore(tmp_path / "sessions.db")
         yield s
         s.close()
+    elif kind == "postgres":
+        from sessionwarden.stores.postgres import PostgresStore
+
+        url, table = postgres_table()
+        p = PostgresStore(url, table=table)
+        yield p
+        p.close()
     else:
         url = redis_or_skip()
         from sessionwarden.stores.redis import RedisStore

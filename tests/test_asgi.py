@@ -27,7 +27,14 @@ from sessionwarden.core import Session
 from sessionwarden.policy import Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore, StoreUnavailable
 
-from .conftest import IN_CI, SECRET, drop_prefix, redis_or_skip, unique_prefix
+from .conftest import (
+    IN_CI,
+    SECRET,
+    drop_prefix,
+    postgres_store_url,
+    redis_or_skip,
+    unique_prefix,
+)
 
 BASE = "https://app.test"
 
@@ -88,12 +95,14 @@ def client_for(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "memory":
         yield "memory://"
     elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/s.db"
+    elif request.param == "postgres":
+        yield postgres_store_url()
     else:
         prefix = unique_prefix()
         yield f"{redis_or_skip()}?prefix={prefix}"

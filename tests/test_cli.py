@@ -25,7 +25,7 @@ from sessionwarden.core import Engine, run_sync
 from sessionwarden.policy import Policy
 from sessionwarden.stores.base import SessionStore
 
-from .conftest import SECRET, drop_prefix, redis_or_skip, unique_prefix
+from .conftest import SECRET, drop_prefix, postgres_table, redis_or_skip, unique_prefix
 from .test_engine import Client, login
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -38,7 +38,7 @@ class Target:
     store: SessionStore
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     if request.param == "sqlite":
         from sessionwarden.stores.sqlite import SQLiteStore
@@ -47,6 +47,13 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         store = SQLiteStore(path)
         yield Target(f"sqlite:///{path}", store)
         store.close()
+    elif request.param == "postgres":
+        from sessionwarden.stores.postgres import PostgresStore
+
+        url, table = postgres_table()
+        pstore = PostgresStore(url, table=table)
+        yield Target(f"{url}?table={table}", pstore)
+        pstore.close()
     else:
         url = redis_or_skip()
         from sessionwarden.stores.redis import RedisStore

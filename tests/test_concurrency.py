@@ -37,7 +37,7 @@ from sessionwarden.stores import open_store
 from sessionwarden.wsgi import SessionWardenWSGI
 
 from .attacks.conftest import drop_keys
-from .conftest import SECRET, redis_or_skip, unique_prefix
+from .conftest import SECRET, postgres_store_url, redis_or_skip, unique_prefix
 
 COOKIE = "__Host-id"
 N = 50
@@ -49,10 +49,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/sessions.db"
+    elif request.param == "postgres":
+        yield postgres_store_url()
     else:
         prefix = unique_prefix()
         yield f"{redis_or_skip()}?prefix={prefix}"

@@ -26,7 +26,7 @@ from sessionwarden.clock import Clock, ManualClock
 from sessionwarden.events import Event, EventKind, EventSink
 from sessionwarden.policy import Policy
 
-from ..conftest import SECRET, redis_or_skip, unique_prefix
+from ..conftest import SECRET, postgres_store_url, redis_or_skip, unique_prefix
 
 BASE = "https://app.test"
 COOKIE = "__Host-id"
@@ -229,11 +229,13 @@ class Rig:
 RigFactory = Callable[..., Rig]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The persistent stores, each against its real backend."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/sessions.db"
+    elif request.param == "postgres":
+        yield postgres_store_url()
     else:
         prefix = unique_prefix()
         yield f"{redis_or_skip()}?prefix={prefix}"

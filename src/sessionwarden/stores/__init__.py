@@ -3,14 +3,17 @@
 * ``memory://`` — :class:`~sessionwarden.stores.memory.MemoryStore`, one process, for tests.
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the embedded default.
 * ``redis://host:port/db`` (``rediss://`` for TLS; ``?prefix=app:``) — many processes and hosts.
+* ``postgresql://user@host:port/dbname`` (or ``postgres://``; ``?table=sessionwarden``, other
+  parameters go to libpq) — several hosts sharing one PostgreSQL database.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import (
     AsyncSessionStore,
@@ -39,10 +42,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StoreURL:
-    kind: str  # "memory", "sqlite" or "redis"
+    kind: str  # "memory", "sqlite", "redis" or "postgres"
     path: str = ""  # sqlite file
-    url: str = ""  # redis URL without our own query options
-    prefix: str = "sw:"
+    url: str = ""  # redis or postgres URL without our own query options
+    prefix: str = "sw:"  # redis key prefix; postgres: the table name
 
 
 def _memory(parts: SplitResult) -> StoreURL:
@@ -79,6 +82,21 @@ def _redis(parts: SplitResult) -> StoreURL:
     )
 
 
+def _postgres(parts: SplitResult) -> StoreURL:
+    """``postgresql://...``: the libpq URI without ``table`` (ours), which names the table."""
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, max_num_fields=32)
+    except ValueError as exc:
+        raise ValueError(f"store URL: {exc}") from None
+    tables = [v for k, v in query if k == "table"]
+    table = tables[-1] if tables else "sessionwarden"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", table):
+        raise ValueError("store URL: table must be 1-41 characters of a-z, 0-9 and _")
+    rest = urlencode([(k, v) for k, v in query if k != "table"])
+    url = urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
+    return StoreURL("postgres", url=url, prefix=table)
+
+
 #: URL scheme -> the function that checks the rest of the URL and names the store. Adding a
 #: store is one entry here (and its opening in open_store / open_async_store).
 SCHEMES: Final[dict[str, Callable[[SplitResult], StoreURL]]] = {
@@ -86,6 +104,8 @@ SCHEMES: Final[dict[str, Callable[[SplitResult], StoreURL]]] = {
     "sqlite": _sqlite,
     "redis": _redis,
     "rediss": _redis,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 
@@ -115,6 +135,10 @@ def open_store(url: str) -> SessionStore:
         from .sqlite import SQLiteStore
 
         return SQLiteStore(spec.path)
+    if spec.kind == "postgres":
+        from .postgres import PostgresStore
+
+        return PostgresStore(spec.url, table=spec.prefix)
     from .redis import RedisStore
 
     return RedisStore(spec.url, prefix=spec.prefix)
@@ -127,4 +151,8 @@ def open_async_store(url: str) -> AsyncSessionStore:
         from .redis import AsyncRedisStore
 
         return AsyncRedisStore(spec.url, prefix=spec.prefix)
+    if spec.kind == "postgres":
+        from .postgres import AsyncPostgresStore
+
+        return AsyncPostgresStore(spec.url, table=spec.prefix)
     return InlineAsyncStore(open_store(url), offload_writes=spec.kind == "sqlite")
