@@ -146,11 +146,15 @@ def open_cli_store(arg: str | None) -> SessionStore:
     try:
         return open_store(url)
     except ImportError:
-        raise CliError(
-            EXIT_USAGE, "Redis support is not installed: pip install 'sessionwarden[redis]'"
-        ) from None
+        raise CliError(EXIT_USAGE, _not_installed(spec.kind)) from None
     except ValueError as exc:
         raise CliError(EXIT_USAGE, f"store URL: {exc}") from None
+
+
+def _not_installed(kind: str) -> str:
+    if kind == "postgres":
+        return "PostgreSQL support is not installed: pip install 'sessionwarden[postgres]'"
+    return "Redis support is not installed: pip install 'sessionwarden[redis]'"
 
 
 def _ref_arg(value: str) -> str:
@@ -310,6 +314,30 @@ def cmd_activity(args: argparse.Namespace, store: SessionStore) -> int:
     return EXIT_OK
 
 
+def cmd_store_init(args: argparse.Namespace) -> int:
+    """Create (or migrate) the store's schema. Only PostgreSQL has one to create by hand: a
+    SQLite file gets its tables when the application first opens it, Redis needs none."""
+    url = _store_url(args.store)
+    try:
+        spec = parse_store_url(url)
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, str(exc)) from None
+    if spec.kind != "postgres":
+        print(f"nothing to do: a {spec.kind} store creates what it needs when it is opened")
+        return EXIT_OK
+    try:
+        from .stores.postgres import init_schema
+    except ImportError:
+        raise CliError(EXIT_USAGE, _not_installed("postgres")) from None
+    before, after = init_schema(spec.url, table=spec.prefix)
+    done = "created" if before is None else "up to date" if before == after else "migrated"
+    if args.json:
+        _json({"table": spec.prefix, "before": before, "version": after, "done": done}, sys.stdout)
+    else:
+        print(f"table {spec.prefix!r}: schema version {after} ({done})")
+    return EXIT_OK
+
+
 def _with_store(command: Callable[[argparse.Namespace, SessionStore], int]) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         store = open_cli_store(args.store)
@@ -372,7 +400,8 @@ def build_parser(demo: DemoHooks | None = None) -> argparse.ArgumentParser:
     store_opts.add_argument(
         "--store",
         metavar="URL",
-        help=f"sqlite:///path.db or redis://host:port/db?prefix=... (default: ${ENV_STORE})",
+        help="sqlite:///path.db, redis://host:port/db?prefix=... or"
+        f" postgresql://user@host:port/db?table=... (default: ${ENV_STORE})",
     )
     store_opts.add_argument("--json", action="store_true", help="print JSON")
     user_opt = argparse.ArgumentParser(add_help=False)
@@ -426,6 +455,13 @@ def build_parser(demo: DemoHooks | None = None) -> argparse.ArgumentParser:
         "--batch", type=_positive_int, default=1000, help="items per step (default 1000)"
     )
     p.set_defaults(handler=_with_store(cmd_migrate))
+
+    store = commands.add_parser("store", help="prepare a store")
+    store_actions = store.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = store_actions.add_parser(
+        "init", parents=[store_opts], help="create or migrate the schema (PostgreSQL)"
+    )
+    p.set_defaults(handler=cmd_store_init)
 
     p = commands.add_parser("demo", help="run the demo application (sessionwarden[demo])")
     if demo is not None:

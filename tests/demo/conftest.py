@@ -1,7 +1,9 @@
 """The demo served for real: ``python -m sessionwarden.demo`` in a subprocess on 127.0.0.1.
 
-``server`` is parametrised over the SQLite and Redis stores (Redis with a key prefix of its own,
-deleted afterwards; skipped when Redis is absent, failed under ``CI=true``), and over the two apps:
+``server`` is parametrised over the SQLite, Redis and PostgreSQL stores (Redis with a key prefix of
+its own, deleted afterwards; PostgreSQL with a table of its own in the run's database, which the
+demo creates itself; each skipped when its server is absent, failed under ``CI=true``), and over
+the two apps:
 the Starlette demo and its Flask twin (``python -m sessionwarden.demo.flask_main``, the ``flask-``
 parameters), which must pass the very same assertions. ``Client`` keeps the
 session cookie itself: it is ``__Host-id`` and ``Secure``, which ``http.cookiejar`` refuses to send
@@ -25,7 +27,14 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import REDIS_URL, drop_prefix, redis_or_skip, unique_prefix
+from ..conftest import (
+    REDIS_URL,
+    drop_prefix,
+    postgres_database,
+    redis_or_skip,
+    unique_prefix,
+    unique_table,
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 COOKIE = "__Host-id"
@@ -152,8 +161,10 @@ def _wait_until_up(server: DemoServer, evil_port: int | None) -> None:
     params=[
         "sqlite",
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
         "flask-sqlite",
         pytest.param("flask-redis", marks=pytest.mark.redis),
+        pytest.param("flask-postgres", marks=pytest.mark.postgres),
     ],
 )
 def server(
@@ -168,6 +179,12 @@ def server(
         with run_demo(
             f"sqlite:///{workdir}/demo.db", workdir / "demo.key", workdir, module=module
         ) as srv:
+            yield srv.base_url
+        return
+    if param.removeprefix("flask-") == "postgres":
+        # A table the demo has to create itself (as on an empty database).
+        store = f"{postgres_database()}?table={unique_table()}"
+        with run_demo(store, workdir / "demo.key", workdir, module=module) as srv:
             yield srv.base_url
         return
     redis_or_skip()

@@ -24,7 +24,7 @@ from typing import Literal, TextIO, TypeVar
 from ..asgi import ASGIApp
 from ..monitor import JsonFormatter
 from ..policy import Policy
-from ..stores import parse_store_url
+from ..stores import StoreUnavailable, parse_store_url
 from .shared import EVENT_LOGGER, LOGGER, demo_policy
 from .users import hash_password, parse_user_spec, random_password
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_STORE,
         metavar="URL",
         help="session store: sqlite:///path.db (default: %(default)s), "
-        "redis://host:port/db[?prefix=...] or memory://",
+        "redis://host:port/db[?prefix=...], postgresql://user@host:port/db[?table=...] or memory://",
     )
     parser.add_argument(
         "--user",
@@ -99,6 +99,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------
 # The secret key
 # --------------------------------------------------------------------------------------------
+
+
+def prepare_store(store_url: str) -> None:
+    """Check the store URL; for PostgreSQL, create the schema when it is missing (the demo
+    just works on an empty database; an application runs ``sessionwarden store init``)."""
+    spec = parse_store_url(store_url)
+    if spec.kind == "postgres":
+        from ..stores.postgres import init_schema
+
+        init_schema(spec.url, table=spec.prefix)
 
 
 def default_secret_path(store_url: str) -> Path:
@@ -232,9 +242,12 @@ def start_up(
     Returns what was settled and the app, or the exit status after an error was printed.
     """
     try:
-        parse_store_url(args.store)
+        prepare_store(args.store)
     except ValueError as exc:
         print(f"--store: {exc}", file=sys.stderr)
+        return 2
+    except (StoreUnavailable, ImportError) as exc:
+        print(f"error: cannot open the store: {exc}", file=sys.stderr)
         return 2
     for port in (args.port, args.evil_port):
         if port is not None and not 0 < port < 65536:
