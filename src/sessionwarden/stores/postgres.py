@@ -23,8 +23,9 @@ Failures fail closed: no connection within ``timeout`` seconds (server down, unr
 exhausted), a statement running longer than ``timeout`` (``statement_timeout``, set on every
 connection; it bounds lock waits too), a dropped connection, any server error: all raise
 :class:`~sessionwarden.stores.base.StoreUnavailable` with a short message naming the condition,
-never the URL, a statement or data. A pooled connection the server dropped (a restart, an idle
-timeout) is replaced and the operation tried once more, when it had not yet asked to commit.
+never the URL, a statement or data. When a pooled connection turns out to have been dropped by
+the server (a restart, an idle timeout), the pool's other idle connections are checked, the dead
+ones replaced, and the operation tried once more if it had not yet asked to commit.
 """
 
 from __future__ import annotations
@@ -200,6 +201,15 @@ class PostgresStore:
             except psycopg.Error as exc:
                 if not _again(exc, attempt, number):
                     raise _unavailable(exc) from None
+            if attempt.conn is not None and attempt.conn.broken:
+                self._checked()  # the server dropped it: the others are likely gone too
+
+    def _checked(self) -> None:
+        """Drop the pool's idle connections the server has closed."""
+        try:
+            self._pool.check()
+        except psycopg.Error as exc:
+            raise _unavailable(exc) from None
 
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the server answers and the schema is there."""
@@ -376,6 +386,15 @@ class AsyncPostgresStore:
             except psycopg.Error as exc:
                 if not _again(exc, attempt, number):
                     raise _unavailable(exc) from None
+            if attempt.conn is not None and attempt.conn.broken:
+                await self._checked()  # the server dropped it: the others are likely gone too
+
+    async def _checked(self) -> None:
+        """Drop the pool's idle connections the server has closed."""
+        try:
+            await (await self._pool()).check()
+        except psycopg.Error as exc:
+            raise _unavailable(exc) from None
 
     async def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the server answers and the schema is there."""
