@@ -32,6 +32,10 @@ BROWSER_HEADERS: tuple[tuple[str, str], ...] = (
 )
 SECRET = b"bench-secret-key-0123456789abcdef-0123456789"
 REDIS_URL = os.environ.get("SESSIONWARDEN_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+#: The PostgreSQL server's maintenance database; each benchmark creates a database of its own.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SESSIONWARDEN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 USER = "alice"
 
 
@@ -65,6 +69,51 @@ def redis_ok() -> bool:
     return True
 
 
+def postgres_database(kind: str) -> str:
+    """Create a database of its own for one benchmark and return its URL (schema created);
+    :class:`Unavailable` when PostgreSQL cannot be reached, :class:`NotInstalled` without
+    psycopg."""
+    try:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError as exc:
+        raise NotInstalled(str(exc)) from None
+    name = f"swbench_{kind}_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError as exc:
+        raise Unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL} unreachable: {exc}") from None
+    params = conninfo_to_dict(POSTGRES_ADMIN_URL)
+    url = (
+        f"postgresql://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
+        f"{params.get('port', '5432')}/{name}"
+    )
+    from sessionwarden.stores.postgres import init_schema
+
+    init_schema(url)
+    return url
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def postgres_server_version() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=1) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]).split()[0] if row else "?"
+    except Exception:
+        return "unreachable"
+
+
 def drop_prefix(prefix: str) -> int:
     """Delete every Redis key under ``prefix`` (SCAN + UNLINK in batches)."""
     import redis
@@ -92,6 +141,10 @@ class CookieJar:
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
         self._header: str | None = None
+
+    def clear(self) -> None:
+        self.values.clear()
+        self._header = None
 
     def update(self, set_cookie: str) -> None:
         first, _, attrs = set_cookie.partition(";")
@@ -372,6 +425,8 @@ PACKAGES = (
     "flask-login",
     "django",
     "redis",
+    "psycopg",
+    "psycopg-pool",
     "uvicorn",
     "httptools",
     "uvloop",
@@ -409,7 +464,8 @@ def environment_block() -> str:
     lines = [
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['os']}",
-        f"- Python {m['python']}, Redis server {redis_server_version()}",
+        f"- Python {m['python']}, Redis server {redis_server_version()},"
+        f" PostgreSQL server {postgres_server_version()}",
         "- load average when written (1/5/15 min): "
         + " / ".join(f"{x:.2f}" for x in os.getloadavg())
         + " (other jobs share this machine; compare rows of one run, not runs)",

@@ -19,8 +19,10 @@ from .common import (
     AsyncRow,
     Row,
     WsgiClient,
+    drop_postgres_database,
     drop_prefix,
     expect,
+    postgres_database,
     unique_prefix,
 )
 
@@ -73,6 +75,11 @@ def open_async_store(kind: str, tmp: str, *, read_cache: bool = True) -> tuple[A
     """The store for ``kind``; returns it and the Redis prefix to drop ('' when none)."""
     from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
+    if kind == "postgres":
+        from sessionwarden.stores.postgres import AsyncPostgresStore
+
+        url = postgres_database("ours")
+        return AsyncPostgresStore(url), url
     if kind == "memory":
         return InlineAsyncStore(MemoryStore()), ""
     if kind == "sqlite":
@@ -142,9 +149,33 @@ class OursAsgi(AsyncRow):
         close = getattr(self.store, "close", None)
         if close is not None:
             await close()
-        if self.prefix:
+        if self.prefix.startswith("postgresql://"):
+            drop_postgres_database(self.prefix)
+        elif self.prefix:
             drop_prefix(self.prefix)
         self._tmp.cleanup()
+
+
+class OursAsgiLogin(OursAsgi):
+    """A new visitor signs in: the GET that creates the session and hands out a CSRF token,
+    then the login POST (rotation to a new ID, the per-user cap). Two requests per iteration;
+    the figure is per iteration. Sessions pile up for one user, so the cap (5) evicts one per
+    sign-in, as on a busy account."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(store)
+        self.name = f"ours ASGI {store} sign-in (GET token + POST login)"
+
+    async def one(self) -> None:
+        self.client.jar.clear()  # a new visitor
+        await sign_in_only(self.client)
+
+
+async def sign_in_only(client: AsgiClient) -> None:
+    status, body, _ = await client.request("GET", "/token")
+    expect(status, body, 200, None, "token")
+    status, body, _ = await client.request("POST", "/login", [("x-csrf-token", body.decode())])
+    expect(status, body, 200, b"ok", "login")
 
 
 def flask_app() -> Any:

@@ -1,5 +1,6 @@
 """Scale: read latency with 1,000 vs N live sessions (SQLite, Redis), Redis memory per session,
-and SQLite purge of N expired rows under a concurrent request thread.
+and SQLite purge of N expired rows under a concurrent request thread; PostgreSQL read latency
+1,000 vs N as a part of its own (``--parts postgres``; not in the default set).
 
     PYTHONPATH=src python -m bench.scale              # N = 1,000,000; records bench/RESULTS.md
     PYTHONPATH=src python -m bench.scale --n 50000    # quick check (no file written)
@@ -514,6 +515,85 @@ def part_latency(args: argparse.Namespace, now: float, say: Any) -> None:
         )
 
 
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def postgres_fill(url: str, n: int, now: float) -> list[str]:
+    """``n`` typical records in the store's own row encoding, by COPY in batches."""
+    import psycopg
+
+    from sessionwarden.records import dumps
+
+    keys: list[str] = []
+    done = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while done < n:
+            chunk = [typical_record(done + j, now) for j in range(min(BATCH * 5, n - done))]
+            with conn.transaction(), conn.cursor() as cur:
+                columns = "key, kind, user_id, created_at, expires, meta, data"
+                with cur.copy(f"COPY sessionwarden ({columns}) FROM STDIN") as copy:
+                    for r in chunk:
+                        copy.write_row(
+                            (r.key, 0, r.user_id, r.created_at, r.expires_at,
+                             dumps(r.meta()), dumps(r.data))
+                        )  # fmt: skip
+            keys.extend(r.key for r in chunk)
+            done += len(chunk)
+        conn.execute("VACUUM ANALYZE sessionwarden")
+        conn.execute("CHECKPOINT")
+    return keys
+
+
+def postgres_latency(sizes: list[int], now: float) -> list[tuple[float, float, float, int]]:
+    """get p50/p99 per size (one database per size, the sizes sampled interleaved), the fill
+    time, and the table's size on disk (indexes included) in bytes."""
+    import psycopg
+
+    from sessionwarden.stores.postgres import PostgresStore
+
+    urls = [common.postgres_database(f"scale{n}") for n in sizes]
+    stores: list[Any] = []
+    try:
+        keys, fills, disk = [], [], []
+        for url in urls:
+            t = time.perf_counter()
+            keys.append(postgres_fill(url, sizes[len(keys)], now))
+            fills.append(time.perf_counter() - t)
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SELECT pg_total_relation_size('sessionwarden')").fetchone()
+            disk.append(int(row[0]) if row else 0)
+        stores = [PostgresStore(url) for url in urls]
+        timed = time_gets([(s.get, k) for s, k in zip(stores, keys, strict=True)])
+    finally:
+        for s in stores:
+            s.close()
+        for url in urls:
+            common.drop_postgres_database(url)
+    return [(a, b, f, d) for (a, b), f, d in zip(timed, fills, disk, strict=True)]
+
+
+def part_postgres(args: argparse.Namespace, now: float, say: Any) -> None:
+    say("| store | sessions | get p50 µs | get p99 µs | fill s | table + indexes MB |")
+    say("|---|---:|---:|---:|---:|---:|")
+    sizes = [args.small, args.n]
+    timed = postgres_latency(sizes, now)
+    for size, (p50, p99, fill, disk) in zip(sizes, timed, strict=True):
+        say(f"| PostgreSQL | {size:,} | {p50:.1f} | {p99:.1f} | {fill:.1f} | {disk / 1e6:.0f} |")
+    (a50, a99, _, _), (b50, b99, _, big) = timed
+    say("")
+    say(
+        f"- sizes sampled interleaved (chunks of 200 gets), {SAMPLES:,} gets each, sync store "
+        "API (PostgresStore.get: one SELECT by primary key over a pooled connection on "
+        "127.0.0.1), after VACUUM ANALYZE and a CHECKPOINT; the server's default settings "
+        "(shared_buffers 128 MB)"
+    )
+    r50, r99 = b50 / a50, b99 / a99
+    ok = "met" if max(r50, r99) <= 1.5 else "MISSED"
+    say(f"- PostgreSQL: {args.n:,} vs {args.small:,}: p50 x{r50:.2f}, p99 x{r99:.2f} "
+        f"(goal <= 1.5) -> {ok}")  # fmt: skip
+    say(f"- on disk: {big / args.n:.0f} bytes per session (table, TOAST and both indexes)")
+
+
 def part_memory(args: argparse.Namespace, now: float, say: Any) -> None:
     if args.skip_redis or not common.redis_ok():
         return
@@ -575,7 +655,12 @@ def part_purge(args: argparse.Namespace, now: float, say: Any) -> None:
         )
 
 
-PARTS = {"latency": part_latency, "memory": part_memory, "purge": part_purge}
+PARTS = {
+    "latency": part_latency,
+    "memory": part_memory,
+    "purge": part_purge,
+    "postgres": part_postgres,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -583,7 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000, help="the large store size")
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--skip-redis", action="store_true")
-    parser.add_argument("--parts", default="latency,memory,purge", help="comma-separated subset")
+    parser.add_argument(
+        "--parts",
+        default="latency,memory,purge",
+        help="comma-separated subset of latency, memory, purge, postgres",
+    )
     parser.add_argument(
         "--write", action="store_true", help="record in RESULTS.md even if --n is small"
     )
@@ -596,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": "read latency, 1,000 vs N sessions",
         "memory": "Redis memory per typical session",
         "purge": "SQLite purge of N expired rows under concurrent requests",
+        "postgres": "PostgreSQL read latency, 1,000 vs N sessions",
     }
     for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
         lines: list[str] = []
