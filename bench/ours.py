@@ -158,9 +158,8 @@ class OursAsgi(AsyncRow):
 
 class OursAsgiLogin(OursAsgi):
     """A new visitor signs in: the GET that creates the session and hands out a CSRF token,
-    then the login POST (rotation to a new ID, the per-user cap). Two requests per iteration;
-    the figure is per iteration. Sessions pile up for one user, so the cap (5) evicts one per
-    sign-in, as on a busy account."""
+    then the login POST (rotation to a new ID). Two requests per iteration; the figure is per
+    iteration. The policy sets no per-user cap, so sessions pile up for the one user."""
 
     def __init__(self, store: str) -> None:
         super().__init__(store)

@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few requests per row, no file")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.4, help="target time per round")
-    parser.add_argument("--only", default="", help="substring filter on row names")
+    parser.add_argument(
+        "--only", default="", help="substring filter on row names (several: comma-separated)"
+    )
     args = parser.parse_args(argv)
 
     loop = asyncio.new_event_loop()
@@ -208,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     have_redis = common.redis_ok()
     results: list[Result] = []
     for row in rows():
-        if args.only and args.only.lower() not in row.name.lower():
+        if args.only and not any(
+            part.strip().lower() in row.name.lower() for part in args.only.split(",")
+        ):
             continue
         if isinstance(row, AsyncRow):
             row.loop = loop
