@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,15 @@ from sessionwarden.core import Engine, run_sync
 from sessionwarden.policy import Policy
 from sessionwarden.stores.base import SessionStore
 
-from .conftest import SECRET, drop_prefix, postgres_table, redis_or_skip, unique_prefix
+from .conftest import (
+    SECRET,
+    drop_prefix,
+    postgres_database,
+    postgres_table,
+    redis_or_skip,
+    unique_prefix,
+    unique_table,
+)
 from .test_engine import Client, login
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -523,3 +532,44 @@ def test_ambiguous_ref_revokes_nothing(capsys: pytest.CaptureFixture[str], targe
     status, out, _ = run(capsys, *argv, "deadbeef1")
     assert status == 0 and "deadbeef11111111" in out
     assert [r.key for r in target.store.user_sessions("amb")] == [keys[0]]
+
+
+# -- store init -----------------------------------------------------------------------------------
+
+
+def test_store_init_creates_the_postgres_schema_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from sessionwarden.stores.postgres import PostgresStore
+
+    url, table = postgres_database(), unique_table()
+    store_url = f"{url}?table={table}"
+    assert run(capsys, "sessions", "stats", "--store", store_url)[0] == 3  # no tables yet
+    status, out, _ = run(capsys, "store", "init", "--store", store_url)
+    assert (status, out) == (0, f"table '{table}': schema version 1 (created)\n")
+    status, out, _ = run(capsys, "store", "init", "--json", "--store", store_url)
+    assert status == 0 and json.loads(out)["done"] == "up to date"
+    store = PostgresStore(url, table=table)
+    try:
+        store.check()
+    finally:
+        store.close()
+    status, out, _ = run(capsys, "sessions", "stats", "--json", "--store", store_url)
+    assert status == 0 and json.loads(out)["live_sessions"] == 0
+
+
+def test_store_init_fails_closed_without_leaking_the_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://u:s3cret@127.0.0.1:{port}/db"
+    status, out, err = run(capsys, "store", "init", "--store", url)
+    assert status == 3 and out == ""
+    assert "store unavailable" in err and "s3cret" not in err and str(port) not in err
+
+
+def test_store_init_has_nothing_to_do_for_sqlite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, out, _ = run(capsys, "store", "init", "--store", f"sqlite:///{tmp_path}/s.db")
+    assert status == 0 and out.startswith("nothing to do")
