@@ -6,7 +6,14 @@ memory, SQLite and Redis stores; ASGI and WSGI adapters.
 """
 
 from .clock import Clock, ManualClock, SystemClock
-from .core import Engine, ReauthenticationRequired, Session, SessionInfo
+from .core import (
+    AliasActionRefused,
+    Engine,
+    ReauthenticationRequired,
+    Session,
+    SessionInfo,
+    SessionValueError,
+)
 from .events import CallbackSink, Event, EventKind, EventSink, FanOut
 from .facts import RequestFacts
 from .policy import CookiePolicy, CsrfPolicy, HeadersPolicy, HttpsPolicy, MonitorPolicy, Policy
@@ -20,6 +27,7 @@ from .stores import (
 )
 
 __all__ = [
+    "AliasActionRefused",
     "AsyncSessionStore",
     "CallbackSink",
     "Clock",
@@ -41,6 +49,7 @@ __all__ = [
     "Session",
     "SessionInfo",
     "SessionStore",
+    "SessionValueError",
     "StoreUnavailable",
     "SystemClock",
     "open_async_store",

@@ -32,6 +32,7 @@ class EventKind(enum.StrEnum):
     COOKIE_TOSSING = "session.cookie_tossing"
     WRITE_AFTER_REVOKE = "session.write_after_revoke"
     STEP_UP_REQUIRED = "session.step_up_required"
+    ALIAS_ACTION_REFUSED = "session.alias_action_refused"
     CSRF_REFUSED = "csrf.refused"
     CROSS_ORIGIN_REFUSED = "csrf.cross_origin_refused"
     ANOMALY = "anomaly.detected"

@@ -46,6 +46,7 @@ _REASONS = {
     401: "Unauthorized",
     308: "Permanent Redirect",
     403: "Forbidden",
+    409: "Conflict",
     413: "Payload Too Large",
     429: "Too Many Requests",
     503: "Service Unavailable",
@@ -53,6 +54,7 @@ _REASONS = {
 _HUMAN = {
     "bad-request": "Bad request.",
     "reauthentication-required": "Please sign in again to continue.",
+    "stale-session": "This session moved on; reload the page and try again.",
     "https-required": "This site is only served over HTTPS.",
     "cross-origin": "Cross-site request refused.",
     "csrf": "The form expired or did not come from this site. Reload the page and try again.",
@@ -366,7 +368,11 @@ class Guard:
     @staticmethod
     def reauthentication(ctx: RequestContext, reason: str, redirect: str | None) -> Refusal:
         """The answer to :class:`~sessionwarden.core.ReauthenticationRequired`: 401 for JSON
-        clients (and everyone when no sign-in page is configured), else 303 to ``redirect``."""
+        clients (and everyone when no sign-in page is configured), else 303 to ``redirect``.
+        A request on a rotated-out ID that asked for a new one
+        (:class:`~sessionwarden.core.AliasActionRefused`) gets 409."""
+        if reason == "rotated-id":
+            return Refusal(409, "stale-session", reason)
         if redirect and not ctx.facts.wants_json:
             return Refusal(303, "reauthentication-required", reason, location=redirect)
         return Refusal(401, "reauthentication-required", reason)

@@ -2,7 +2,9 @@
 
 Defaults are the secure choice; each one says why. Construction refuses settings a browser would
 silently punish (a ``__Host-`` cookie with a ``Domain``, ``SameSite=None`` without ``Secure``) and
-contradictions (an idle timeout longer than the absolute one), naming the field at fault.
+contradictions (a rotation grace longer than the rotation period), naming the field at fault. An
+idle timeout longer than the absolute one is no contradiction: the absolute timeout simply ends
+the session first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Literal
 SameSite = Literal["Strict", "Lax", "None"]
 Action = Literal["allow", "log", "step_up", "revoke"]
 _ACTIONS = ("allow", "log", "step_up", "revoke")
+#: Deeper session values could not be read back within Python's default recursion limit
+#: (the JSON decoder and copies recurse once per level).
+_MAX_DEPTH = 100
 
 
 def _fail(name: str, why: str) -> None:
@@ -182,7 +187,8 @@ class Policy:
     cookie: CookiePolicy = field(default_factory=CookiePolicy)
     #: Sliding inactivity limit (OWASP: 15-30 min for most apps).
     idle_timeout: float = 1800.0
-    #: Hard limit from creation, never extended by activity or rotation.
+    #: Hard limit from creation (for a signed-in session: from its login), never extended by
+    #: activity or rotation. It ends the session first when it is the shorter of the two.
     absolute_timeout: float = 43_200.0
     #: Periodic ID rotation; 0 turns it off. Login, logout and privilege changes always rotate.
     rotate_every: float = 900.0
@@ -195,6 +201,12 @@ class Policy:
     #: How long a revoked or rotated-out ID is remembered so a replay is reported;
     #: ``None``: the absolute timeout (after that the ID would have expired anyway).
     tombstone_ttl: float | None = None
+    #: Deepest nesting of lists and dicts in one session value (JSON reads recurse).
+    max_value_depth: int = 32
+    #: Largest session value, in bytes of its JSON; checked when the application sets it.
+    max_value_bytes: int = 65_536
+    #: Largest session data in all, in bytes of its JSON (it is read on every request).
+    max_session_bytes: int = 262_144
     csrf: CsrfPolicy = field(default_factory=CsrfPolicy)
     headers: HeadersPolicy = field(default_factory=HeadersPolicy)
     https: HttpsPolicy = field(default_factory=HttpsPolicy)
@@ -215,8 +227,6 @@ class Policy:
         object.__setattr__(self, "secret_keys", tuple(normalised))
         _positive("idle_timeout", self.idle_timeout)
         _positive("absolute_timeout", self.absolute_timeout)
-        if self.idle_timeout > self.absolute_timeout:
-            _fail("idle_timeout", "must not be longer than absolute_timeout")
         _positive("rotate_every", self.rotate_every, zero_ok=True)
         _positive("rotation_grace", self.rotation_grace, zero_ok=True)
         if self.rotate_every and self.rotation_grace >= self.rotate_every:
@@ -229,6 +239,15 @@ class Policy:
             _fail("max_sessions_per_user", "must be >= 0 (0: no cap)")
         if self.tombstone_ttl is not None:
             _positive("tombstone_ttl", self.tombstone_ttl)
+        self._check_value_limits()
+
+    def _check_value_limits(self) -> None:
+        if not 1 <= self.max_value_depth <= _MAX_DEPTH:
+            _fail("max_value_depth", f"must be between 1 and {_MAX_DEPTH}")
+        if self.max_value_bytes <= 0:
+            _fail("max_value_bytes", "must be > 0")
+        if self.max_session_bytes < self.max_value_bytes:
+            _fail("max_session_bytes", "must be at least max_value_bytes")
 
     @property
     def effective_touch_interval(self) -> float:

@@ -33,6 +33,7 @@ _STATUS = {
     308: "308 Permanent Redirect",
     401: "401 Unauthorized",
     403: "403 Forbidden",
+    409: "409 Conflict",
     413: "413 Payload Too Large",
     429: "429 Too Many Requests",
     503: "503 Service Unavailable",

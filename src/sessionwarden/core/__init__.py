@@ -14,10 +14,18 @@ from .commit import CommitPlan, plan_commit
 from .driver import read_now_of, run_async, run_sync
 from .engine import Engine, SessionInfo
 from .ops import Op, Steps
-from .session import Actions, ReauthenticationRequired, Session
+from .session import (
+    Actions,
+    AliasActionRefused,
+    ReauthenticationRequired,
+    Session,
+    SessionValueError,
+    ValueLimits,
+)
 
 __all__ = [
     "Actions",
+    "AliasActionRefused",
     "Assessor",
     "CommitPlan",
     "Engine",
@@ -29,7 +37,9 @@ __all__ = [
     "RiskDecision",
     "Session",
     "SessionInfo",
+    "SessionValueError",
     "Steps",
+    "ValueLimits",
     "plan_commit",
     "read_now_of",
     "run_async",

@@ -13,7 +13,11 @@ from ..facts import RequestFacts
 from ..policy import Action, Policy
 from ..records import JSON, Alias, SessionRecord, Tombstone
 from .ops import Get, RevokeUser, Steps
-from .session import Session
+from .session import Session, ValueLimits
+
+#: The tombstone reason of an ID replaced at login: its cookie is left alone (the browser already
+#: holds, or is about to receive, the new one).
+LOGIN_ROTATION = "rotated:login"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,15 @@ class EngineBase:
         self.agent_label: Callable[[str], str] = agent_label or _short_agent
         self.throttle = throttle
         self._tomb_ttl = policy.effective_tombstone_ttl
+        self.limits = ValueLimits(
+            policy.max_value_depth, policy.max_value_bytes, policy.max_session_bytes
+        )
+
+    def new_session(
+        self, record: SessionRecord | None, now: float, *, via_alias: bool = False
+    ) -> Session:
+        """A request's session under this policy's value limits."""
+        return Session(record, now, via_alias=via_alias, limits=self.limits)
 
     def emit(
         self,

@@ -16,8 +16,8 @@ from ..events import EventKind
 from ..facts import RequestFacts
 from ..policy import Policy
 from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
-from .base import UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
-from .ops import Insert, Revoke, Rotate, Steps, Update
+from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
+from .ops import Get, Insert, Revoke, Rotate, Steps, Update
 from .session import Session
 
 
@@ -77,6 +77,9 @@ class Committing(EngineBase):
         """Write what the request changed and decide the cookie. Called when the response
         starts; a commit with nothing to do ends at once, without a store call."""
         now = self.clock.now()
+        act = session.pending_actions
+        if act is not None and act.alias_refused is not None:
+            self._report_alias_refusal(session, facts, now, act.alias_refused)
         plan = plan_commit(session, now, self.policy)
         if plan is CommitPlan.NOTHING:
             record = session.record
@@ -91,6 +94,19 @@ class Committing(EngineBase):
         if plan is CommitPlan.UPDATE or plan is CommitPlan.TOUCH:
             return (yield from self._update(session, facts, now, changes, plan))
         return (yield from self._rotate(session, facts, now, changes, plan))
+
+    def _report_alias_refusal(
+        self, session: Session, facts: RequestFacts, now: float, action: str
+    ) -> None:
+        record = session.record
+        self.emit(
+            EventKind.ALIAS_ACTION_REFUSED,
+            facts,
+            now,
+            key=record.key if record is not None else "",
+            user_id=record.user_id if record is not None else None,
+            reason=action,
+        )
 
     def _logout(self, session: Session, facts: RequestFacts, now: float) -> Steps[Outcome]:
         record = session.record
@@ -127,11 +143,23 @@ class Committing(EngineBase):
             if successor is not None:
                 ok = yield from Update(successor, changes, activity_max=activity_max)
         if not ok:
-            self.emit(
-                EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id
-            )
-            return Outcome(self.cookies.clear(), wrote=True)
+            return (yield from self._write_lost(record, facts, now))
         return Outcome(None, record.user_id is not None, wrote=True)
+
+    def _write_lost(self, record: SessionRecord, facts: RequestFacts, now: float) -> Steps[Outcome]:
+        """The session ended while the request was in flight: its writes are dropped, and its
+        cookie goes, unless the ID was replaced at login (the browser holds the new one)."""
+        found = yield from Get(record.key)
+        at_login = isinstance(found, Tombstone) and found.reason == LOGIN_ROTATION
+        self.emit(
+            EventKind.WRITE_AFTER_REVOKE,
+            facts,
+            now,
+            key=record.key,
+            user_id=record.user_id,
+            reason="replaced-at-login" if at_login else "",
+        )
+        return Outcome(None if at_login else self.cookies.clear(), wrote=True)
 
     def _touch(
         self, record: SessionRecord, facts: RequestFacts, now: float, changes: RecordUpdate
@@ -266,6 +294,10 @@ class Committing(EngineBase):
             "user_agent": self.agent_label(facts.user_agent),
         }
         if act.login_user is not None:
+            # The absolute timeout of a signed-in session counts from its login, not from the
+            # anonymous session (a login page left open) it grew out of.
+            meta["created_at"] = now
+            meta["expires_at"] = self.expires_at(now, now)
             meta["user_id"] = act.login_user
             meta["auth_at"] = now
             meta["csrf_secret"] = session.csrf_secret()
@@ -302,7 +334,7 @@ class Committing(EngineBase):
             )
         else:
             login = session.actions.login_user is not None
-            reason = "rotated:login" if login else "rotated:privilege"
+            reason = LOGIN_ROTATION if login else "rotated:privilege"
             old_becomes = self._tombstone(old_key, reason, now, user_id)
         return (
             yield from Rotate(
@@ -359,9 +391,9 @@ class Committing(EngineBase):
         dead, and its cookie goes; a fresh login still gets a new session."""
         record = session.record
         assert record is not None
-        self.emit(EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id)
         if session.actions.login_user is None:
-            return Outcome(self.cookies.clear(), wrote=True)
+            return (yield from self._write_lost(record, facts, now))
+        self.emit(EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id)
         session.record = None
         fresh = RecordUpdate(set_data={**record.data, **changes.set_data})
         for k in changes.del_data:
@@ -403,6 +435,6 @@ class Committing(EngineBase):
         session.record = new_record
         yield from self._end_others(session, facts, now, new_key, new_record.user_id)
         cookie = self.cookies.issue(
-            session_id, record.created_at + self.policy.absolute_timeout - now
+            session_id, new_record.created_at + self.policy.absolute_timeout - now
         )
         return Outcome(cookie, new_record.user_id is not None, wrote=True)

@@ -12,7 +12,7 @@ from ..events import EventKind
 from ..facts import RequestFacts
 from ..policy import Action
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import EngineBase, Loaded
+from .base import LOGIN_ROTATION, EngineBase, Loaded
 from .ops import Delete, Get, Revoke, Steps, Update
 from .session import Session
 
@@ -37,14 +37,14 @@ class Loading(EngineBase):
         result when it presents none that could exist (no cookie, several, a malformed one)."""
         values = cookie_values(facts.cookie_header, self.policy.cookie.name)
         if not values:
-            return Loaded(Session(None, now))
+            return Loaded(self.new_session(None, now))
         if len(values) > 1:
             self.emit(EventKind.COOKIE_TOSSING, facts, now, detail={"count": len(values)})
-            return Loaded(Session(None, now), clear_cookie=True)
+            return Loaded(self.new_session(None, now), clear_cookie=True)
         raw = values[0]
         if not tokens.is_well_formed_id(raw):
             self.emit(EventKind.MALFORMED_COOKIE, facts, now)
-            return Loaded(Session(None, now), clear_cookie=True)
+            return Loaded(self.new_session(None, now), clear_cookie=True)
         return raw, self.keyring.hash_id(raw)
 
     def _resolve(
@@ -62,7 +62,7 @@ class Loading(EngineBase):
             throttled = self.throttle is not None and self.throttle(facts.client_ip, now)
             if throttled:
                 self.emit(EventKind.THROTTLED, facts, now, reason="unknown-session-ids")
-            return Loaded(Session(None, now), clear_cookie=True, throttled=throttled)
+            return Loaded(self.new_session(None, now), clear_cookie=True, throttled=throttled)
         if isinstance(found, Tombstone):
             kind = (
                 EventKind.REPLAY_ROTATED
@@ -70,16 +70,19 @@ class Loading(EngineBase):
                 else EventKind.REPLAY_REVOKED
             )
             self.emit(kind, facts, now, key=key, user_id=found.user_id, reason=found.reason)
-            return Loaded(Session(None, now), clear_cookie=True)
+            # An ID replaced at login: the browser's cookie already is (or is about to be) the
+            # new one, which clearing the name would delete.
+            clear = found.reason != LOGIN_ROTATION
+            return Loaded(self.new_session(None, now), clear_cookie=clear)
         via_alias = False
         if isinstance(found, Alias):
             if now >= found.grace_until:
                 yield from self._replayed_rotated_id(found, facts, now)
-                return Loaded(Session(None, now), clear_cookie=True)
+                return Loaded(self.new_session(None, now), clear_cookie=True)
             key, via_alias = found.target, True
             found = yield from Get(key)
             if not isinstance(found, SessionRecord):
-                return Loaded(Session(None, now), clear_cookie=True)
+                return Loaded(self.new_session(None, now), clear_cookie=True)
         assert isinstance(found, SessionRecord)
         return (yield from self._admit(found, via_alias, facts, now))
 
@@ -91,8 +94,8 @@ class Loading(EngineBase):
         if expired is not None:
             yield from Delete(record.key)
             self.emit(expired, facts, now, key=record.key, user_id=record.user_id)
-            return Loaded(Session(None, now), clear_cookie=True)
-        session = Session(record, now, via_alias=via_alias)
+            return Loaded(self.new_session(None, now), clear_cookie=True)
+        session = self.new_session(record, now, via_alias=via_alias)
         if self.assessor is None or record.user_id is None:
             return Loaded(session)
         decision = self.assessor(record, facts, now)
@@ -101,7 +104,7 @@ class Loading(EngineBase):
                 session, decision.action, decision.reason, decision.detail, facts, now
             )
             if revoked:
-                return Loaded(Session(None, now), clear_cookie=True)
+                return Loaded(self.new_session(None, now), clear_cookie=True)
         if decision.refresh_fingerprint and self.fingerprinter is not None:
             session.network_changed(self.fingerprinter(facts), now)
         return Loaded(session)

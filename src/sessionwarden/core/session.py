@@ -22,6 +22,63 @@ class ReauthenticationRequired(Exception):
         self.reason = reason
 
 
+class AliasActionRefused(ReauthenticationRequired):
+    """Raised when a request that arrived on a rotated-out ID (inside its grace window, see
+    :attr:`Session.via_alias`) asks to rotate, log in, re-authenticate or change credentials:
+    such a request may read, but whoever holds only the old ID must never get a fresh one.
+    Adapters answer 409; the commit reports it (``session.alias_action_refused``)."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__("rotated-id")
+        self.action = action
+
+
+class SessionValueError(ValueError):
+    """A session value (or the session's data in all) is deeper or larger than the policy's
+    ``max_value_depth`` / ``max_value_bytes`` / ``max_session_bytes`` allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueLimits:
+    """How deep and how large session values may be (from the policy)."""
+
+    depth: int = 32
+    value_bytes: int = 65_536
+    session_bytes: int = 262_144
+
+    def check(self, key: str, value: JSON) -> None:
+        """Raise :class:`SessionValueError` when ``value`` is too deep or too large, and
+        :class:`TypeError` when it is not JSON. Iterative: a hostile depth cannot recurse."""
+        stack: list[tuple[JSON, int]] = [(value, 0)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, dict | list):
+                depth += 1
+                if depth > self.depth:
+                    raise SessionValueError(
+                        f"session value {key!r} is nested too deep (more than {self.depth} levels)"
+                    )
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((v, depth) for v in children)
+        try:
+            size = len(dumps(value).encode("utf-8", "surrogatepass"))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"session values must be JSON-serialisable: {exc}") from None
+        if size > self.value_bytes:
+            raise SessionValueError(
+                f"session value {key!r} is {size} bytes of JSON (at most {self.value_bytes})"
+            )
+
+    def check_total(self, data: dict[str, JSON]) -> None:
+        size = len(dumps(data).encode("utf-8", "surrogatepass"))
+        if size > self.session_bytes:
+            raise SessionValueError(
+                f"session data would be {size} bytes of JSON (at most {self.session_bytes})"
+            )
+
+
+DEFAULT_LIMITS = ValueLimits()
+
 _MUTABLE = (list, dict)
 
 
@@ -38,6 +95,7 @@ class Session:
         "_csrf_secret",
         "_deleted",
         "_is_new",
+        "_limits",
         "_new_fingerprint",
         "_now",
         "_set",
@@ -45,8 +103,16 @@ class Session:
         "via_alias",
     )
 
-    def __init__(self, record: SessionRecord | None, now: float, *, via_alias: bool = False):
+    def __init__(
+        self,
+        record: SessionRecord | None,
+        now: float,
+        *,
+        via_alias: bool = False,
+        limits: ValueLimits = DEFAULT_LIMITS,
+    ):
         self.record = record
+        self._limits = limits
         self._is_new = record is None
         self.via_alias = via_alias
         self._now = now
@@ -91,12 +157,19 @@ class Session:
     def __setitem__(self, key: str, value: JSON) -> None:
         if not isinstance(key, str) or not key:
             raise TypeError("session keys are non-empty strings")
-        try:
-            dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"session values must be JSON-serialisable: {exc}") from None
+        self._limits.check(key, value)
+        self._limits.check_total({**self._view(), key: value})
         self._set[key] = value
         self._deleted.discard(key)
+
+    def _view(self) -> dict[str, JSON]:
+        """The data as the request sees it now (the app's copies of lists and dicts included)."""
+        data: dict[str, JSON] = {}
+        if self.record is not None:
+            data.update((k, v) for k, v in self.record.data.items() if k not in self._deleted)
+        data.update((k, working) for k, (_, working) in self._accessed.items())
+        data.update(self._set)
+        return data
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
@@ -204,10 +277,17 @@ class Session:
         return bool(self.record is not None and self.record.flags.get("step_up"))
 
     def data_changes(self) -> RecordUpdate:
+        """What the request changed; a list or dict changed in place past the policy's limits
+        raises :class:`SessionValueError` here (it could not be checked when it was set)."""
         set_data = dict(self._set)
+        grown = False
         for key, (before, working) in self._accessed.items():
             if key not in set_data and key not in self._deleted and dumps(working) != before:
+                self._limits.check(key, working)
                 set_data[key] = working
+                grown = True
+        if grown:
+            self._limits.check_total(self._view())
         return RecordUpdate(set_data=set_data, del_data=tuple(sorted(self._deleted)))
 
     # -- actions ----------------------------------------------------------------------------
@@ -215,6 +295,7 @@ class Session:
         """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
+        self._refuse_on_alias("login")
         self.actions.login_user = user_id
         self.actions.logout = False
         self._csrf_secret = tokens.new_csrf_secret()
@@ -227,19 +308,29 @@ class Session:
 
     def rotate(self) -> None:
         """Issue a new ID now (privilege change, sensitive operation); the old one dies at once."""
+        self._refuse_on_alias("rotate")
         self.actions.rotate = True
 
     def reauthenticated(self) -> None:
         """The user proved who they are again (step-up): rotate and refresh the auth time."""
+        self._refuse_on_alias("reauthenticated")
         self.actions.reauthenticated = True
         self.actions.rotate = True
 
     def credentials_changed(self, *, end_other_sessions: bool | None = None) -> None:
         """After a password or second-factor change: rotate, and (by default, per policy) end
         every other session of this user."""
+        self._refuse_on_alias("credentials_changed")
         self.actions.rotate = True
         self.actions.credentials_changed = True
         self.actions.end_others = end_other_sessions
+
+    def _refuse_on_alias(self, action: str) -> None:
+        """A request on a rotated-out ID may read but not mint a new ID (it may be a thief's
+        copy): raise :class:`AliasActionRefused`, remembered for the commit to report."""
+        if self.via_alias:
+            self.actions.alias_refused = action
+            raise AliasActionRefused(action)
 
     def revoke_other_sessions(self) -> None:
         """ "Log out other devices": every session of this user but this one ends."""
@@ -338,6 +429,8 @@ class Actions:
     token_issued: bool = False
     #: Set by the risk check (:meth:`Session.network_changed`).
     net_changed_at: float | None = None
+    #: An action refused because the request arrived on a rotated-out ID (reported only).
+    alias_refused: str | None = None
 
     def pending(self) -> bool:
         """Whether any action asks the commit to do something."""

@@ -26,7 +26,7 @@ from werkzeug.local import LocalProxy
 from ..clock import Clock
 from ..core import ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
-from ..guard import Refusal, RequestContext
+from ..guard import Guard, Refusal, RequestContext
 from ..policy import Policy
 from ..records import JSON
 from ..stores import SessionStore, StoreUnavailable
@@ -262,13 +262,10 @@ def _str_headers(hdrs: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 def _on_reauthentication_required(exc: ReauthenticationRequired) -> Response:
     # Flask turns any exception a view raises into a 500 before the middleware could see it, so
     # the answer is built here, the same as the middleware's; the session is still committed.
-    wants_json = current_context().facts.wants_json
+    ctx = current_context()
     location = _installed(current_app).middleware.reauth_redirect
-    if location and not wants_json:
-        refusal = Refusal(303, "reauthentication-required", exc.reason, location=location)
-    else:
-        refusal = Refusal(401, "reauthentication-required", exc.reason)
-    return _response(refusal, wants_json)
+    refusal = Guard.reauthentication(ctx, exc.reason, location)
+    return _response(refusal, ctx.facts.wants_json)
 
 
 def _on_store_unavailable(exc: StoreUnavailable) -> Response:
