@@ -119,7 +119,14 @@ class SessionWardenMiddleware:
 
     async def _check_form_body(self, receive: Receive, ctx: RequestContext) -> Receive:
         """Check the token of a form body; the app gets the buffered body as it came."""
-        body = await self._read_body(receive, ctx)
+        try:
+            body = await self._read_body(receive, ctx)
+        except _BodyCut as cut:
+            # The token is judged first (a refusal says why), but even a valid one never lets
+            # the app run on part of a form.
+            self.guard.check_form_body(ctx, cut.partial)
+            self.guard.body_truncated(ctx)
+            return receive
         if body is None:
             self.guard.body_too_large(ctx)
             return receive
@@ -185,14 +192,15 @@ class SessionWardenMiddleware:
         return respond
 
     async def _read_body(self, receive: Receive, ctx: RequestContext) -> bytes | None:
-        """Buffer the body up to the configured limit; ``None`` when it is larger."""
+        """Buffer the body up to the configured limit; ``None`` when it is larger. Raises
+        :class:`_BodyCut` when the client disconnects before the body's end."""
         limit = self.policy.csrf.max_body_bytes
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b"".join(chunks)
+                raise _BodyCut(b"".join(chunks))
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -200,6 +208,14 @@ class SessionWardenMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class _BodyCut(Exception):
+    """The client disconnected in the middle of the body."""
+
+    def __init__(self, partial: bytes) -> None:
+        super().__init__("request body cut by a disconnect")
+        self.partial = partial
 
 
 class _Responder:

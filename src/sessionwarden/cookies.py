@@ -8,8 +8,38 @@ large, badly quoted or full of junk simply yields no usable value.
 from __future__ import annotations
 
 from .policy import CookiePolicy
+from .proxy import split_host
 
 MAX_COOKIE_HEADER = 16_384
+#: Bounds on the clearing headers of a tossing refusal: parent domains and path segments.
+_MAX_DOMAINS = 5
+_MAX_SEGMENTS = 3
+
+
+def _domains_of(host: str) -> list[str]:
+    """The host name and its parent domains, without the last label (a top-level domain no
+    browser lets a cookie name); none for an address or an invalid host."""
+    parts = split_host(host)
+    if parts is None:
+        return []
+    name = parts[0].rstrip(".")
+    if name.startswith("[") or name.replace(".", "").isdigit():
+        return []
+    labels = name.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)][:_MAX_DOMAINS]
+
+
+def _path_prefixes(path: str) -> list[str]:
+    """``/`` and the cookie paths that match ``path`` through its first few segments."""
+    out = ["/"]
+    segments = path.split("?", 1)[0].split("/")[1:]
+    for k in range(1, min(len(segments), _MAX_SEGMENTS) + 1):
+        prefix = "/" + "/".join(segments[:k])
+        if prefix != "/" and prefix not in out:
+            out.append(prefix)
+        if k < len(segments) and prefix + "/" not in out:
+            out.append(prefix + "/")
+    return [p for p in out if p.isascii() and p.isprintable() and not any(c in p for c in ";, ")]
 
 
 def cookie_values(header: str, name: str) -> list[str]:
@@ -36,7 +66,7 @@ def cookie_values(header: str, name: str) -> list[str]:
 class CookieWriter:
     """``Set-Cookie`` values for the session cookie, attributes rendered once."""
 
-    __slots__ = ("_attrs", "_clear", "_name", "_policy")
+    __slots__ = ("_attrs", "_clear", "_flags", "_name", "_policy")
 
     def __init__(self, policy: CookiePolicy) -> None:
         attrs = [f"Path={policy.path}"]
@@ -50,6 +80,7 @@ class CookieWriter:
         self._policy = policy
         self._name = policy.name
         self._attrs = "; " + "; ".join(attrs)
+        self._flags = "".join(f"; {a}" for a in attrs if not a.startswith(("Path=", "Domain=")))
         expired = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
         self._clear = f"{policy.name}=; {expired}{self._attrs}"
 
@@ -60,3 +91,21 @@ class CookieWriter:
 
     def clear(self) -> str:
         return self._clear
+
+    def clear_everywhere(self, host: str, path: str) -> list[str]:
+        """``Set-Cookie`` values that expire the name on every domain and path a planted
+        cookie sent with this request could have: ``Domain=`` the host and each parent domain
+        (a sibling or child host can set those), ``Path=`` ``/`` and the request path's leading
+        segments. The host-only ``Path=/`` cookie is :meth:`clear`'s. Browsers that enforce the
+        ``__Host-`` prefix ignore these for a ``__Host-`` name (nobody could have planted one);
+        cookie jars that do not, delete the planted cookie."""
+        expired = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        tail = self._flags
+        out: list[str] = []
+        paths = _path_prefixes(path)
+        for domain in _domains_of(host):
+            for p in paths:
+                out.append(f"{self._name}=; {expired}; Domain={domain}; Path={p}{tail}")
+        for p in paths[1:]:
+            out.append(f"{self._name}=; {expired}; Path={p}{tail}")
+        return out

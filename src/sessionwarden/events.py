@@ -46,6 +46,9 @@ class EventKind(enum.StrEnum):
     DBSC_MISSING_BOUND_COOKIE = "dbsc.missing_bound_cookie"
     DBSC_SKIPPED = "dbsc.skipped"
     DBSC_TERMINATED = "dbsc.terminated"
+    #: Once per process: requests arrive without a client address (a Unix-socket proxy, ASGI
+    #: ``client=None``) while defences that need one (throttle, network check) are on.
+    CLIENT_ADDRESS_MISSING = "config.client_address_missing"
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,14 @@ _HUMAN = {
 }
 
 
+def ip_defences_blind(policy: Policy, client_ip: str) -> bool:
+    """Whether a request without a client address (a Unix-socket proxy whose forwarded header
+    is not believed: ASGI ``client=None``, an empty ``REMOTE_ADDR``) leaves defences that need
+    one silently off: the unknown-ID throttle and the network part of the risk check."""
+    mon = policy.monitor
+    return not client_ip and (mon.unknown_id_limit_per_minute > 0 or mon.fingerprint)
+
+
 @dataclass(slots=True)
 class Refusal:
     """A response the guard sends instead of running the application."""
@@ -103,6 +111,8 @@ class RequestContext:
     nonce: str = ""
     refusal: Refusal | None = None
     clear_cookie: bool = False
+    #: Several session cookies arrived: the name is cleared on every domain and path.
+    tossed: bool = False
     #: The token must be read from the (buffered) form body before the app runs.
     needs_form_token: bool = False
 
@@ -144,6 +154,8 @@ class Guard:
         self._no_store = policy.headers.no_store
         self.outage = OutageGate()
         self._write_outage = False
+        #: Whether the missing-client-address warning was sent (once per process).
+        self._blind_reported = False
         # Where the value of each header the guard reads goes. A token header named like one of
         # the other headers is not read as a token; one named like a proxy header is read as the
         # token only.
@@ -223,10 +235,28 @@ class Guard:
         (the request target as sent) is read only when :meth:`may_redirect`."""
         ctx = RequestContext(facts)
         now = self.engine.clock.now()
+        if not facts.client_ip and not self._blind_reported:
+            self._report_blind(facts, now)
         if self._refuse_plain_http(ctx, target, now):
             return ctx
         loaded = yield from self.engine.load(facts)
         return self._loaded(ctx, loaded, now)
+
+    def _report_blind(self, facts: RequestFacts, now: float) -> None:
+        """Warn once that client addresses are missing while IP-based defences are on."""
+        if ip_defences_blind(self.policy, facts.client_ip):
+            self._blind_reported = True
+            self.engine.emit(
+                EventKind.CLIENT_ADDRESS_MISSING,
+                facts,
+                now,
+                reason="no-client-address",
+                detail={
+                    "hint": "requests carry no client address (a Unix-socket proxy?): the "
+                    "unknown-ID throttle and the network check are off. Serve over TCP, or "
+                    "trust the proxy's forwarded header (https.trusted_proxies)."
+                },
+            )
 
     def may_redirect(self, facts: RequestFacts) -> bool:
         """Whether :meth:`begin` may redirect this request to HTTPS, the only use of its
@@ -258,6 +288,7 @@ class Guard:
         facts = ctx.facts
         ctx.session = loaded.session
         ctx.clear_cookie = loaded.clear_cookie
+        ctx.tossed = loaded.tossed
         if loaded.throttled:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
@@ -317,6 +348,12 @@ class Guard:
     def body_too_large(self, ctx: RequestContext) -> None:
         ctx.refusal = Refusal(413, "too-large", "body-over-limit")
 
+    def body_truncated(self, ctx: RequestContext) -> None:
+        """The form body ended before it was complete (the client disconnected, or sent less
+        than its Content-Length): the application never runs on part of a form."""
+        if ctx.refusal is None:
+            ctx.refusal = Refusal(400, "bad-request", "truncated-body")
+
     # -- after the application ------------------------------------------------------------------
     def commit(self, ctx: RequestContext) -> Steps[Outcome]:
         """Commit the request's session (see :meth:`Engine.commit`)."""
@@ -336,10 +373,12 @@ class Guard:
         set_cookie = outcome.set_cookie if outcome is not None else None
         if set_cookie is None and ctx.clear_cookie:
             set_cookie = self.engine.cookies.clear()
+        cookies = [] if set_cookie is None else [(b"set-cookie", set_cookie.encode("latin-1"))]
+        if ctx.tossed:
+            everywhere = self.engine.cookies.clear_everywhere(ctx.facts.host, ctx.facts.path)
+            cookies.extend((b"set-cookie", c.encode("latin-1")) for c in everywhere)
         if self.headers is None:
-            if set_cookie is None:
-                return [], headers.NOTHING_TO_DROP
-            return [(b"set-cookie", set_cookie.encode("latin-1"))], headers.NOTHING_TO_DROP
+            return cookies, headers.NOTHING_TO_DROP
         no_store = self._no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
@@ -350,8 +389,7 @@ class Guard:
             no_store,
             outcome is not None and outcome.logged_out,
         )
-        if set_cookie is not None:
-            add.insert(0, (b"set-cookie", set_cookie.encode("latin-1")))
+        add[:0] = cookies
         return add, drop
 
     def refuse(

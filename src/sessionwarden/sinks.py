@@ -67,6 +67,8 @@ _WARNING_KINDS = frozenset(
         EventKind.THROTTLED,
         EventKind.DBSC_PROOF_FAILED,
         EventKind.DBSC_MISSING_BOUND_COOKIE,
+        EventKind.ALIAS_ACTION_REFUSED,
+        EventKind.CLIENT_ADDRESS_MISSING,
     }
 )
 _ERROR_KINDS = frozenset({EventKind.STORE_UNAVAILABLE})

@@ -96,11 +96,14 @@ class SessionWardenWSGI:
 
     def _check_form_body(self, environ: dict[str, Any], ctx: RequestContext) -> None:
         """Check the token of a form body; the app reads the buffered body as it came."""
-        body = self._read_body(environ)
+        body, complete = self._read_body(environ)
         if body is None:
             self.guard.body_too_large(ctx)
             return
         self.guard.check_form_body(ctx, body)
+        if not complete:
+            self.guard.body_truncated(ctx)
+            return
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
 
@@ -127,25 +130,30 @@ class SessionWardenWSGI:
         return run_sync(self.engine.purge(), self.store)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _read_body(self, environ: dict[str, Any]) -> bytes | None:
+    def _read_body(self, environ: dict[str, Any]) -> tuple[bytes | None, bool]:
+        """The buffered body (``None`` when over the limit) and whether it is complete: a
+        stream that ends before its Content-Length is a truncated body."""
         limit = self.policy.csrf.max_body_bytes
         stream = environ.get("wsgi.input")
         if stream is None:
-            return b""
+            return b"", True
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
             length = -1
         if length > limit:
-            return None
-        if length < 0:
+            return None, True
+        declared = length >= 0
+        if not declared:
             # No length: only a server that marks the input as terminated (chunked bodies) can
             # be read to its end; anything else would block until the client hangs up.
             if not environ.get("wsgi.input_terminated"):
-                return b""
+                return b"", True
             length = limit + 1
-        body: bytes = stream.read(length)
-        return None if len(body) > limit else body
+        body = _read_up_to(stream, length)
+        if len(body) > limit:
+            return None, True
+        return body, not declared or len(body) == length
 
     def _reauth(
         self, start_response: StartResponse, ctx: RequestContext, exc: ReauthenticationRequired
@@ -209,6 +217,20 @@ def _refuse(
     hdrs, body = guard.refuse(ctx, refusal)
     start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(hdrs))
     return [body]
+
+
+def _read_up_to(stream: Any, length: int) -> bytes:
+    """Up to ``length`` bytes: a short read is retried until the stream ends (some servers'
+    inputs return less than asked before their end)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < length:
+        chunk: bytes = stream.read(length - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _discard(data: bytes) -> None:

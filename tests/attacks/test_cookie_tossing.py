@@ -1,9 +1,11 @@
 """Cookie tossing: a second ``__Host-id`` (planted by a sibling or a ``Path``-scoped shadow) sent
 next to the real one, or a case variant of the name.
 
-Two values for the name are refused outright (anonymous, cookie cleared, COOKIE_TOSSING event): the
-server cannot tell which one the browser's owner meant. The real session survives for the next
-request that presents only it. A case variant is another cookie and is never read.
+Two values for the name are refused outright (anonymous, cookie cleared on every domain and path
+it could have been planted on, COOKIE_TOSSING event): the server cannot tell which one the
+browser's owner meant, so every session presented in that request is ended too. Whatever a
+cookie jar keeps afterwards is dead (see ``test_cookie_tossing_jar.py`` for a real jar). A case
+variant is another cookie and is never read.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ async def test_two_host_id_values_are_refused(make_rig: RigFactory) -> None:
         assert r.status_code == 200 and r.json()["user"] is None
         assert set_cookie_value(r) == "", "the tossed cookie must be cleared"
     assert rig.events.count(EventKind.COOKIE_TOSSING) == 3
-    # the attacker's value is never looked up, let alone adopted; the real session survives
+    # the attacker's value is never adopted (nor stored); the real session ended with the
+    # first tossing request, so a jar that kept either cookie holds nothing live
     assert await rig.app.store.get(rig.app.engine.keyring.hash_id(attacker_id)) is None
+    assert [e.reason for e in rig.events.of(EventKind.REVOKED)] == ["cookie-tossing"]
     victim.cookie = real
-    assert await victim.user() == "alice"
+    assert await victim.user() is None
+    assert rig.events.count(EventKind.REPLAY_REVOKED) == 1
 
 
 async def test_tossed_attackers_own_live_session_is_not_adopted(make_rig: RigFactory) -> None:
@@ -49,8 +54,13 @@ async def test_tossed_attackers_own_live_session_is_not_adopted(make_rig: RigFac
     real = victim.cookie
     r = await victim.get("/whoami", cookie_header=f"{COOKIE}={attacker.cookie}; {COOKIE}={real}")
     assert r.json()["user"] is None
-    r = await victim.get("/whoami", cookie_header=f"{COOKIE}={real}")
-    assert r.json()["user"] == "alice"
+    # neither cookie answers again: not the attacker's (left in a jar, it would be adopted)
+    # and not the one that arrived next to it
+    for alone in (attacker.cookie, real):
+        r = await victim.get("/whoami", cookie_header=f"{COOKIE}={alone}")
+        assert r.json()["user"] is None
+    revoked = {e.user_id for e in rig.events.of(EventKind.REVOKED)}
+    assert revoked == {"alice", "mallory"}
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,8 @@ class Loaded:
     session: Session
     clear_cookie: bool = False
     throttled: bool = False
+    #: Several session cookies arrived: clear the name on every domain and path it could be on.
+    tossed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

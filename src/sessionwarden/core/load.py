@@ -16,6 +16,9 @@ from .base import LOGIN_ROTATION, EngineBase, Loaded
 from .ops import Delete, Get, Revoke, Steps, Update
 from .session import Session
 
+#: Sessions looked up and ended per tossing request (a header may repeat the name many times).
+_MAX_TOSSED = 4
+
 
 class Loading(EngineBase):
     """The load half of the engine."""
@@ -26,26 +29,51 @@ class Loading(EngineBase):
         presented = self._presented(facts, now)
         if isinstance(presented, Loaded):
             return presented
+        if isinstance(presented, list):
+            return (yield from self._tossed(presented, facts, now))
         raw, key = presented
         found = yield from Get(key)
         if isinstance(found, SessionRecord):
             return (yield from self._admit(found, False, facts, now))
         return (yield from self._resolve(raw, key, found, facts, now))
 
-    def _presented(self, facts: RequestFacts, now: float) -> Loaded | tuple[str, str]:
-        """The session ID the request's cookie presents and its store key, or the anonymous
-        result when it presents none that could exist (no cookie, several, a malformed one)."""
+    def _presented(self, facts: RequestFacts, now: float) -> Loaded | tuple[str, str] | list[str]:
+        """The session ID the request's cookie presents and its store key, every value when it
+        presents several (cookie tossing), or the anonymous result when it presents none that
+        could exist (no cookie, a malformed one)."""
         values = cookie_values(facts.cookie_header, self.policy.cookie.name)
         if not values:
             return Loaded(self.new_session(None, now))
         if len(values) > 1:
-            self.emit(EventKind.COOKIE_TOSSING, facts, now, detail={"count": len(values)})
-            return Loaded(self.new_session(None, now), clear_cookie=True)
+            return values
         raw = values[0]
         if not tokens.is_well_formed_id(raw):
             self.emit(EventKind.MALFORMED_COOKIE, facts, now)
             return Loaded(self.new_session(None, now), clear_cookie=True)
         return raw, self.keyring.hash_id(raw)
+
+    def _tossed(self, values: list[str], facts: RequestFacts, now: float) -> Steps[Loaded]:
+        """Several cookies of the session's name: someone planted one (a sibling host's
+        ``Domain=<parent>`` cookie, a ``Path`` shadow). The request is anonymous, the cookie is
+        cleared on every domain and path it could have been planted on, and every session
+        presented is ended, so whatever a cookie jar still holds afterwards is never adopted:
+        the server cannot tell the owner's cookie from the planted one."""
+        self.emit(EventKind.COOKIE_TOSSING, facts, now, detail={"count": len(values)})
+        for raw in values[:_MAX_TOSSED]:
+            if not tokens.is_well_formed_id(raw):
+                continue
+            key = self.keyring.hash_id(raw)
+            found = yield from Get(key)
+            if isinstance(found, Alias) and now < found.grace_until:
+                key = found.target
+                found = yield from Get(key)
+            if isinstance(found, SessionRecord):
+                user_id = found.user_id
+                yield from Revoke(key, self._tombstone(key, "cookie-tossing", now, user_id))
+                self.emit(
+                    EventKind.REVOKED, facts, now, key=key, user_id=user_id, reason="cookie-tossing"
+                )
+        return Loaded(self.new_session(None, now), clear_cookie=True, tossed=True)
 
     def _resolve(
         self, raw: str, key: str, found: Lookup, facts: RequestFacts, now: float
