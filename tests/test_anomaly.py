@@ -3,11 +3,14 @@ changes, and the events and metrics they leave, against every store."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Engine, ReauthenticationRequired, run_sync
 from sessionwarden.events import EventKind, FanOut
+from sessionwarden.facts import RequestFacts
 from sessionwarden.guard import Guard
 from sessionwarden.monitor import PrometheusSink
 from sessionwarden.policy import MonitorPolicy, Policy
@@ -21,6 +24,18 @@ CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36"
 )
+
+
+@dataclass
+class Browser(Client):
+    """A client that also sends ``Accept-Language``, as every browser does."""
+
+    lang: str = "en-GB,en;q=0.9"
+
+    def facts(self) -> RequestFacts:
+        facts = super().facts()
+        facts.accept_language = self.lang
+        return facts
 
 
 def guarded_engine(
@@ -158,3 +173,61 @@ def test_disabling_a_user_ends_every_session(store: SessionStore, clock: ManualC
         login(c)
     assert len(run_sync(engine.revoke_user("alice", by="admin"), store)) == 3
     assert not any(c.request().is_authenticated for c in clients)
+
+
+# -- leaving traits out (a vague agent, no language) ------------------------------------------
+
+
+def anomalies(rec: Recorder) -> list[str]:
+    return [e.reason for e in rec.events if e.kind == EventKind.ANOMALY]
+
+
+def test_leaving_traits_out_does_not_keep_a_stolen_session(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    """``User-Agent: Chrome/`` with no version and no Accept-Language, from another network,
+    used to pass as a network change only (logged, allowed). The missing traits count as
+    changed: the agent check is high risk and the session is revoked."""
+    rec = Recorder()
+    engine, _ = guarded_engine(clock, rec)
+    owner = Browser(engine, store, ua=CHROME, ip="198.51.100.7")
+    login(owner)
+    thief = Browser(engine, store, cookie=owner.cookie, ua="Chrome/", lang="", ip="203.0.113.9")
+    assert not thief.request().is_authenticated
+    assert not owner.request().is_authenticated
+    assert "agent-changed" in anomalies(rec)[0]
+    assert "language-changed" in anomalies(rec)[0]
+
+
+def test_the_same_address_and_agent_without_a_language_is_noticed(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    """Behind the owner's own NAT, with the owner's exact user agent, a client that leaves out
+    Accept-Language is reported (low risk: logged) rather than waved through."""
+    rec = Recorder()
+    engine, _ = guarded_engine(clock, rec)
+    owner = Browser(engine, store, ua=CHROME, ip="198.51.100.7")
+    login(owner)
+    other = Browser(engine, store, cookie=owner.cookie, ua=CHROME, lang="", ip="198.51.100.7")
+    assert other.request().user_id == "alice"
+    assert anomalies(rec) == ["language-changed"]
+
+
+def test_a_vaguer_fingerprint_never_replaces_the_precise_one(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    """With agent changes only logged, a vague client from another network is allowed but its
+    fingerprint does not become the session's: each of its requests is reported again, and the
+    owner coming back from home is not taken for the one who moved."""
+    rec = Recorder()
+    engine, _ = guarded_engine(clock, rec, agent_change_is_high=False)
+    owner = Browser(engine, store, ua=CHROME, ip="198.51.100.7")
+    login(owner)
+    vague = Browser(engine, store, cookie=owner.cookie, ua="Chrome/", lang="", ip="203.0.113.9")
+    assert vague.request().user_id == "alice"  # low risk under this policy: logged
+    clock.advance(10)
+    assert vague.request().user_id == "alice"
+    assert len(anomalies(rec)) == 2  # still compared with the precise fingerprint
+    clock.advance(10)
+    assert owner.request().user_id == "alice"  # home again: no flapping, nothing to report
+    assert len(anomalies(rec)) == 2

@@ -26,6 +26,7 @@ from sessionwarden.scoring import (
     assess,
     fingerprint,
     network_of,
+    should_refresh,
 )
 from sessionwarden.sinks import (
     LOG_SCHEMA_KEYS,
@@ -323,8 +324,17 @@ OTHER_NET = "198.51.100.0/24"
         pytest.param(None, fp(ua="curl", uav=8), None, Risk.NONE, (), id="no-stored"),
         pytest.param({}, fp(), None, Risk.NONE, (), id="empty-stored"),
         pytest.param(fp(net=""), fp(), None, Risk.NONE, (), id="unknown-old-network"),
-        pytest.param(fp(), fp(net=""), None, Risk.NONE, (), id="unknown-new-network"),
-        pytest.param(fp(), fp(uav=0), None, Risk.NONE, (), id="unknown-version"),
+        # A trait the stored fingerprint has and the request lacks counts as changed: leaving
+        # traits out must not get a stolen cookie past the checks.
+        pytest.param(fp(), fp(net=""), None, Risk.LOW, ("network-changed",), id="network-left-out"),
+        pytest.param(fp(), fp(uav=0), None, Risk.HIGH, ("agent-changed",), id="version-left-out"),
+        pytest.param(
+            fp(), fp(ua="", uav=0), None, Risk.HIGH, ("agent-changed",), id="agent-left-out"
+        ),
+        pytest.param(
+            fp(), fp(lang=""), None, Risk.LOW, ("language-changed",), id="language-left-out"
+        ),
+        pytest.param(fp(uav=0, lang=""), fp(), None, Risk.NONE, (), id="stored-vaguer-is-fine"),
         pytest.param(
             fp(),
             fp(net=OTHER_NET, ua="curl", uav=8, lang="de"),
@@ -379,6 +389,37 @@ def test_assess_on_real_fingerprints() -> None:
     kw = {"last_net_change_at": None, "now": NOW, "policy": POLICY}
     assert assess(home, same_net, **kw).risk is Risk.NONE  # type: ignore[arg-type]
     assert assess(home, stolen, **kw).risk is Risk.HIGH  # type: ignore[arg-type]
+
+
+def test_a_vague_agent_without_language_does_not_keep_a_stolen_session() -> None:
+    """The attack: ``User-Agent: Chrome/`` (no version) and no Accept-Language, from another
+    network, against a session made by a real Chrome. Before, only the network change counted
+    (low risk: logged and allowed); the missing traits now count as changed."""
+    owner = fingerprint(facts(ip="203.0.113.7", ua=CHROME_WIN, lang="en-GB,en;q=0.8"))
+    thief = fingerprint(facts(ip="192.0.2.1", ua="Chrome/", lang=""))
+    got = assess(owner, thief, last_net_change_at=None, now=NOW, policy=POLICY)
+    assert got == Assessment(Risk.HIGH, ("network-changed", "agent-changed", "language-changed"))
+    assert action_for(got, POLICY) == "revoke"
+
+
+@pytest.mark.parametrize(
+    ("current", "action", "refresh"),
+    [
+        pytest.param(fp(net=OTHER_NET), "log", True, id="tolerated-move"),
+        pytest.param(fp(net=OTHER_NET), "allow", True, id="allowed-move"),
+        pytest.param(fp(), "log", False, id="same-network"),
+        pytest.param(fp(net=OTHER_NET), "revoke", False, id="refused"),
+        pytest.param(fp(net=OTHER_NET), "step_up", False, id="step-up"),
+        pytest.param(fp(net=OTHER_NET, uav=0), "log", False, id="vaguer-version"),
+        pytest.param(fp(net=OTHER_NET, lang=""), "log", False, id="vaguer-language"),
+        pytest.param(fp(net=OTHER_NET, ua=""), "log", False, id="vaguer-agent"),
+        pytest.param(fp(net=""), "log", False, id="vaguer-network"),
+    ],
+)
+def test_a_vaguer_fingerprint_never_replaces_a_precise_one(
+    current: dict[str, JSON], action: str, refresh: bool
+) -> None:
+    assert should_refresh(fp(), current, action) is refresh  # type: ignore[arg-type]
 
 
 def test_action_for() -> None:

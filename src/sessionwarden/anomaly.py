@@ -11,7 +11,7 @@ from .core import RiskDecision
 from .facts import RequestFacts
 from .policy import MonitorPolicy
 from .records import SessionRecord
-from .scoring import Risk, action_for, agent_family, assess, fingerprint
+from .scoring import Risk, action_for, agent_family, assess, fingerprint, should_refresh
 
 _AGENT_CACHE_SIZE = 1024
 #: The answer for almost every request (shared: a decision is never changed once made).
@@ -39,8 +39,11 @@ class RiskAssessor:
         stored = record.fingerprint
         if not stored:
             return _ALLOW
-        # Fast path: the same address and browser as at the last refresh.
-        if stored.get("ip") == facts.client_ip:
+        # Fast path: the same address and browser as at the last refresh (and a language when
+        # the stored fingerprint has one: leaving it out counts as a change).
+        if stored.get("ip") == facts.client_ip and (
+            facts.accept_language or not stored.get("lang")
+        ):
             ua = facts.user_agent
             if (stored.get("ua"), stored.get("uav")) == (self._agents.get(ua) or self._agent(ua)):
                 return _ALLOW
@@ -56,7 +59,7 @@ class RiskAssessor:
         if assessment.risk == Risk.NONE:
             return _ALLOW
         action = action_for(assessment, self._policy)
-        refresh = action in ("allow", "log") and stored.get("net") != current.get("net")
+        refresh = should_refresh(stored, current, action)
         return RiskDecision(
             action,
             reason=",".join(assessment.reasons),

@@ -19,7 +19,9 @@ from .scoring import (
     agent_label,
     assess,
     fingerprint,
+    is_vaguer,
     network_of,
+    should_refresh,
 )
 from .sinks import (
     EVENT_RECORD_ATTR,
@@ -54,6 +56,8 @@ __all__ = [
     "agent_label",
     "assess",
     "fingerprint",
+    "is_vaguer",
     "log_level_for",
     "network_of",
+    "should_refresh",
 ]

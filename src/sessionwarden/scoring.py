@@ -32,7 +32,9 @@ __all__ = [
     "agent_label",
     "assess",
     "fingerprint",
+    "is_vaguer",
     "network_of",
+    "should_refresh",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def _network_finding(
     policy: MonitorPolicy,
 ) -> _Finding | None:
     old_net, new_net = _text(stored, "net"), _text(current, "net")
-    if not old_net or not new_net or old_net == new_net:
+    if not old_net or old_net == new_net:
         return None
     window = policy.network_switch_window
     recent = (
@@ -281,19 +283,22 @@ def _agent_finding(
     stored: Mapping[str, JSON], current: Mapping[str, JSON], policy: MonitorPolicy
 ) -> _Finding | None:
     risk = Risk.HIGH if policy.agent_change_is_high else Risk.LOW
-    old_ua, new_ua = _text(stored, "ua"), _text(current, "ua")
-    if old_ua and new_ua and old_ua != new_ua:
+    old_ua = _text(stored, "ua")
+    if not old_ua:
+        return None
+    if old_ua != _text(current, "ua"):
         return "agent-changed", risk
-    if old_ua and old_ua == new_ua:
-        old_v, new_v = _major(stored, "uav"), _major(current, "uav")
-        if old_v and new_v and new_v < old_v:
-            return "agent-downgraded", risk
+    old_v, new_v = _major(stored, "uav"), _major(current, "uav")
+    if old_v and not new_v:
+        return "agent-changed", risk  # the version left out
+    if new_v < old_v:
+        return "agent-downgraded", risk
     return None
 
 
 def _language_finding(stored: Mapping[str, JSON], current: Mapping[str, JSON]) -> _Finding | None:
-    old_lang, new_lang = _text(stored, "lang"), _text(current, "lang")
-    if old_lang and new_lang and old_lang != new_lang:
+    old_lang = _text(stored, "lang")
+    if old_lang and old_lang != _text(current, "lang"):
         return "language-changed", Risk.LOW
     return None
 
@@ -319,8 +324,10 @@ def assess(
       an upgrade is benign since browsers update themselves;
     * preferred language changed: LOW (``language-changed``).
 
-    A trait that is unknown on either side (empty network, version 0) is not compared: missing
-    information is not evidence. A stored fingerprint of the wrong shape (an older release, a
+    A trait the stored fingerprint has and the request lacks (no network, no version, no
+    language) counts as changed: otherwise a thief could get past every check by leaving traits
+    out (``User-Agent: Chrome/`` and no ``Accept-Language``). A trait the stored fingerprint
+    lacks is not compared. A stored fingerprint of the wrong shape (an older release, a
     hand-edited store) is read defensively and never raises.
     """
     if not stored:
@@ -337,6 +344,30 @@ def assess(
     if not findings:
         return _NO_RISK
     return Assessment(max(risk for _, risk in findings), tuple(reason for reason, _ in findings))
+
+
+#: The traits compared by :func:`assess` (``ip`` travels with ``net``).
+_TRAITS = ("ip", "net", "ua", "uav", "lang")
+
+
+def is_vaguer(stored: Mapping[str, JSON], current: Mapping[str, JSON]) -> bool:
+    """Whether ``current`` lacks a trait ``stored`` has."""
+    return any(stored.get(t) and not current.get(t) for t in _TRAITS)
+
+
+def should_refresh(stored: Mapping[str, JSON], current: Mapping[str, JSON], action: Action) -> bool:
+    """Whether the request's fingerprint replaces the stored one.
+
+    Only when the request is let through as it is (``allow`` or ``log``) after a network move,
+    so the new network becomes the session's own and a later move back within the window is
+    flapping. Never by a vaguer fingerprint: the traits it leaves out would never be compared
+    again, so one tolerated request would turn off the checks for good.
+    """
+    return (
+        action in ("allow", "log")
+        and stored.get("net") != current.get("net")
+        and not is_vaguer(stored, current)
+    )
 
 
 def action_for(assessment: Assessment, policy: MonitorPolicy) -> Action:
