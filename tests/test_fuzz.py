@@ -205,6 +205,87 @@ def test_trusted_peer_yields_an_address_and_a_known_scheme(
     assert got in ("http", "https")
 
 
+FORWARDED_PROXIES = TrustedProxies(("10.0.0.0/8", "fd00::/8"), header="forwarded")
+UNIX_PROXIES = TrustedProxies(("unix",))
+
+
+def _outside(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not PROXIES.is_trusted(address)
+
+
+#: What our trusted proxy writes: the address it saw (a client outside our proxies' networks),
+#: appended or as the only entry.
+proxy_seen = st.ip_addresses().filter(_outside).map(str)
+trusted_peers = st.sampled_from(["10.0.0.1", "fd00::1", "::ffff:10.1.1.1"])
+
+
+@FAST
+@example(
+    client_headers=[("forwarded", "for=1.1.1.1;proto=https")],
+    client_guess=["9.9.9.9"],
+    seen="203.0.113.7",
+    proto="http",
+    peer="10.0.0.1",
+)
+@given(
+    client_headers=headers_st,
+    client_guess=st.lists(ip_like, max_size=3),
+    seen=proxy_seen,
+    proto=st.sampled_from(["http", "https"]),
+    peer=trusted_peers,
+)
+def test_a_client_controlled_header_never_changes_the_resolved_client_x_forwarded_for(
+    client_headers: list[tuple[str, str]],
+    client_guess: list[str],
+    seen: str,
+    proto: str,
+    peer: str,
+) -> None:
+    """Proxies that set X-Forwarded-For (the default): whatever the client sends (Forwarded,
+    its own X-Forwarded-For and -Proto entries, which our proxy appends to), the resolved
+    client is the address the trusted proxy saw, and the scheme the one it reported."""
+    proxy_only = [("x-forwarded-for", seen), ("x-forwarded-proto", proto)]
+    expected = PROXIES.resolve(peer, "http", proxy_only)
+    # The client's own forwarding headers: Forwarded passes through untouched, while
+    # X-Forwarded-For / -Proto it sent end up to the left of what our proxy appends.
+    passed = [(n, v) for n, v in client_headers if n.lower() == "forwarded"]
+    guess = ", ".join([*client_guess, seen])
+    appended = [("x-forwarded-for", guess), ("x-forwarded-proto", proto), *passed]
+    assert PROXIES.resolve(peer, "http", appended)[0] == expected[0]
+    assert PROXIES.resolve(peer, "http", [*passed, *proxy_only]) == expected
+
+
+@FAST
+@given(client_headers=headers_st, seen=proxy_seen, peer=trusted_peers)
+def test_a_client_controlled_header_never_changes_the_resolved_client_forwarded(
+    client_headers: list[tuple[str, str]], seen: str, peer: str
+) -> None:
+    """Proxies that set Forwarded (and overwrite it): X-Forwarded-* from the client change
+    nothing."""
+    node = f'"[{seen}]"' if ":" in seen else seen
+    proxy_only = [("forwarded", f"for={node};proto=https")]
+    expected = FORWARDED_PROXIES.resolve(peer, "http", proxy_only)
+    assert expected[1] == "https" and expected[0] != peer
+    passed = [(n, v) for n, v in client_headers if n.lower() != "forwarded"]
+    assert FORWARDED_PROXIES.resolve(peer, "http", [*passed, *proxy_only]) == expected
+    assert FORWARDED_PROXIES.resolve(peer, "http", [*proxy_only, *passed]) == expected
+
+
+@FAST
+@given(client_headers=headers_st, seen=proxy_seen)
+def test_a_unix_socket_proxy_is_read_like_any_trusted_one(
+    client_headers: list[tuple[str, str]], seen: str
+) -> None:
+    passed = [(n, v) for n, v in client_headers if n.lower() == "forwarded"]
+    headers = [("x-forwarded-for", seen), *passed]
+    assert (
+        UNIX_PROXIES.resolve("", "http", headers)[0]
+        == PROXIES.resolve("10.0.0.1", "http", [("x-forwarded-for", seen)])[0]
+    )
+
+
 # -- origins -------------------------------------------------------------------------------------
 
 POLICY = CsrfPolicy(trusted_origins=("https://partner.test",))

@@ -15,7 +15,11 @@ from sessionwarden.proxy import (
     is_valid_host,
 )
 
-PROXIES = TrustedProxies(("10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.1"))
+TRUSTED = ("10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.1")
+#: The default: the proxies set X-Forwarded-For (and -Proto); Forwarded is the client's.
+PROXIES = TrustedProxies(TRUSTED)
+#: Proxies that set RFC 7239 Forwarded; X-Forwarded-* are the client's.
+FORWARDED_PROXIES = TrustedProxies(TRUSTED, header="forwarded")
 PEER = "10.0.0.1"
 CLIENT = "203.0.113.7"
 
@@ -108,7 +112,41 @@ CASES: list[tuple[str, str, Headers, tuple[str, str]]] = [
     ("xff unknown", PEER, [("x-forwarded-for", "unknown")], (PEER, "http")),
     ("xff bad port", PEER, [("x-forwarded-for", f"{CLIENT}:99999")], (PEER, "http")),
     ("xff empty", PEER, [("x-forwarded-for", "")], (PEER, "http")),
-    # RFC 7239 Forwarded
+    # untrusted or odd peers: every forwarding header ignored
+    (
+        "untrusted peer xff",
+        "198.51.100.1",
+        [("x-forwarded-for", CLIENT), ("x-forwarded-proto", "https")],
+        ("198.51.100.1", "http"),
+    ),
+    (
+        "untrusted peer forwarded",
+        "198.51.100.1",
+        [("forwarded", f"for={CLIENT};proto=https")],
+        ("198.51.100.1", "http"),
+    ),
+    ("peer just outside a /32", "192.0.2.2", [("x-forwarded-for", CLIENT)], ("192.0.2.2", "http")),
+    ("peer /32 trusted", "192.0.2.1", [("x-forwarded-for", CLIENT)], (CLIENT, "http")),
+    ("ipv6 peer trusted", "2001:db8:ffff::1", [("x-forwarded-for", CLIENT)], (CLIENT, "http")),
+    (
+        "ipv6 peer untrusted",
+        "2001:db8:fffe::1",
+        [("x-forwarded-for", CLIENT)],
+        ("2001:db8:fffe::1", "http"),
+    ),
+    (
+        "ipv4-mapped peer trusted",
+        "::ffff:10.0.0.1",
+        [("x-forwarded-for", CLIENT)],
+        (CLIENT, "http"),
+    ),
+    ("unix socket peer", "", [("x-forwarded-for", CLIENT)], ("", "http")),
+    ("junk peer", "not-an-ip", [("x-forwarded-for", CLIENT)], ("", "http")),
+]
+
+
+FORWARDED_CASES: list[tuple[str, str, Headers, tuple[str, str]]] = [
+    # As CASES, for proxies that set RFC 7239 Forwarded (``header="forwarded"``).
     ("forwarded", PEER, [("forwarded", f"for={CLIENT};proto=https")], (CLIENT, "https")),
     ("forwarded quoted", PEER, [("forwarded", f'for="{CLIENT}";proto="https"')], (CLIENT, "https")),
     (
@@ -155,17 +193,18 @@ CASES: list[tuple[str, str, Headers, tuple[str, str]]] = [
         (CLIENT, "https"),
     ),
     (
-        "forwarded over xff",
+        "xff ignored when forwarded is the header",
         PEER,
         [("forwarded", f"for={CLIENT}"), ("x-forwarded-for", "1.1.1.1")],
         (CLIENT, "http"),
     ),
     (
-        "forwarded empty falls back to xff",
+        "forwarded empty: no fallback to xff",
         PEER,
-        [("forwarded", ""), ("x-forwarded-for", CLIENT)],
-        (CLIENT, "http"),
+        [("forwarded", ""), ("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https")],
+        (PEER, "http"),
     ),
+    ("xff alone ignored", PEER, [("x-forwarded-for", CLIENT)], (PEER, "http")),
     ("forwarded unknown", PEER, [("forwarded", "for=unknown")], (PEER, "http")),
     ("forwarded obfuscated", PEER, [("forwarded", "for=_hidden")], (PEER, "http")),
     ("forwarded without for", PEER, [("forwarded", "proto=https")], (PEER, "http")),
@@ -191,36 +230,6 @@ CASES: list[tuple[str, str, Headers, tuple[str, str]]] = [
         (CLIENT, "http"),
     ),
     ("forwarded junk", PEER, [("forwarded", ";;;===,,,")], (PEER, "http")),
-    # untrusted or odd peers: every forwarding header ignored
-    (
-        "untrusted peer xff",
-        "198.51.100.1",
-        [("x-forwarded-for", CLIENT), ("x-forwarded-proto", "https")],
-        ("198.51.100.1", "http"),
-    ),
-    (
-        "untrusted peer forwarded",
-        "198.51.100.1",
-        [("forwarded", f"for={CLIENT};proto=https")],
-        ("198.51.100.1", "http"),
-    ),
-    ("peer just outside a /32", "192.0.2.2", [("x-forwarded-for", CLIENT)], ("192.0.2.2", "http")),
-    ("peer /32 trusted", "192.0.2.1", [("x-forwarded-for", CLIENT)], (CLIENT, "http")),
-    ("ipv6 peer trusted", "2001:db8:ffff::1", [("x-forwarded-for", CLIENT)], (CLIENT, "http")),
-    (
-        "ipv6 peer untrusted",
-        "2001:db8:fffe::1",
-        [("x-forwarded-for", CLIENT)],
-        ("2001:db8:fffe::1", "http"),
-    ),
-    (
-        "ipv4-mapped peer trusted",
-        "::ffff:10.0.0.1",
-        [("x-forwarded-for", CLIENT)],
-        (CLIENT, "http"),
-    ),
-    ("unix socket peer", "", [("x-forwarded-for", CLIENT)], ("", "http")),
-    ("junk peer", "not-an-ip", [("x-forwarded-for", CLIENT)], ("", "http")),
 ]
 
 
@@ -229,6 +238,100 @@ CASES: list[tuple[str, str, Headers, tuple[str, str]]] = [
 )
 def test_resolve(peer: str, headers: Headers, expected: tuple[str, str]) -> None:
     assert PROXIES.resolve(peer, "http", headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "expected"),
+    [c[1:] for c in FORWARDED_CASES],
+    ids=[c[0] for c in FORWARDED_CASES],
+)
+def test_resolve_forwarded(peer: str, headers: Headers, expected: tuple[str, str]) -> None:
+    assert FORWARDED_PROXIES.resolve(peer, "http", headers) == expected
+
+
+def test_a_clients_forwarded_header_does_not_beat_the_proxys_x_forwarded_for() -> None:
+    """Behind a proxy that appends X-Forwarded-For but passes Forwarded through, the client
+    wrote the Forwarded header: it must pick neither the client address nor the scheme."""
+    headers = [
+        ("forwarded", "for=1.1.1.1;proto=https"),  # the client's
+        ("x-forwarded-for", f"9.9.9.9, {CLIENT}"),  # the client's guess, then our proxy's entry
+        ("x-forwarded-proto", "http"),
+    ]
+    assert PROXIES.resolve(PEER, "http", headers) == (CLIENT, "http")
+
+
+def test_the_header_not_named_is_ignored_whatever_it_says() -> None:
+    spoof = [("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https")]
+    assert FORWARDED_PROXIES.resolve(PEER, "http", spoof) == (PEER, "http")
+    spoof = [("forwarded", "for=1.1.1.1;proto=https")]
+    assert PROXIES.resolve(PEER, "http", spoof) == (PEER, "http")
+
+
+def test_the_header_setting_is_checked() -> None:
+    assert TrustedProxies(TRUSTED, header="X-Forwarded-For").header == "x-forwarded-for"
+    assert TrustedProxies(TRUSTED, header="Forwarded").header == "forwarded"
+    with pytest.raises(ValueError, match="forwarded_header"):
+        TrustedProxies(TRUSTED, header="x-real-ip")
+
+
+def test_from_policy_reads_the_https_settings() -> None:
+    https = HttpsPolicy(trusted_proxies=("10.0.0.0/8",), forwarded_header="forwarded")
+    proxies = TrustedProxies.from_policy(https)
+    assert proxies.header == "forwarded"
+    assert proxies.resolve(PEER, "http", [("forwarded", f"for={CLIENT}")]) == (CLIENT, "http")
+    assert TrustedProxies.from_policy(HttpsPolicy()).header == "x-forwarded-for"
+    with pytest.raises(ValueError, match="forwarded_header"):
+        HttpsPolicy(forwarded_header="x-real-ip")  # type: ignore[arg-type]
+
+
+# -- Unix-socket peers ----------------------------------------------------------------------------
+
+UNIX = TrustedProxies(("unix",))
+
+
+@pytest.mark.parametrize(
+    ("proxies", "peer", "headers", "expected"),
+    [
+        pytest.param(PROXIES, "", [("x-forwarded-for", CLIENT)], ("", "http"), id="not-trusted"),
+        pytest.param(
+            UNIX,
+            "",
+            [("x-forwarded-for", CLIENT), ("x-forwarded-proto", "https")],
+            (CLIENT, "https"),
+            id="unix-trusted",
+        ),
+        pytest.param(
+            UNIX, "", [("x-forwarded-for", f"1.1.1.1, {CLIENT}")], (CLIENT, "http"), id="rightmost"
+        ),
+        pytest.param(UNIX, "", [("forwarded", f"for={CLIENT}")], ("", "http"), id="other-header"),
+        pytest.param(UNIX, "", [], ("", "http"), id="no-header"),
+        pytest.param(
+            UNIX, "203.0.113.9", [("x-forwarded-for", CLIENT)], ("203.0.113.9", "http"), id="tcp"
+        ),
+        pytest.param(
+            UNIX, "not-an-ip", [("x-forwarded-for", CLIENT)], ("", "http"), id="junk-peer"
+        ),
+        pytest.param(
+            TrustedProxies(("unix", "10.0.0.0/8")),
+            PEER,
+            [("x-forwarded-for", CLIENT)],
+            (CLIENT, "http"),
+            id="unix-and-cidr",
+        ),
+    ],
+)
+def test_a_unix_socket_peer_is_trusted_only_when_named(
+    proxies: TrustedProxies, peer: str, headers: Headers, expected: tuple[str, str]
+) -> None:
+    """ASGI servers report no client address behind a Unix socket (``client=None``). With the
+    token ``"unix"`` in ``trusted_proxies`` that peer is a proxy whose header is believed."""
+    assert proxies.resolve(peer, "http", headers) == expected
+
+
+def test_unix_token_is_accepted_by_the_policy() -> None:
+    assert HttpsPolicy(trusted_proxies=("unix", "10.0.0.1")).trusted_proxies[0] == "unix"
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        HttpsPolicy(trusted_proxies=("unix-socket",))
 
 
 def test_https_peer_keeps_its_scheme_without_proto() -> None:
@@ -244,7 +347,8 @@ def test_no_proxies_configured_ignores_everything() -> None:
 def test_asgi_bytes_and_mapping_headers() -> None:
     asgi = [(b"x-forwarded-for", CLIENT.encode()), (b"x-forwarded-proto", b"https")]
     assert PROXIES.resolve(PEER, "http", asgi) == (CLIENT, "https")
-    assert PROXIES.resolve(PEER, "http", {"Forwarded": f"for={CLIENT}"}) == (CLIENT, "http")
+    mapping = {"Forwarded": f"for={CLIENT}"}
+    assert FORWARDED_PROXIES.resolve(PEER, "http", mapping) == (CLIENT, "http")
 
 
 def test_long_chains_are_bounded() -> None:
@@ -252,7 +356,9 @@ def test_long_chains_are_bounded() -> None:
     client, _ = PROXIES.resolve(PEER, "http", [("x-forwarded-for", f"{CLIENT}, {chain}")])
     assert client == "10.0.0.9"  # the walk gave up inside our own hops, never past them
     forwarded = ", ".join(["for=10.0.0.9"] * 10_000)
-    client, _ = PROXIES.resolve(PEER, "http", [("forwarded", f"for={CLIENT}, {forwarded}")])
+    client, _ = FORWARDED_PROXIES.resolve(
+        PEER, "http", [("forwarded", f"for={CLIENT}, {forwarded}")]
+    )
     assert client == "10.0.0.9"
 
 

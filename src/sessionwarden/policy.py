@@ -136,15 +136,23 @@ class HttpsPolicy:
     redirect: bool = True
     #: Plain HTTP from loopback hosts is allowed (browsers treat them as secure contexts).
     allow_loopback_http: bool = True
-    #: Direct peers (addresses or CIDRs) whose Forwarded / X-Forwarded-* headers are believed.
+    #: Direct peers (addresses or CIDRs, or "unix" for a peer on a Unix socket) whose
+    #: forwarding header is believed.
     trusted_proxies: tuple[str, ...] = ()
+    #: The one header the trusted proxies set (and overwrite): "x-forwarded-for" (with
+    #: X-Forwarded-Proto) or "forwarded" (RFC 7239). The other is the client's and never read.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
 
     def __post_init__(self) -> None:
+        if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
+            _fail("https.forwarded_header", "must be 'x-forwarded-for' or 'forwarded'")
         for proxy in self.trusted_proxies:
+            if proxy == "unix":
+                continue
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
-                _fail("https.trusted_proxies", f"{proxy!r} is not an address or CIDR")
+                _fail("https.trusted_proxies", f"{proxy!r} is not an address, a CIDR or 'unix'")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from .facts import RequestFacts
 from .policy import HttpsPolicy
 
 __all__ = [
+    "FORWARDED_HEADERS",
+    "UNIX_PEER",
     "TrustedProxies",
     "https_redirect_target",
     "is_loopback_host",
@@ -118,27 +120,56 @@ def _forwarded_element(element: str) -> tuple[IPAddress | None, str | None] | No
     return client, (proto.lower() if proto is not None else None)
 
 
-class TrustedProxies:
-    """The proxies whose forwarding headers are believed, and the walk that reads them.
+#: The token in ``trusted_proxies`` that trusts a peer without an address: a proxy talking to
+#: us over a Unix socket (ASGI ``client`` absent, WSGI ``REMOTE_ADDR`` empty).
+UNIX_PEER = "unix"
+#: The forwarding headers a trusted proxy may set, by the name the operator gives.
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
-    ``Forwarded`` (RFC 7239) is preferred when present, otherwise ``X-Forwarded-For`` with
-    ``X-Forwarded-Proto``. Elements are split on commas without regard to quotes: our own proxies
-    never put a comma inside a quoted value, and a client's unbalanced quote must not be able to
-    swallow the elements our proxies appended after it.
+
+class TrustedProxies:
+    """The proxies whose forwarding header is believed, and the walk that reads it.
+
+    ``header`` names the one header the trusted proxies set: ``"x-forwarded-for"`` (the
+    default; with ``X-Forwarded-Proto``) or ``"forwarded"`` (RFC 7239). Only that one is read;
+    the other is whatever the client sent, passed through, and never believed. The proxy must
+    overwrite (or append to, for ``X-Forwarded-For``) the header it is named for, never pass a
+    client's copy through untouched as the only value.
+
+    ``cidrs``: addresses or networks of the proxies, and the token ``"unix"`` for a proxy that
+    connects over a Unix socket (a peer without an address).
+
+    Elements are split on commas without regard to quotes: our own proxies never put a comma
+    inside a quoted value, and a client's unbalanced quote must not be able to swallow the
+    elements our proxies appended after it.
     """
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_networks", "_unix", "header")
 
-    def __init__(self, cidrs: tuple[str, ...]) -> None:
+    def __init__(self, cidrs: tuple[str, ...], header: str = "x-forwarded-for") -> None:
         networks: list[Network] = []
         for cidr in cidrs:
+            if cidr == UNIX_PEER:
+                continue
             try:
                 networks.append(ipaddress.ip_network(cidr, strict=False))
             except ValueError:
                 raise ValueError(
-                    f"https.trusted_proxies: {cidr!r} is not an address or CIDR"
+                    f"https.trusted_proxies: {cidr!r} is not an address, a CIDR or {UNIX_PEER!r}"
                 ) from None
         self._networks = tuple(networks)
+        self._unix = UNIX_PEER in cidrs
+        if header.lower() not in FORWARDED_HEADERS:
+            raise ValueError(
+                f"https.forwarded_header: {header!r} is not one of {', '.join(FORWARDED_HEADERS)}"
+            )
+        #: The forwarding header read from trusted proxies (lower-case).
+        self.header = header.lower()
+
+    @classmethod
+    def from_policy(cls, https: HttpsPolicy) -> TrustedProxies:
+        """The proxies and the header of ``Policy.https``."""
+        return cls(https.trusted_proxies, https.forwarded_header)
 
     def is_trusted(self, ip: IPAddress) -> bool:
         return any(ip.version == net.version and ip in net for net in self._networks)
@@ -149,21 +180,34 @@ class TrustedProxies:
         From an untrusted peer (or with no proxies configured) the forwarding headers are ignored
         and the peer is the client. An unreadable hop (``unknown``, an obfuscated name, junk) ends
         the walk and the peer stands in for the client: the header cannot tell us who it was.
-        ``peer_ip`` that is not an address (a Unix socket) is never trusted and comes back as "".
+        A peer without an address (``""``: a Unix socket) is trusted only when ``"unix"`` is
+        among the proxies; otherwise, and for a ``peer_ip`` that is not an address, it comes
+        back as ``""``.
         """
-        peer = _parse_ip(peer_ip.strip()) if isinstance(peer_ip, str) else None
-        peer_text = str(peer) if peer is not None else ""
-        if peer is None or not self._networks or not self.is_trusted(peer):
-            return peer_text, scheme
+        if not self._peer_trusted(peer_ip):
+            peer = _parse_ip(peer_ip.strip()) if isinstance(peer_ip, str) else None
+            return ("" if peer is None else str(peer)), scheme
+        peer_text = str(_parse_ip(peer_ip.strip()) or "")
         try:
             fields = _collect(headers)
         except (TypeError, ValueError, AttributeError):  # not header pairs at all
             return peer_text, scheme
-        if fields.get("forwarded"):
-            return self._walk_forwarded(fields["forwarded"], peer_text, scheme)
+        if self.header == "forwarded":
+            return self._walk_forwarded(fields.get("forwarded", ""), peer_text, scheme)
         return self._walk_x_forwarded(fields, peer_text, scheme)
 
+    def _peer_trusted(self, peer_ip: str) -> bool:
+        if not isinstance(peer_ip, str):
+            return False
+        text = peer_ip.strip()
+        if not text:
+            return self._unix
+        peer = _parse_ip(text)
+        return peer is not None and bool(self._networks) and self.is_trusted(peer)
+
     def _walk_forwarded(self, header: str, peer_text: str, scheme: str) -> tuple[str, str]:
+        if not header.strip():
+            return peer_text, scheme
         elements = header.rsplit(",", _MAX_HOPS)[-_MAX_HOPS:]
         client: IPAddress | None = None
         for raw in reversed(elements):

@@ -49,8 +49,19 @@ async def test_trusted_proxy_headers_are_honoured(make_rig: RigFactory) -> None:
         "/client", headers={"x-forwarded-for": "192.0.2.77", "x-forwarded-proto": "https"}
     )
     assert r.status_code == 200 and r.json() == {"ip": "192.0.2.77", "scheme": "https"}
+    # the proxies set X-Forwarded-For (the default): a Forwarded header is the client's, passed
+    # through, and picks neither the address nor the scheme
+    r = await via_proxy.get(
+        "/client",
+        headers={
+            "forwarded": "for=192.0.2.78;proto=https",
+            "x-forwarded-for": "192.0.2.77",
+            "x-forwarded-proto": "https",
+        },
+    )
+    assert r.json() == {"ip": "192.0.2.77", "scheme": "https"}
     r = await via_proxy.get("/client", headers={"forwarded": "for=192.0.2.78;proto=https"})
-    assert r.json() == {"ip": "192.0.2.78", "scheme": "https"}
+    assert r.status_code == 308  # still plain HTTP from the proxy: redirected, not believed
     # a client-written entry left of an untrusted hop is ignored: the first untrusted from the right
     r = await via_proxy.get(
         "/client",
