@@ -307,19 +307,6 @@ class SecurityHeaders:
             add.append(self._clear_site_data)
         return HeaderPlan(add, drop)
 
-    # Deprecated aliases of :meth:`response_headers`, kept only for guard.py until it calls
-    # ``response_headers`` itself; nothing else may use them and they go when it does.
-    def common(self, https: bool, nonce: str | None, no_store: bool) -> list[tuple[bytes, bytes]]:
-        """Deprecated (kept for guard.py until it calls :meth:`response_headers`): the headers
-        of a response whose app set none of ours and whose session does not end."""
-        return self.response_headers(https, nonce, NOTHING_TO_DROP, no_store, False).add
-
-    def plan(
-        self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
-    ) -> HeaderPlan:
-        """Deprecated (kept for guard.py until it calls :meth:`response_headers`): the same."""
-        return self.response_headers(https, nonce, existing, no_store, logout)
-
 
 def _check_header_value(name: bytes, value: str) -> None:
     if not value or not value.isascii() or any(not c.isprintable() for c in value):
