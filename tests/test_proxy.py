@@ -522,3 +522,19 @@ def test_hosts_and_redirects_never_raise(host: str, target: str) -> None:
         assert location.startswith("https://")
         assert location.isascii()
         assert not any(c in location for c in ' \r\n\t"<>')
+
+
+def test_the_guard_believes_a_unix_socket_proxy_named_in_the_policy() -> None:
+    """End to end through the guard: the token is read from ``Policy.https.trusted_proxies``."""
+    from sessionwarden.guard import Guard
+    from sessionwarden.policy import Policy
+
+    headers = [(b"host", b"app.test"), (b"x-forwarded-for", CLIENT.encode())]
+
+    def client_of(trusted: tuple[str, ...]) -> str:
+        guard = Guard(Policy(secret_keys=(b"k" * 32,), https=HttpsPolicy(trusted_proxies=trusted)))
+        facts = guard.facts(method="GET", scheme="http", path="/", peer_ip="", headers=headers)
+        return facts.client_ip
+
+    assert client_of(("unix",)) == CLIENT
+    assert client_of(()) == ""
