@@ -538,3 +538,26 @@ def test_the_guard_believes_a_unix_socket_proxy_named_in_the_policy() -> None:
 
     assert client_of(("unix",)) == CLIENT
     assert client_of(()) == ""
+
+
+def test_the_guard_reads_only_the_forwarding_header_the_policy_names() -> None:
+    """End to end through the guard: ``Policy.https.forwarded_header`` picks the one header read,
+    and the other one (which the proxy passes through from the client) changes nothing."""
+    from sessionwarden.guard import Guard
+    from sessionwarden.policy import Policy
+
+    proxy = "10.0.0.1"
+    headers = [
+        (b"host", b"app.test"),
+        (b"forwarded", b"for=198.51.100.9;proto=https"),
+        (b"x-forwarded-for", b"203.0.113.7"),
+    ]
+
+    def client_of(header: str) -> str:
+        https = HttpsPolicy(trusted_proxies=("10.0.0.0/8",), forwarded_header=header)
+        guard = Guard(Policy(secret_keys=(b"k" * 32,), https=https))
+        facts = guard.facts(method="GET", scheme="http", path="/", peer_ip=proxy, headers=headers)
+        return facts.client_ip
+
+    assert client_of("forwarded") == "198.51.100.9"
+    assert client_of("x-forwarded-for") == "203.0.113.7"

@@ -135,7 +135,7 @@ class Guard:
     ) -> None:
         self.policy = policy
         mon = policy.monitor
-        self.proxies = TrustedProxies(policy.https.trusted_proxies)
+        self.proxies = TrustedProxies.from_policy(policy.https)
         self.throttle = UnknownIdThrottle(mon.unknown_id_limit_per_minute)
         self.engine = Engine(
             policy,
@@ -254,7 +254,7 @@ class Guard:
                 detail={
                     "hint": "requests carry no client address (a Unix-socket proxy?): the "
                     "unknown-ID throttle and the network check are off. Serve over TCP, or "
-                    "trust the proxy's forwarded header (https.trusted_proxies)."
+                    "add \"unix\" to https.trusted_proxies so the proxy's forwarded header is read."
                 },
             )
 
