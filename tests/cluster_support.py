@@ -223,6 +223,16 @@ def _info(node: Node, section: str) -> dict[str, Any]:
     return info
 
 
+def _drop_prefix(node: Node, prefix: str) -> None:
+    pattern = "".join("\\" + c if c in "\\*?[]{}" else c for c in prefix) + "*"
+    client = node.client(timeout=10)
+    try:
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -383,6 +393,11 @@ class Cluster:
         for m in self.masters():
             m.call("FLUSHALL")
 
+    def drop_prefix(self, prefix: str) -> None:
+        """Delete every key starting with ``prefix`` on every master."""
+        for m in self.masters():
+            _drop_prefix(m, prefix)
+
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()
@@ -503,6 +518,10 @@ class SentinelSet:
             if info.get("master_link_status") != "up":
                 return False
         return True
+
+    def drop_prefix(self, prefix: str) -> None:
+        """Delete every key starting with ``prefix`` on the master."""
+        _drop_prefix(self.master(), prefix)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         _wait("sentinel set-up healthy", self.healthy, timeout, self.servers + self.sentinels)

@@ -9,6 +9,7 @@ end of the run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -239,10 +240,17 @@ def policy() -> Policy:
     return Policy(secret_keys=(SECRET,))
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
-    """Each synchronous store against its real backend."""
-    kind = request.param
+#: The stores every suite that takes ``store`` runs against; the store contract adds the
+#: Redis Cluster and Sentinel stores (:data:`DISTRIBUTED_KINDS`), which start their own servers.
+STORE_KINDS = ["memory", "sqlite", "redis", "postgres"]
+DISTRIBUTED_KINDS = ["redis-cluster", "redis-sentinel"]
+
+
+@contextlib.contextmanager
+def open_test_store(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SessionStore]:
+    """A synchronous store of ``kind`` against its real backend, with keys of its own."""
     if kind == "memory":
         yield MemoryStore()
     elif kind == "sqlite":
@@ -258,7 +266,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
         p = PostgresStore(url, table=table)
         yield p
         p.close()
-    else:
+    elif kind == "redis":
         url = redis_or_skip()
         from sessionwarden.stores.redis import RedisStore
 
@@ -267,3 +275,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
         yield r
         r.close()
         drop_prefix(prefix)
+    elif kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        from sessionwarden.stores.redis_cluster import RedisClusterStore
+
+        prefix = unique_prefix()
+        c = RedisClusterStore(cluster.seeds, prefix=prefix)
+        yield c
+        c.close()
+        cluster.drop_prefix(prefix)
+    else:
+        group = request.getfixturevalue("redis_sentinel")
+        from sessionwarden.stores.redis_sentinel import SentinelRedisStore
+
+        prefix = unique_prefix()
+        r = SentinelRedisStore(group.sentinel_addresses, group.name, prefix=prefix)
+        yield r
+        r.close()
+        group.drop_prefix(prefix)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
+    """Each synchronous store against its real backend."""
+    with open_test_store(request.param, request, tmp_path) as s:
+        yield s

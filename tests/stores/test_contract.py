@@ -7,12 +7,24 @@ same suite holds the memory store (the reference), SQLite and Redis to identical
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sessionwarden.records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
 from sessionwarden.stores.base import SessionStore, StoreStats
+
+from ..conftest import DISTRIBUTED_KINDS, STORE_KINDS, open_test_store
+
+
+@pytest.fixture(params=STORE_KINDS + DISTRIBUTED_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
+    """Every store, the Redis Cluster and Sentinel ones included."""
+    with open_test_store(request.param, request, tmp_path) as s:
+        yield s
+
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
