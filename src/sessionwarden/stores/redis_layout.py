@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Final, cast
@@ -392,14 +392,16 @@ _OPERATIONS: Final = (
 )
 
 
-def _load_scripts() -> dict[str, str]:
+def load_scripts(names: Sequence[str], preludes: Sequence[str] = ("prelude",)) -> dict[str, str]:
+    """Operation name -> its Lua source: the ``preludes`` (shared helpers), then
+    ``lua/<name>.lua``."""
     lua = files(__package__).joinpath("lua")
-    prelude = lua.joinpath("prelude.lua").read_text(encoding="utf-8")
+    head = "\n".join(lua.joinpath(f"{p}.lua").read_text(encoding="utf-8") for p in preludes)
     return {
-        name: prelude + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        for name in _OPERATIONS
+        name: head + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        for name in names
     }
 
 
 #: Operation name -> the Lua source run for it (the prelude, then the operation's script).
-SCRIPTS: Final[dict[str, str]] = _load_scripts()
+SCRIPTS: Final[dict[str, str]] = load_scripts(_OPERATIONS)
