@@ -71,6 +71,10 @@ __all__ = ["AsyncRedisClusterStore", "RedisClusterStore"]
 
 T = TypeVar("T")
 
+#: Connections per node the async store may open (redis-py's default, 100, turns a burst of
+#: concurrent requests into errors).
+MAX_CONNECTIONS: Final = 10_000
+
 
 def _scan_reply(reply: Any) -> tuple[int, list[Any]]:
     """One node's SCAN reply (redis-py keys a cursor, or the whole reply, by node)."""
@@ -240,11 +244,15 @@ class AsyncRedisClusterStore:
         username: str | None = None,
         password: str | None = None,
         tls: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._ops = ClusterOps(prefix)
         self.read_cache = None
         options = _options(timeout, username, password, tls)
-        options.pop("health_check_interval", None)
+        # redis-py's async cluster client refuses (rather than queues) a command beyond
+        # max_connections per node, 100 by default: allow as many as the event loop has
+        # requests in flight
+        options["max_connections"] = max_connections
         self._client = cluster_async.RedisCluster(
             startup_nodes=[cast(Any, cluster_async.ClusterNode)(h, p) for h, p in seeds],
             retry=AsyncRetry(NoBackoff(), 1),
