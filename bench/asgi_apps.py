@@ -27,6 +27,16 @@ def ours_redis() -> Any:
     return SessionWardenMiddleware(starlette_app(), policy=policy(), store=store)
 
 
+def ours_store() -> Any:
+    """Ours on the store ``SWBENCH_STORE_URL`` names (``bench/cluster.py``)."""
+    from bench.ours import policy, starlette_app
+    from sessionwarden.asgi import SessionWardenMiddleware
+
+    return SessionWardenMiddleware(
+        starlette_app(), policy=policy(), store=os.environ["SWBENCH_STORE_URL"]
+    )
+
+
 def starsessions() -> Any:
     import redis.asyncio as aioredis
 

@@ -47,8 +47,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def uvicorn_command(factory: str, port: int) -> list[str]:
-    """The server every HTTP comparison runs: one worker, uvloop and httptools, no access log."""
+def uvicorn_command(factory: str, port: int, workers: int = 1) -> list[str]:
+    """The server every HTTP comparison runs: one worker (unless told), uvloop and httptools,
+    no access log."""
     return [
         sys.executable,
         "-m",
@@ -60,7 +61,7 @@ def uvicorn_command(factory: str, port: int) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--loop",
         "uvloop",
         "--http",
@@ -74,9 +75,9 @@ def uvicorn_command(factory: str, port: int) -> list[str]:
 class Server:
     """uvicorn in its own process group; ``stop`` kills the whole group."""
 
-    def __init__(self, factory: str, env: dict[str, str]) -> None:
+    def __init__(self, factory: str, env: dict[str, str], workers: int = 1) -> None:
         self.port = free_port()
-        cmd = uvicorn_command(factory, self.port)
+        cmd = uvicorn_command(factory, self.port, workers)
         full_env = dict(os.environ)
         full_env.update(env)
         full_env["PYTHONPATH"] = os.pathsep.join([_path.SRC, _path.ROOT])

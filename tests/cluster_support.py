@@ -269,6 +269,7 @@ class Cluster:
 
     nodes: list[Node]
     node_timeout_ms: int
+    n_masters: int = 3
 
     @property
     def seeds(self) -> list[tuple[str, int]]:
@@ -342,7 +343,7 @@ class Cluster:
         if not self._all_slots_ok():
             return False
         masters = self.masters()
-        if len(masters) != 3:
+        if len(masters) != self.n_masters:
             return False
         for m in masters:
             reps = self.replicas_of(m)
@@ -405,15 +406,21 @@ class Cluster:
 
 @contextlib.contextmanager
 def redis_cluster(
-    base: Path | None = None, *, node_timeout_ms: int = 2000, start_timeout: float = 90.0
+    base: Path | None = None,
+    *,
+    masters: int = 3,
+    node_timeout_ms: int = 2000,
+    start_timeout: float = 90.0,
 ) -> Iterator[Cluster]:
-    """Start 3 masters + 3 replicas on loopback, wait until healthy, yield, stop by PID."""
+    """Start ``masters`` masters, each with a replica, on loopback (3 + 3 by default), wait
+    until healthy, yield, stop by PID. ``redis-cli --cluster create`` builds 3 or more; fewer
+    are assembled by hand (CLUSTER ADDSLOTSRANGE, MEET, REPLICATE)."""
     missing = missing_binaries()
     if missing:
         raise ServerMissing(f"not installed: {', '.join(missing)}")
     root, owned = _base_dir(base, "cluster")
     nodes: list[Node] = []
-    for i in range(6):
+    for i in range(2 * masters):
         port = free_port(bus=True)
         directory = root / f"node{i}-{port}"
         args = _server_args(
@@ -425,11 +432,16 @@ def redis_cluster(
             "--cluster-require-full-coverage", "no",
         )  # fmt: skip
         nodes.append(Node(port, directory, args, role="cluster"))
-    cluster = Cluster(nodes, node_timeout_ms)
+    cluster = Cluster(nodes, node_timeout_ms, masters)
     try:
         for n in nodes:
             n.start()
         _wait("cluster nodes answer", lambda: all(n.ping() for n in nodes), 30, nodes)
+        if masters < 3:
+            _assemble(cluster, masters)
+            cluster.wait_healthy(start_timeout)
+            yield cluster
+            return
         subprocess.run(
             [
                 "redis-cli", "--cluster", "create", *(n.address for n in nodes),
@@ -447,6 +459,28 @@ def redis_cluster(
         cluster.stop()
         if owned:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _assemble(cluster: Cluster, masters: int) -> None:
+    """A cluster of fewer than 3 masters (which ``redis-cli --cluster create`` refuses): the
+    first ``masters`` nodes share the slots, each of the others replicates one of them."""
+    heads, tails = cluster.nodes[:masters], cluster.nodes[masters:]
+    step = CLUSTER_SLOTS // masters
+    for i, node in enumerate(heads):
+        last = CLUSTER_SLOTS - 1 if i == masters - 1 else (i + 1) * step - 1
+        node.call("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+    for node in cluster.nodes[1:]:
+        node.call("CLUSTER", "MEET", HOST, cluster.nodes[0].port)
+
+    def all_known() -> bool:
+        return all(
+            len(_text(n.call("CLUSTER", "NODES")).splitlines()) == len(cluster.nodes)
+            for n in cluster.nodes
+        )
+
+    _wait("cluster nodes meet", all_known, 30, cluster.nodes)
+    for head, tail in zip(heads, tails, strict=True):
+        tail.call("CLUSTER", "REPLICATE", _text(head.call("CLUSTER", "MYID")))
 
 
 # -- Redis Sentinel -----------------------------------------------------------------------------
