@@ -2,7 +2,8 @@
 
 ``server`` is parametrised over the SQLite, Redis and PostgreSQL stores (Redis with a key prefix of
 its own, deleted afterwards; PostgreSQL with a table of its own in the run's database, which the
-demo creates itself; each skipped when its server is absent, failed under ``CI=true``), and over
+demo creates itself; each skipped when its server is absent, failed under ``CI=true``; and, for
+the Starlette demo, the Redis Cluster and Sentinel set-ups the run starts), and over
 the two apps:
 the Starlette demo and its Flask twin (``python -m sessionwarden.demo.flask_main``, the ``flask-``
 parameters), which must pass the very same assertions. ``Client`` keeps the
@@ -165,6 +166,8 @@ def _wait_until_up(server: DemoServer, evil_port: int | None) -> None:
         "flask-sqlite",
         pytest.param("flask-redis", marks=pytest.mark.redis),
         pytest.param("flask-postgres", marks=pytest.mark.postgres),
+        pytest.param("redis-cluster", marks=pytest.mark.cluster),
+        pytest.param("redis-sentinel", marks=pytest.mark.cluster),
     ],
 )
 def server(
@@ -187,6 +190,9 @@ def server(
         with run_demo(store, workdir / "demo.key", workdir, module=module) as srv:
             yield srv.base_url
         return
+    if param in ("redis-cluster", "redis-sentinel"):
+        yield from _distributed(param, request, workdir)
+        return
     redis_or_skip()
     prefix = unique_prefix()
     try:
@@ -196,6 +202,22 @@ def server(
             yield srv.base_url
     finally:
         drop_prefix(prefix)
+
+
+def _distributed(param: str, request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
+    """The Starlette demo on the Redis Cluster or the Sentinel set-up this run started."""
+    prefix = unique_prefix()
+    if param == "redis-cluster":
+        servers = request.getfixturevalue("redis_cluster")
+        url = f"redis+cluster://{servers.seed_list}/?prefix={prefix}"
+    else:
+        servers = request.getfixturevalue("redis_sentinel")
+        url = f"redis+sentinel://{servers.sentinel_list}/{servers.name}?prefix={prefix}"
+    try:
+        with run_demo(url, workdir / "demo.key", workdir) as srv:
+            yield srv.base_url
+    finally:
+        servers.drop_prefix(prefix)
 
 
 # --------------------------------------------------------------------------------------------
