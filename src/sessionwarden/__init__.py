@@ -16,7 +16,15 @@ from .core import (
 )
 from .events import CallbackSink, Event, EventKind, EventSink, FanOut
 from .facts import RequestFacts
-from .policy import CookiePolicy, CsrfPolicy, HeadersPolicy, HttpsPolicy, MonitorPolicy, Policy
+from .policy import (
+    CookiePolicy,
+    CsrfPolicy,
+    HeadersPolicy,
+    HttpsPolicy,
+    MonitorPolicy,
+    Policy,
+    WebSocketPolicy,
+)
 from .stores import (
     AsyncSessionStore,
     MemoryStore,
@@ -52,6 +60,7 @@ __all__ = [
     "SessionValueError",
     "StoreUnavailable",
     "SystemClock",
+    "WebSocketPolicy",
     "open_async_store",
     "open_store",
 ]

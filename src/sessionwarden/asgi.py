@@ -30,9 +30,11 @@ from .events import EventSink
 from .facts import RequestFacts
 from .guard import Guard, Refusal, RequestContext
 from .headers import NOTHING_TO_DROP
+from .live import Connection, SessionEnded, Watcher
 from .policy import Policy
 from .records import JSON
 from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
+from .websocket import serve_websocket
 
 T = TypeVar("T")
 Scope = MutableMapping[str, Any]
@@ -59,6 +61,8 @@ class SessionWardenMiddleware:
         self.guard = Guard(policy, clock=clock, sink=sink)
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
+        #: Open WebSockets and event streams by session, closed when their session ends.
+        self.watcher = Watcher(self.engine, self.run, policy.websocket.check_interval)
         # Starlette and FastAPI apps answer exceptions themselves; teach them ours (duck-typed:
         # no framework import here).
         add_handler = getattr(app, "add_exception_handler", None)
@@ -81,7 +85,10 @@ class SessionWardenMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket" and self.policy.websocket.enabled:
+                await serve_websocket(self, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         guard = self.guard
         facts = _facts(guard, scope)
@@ -107,6 +114,12 @@ class SessionWardenMiddleware:
             if responder.started:
                 raise
             await self._reauth(send, ctx, exc)
+        except Exception:
+            if not responder.ended:  # else: the stream ended with its session (SessionEnded)
+                raise
+        finally:
+            if responder.stream is not None:
+                self.watcher.unwatch(responder.stream)
         # The request is over: let its objects go now. Servers keep the last scope of each
         # connection until the next request on it; left there, these objects would outlive
         # the request and feed the cyclic garbage collector's older generations (full
@@ -223,7 +236,7 @@ class _Responder:
     adds the headers. An object with slots rather than a closure: a closure would allocate a
     cell per captured variable on every request (work for the garbage collector)."""
 
-    __slots__ = ("ctx", "middleware", "replaced", "send", "started")
+    __slots__ = ("ctx", "ended", "middleware", "replaced", "send", "started", "stream")
 
     def __init__(self, middleware: SessionWardenMiddleware, ctx: RequestContext, send: Send):
         self.middleware = middleware
@@ -231,8 +244,13 @@ class _Responder:
         self.send = send
         self.started = False
         self.replaced = False
+        #: An event stream of a session: watched, and ended with the session.
+        self.stream: Connection | None = None
+        self.ended = False
 
     async def __call__(self, message: Message) -> None:
+        if self.ended:
+            raise SessionEnded("the session of this event stream ended")
         if self.replaced:
             return  # the app's response was replaced by a 503; drop its body
         if message["type"] == "http.response.start" and not self.started:
@@ -252,7 +270,36 @@ class _Responder:
             message["headers"] = _with_guard_headers(
                 guard, ctx, outcome, message.get("headers") or []
             )
+            await self.send(message)
+            if _is_event_stream(ctx, message["headers"], mw.policy.websocket.end_event_streams):
+                self._watch(mw)
+            return
         await self.send(message)
+
+    def _watch(self, mw: SessionWardenMiddleware) -> None:
+        session = self.ctx.session
+        assert session is not None and session.record is not None
+        self.stream = Connection("event-stream", self.ctx.facts, session.user_id, self._end)
+        mw.watcher.watch(session.record.key, self.stream)
+
+    async def _end(self, reason: str) -> None:
+        """End the event stream: the client sees its end at once; the application's next
+        ``send`` raises :class:`SessionEnded` (a disconnected client's does too)."""
+        if self.ended:
+            return
+        self.ended = True
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _is_event_stream(ctx: RequestContext, headers: Any, enabled: bool) -> bool:
+    """Whether a response of a stored session is a ``text/event-stream`` to watch."""
+    session = ctx.session
+    if not enabled or session is None or session.record is None:
+        return False
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return bool(value.lstrip().lower().startswith(b"text/event-stream"))
+    return False
 
 
 def _facts(guard: Guard, scope: Scope) -> RequestFacts:

@@ -30,6 +30,7 @@ __all__ = [
     "cross_origin_verdict",
     "extract_form_token",
     "is_exempt",
+    "origin_verdict",
     "token_verdict",
 ]
 
@@ -96,7 +97,14 @@ def cross_origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
         return Verdict(True, "safe-method")
     if is_exempt(facts.path, policy):
         return Verdict(True, "exempt-path")
+    return origin_verdict(facts, policy)
 
+
+def origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
+    """Steps 3 to 6 of :func:`cross_origin_verdict`, for any method: whether the browser says,
+    or shows, that the request came from this origin (or a trusted one). A WebSocket handshake
+    is a ``GET`` that a page of any site may open with the user's cookies, so it is checked
+    with this alone (and ``no-browser-headers`` is its caller's decision)."""
     site = (facts.sec_fetch_site or "").strip()
     origin = facts.origin
     if site:

@@ -49,6 +49,10 @@ class EventKind(enum.StrEnum):
     #: Once per process: requests arrive without a client address (a Unix-socket proxy, ASGI
     #: ``client=None``) while defences that need one (throttle, network check) are on.
     CLIENT_ADDRESS_MISSING = "config.client_address_missing"
+    #: A WebSocket handshake refused before the application saw it (reason: why).
+    WEBSOCKET_REFUSED = "websocket.refused"
+    #: An open WebSocket or event stream closed because its session ended (reason: how).
+    CONNECTION_CLOSED = "connection.closed"
 
 
 @dataclass(frozen=True, slots=True)

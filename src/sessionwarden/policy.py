@@ -187,6 +187,28 @@ class MonitorPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketPolicy:
+    """WebSocket handshakes and open long-lived connections (WebSockets, event streams)."""
+
+    #: Check handshakes (origin, session) and watch open connections; ``False`` passes
+    #: WebSocket scopes to the application untouched.
+    enabled: bool = True
+    #: Accept a handshake without an ``Origin`` header (a non-browser client). Browsers always
+    #: send one on a WebSocket handshake, so a missing one is refused by default.
+    allow_non_browser: bool = False
+    #: Seconds between checks of the sessions of open connections against the store; a session
+    #: that ended (revoked, logged out, expired) closes its connections within about this long.
+    check_interval: float = 0.5
+    #: End streaming responses (``text/event-stream``) of a session that ended, like WebSockets.
+    end_event_streams: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("websocket.check_interval", self.check_interval)
+        if self.check_interval > 60:
+            _fail("websocket.check_interval", "must be at most 60 seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Everything sessionwarden enforces. Only ``secret_keys`` has no default."""
 
@@ -219,6 +241,7 @@ class Policy:
     headers: HeadersPolicy = field(default_factory=HeadersPolicy)
     https: HttpsPolicy = field(default_factory=HttpsPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+    websocket: WebSocketPolicy = field(default_factory=WebSocketPolicy)
 
     def __post_init__(self) -> None:
         keys = self.secret_keys

@@ -69,6 +69,7 @@ _WARNING_KINDS = frozenset(
         EventKind.DBSC_MISSING_BOUND_COOKIE,
         EventKind.ALIAS_ACTION_REFUSED,
         EventKind.CLIENT_ADDRESS_MISSING,
+        EventKind.WEBSOCKET_REFUSED,
     }
 )
 _ERROR_KINDS = frozenset({EventKind.STORE_UNAVAILABLE})

@@ -1,0 +1,87 @@
+"""Open connections: whether the session an open WebSocket or event stream was opened with is
+still live, and what an application may save over a connection that cannot carry a cookie.
+
+Both are core rules (no I/O of their own): :func:`check_live` is what the watcher of open
+connections (:mod:`sessionwarden.live`) runs against the store for every watched session at
+each check; :func:`save_without_cookie` is the commit of a session that an application asks for
+over an open WebSocket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..facts import RequestFacts
+from ..records import Alias, SessionRecord, Tombstone
+from .base import EngineBase
+from .commit import CommitPlan, Committing, plan_commit
+from .ops import Get, Steps
+from .session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """What one check of a watched session found.
+
+    ``key``: the store key the session lives under now (a rotation within its grace window
+    moves it); ``None`` when the session ended, with ``reason`` saying how (a tombstone's
+    reason such as ``logout`` or ``revoked:user``, ``expired.idle``, ``expired.absolute``,
+    ``unknown``, ``rotated-out``)."""
+
+    key: str | None
+    reason: str = ""
+    #: The earliest time the session can expire if nothing else happens (a timer's deadline).
+    deadline: float = 0.0
+
+
+def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
+    """Whether the session at ``key`` is still live at ``now``: a live, unexpired record, or
+    an alias within its grace window whose target is one (periodic rotation by a request of
+    the same session elsewhere). Anything else ends the connection."""
+    found = yield from Get(key)
+    if isinstance(found, Alias):
+        if now >= found.grace_until:
+            return Liveness(None, "rotated-out")
+        key = found.target
+        found = yield from Get(key)
+    if isinstance(found, Tombstone):
+        return Liveness(None, found.reason)
+    if not isinstance(found, SessionRecord):
+        return Liveness(None, "unknown")
+    expired = engine._expiry_reason(found, now)
+    if expired is not None:
+        return Liveness(None, expired.value.removeprefix("session."))
+    return Liveness(key, deadline=engine.expires_at(found.created_at, found.last_seen))
+
+
+class CookieNeeded(RuntimeError):
+    """Raised by :func:`save_without_cookie` for a change that needs a new cookie (a login, an
+    explicit rotation, a new session): only an HTTP response can carry one."""
+
+
+def save_without_cookie(engine: Committing, session: Session, facts: RequestFacts) -> Steps[bool]:
+    """Commit what an application changed in ``session`` over an open WebSocket.
+
+    Data changes are written and ``last_seen`` is refreshed at most once per touch interval,
+    as on HTTP. A periodic rotation that is due waits for the next HTTP request (no cookie can
+    be sent here); a logout ends the session (the browser's cookie then names a dead session).
+    A login or an explicit rotation raises :class:`CookieNeeded`. Returns whether anything
+    was written."""
+    now = engine.clock.now()
+    plan = plan_commit(session, now, engine.policy)
+    if plan is CommitPlan.NOTHING:
+        return False
+    if plan is CommitPlan.LOGOUT:
+        yield from engine._logout(session, facts, now)
+        return True
+    if plan in (CommitPlan.CREATE, CommitPlan.ROTATE):
+        raise CookieNeeded("a login or a new session ID needs an HTTP response to set its cookie")
+    if plan is CommitPlan.ROTATE_PERIODIC:
+        record = session.record
+        assert record is not None
+        touch = now - record.last_seen >= engine.policy.effective_touch_interval
+        plan = CommitPlan.TOUCH if touch else CommitPlan.UPDATE
+        if plan is CommitPlan.UPDATE and not session.has_changes():
+            return False
+    outcome = yield from engine._update(session, facts, now, session.changes(), plan)
+    return outcome.wrote
