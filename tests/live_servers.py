@@ -1,0 +1,284 @@
+"""Several uvicorn processes sharing one store, and a measure of how soon a session ended in one
+closes the connections another holds open (``tests/test_live_processes.py`` and
+``bench/live_close.py``).
+
+The app (``uvicorn --factory tests.live_servers:app``) reads its store URL and secret from the
+environment. Its routes are plain ``GET`` requests to keep the harness small: ``/login?user=``,
+``/revoke?user=`` (every session of the user, as "sign out everywhere" does), ``/ws`` (greets
+with ``{"user": ...}``, then echoes) and ``/events`` (an endless event stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+COOKIE = "__Host-id"
+START_TIMEOUT = 30.0
+#: One browser for every request of a session (another one would be an anomaly, and refused).
+AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def app() -> Any:
+    """The app behind :class:`~sessionwarden.asgi.SessionWardenMiddleware`."""
+    from sessionwarden.asgi import SessionWardenMiddleware
+    from sessionwarden.policy import Policy
+
+    policy = Policy(secret_keys=(os.environ["SWLIVE_SECRET"].encode(),))
+    return SessionWardenMiddleware(_routes(), policy=policy, store=os.environ["SWLIVE_STORE"])
+
+
+def bare() -> Any:
+    """The same app without the middleware (its WebSocket greets with no user)."""
+    return _routes()
+
+
+def _routes() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    from sessionwarden.asgi import get_middleware, get_session
+
+    async def login(request: Request) -> Response:
+        get_session(request).login(request.query_params["user"])
+        return PlainTextResponse("ok")
+
+    async def revoke(request: Request) -> Response:
+        ended = await get_middleware(request).revoke_user(request.query_params["user"])
+        return PlainTextResponse(str(len(ended)))
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        session = websocket.scope.get("session")
+        await websocket.send_json({"user": session.user_id if session is not None else None})
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+
+    async def events(request: Request) -> Response:
+        async def forever() -> AsyncIterator[bytes]:
+            while True:
+                yield b"data: tick\n\n"
+                await asyncio.sleep(0.05)
+
+        return StreamingResponse(forever(), media_type="text/event-stream")
+
+    routes = [
+        Route("/login", login),
+        Route("/revoke", revoke),
+        Route("/events", events),
+        WebSocketRoute("/ws", ws),
+    ]
+    return Starlette(routes=routes)
+
+
+# -- the processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def servers(store: str, count: int, log_dir: Path, factory: str = "app") -> Iterator[list[Server]]:
+    """``count`` uvicorn processes on free loopback ports, all on ``store``; stopped by PID.
+    ``factory``: ``app`` (with the middleware) or ``bare``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    env["SWLIVE_STORE"] = store
+    env["SWLIVE_SECRET"] = "live-test-secret-" + "x" * 32
+    started: list[Server] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            cmd = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                f"tests.live_servers:{factory}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--ws",
+                "websockets",
+            ]
+            log = (log_dir / f"live-{port}.log").open("wb")
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+            started.append(Server(port, proc))
+        for server in started:
+            _wait_up(server)
+        yield started
+    finally:
+        for server in started:
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+        for server in started:
+            try:
+                server.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait(timeout=10)
+
+
+def _wait_up(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"uvicorn on {server.port} exited with {server.process.returncode}")
+        try:
+            httpx.get(server.http + "/absent", timeout=1)  # any answer: it is up
+            return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn on {server.port} did not start")
+        time.sleep(0.1)
+
+
+# -- one measurement -------------------------------------------------------------------------------
+
+
+async def _sign_in(client: httpx.AsyncClient, server: Server, user: str) -> str:
+    r = await client.get(server.http + "/login", params={"user": user})
+    r.raise_for_status()
+    for header in r.headers.get_list("set-cookie"):
+        name, _, rest = header.partition("=")
+        if name == COOKIE:
+            return rest.split(";", 1)[0]
+    raise AssertionError("no session cookie")
+
+
+async def websocket_close(
+    client: httpx.AsyncClient, holder: Server, revoker: Server, user: str
+) -> tuple[float, int]:
+    """Open a WebSocket on ``holder``, end its session through ``revoker``; the seconds from
+    the revocation's request to the close arriving, and the close code."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    cookie = await _sign_in(client, holder, user)
+    async with connect(
+        f"ws://127.0.0.1:{holder.port}/ws",
+        origin=holder.http,  # type: ignore[arg-type]
+        additional_headers={"cookie": f"{COOKIE}={cookie}"},
+        user_agent_header=AGENT,
+        open_timeout=10,
+    ) as ws:
+        greeting = await asyncio.wait_for(ws.recv(), 10)
+        assert user in str(greeting), greeting
+        started = time.monotonic()
+        r = await client.get(revoker.http + "/revoke", params={"user": user})
+        assert r.text == "1", r.text
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        except ConnectionClosed as closed:
+            elapsed = time.monotonic() - started
+            code = closed.rcvd.code if closed.rcvd is not None else -1
+            return elapsed, code
+    raise AssertionError("unreachable")
+
+
+async def event_stream_end(
+    client: httpx.AsyncClient, holder: Server, revoker: Server, user: str
+) -> tuple[float, int]:
+    """Open an event stream on ``holder``, end its session through ``revoker``; the seconds
+    until the stream ended, and the number of events received."""
+    cookie = await _sign_in(client, holder, user)
+    events = 0
+    started = 0.0
+    headers = {"cookie": f"{COOKIE}={cookie}"}
+    async with client.stream("GET", holder.http + "/events", headers=headers) as response:
+        assert response.status_code == 200
+        async for chunk in response.aiter_bytes():
+            events += chunk.count(b"data:")
+            if started == 0.0:
+                started = time.monotonic()
+                r = await client.get(revoker.http + "/revoke", params={"user": user})
+                assert r.text == "1", r.text
+    return time.monotonic() - started, events
+
+
+async def measure(store_servers: list[Server], kind: str, runs: int) -> list[float]:
+    """``runs`` closes, the holder and the revoker being different processes."""
+    holder, revoker = store_servers[0], store_servers[1]
+    latencies: list[float] = []
+    timeout = httpx.Timeout(10, read=30)
+    async with httpx.AsyncClient(timeout=timeout, headers={"user-agent": AGENT}) as client:
+        for n in range(runs):
+            user = f"user-{os.getpid()}-{n}-{time.monotonic_ns()}"
+            if kind == "websocket":
+                elapsed, code = await websocket_close(client, holder, revoker, user)
+                assert code == 1008, code
+            else:
+                elapsed, _ = await event_stream_end(client, holder, revoker, user)
+            latencies.append(elapsed)
+    return latencies
+
+
+async def echo_rate(server: Server, messages: int, cookie: str | None = None) -> float:
+    """Messages per second echoed over one open WebSocket: ``messages`` sent by one task while
+    another receives them (the server echoes each)."""
+    from websockets.asyncio.client import connect
+
+    headers = {"cookie": f"{COOKIE}={cookie}"} if cookie else {}
+    async with connect(
+        f"ws://127.0.0.1:{server.port}/ws",
+        origin=server.http,  # type: ignore[arg-type]
+        additional_headers=headers,
+        user_agent_header=AGENT,
+        compression=None,
+    ) as ws:
+        await ws.recv()  # the greeting
+        payload = "x" * 64
+
+        async def send_all() -> None:
+            for _ in range(messages):
+                await ws.send(payload)
+
+        started = time.perf_counter()
+        sender = asyncio.create_task(send_all())
+        for _ in range(messages):
+            await ws.recv()
+        await sender
+        return messages / (time.perf_counter() - started)
+
+
+async def signed_in_cookie(server: Server, user: str) -> str:
+    async with httpx.AsyncClient(headers={"user-agent": AGENT}) as client:
+        return await _sign_in(client, server, user)
