@@ -23,7 +23,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..asgi import ASGIApp, SessionWardenMiddleware, get_middleware, get_session
 from ..clock import Clock, SystemClock
@@ -35,6 +36,9 @@ from .shared import EVENT_LOGGER, demo_policy
 from .users import check_login
 
 __all__ = ["EVENT_LOGGER", "create_app", "create_evil_app", "demo_policy"]
+
+#: Seconds between the live panel's activity updates.
+LIVE_EVERY = 3.0
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -85,7 +89,7 @@ class _Demo(shared.DemoViews):
             return _see_other("/login")
         activity = await get_middleware(request).activity(session)
         context = shared.account_context(session, self.policy, activity)
-        return self.render(request, "account.html", **context)
+        return self.render(request, "account.html", live_panel=True, **context)
 
     async def transfer(self, request: Request) -> Response:
         session = get_session(request)
@@ -158,6 +162,35 @@ class _Demo(shared.DemoViews):
         content, status = shared.api_transfer(session, body, self.clock.now())
         return JSONResponse(content, status_code=status)
 
+    # -- the live panel (WebSocket) ---------------------------------------------------------
+    async def live(self, websocket: WebSocket) -> None:
+        """``/ws``: the signed-in user's name (``{"user": ...}``), then the session's recent
+        activity every few seconds. The middleware checked the handshake's origin and session,
+        and closes the socket (1008) when the session ends anywhere."""
+        session = get_session(websocket)
+        user = session.user_id
+        if user is None:
+            await websocket.close(code=1008)
+            return
+        middleware = get_middleware(websocket)
+        await websocket.accept()
+
+        async def push() -> None:
+            while True:
+                await websocket.send_json({"activity": await middleware.activity(session)})
+                await asyncio.sleep(LIVE_EVERY)
+
+        await websocket.send_json({"user": user})
+        pusher = asyncio.create_task(push())
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            pusher.cancel()
+            await asyncio.gather(pusher, return_exceptions=True)
+
     # -- plumbing ---------------------------------------------------------------------------
     async def static_file(self, request: Request) -> Response:
         found = self.static_content(request.path_params["name"])
@@ -218,9 +251,10 @@ def create_app(
                 await task
             await the_store.close()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route(path, getattr(demo, view), methods=[method]) for path, view, method in shared.ROUTES
     ]
+    routes.append(WebSocketRoute("/ws", demo.live))
     inner = Starlette(routes=routes, lifespan=lifespan)
     mw = SessionWardenMiddleware(inner, policy=policy, store=the_store, clock=clock, sink=sinks)
     holder["mw"] = mw

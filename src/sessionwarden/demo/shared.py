@@ -84,6 +84,7 @@ STATIC: Mapping[str, tuple[str, str]] = {
     "sessionwarden.js": ("static/sessionwarden.js", "text/javascript; charset=utf-8"),
     "demo.css": ("demo/static/demo.css", "text/css; charset=utf-8"),
     "attacks.js": ("demo/static/attacks.js", "text/javascript; charset=utf-8"),
+    "live.js": ("demo/static/live.js", "text/javascript; charset=utf-8"),
 }
 
 #: (path, view method name, HTTP method) of every route of the demo; the one path parameter is
