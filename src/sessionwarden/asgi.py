@@ -106,6 +106,9 @@ class SessionWardenMiddleware:
         if ctx.refusal is not None:
             await _send_refusal(guard, send, ctx, ctx.refusal)
             return
+        if ctx.dbsc_answer is not None:
+            await self._answer(send, ctx)
+            return
         state = _install(scope, ctx, self)
         responder = _Responder(self, ctx, send)
         try:
@@ -173,6 +176,20 @@ class SessionWardenMiddleware:
         return await self.run(self.engine.purge())
 
     # -- helpers ------------------------------------------------------------------------------
+    async def _answer(self, send: Send, ctx: RequestContext) -> None:
+        """A DBSC endpoint's answer, committed like any response (see :meth:`Guard.answer`)."""
+        guard = self.guard
+        try:
+            outcome = await self.run(guard.commit(ctx))
+        except StoreUnavailable as exc:
+            await _send_refusal(guard, send, ctx, guard.store_failed(ctx.facts, exc, writing=True))
+            return
+        if guard.outage.failing:
+            guard.store_ok(ctx.facts, wrote=outcome.wrote)
+        status, hdrs, body = guard.answer(ctx, outcome)
+        await send({"type": "http.response.start", "status": status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": body})
+
     async def _reauth(self, send: Send, ctx: RequestContext, exc: ReauthenticationRequired) -> None:
         """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
         session before raising (where to return to) is committed like any response."""

@@ -1,7 +1,9 @@
 """What a session record keeps about its DBSC binding: :class:`DbscState`, as plain JSON.
 
-It lives under ``flags["dbsc"]`` (:func:`state_of`, :func:`flags_with`), so it replicates through
-every store like the rest of the record and moves with the session when its ID rotates.
+The session record keeps it in a field of its own, ``SessionRecord.dbsc`` (:func:`state_in`,
+:func:`to_doc`), so it replicates through every store like the rest of the record, moves with the
+session when its ID rotates, and no concurrent write of other fields (flags, data) can drop it.
+:func:`state_of` and :func:`flags_with` read and write the same JSON under a ``flags`` key.
 """
 
 from __future__ import annotations
@@ -119,3 +121,19 @@ def flags_with(flags: Mapping[str, JSON], state: DbscState | None) -> dict[str, 
     else:
         out[FLAG] = state.to_json()
     return out
+
+
+def state_in(doc: JSON) -> DbscState | None:
+    """The DBSC state of a record's ``dbsc`` field; ``None`` when it has none, :data:`CORRUPT`
+    when it cannot be read (every check then fails closed)."""
+    return None if doc is None else state_of({FLAG: doc})
+
+
+def to_doc(state: DbscState | None) -> dict[str, JSON] | None:
+    """What a record's ``dbsc`` field holds for ``state``."""
+    return None if state is None else state.to_json()
+
+
+def is_bound(doc: JSON) -> bool:
+    """Whether a record's ``dbsc`` field holds a binding (a registered key)."""
+    return isinstance(doc, dict) and bool(doc.get("sid"))

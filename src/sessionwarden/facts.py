@@ -26,6 +26,8 @@ class RequestFacts:
     content_type: str = ""
     accept: str = ""
     csrf_header: str | None = None  # the value of the configured CSRF token header
+    #: Headers read for optional features only (DBSC), by lower-case name; ``None`` when none.
+    extra: dict[str, str] | None = None
 
     @property
     def is_safe_method(self) -> bool:

@@ -16,6 +16,8 @@ from . import csrf, headers
 from .anomaly import RiskAssessor
 from .clock import Clock
 from .core import Engine, Loaded, Outcome, Session, Steps
+from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
+from .dbsc_guard import DbscAnswer, DbscGuard
 from .events import EventKind, EventSink
 from .facts import RequestFacts
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
@@ -38,6 +40,7 @@ _SINGLE_HEADERS = (
 )
 _COOKIE = -1  # every value is kept
 _PROXY = -2  # every value is kept, in order, for the trusted-proxy resolution
+_EXTRA = -3  # read for an optional feature (DBSC): ``RequestFacts.extra``
 _FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-proto")
 
 _REASONS = {
@@ -115,6 +118,10 @@ class RequestContext:
     tossed: bool = False
     #: The token must be read from the (buffered) form body before the app runs.
     needs_form_token: bool = False
+    #: The guard answers a DBSC endpoint itself (through the commit, see :meth:`Guard.answer`).
+    dbsc_answer: DbscAnswer | None = None
+    #: The DBSC registration offer to add to a login response.
+    dbsc_offer: tuple[bytes, bytes] | None = None
 
     def csrf_token(self) -> str:
         """A freshly masked CSRF token for this request's session."""
@@ -156,6 +163,11 @@ class Guard:
         self._write_outage = False
         #: Whether the missing-client-address warning was sent (once per process).
         self._blind_reported = False
+        self.dbsc = (
+            DbscGuard(policy.dbsc, self.engine, policy.headers.clear_site_data_on_logout)
+            if policy.dbsc.enabled
+            else None
+        )
         # Where the value of each header the guard reads goes. A token header named like one of
         # the other headers is not read as a token; one named like a proxy header is read as the
         # token only.
@@ -164,6 +176,9 @@ class Guard:
         slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
         for name in _FORWARDED:
             slots.setdefault(name, _PROXY)
+        if self.dbsc is not None:
+            for name in DBSC_HEADERS:
+                slots.setdefault(name, _EXTRA)
         self._raw_slots = {name.encode("latin-1"): slot for name, slot in slots.items()}
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(self._raw_slots)
@@ -184,6 +199,7 @@ class Guard:
         values: list[str | None] = [None] * (len(_SINGLE_HEADERS) + 1)
         cookie: list[str] = []
         forwarded: list[tuple[str, str]] = []
+        extra: dict[str, str] = {}
         for raw_name, raw_value in headers:
             slot = slots.get(raw_name)
             if slot is None:
@@ -193,9 +209,14 @@ class Guard:
                 values[slot] = value
             elif slot == _COOKIE:
                 cookie.append(value)
-            else:
+            elif slot == _PROXY:
                 forwarded.append((raw_name.decode("latin-1"), value))
-        return self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
+            else:
+                extra[raw_name.decode("latin-1")] = value
+        facts = self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
+        if extra:
+            facts.extra = extra
+        return facts
 
     def _facts(
         self,
@@ -240,6 +261,8 @@ class Guard:
         if self._refuse_plain_http(ctx, target, now):
             return ctx
         loaded = yield from self.engine.load(facts)
+        if self.dbsc is not None:
+            loaded = yield from self.dbsc.admit(facts, loaded, now)
         return self._loaded(ctx, loaded, now)
 
     def _report_blind(self, facts: RequestFacts, now: float) -> None:
@@ -293,6 +316,10 @@ class Guard:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
         ctx.nonce = headers.new_nonce() if self.headers is not None else ""
+        if self.dbsc is not None and self.dbsc.is_endpoint(facts):
+            # Registration and refresh carry a signed proof: no cross-origin or token check.
+            ctx.dbsc_answer = self.dbsc.endpoint(facts, ctx.session, now)
+            return ctx
         cpol = self.policy.csrf
         if not cpol.enabled or facts.is_safe_method or csrf.is_exempt(facts.path, cpol):
             return ctx
@@ -358,6 +385,9 @@ class Guard:
     def commit(self, ctx: RequestContext) -> Steps[Outcome]:
         """Commit the request's session (see :meth:`Engine.commit`)."""
         assert ctx.session is not None
+        if self.dbsc is not None:
+            now = self.engine.clock.now()
+            ctx.dbsc_offer = self.dbsc.offer(ctx.facts, ctx.session, now)
         return self.engine.commit(ctx.session, ctx.facts)
 
     def response_headers(
@@ -378,7 +408,7 @@ class Guard:
             everywhere = self.engine.cookies.clear_everywhere(ctx.facts.host, ctx.facts.path)
             cookies.extend((b"set-cookie", c.encode("latin-1")) for c in everywhere)
         if self.headers is None:
-            return cookies, headers.NOTHING_TO_DROP
+            return self._with_dbsc(ctx, outcome, cookies), headers.NOTHING_TO_DROP
         no_store = self._no_store and (
             set_cookie is not None or (outcome is not None and outcome.authenticated)
         )
@@ -390,7 +420,36 @@ class Guard:
             outcome is not None and outcome.logged_out,
         )
         add[:0] = cookies
-        return add, drop
+        return self._with_dbsc(ctx, outcome, add), drop
+
+    def _with_dbsc(
+        self, ctx: RequestContext, outcome: Outcome | None, add: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """``add`` with the DBSC offer of a login, or the bound cookie's removal when the
+        session cookie goes."""
+        if self.dbsc is None:
+            return add
+        if ctx.dbsc_offer is not None and outcome is not None and outcome.authenticated:
+            add.append(ctx.dbsc_offer)
+        gone = ctx.clear_cookie or (outcome is not None and outcome.logged_out)
+        if gone and ctx.dbsc_answer is None:
+            add.extend(self.dbsc.bound_cookie_gone(ctx.facts))
+        return add
+
+    def answer(
+        self, ctx: RequestContext, outcome: Outcome
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body of a DBSC endpoint's answer (``ctx.dbsc_answer``) after the
+        commit: its own headers and the guard's (a periodic rotation's new session cookie)."""
+        answer = ctx.dbsc_answer
+        assert answer is not None
+        hdrs = list(answer.headers)
+        add, drop = self.response_headers(ctx, outcome, {name for name, _ in hdrs})
+        if drop:
+            hdrs = [(n, v) for n, v in hdrs if n not in drop]
+        hdrs.extend(add)
+        hdrs.append((b"content-length", str(len(answer.body)).encode()))
+        return answer.status, hdrs, answer.body
 
     def refuse(
         self, ctx: RequestContext, refusal: Refusal

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .dbsc import DbscPolicy
+
 SameSite = Literal["Strict", "Lax", "None"]
 Action = Literal["allow", "log", "step_up", "revoke"]
 _ACTIONS = ("allow", "log", "step_up", "revoke")
@@ -242,6 +244,8 @@ class Policy:
     https: HttpsPolicy = field(default_factory=HttpsPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
     websocket: WebSocketPolicy = field(default_factory=WebSocketPolicy)
+    #: Device Bound Session Credentials (off by default; see ``docs/dbsc.md``).
+    dbsc: DbscPolicy = field(default_factory=DbscPolicy)
 
     def __post_init__(self) -> None:
         keys = self.secret_keys

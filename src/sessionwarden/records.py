@@ -26,6 +26,7 @@ META_FIELDS: tuple[str, ...] = (
     "user_agent",
     "fingerprint",
     "flags",
+    "dbsc",
 )
 
 
@@ -52,6 +53,9 @@ class SessionRecord:
     fingerprint: dict[str, JSON] | None = None
     flags: dict[str, JSON] = field(default_factory=dict)
     data: dict[str, JSON] = field(default_factory=dict)
+    #: The device binding (:class:`~sessionwarden.dbsc_state.DbscState` as JSON), a field of
+    #: its own so that no other write (flags, data) can drop or roll it back.
+    dbsc: dict[str, JSON] | None = None
 
     def copy(self) -> SessionRecord:
         """An independent copy (scalars shared, containers copied): what a store hands out, so
@@ -72,6 +76,7 @@ class SessionRecord:
             None if fp is None else clone_map(fp),
             clone_map(flags) if flags else {},
             clone_map(self.data),
+            None if self.dbsc is None else clone_map(self.dbsc),
         )
 
     def meta(self) -> dict[str, JSON]:
@@ -99,6 +104,7 @@ class SessionRecord:
             fingerprint=meta.get("fingerprint"),
             flags=dict(meta.get("flags") or {}),
             data=data,
+            dbsc=meta.get("dbsc") or None,
         )
 
     @classmethod

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 ID_BYTES = 32
 ID_LENGTH = 43  # len(base64url(32 bytes)) without padding
@@ -118,8 +119,16 @@ class Keyring:
 
     def hash_value(self, purpose: str, value: str) -> str:
         """A keyed hash of any other value (a user ID in an index key, a client address)."""
-        msg = purpose.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
-        return self._macs[0].hexdigest(msg)
+        return _hash_value(self._macs[0], purpose, value)
+
+    def legacy_value_hashers(self) -> tuple[Callable[[str, str], str], ...]:
+        """:meth:`hash_value` under each older secret (values stored before a key rotation)."""
+        return tuple(functools.partial(_hash_value, mac) for mac in self._macs[1:])
+
+
+def _hash_value(mac: _HmacSha256, purpose: str, value: str) -> str:
+    msg = purpose.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
+    return mac.hexdigest(msg)
 
 
 def ref_of(store_key: str) -> str:

@@ -28,6 +28,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS = {
+    200: "200 OK",
     303: "303 See Other",
     400: "400 Bad Request",
     308: "308 Permanent Redirect",
@@ -77,6 +78,8 @@ class SessionWardenWSGI:
             self._check_form_body(environ, ctx)
         if ctx.refusal is not None:
             return _refuse(guard, start_response, ctx, ctx.refusal)
+        if ctx.dbsc_answer is not None:
+            return self._answer(start_response, ctx)
 
         environ["sessionwarden.session"] = ctx.session
         environ["sessionwarden"] = ctx
@@ -130,6 +133,19 @@ class SessionWardenWSGI:
         return run_sync(self.engine.purge(), self.store)
 
     # -- helpers ------------------------------------------------------------------------------
+    def _answer(self, start_response: StartResponse, ctx: RequestContext) -> list[bytes]:
+        """A DBSC endpoint's answer, committed like any response (see :meth:`Guard.answer`)."""
+        guard = self.guard
+        try:
+            outcome = run_sync(guard.commit(ctx), self.store)
+        except StoreUnavailable as exc:
+            failed = guard.store_failed(ctx.facts, exc, writing=True)
+            return _refuse(guard, start_response, ctx, failed)
+        guard.store_ok(ctx.facts, wrote=outcome.wrote)
+        status, hdrs, body = guard.answer(ctx, outcome)
+        start_response(_STATUS.get(status, f"{status} OK"), _str_headers(hdrs))
+        return [body]
+
     def _read_body(self, environ: dict[str, Any]) -> tuple[bytes | None, bool]:
         """The buffered body (``None`` when over the limit) and whether it is complete: a
         stream that ends before its Content-Length is a truncated body."""

@@ -229,6 +229,7 @@ class Committing(EngineBase):
             user_agent=self.agent_label(facts.user_agent),
             fingerprint=self._login_fingerprint(facts) if act.login_user is not None else None,
             data={**changes.set_data},
+            dbsc=act.dbsc[0] if act.dbsc is not None else None,
         )
         evicted = yield from Insert(
             record,

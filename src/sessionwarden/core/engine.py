@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import tokens
+from ..dbsc_state import is_bound
 from ..events import EventKind
 from ..records import JSON, SessionRecord
 from .commit import Committing
@@ -31,6 +32,8 @@ class SessionInfo:
     client_ip: str
     user_agent: str
     current: bool
+    #: The session is bound to a key on its device (DBSC): a copied cookie is of little use.
+    device_bound: bool = False
 
     def to_dict(self) -> dict[str, JSON]:
         return {
@@ -42,6 +45,7 @@ class SessionInfo:
             "ip": self.client_ip,
             "ua": self.user_agent,
             "current": self.current,
+            "device_bound": self.device_bound,
         }
 
 
@@ -68,6 +72,7 @@ class Engine(Loading, Committing):
                 client_ip=r.client_ip,
                 user_agent=r.user_agent,
                 current=r.key == current_key,
+                device_bound=is_bound(r.dbsc),
             )
             for r in records
             if self._expiry_reason(r, now) is None

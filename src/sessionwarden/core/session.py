@@ -362,6 +362,11 @@ class Session:
         """A freshly masked CSRF token for a form or a header (differs on every call)."""
         return tokens.mask_token(self.csrf_secret())
 
+    def bind_device(self, state: dict[str, JSON] | None) -> None:
+        """Store the session's DBSC binding (``None``: drop it), written by the commit as a
+        field of its own (see :mod:`sessionwarden.dbsc_guard`)."""
+        self.actions.dbsc = (state,)
+
     def network_changed(self, fp: dict[str, JSON], now: float) -> None:
         """The risk check tolerated a new network: keep its fingerprint and remember when."""
         self._new_fingerprint = fp
@@ -393,6 +398,9 @@ class Session:
         flags = self._merged_flags()
         if flags is not None:
             update.meta["flags"] = flags
+        act = self._actions
+        if act is not None and act.dbsc is not None:
+            update.meta["dbsc"] = act.dbsc[0]
         return update
 
     def _merged_flags(self) -> dict[str, JSON] | None:
@@ -431,6 +439,8 @@ class Actions:
     net_changed_at: float | None = None
     #: An action refused because the request arrived on a rotated-out ID (reported only).
     alias_refused: str | None = None
+    #: A new DBSC binding to write (a 1-tuple: its value may be ``None``, dropping it).
+    dbsc: tuple[dict[str, JSON] | None] | None = None
 
     def pending(self) -> bool:
         """Whether any action asks the commit to do something."""
@@ -444,4 +454,5 @@ class Actions:
             or self.revoke_others
             or self.token_issued
             or self.net_changed_at is not None
+            or self.dbsc is not None
         )

@@ -27,6 +27,7 @@ field        holds                                 in
 ``i``        client_ip                             record
 ``g``        user_agent                            record
 ``F``        flags                                 record
+``D``        DBSC binding (JSON)                   record
 ``f``        the fingerprint, when it is ``{}``    record
 ``0``-``4``  fingerprint ip, net, ua, uav, lang    record
 ``f:<n>``    any other fingerprint trait           record
@@ -104,6 +105,7 @@ META_CODES: Final[dict[str, str]] = {
     "user_agent": "g",
     "fingerprint": "f",
     "flags": "F",
+    "dbsc": "D",
 }
 _CODE_META: Final[dict[str, str]] = {code: name for name, code in META_CODES.items()}
 #: Optional meta fields and the default that is not stored.
@@ -114,6 +116,7 @@ _DEFAULTS: Final[dict[str, JSON]] = {
     "user_agent": "",
     "fingerprint": None,
     "flags": {},
+    "dbsc": None,
 }
 DATA_PREFIX: Final = "d:"
 #: Fingerprint traits are stored one field each: sessionwarden's own traits under one-digit
