@@ -10,9 +10,10 @@ import pytest
 from .http_server import Stores, open_stores
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    """Each store against its real backend (Redis skips visibly without a server)."""
+    """Each store against its real backend (Redis and PostgreSQL skip visibly
+    without a server, and fail under CI)."""
     opened = open_stores(request.param, tmp_path)
     yield opened
     for fn in opened.cleanup:

@@ -33,7 +33,7 @@ from sessionwarden.stores import InlineAsyncStore, MemoryStore, SessionStore
 from sessionwarden.wsgi import SessionWardenWSGI
 from sessionwarden.wsgi import get_session as wsgi_session
 
-from ..conftest import SECRET, drop_prefix, redis_or_skip, unique_prefix
+from ..conftest import SECRET, drop_prefix, postgres_table, redis_or_skip, unique_prefix
 from .client import Response
 
 HOST = "app.test"
@@ -95,6 +95,12 @@ def open_stores(kind: str, tmp_path: Path) -> Stores:
         path = tmp_path / "sessions.db"
         sqlite = SQLiteStore(path)
         return Stores(kind, sqlite, lambda: InlineAsyncStore(SQLiteStore(path)), [sqlite.close])
+    if kind == "postgres":
+        from sessionwarden.stores.postgres import AsyncPostgresStore, PostgresStore
+
+        url, table = postgres_table()
+        pg = PostgresStore(url, table=table)
+        return Stores(kind, pg, lambda: AsyncPostgresStore(url, table=table), [pg.close])
     url = redis_or_skip()
     from sessionwarden.stores.redis import AsyncRedisStore, RedisStore
 
