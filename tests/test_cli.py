@@ -136,8 +136,11 @@ def test_list_table(capsys: pytest.CaptureFixture[str], target: Target, world: W
     status, out, err = run(capsys, "sessions", "list", "--user", "alice", "--store", target.url)
     assert status == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].split() == ["REF", "CREATED", "LAST", "SEEN", "EXPIRES", "IP", "USER", "AGENT"]
+    assert lines[0].split() == [
+        *("REF", "CREATED", "LAST", "SEEN", "EXPIRES", "IP", "BOUND", "USER", "AGENT")
+    ]
     assert len(lines) == 3
+    assert all(line.split()[5] == "no" for line in lines[1:])  # neither is device-bound
     assert world.refs["alice_ff"] in out and world.refs["alice_curl"] in out
     assert world.refs["bob"] not in out
     assert "198.51.100.7" in out and "curl/8.5.0" in out
@@ -155,9 +158,11 @@ def test_list_json(capsys: pytest.CaptureFixture[str], target: Target, world: Wo
     assert {r["ref"] for r in rows} == {world.refs["alice_ff"], world.refs["alice_curl"]}
     for row in rows:
         assert set(row) == {"ref", "user", "created_at", "last_seen", "expires_at", "ip", "ua"} | {
-            "current"
+            "current",
+            "device_bound",
         }
         assert row["user"] == "alice" and row["current"] is False
+        assert row["device_bound"] is False
         assert row["expires_at"] > time.time()
     assert_no_secrets(out, world.alice_ff, world.alice_curl)
 
@@ -507,6 +512,35 @@ def test_python_dash_m_stats(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_list_shows_device_bound_sessions(
+    capsys: pytest.CaptureFixture[str], target: Target
+) -> None:
+    from sessionwarden.dbsc_state import DbscState
+    from sessionwarden.records import SessionRecord
+
+    now = time.time()
+    bound = DbscState(session_identifier="s1", alg="ES256", jwk={"kty": "EC"}).to_json()
+    offered = DbscState(challenges=(("0" * 64, now + 60),)).to_json()  # offered, never bound
+    for digit, dbsc in (("a", bound), ("b", offered), ("c", None)):
+        record = SessionRecord(
+            key=digit * 64,
+            created_at=now,
+            last_seen=now,
+            expires_at=now + 600,
+            rotated_at=now,
+            csrf_secret="x" * 43,
+            user_id="carol",
+            dbsc=dbsc,
+        )
+        target.store.insert(record, max_per_user=0, tombstone_until=now + 600)
+    status, out, _ = run(capsys, "sessions", "list", "--user", "carol", "--store", target.url)
+    assert status == 0
+    bound_of = {line.split()[0][0]: line.split()[5] for line in out.splitlines()[1:]}
+    assert bound_of == {"a": "yes", "b": "no", "c": "no"}
+    _, out, _ = run(capsys, "sessions", "list", "--user", "carol", "--store", target.url, "--json")
+    assert sorted(r["device_bound"] for r in json.loads(out)) == [False, False, True]
 
 
 def test_ambiguous_ref_revokes_nothing(capsys: pytest.CaptureFixture[str], target: Target) -> None:

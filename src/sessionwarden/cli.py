@@ -218,11 +218,13 @@ def cmd_list(args: argparse.Namespace, store: SessionStore) -> int:
             iso_utc(info.last_seen),
             iso_utc(info.expires_at),
             info.client_ip or "-",
+            "yes" if info.device_bound else "no",
             _truncate(safe_text(info.user_agent), _UA_WIDTH) or "-",
         ]
         for info in infos
     ]
-    _table(["REF", "CREATED", "LAST SEEN", "EXPIRES", "IP", "USER AGENT"], rows, sys.stdout)
+    headers = ["REF", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BOUND", "USER AGENT"]
+    _table(headers, rows, sys.stdout)
     return EXIT_OK
 
 

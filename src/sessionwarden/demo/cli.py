@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"default: {KEY_FILE_NAME} next to the SQLite file, or ${SECRET_ENV} when set",
     )
     parser.add_argument(
+        "--dbsc",
+        action="store_true",
+        help="offer Device Bound Session Credentials after sign-in (browsers that support "
+        "them bind the session to a key on the device; see docs/dbsc.md)",
+    )
+    parser.add_argument(
         "--evil-port",
         type=int,
         default=None,
@@ -223,6 +229,11 @@ class Startup:
             print("Users: " + ", ".join(sorted(self.users)))
         if self.evil_url is not None:
             print(f"Cross-site attacker page on {self.evil_url} (posts to {self.origin}/transfer)")
+        if self.policy.dbsc.enabled:
+            print(
+                f"DBSC: registration offered after sign-in at {self.policy.dbsc.register_path}, "
+                f"refresh at {self.policy.dbsc.refresh_path}"
+            )
         if args.host not in ("127.0.0.1", "::1", "localhost"):
             print(
                 "note: the session cookie is Secure; over plain HTTP browsers accept it only from "
@@ -274,6 +285,7 @@ def start_up(
             idle_timeout=args.idle_timeout,
             absolute_timeout=args.absolute_timeout,
             rotate_every=args.rotate_every,
+            dbsc=getattr(args, "dbsc", False),
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 from ..clock import Clock
 from ..core import Session
+from ..dbsc import DbscPolicy
 from ..events import EventSink, FanOut
 from ..html import sanitize_html
 from ..monitor import JsonLogSink, agent_label
@@ -131,9 +132,11 @@ def demo_policy(
     idle_timeout: float = 1800.0,
     absolute_timeout: float = 43_200.0,
     rotate_every: float = 900.0,
+    dbsc: bool = False,
 ) -> Policy:
     """The demo's policy: library defaults (a user-agent change revokes the session), at most
-    five sessions per user, and the timeouts chosen on the command line."""
+    five sessions per user, the timeouts chosen on the command line and, with ``dbsc``, device
+    bound sessions offered to browsers that support them."""
     grace = min(10.0, rotate_every / 2) if rotate_every else 10.0
     return Policy(
         secret_keys=(secret,),
@@ -143,6 +146,7 @@ def demo_policy(
         rotation_grace=grace,
         max_sessions_per_user=5,
         monitor=MonitorPolicy(on_high="revoke", agent_change_is_high=True),
+        dbsc=DbscPolicy(enabled=dbsc),
     )
 
 
