@@ -1,4 +1,4 @@
-"""Real Chromium against the DBSC decisions, over HTTPS on loopback.
+"""Real Chromium against the DBSC decisions and the middleware, over HTTPS on loopback.
 
 Debian's Chromium has DBSC compiled in but off. It registers and refreshes only when (a) the
 features ``DeviceBoundSessions`` and ``EnableBoundSessionCredentialsSoftwareKeysForManualTesting``
@@ -226,4 +226,136 @@ def test_without_the_features_offering_dbsc_changes_nothing(
     page.goto(f"{site.origin}/drop")
     assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
     assert site.posts() == []  # no registration, no refresh: an ordinary session
+    assert sorted(c["name"] for c in context.cookies()) == ["__Host-id"]
+
+
+# ---------------------------------------------------------------- the real middleware
+
+
+class _Middleware:
+    """The ASGI middleware itself (memory store, system clock) under uvicorn, over HTTPS on
+    https://localhost:PORT with the pinned certificate."""
+
+    def __init__(self, cert: Path, key: Path, pin: str) -> None:
+        import socket
+
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        from sessionwarden.asgi import SessionWardenMiddleware, get_session
+        from sessionwarden.events import CallbackSink, Event
+        from sessionwarden.policy import Policy
+        from sessionwarden.stores import InlineAsyncStore, MemoryStore
+
+        from ..conftest import SECRET
+        from ..dbsc.http_server import _page
+
+        self.pin = pin
+        self.policy = Policy(secret_keys=(SECRET,), dbsc=dbsc.DbscPolicy(enabled=True))
+        self.events: list[Event] = []
+        self.log: list[tuple[str, str]] = []
+
+        async def page(request: Request) -> PlainTextResponse:
+            if request.url.path == "/drop":  # the bound cookie "runs out" now
+                name, value = dbsc.clear_bound_cookie_header(self.policy.dbsc)
+                return PlainTextResponse("dropped", headers={name: value})
+            status, text = _page(get_session(request), request.url.path)
+            return PlainTextResponse(text, status_code=status)
+
+        paths = ("/login", "/account", "/drop")
+        inner = Starlette(routes=[Route(p, page, methods=["GET", "POST"]) for p in paths])
+        guarded = SessionWardenMiddleware(
+            inner,
+            policy=self.policy,
+            store=InlineAsyncStore(MemoryStore()),
+            sink=CallbackSink(self.events.append),
+        )
+
+        async def logged(scope: Any, receive: Any, send: Any) -> None:
+            async def status_of(message: Any) -> None:
+                if message["type"] == "http.response.start" and scope["type"] == "http":
+                    self.log.append((f"{scope['method']} {scope['path']}", message["status"]))
+                await send(message)
+
+            await guarded(scope, receive, status_of)
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            logged,
+            host="127.0.0.1",
+            port=port,
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+            log_level="warning",
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.origin = f"https://localhost:{port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def posts(self) -> list[tuple[str, int]]:
+        return [(line[5:], status) for line, status in list(self.log) if line[:5] == "POST "]
+
+    def kinds(self) -> list[str]:
+        return [f"{e.kind.value}:{e.reason}" for e in list(self.events) if e.kind.value[:4] == "dbsc"]
+
+
+@pytest.fixture
+def middleware() -> Iterator[_Middleware]:
+    with tempfile.TemporaryDirectory() as tmp:
+        served = _Middleware(*_certificate(Path(tmp)))
+        served.thread.start()
+        try:
+            assert _wait(lambda: served.server.started), "uvicorn did not start"
+            yield served
+        finally:
+            served.server.should_exit = True
+            served.thread.join(10)
+
+
+def test_chromium_registers_and_refreshes_against_the_middleware(
+    middleware: _Middleware, chromium: Callable[[list[str]], Any]
+) -> None:
+    context = chromium([FEATURES, f"--ignore-certificate-errors-spki-list={middleware.pin}"])
+    page = context.new_page()
+    page.goto(f"{middleware.origin}/login")
+    register = middleware.policy.dbsc.register_path
+    refresh = middleware.policy.dbsc.refresh_path
+    assert _wait(lambda: (register, 200) in middleware.posts()), middleware.log
+    assert _wait(lambda: any(c["name"] == "__Host-dbsc" for c in context.cookies()))
+    first = {c["name"]: c["value"] for c in context.cookies()}["__Host-dbsc"]
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+
+    # Without the bound cookie Chromium holds the request back and refreshes first.
+    page.goto(f"{middleware.origin}/drop")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    assert middleware.posts()[-2:] == [(refresh, 403), (refresh, 200)]
+    second = {c["name"]: c["value"] for c in context.cookies()}["__Host-dbsc"]
+    assert second != first
+
+    # The challenge of that 200 makes the next refresh a single round trip.
+    before = len(middleware.posts())
+    page.goto(f"{middleware.origin}/drop")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    assert middleware.posts()[before:] == [(refresh, 200)]
+    kinds = middleware.kinds()
+    assert kinds[0] == "dbsc.registered:ES256" and kinds.count("dbsc.refreshed:") == 2
+    assert not [k for k in kinds if k.startswith(("dbsc.proof_failed", "dbsc.missing"))]
+
+
+def test_without_the_features_the_middleware_changes_nothing(
+    middleware: _Middleware, chromium: Callable[[list[str]], Any]
+) -> None:
+    context = chromium([f"--ignore-certificate-errors-spki-list={middleware.pin}"])
+    page = context.new_page()
+    page.goto(f"{middleware.origin}/login")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    page.goto(f"{middleware.origin}/drop")
+    assert page.evaluate("fetch('/account').then(r => r.text())") == "alice"
+    assert middleware.posts() == []  # offered, ignored: an ordinary session
     assert sorted(c["name"] for c in context.cookies()) == ["__Host-id"]
