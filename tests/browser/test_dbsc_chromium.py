@@ -302,7 +302,8 @@ class _Middleware:
         return [(line[5:], status) for line, status in list(self.log) if line[:5] == "POST "]
 
     def kinds(self) -> list[str]:
-        return [f"{e.kind.value}:{e.reason}" for e in list(self.events) if e.kind.value[:4] == "dbsc"]
+        events = list(self.events)
+        return [f"{e.kind.value}:{e.reason}" for e in events if e.kind.value[:4] == "dbsc"]
 
 
 @pytest.fixture
