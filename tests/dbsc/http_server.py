@@ -26,7 +26,7 @@ from sessionwarden import dbsc
 from sessionwarden.asgi import SessionWardenMiddleware, get_session
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Session
-from sessionwarden.events import Event
+from sessionwarden.events import Event, EventSink, FanOut
 from sessionwarden.policy import Policy
 from sessionwarden.records import SessionRecord
 from sessionwarden.stores import InlineAsyncStore, MemoryStore, SessionStore
@@ -127,13 +127,17 @@ def dbsc_policy(**dbsc_options: Any) -> Policy:
 class Server:
     """The middleware under test, with the transport the browser client calls."""
 
-    def __init__(self, adapter: str, stores: Stores, policy: Policy) -> None:
+    def __init__(
+        self, adapter: str, stores: Stores, policy: Policy, also: EventSink | None = None
+    ) -> None:
         self.adapter = adapter
         self.stores = stores
         self.policy = policy
         self.clock = ManualClock(T0)
         self.events: list[Event] = []
-        sink = _ListSink(self.events)
+        sink: EventSink = _ListSink(self.events)
+        if also is not None:
+            sink = FanOut(sink, also)
         self._loop: asyncio.AbstractEventLoop | None = None
         if adapter == "asgi":
             self._loop = asyncio.new_event_loop()

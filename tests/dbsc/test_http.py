@@ -177,3 +177,52 @@ def test_sessions_list_shows_the_device_bound_session(pair: tuple[Server, DbscBr
     browser.request("GET", "/login")
     infos = server.run(server.engine.list_sessions("alice"))
     assert sorted(i.to_dict()["device_bound"] for i in infos) == [False, True]
+
+
+def test_login_from_an_existing_session_offers_and_binds(
+    pair: tuple[Server, DbscBrowser],
+) -> None:
+    server, browser = pair
+    assert browser.request("GET", "/count").body == b"1"  # an anonymous session first
+    browser.request("GET", "/login")  # the login rotates that session's ID
+    assert browser.log[-1] == f"POST {REGISTER} -> 200"
+    (record,) = server.records()
+    assert record.data["n"] == 1 and state_in(record.dbsc).bound  # type: ignore[union-attr]
+    server.clock.advance(601)
+    assert browser.request("GET", "/count").body == b"2"
+
+
+def test_skipped_refresh_is_reported(pair: tuple[Server, DbscBrowser]) -> None:
+    server, browser = pair
+    browser.request("GET", "/login")
+    skipped = f'unreachable;session_identifier="{browser.session_id}"'
+    assert browser.request("GET", "/account", {"secure-session-skipped": skipped}).body == b"alice"
+    (event,) = [e for e in server.events if e.kind.value == "dbsc.skipped"]
+    assert (event.reason, event.detail) == ("unreachable", {"this_session": True})
+
+
+def test_prometheus_counts_registrations_refreshes_failures_and_missing_cookies(
+    adapter: str, stores: Stores
+) -> None:
+    from sessionwarden.sinks import PrometheusSink
+
+    metrics = PrometheusSink()
+    server = Server(adapter, stores, dbsc_policy(), also=metrics)
+    try:
+        browser = DbscBrowser(server.send, server.clock.now)
+        browser.request("GET", "/login")
+        server.clock.advance(601)
+        browser.request("GET", "/account")  # 403 (no proof yet: not a failure), then 200
+        cookie = {"cookie": f"__Host-id={browser.cookies['__Host-id'][0]}"}
+        server.send("GET", "/account", cookie)  # the long-lived cookie alone
+        sid = {"sec-secure-session-id": str(browser.session_id)}
+        server.send("POST", REFRESH, {**cookie, **sid, "secure-session-response": "x.y.z"})
+
+        def count(kind: str) -> float:
+            value = metrics.registry.get_sample_value("sessionwarden_events_total", {"kind": kind})
+            return value or 0.0
+
+        assert count("dbsc.registered") == 1 and count("dbsc.refreshed") == 1
+        assert count("dbsc.missing_bound_cookie") == 1 and count("dbsc.proof_failed") == 1
+    finally:
+        server.close()
