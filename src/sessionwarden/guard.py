@@ -199,7 +199,7 @@ class Guard:
         values: list[str | None] = [None] * (len(_SINGLE_HEADERS) + 1)
         cookie: list[str] = []
         forwarded: list[tuple[str, str]] = []
-        extra: dict[str, str] = {}
+        extra: dict[str, str] | None = None
         for raw_name, raw_value in headers:
             slot = slots.get(raw_name)
             if slot is None:
@@ -212,10 +212,11 @@ class Guard:
             elif slot == _PROXY:
                 forwarded.append((raw_name.decode("latin-1"), value))
             else:
+                if extra is None:
+                    extra = {}
                 extra[raw_name.decode("latin-1")] = value
         facts = self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
-        if extra:
-            facts.extra = extra
+        facts.extra = extra
         return facts
 
     def _facts(
