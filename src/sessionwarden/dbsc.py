@@ -14,11 +14,12 @@ value (:class:`DbscResult`, :class:`Offer`, :class:`CookieCheck`) that an adapte
 response and a record update. Nothing is read or written here, and :mod:`cryptography` is only
 imported when a proof is checked (the ``dbsc`` extra).
 
-What lives in the session record (under ``flags["dbsc"]``, see :func:`state_of` and
-:func:`flags_with`) is :class:`DbscState`: the public key, the outstanding challenges (as keyed
-hashes), the keyed hash and expiry of the current and previous bound cookie, and the refresh
-rate-limit window. It is plain JSON, so it replicates through every store and moves with the
-session when its ID rotates.
+What lives in the session record (its own ``dbsc`` field, see
+:func:`~sessionwarden.dbsc_state.state_in`) is :class:`DbscState`: the public key, the outstanding
+challenges (as keyed hashes), the keyed hash and expiry of the current and previous bound cookie,
+and the refresh rate-limit window. It is plain JSON, so it replicates through every store and
+moves with the session when its ID rotates. :mod:`sessionwarden.dbsc_guard` is where the request
+pipeline calls these decisions.
 """
 
 from __future__ import annotations
