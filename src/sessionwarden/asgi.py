@@ -103,10 +103,7 @@ class SessionWardenMiddleware:
             guard.store_ok(facts, wrote=False)
         if ctx.needs_form_token and ctx.refusal is None:
             receive = await self._check_form_body(receive, ctx)
-        if ctx.refusal is not None:
-            await _send_refusal(guard, send, ctx, ctx.refusal)
-            return
-        if ctx.dbsc_answer is not None:
+        if ctx.answered:
             await self._answer(send, ctx)
             return
         state = _install(scope, ctx, self)
@@ -177,8 +174,12 @@ class SessionWardenMiddleware:
 
     # -- helpers ------------------------------------------------------------------------------
     async def _answer(self, send: Send, ctx: RequestContext) -> None:
-        """A DBSC endpoint's answer, committed like any response (see :meth:`Guard.answer`)."""
+        """The guard's answer instead of the app's: a refusal, or a DBSC endpoint's answer
+        committed like any response (see :meth:`Guard.answer`)."""
         guard = self.guard
+        if ctx.refusal is not None:
+            await _send_refusal(guard, send, ctx, ctx.refusal)
+            return
         try:
             outcome = await self.run(guard.commit(ctx))
         except StoreUnavailable as exc:

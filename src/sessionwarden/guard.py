@@ -123,6 +123,11 @@ class RequestContext:
     #: The DBSC registration offer to add to a login response.
     dbsc_offer: tuple[bytes, bytes] | None = None
 
+    @property
+    def answered(self) -> bool:
+        """The guard answers instead of the app: a refusal or a DBSC endpoint's answer."""
+        return self.refusal is not None or self.dbsc_answer is not None
+
     def csrf_token(self) -> str:
         """A freshly masked CSRF token for this request's session."""
         if self.session is None:
