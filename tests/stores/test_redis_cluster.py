@@ -111,6 +111,40 @@ def test_reads_answer_from_the_master_owning_the_slot(
     assert cstore.get(k) == rec(k)
 
 
+def test_reads_take_the_lean_connection_and_follow_a_redirection(
+    cstore: RedisClusterStore, redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = skey("lean")
+    cstore.insert(rec(k), max_per_user=0, tombstone_until=T0 + HOUR)
+    assert cstore.get(k) == rec(k)
+    owner = redis_cluster.master_of_slot(slot(cstore._ops.skey(k)))
+    lean = cstore._lean._readers[f"127.0.0.1:{owner.port}"]
+    sent = lean.commands_sent
+    assert cstore.get(k) == rec(k)
+    assert lean.commands_sent == sent + 1
+    # a stale slot map (as after a failover) names another master: it answers MOVED, and the
+    # read goes through redis-py, which follows it
+    other = next(m for m in redis_cluster.masters() if m is not owner)
+    stale = cstore._client.get_node(host="127.0.0.1", port=other.port)
+    monkeypatch.setattr(cstore._client, "get_node_from_key", lambda *a, **kw: stale)
+    assert cstore.get(k) == rec(k)
+    assert cstore._lean._readers[f"127.0.0.1:{other.port}"].commands_sent >= 1
+
+
+@pytest.mark.anyio
+async def test_async_reads_follow_a_redirection(
+    acstore: AsyncRedisClusterStore, redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = skey("alean")
+    await acstore.insert(rec(k), max_per_user=0, tombstone_until=T0 + HOUR)
+    assert await acstore.get(k) == rec(k)
+    owner = redis_cluster.master_of_slot(slot(acstore._ops.skey(k)))
+    other = next(m for m in redis_cluster.masters() if m is not owner)
+    stale = acstore._client.get_node(host="127.0.0.1", port=other.port)
+    monkeypatch.setattr(acstore._client, "get_node_from_key", lambda *a, **kw: stale)
+    assert await acstore.get(k) == rec(k)
+
+
 # -- interleavings: a rotation's steps span two slots ------------------------------------------
 
 

@@ -52,8 +52,8 @@ a master that is failing over, surfaces as :class:`~.base.StoreUnavailable` (a 5
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Final, TypeVar, cast
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Generic, TypeVar, cast
 
 import redis.asyncio.cluster as cluster_async
 import redis.cluster as cluster_sync
@@ -63,13 +63,16 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import StoreStats
+from .base import StoreStats, StoreUnavailable
 from .redis_cluster_ops import SCRIPTS, Call, ClusterOps, Commands, Op, Script
+from .redis_layout import Scalars, decode, flat_fields
 from .redis_ops import FAILURES, client_options, unavailable
+from .resp import BlockingReader, PipelinedReader, RespError
 
 __all__ = ["AsyncRedisClusterStore", "RedisClusterStore"]
 
 T = TypeVar("T")
+R = TypeVar("R", BlockingReader, PipelinedReader)
 
 #: Connections per node the async store may open (redis-py's default, 100, turns a burst of
 #: concurrent requests into errors).
@@ -105,6 +108,47 @@ def _options(
     return options
 
 
+class _LeanReads(Generic[R]):
+    """The one command on a steady-state request's path, ``HGETALL`` of a session key, sent
+    over a lean connection (:mod:`.resp`, as the single-server store does) to the master that
+    redis-py's slot map names for the key. Anything else the reply can be (``MOVED`` after a
+    failover or a resharding, a dropped connection) sends the read through redis-py instead,
+    which follows the redirection and refreshes its map; a timeout is a timeout. Off with TLS
+    (the lean connections are plain TCP)."""
+
+    def __init__(self, client: Any, make: Callable[[str, int], R], on: bool) -> None:
+        self._client = client
+        self._make: Callable[[str, int], R] = make
+        self._on = on
+        self._readers: dict[str, R] = {}
+
+    def reader(self, name: str) -> R | None:
+        if not self._on:
+            return None
+        try:
+            node = self._client.get_node_from_key(name)
+        except _CLUSTER_FAILURES:
+            return None  # no slot map yet: redis-py builds it on the way
+        if node is None:
+            return None
+        reader = self._readers.get(node.name)
+        if reader is None:
+            reader = self._readers.setdefault(node.name, self._make(node.host, node.port))
+        return reader
+
+    def close(self) -> None:
+        for reader in list(self._readers.values()):
+            reader.close()
+        self._readers.clear()
+
+
+def _lean_failed(exc: RespError) -> None:
+    """After a lean read failed: a timeout is the answer (503); anything else is retried
+    through redis-py."""
+    if str(exc) == "timeout":
+        raise StoreUnavailable("redis unreachable: timeout") from None
+
+
 class RedisClusterStore:
     """Synchronous Redis Cluster store (``redis.cluster.RedisCluster``). Thread-safe."""
 
@@ -129,6 +173,12 @@ class RedisClusterStore:
         except _CLUSTER_FAILURES as exc:
             raise unavailable(exc) from exc
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
+        self._parse = Scalars().parse
+        self._lean = _LeanReads(
+            self._client,
+            lambda host, port: BlockingReader(host, port, 0, username, password, timeout=timeout),
+            on=not tls,
+        )
 
     @property
     def prefix(self) -> str:
@@ -172,6 +222,13 @@ class RedisClusterStore:
             return cast(T, stop.value)
 
     def get(self, key: str) -> Lookup:
+        name = self._ops.skey(key)
+        reader = self._lean.reader(name)
+        if reader is not None:
+            try:
+                return decode(key, flat_fields(reader.hgetall(name)), self._parse)
+            except RespError as exc:
+                _lean_failed(exc)
         return self._run(self._ops.get(key))
 
     def insert(
@@ -229,6 +286,7 @@ class RedisClusterStore:
         return self._run(self._ops.stats(now))
 
     def close(self) -> None:
+        self._lean.close()
         self._client.close()
 
 
@@ -259,6 +317,12 @@ class AsyncRedisClusterStore:
             **options,
         )
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
+        self._parse = Scalars().parse
+        self._lean = _LeanReads(
+            self._client,
+            lambda host, port: PipelinedReader(host, port, 0, username, password, timeout=timeout),
+            on=not tls,
+        )
 
     @property
     def prefix(self) -> str:
@@ -303,6 +367,13 @@ class AsyncRedisClusterStore:
             return cast(T, stop.value)
 
     async def get(self, key: str) -> Lookup:
+        name = self._ops.skey(key)
+        reader = self._lean.reader(name)
+        if reader is not None:
+            try:
+                return decode(key, flat_fields(await reader.hgetall(name)), self._parse)
+            except RespError as exc:
+                _lean_failed(exc)
         return await self._run(self._ops.get(key))
 
     async def insert(
@@ -360,4 +431,5 @@ class AsyncRedisClusterStore:
         return await self._run(self._ops.stats(now))
 
     async def close(self) -> None:
+        self._lean.close()
         await self._client.aclose()
