@@ -28,13 +28,21 @@ def ours_redis() -> Any:
 
 
 def ours_store() -> Any:
-    """Ours on the store ``SWBENCH_STORE_URL`` names (``bench/cluster.py``)."""
+    """Ours on the store ``SWBENCH_STORE_URL`` names (``bench/cluster.py``); a plain Redis
+    store's read cache off when ``SWBENCH_READ_CACHE_OFF`` is set."""
     from bench.ours import policy, starlette_app
     from sessionwarden.asgi import SessionWardenMiddleware
+    from sessionwarden.stores import AsyncSessionStore, open_async_store, parse_store_url
+    from sessionwarden.stores.redis import AsyncRedisStore
 
-    return SessionWardenMiddleware(
-        starlette_app(), policy=policy(), store=os.environ["SWBENCH_STORE_URL"]
-    )
+    url = os.environ["SWBENCH_STORE_URL"]
+    spec = parse_store_url(url)
+    store: AsyncSessionStore
+    if os.environ.get("SWBENCH_READ_CACHE_OFF") and spec.kind == "redis":
+        store = AsyncRedisStore(spec.url, prefix=spec.prefix, read_cache_ttl=0)
+    else:
+        store = open_async_store(url)
+    return SessionWardenMiddleware(starlette_app(), policy=policy(), store=store)
 
 
 def starsessions() -> Any:

@@ -8,8 +8,8 @@
    (goal: within 1.3x).
 2. Throughput: the demo-style ASGI app (``bench.asgi_apps:ours_store``) under uvicorn with
    ``--workers`` worker processes, driven by wrk with a signed-in session's cookies (as
-   ``bench.http``), on three stores in turn for ``--rounds`` rounds: one plain Redis
-   (``redis://``, with its read cache), a 1-master cluster and a 3-master cluster
+   ``bench.http``), on four stores in turn for ``--rounds`` rounds: one plain Redis
+   (``redis://``, with its read cache and without), a 1-master cluster and a 3-master cluster
    (``redis+cluster://``; each master with a replica). Every server is started here on loopback
    ports (``tests/cluster_support.py``) and stopped by PID.
 """
@@ -83,14 +83,19 @@ def throughput(args: argparse.Namespace) -> list[str]:
         three = stack.enter_context(redis_cluster(masters=3))
         prefix = common.unique_prefix("cluster")
         stack.callback(common.drop_prefix, prefix)
+        single = f"{common.REDIS_URL}?prefix={prefix}"
         stores = {
-            "Redis, 1 server (`redis://`, read cache on)": f"{common.REDIS_URL}?prefix={prefix}",
+            "Redis, 1 server (`redis://`, read cache on)": single,
+            "Redis, 1 server (`redis://`, read cache off)": single,
             "Redis Cluster, 1 master (`redis+cluster://`)": f"redis+cluster://{one.seed_list}/",
             "Redis Cluster, 3 masters (`redis+cluster://`)": f"redis+cluster://{three.seed_list}/",
         }
         running = []
         for label, url in stores.items():
-            server = Server("ours_store", {"SWBENCH_STORE_URL": url}, workers=args.workers)
+            env = {"SWBENCH_STORE_URL": url}
+            if "cache off" in label:
+                env["SWBENCH_READ_CACHE_OFF"] = "1"
+            server = Server("ours_store", env, workers=args.workers)
             stack.callback(server.stop)
             server.wait_ready()
             browser = Browser(server.port)
