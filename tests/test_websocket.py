@@ -538,3 +538,43 @@ async def test_an_event_stream_ends_when_its_session_ends() -> None:
     assert outbox.empty() and len(h.mw.watcher) == 0
     (event,) = h.kinds(EventKind.CONNECTION_CLOSED)
     assert event.detail == {"connection": "event-stream"}
+
+
+class _Down:
+    """A store that cannot be reached."""
+
+    async def get(self, key: str) -> Any:
+        from sessionwarden.stores import StoreUnavailable
+
+        raise StoreUnavailable("down")
+
+
+@pytest.mark.anyio
+async def test_store_outage_refuses_handshakes_with_503_and_closes_nothing_open() -> None:
+    h = Harness()
+    async with h.client() as c:
+        conn = open_ws(h, await signed_in(c))
+        await accepted(conn)
+    healthy = h.mw.store
+    h.mw.store = _Down()  # type: ignore[assignment]
+    assert await h.mw.watcher.check() == 0  # unknown is not ended: checked again next time
+    async with h.client() as c:
+        status, hdrs = await refused(open_ws(h, "B" * 43))
+    assert status == 503 and hdrs[b"retry-after"] == b"1"
+    h.mw.store = healthy
+    assert (await conn.say("still open"))["text"] == "still open"
+    await h.mw.revoke_user("alice")
+    assert await h.mw.watcher.check() == 1
+    await closed_with_policy_violation(conn)
+
+
+@pytest.mark.anyio
+async def test_with_websockets_disabled_the_handshake_passes_through_untouched() -> None:
+    h = Harness(policy=Policy(secret_keys=(SECRET,), websocket=WebSocketPolicy(enabled=False)))
+    conn = open_ws(h, None, origin="https://evil.test")
+    # The app accepts the cross-site handshake (then fails: Starlette's WebSocket.session wants
+    # a session nobody installed).
+    assert (await conn.next())["type"] == "websocket.accept"
+    conn.task.cancel()
+    await asyncio.gather(conn.task, return_exceptions=True)
+    assert not h.kinds(EventKind.WEBSOCKET_REFUSED)

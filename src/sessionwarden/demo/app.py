@@ -249,6 +249,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await holder["mw"].watcher.aclose()
             await the_store.close()
 
     routes: list[BaseRoute] = [
