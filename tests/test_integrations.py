@@ -499,3 +499,48 @@ def test_flask_decorators_on_async_views(clock: ManualClock) -> None:
         assert c.get("/b").text == "async secret"
         clock.advance(61)
         assert c.get("/b", headers=JSON).status_code == 401
+
+
+# -- start-up: a synchronous store for the ASGI middleware, the store check ---------------------
+
+
+def test_asgi_middleware_refuses_a_synchronous_store_at_construction() -> None:
+    with pytest.raises(TypeError) as info:
+        SessionWardenMiddleware(
+            fastapi_app(),
+            policy=Policy(secret_keys=(SECRET,)),
+            store=MemoryStore(),  # type: ignore[arg-type]
+        )
+    message = str(info.value)
+    assert "MemoryStore is synchronous" in message
+    assert "InlineAsyncStore(MemoryStore(...))" in message and "memory://" in message
+
+
+def test_asgi_middleware_takes_the_store_the_message_names() -> None:
+    from sessionwarden import InlineAsyncStore as Exported
+
+    app = SessionWardenMiddleware(
+        fastapi_app(), policy=Policy(secret_keys=(SECRET,)), store=Exported(MemoryStore())
+    )
+    assert isinstance(app.store, InlineAsyncStore)
+
+
+@pytest.mark.anyio
+async def test_store_check_names_the_cause(tmp_path: Any) -> None:
+    from sessionwarden.stores import open_async_store, open_store
+
+    MemoryStore().check()
+    await InlineAsyncStore(MemoryStore()).check()
+    sqlite_url = f"sqlite:///{tmp_path}/ok.db"
+    open_store(sqlite_url).check()
+    await open_async_store(sqlite_url).check()
+    refused = open_store("redis://:pw-never-shown@127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable) as info:
+        refused.check()
+    assert "127.0.0.1:1" in str(info.value) and "refused" in str(info.value).lower()
+    assert "pw-never-shown" not in str(info.value)
+    refused.close()
+    async_refused = open_async_store("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1"):
+        await async_refused.check()
+    await async_refused.close()

@@ -27,6 +27,7 @@ from .policy import (
 )
 from .stores import (
     AsyncSessionStore,
+    InlineAsyncStore,
     MemoryStore,
     SessionStore,
     StoreUnavailable,
@@ -48,6 +49,7 @@ __all__ = [
     "FanOut",
     "HeadersPolicy",
     "HttpsPolicy",
+    "InlineAsyncStore",
     "ManualClock",
     "MemoryStore",
     "MonitorPolicy",

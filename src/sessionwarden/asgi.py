@@ -12,6 +12,7 @@ not stored.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
@@ -44,6 +45,20 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def _async_store(store: object) -> AsyncSessionStore:
+    """``store`` when its methods are coroutines; a synchronous store is refused at once (its
+    first write would otherwise fail inside a request), naming what to pass instead."""
+    if inspect.iscoroutinefunction(getattr(store, "get", None)):
+        return store  # type: ignore[return-value]
+    name = type(store).__name__
+    raise TypeError(
+        f"SessionWardenMiddleware needs an asynchronous store, and {name} is synchronous: "
+        f"pass InlineAsyncStore({name}(...)) (from sessionwarden import InlineAsyncStore) "
+        "or a store URL such as 'memory://', 'sqlite:///sessions.db' or "
+        "'redis://127.0.0.1:6379/0'"
+    )
+
+
 class SessionWardenMiddleware:
     def __init__(
         self,
@@ -57,7 +72,7 @@ class SessionWardenMiddleware:
     ) -> None:
         self.app = app
         self.policy = policy
-        self.store = open_async_store(store) if isinstance(store, str) else store
+        self.store = open_async_store(store) if isinstance(store, str) else _async_store(store)
         self.guard = Guard(policy, clock=clock, sink=sink)
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect

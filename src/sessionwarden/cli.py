@@ -12,7 +12,8 @@ ID, and text a client chose (user agent, path) is printed with control character
 crafted ``User-Agent`` cannot drive the operator's terminal.
 
 Exit status: 0 done, 1 nothing matched, 2 usage error (bad arguments, bad store URL, demo not
-installed), 3 store unavailable.
+installed), 3 store unavailable, 4 cannot listen (the demo's port is in use); every error is one
+line, ``sessionwarden: error: ...`` (see :mod:`sessionwarden.startup`).
 """
 
 from __future__ import annotations
@@ -35,15 +36,36 @@ from . import __version__, tokens
 from .core import Engine, run_sync
 from .policy import Policy
 from .records import JSON, SessionRecord
+from .startup import (
+    EXIT_CANNOT_LISTEN,
+    EXIT_NO_MATCH,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+    Parser,
+    check_store,
+    parse_store,
+    report,
+    sqlite_problem,
+)
 from .stores import SessionStore, StoreUnavailable, open_store, parse_store_url
 from .stores.base import migrate_store
 
+__all__ = [
+    "EXIT_CANNOT_LISTEN",
+    "EXIT_NO_MATCH",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "CliError",
+    "build_parser",
+    "main",
+    "open_cli_store",
+]
+
 ENV_STORE = "SESSIONWARDEN_STORE"
 
-EXIT_OK = 0
-EXIT_NO_MATCH = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 #: The CLI's engine lets each record's stored ``expires_at`` (computed by the application with its
 #: own timeouts) decide what is live, so its own timeouts are set far beyond any real session.
@@ -56,15 +78,6 @@ _REF = re.compile(r"[0-9a-f]{8,64}")
 _UA_WIDTH = 40
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """A failure reported as one line on stderr with an exit status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -133,22 +146,30 @@ def open_cli_store(arg: str | None) -> SessionStore:
     empty store and a misleading "no sessions"). The URL is never echoed (it may hold a password).
     """
     url = _store_url(arg)
-    try:
-        spec = parse_store_url(url)
-    except ValueError as exc:
-        raise CliError(EXIT_USAGE, str(exc)) from None
+    spec = parse_store(url)
     if spec.kind == "memory":
         raise CliError(
             EXIT_USAGE, "store URL: memory:// lives inside one process; use sqlite:// or redis://"
         )
-    if spec.kind == "sqlite" and not os.path.isfile(spec.path):
-        raise CliError(EXIT_UNAVAILABLE, f"store unavailable: no SQLite file at {spec.path!r}")
+    if spec.kind == "sqlite":
+        problem = sqlite_problem(spec.path, must_exist=True)
+        if problem is not None:
+            raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {problem}")
     try:
-        return open_store(url)
+        store = open_store(url)
     except ImportError:
         raise CliError(EXIT_USAGE, _not_installed(spec.kind)) from None
     except ValueError as exc:
         raise CliError(EXIT_USAGE, f"store URL: {exc}") from None
+    except StoreUnavailable as exc:
+        raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {exc}") from None
+    try:
+        check_store(store)
+    except CliError:
+        with contextlib.suppress(StoreUnavailable):
+            store.close()
+        raise
+    return store
 
 
 def _not_installed(kind: str) -> str:
@@ -391,14 +412,15 @@ def _demo_handler(run: Callable[[argparse.Namespace], int | None]) -> Handler:
 
 def build_parser(demo: DemoHooks | None = None) -> argparse.ArgumentParser:
     """The argument parser; ``demo`` (from :func:`load_demo`) defines the ``demo`` command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sessionwarden",
         description="Inspect and end server-side sessions, purge expired ones, run the demo.",
-        epilog="Exit status: 0 done, 1 nothing matched, 2 usage error, 3 store unavailable.",
+        epilog="Exit status: 0 done, 1 nothing matched, 2 usage error, 3 store unavailable, "
+        "4 cannot listen (demo: port in use).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    store_opts = argparse.ArgumentParser(add_help=False)
+    store_opts = Parser(add_help=False)
     store_opts.add_argument(
         "--store",
         metavar="URL",
@@ -406,7 +428,7 @@ def build_parser(demo: DemoHooks | None = None) -> argparse.ArgumentParser:
         f" postgresql://user@host:port/db?table=... (default: ${ENV_STORE})",
     )
     store_opts.add_argument("--json", action="store_true", help="print JSON")
-    user_opt = argparse.ArgumentParser(add_help=False)
+    user_opt = Parser(add_help=False)
     user_opt.add_argument("--user", required=True, type=_user_arg, help="the user ID")
 
     sessions = commands.add_parser("sessions", help="list, revoke, purge, count sessions")
@@ -488,11 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         handler: Handler = args.handler
         return handler(args)
     except CliError as exc:
-        print(f"sessionwarden: error: {_one_line(exc.message)}", file=sys.stderr)
-        return exc.status
+        return report(exc)
     except StoreUnavailable as exc:
-        print(f"sessionwarden: error: store unavailable: {_one_line(str(exc))}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return report(CliError(EXIT_UNAVAILABLE, f"store unavailable: {exc}"))
     except KeyboardInterrupt:
         return 130
 

@@ -494,12 +494,17 @@ def test_secret_file_is_created_private_and_reused(
     from sessionwarden.demo.cli import default_secret_path, load_secret
 
     monkeypatch.delenv("SESSIONWARDEN_SECRET", raising=False)
+    with pytest.raises(ValueError, match="does not exist"):  # a missing directory is not made
+        load_secret(tmp_path / "no" / "demo.key", "memory://", out=io.StringIO())
+    assert not (tmp_path / "no").exists()
+    (tmp_path / "k").mkdir()
     path = tmp_path / "k" / "demo.key"
     key, where = load_secret(path, "memory://", out=io.StringIO())
     assert len(key) == 32 and where == str(path)
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_secret(path, "memory://", out=io.StringIO())[0] == key
     assert default_secret_path("sqlite:///data/x.db") == Path("data/sessionwarden-demo.key")
+    assert default_secret_path("memory://", Path("d")) == Path("d/sessionwarden-demo.key")
     monkeypatch.setenv("SESSIONWARDEN_SECRET", "e" * 40)
     assert load_secret(None, "memory://") == (b"e" * 40, "$SESSIONWARDEN_SECRET")
     monkeypatch.setenv("SESSIONWARDEN_SECRET", "short")

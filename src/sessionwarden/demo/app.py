@@ -215,6 +215,7 @@ def create_app(
     clock: Clock | None = None,
     evil_url: str | None = None,
     sink: EventSink | None = None,
+    attacks: bool = True,
 ) -> ASGIApp:
     """The demo as an ASGI app.
 
@@ -227,7 +228,12 @@ def create_app(
     shared.check_users(users)
     sinks, registry = shared.event_sinks(sink)
     demo = _Demo(
-        policy=policy, users=users, clock=clock, evil_url=evil_url, metrics_registry=registry
+        policy=policy,
+        users=users,
+        clock=clock,
+        evil_url=evil_url,
+        metrics_registry=registry,
+        attacks=attacks,
     )
     the_store = open_async_store(store) if isinstance(store, str) else store
     holder: dict[str, SessionWardenMiddleware] = {}
@@ -253,7 +259,8 @@ def create_app(
             await the_store.close()
 
     routes: list[BaseRoute] = [
-        Route(path, getattr(demo, view), methods=[method]) for path, view, method in shared.ROUTES
+        Route(path, getattr(demo, view), methods=[method])
+        for path, view, method in shared.routes(attacks=attacks)
     ]
     routes.append(WebSocketRoute("/ws", demo.live))
     inner = Starlette(routes=routes, lifespan=lifespan)

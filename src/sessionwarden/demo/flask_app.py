@@ -196,6 +196,7 @@ def create_app(
     clock: Clock | None = None,
     evil_url: str | None = None,
     sink: EventSink | None = None,
+    attacks: bool = True,
 ) -> Flask:
     """The demo as a Flask app; the arguments are those of :func:`sessionwarden.demo.create_app`
     (``store`` is a URL or a synchronous store).
@@ -216,10 +217,11 @@ def create_app(
         clock=clock,
         evil_url=evil_url,
         metrics_registry=registry,
+        attacks=attacks,
     )
     app.extensions[_EXT] = _State(warden, registry)
 
-    for path, view, method in shared.ROUTES:
+    for path, view, method in shared.routes(attacks=attacks):
         app.add_url_rule(
             _PATH_PARAM.sub(r"<\1>", path),
             f"{view}_{method.lower()}",

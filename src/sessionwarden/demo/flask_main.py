@@ -15,6 +15,7 @@ from types import FrameType
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from ..startup import CliError, Parser, report
 from .cli import add_arguments, start_up
 from .flask_app import create_app, create_evil_app, start_purging, warden_of
 
@@ -33,33 +34,26 @@ def _stop_on_sigterm() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the Flask demo until interrupted. Returns the process exit status."""
-    started = start_up(args, create_app)
-    if isinstance(started, int):
-        return started
-    startup, app = started
-    origin = startup.origin
-    store = warden_of(app).middleware(app).store
-
-    servers: list[BaseWSGIServer] = []
-    running: list[BaseWSGIServer] = []  # served on a thread of their own: shut down at the end
     try:
-        try:
-            server = make_server(args.host, args.port, app, threaded=True)
-            servers.append(server)
-            if args.evil_port is not None:
-                evil = make_server(
-                    args.host, args.evil_port, create_evil_app(origin), threaded=True
-                )
-                servers.append(evil)
-        except OSError as exc:
-            print(f"error: cannot listen: {exc}", file=sys.stderr)
-            return 1
+        startup, app = start_up(args, create_app)
+    except CliError as exc:
+        return report(exc)
+    store = warden_of(app).middleware(app).store
+    servers: list[BaseWSGIServer] = []
+    try:
+        # The sockets are bound already (start_up): the servers only take them over.
+        fd = startup.sockets[0].fileno()
+        server = make_server(args.host, args.port, app, threaded=True, fd=fd)
+        servers.append(server)
+        if args.evil_port is not None:
+            evil_app = create_evil_app(startup.origin)
+            evil = make_server(
+                args.host, args.evil_port, evil_app, threaded=True, fd=startup.sockets[1].fileno()
+            )
+            servers.append(evil)
+            threading.Thread(target=evil.serve_forever, name="evil-origin", daemon=True).start()
 
         startup.announce(args, served_by=" (Flask)")
-
-        for extra in servers[1:]:
-            threading.Thread(target=extra.serve_forever, name="evil-origin", daemon=True).start()
-            running.append(extra)
         stop_purging = start_purging(app)
         _stop_on_sigterm()
         try:
@@ -70,15 +64,16 @@ def run(args: argparse.Namespace) -> int:
             stop_purging()
         return 0
     finally:
-        for srv in running:
+        for srv in servers[1:]:
             srv.shutdown()
         for srv in servers:
             srv.server_close()
+        startup.close()
         store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m sessionwarden.demo.flask_main",
         description="Serve the sessionwarden demo on Flask: the same bank as "
         "'sessionwarden demo', through the Flask extension.",

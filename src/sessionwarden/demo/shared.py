@@ -30,11 +30,12 @@ from ..dbsc import DbscPolicy
 from ..events import EventSink, FanOut
 from ..html import sanitize_html
 from ..monitor import JsonLogSink, agent_label
-from ..policy import MonitorPolicy, Policy
+from ..policy import HttpsPolicy, MonitorPolicy, Policy
 from ..records import JSON
 from .users import USERNAME_PATTERN
 
 __all__ = [
+    "ATTACK_VIEWS",
     "EVENT_LOGGER",
     "FORM_CONTENT_TYPE",
     "LOGGER",
@@ -66,6 +67,7 @@ __all__ = [
     "page_context",
     "parse_form",
     "revoke_flash",
+    "routes",
     "sign_in",
     "static_files",
     "template_environment",
@@ -109,6 +111,15 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/static/{name}", "static_file", "GET"),
 )
 
+#: The routes of ``/attacks``, left out by ``--no-attacks`` (its comment sink is unsafe on purpose).
+ATTACK_VIEWS = frozenset({"attacks", "comment"})
+
+
+def routes(*, attacks: bool = True) -> tuple[tuple[str, str, str], ...]:
+    """:data:`ROUTES`, without those of ``/attacks`` unless ``attacks``."""
+    return tuple(r for r in ROUTES if attacks or r[1] not in ATTACK_VIEWS)
+
+
 _MAX_TRANSFERS = 20
 _MAX_AMOUNT = Decimal("10000")
 _MAX_COMMENTS = 5
@@ -132,11 +143,12 @@ def demo_policy(
     idle_timeout: float = 1800.0,
     absolute_timeout: float = 43_200.0,
     rotate_every: float = 900.0,
+    trusted_proxies: tuple[str, ...] = (),
     dbsc: bool = False,
 ) -> Policy:
     """The demo's policy: library defaults (a user-agent change revokes the session), at most
-    five sessions per user, the timeouts chosen on the command line and, with ``dbsc``, device
-    bound sessions offered to browsers that support them."""
+    five sessions per user, the timeouts and trusted proxies chosen on the command line and,
+    with ``dbsc``, device bound sessions offered to browsers that support them."""
     grace = min(10.0, rotate_every / 2) if rotate_every else 10.0
     return Policy(
         secret_keys=(secret,),
@@ -147,6 +159,7 @@ def demo_policy(
         max_sessions_per_user=5,
         monitor=MonitorPolicy(on_high="revoke", agent_change_is_high=True),
         dbsc=DbscPolicy(enabled=dbsc),
+        https=HttpsPolicy(trusted_proxies=trusted_proxies),
     )
 
 
@@ -263,7 +276,13 @@ def keepalive_url(session: Session) -> str:
 
 
 def page_context(
-    session: Session, policy: Policy, *, nonce: str, path: str, evil_url: str | None
+    session: Session,
+    policy: Policy,
+    *,
+    nonce: str,
+    path: str,
+    evil_url: str | None,
+    attacks: bool = True,
 ) -> dict[str, Any]:
     """What ``base.html`` needs on every page. Pops the session's flash message."""
     user = session.user_id
@@ -278,6 +297,7 @@ def page_context(
         "path": path,
         "flash": flash if isinstance(flash, str) else None,
         "evil_url": evil_url,
+        "attacks": attacks,
     }
 
 
@@ -293,8 +313,10 @@ class DemoViews:
         clock: Clock,
         evil_url: str | None,
         metrics_registry: Any,
+        attacks: bool = True,
     ) -> None:
         self.policy = policy
+        self.attacks_on = attacks
         self.users = dict(users)
         self.clock = clock
         self.evil_url = evil_url
@@ -305,7 +327,14 @@ class DemoViews:
     def page(self, session: Session, template: str, /, *, nonce: str, path: str, **ctx: Any) -> str:
         """``template`` rendered with :func:`page_context` and ``ctx`` (which may hold a
         ``session`` of its own: ``account.html`` shows the session)."""
-        context = page_context(session, self.policy, nonce=nonce, path=path, evil_url=self.evil_url)
+        context = page_context(
+            session,
+            self.policy,
+            nonce=nonce,
+            path=path,
+            evil_url=self.evil_url,
+            attacks=self.attacks_on,
+        )
         context.update(ctx)
         return self.env.get_template(template).render(context)
 

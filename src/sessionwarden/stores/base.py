@@ -242,6 +242,12 @@ class InlineAsyncStore:
     async def stats(self, now: float) -> StoreStats:
         return self.sync.stats(now)
 
+    async def check(self) -> None:
+        """The wrapped store's start-up check (``await store.check()``), when it has one."""
+        check = getattr(self.sync, "check", None)
+        if callable(check):
+            check()
+
     async def close(self) -> None:
         self.sync.close()
 

@@ -61,6 +61,9 @@ class MemoryStore:
         trail.append(dict(update.activity))
 
     # -- interface -------------------------------------------------------------------------
+    def check(self) -> None:
+        """A start-up check: a memory store is always usable."""
+
     def get(self, key: str) -> Lookup:
         return self._items.get(key)  # shared: writes replace it, nobody changes it
 

@@ -59,6 +59,16 @@ READ_CACHE_SIZE: Final = 10_000
 # -- the stores ---------------------------------------------------------------------------------
 
 
+def _check_failed(client: Any, exc: BaseException) -> StoreUnavailable:
+    """The start-up check's message: where (no password) and why, in the client's words."""
+    kw = client.connection_pool.connection_kwargs
+    where = f"redis at {kw.get('host', '?')}:{kw.get('port', '?')} db {kw.get('db', 0)}"
+    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if "DB index" in why:
+        why = f"{why} (the server has fewer databases; see its 'databases' setting)"
+    return StoreUnavailable(f"{where}: {why}")
+
+
 class RedisStore:
     """Synchronous Redis store (redis-py). Thread-safe: one client and pool per store."""
 
@@ -218,6 +228,14 @@ class RedisStore:
         except RespError as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
         return decode(key, flat_fields(reply), self._parse)
+
+    def check(self) -> None:
+        """A start-up check: :class:`StoreUnavailable` naming the server and the cause (refused
+        connection, no such database, authentication) unless the server answers."""
+        try:
+            self._client.ping()
+        except FAILURES as exc:
+            raise _check_failed(self._client, exc) from None
 
     def close(self) -> None:
         if self.read_cache is not None:
@@ -389,6 +407,13 @@ class AsyncRedisStore:
 
     async def stats(self, now: float) -> StoreStats:
         return await self._run(self._ops.stats(now))
+
+    async def check(self) -> None:
+        """As :meth:`RedisStore.check`, for the event loop (``await store.check()``)."""
+        try:
+            await self._client.ping()
+        except FAILURES as exc:
+            raise _check_failed(self._client, exc) from None
 
     async def close(self) -> None:
         if self.read_cache is not None:

@@ -677,6 +677,14 @@ class SQLiteStore:
             aliases=int(row[3]),
         )
 
+    def check(self) -> None:
+        """A start-up check: :class:`StoreUnavailable` naming the file and the reason unless
+        the store can be read."""
+        try:
+            self._read("PRAGMA user_version")
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"{exc}: {self._path}") from None
+
     def close(self) -> None:
         """Close every thread's connection; later calls raise :class:`StoreUnavailable`."""
         with self._registry_lock:
