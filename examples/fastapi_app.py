@@ -11,13 +11,8 @@ from pydantic import BaseModel
 
 from sessionwarden import Policy, Session
 from sessionwarden.asgi import SessionWardenMiddleware
-from sessionwarden.integrations.fastapi import (
-    CsrfToken,
-    CurrentSession,
-    SignedInUser,
-    Warden,
-    recent_authentication,
-)
+from sessionwarden.integrations.fastapi import CsrfToken, CurrentSession, SignedInUser, Warden
+from sessionwarden.integrations.fastapi import recent_authentication, serve_docs
 
 USERS = {"alice": "wonderland"}  # demo only: keep password hashes (argon2id) in a real app
 RecentSession = Annotated[Session, Depends(recent_authentication(300))]  # 5 minutes
@@ -36,7 +31,8 @@ def create_app(**options: Any) -> FastAPI:
     key = os.environ.get("SESSIONWARDEN_SECRET") or secrets.token_hex(32)  # random: demo only
     options.setdefault("policy", Policy(secret_keys=(key.encode(),)))
     options.setdefault("store", os.environ.get("SESSIONWARDEN_STORE", "memory://"))
-    app = FastAPI()
+    app = FastAPI(docs_url=None, redoc_url=None)
+    serve_docs(app)  # /docs and /redoc under the strict CSP, no CDN (see docs/fastapi.md)
     # add_middleware, not a wrapper around the app: see "Where to install it" in docs/asgi.md
     app.add_middleware(SessionWardenMiddleware, **options)
 

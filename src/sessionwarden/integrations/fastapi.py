@@ -12,14 +12,29 @@
 
 The middleware does the work (loading, CSRF, headers, commit); these only hand its results to
 path operations, typed, and turn "not signed in" and "signed in too long ago" into 401s.
+
+FastAPI's own ``/docs`` and ``/redoc`` load their scripts from a CDN and run an inline script,
+both of which the strict Content-Security-Policy blocks. :func:`serve_docs` serves the two pages
+itself instead, with this response's nonce on their scripts and the Swagger UI and ReDoc files
+from the ``fastapi-offline`` package (in the ``fastapi`` extra), so no route's policy changes:
+
+    app = FastAPI(docs_url=None, redoc_url=None)
+    serve_docs(app)
 """
 
 from __future__ import annotations
 
+import functools
+import html
+import json
+import re
 from collections.abc import Callable
+from importlib import resources
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, Response
 
 from ..asgi import SessionWardenMiddleware, get_context, get_middleware, get_session
 from ..core import ReauthenticationRequired, Session
@@ -34,6 +49,7 @@ __all__ = [
     "csrf_token",
     "current_session",
     "recent_authentication",
+    "serve_docs",
     "signed_in_user",
     "warden",
 ]
@@ -91,3 +107,133 @@ SignedInUser = Annotated[str, Depends(signed_in_user)]
 CsrfToken = Annotated[str, Depends(csrf_token)]
 CspNonce = Annotated[str, Depends(csp_nonce)]
 Warden = Annotated[SessionWardenMiddleware, Depends(warden)]
+
+
+# -- /docs and /redoc under the strict CSP ---------------------------------------------------------
+
+#: The files served from ``fastapi-offline``'s bundled copies: URL name -> content type.
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "redoc.standalone.js": "text/javascript; charset=utf-8",
+    "favicon.png": "image/png",
+}
+_OPENING_TAG = re.compile(r"<(script|style)(?=[\s>])")
+
+
+@functools.cache
+def _docs_asset(name: str) -> bytes:
+    try:
+        files = resources.files("fastapi_offline")
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "serve_docs needs the fastapi-offline package: pip install 'sessionwarden[fastapi]'"
+        ) from None
+    return files.joinpath("static", name).read_bytes()
+
+
+def _with_nonce(page: HTMLResponse, nonce: str) -> HTMLResponse:
+    """``page`` with the nonce on every ``<script>`` and ``<style>``: they run under the CSP."""
+    html = bytes(page.body).decode("utf-8")
+    html = _OPENING_TAG.sub(lambda m: f'<{m.group(1)} nonce="{nonce}"', html)
+    return HTMLResponse(html, status_code=page.status_code)
+
+
+def _js(value: str) -> str:
+    """``value`` as a JavaScript string literal that cannot end the ``<script>`` element."""
+    return json.dumps(value).replace("<", "\\u003c")
+
+
+def _redoc_page(*, title: str, openapi_url: str, assets: str, nonce: str) -> HTMLResponse:
+    """ReDoc, started by a nonced script with ReDoc's ``nonce`` option, so the styles it adds
+    at run time carry the nonce too (a ``<redoc>`` element cannot pass it: browsers hide nonce
+    attributes from scripts)."""
+    a = html.escape
+    page = (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f"<title>{a(title)}</title>\n"
+        '<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<link rel="shortcut icon" href="{a(assets)}/favicon.png">\n'
+        f'<style nonce="{a(nonce)}">body {{ margin: 0; padding: 0; }}</style>\n'
+        "</head>\n<body>\n"
+        '<div id="redoc"></div>\n'
+        f'<script nonce="{a(nonce)}" src="{a(assets)}/redoc.standalone.js"></script>\n'
+        f'<script nonce="{a(nonce)}">Redoc.init({_js(openapi_url)}, {{nonce: {_js(nonce)}}}, '
+        'document.getElementById("redoc"));</script>\n'
+        "</body>\n</html>\n"
+    )
+    return HTMLResponse(page)
+
+
+def serve_docs(
+    app: FastAPI,
+    *,
+    docs_url: str | None = "/docs",
+    redoc_url: str | None = "/redoc",
+    assets_url: str = "/docs-assets",
+) -> None:
+    """Serve Swagger UI at ``docs_url`` and ReDoc at ``redoc_url`` under sessionwarden's CSP.
+
+    Create the app with ``FastAPI(docs_url=None, redoc_url=None)`` (FastAPI's own pages would load
+    a CDN's scripts and run an inline one, which the CSP blocks). The pages made here carry this
+    response's CSP nonce on their scripts; the scripts and styles are served from
+    ``assets_url`` out of the ``fastapi-offline`` package, so nothing is loaded from another
+    origin and the policy of every route stays as it is. ``None`` leaves a page out.
+    """
+    if app.docs_url is not None or app.redoc_url is not None:
+        raise ValueError(
+            "create the app with FastAPI(docs_url=None, redoc_url=None): serve_docs serves the "
+            "documentation pages itself"
+        )
+    _docs_asset("swagger-ui-bundle.js")  # fails now, not on the first visit, when not installed
+    openapi_url = app.openapi_url or "/openapi.json"
+    assets = assets_url.rstrip("/")
+
+    async def asset(name: str) -> Response:
+        if name not in DOCS_ASSETS:
+            return Response(b"Not Found", status_code=404, media_type="text/plain")
+        return Response(
+            _docs_asset(name),
+            media_type=DOCS_ASSETS[name],
+            headers={"cache-control": "public, max-age=86400"},
+        )
+
+    app.add_api_route(assets + "/{name}", asset, methods=["GET"], include_in_schema=False)
+    if docs_url is not None:
+        oauth2_url = app.swagger_ui_oauth2_redirect_url
+
+        async def swagger(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            page = get_swagger_ui_html(
+                openapi_url=root + openapi_url,
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{assets}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{assets}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{assets}/favicon.png",
+                oauth2_redirect_url=root + oauth2_url if oauth2_url else None,
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
+            return _with_nonce(page, csp_nonce(request))
+
+        app.add_api_route(docs_url, swagger, methods=["GET"], include_in_schema=False)
+        if oauth2_url:
+
+            async def oauth2_redirect(request: Request) -> HTMLResponse:
+                return _with_nonce(get_swagger_ui_oauth2_redirect_html(), csp_nonce(request))
+
+            app.add_api_route(
+                oauth2_url, oauth2_redirect, methods=["GET"], include_in_schema=False
+            )
+    if redoc_url is not None:
+
+        async def redoc(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return _redoc_page(
+                title=f"{app.title} - ReDoc",
+                openapi_url=root + openapi_url,
+                assets=root + assets,
+                nonce=csp_nonce(request),
+            )
+
+        app.add_api_route(redoc_url, redoc, methods=["GET"], include_in_schema=False)
