@@ -213,11 +213,14 @@ class User:
         r = await self.request(
             "POST", "/transfer", data={"to": to, "amount": "1.00", "csrf_token": token}
         )
+        if r.status_code == 303 and r.headers.get("location") == "/transfer/sent":
+            # post/redirect/get: the confirmation is the page the redirect leads to
+            r = await self.request("GET", "/transfer/sent")
         if r.status_code == 200 and "transfer-confirmation" in r.text:
             self.acknowledged.append(to)
             self.stats.transfers += 1
         elif r.status_code == 303:
-            self.lost("POST /transfer redirected to /login")
+            self.lost(f"/transfer redirected to {r.headers.get('location')}")
         else:
             self.stats.note(f"{self.name}: transfer answered {r.status_code}")
 

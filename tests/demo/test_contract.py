@@ -133,12 +133,26 @@ def test_transfer_with_token_is_confirmed_and_kept_in_history(client: Client) ->
     client.signed_in("alice")
     token = form_token(client.get("/account").text)
     response = client.post("/transfer", data={"to": "bob", "amount": "12.5", "csrf_token": token})
-    assert response.status_code == 200
-    assert "Transfer sent" in response.text
-    assert "<strong>12.50</strong> sent to <strong>bob</strong>" in response.text
-    assert_page_contract(response)
+    assert response.status_code == 303  # post/redirect/get
+    assert response.headers["location"] == "/transfer/sent"
+    sent = client.get("/transfer/sent")
+    assert sent.status_code == 200
+    assert "Transfer sent" in sent.text
+    assert "<strong>12.50</strong> sent to <strong>bob</strong>" in sent.text
+    assert_page_contract(sent)
+    # A reload shows no second confirmation and sends nothing: back to the account.
+    again = client.get("/transfer/sent")
+    assert again.status_code == 303 and again.headers["location"] == "/account"
     history = client.get("/account").text
-    assert re.search(r"<td>bob</td><td class=\"num\">12.50</td>", history)
+    assert len(re.findall(r"<td>bob</td><td class=\"num\">12.50</td>", history)) == 1
+
+
+def test_transfer_confirmation_needs_a_transfer_and_a_user(client: Client) -> None:
+    anonymous = client.get("/transfer/sent")
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+    client.signed_in("alice")
+    nothing = client.get("/transfer/sent")
+    assert nothing.status_code == 303 and nothing.headers["location"] == "/account"
 
 
 def test_history_does_not_carry_over_to_another_user(client: Client) -> None:

@@ -100,6 +100,16 @@ class _Demo(shared.DemoViews):
         if done is None:
             error = shared.TRANSFER_INPUT_ERROR
             return self.render(request, "transfer_error.html", status=400, error=error)
+        shared.remember_sent(session, done)
+        return _see_other("/transfer/sent")  # post/redirect/get: a reload sends nothing
+
+    async def transfer_sent(self, request: Request) -> Response:
+        session = get_session(request)
+        if session.user_id is None:
+            return _see_other("/login")
+        done = shared.take_sent(session)
+        if done is None:  # shown once already (a reload), or never sent
+            return _see_other("/account")
         return self.render(request, "transfer.html", transfer=done)
 
     async def sessions(self, request: Request) -> Response:

@@ -110,6 +110,16 @@ class _Demo(shared.DemoViews):
         done = shared.transfer_from(session, form.get("to"), form.get("amount"), self.clock.now())
         if done is None:
             return self.render("transfer_error.html", status=400, error=shared.TRANSFER_INPUT_ERROR)
+        shared.remember_sent(session, done)
+        return _see_other("/transfer/sent")  # post/redirect/get: a reload sends nothing
+
+    def transfer_sent(self) -> Response:
+        session = current_session()
+        if session.user_id is None:
+            return _see_other("/login")
+        done = shared.take_sent(session)
+        if done is None:  # shown once already (a reload), or never sent
+            return _see_other("/account")
         return self.render("transfer.html", transfer=done)
 
     def sessions(self) -> Response:

@@ -66,10 +66,12 @@ __all__ = [
     "log_purged",
     "page_context",
     "parse_form",
+    "remember_sent",
     "revoke_flash",
     "routes",
     "sign_in",
     "static_files",
+    "take_sent",
     "template_environment",
     "transfer_from",
     "warn_before",
@@ -98,6 +100,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/login", "login", "POST"),
     ("/account", "account", "GET"),
     ("/transfer", "transfer", "POST"),
+    ("/transfer/sent", "transfer_sent", "GET"),
     ("/sessions", "sessions", "GET"),
     ("/sessions/revoke", "revoke", "POST"),
     ("/sessions/revoke-others", "revoke_others", "POST"),
@@ -474,6 +477,27 @@ def transfer_from(session: Session, to: object, amount: object, now: float) -> T
     if recipient is None or value is None:
         return None
     return record_transfer(session, recipient, value, now)
+
+
+#: The session key of the confirmation ``/transfer/sent`` shows once (post/redirect/get).
+SENT_KEY = "transfer_sent"
+
+
+def remember_sent(session: Session, transfer: Transfer) -> None:
+    """Keep the confirmation of a transfer for the one page that shows it after the redirect."""
+    session[SENT_KEY] = transfer.to_json()
+
+
+def take_sent(session: Session) -> Transfer | None:
+    """The confirmation kept by :func:`remember_sent`, removed: a reload does not show it
+    again, and never sends the money again (the POST is not repeated)."""
+    kept = session.pop(SENT_KEY) if SENT_KEY in session else None
+    if not isinstance(kept, dict):
+        return None
+    to, amount, at = kept.get("to"), kept.get("amount"), kept.get("at")
+    if not isinstance(to, str) or not isinstance(amount, str) or not isinstance(at, int | float):
+        return None
+    return Transfer(to=to, amount=amount, at=float(at))
 
 
 def api_transfer(session: Session, body: bytes, now: float) -> tuple[dict[str, JSON], int]:
