@@ -347,6 +347,8 @@ def _world(directory: Path) -> dict[str, str]:
     refs["66379ac3a2b35284"] = login(phone, "alice").ref
     login(Client(engine, store, ua="curl/8.5.0", ip="192.0.2.44"), "bob")
     clock.advance(100)
+    laptop.request()  # a second entry in the laptop's activity trail, as shown
+    clock.advance(90)
     laptop.request()
     store.close()
     return refs

@@ -90,8 +90,8 @@ def test_flask_example() -> None:
         assert r.status_code == 200
         r = c.post("/logout", data={"csrf_token": token})
         assert r.status_code == 303 and "clear-site-data" in r.headers
-        r = c.get("/devices")
-        assert r.status_code == 303 and r.headers["location"] == "/"
+        r = c.get("/devices")  # login_required: to the sign-in page, with where to return
+        assert r.status_code == 303 and r.headers["location"] == "/?next=%2Fdevices"
         assert c.get("/devices", headers=JSON).status_code == 401
 
 

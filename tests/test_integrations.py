@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import flask
@@ -22,6 +23,7 @@ from sessionwarden.integrations.flask import (
     csp_nonce,
     current_context,
     current_session,
+    current_user,
     login_required,
     recent_auth_required,
 )
@@ -240,7 +242,9 @@ def test_flask_login_required_redirects_browsers_to_login_url(clock: ManualClock
     )
     with client_of(app) as c:
         r = c.get("/private")
-        assert r.status_code == 303 and r.headers["location"] == "/signin"
+        assert r.status_code == 303 and r.headers["location"] == "/signin?next=%2Fprivate"
+        r = c.get("/private?tab=2&x=%2F%2Fevil")
+        assert r.headers["location"] == "/signin?next=%2Fprivate%3Ftab%3D2%26x%3D%252F%252Fevil"
         assert r.headers["x-frame-options"] == "DENY"
         assert c.get("/private", headers=JSON).status_code == 401
 
@@ -544,3 +548,142 @@ async def test_store_check_names_the_cause(tmp_path: Any) -> None:
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1"):
         await async_refused.check()
     await async_refused.close()
+
+
+
+# -- Flask-Login habits: user_loader, current_user, next, unauthorized_handler ------------------
+
+
+@dataclass
+class User:
+    id: str
+    name: str
+
+
+def test_flask_user_loader_and_current_user(clock: ManualClock) -> None:
+    warden = SessionWarden(store="memory://", clock=clock)
+    loads: list[str] = []
+
+    @warden.user_loader
+    def load(user_id: str) -> User | None:
+        loads.append(user_id)
+        return User(user_id, user_id.title()) if user_id == "alice" else None
+
+    app = flask_app(warden, SESSIONWARDEN_SECRET_KEYS=[SECRET])
+
+    @app.get("/who")
+    def who() -> dict[str, Any]:
+        first = current_user.name if current_user else None
+        again = current_user.name if current_user else None  # loaded once per request
+        page = render_template_string("{{ current_user.name if current_user else 'nobody' }}")
+        return {"name": first, "again": again, "page": page}
+
+    with client_of(app) as c:
+        assert c.get("/who").json() == {"name": None, "again": None, "page": "nobody"}
+        assert loads == []  # nobody signed in: the loader is not asked
+        flask_login(c, "alice")
+        assert c.get("/who").json() == {"name": "Alice", "again": "Alice", "page": "Alice"}
+        assert loads == ["alice"]
+        flask_login(c, "mallory")  # a user the loader does not know
+        assert c.get("/who").json()["name"] is None
+
+
+def test_flask_current_user_needs_a_loader(app: Flask, c: httpx.Client) -> None:
+    @app.get("/who-without-loader")
+    def who() -> str:
+        try:
+            return str(current_user.name)
+        except RuntimeError as exc:
+            return str(exc)
+
+    flask_login(c)
+    assert "@warden.user_loader" in c.get("/who-without-loader").text
+
+
+def test_flask_unauthorized_handler_answers_anonymous_requests(clock: ManualClock) -> None:
+    warden = SessionWarden(store="memory://", clock=clock, login_url="/signin")
+
+    @warden.unauthorized_handler
+    def unauthorized() -> tuple[str, int]:
+        return "please sign in first", 401
+
+    app = flask_app(warden, SESSIONWARDEN_SECRET_KEYS=[SECRET])
+    with client_of(app) as c:
+        r = c.get("/private")
+        assert r.status_code == 401 and r.text == "please sign in first"
+        assert r.headers["content-security-policy"]  # still through the middleware
+        assert app.config["RAN"] == []
+        flask_login(c)
+        assert c.get("/private").text == "hello alice"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/account", "/account"),
+        ("/account?tab=2#x", "/account?tab=2#x"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example/x", "/"),
+        ("/\tevil", "/"),
+        ("http:/evil", "/"),
+        ("javascript:alert(1)", "/"),
+        ("account", "/"),
+        ("", "/"),
+        (None, "/"),
+        ("/" + "a" * 5000, "/"),
+    ],
+)
+def test_safe_next_keeps_only_paths_on_this_site(value: object, expected: str) -> None:
+    from sessionwarden.integrations.nextpath import safe_next
+
+    assert safe_next(value) == expected
+
+
+def test_login_location_never_names_another_site() -> None:
+    from sessionwarden.integrations.nextpath import login_location
+
+    assert login_location("/login", "/a", "b=1") == "/login?next=%2Fa%3Fb%3D1"
+    assert login_location("/login?lang=en", "/a") == "/login?lang=en&next=%2Fa"
+    assert login_location("/login", "//evil.example/x") == "/login"
+    assert login_location("/login", "/\\evil.example") == "/login"
+
+
+async def _load_async(user_id: str) -> User | None:
+    return User(user_id, user_id.upper()) if user_id == "bob" else None
+
+
+def _load_sync(user_id: str) -> User | None:
+    return User(user_id, user_id.title())
+
+
+AsyncUser = Annotated[User | None, Depends(swf.user_loader(_load_async))]
+SyncUser = Annotated[User | None, Depends(swf.user_loader(_load_sync))]
+PageUser = Annotated[str, Depends(swf.login_redirect("/signin"))]
+
+
+@pytest.mark.anyio
+async def test_fastapi_user_loader_and_login_redirect(clock: ManualClock) -> None:
+    api = fastapi_app()
+
+    @api.get("/profile")
+    def profile(a: AsyncUser, s: SyncUser) -> dict[str, Any]:
+        return {"async": a.name if a else None, "sync": s.name if s else None}
+
+    @api.get("/page")
+    def page(user: PageUser) -> dict[str, str]:
+        return {"user": user}
+
+    store = InlineAsyncStore(MemoryStore())
+    app = SessionWardenMiddleware(
+        api, policy=Policy(secret_keys=(SECRET,)), store=store, clock=clock
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        assert (await c.get("/profile")).json() == {"async": None, "sync": None}
+        r = await c.get("/page?x=1")
+        assert r.status_code == 303 and r.headers["location"] == "/signin?next=%2Fpage%3Fx%3D1"
+        r = await c.get("/page", headers={"accept": "application/json"})
+        assert r.status_code == 401 and r.json() == {"detail": "authentication-required"}
+        await c.post("/login", headers={"x-csrf-token": await api_token(c)})  # signs in bob
+        assert (await c.get("/profile")).json() == {"async": "BOB", "sync": "Bob"}
+        assert (await c.get("/page")).json() == {"user": "bob"}

@@ -321,7 +321,8 @@ def cmd_activity(args: argparse.Namespace, store: SessionStore) -> int:
     if args.json:
         _json({"ref": ref, "user": args.user, "activity": trail}, sys.stdout)
         return EXIT_OK
-    print(f"session {ref} of user {safe_text(args.user)!r}: {len(trail)} entries")
+    entries = "1 entry" if len(trail) == 1 else f"{len(trail)} entries"
+    print(f"session {ref} of user {safe_text(args.user)!r}: {entries}")
     if trail:
         rows = [
             [

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, NoReturn, TextIO
 
@@ -47,7 +48,8 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_CANNOT_LISTEN = 4
 
-_CHECK_ATTEMPTS = 3
+#: Seconds the start-up check keeps asking a store whose answers time out.
+_CHECK_PATIENCE = 15.0
 
 
 class CliError(Exception):
@@ -121,13 +123,15 @@ def check_store(store: Any) -> None:
     check = getattr(store, "check", None)
     if not callable(check):
         return
-    for attempt in range(1, _CHECK_ATTEMPTS + 1):
+    deadline = time.monotonic() + _CHECK_PATIENCE
+    while True:
         try:
             check()
             return
         except StoreUnavailable as exc:
-            # A busy server may miss one short deadline; a refusal or an error answer is final.
-            if attempt == _CHECK_ATTEMPTS or "timeout" not in str(exc).lower():
+            # A busy server may miss a short read deadline now and then: ask again for a while.
+            # A refusal or an error answer is final at once.
+            if time.monotonic() > deadline or "timeout" not in str(exc).lower():
                 raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {exc}") from None
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 XSS = (
     '<b>Nice bank!</b> <script>window.__xss = 1; document.title = "pwned"</script>'
-    '<img src="x" onerror="window.__xss = 2">'
+    '<img hidden src="x" onerror="window.__xss = 2">'
 )
 
 

@@ -57,6 +57,7 @@ class _Demo(shared.DemoViews):
             template,
             nonce=request.scope.get("state", {}).get("csp_nonce", ""),
             path=request.url.path,
+            origin=str(request.base_url).rstrip("/"),
             **ctx,
         )
         return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
@@ -71,7 +72,7 @@ class _Demo(shared.DemoViews):
         return self.render(request, "home.html")
 
     async def login_page(self, request: Request) -> Response:
-        return self.render(request, "login.html", error=None)
+        return self.render(request, "login.html", error=None, username="")
 
     async def login(self, request: Request) -> Response:
         form = await self.form(request)
@@ -79,7 +80,9 @@ class _Demo(shared.DemoViews):
         password = form.get("password", "")
         if not await run_in_threadpool(check_login, self.users, username, password):
             shared.log_failed_sign_in(request.client.host if request.client else "-")
-            return self.render(request, "login.html", status=401, error=shared.LOGIN_FAILED)
+            return self.render(
+                request, "login.html", status=401, error=shared.LOGIN_FAILED, username=username
+            )
         shared.sign_in(get_session(request), username)
         return _see_other("/account")
 

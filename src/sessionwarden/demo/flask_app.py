@@ -75,23 +75,27 @@ class _Demo(shared.DemoViews):
     # -- rendering --------------------------------------------------------------------------
     def render(self, template: str, *, status: int = 200, **ctx: Any) -> Response:
         nonce = current_context().nonce
-        return _html(
-            self.page(current_session(), template, nonce=nonce, path=request.path, **ctx), status
+        origin = request.host_url.rstrip("/")
+        page = self.page(
+            current_session(), template, nonce=nonce, path=request.path, origin=origin, **ctx
         )
+        return _html(page, status)
 
     # -- pages ------------------------------------------------------------------------------
     def home(self) -> Response:
         return self.render("home.html")
 
     def login_page(self) -> Response:
-        return self.render("login.html", error=None)
+        return self.render("login.html", error=None, username="")
 
     def login(self) -> Response:
         form = _form()
         username = form.get("username", "")
         if not check_login(self.users, username, form.get("password", "")):
             shared.log_failed_sign_in(request.remote_addr or "-")
-            return self.render("login.html", status=401, error=shared.LOGIN_FAILED)
+            return self.render(
+                "login.html", status=401, error=shared.LOGIN_FAILED, username=username
+            )
         shared.sign_in(current_session(), username)
         return _see_other("/account")
 

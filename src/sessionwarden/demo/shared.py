@@ -274,6 +274,27 @@ def warn_before(policy: Policy) -> int:
     return int(max(5.0, min(60.0, policy.idle_timeout / 3)))
 
 
+#: The idle timeout the ``/attacks`` hint suggests, to watch the warning quickly.
+QUICK_IDLE = 90.0
+
+
+def hints(policy: Policy, origin: str) -> dict[str, Any]:
+    """What the pages' hints say, computed from the running policy and address: the warning
+    time a short idle timeout would give, how often "last seen" moves, the real origin (for
+    the replay command) and a port for the attacker's page next to it."""
+    parts = urllib.parse.urlsplit(origin)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    quick = Policy(secret_keys=policy.secret_keys, idle_timeout=QUICK_IDLE)
+    return {
+        "origin": origin,
+        "port": port,
+        "evil_port_hint": port + 1 if port < 65535 else port - 1,
+        "quick_idle": int(QUICK_IDLE),
+        "quick_warn_before": warn_before(quick),
+        "touch_every": int(policy.effective_touch_interval),
+    }
+
+
 def keepalive_url(session: Session) -> str:
     return "/api/me" if session.user_id else "/api/csrf"
 
@@ -286,6 +307,7 @@ def page_context(
     path: str,
     evil_url: str | None,
     attacks: bool = True,
+    origin: str = "http://127.0.0.1:8000",
 ) -> dict[str, Any]:
     """What ``base.html`` needs on every page. Pops the session's flash message."""
     user = session.user_id
@@ -301,6 +323,7 @@ def page_context(
         "flash": flash if isinstance(flash, str) else None,
         "evil_url": evil_url,
         "attacks": attacks,
+        **hints(policy, origin),
     }
 
 
@@ -327,7 +350,17 @@ class DemoViews:
         self.env = template_environment()
         self.static = static_files()
 
-    def page(self, session: Session, template: str, /, *, nonce: str, path: str, **ctx: Any) -> str:
+    def page(
+        self,
+        session: Session,
+        template: str,
+        /,
+        *,
+        nonce: str,
+        path: str,
+        origin: str = "http://127.0.0.1:8000",
+        **ctx: Any,
+    ) -> str:
         """``template`` rendered with :func:`page_context` and ``ctx`` (which may hold a
         ``session`` of its own: ``account.html`` shows the session)."""
         context = page_context(
@@ -337,6 +370,7 @@ class DemoViews:
             path=path,
             evil_url=self.evil_url,
             attacks=self.attacks_on,
+            origin=origin,
         )
         context.update(ctx)
         return self.env.get_template(template).render(context)
@@ -432,7 +466,7 @@ def sign_in(session: Session, username: str) -> None:
 
 
 def revoke_flash(ref: str, ok: bool) -> str:
-    return f"Session {ref[:12]} was signed out." if ok else "That session was already gone."
+    return f"Session {ref} was signed out." if ok else "That session was already gone."
 
 
 def account_context(

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -38,6 +39,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..asgi import SessionWardenMiddleware, get_context, get_middleware, get_session
 from ..core import ReauthenticationRequired, Session
+from .nextpath import login_location, safe_next
 
 __all__ = [
     "CspNonce",
@@ -48,9 +50,12 @@ __all__ = [
     "csp_nonce",
     "csrf_token",
     "current_session",
+    "login_redirect",
     "recent_authentication",
+    "safe_next",
     "serve_docs",
     "signed_in_user",
+    "user_loader",
     "warden",
 ]
 
@@ -66,6 +71,49 @@ def signed_in_user(request: Request) -> str:
     if user is None:
         raise HTTPException(status_code=401, detail="authentication-required")
     return user
+
+
+U = TypeVar("U")
+
+
+def user_loader(
+    load: Callable[[str], U | None] | Callable[[str], Awaitable[U | None]],
+) -> Callable[[Request], Awaitable[U | None]]:
+    """A dependency giving the signed-in user's object, as ``load(user_id)`` returns it (a
+    function or a coroutine function), or ``None`` for an anonymous session: Flask-Login's
+    ``current_user`` for FastAPI. Loaded once per request however many dependencies use it.
+
+        CurrentUser = Annotated[User | None, Depends(user_loader(get_user))]
+    """
+    is_async = inspect.iscoroutinefunction(load)
+
+    async def current_user(request: Request) -> U | None:
+        user_id = get_session(request).user_id
+        if user_id is None:
+            return None
+        loaded: Any = load(user_id)
+        if is_async:
+            loaded = await loaded
+        return loaded  # type: ignore[no-any-return]
+
+    return current_user
+
+
+def login_redirect(login_url: str) -> Callable[[Request], str]:
+    """A dependency like :data:`SignedInUser` for pages a browser opens: an anonymous browser is
+    redirected (303) to ``login_url`` with ``?next=`` the relative path it asked for (read it
+    back with :func:`safe_next`); a JSON client gets the 401 ``authentication-required``."""
+
+    def signed_in_or_redirect(request: Request) -> str:
+        user = get_session(request).user_id
+        if user is not None:
+            return user
+        if get_context(request).facts.wants_json:
+            raise HTTPException(status_code=401, detail="authentication-required")
+        location = login_location(login_url, request.url.path, request.url.query)
+        raise HTTPException(status_code=303, headers={"location": location})
+
+    return signed_in_or_redirect
 
 
 def recent_authentication(max_age: float) -> Callable[[Request], Session]:

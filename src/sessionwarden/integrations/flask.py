@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, Response, abort, current_app, redirect, request
+from flask import Flask, Response, abort, current_app, g, redirect, request
 from werkzeug.local import LocalProxy
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import Clock
 from ..core import ReauthenticationRequired, Session, SessionInfo
@@ -31,6 +32,7 @@ from ..policy import Policy
 from ..records import JSON
 from ..stores import SessionStore, StoreUnavailable
 from ..wsgi import SessionWardenWSGI
+from .nextpath import login_location, safe_next
 
 __all__ = [
     "SessionWarden",
@@ -38,8 +40,10 @@ __all__ = [
     "csrf_token",
     "current_context",
     "current_session",
+    "current_user",
     "login_required",
     "recent_auth_required",
+    "safe_next",
     "session",
 ]
 
@@ -67,8 +71,13 @@ class SessionWarden:
     ``store``: a store or a store URL; when omitted, ``app.config["SESSIONWARDEN_STORE"]``.
     ``reauth_redirect``: where a browser is sent (303) when a view needs a recent sign-in;
     JSON clients get 401 either way (default: ``app.config.get("SESSIONWARDEN_REAUTH_URL")``).
-    ``login_url``: where :func:`login_required` sends anonymous browsers; without it they get 401
-    (default: ``app.config.get("SESSIONWARDEN_LOGIN_URL")``).
+    ``login_url``: where :func:`login_required` sends anonymous browsers (303, with where they
+    were going as a relative ``?next=``; read it back with :func:`safe_next`); without it they
+    get 401 (default: ``app.config.get("SESSIONWARDEN_LOGIN_URL")``).
+
+    As with Flask-Login, :meth:`user_loader` registers the function that turns the signed-in
+    user ID into your user object (:data:`current_user`), and :meth:`unauthorized_handler` the
+    view that answers an anonymous request to a :func:`login_required` view instead.
     ``clock`` and ``sink``: passed to the middleware (tests, audit events).
     """
 
@@ -89,6 +98,8 @@ class SessionWarden:
         self.sink = sink
         self.reauth_redirect = reauth_redirect
         self.login_url = login_url
+        self._load_user: Callable[[str], Any] | None = None
+        self._unauthorized: Callable[[], Any] | None = None
         self._apps: list[Flask] = []
         if app is not None:
             self.init_app(app)
@@ -120,10 +131,24 @@ class SessionWarden:
         app.add_template_global(csrf_token, "csrf_token")
         app.add_template_global(csp_nonce, "csp_nonce")
         app.jinja_env.globals["sw_session"] = session
+        app.jinja_env.globals.setdefault("current_user", current_user)
         app.register_error_handler(ReauthenticationRequired, _on_reauthentication_required)
         app.register_error_handler(StoreUnavailable, _on_store_unavailable)
         self._apps.append(app)
         return middleware
+
+    # -- Flask-Login habits ---------------------------------------------------------------------
+    def user_loader(self, loader: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Register ``loader(user_id) -> user or None`` for :data:`current_user` (a decorator).
+        It is called at most once per request, only when ``current_user`` is used."""
+        self._load_user = loader
+        return loader
+
+    def unauthorized_handler(self, handler: Callable[[], Any]) -> Callable[[], Any]:
+        """Register the view that answers an anonymous request to a :func:`login_required`
+        view (a decorator); its return value is the response, as for any Flask view."""
+        self._unauthorized = handler
+        return handler
 
     # -- the application's calls (a "your devices" page, an admin screen) ------------------------
     def middleware(self, app: Flask | None = None) -> SessionWardenWSGI:
@@ -196,6 +221,29 @@ def current_session() -> Session:
 session: Session = LocalProxy(current_session)  # type: ignore[assignment]
 
 
+_USER_CACHE = "_sessionwarden_user"
+
+
+def _current_user() -> Any:
+    """The user object of the signed-in user (the :meth:`SessionWarden.user_loader`'s answer),
+    ``None`` when nobody is signed in or the loader finds no such user."""
+    cached = g.get(_USER_CACHE)
+    user_id = current_session().user_id
+    if isinstance(cached, tuple) and cached[0] == user_id:  # loaded already for this user
+        return cached[1]
+    loader = _installed(current_app).warden._load_user
+    if loader is None:
+        raise RuntimeError("current_user needs a loader: decorate one with @warden.user_loader")
+    user = None if user_id is None else loader(user_id)
+    setattr(g, _USER_CACHE, (user_id, user))
+    return user
+
+
+#: The signed-in user's object, as the :meth:`SessionWarden.user_loader` returns it (``None`` for
+#: an anonymous session), like Flask-Login's ``current_user``; also ``current_user`` in templates.
+current_user: Any = LocalProxy(_current_user)
+
+
 def csrf_token() -> str:
     """A freshly masked CSRF token for a form field or an ``X-CSRF-Token`` header."""
     return current_context().csrf_token()
@@ -208,21 +256,31 @@ def csp_nonce() -> str:
 
 # -- decorators -----------------------------------------------------------------------------------
 def login_required(view: Callable[P, R]) -> Callable[P, R]:
-    """Run the view only for a signed-in session. Anonymous browsers are redirected (303) to the
-    ``login_url`` when one is configured; JSON clients, and everyone when there is none, get 401."""
+    """Run the view only for a signed-in session. An anonymous request is answered by the
+    :meth:`~SessionWarden.unauthorized_handler` when one is registered; otherwise browsers are
+    redirected (303) to the ``login_url`` with ``?next=`` the relative path they asked for, and
+    JSON clients, and everyone when there is no ``login_url``, get 401."""
 
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if current_session().user_id is None:
-            wants_json = current_context().facts.wants_json
-            login_url = _installed(current_app).login_url
-            if login_url and not wants_json:
-                abort(redirect(login_url, 303))
-            refusal = Refusal(401, "authentication-required", "not-authenticated")
-            abort(_response(refusal, wants_json))
+            abort(_unauthorized())
         return _call(view, *args, **kwargs)
 
     return wrapper
+
+
+def _unauthorized() -> BaseResponse:
+    installed = _installed(current_app)
+    handler = installed.warden._unauthorized
+    if handler is not None:
+        return current_app.make_response(current_app.ensure_sync(handler)())
+    wants_json = current_context().facts.wants_json
+    if installed.login_url and not wants_json:
+        query = request.query_string.decode("latin-1")
+        return redirect(login_location(installed.login_url, request.path, query), 303)
+    refusal = Refusal(401, "authentication-required", "not-authenticated")
+    return _response(refusal, wants_json)
 
 
 def recent_auth_required(max_age: float) -> Callable[[Callable[P, R]], Callable[P, R]]:
