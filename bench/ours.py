@@ -2,7 +2,9 @@
 
 Full stack everywhere: session, CSRF (origin check + masked token), security headers with a CSP
 nonce, fingerprint check; a signed-in session (``login`` went through the real flow); the GET
-reads one session key, the POST presents a valid token in the header and reads one key.
+reads one session key, the POST presents a valid token in the header and reads one key, the
+"write" GET reads one key and sets another (a cart counter), the sign-in POST signs the session
+in again (new ID, rotation, per-user index) and answers with the token for the next one.
 """
 
 from __future__ import annotations
@@ -61,18 +63,34 @@ def starlette_app() -> Any:
     async def action(request: Request) -> Response:
         return PlainTextResponse(str(request.session.get("user")))
 
+    async def write(request: Request) -> Response:
+        s = request.session
+        s["cart"] = int(s.get("cart", 0)) + 1
+        return PlainTextResponse(str(s.get("user")))
+
+    async def sign_in_again(request: Request) -> Response:
+        s = get_session(request)
+        s.login(USER)
+        s["user"] = USER
+        return PlainTextResponse(request.state.csrf_token())
+
     return Starlette(
         routes=[
             Route("/", home),
             Route("/token", token),
             Route("/login", login, methods=["POST"]),
             Route("/action", action, methods=["POST"]),
+            Route("/write", write),
+            Route("/signin", sign_in_again, methods=["POST"]),
         ]
     )
 
 
-def open_async_store(kind: str, tmp: str, *, read_cache: bool = True) -> tuple[Any, str]:
-    """The store for ``kind``; returns it and the Redis prefix to drop ('' when none)."""
+def open_async_store(
+    kind: str, tmp: str, *, read_cache: bool = True, offload: bool = False
+) -> tuple[Any, str]:
+    """The store for ``kind``; returns it and the Redis prefix to drop ('' when none).
+    ``offload``: SQLite writes as ``sessionwarden.stores.open_async_store`` runs them."""
     from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
     if kind == "postgres":
@@ -85,7 +103,8 @@ def open_async_store(kind: str, tmp: str, *, read_cache: bool = True) -> tuple[A
     if kind == "sqlite":
         from sessionwarden.stores.sqlite import SQLiteStore
 
-        return InlineAsyncStore(SQLiteStore(os.path.join(tmp, "bench.db"))), ""
+        sqlite = SQLiteStore(os.path.join(tmp, "bench.db"))
+        return InlineAsyncStore(sqlite, offload_writes=offload), ""
     from sessionwarden.stores.redis import AsyncRedisStore
 
     prefix = unique_prefix("ours")
@@ -107,20 +126,33 @@ async def sign_in(client: AsgiClient) -> str:
     return body.decode()
 
 
+#: What a row's request does: (label in the row name).
+MODES = {"get": "GET", "post": "POST valid CSRF", "write": "write", "sign-in": "sign-in"}
+
+
 class OursAsgi(AsyncRow):
     base = "bare Starlette GET"
 
     def __init__(
-        self, store: str, *, post: bool = False, fingerprint: bool = True, read_cache: bool = True
+        self,
+        store: str,
+        *,
+        post: bool = False,
+        mode: str = "get",
+        fingerprint: bool = True,
+        read_cache: bool = True,
+        offload_writes: bool = False,
     ) -> None:
         self.kind = store
-        self.post = post
+        self.mode = "post" if post else mode
         self.fingerprint = fingerprint
         self.read_cache = read_cache
+        self.offload_writes = offload_writes
         self.redis = store == "redis"
-        what = "POST valid CSRF" if post else "GET"
+        what = MODES[self.mode]
         extra = "" if fingerprint else ", fingerprint off"
         extra += "" if read_cache else ", read cache off"
+        extra += ", writes in a thread" if offload_writes else ""
         self.name = f"ours ASGI {store} {what}{extra}"
         self._tmp = tempfile.TemporaryDirectory(prefix="swbench-")
         self.prefix = ""
@@ -128,7 +160,9 @@ class OursAsgi(AsyncRow):
     async def asetup(self) -> None:
         from sessionwarden.asgi import SessionWardenMiddleware
 
-        store, self.prefix = open_async_store(self.kind, self._tmp.name, read_cache=self.read_cache)
+        store, self.prefix = open_async_store(
+            self.kind, self._tmp.name, read_cache=self.read_cache, offload=self.offload_writes
+        )
         self.store = store
         self.app = SessionWardenMiddleware(
             starlette_app(), policy=policy(fingerprint=self.fingerprint), store=store
@@ -139,10 +173,16 @@ class OursAsgi(AsyncRow):
         await self.one()
 
     async def one(self) -> None:
-        if self.post:
+        if self.mode == "sign-in":
+            status, body, _ = await self.client.request("POST", "/signin", self.headers)
+            expect(status, body, 200, None, self.name)
+            self.headers[0] = ("x-csrf-token", body.decode())  # the new session's token
+            return
+        if self.mode == "post":
             status, body, _ = await self.client.request("POST", "/action", self.headers)
         else:
-            status, body, _ = await self.client.request("GET", "/")
+            path = "/write" if self.mode == "write" else "/"
+            status, body, _ = await self.client.request("GET", path)
         expect(status, body, 200, OK, self.name)
 
     async def aclose(self) -> None:
@@ -202,6 +242,19 @@ def flask_app() -> Any:
         s["cart"] = 3
         return "ok"
 
+    @app.get("/write")
+    def write() -> str:
+        s = get_session(request.environ)
+        s["cart"] = int(s.get("cart", 0)) + 1
+        return str(s.get("user"))
+
+    @app.post("/signin")
+    def sign_in_again() -> str:
+        s = get_session(request.environ)
+        s.login(USER)
+        s["user"] = USER
+        return str(request.environ["sessionwarden"].csrf_token())
+
     return app
 
 
@@ -209,9 +262,12 @@ class OursFlaskRedis(Row):
     base = "bare Flask GET"
     redis = True
 
-    def __init__(self, *, read_cache: bool = True) -> None:
+    def __init__(self, *, read_cache: bool = True, mode: str = "get") -> None:
         self.read_cache = read_cache
-        self.name = "ours WSGI Flask redis GET" + ("" if read_cache else ", read cache off")
+        self.mode = mode
+        self.name = f"ours WSGI Flask redis {MODES[mode]}" + (
+            "" if read_cache else ", read cache off"
+        )
 
     def setup(self) -> None:
         try:
@@ -238,12 +294,22 @@ class OursFlaskRedis(Row):
         expect(status, body, 200, None, "token")
         status, body, _ = self.client.request("POST", "/login", [("x-csrf-token", body.decode())])
         expect(status, body, 200, b"ok", "login")
+        status, body, _ = self.client.request("GET", "/token")
+        expect(status, body, 200, None, "token after login")
+        self.headers = [("x-csrf-token", body.decode()), ("origin", "https://app.test")]
         self.run(1)
 
     def run(self, n: int) -> None:
         request = self.client.request
+        if self.mode == "sign-in":
+            for _ in range(n):
+                status, body, _ = request("POST", "/signin", self.headers)
+                expect(status, body, 200, None, self.name)
+                self.headers[0] = ("x-csrf-token", body.decode())
+            return
+        path = "/write" if self.mode == "write" else "/"
         for _ in range(n):
-            status, body, _ = request("GET", "/")
+            status, body, _ = request("GET", path)
             expect(status, body, 200, OK, self.name)
 
     def close(self) -> None:

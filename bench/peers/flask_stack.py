@@ -1,5 +1,9 @@
 """Flask peers: the bare app, and Flask-Session (Redis) + Flask-WTF CSRFProtect + Flask-Login with
-``strong`` session protection + ``secure`` headers."""
+``strong`` session protection + ``secure`` headers.
+
+Rows: the GET reads the user; "write" is a GET that reads one key and sets another (a cart
+counter); "sign-in" is Flask-Login's ``login_user`` with a new session ID (Flask-Session's
+``regenerate``)."""
 
 from __future__ import annotations
 
@@ -87,16 +91,35 @@ def peer_app(prefix: str) -> Any:
         session["cart"] = 3
         return "ok"
 
+    @app.get("/write")
+    def write() -> str:
+        session["cart"] = int(session.get("cart", 0)) + 1
+        return str(current_user.get_id())
+
+    @app.post("/signin")
+    def sign_in_again() -> str:
+        app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+        login_user(User(USER))
+        return str(current_user.get_id())
+
     app.wsgi_app = SecureWSGIMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, secure=Secure.with_default_headers()
     )
     return app
 
 
+#: The request of each row mode: (method, path, label).
+MODES = {"get": ("GET", "/", "GET"), "write": ("GET", "/write", "write"),
+         "sign-in": ("POST", "/signin", "sign-in")}  # fmt: skip
+
+
 class FlaskStack(Row):
-    name = "Flask-Session+WTF+Login strong+secure redis GET"
     base = "bare Flask GET"
     redis = True
+
+    def __init__(self, *, mode: str = "get") -> None:
+        self.method, self.path, label = MODES[mode]
+        self.name = f"Flask-Session+WTF+Login strong+secure redis {label}"
 
     def setup(self) -> None:
         self.prefix = _unique_prefix("flasksession")
@@ -107,12 +130,13 @@ class FlaskStack(Row):
         headers = [("x-csrftoken", body.decode()), ("referer", "https://app.test/")]
         status, body, _ = self.client.request("POST", "/login", headers)
         expect(status, body, 200, b"ok", "login")
+        self.headers = headers if self.method == "POST" else []
         self.run(1)
 
     def run(self, n: int) -> None:
-        request = self.client.request
+        request, method, path, headers = self.client.request, self.method, self.path, self.headers
         for _ in range(n):
-            status, body, _ = request("GET", "/")
+            status, body, _ = request(method, path, headers)
             expect(status, body, 200, OK, self.name)
 
     def close(self) -> None:

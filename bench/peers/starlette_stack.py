@@ -1,5 +1,9 @@
 """Starlette peers: the bare app, Starlette's signed-cookie SessionMiddleware, and starsessions on
-Redis with starlette-csrf and ``secure`` headers (the usual hand-assembled stack)."""
+Redis with starlette-csrf and ``secure`` headers (the usual hand-assembled stack).
+
+Rows: the GET reads one key; "write" is a GET that reads one key and sets another (a cart
+counter); "sign-in" signs the session in again (starsessions: a new session ID, as
+``regenerate_session_id`` gives, and the user's keys; the cookie session has no ID to renew)."""
 
 from __future__ import annotations
 
@@ -39,13 +43,38 @@ def app() -> Any:
         s["cart"] = 3
         return PlainTextResponse("ok")
 
+    async def write(request: Request) -> Response:
+        s = request.session
+        s["cart"] = int(s.get("cart", 0)) + 1
+        return PlainTextResponse(str(s.get("user")))
+
+    async def sign_in_again(request: Request) -> Response:
+        if "session_handler" in request.scope:  # starsessions: a new session ID
+            from starsessions import regenerate_session_id
+
+            regenerate_session_id(request)
+        s = request.session
+        s["user"] = USER
+        return PlainTextResponse(str(s.get("user")))
+
     return Starlette(
         routes=[
             Route("/", home),
             Route("/action", home, methods=["POST"]),
             Route("/login", login, methods=["GET", "POST"]),
+            Route("/write", write),
+            Route("/signin", sign_in_again, methods=["POST"]),
         ]
     )
+
+
+#: The request of each row mode: (method, path, label).
+MODES = {
+    "get": ("GET", "/", "GET"),
+    "post": ("POST", "/action", "POST valid CSRF"),
+    "write": ("GET", "/write", "write"),
+    "sign-in": ("POST", "/signin", "sign-in"),
+}
 
 
 class BareStarlette(AsyncRow):
@@ -62,8 +91,11 @@ class BareStarlette(AsyncRow):
 
 
 class StarletteSigned(AsyncRow):
-    name = "Starlette SessionMiddleware GET"
     base = "bare Starlette GET"
+
+    def __init__(self, *, mode: str = "get") -> None:
+        self.method, self.path, label = MODES[mode]
+        self.name = f"Starlette SessionMiddleware {label}"
 
     async def asetup(self) -> None:
         from starlette.middleware.sessions import SessionMiddleware
@@ -74,7 +106,7 @@ class StarletteSigned(AsyncRow):
         await self.one()
 
     async def one(self) -> None:
-        status, body, _ = await self.client.request("GET", "/")
+        status, body, _ = await self.client.request(self.method, self.path)
         expect(status, body, 200, OK, self.name)
 
 
@@ -105,10 +137,9 @@ class StarsessionsStack(AsyncRow):
     base = "bare Starlette GET"
     redis = True
 
-    def __init__(self, *, post: bool = False) -> None:
-        self.post = post
-        what = "POST valid CSRF" if post else "GET"
-        self.name = f"starsessions+csrf+secure redis {what}"
+    def __init__(self, *, post: bool = False, mode: str = "get") -> None:
+        self.method, self.path, label = MODES["post" if post else mode]
+        self.name = f"starsessions+csrf+secure redis {label}"
         self.prefix = ""
 
     async def asetup(self) -> None:
@@ -126,10 +157,8 @@ class StarsessionsStack(AsyncRow):
         await self.one()
 
     async def one(self) -> None:
-        if self.post:
-            status, body, _ = await self.client.request("POST", "/action", self.headers)
-        else:
-            status, body, _ = await self.client.request("GET", "/")
+        headers = self.headers if self.method == "POST" else ()
+        status, body, _ = await self.client.request(self.method, self.path, headers)
         expect(status, body, 200, OK, self.name)
 
     async def aclose(self) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from sessionwarden.records import Alias, SessionRecord, Tombstone
 from sessionwarden.stores import tracking
-from sessionwarden.stores.resp import fast_path_target
+from sessionwarden.stores.resp import BlockingReader, fast_path_target
 from sessionwarden.stores.tracking import DRAIN_INTERVAL, MISS, InvalidationFeed, ReadCache
 
 from ..conftest import drop_prefix, redis_or_skip, unique_prefix
@@ -76,19 +76,31 @@ class Harness:
             monotonic=ticker,
         )
         assert self.cache.feed.wait_connected(5.0), "the feed did not connect"
+        # This process's lean connection: notices flow through its registration (NOLOOP).
+        self.lean = BlockingReader(*target, timeout=0.5)
+        self.lean.tracker = self.cache
+        self.register()
+
+    def register(self) -> None:
+        """Send a command on the lean connection (which registers it when due)."""
+        assert self.lean.call(b"PING") == b"PONG"
 
     def name(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
 
     def cached(self, key: str, value: Any) -> None:
-        """What a store does on a miss: take a ticket, read (here: pretend), keep the result."""
+        """What a store does on a miss: take a ticket, read on the lean connection (which has
+        Redis track the key; the reply is not decoded here), keep ``value`` as the result."""
         name = self.name(key)
+        self.register()
         assert self.cache.lookup(name) is MISS
         ticket = self.cache.begin(name)
         assert ticket is not None
+        self.lean.call(b"HGETALL", name.encode())
         self.cache.complete(name, ticket, value)
 
     def close(self) -> None:
+        self.lean.close()
         self.cache.close()
         self.other.close()
 
@@ -175,7 +187,8 @@ def test_a_read_that_overlapped_a_change_is_not_kept_even_within_the_drain_inter
     h.cached("k2", record("k2"))  # the feed was just drained: the interval is running
     name = h.name("k1")
     ticket = h.cache.begin(name)
-    h.other.hset(name, "l", "5")  # announced while "the read is on the wire"
+    h.lean.call(b"HGETALL", name.encode())  # the read (Redis tracks the key from here on)
+    h.other.hset(name, "l", "5")  # announced while "the reply is on the wire"
     _notice_waiting(h)
     h.cache.complete(name, ticket, record())  # always drains before keeping anything
     assert h.cache.lookup(name) is MISS
@@ -183,7 +196,9 @@ def test_a_read_that_overlapped_a_change_is_not_kept_even_within_the_drain_inter
 
 def test_a_change_while_the_read_is_on_the_wire_is_not_kept(h: Harness) -> None:
     name = h.name("k1")
+    h.register()
     ticket = h.cache.begin(name)
+    h.lean.call(b"HGETALL", name.encode())
     h.other.hset(name, "l", "5")  # announced after the read started: the reply may be older
     h.cache.barrier()
     h.cache.complete(name, ticket, record())
@@ -204,6 +219,48 @@ def test_own_writes_evict_at_once(h: Harness) -> None:
     h.cache.evict([h.name("k1")])
     assert h.cache.lookup(h.name("k1")) is MISS
     assert h.cache.lookup(h.name("k2")) == record("k2")
+
+
+def test_a_write_on_the_registered_connection_keeps_what_it_wrote(h: Harness) -> None:
+    name = h.name("k1")
+    h.cached("k1", record())
+    ticket = h.cache.begin(name)
+    # As the update script does: write, then read what was written (the key stays tracked).
+    assert h.lean.call(b"HSET", name.encode(), b"l", b"5") == 1  # NOLOOP: not announced back
+    h.lean.call(b"HGETALL", name.encode())
+    written = record()
+    written.last_seen = 5.0
+    h.cache.written(name, ticket, written)
+    h.cache.barrier()
+    assert h.cache.lookup(name) == written
+    h.other.hset(name, "l", "6")  # another client's write is announced all the same
+    h.cache.barrier()
+    assert h.cache.lookup(name) is MISS
+
+
+def test_a_write_raced_by_another_client_keeps_nothing(h: Harness) -> None:
+    name = h.name("k1")
+    h.cached("k1", record())
+    ticket = h.cache.begin(name)
+    h.lean.call(b"HSET", name.encode(), b"l", b"5")
+    h.lean.call(b"HGETALL", name.encode())
+    h.other.hset(name, "l", "6")  # lands between this process's write and its reply's use
+    h.cache.barrier()
+    h.cache.written(name, ticket, record())
+    assert h.cache.lookup(name) is MISS
+    h.cache.written(name, None, record())  # no ticket (nothing trusted at begin): forgets
+    assert h.cache.lookup(name) is MISS
+
+
+def test_nothing_is_served_without_a_registered_connection(h: Harness) -> None:
+    name = h.name("k1")
+    h.cached("k1", record())
+    h.lean.close()  # the only registration: notices stop, so everything kept goes
+    assert h.cache.lookup(name) is MISS
+    assert h.cache.begin(name) is None
+    h.other.hset(name, "l", "6")
+    h.cache.barrier()
+    assert h.cache.lookup(name) is MISS
 
 
 def test_entries_live_at_most_ttl(ticker: Ticker) -> None:

@@ -219,9 +219,28 @@ async def test_async_cached_get_is_no_round_trip(astore: AsyncRedisStore) -> Non
     for _ in range(3):
         assert await astore.get(record.key) == record
     assert fast.commands_sent == before
-    await astore.delete(record.key)
-    assert await astore.get(record.key) is None
+    await astore.delete(record.key)  # one script on the same connection
     assert fast.commands_sent == before + 1
+    assert await astore.get(record.key) is None  # a write that keeps nothing: one read
+    assert fast.commands_sent == before + 2
+
+
+@pytest.mark.anyio
+async def test_async_update_keeps_what_it_wrote(astore: AsyncRedisStore) -> None:
+    """A write is one command; the next read of that session costs none, and sees it."""
+    assert astore.read_cache is not None and astore.read_cache.feed.wait_connected(5.0)
+    record = make_record(skey(1))
+    await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert await astore.get(record.key) == record
+    fast = astore._fast
+    assert fast is not None
+    for n in range(3):
+        before = fast.commands_sent
+        assert await astore.update(record.key, RecordUpdate(set_data={"n": n}))
+        assert fast.commands_sent == before + 1
+        got = await astore.get(record.key)
+        assert isinstance(got, SessionRecord) and got.data["n"] == n
+        assert fast.commands_sent == before + 1
 
 
 def test_read_cache_settings_are_checked(url: str) -> None:
@@ -544,7 +563,8 @@ def test_lean_sync_reads_one_connection_per_thread(uncached: RedisStore) -> None
     for t in threads:
         t.join()
     assert wrong == []
-    assert uncached._fast is not None and len(uncached._fast._all) == len(threads)
+    # one per reading thread, and this thread's (which ran the insert scripts)
+    assert uncached._fast is not None and len(uncached._fast._all) == len(threads) + 1
     uncached.close()
     with pytest.raises(StoreUnavailable):
         uncached.get(records[0].key)  # a thread that never read: no connection after close

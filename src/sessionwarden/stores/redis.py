@@ -43,7 +43,17 @@ from redis.retry import Retry
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import NotCached, StoreStats, StoreUnavailable
 from .redis_layout import MIN_RETENTION_MS, SCRIPTS, Scalars, decode, flat_fields
-from .redis_ops import FAILURES, Call, Op, Ops, client_options, forget, read_cache, unavailable
+from .redis_ops import (
+    FAILURES,
+    Call,
+    Op,
+    Ops,
+    ScriptCommands,
+    client_options,
+    forget,
+    read_cache,
+    unavailable,
+)
 from .resp import BlockingReader, PipelinedReader, RespError, fast_path_target
 from .tracking import MISS
 
@@ -101,7 +111,10 @@ class RedisStore:
         self.read_cache = read_cache(
             target, self._ops.prefix, timeout, read_cache_ttl, read_cache_size
         )
+        if self._fast is not None:
+            self._fast.tracker = self.read_cache  # NOLOOP registration (see .tracking)
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
+        self._script_command = ScriptCommands()
         self._closed = threading.Event()
 
     @property
@@ -110,6 +123,17 @@ class RedisStore:
         return self._ops.prefix
 
     def _call(self, call: Call) -> Any:
+        fast = self._fast
+        if fast is not None and call.script is not None:
+            try:
+                try:
+                    return fast.call(*self._script_command(call))
+                except RespError as exc:
+                    if "NOSCRIPT" not in str(exc):
+                        raise
+                return fast.call(*self._script_command.by_source(call))
+            except RespError as exc:
+                raise StoreUnavailable(f"redis unreachable: {exc}") from None
         try:
             if call.script is None:
                 return cast(Any, self._client).execute_command(*call.args)
@@ -117,12 +141,12 @@ class RedisStore:
         except FAILURES as exc:
             raise unavailable(exc) from exc
 
-    def _run(self, op: Op[T]) -> T:
+    def _run(self, op: Op[T], *, evict: bool = True) -> T:
         written: list[str] = []
         try:
             call = next(op)
             while True:
-                if call.script is not None:
+                if call.script is not None and evict:
                     written += call.keys
                 call = op.send(self._call(call))
         except StopIteration as stop:
@@ -180,7 +204,18 @@ class RedisStore:
         return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
-        return self._run(self._ops.update(key, update, activity_max))
+        op = self._ops.update(key, update, activity_max)
+        cache = self.read_cache
+        if cache is None:
+            return self._run(op) is not None
+        name = self._ops.skey(key)
+        ticket = cache.begin(name)
+        written: Lookup = None
+        try:
+            written = self._run(op, evict=False)
+        finally:
+            cache.written(name, ticket, written)  # keeps the record as written (see .tracking)
+        return written is not None
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         return self._run(self._ops.revoke(key, tombstone))
@@ -279,7 +314,10 @@ class AsyncRedisStore:
         self.read_cache = read_cache(
             target, self._ops.prefix, timeout, read_cache_ttl, read_cache_size
         )
+        if self._fast is not None:
+            self._fast.tracker = self.read_cache  # NOLOOP registration (see .tracking)
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
+        self._script_command = ScriptCommands()
         self._closed = False
 
     @property
@@ -288,6 +326,17 @@ class AsyncRedisStore:
         return self._ops.prefix
 
     async def _call(self, call: Call) -> Any:
+        fast = self._fast
+        if fast is not None and call.script is not None:
+            try:
+                try:
+                    return await fast.call(*self._script_command(call))
+                except RespError as exc:
+                    if "NOSCRIPT" not in str(exc):
+                        raise
+                return await fast.call(*self._script_command.by_source(call))
+            except RespError as exc:
+                raise StoreUnavailable(f"redis unreachable: {exc}") from None
         try:
             if call.script is None:
                 return await cast(Any, self._client).execute_command(*call.args)
@@ -295,12 +344,12 @@ class AsyncRedisStore:
         except FAILURES as exc:
             raise unavailable(exc) from exc
 
-    async def _run(self, op: Op[T]) -> T:
+    async def _run(self, op: Op[T], *, evict: bool = True) -> T:
         written: list[str] = []
         try:
             call = next(op)
             while True:
-                if call.script is not None:
+                if call.script is not None and evict:
                     written += call.keys
                 call = op.send(await self._call(call))
         except StopIteration as stop:
@@ -379,7 +428,18 @@ class AsyncRedisStore:
         return evicted
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
-        return await self._run(self._ops.update(key, update, activity_max))
+        op = self._ops.update(key, update, activity_max)
+        cache = self.read_cache
+        if cache is None:
+            return await self._run(op) is not None
+        name = self._ops.skey(key)
+        ticket = cache.begin(name)
+        written: Lookup = None
+        try:
+            written = await self._run(op, evict=False)
+        finally:
+            cache.written(name, ticket, written)  # keeps the record as written (see .tracking)
+        return written is not None
 
     async def revoke(self, key: str, tombstone: Tombstone) -> bool:
         return await self._run(self._ops.revoke(key, tombstone))

@@ -6,6 +6,7 @@ also receives first (see :meth:`~.redis_layout.KeyLayout.script_args`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
@@ -16,6 +17,7 @@ from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombston
 from .base import StoreStats, StoreUnavailable
 from .redis_layout import (
     KEY_LAYOUT,
+    SCRIPTS,
     decode,
     enc,
     glob_escape,
@@ -50,6 +52,54 @@ Op: TypeAlias = Generator[Call, Any, T]
 
 def command(*args: str | int) -> Call:
     return Call(None, (), args)
+
+
+#: Script name -> its SHA1 (what ``EVALSHA`` names it by).
+SHAS: Final[dict[str, bytes]] = {
+    name: hashlib.sha1(src.encode("utf-8")).hexdigest().encode() for name, src in SCRIPTS.items()
+}
+
+
+def _arg(value: str | bytes | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else str(value)).encode("utf-8")
+
+
+class ScriptCommands:
+    """Scripts as commands for the lean connections: ``EVAL`` with the source the first time
+    a store runs one (which also caches it in Redis), ``EVALSHA`` after that; when Redis lost
+    it meanwhile (``SCRIPT FLUSH``, a restart) the store sends :meth:`by_source` once more."""
+
+    __slots__ = ("_sent",)
+
+    def __init__(self) -> None:
+        self._sent: set[str] = set()
+
+    def __call__(self, call: Call) -> tuple[bytes, ...]:
+        assert call.script is not None
+        if call.script in self._sent:
+            return script_command(call)
+        self._sent.add(call.script)
+        return script_command(call, by_source=True)
+
+    @staticmethod
+    def by_source(call: Call) -> tuple[bytes, ...]:
+        return script_command(call, by_source=True)
+
+
+def script_command(call: Call, *, by_source: bool = False) -> tuple[bytes, ...]:
+    """``call`` (a script) as an ``EVALSHA`` command, or ``EVAL`` with the source when Redis
+    does not know the script yet (``NOSCRIPT``; ``EVAL`` also caches it there)."""
+    assert call.script is not None
+    head = SCRIPTS[call.script].encode("utf-8") if by_source else SHAS[call.script]
+    return (
+        b"EVAL" if by_source else b"EVALSHA",
+        head,
+        str(len(call.keys)).encode(),
+        *(k.encode("utf-8") for k in call.keys),
+        *(_arg(a) for a in call.args),
+    )
 
 
 def _count(values: Sequence[Any]) -> list[str]:
@@ -135,7 +185,9 @@ class Ops:
             return None
         return [text(k) for k in list(reply)[1:]]
 
-    def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[bool]:
+    def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
+        """The record as written (the script answers with the whole hash), or ``None`` when
+        ``key`` held no live record."""
         sets, dels = update_fields(update)
         entry = "" if update.activity is None else dumps(update.activity)
         args = [
@@ -147,7 +199,7 @@ class Ops:
             *_count(dels),
         ]
         reply = yield Call("update", (self.skey(key),), tuple(args))
-        return bool(reply)
+        return decode(key, pairs(reply)) if reply else None
 
     def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
         args = [*self.head, key, dumps(tombstone.until), *marker_fields(tombstone)]

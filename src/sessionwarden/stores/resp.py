@@ -10,7 +10,11 @@ checkout, per-command locks and tasks, retry wrappers, Python-level reply handli
 * :class:`BlockingReader` (threads, for the WSGI adapter): one connection per thread, a write
   and a read per command, parsed by ``hiredis``.
 
-Everything else (scripts, writes, scans) still goes through redis-py.
+The same connections carry the store's scripts (``EVALSHA``), so a request that changes a
+session costs one lean round trip too. When the store keeps a local read cache, each of these
+connections registers itself for Redis' invalidation notices with ``NOLOOP`` (see
+:class:`Tracker` and :mod:`.tracking`): what it writes itself is not announced back, and the
+store keeps the record its write returned. Scans and maintenance still go through redis-py.
 
 Failure is never silent: a timeout, a reset or an error reply fails the waiting request (and, for
 timeouts and resets, drops the connection so replies cannot be matched to the wrong request); the
@@ -24,7 +28,7 @@ import os
 import socket
 import threading
 from collections import deque
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 try:
@@ -35,6 +39,28 @@ except ImportError:  # pragma: no cover - the redis extra installs it
 
 class RespError(Exception):
     """The connection failed, timed out or Redis answered with an error."""
+
+
+class Tracker(Protocol):
+    """What registers a lean connection for invalidation notices (the read cache).
+
+    Before its next command a connection asks :meth:`wanted`; when that names a feed other
+    than the one it registered with, it sends :meth:`commands` first (pipelined) and reports
+    :meth:`registered` once Redis accepted them. A connection that fails or closes reports
+    :meth:`unregistered`: Redis stopped sending its notices with it.
+    """
+
+    def wanted(self) -> int | None:
+        """The client ID notices must be redirected to, or ``None`` (do not register)."""
+        ...
+
+    def commands(self, feed_id: int) -> list[bytes]:
+        """The commands (each answered ``+OK``) that register a connection with ``feed_id``."""
+        ...
+
+    def registered(self, conn: object, feed_id: int) -> None: ...
+
+    def unregistered(self, conn: object) -> None: ...
 
 
 def fast_path_target(url: str) -> tuple[str, int, int, str | None, str | None] | None:
@@ -65,6 +91,10 @@ def encode(*args: bytes) -> bytes:
     return b"".join(out)
 
 
+class _ConnectionLost(RespError):
+    """The connection was closed or reset (not a timeout, not an error reply)."""
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         assert hiredis is not None
@@ -72,6 +102,10 @@ class _Protocol(asyncio.Protocol):
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: The feed this connection's notices go to (see :class:`Tracker`), once accepted.
+        self.tracking: int | None = None
+        self.tracker: Tracker | None = None
+        self.used = False  # has answered a command since the setup
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport but behave like one.
@@ -100,10 +134,13 @@ class _Protocol(asyncio.Protocol):
                     waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(RespError("connection lost"))
+        self.fail(_ConnectionLost("connection lost"))
 
     def fail(self, error: RespError) -> None:
         self.closed = True
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None:
+            tracker.unregistered(self)
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -142,6 +179,8 @@ class _Reader:
         self._setup = _setup_commands(db, username, password)
         #: Commands written, for tests that count round trips.
         self.commands_sent = 0
+        #: Registers each connection for invalidation notices (set by the store).
+        self.tracker: Tracker | None = None
         self._init()
 
     def _init(self) -> None:
@@ -149,7 +188,7 @@ class _Reader:
 
 
 class PipelinedReader(_Reader):
-    """One pipelined connection per event loop, for ``HGETALL`` only."""
+    """One pipelined connection per event loop: reads (``HGETALL``) and scripts."""
 
     def _init(self) -> None:
         self._connections: dict[asyncio.AbstractEventLoop, _Protocol] = {}
@@ -187,29 +226,76 @@ class PipelinedReader(_Reader):
         return proto
 
     async def _send(self, loop: asyncio.AbstractEventLoop, proto: _Protocol, data: bytes) -> Any:
+        return await self._submit(loop, proto, data)
+
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop, proto: _Protocol, data: bytes
+    ) -> asyncio.Future[Any]:
         waiter: asyncio.Future[Any] = loop.create_future()
         proto.waiters.append(waiter)
         assert proto.transport is not None
         proto.transport.write(data)
         self.commands_sent += 1
         timer = loop.call_later(self._timeout, _expire, proto, waiter)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
+        waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
+
+    def _register(
+        self, loop: asyncio.AbstractEventLoop, proto: _Protocol
+    ) -> tuple[int, list[asyncio.Future[Any]]] | None:
+        """Queue the tracker's registration in front of the next command, when it is due."""
+        tracker = self.tracker
+        if tracker is None:
+            return None
+        want = tracker.wanted()
+        if want is None or proto.tracking == want:
+            return None
+        proto.tracking = want  # no other command of this loop queues it again
+        return want, [self._submit(loop, proto, c) for c in tracker.commands(want)]
+
+    async def call(self, *args: bytes) -> Any:
+        """One command on this loop's connection; its reply as ``hiredis`` parses it.
+
+        A reused connection found gone is replaced and the command sent once more (as
+        redis-py retries a connection error once); a timeout is not retried."""
+        loop = asyncio.get_running_loop()
+        command = encode(*args)
+        for attempt in (1, 2):
+            proto = await self._connection(loop)
+            registration = self._register(loop, proto)
+            try:
+                reply = await self._submit(loop, proto, command)
+            except _ConnectionLost:
+                if attempt == 2 or not proto.used:
+                    raise
+                continue  # a reused connection was gone: once more, on a new one
+            finally:
+                if registration is not None:
+                    self._registered(proto, *registration)
+            proto.used = True
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _registered(self, proto: _Protocol, want: int, acks: list[asyncio.Future[Any]]) -> None:
+        tracker = self.tracker
+        # every ack's outcome is looked at (an exception never retrieved would be reported)
+        ok = [a.done() and not a.cancelled() and a.exception() is None for a in acks]
+        if all(ok) and all(a.result() == b"OK" for a in acks) and not proto.closed:
+            if tracker is not None and proto.tracking == want:
+                proto.tracker = tracker
+                tracker.registered(proto, want)
+        elif proto.tracking == want:
+            proto.tracking = None
 
     async def hgetall(self, key: str) -> list[bytes]:
-        loop = asyncio.get_running_loop()
-        proto = await self._connection(loop)
-        reply = await self._send(loop, proto, encode(b"HGETALL", key.encode()))
+        reply = await self.call(b"HGETALL", key.encode())
         if not isinstance(reply, list):
             raise RespError("unexpected reply type")
         return reply
 
     def close(self) -> None:
         for proto in self._connections.values():
-            if proto.transport is not None:
-                proto.transport.close()
+            proto.fail(RespError("closed"))
         self._connections.clear()
 
 
@@ -220,24 +306,21 @@ def _expire(proto: _Protocol, waiter: asyncio.Future[Any]) -> None:
         proto.fail(RespError("timeout"))
 
 
-class _ConnectionLost(RespError):
-    """The connection was closed or reset (not a timeout, not an error reply)."""
-
-
 class _Blocking:
     """One thread's connection."""
 
-    __slots__ = ("pid", "reader", "sock", "used")
+    __slots__ = ("__weakref__", "pid", "reader", "sock", "tracking", "used")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = hiredis.Reader()
         self.pid = os.getpid()
         self.used = False  # has answered a command since the setup
+        self.tracking: int | None = None  # the feed its notices go to (see Tracker)
 
 
 class BlockingReader(_Reader):
-    """One connection per thread, for ``HGETALL`` only (the synchronous store's reads).
+    """One connection per thread: reads (``HGETALL``) and scripts of the synchronous store.
 
     A timeout, a reset or a protocol error closes that thread's connection (a late reply could
     otherwise be taken for the next command's) and raises :class:`RespError`; the next command
@@ -307,19 +390,43 @@ class BlockingReader(_Reader):
         with self._lock:
             self._all.discard(conn)
         conn.sock.close()
+        if conn.tracking is not None and self.tracker is not None:
+            conn.tracking = None
+            self.tracker.unregistered(conn)
 
-    def hgetall(self, key: str) -> list[bytes]:
-        command = encode(b"HGETALL", key.encode())
+    def _register(self, conn: _Blocking) -> None:
+        """Register ``conn`` with the tracker's feed, when that is due."""
+        tracker = self.tracker
+        want = tracker.wanted() if tracker is not None else None
+        if tracker is None or want is None or conn.tracking == want:
+            return
+        for command in tracker.commands(want):
+            if self._call(conn, command) != b"OK":
+                raise RespError("tracking refused")
+        conn.tracking = want
+        tracker.registered(conn, want)
+
+    def call(self, *args: bytes) -> Any:
+        """One command on this thread's connection; its reply as ``hiredis`` parses it.
+
+        A reused connection found gone is replaced and the command sent once more (as
+        redis-py retries a connection error once); a timeout is not retried."""
+        command = encode(*args)
         for attempt in (1, 2):
             conn = self._connection()
             try:
+                self._register(conn)
                 reply = self._call(conn, command)
             except _ConnectionLost:
                 if attempt == 2 or not conn.used:
                     raise
                 continue  # a reused connection was gone: once more, on a new one
             conn.used = True
-            break
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def hgetall(self, key: str) -> list[bytes]:
+        reply = self.call(b"HGETALL", key.encode())
         if not isinstance(reply, list):
             raise RespError("unexpected reply type")
         return reply
@@ -331,3 +438,6 @@ class BlockingReader(_Reader):
         for conn in conns:
             if conn.pid == os.getpid():
                 conn.sock.close()
+            if conn.tracking is not None and self.tracker is not None:
+                conn.tracking = None
+                self.tracker.unregistered(conn)

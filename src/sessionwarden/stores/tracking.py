@@ -5,12 +5,28 @@ a network round trip, by far the largest cost of a request. With Redis' server-a
 client-side caching (``CLIENT TRACKING``, Redis 6 or later) a process may keep what it read,
 because Redis tells it when any client changes a key:
 
-* Each store opens one extra connection per process, the *feed*. On it:
-  ``CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>s:`` then
-  ``SUBSCRIBE __redis__:invalidate``. From then on Redis sends the name of every session key any
-  client modifies (write, delete, expiry, eviction) and a flush notice on ``FLUSHDB``/``FLUSHALL``.
-  Broadcast mode keeps no per-key state in Redis and does not depend on which connection read
-  the key, so the feed is the only connection whose health matters.
+* Each store opens one extra connection per process, the *feed*, which only subscribes to
+  ``__redis__:invalidate``. Each of the store's lean connections (the ones that read and run the
+  write scripts, :mod:`.resp`) registers itself with
+  ``CLIENT TRACKING ON REDIRECT <feed id> NOLOOP`` before its first command. Redis then
+  remembers every key such a connection reads (also inside a script) and sends the feed the
+  name of the key when any *other* client modifies it (write, delete, expiry, eviction), once
+  per read; and a flush notice on ``FLUSHDB``/``FLUSHALL``. Redis keeps this state per key (at
+  most ``tracking-table-max-keys``; beyond that it announces keys as changed to forget them,
+  which only costs misses).
+* ``NOLOOP``: what a lean connection writes itself is not announced back to this process, so a
+  write keeps its own result: the update script ends by reading the hash it wrote and answers
+  with it (so the key stays tracked), and the store keeps that record
+  (:meth:`ReadCache.written`); the next read of that session in this process costs no round
+  trip. Every other write of this process evicts the keys it touched as soon as it returns
+  (read your writes). Writes from two lean connections of one process (two threads, two event
+  loops) still announce each other's, since ``NOLOOP`` only silences the writing connection.
+  (Broadcast mode, ``BCAST``, would need no per-key state in Redis, but Redis 7.0 attributes a
+  script's writes to the script, not to the connection that ran it, so ``NOLOOP`` would not
+  silence them.)
+* Nothing is served from the cache unless a lean connection is registered with the feed that
+  is connected now, and when any registered connection fails or closes, everything kept goes
+  (Redis stops announcing the keys that connection read).
 * **A cache hit first drains the feed** (a non-blocking read of the socket) unless it was
   drained less than :data:`DRAIN_INTERVAL` (1 ms) ago: the read is a system call, a few
   microseconds, and under load hits come far more often than once a millisecond. A change Redis
@@ -19,8 +35,8 @@ because Redis tells it when any client changes a key:
   and this host plus that millisecond.
 * Reads that start while a change to the same key is announced are not cached (each read takes a
   ticket that an invalidation cancels), so a reply carrying the old value cannot be kept.
-* This process's own writes evict the keys they touch as soon as they return (read your writes),
-  before Redis' notice for them arrives.
+* A write that keeps its result takes a ticket too: if a notice for the key arrives between
+  sending the write and applying its reply (another client wrote it meanwhile), nothing is kept.
 * Fail safe: while the feed is not connected nothing is cached or served from the cache. When it
   breaks (closed, reset, protocol error), the whole cache is dropped; it reconnects in a
   background thread, never blocking a request. A feed that goes silent (a network failure
@@ -104,7 +120,8 @@ def _fresh(value: Lookup) -> Lookup:
 
 
 class InvalidationFeed:
-    """The feed connection: Redis' invalidation messages for every key under ``key_prefix``.
+    """The feed connection: Redis' invalidation messages for the keys the registered connections
+    read (``key_prefix`` names the session hashes among them).
 
     Not thread-safe by itself: :class:`ReadCache` calls it under its lock.
     """
@@ -277,8 +294,6 @@ class InvalidationFeed:
             client_id = _call(sock, reader, [b"CLIENT", b"ID"])
             if not isinstance(client_id, int):
                 raise RespError("unexpected reply type")
-            tracking = [b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", str(client_id).encode()]
-            _expect(sock, reader, [*tracking, b"BCAST", b"PREFIX", self._key_prefix], b"OK")
             reply = _call(sock, reader, [b"SUBSCRIBE", _CHANNEL])
             if not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
                 raise RespError("subscribe refused")
@@ -418,6 +433,10 @@ class ReadCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, Lookup]] = {}
         self._pending: dict[str, object] = {}
+        #: Lean connections registered for notices, and the feed ID each redirects to.
+        self._writers: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        #: The feed ID at least one registered connection redirects to (else ``None``).
+        self._live_for: int | None = None
         self.feed = feed(self._invalidated)
         _live_caches.add(self)
         #: Lookups answered from the cache and lookups that were not (tests, metrics).
@@ -427,6 +446,45 @@ class ReadCache:
     def _after_fork(self) -> None:
         # A lock held by another thread at fork time would stay held in the child forever.
         self._lock = threading.Lock()
+        self._writers = weakref.WeakKeyDictionary()  # the parent's connections
+        self._live_for = None
+
+    # -- registration of the lean connections (resp.Tracker) -----------------------------------
+
+    def wanted(self) -> int | None:
+        """The feed's client ID while it is connected: where notices must be redirected."""
+        feed = self.feed
+        return feed.client_id if feed.connected else None
+
+    def commands(self, feed_id: int) -> list[bytes]:
+        """Registration of a lean connection: any earlier one off, then ``NOLOOP`` tracking."""
+        return [
+            encode(b"CLIENT", b"TRACKING", b"OFF"),
+            encode(
+                b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", str(feed_id).encode(), b"NOLOOP",
+            ),
+        ]  # fmt: skip
+
+    def registered(self, conn: object, feed_id: int) -> None:
+        with self._lock:
+            self._writers[conn] = feed_id
+            if feed_id == self.feed.client_id:
+                self._live_for = feed_id
+
+    def unregistered(self, conn: object) -> None:
+        """``conn`` no longer carries a registration: Redis no longer announces changes of
+        what it read, so everything kept goes."""
+        with self._lock:
+            self._writers.pop(conn, None)
+            current = self.feed.client_id
+            if current is None or current not in self._writers.values():
+                self._live_for = None
+            self._entries.clear()
+            self._pending.clear()
+
+    def _trusted(self) -> bool:
+        """Under the lock: the feed applied what arrived and notices are flowing to it."""
+        return self.feed.ready() and self._live_for == self.feed.client_id
 
     def _invalidated(self, keys: list[bytes] | None) -> None:
         # Called by the feed, always under self._lock (ready(), barrier(), close paths).
@@ -443,7 +501,7 @@ class ReadCache:
     def lookup(self, name: str) -> Lookup | _Miss:
         """The cached lookup for Redis key ``name`` (the kept object itself), or :data:`MISS`."""
         with self._lock:
-            if not self.feed.ready():  # first: what it applies may remove the entry
+            if not self._trusted():  # first: what it applies may remove the entry
                 self.misses += 1
                 return MISS
             entry = self._entries.get(name)
@@ -465,7 +523,7 @@ class ReadCache:
     def begin(self, name: str) -> object | None:
         """A ticket for a read of ``name`` about to be sent (``None``: do not cache it)."""
         with self._lock:
-            if not self.feed.connected:
+            if not self.feed.connected or self._live_for != self.feed.client_id:
                 return None
             ticket = object()
             self._pending[name] = ticket
@@ -486,6 +544,25 @@ class ReadCache:
             if len(entries) >= self._size and name not in entries:
                 del entries[next(iter(entries))]
             entries[name] = (self._now() + self._ttl, _fresh(value))
+
+    def written(self, name: str, ticket: object | None, value: Lookup) -> None:
+        """After this process wrote ``name`` over a registered connection (whose own writes
+        are not announced back): keep ``value``, what the write left, unless another change
+        of ``name`` was announced since :meth:`begin`; otherwise forget the key."""
+        with self._lock:
+            self._entries.pop(name, None)
+            if ticket is None:
+                self._pending.pop(name, None)
+                return
+            self.feed.ready(drain=True)  # apply what arrived while the write was on the wire
+            if self._pending.get(name) is not ticket:
+                return
+            del self._pending[name]
+            if value is None or not self._trusted():
+                return
+            if len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[name] = (self._now() + self._ttl, _fresh(value))
 
     def evict(self, names: Iterable[str]) -> None:
         """Forget ``names`` (after this process wrote them)."""

@@ -1,4 +1,5 @@
 -- KEYS: s(key)
+-- Returns the record's hash as written (HGETALL), or 0 when key held no live record.
 -- ARG: P, key, activity_max, activity_json ('' for none), n_set, set fields..., n_del, names...
 local key, amax, entry = ARG[2], tonumber(ARG[3]), ARG[4]
 local pos = 5
@@ -34,4 +35,4 @@ if reindex or new_e then
   if user then index_add(user, key, e_ms) end
 end
 if append_activity(akey(key), amax, entry) then expire_at(akey(key), e_ms) end
-return 1
+return redis.call('HGETALL', s)
