@@ -141,13 +141,15 @@ class RedisStore:
         except FAILURES as exc:
             raise unavailable(exc) from exc
 
-    def _run(self, op: Op[T], *, evict: bool = True) -> T:
+    def _run(self, op: Op[T], *, keep: str | None = None) -> T:
+        """Run ``op``; then forget the keys its scripts wrote, but ``keep`` (whose result the
+        caller hands to :meth:`ReadCache.written`)."""
         written: list[str] = []
         try:
             call = next(op)
             while True:
-                if call.script is not None and evict:
-                    written += call.keys
+                if call.script is not None:
+                    written += [k for k in call.keys if k != keep]
                 call = op.send(self._call(call))
         except StopIteration as stop:
             return cast(T, stop.value)
@@ -189,18 +191,21 @@ class RedisStore:
         tombstone_until: float,
         activity_max: int = 0,
     ) -> list[str] | None:
-        evicted = self._run(
-            self._ops.rotate(
-                old_key,
-                new_key,
-                update,
-                old_becomes,
-                max_per_user,
-                tombstone_until,
-                activity_max,
-            )
+        op = self._ops.rotate(
+            old_key, new_key, update, old_becomes, max_per_user, tombstone_until, activity_max
         )
-        forget(self.read_cache, self._ops, evicted or [])
+        cache = self.read_cache
+        if cache is None:
+            return (self._run(op))[0]
+        name = self._ops.skey(new_key)
+        ticket = cache.begin(name)
+        evicted: list[str] | None = None
+        written: Lookup = None
+        try:
+            evicted, written = self._run(op, keep=name)
+        finally:
+            cache.written(name, ticket, written)  # keeps the new record as written
+        forget(cache, self._ops, evicted or [])
         return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
@@ -212,7 +217,7 @@ class RedisStore:
         ticket = cache.begin(name)
         written: Lookup = None
         try:
-            written = self._run(op, evict=False)
+            written = self._run(op, keep=name)
         finally:
             cache.written(name, ticket, written)  # keeps the record as written (see .tracking)
         return written is not None
@@ -344,13 +349,15 @@ class AsyncRedisStore:
         except FAILURES as exc:
             raise unavailable(exc) from exc
 
-    async def _run(self, op: Op[T], *, evict: bool = True) -> T:
+    async def _run(self, op: Op[T], *, keep: str | None = None) -> T:
+        """Run ``op``; then forget the keys its scripts wrote, but ``keep`` (whose result the
+        caller hands to :meth:`ReadCache.written`)."""
         written: list[str] = []
         try:
             call = next(op)
             while True:
-                if call.script is not None and evict:
-                    written += call.keys
+                if call.script is not None:
+                    written += [k for k in call.keys if k != keep]
                 call = op.send(await self._call(call))
         except StopIteration as stop:
             return cast(T, stop.value)
@@ -413,18 +420,21 @@ class AsyncRedisStore:
         tombstone_until: float,
         activity_max: int = 0,
     ) -> list[str] | None:
-        evicted = await self._run(
-            self._ops.rotate(
-                old_key,
-                new_key,
-                update,
-                old_becomes,
-                max_per_user,
-                tombstone_until,
-                activity_max,
-            )
+        op = self._ops.rotate(
+            old_key, new_key, update, old_becomes, max_per_user, tombstone_until, activity_max
         )
-        forget(self.read_cache, self._ops, evicted or [])
+        cache = self.read_cache
+        if cache is None:
+            return (await self._run(op))[0]
+        name = self._ops.skey(new_key)
+        ticket = cache.begin(name)
+        evicted: list[str] | None = None
+        written: Lookup = None
+        try:
+            evicted, written = await self._run(op, keep=name)
+        finally:
+            cache.written(name, ticket, written)  # keeps the new record as written
+        forget(cache, self._ops, evicted or [])
         return evicted
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
@@ -436,7 +446,7 @@ class AsyncRedisStore:
         ticket = cache.begin(name)
         written: Lookup = None
         try:
-            written = await self._run(op, evict=False)
+            written = await self._run(op, keep=name)
         finally:
             cache.written(name, ticket, written)  # keeps the record as written (see .tracking)
         return written is not None

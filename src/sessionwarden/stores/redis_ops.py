@@ -164,7 +164,9 @@ class Ops:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int,
-    ) -> Op[list[str] | None]:
+    ) -> Op[tuple[list[str] | None, Lookup]]:
+        """The evicted keys (``None`` when ``old_key`` held no live record) and the record as
+        written at ``new_key``."""
         sets, dels = update_fields(update)
         args = [
             *self.head,
@@ -182,8 +184,9 @@ class Ops:
         ]
         reply = yield Call("rotate", (self.skey(old_key), self.skey(new_key)), tuple(args))
         if reply is None:
-            return None
-        return [text(k) for k in list(reply)[1:]]
+            return None, None
+        items = list(reply)
+        return [text(k) for k in items[1:]], decode(new_key, pairs(items[0]))
 
     def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
         """The record as written (the script answers with the whole hash), or ``None`` when

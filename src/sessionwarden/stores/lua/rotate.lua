@@ -1,4 +1,6 @@
 -- KEYS: s(old), s(new)
+-- Returns false when old held no live record, else {the new key's hash as written (HGETALL,
+-- which also keeps it tracked for the caller), evicted keys...}.
 -- ARG: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json,
 --       n_old, old fields..., n_set, set fields..., n_del, del names...
 local old, new, cap, until_t, reason = ARG[2], ARG[3], tonumber(ARG[4]), ARG[5], ARG[6]
@@ -32,7 +34,7 @@ local ao, an = akey(old), akey(new)
 if ao ~= an and redis.call('EXISTS', ao) == 1 then redis.call('RENAME', ao, an) end
 append_activity(an, amax, entry)
 if redis.call('EXISTS', an) == 1 then expire_at(an, e_ms) end
-local out = {'ok'}
+local out = {redis.call('HGETALL', sn)}
 if rec['u'] then
   local idx = index_add(rec['u'], new, e_ms)
   for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason)) do
