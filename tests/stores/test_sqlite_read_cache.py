@@ -448,18 +448,90 @@ def test_a_cache_that_does_not_pay_rests_then_starts_afresh(
 def test_a_cache_that_pays_keeps_going(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_module, "_CACHE_WINDOW", 8)
     store = SQLiteStore(db_path)
+    other = SQLiteStore(db_path)  # another process's writes
     try:
         for i in range(4):
             store.insert(rec(f"k{i}"), max_per_user=0, tombstone_until=T0)
         judged = 0
         for r in range(50):
-            if r % 10 == 0:  # a write now and then: four misses each time
-                store.update("k0", RecordUpdate(set_data={"r": r}))
+            if r % 10 == 0:  # a write elsewhere now and then: four misses each time
+                other.update("k0", RecordUpdate(set_data={"r": r}))
             for i in range(4):
                 store.get(f"k{i}")
             handle = store._handle()
             judged += handle.misses == 0 and handle.hits == 0
             assert handle.rest == 0
         assert judged >= 2  # the hit count was looked at, and found worth it
+    finally:
+        other.close()
+        store.close()
+
+
+# -- a write keeps what it wrote -----------------------------------------------------------------
+
+
+def test_an_update_is_one_transaction_and_the_next_read_runs_no_select(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    other = SQLiteStore(db_path)  # another process
+    try:
+        store.insert(rec("k1", cart=1), max_per_user=0, tombstone_until=T0)
+        statements = warm(store, "k1")
+        for n in range(2, 5):
+            statements.clear()
+            assert store.update("k1", RecordUpdate(set_data={"cart": n}))
+            assert statements.seen.count("BEGIN IMMEDIATE") == 1
+            assert statements.seen.count("COMMIT") == 1
+            statements.clear()
+            got = store.get("k1")
+            assert isinstance(got, SessionRecord) and got.data["cart"] == n
+            assert statements.selects() == []  # kept by the write
+        # Another connection's write is seen by the next read all the same.
+        assert other.update("k1", RecordUpdate(set_data={"cart": 99}))
+        got = store.get("k1")
+        assert isinstance(got, SessionRecord) and got.data["cart"] == 99
+    finally:
+        other.close()
+        store.close()
+
+
+def test_a_write_after_an_unseen_commit_keeps_only_itself(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    other = SQLiteStore(db_path)
+    try:
+        for key in ("k1", "k2"):
+            store.insert(rec(key), max_per_user=0, tombstone_until=T0)
+            store.get(key)
+        now = T0 + 1
+        # Another connection revokes k1; this connection has not read since.
+        assert other.revoke("k1", Tombstone("k1", "admin", now, now + HOUR, "alice"))
+        assert store.update("k2", RecordUpdate(set_data={"x": 1}))  # must not vouch for k1
+        assert isinstance(store.get("k1"), Tombstone)
+        # The same with this store's own revocation followed by another write.
+        store.get("k2")
+        assert store.revoke("k2", Tombstone("k2", "admin", now, now + HOUR, "alice"))
+        store.insert(rec("k3"), max_per_user=0, tombstone_until=T0)
+        assert store.update("k3", RecordUpdate(set_data={"x": 2}))
+        assert isinstance(store.get("k2"), Tombstone)
+    finally:
+        other.close()
+        store.close()
+
+
+def test_a_rotation_keeps_the_new_record_and_forgets_the_old_key(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    try:
+        store.insert(rec("old"), max_per_user=0, tombstone_until=T0)
+        store.get("old")
+        now = T0 + 1
+        tomb = Tombstone("old", "rotated:login", now, now + HOUR, "alice")
+        assert store.rotate(
+            "old", "new", RecordUpdate(set_data={"x": 1}), old_becomes=tomb,
+            max_per_user=0, tombstone_until=now + HOUR,
+        ) == []  # fmt: skip
+        statements = Statements(store)
+        got = store.get("new")
+        assert isinstance(got, SessionRecord) and got.data["x"] == 1
+        assert statements.selects() == []
+        assert isinstance(store.get("old"), Tombstone)
     finally:
         store.close()

@@ -510,6 +510,7 @@ class SQLiteStore:
         tombstone_until: float,
         activity_max: int = 0,
     ) -> list[str] | None:
+        handle = self._handle()
         with self._write() as db:
             row = db.execute(LIVE_SELECT, (old_key,)).fetchone()
             if row is None or row[0] != RECORD:
@@ -526,39 +527,71 @@ class SQLiteStore:
                     ).fetchone()
                     trail_text = found[0] if found else None
                 trail_text = self._appended(trail_text, update.activity, activity_max)
+            seen = self._seen(handle)
             self._put_marker(db, old_key, old_becomes)
-            self._put_record(db, new_key, meta, data, trail_text)
-            return self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until)
+            texts = self._put_record(db, new_key, meta, data, trail_text)
+            evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until)
+        self._written(handle, seen, (old_key, *evicted), new_key, *texts)
+        return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
         add_activity = update.activity is not None and activity_max > 0
         if not (update.meta or update.set_data or update.del_data or add_activity):
             rows = self._read("SELECT kind FROM items WHERE key = ?", (key,))
             return bool(rows) and rows[0][0] == RECORD
+        handle = self._handle()
         with self._write() as db:
             row = db.execute(LIVE_SELECT, (key,)).fetchone()
             if row is None or row[0] != RECORD:
                 return False  # revoked, rotated out, or gone: never written back to life
+            seen = self._seen(handle)
             meta: dict[str, Any] = loads(row[1])
             data: dict[str, Any] = loads(row[2]) if row[2] else {}
             self._merge(meta, data, update)
             trail_text = row[3]
             if update.activity is not None and add_activity:
                 trail_text = self._appended(trail_text, update.activity, activity_max)
+            meta_text, data_text = dumps(meta), dumps(data)
             db.execute(
                 "UPDATE items SET user_id = ?, created_at = ?, expires = ?, meta = ?, data = ?,"
                 " activity = ? WHERE key = ?",
-                (
-                    meta["user_id"],
-                    meta["created_at"],
-                    meta["expires_at"],
-                    dumps(meta),
-                    dumps(data),
-                    trail_text,
-                    key,
-                ),
+                (meta["user_id"], meta["created_at"], meta["expires_at"], meta_text, data_text)
+                + (trail_text, key),
             )
-            return True
+        self._written(handle, seen, (), key, meta_text, data_text)
+        return True
+
+    def _seen(self, handle: _Handle) -> tuple[int, int]:
+        """Inside a write transaction (the lock held): ``data_version`` as of every commit
+        before it, and the write generation."""
+        return handle.db.execute(_DATA_VERSION).fetchone()[0], self._generation
+
+    def _written(
+        self,
+        handle: _Handle,
+        seen: tuple[int, int],
+        drop: Sequence[str],
+        key: str,
+        meta_text: str,
+        data_text: str | None,
+    ) -> None:
+        """After ``handle`` committed a record at ``key``, its cache keeps it (the next get
+        reads nothing); the rest stays only if nothing else was committed since the cache was
+        last known current (``seen`` as then, the generation moved by this commit alone)."""
+        if not self._cache_size or handle.rest:
+            return
+        version, generation = seen
+        cache = handle.cache
+        current = version == handle.version and generation == handle.generation
+        if not current or self._generation != generation + 1:
+            cache.clear()
+            handle.version = version
+        handle.generation = self._generation
+        for gone in drop:
+            cache.pop(gone, None)
+        if len(cache) >= self._cache_size:
+            cache.popitem(last=False)
+        cache[key] = self._record(key, meta_text, data_text)
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         with self._write() as db:
@@ -607,7 +640,7 @@ class SQLiteStore:
         more than 200), pausing 5 ms between them: a background job that yields to requests.
 
         A concurrent writer waits for one small batch at most. The purge also pays for the WAL
-        it writes: it checkpoints after each batch itself (see :meth:`_checkpoint`), so the WAL
+        it writes: it checkpoints after each batch itself (see :func:`.sqlite_rows.checkpoint`), so the WAL
         stays far below the auto-checkpoint threshold and no request's commit ends up copying the
         purge's pages into the database file (and syncing it) inside the request.
         """
@@ -632,35 +665,13 @@ class SQLiteStore:
                     ).rowcount
                 removed += count
                 if count > 0:
-                    self._checkpoint(db)
+                    _rows.checkpoint(db, self._busy_pragma)
                 if count < step:
                     return removed
                 time.sleep(_PURGE_PAUSE)
         finally:
             with suppress(sqlite3.Error):
                 db.execute(f"PRAGMA wal_autocheckpoint = {auto}")
-
-    def _checkpoint(self, db: sqlite3.Connection) -> None:
-        """Copy the WAL into the database file without holding anyone up, then rewind it.
-
-        ``PASSIVE`` does the bulk of the work (the batch just written, and its syncs) without any
-        lock that writers need. ``RESTART`` then takes the write lock for a moment, copies the
-        few frames writers committed meanwhile (usually none) and rewinds the WAL. Without the
-        rewind, measured with requests writing every few ms, the WAL was seldom rewound even
-        after complete checkpoints; it passed the 1,000-page auto-checkpoint threshold, and from
-        then on request commits ran checkpoints themselves, syncs included (10-110 ms). Both run
-        without a busy handler: when a writer holds the lock, or a reader an old snapshot, they
-        do what they can without waiting, and the next batch's checkpoint finishes the job.
-        """
-        try:
-            db.execute("PRAGMA busy_timeout = 0")
-            try:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            finally:
-                db.execute(self._busy_pragma)
-        except sqlite3.Error as exc:
-            unavailable(exc)
 
     def stats(self, now: float) -> StoreStats:
         row = self._read(
