@@ -56,9 +56,21 @@ async def login(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+async def write(request: Request) -> Response:
+    """Reads one key and sets another (a cart counter): a request that changes the session."""
+    s = request.session
+    s["cart"] = int(s.get("cart", 0)) + 1
+    return PlainTextResponse(f"{s.get('user')} {s['cart']}")
+
+
 def app_with(store: Any, clock: ManualClock) -> SessionWardenMiddleware:
     app = Starlette(
-        routes=[Route("/", home), Route("/token", token), Route("/login", login, methods=["POST"])]
+        routes=[
+            Route("/", home),
+            Route("/token", token),
+            Route("/login", login, methods=["POST"]),
+            Route("/write", write),
+        ]
     )
     return SessionWardenMiddleware(
         app, policy=Policy(secret_keys=(SECRET,)), store=store, clock=clock
@@ -248,6 +260,39 @@ async def test_redis_touch_due_is_one_read_and_one_write(redis_store: Any, sent:
         assert len(sent) == 2, sent
         assert sent[0] == "HGETALL"
         assert sent[1] in ("EVALSHA", "EVAL", "FCALL"), sent
+
+
+@pytest.mark.anyio
+async def test_a_write_is_one_read_and_one_update(local_store: CountingStore) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(local_store, clock)) as c:
+        await sign_in(c)
+        for n in range(1, 4):
+            clock.advance(1.0)
+            local_store.calls.clear()
+            r = await c.get("/write")
+            assert r.text == f"alice {n}"
+            assert local_store.calls == ["get", "update"]
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_write_is_one_command_and_the_next_read_none(
+    cached_store: Any, sent: list[str]
+) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(cached_store, clock)) as c:
+        await sign_in(c)
+        for n in range(1, 4):
+            clock.advance(1.0)
+            sent.clear()
+            r = await c.get("/write")
+            assert r.text == f"alice {n}"
+            assert len(sent) == 1 and sent[0] in ("EVALSHA", "EVAL"), sent  # no read, one script
+            clock.advance(1.0)
+            sent.clear()
+            r = await c.get("/")  # the write kept what it wrote
+            assert r.text == "alice" and sent == [], sent
 
 
 @pytest.mark.anyio
