@@ -162,7 +162,10 @@ class DjangoStack(Row):
         request, jar = self.client.request, self.client.jar
         if self.sign_in:
             for _ in range(n):
-                headers = [("x-csrftoken", jar.values["csrftoken"]), ("referer", "https://app.test/")]
+                headers = [
+                    ("x-csrftoken", jar.values["csrftoken"]),
+                    ("referer", "https://app.test/"),
+                ]
                 status, body, _ = request("POST", "/signin", headers)
                 expect(status, body, 200, OK, self.name)
             return

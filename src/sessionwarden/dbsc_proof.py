@@ -179,4 +179,3 @@ def check_proof(
     if not _verify(key, alg, proof.signing_input, proof.signature):
         return "bad-signature", None
     return "", canonical
-

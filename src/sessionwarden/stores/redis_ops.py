@@ -56,7 +56,9 @@ def command(*args: str | int) -> Call:
 
 #: Script name -> its SHA1 (what ``EVALSHA`` names it by).
 SHAS: Final[dict[str, bytes]] = {
-    name: hashlib.sha1(src.encode("utf-8")).hexdigest().encode() for name, src in SCRIPTS.items()
+    # SHA1 is what Redis names scripts by (not a security use)
+    name: hashlib.sha1(src.encode("utf-8"), usedforsecurity=False).hexdigest().encode()
+    for name, src in SCRIPTS.items()
 }
 
 

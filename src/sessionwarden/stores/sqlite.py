@@ -555,8 +555,7 @@ class SQLiteStore:
             db.execute(
                 "UPDATE items SET user_id = ?, created_at = ?, expires = ?, meta = ?, data = ?,"
                 " activity = ? WHERE key = ?",
-                (meta["user_id"], meta["created_at"], meta["expires_at"], meta_text, data_text)
-                + (trail_text, key),
+                (*_rows.columns(meta), meta_text, data_text, trail_text, key),
             )
         self._written(handle, seen, (), key, meta_text, data_text)
         return True
@@ -640,7 +639,7 @@ class SQLiteStore:
         more than 200), pausing 5 ms between them: a background job that yields to requests.
 
         A concurrent writer waits for one small batch at most. The purge also pays for the WAL
-        it writes: it checkpoints after each batch itself (see :func:`.sqlite_rows.checkpoint`), so the WAL
+        it writes: it checkpoints after each batch itself (``sqlite_rows.checkpoint``), so the WAL
         stays far below the auto-checkpoint threshold and no request's commit ends up copying the
         purge's pages into the database file (and syncing it) inside the request.
         """

@@ -156,9 +156,13 @@ def put_record(
 ) -> tuple[str, str]:
     """Write the record at ``key``; its meta and data as stored (JSON text)."""
     meta_text, data_text = dumps(meta), dumps(data)
-    values = (meta["user_id"], meta["created_at"], meta["expires_at"], meta_text, data_text)
-    write_row(db, UPSERT_RECORD, key, (*values, activity))
+    write_row(db, UPSERT_RECORD, key, (*columns(meta), meta_text, data_text, activity))
     return meta_text, data_text
+
+
+def columns(meta: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The meta fields a record's row also keeps in columns: user, creation, expiry."""
+    return meta["user_id"], meta["created_at"], meta["expires_at"]
 
 
 def merge(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
