@@ -179,3 +179,4 @@ def check_proof(
     if not _verify(key, alg, proof.signing_input, proof.signature):
         return "bad-signature", None
     return "", canonical
+
