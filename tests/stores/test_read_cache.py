@@ -364,3 +364,30 @@ def test_a_forked_child_starts_empty_with_its_own_feed(h: Harness) -> None:
     os.close(read)
     assert answer == b"1"
     assert h.cache.lookup(h.name("k1")) == record()  # the parent's cache is untouched
+
+
+def test_overlapping_reads_share_a_ticket_and_the_first_reply_keeps(h: Harness) -> None:
+    name = h.name("k1")
+    h.register()
+    first, second = h.cache.begin(name), h.cache.begin(name)
+    assert first is not None and first is second  # many requests reading one session at once
+    h.lean.call(b"HGETALL", name.encode())
+    h.cache.complete(name, first, record())
+    assert h.cache.lookup(name) == record()
+    h.cache.complete(name, second, record("other"))  # a later reply of the same round: ignored
+    assert h.cache.lookup(name) == record()
+
+
+def test_a_read_overlapping_this_process_s_own_write_keeps_nothing_older(h: Harness) -> None:
+    name = h.name("k1")
+    h.register()
+    read = h.cache.begin(name)
+    h.lean.call(b"HGETALL", name.encode())  # the read runs first: the value before the write
+    write = h.cache.begin(name)
+    assert h.lean.call(b"HSET", name.encode(), b"l", b"5") == 1  # not announced (NOLOOP)
+    h.lean.call(b"HGETALL", name.encode())
+    written = record()
+    written.last_seen = 5.0
+    h.cache.written(name, write, written)
+    h.cache.complete(name, read, record())  # the older reply arrives last: not kept
+    assert h.cache.lookup(name) == written

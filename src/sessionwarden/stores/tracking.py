@@ -35,6 +35,7 @@ because Redis tells it when any client changes a key:
   and this host plus that millisecond.
 * Reads that start while a change to the same key is announced are not cached (each read takes a
   ticket that an invalidation cancels), so a reply carrying the old value cannot be kept.
+  Overlapping reads of one key share the ticket; the first reply keeps the entry.
 * A write that keeps its result takes a ticket too: if a notice for the key arrives between
   sending the write and applying its reply (another client wrote it meanwhile), nothing is kept.
 * Fail safe: while the feed is not connected nothing is cached or served from the cache. When it
@@ -521,12 +522,17 @@ class ReadCache:
         )
 
     def begin(self, name: str) -> object | None:
-        """A ticket for a read of ``name`` about to be sent (``None``: do not cache it)."""
+        """A ticket for a read of ``name`` about to be sent (``None``: do not cache it).
+
+        Reads of one key that overlap share a ticket (any one of their replies may be kept,
+        since no change was announced since the first began), so a key read by many requests
+        at once is kept by the first reply instead of by none."""
         with self._lock:
             if not self.feed.connected or self._live_for != self.feed.client_id:
                 return None
-            ticket = object()
-            self._pending[name] = ticket
+            ticket = self._pending.get(name)
+            if ticket is None:
+                ticket = self._pending[name] = object()
             return ticket
 
     def complete(self, name: str, ticket: object | None, value: Lookup) -> None:
