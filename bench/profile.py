@@ -1,6 +1,7 @@
 """cProfile of the hot path: a signed-in, read-only GET through the ASGI middleware.
 
-PYTHONPATH=src python -m bench.profile memory     # or: redis
+PYTHONPATH=src python -m bench.profile memory             # or: redis, sqlite
+PYTHONPATH=src python -m bench.profile redis 5000 write   # the write row (or: sign-in)
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     kind = args[0] if args else "memory"
     n = int(args[1]) if len(args) > 1 else 5000
+    mode = args[2] if len(args) > 2 else "get"
     loop = asyncio.new_event_loop()
-    row = ours.OursAsgi(kind)
+    row = ours.OursAsgi(kind, mode=mode)
     row.loop = loop
     row.setup()
     row.run(500)
