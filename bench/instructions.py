@@ -4,7 +4,9 @@ with the load of a shared machine, for A/B comparisons of small changes.
     PYTHONPATH=src python -m bench.instructions [ROW ...] [--requests 1000]
     PYTHONPATH=src python -m bench.instructions --http [STACK ...] [--connections 64]
 
-In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``): the app is called
+In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, and the requests
+that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``, ``redis-sign-in``,
+``sqlite-sign-in``): the app is called
 directly, as in ``bench/run.py``. ``--http`` runs the uvicorn server of ``bench/http.py``
 (``bare``, ``ours``) under callgrind, drives it from a small keep-alive client with that many
 connections, and counts the server's instructions only. Counting starts after a warm-up (the
@@ -38,7 +40,18 @@ from typing import Any  # noqa: E402
 
 from bench import common  # noqa: E402
 
-ROWS = ("bare", "memory", "sqlite", "redis", "redis-post")
+ROWS = (
+    "bare",
+    "memory",
+    "sqlite",
+    "redis",
+    "redis-post",
+    "memory-write",
+    "sqlite-write",
+    "redis-write",
+    "redis-sign-in",
+    "sqlite-sign-in",
+)
 STACKS = {"bare": ("bare", "bare"), "ours": ("ours_redis", "ours")}
 
 
@@ -70,8 +83,9 @@ def _inner(row_name: str, n: int) -> None:
             row = BareStarlette()
         elif row_name == "redis-post":
             row = ours.OursAsgi("redis", post=True)
-        else:
-            row = ours.OursAsgi(row_name)
+        else:  # a store, or store-mode (write, sign-in)
+            store, _, mode = row_name.partition("-")
+            row = ours.OursAsgi(store, mode=mode or "get")
         await row.asetup()
         for _ in range(300):
             await row.one()
