@@ -42,7 +42,7 @@ from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import NotCached, StoreStats, StoreUnavailable
-from .redis_layout import MIN_RETENTION_MS, SCRIPTS, Scalars, decode, flat_fields
+from .redis_layout import MIN_RETENTION_MS, SCRIPTS, decode, flat_fields
 from .redis_ops import (
     FAILURES,
     Call,
@@ -104,7 +104,7 @@ class RedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
-        self._parse = Scalars().parse
+        self._parse = self._ops.parse
         # The hot read (one HGETALL per request) goes over a lean connection per thread.
         self._fast = BlockingReader(*target, timeout=timeout) if target is not None else None
         #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
@@ -312,7 +312,7 @@ class AsyncRedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
-        self._parse = Scalars().parse
+        self._parse = self._ops.parse
         # The hot read (one HGETALL per request) goes over a lean pipelined connection.
         self._fast = PipelinedReader(*target, timeout=timeout) if target is not None else None
         #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.

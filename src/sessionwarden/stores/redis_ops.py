@@ -7,7 +7,7 @@ also receives first (see :meth:`~.redis_layout.KeyLayout.script_args`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
 
@@ -18,8 +18,10 @@ from .base import StoreStats, StoreUnavailable
 from .redis_layout import (
     KEY_LAYOUT,
     SCRIPTS,
+    Scalars,
     decode,
     enc,
+    flat_fields,
     glob_escape,
     marker_fields,
     pairs,
@@ -104,6 +106,16 @@ def script_command(call: Call, *, by_source: bool = False) -> tuple[bytes, ...]:
     )
 
 
+def _fields(reply: Any) -> Mapping[str, str | bytes]:
+    """A script's flat hash reply as field name -> raw value (bytes, as the store's own
+    connections and redis-py without ``decode_responses`` give them; anything else the slow
+    way)."""
+    items = list(reply)
+    if items and isinstance(items[0], bytes):
+        return flat_fields(items)
+    return pairs(items)
+
+
 def _count(values: Sequence[Any]) -> list[str]:
     return [str(len(values)), *values]
 
@@ -114,7 +126,7 @@ class Ops:
     The sync and async stores only differ in how they run a :class:`Call`.
     """
 
-    __slots__ = ("head", "prefix")
+    __slots__ = ("head", "parse", "prefix")
 
     def __init__(self, prefix: str, cluster_hash_tag: bool) -> None:
         if not isinstance(prefix, str):
@@ -126,6 +138,8 @@ class Ops:
         self.prefix = prefix
         #: What every script call's ARGV starts with: the prefix and the key layout.
         self.head = KEY_LAYOUT.script_args(prefix)
+        #: Scalar field values parsed once by content (the store's reads use it too).
+        self.parse = Scalars().parse
 
     def skey(self, key: str) -> str:
         return self.prefix + KEY_LAYOUT.session + key
@@ -188,7 +202,7 @@ class Ops:
         if reply is None:
             return None, None
         items = list(reply)
-        return [text(k) for k in items[1:]], decode(new_key, pairs(items[0]))
+        return [text(k) for k in items[1:]], decode(new_key, _fields(items[0]), self.parse)
 
     def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
         """The record as written (the script answers with the whole hash), or ``None`` when
@@ -204,7 +218,7 @@ class Ops:
             *_count(dels),
         ]
         reply = yield Call("update", (self.skey(key),), tuple(args))
-        return decode(key, pairs(reply)) if reply else None
+        return decode(key, _fields(reply), self.parse) if reply else None
 
     def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
         args = [*self.head, key, dumps(tombstone.until), *marker_fields(tombstone)]
