@@ -673,19 +673,7 @@ class SQLiteStore:
                 db.execute(f"PRAGMA wal_autocheckpoint = {auto}")
 
     def stats(self, now: float) -> StoreStats:
-        row = self._read(
-            "SELECT coalesce(sum(kind = 0), 0),"
-            " count(DISTINCT CASE WHEN kind = 0 THEN user_id END),"
-            " coalesce(sum(kind = 2), 0), coalesce(sum(kind = 1), 0)"
-            " FROM items WHERE expires > ?",
-            (now,),
-        )[0]
-        return StoreStats(
-            live_sessions=int(row[0]),
-            users=int(row[1]),
-            tombstones=int(row[2]),
-            aliases=int(row[3]),
-        )
+        return _rows.stats(self._read(_rows.STATS, (now,))[0])
 
     def check(self) -> None:
         """A start-up check: :class:`StoreUnavailable` naming the file and the reason unless

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any, Final, NoReturn
 
 from ..records import JSON, META_FIELDS, Alias, Lookup, RecordUpdate, Tombstone, dumps, loads
-from .base import StoreUnavailable, oldest_over_cap
+from .base import StoreStats, StoreUnavailable, oldest_over_cap
 
 SCHEMA_VERSION: Final = 1
 
@@ -246,3 +246,22 @@ def checkpoint(db: sqlite3.Connection, busy_pragma: str) -> None:
             db.execute(busy_pragma)
     except sqlite3.Error as exc:
         unavailable(exc)
+
+
+#: Live sessions, users with one, tombstones and aliases not yet expired at ``?``.
+STATS: Final = (
+    "SELECT coalesce(sum(kind = 0), 0),"
+    " count(DISTINCT CASE WHEN kind = 0 THEN user_id END),"
+    " coalesce(sum(kind = 2), 0), coalesce(sum(kind = 1), 0)"
+    " FROM items WHERE expires > ?"
+)
+
+
+def stats(row: Any) -> StoreStats:
+    """:data:`STATS`' one row as :class:`StoreStats`."""
+    return StoreStats(
+        live_sessions=int(row[0]),
+        users=int(row[1]),
+        tombstones=int(row[2]),
+        aliases=int(row[3]),
+    )
