@@ -26,7 +26,12 @@ because Redis tells it when any client changes a key:
   silence them.)
 * Nothing is served from the cache unless a lean connection is registered with the feed that
   is connected now, and when any registered connection fails or closes, everything kept goes
-  (Redis stops announcing the keys that connection read).
+  (Redis stops announcing the keys that connection read). An asyncio connection learns of its
+  end at once (the event loop reports it); a synchronous store's per-thread connection learns
+  of it when it is next used, so if Redis drops one (``CLIENT KILL`` of normal clients; the
+  ``timeout`` setting only drops connections idle far longer than an entry lives) while the
+  feed stays up, what that thread read may be served without its notices until then, and never
+  past ``ttl``.
 * **A cache hit first drains the feed** (a non-blocking read of the socket) unless it was
   drained less than :data:`DRAIN_INTERVAL` (1 ms) ago: the read is a system call, a few
   microseconds, and under load hits come far more often than once a millisecond. A change Redis
