@@ -16,7 +16,7 @@ from ..events import EventKind
 from ..records import JSON, SessionRecord
 from .commit import Committing
 from .load import Loading
-from .ops import Purge, Revoke, Steps, UserSessions
+from .ops import AllSessions, Purge, Revoke, Steps, UserSessions
 from .session import Session
 
 
@@ -49,6 +49,30 @@ class SessionInfo:
         }
 
 
+def _info(r: SessionRecord, *, current: bool = False) -> SessionInfo:
+    return SessionInfo(
+        ref=tokens.ref_of(r.key),
+        user_id=r.user_id,
+        created_at=r.created_at,
+        last_seen=r.last_seen,
+        expires_at=r.expires_at,
+        client_ip=r.client_ip,
+        user_agent=r.user_agent,
+        current=current,
+        device_bound=is_bound(r.dbsc),
+    )
+
+
+def _page_cursor(after: str | None) -> tuple[str | None, str | None]:
+    """A page cursor as ``(where the store starts, the reference to leave out)``."""
+    if after is None:
+        return None, None
+    kind, _, value = after.partition(":")
+    if kind not in ("k", "s") or not value:
+        raise ValueError("not a cursor a page returned")
+    return value, value if kind == "k" else None
+
+
 class Engine(Loading, Committing):
     """The session rules for one :class:`~sessionwarden.policy.Policy`, independent of any
     framework and of any store driver: :meth:`load` before the application runs,
@@ -63,20 +87,39 @@ class Engine(Loading, Committing):
         records = yield from UserSessions(user_id)
         current_key = current.record.key if current is not None and current.record else None
         return [
-            SessionInfo(
-                ref=tokens.ref_of(r.key),
-                user_id=r.user_id,
-                created_at=r.created_at,
-                last_seen=r.last_seen,
-                expires_at=r.expires_at,
-                client_ip=r.client_ip,
-                user_agent=r.user_agent,
-                current=r.key == current_key,
-                device_bound=is_bound(r.dbsc),
-            )
+            _info(r, current=r.key == current_key)
             for r in records
             if self._expiry_reason(r, now) is None
         ]
+
+    def list_all_sessions(
+        self, after: str | None = None, limit: int = 50
+    ) -> Steps[tuple[list[SessionInfo], str | None]]:
+        """One page of every user's live sessions (the operator's view) and the cursor of the
+        next page (``None``: this was the last). Pass the cursor back as ``after``.
+
+        A cursor never holds a store key: where the store pages by key, it is the reference of
+        the last session listed (``k:<ref>``) and the next page starts after every key with
+        that reference; otherwise it is the store's own (``s:<cursor>``, Redis' SCAN cursor).
+        Every session live throughout a walk is listed; a repeat the store reports (Redis) is
+        dropped within a page, and a page may hold fewer than ``limit`` sessions (expired ones
+        are left out) without being the last. ``ValueError`` for a cursor no page returned."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        now = self.clock.now()
+        start, skip = _page_cursor(after)
+        records, cursor = yield from AllSessions(start, limit + (skip is not None))
+        seen: set[str] = set()
+        rows: list[SessionInfo] = []
+        for r in records:
+            if r.key in seen or (skip is not None and tokens.ref_of(r.key) == skip):
+                continue
+            seen.add(r.key)
+            if self._expiry_reason(r, now) is None:
+                rows.append(_info(r))
+        if cursor is not None and records and cursor == records[-1].key:
+            return rows, "k:" + tokens.ref_of(cursor)
+        return rows, None if cursor is None else "s:" + cursor
 
     def find_sessions(self, user_id: str, ref: str) -> Steps[list[SessionRecord]]:
         """The user's sessions whose reference starts with ``ref`` (at least 8 hex digits, so a

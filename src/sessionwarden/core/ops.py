@@ -199,6 +199,25 @@ class UserSessions(Op[list[SessionRecord]]):
         return store.user_sessions(self.user_id)
 
 
+class AllSessions(Op["tuple[list[SessionRecord], str | None]"]):
+    """One page of every signed-in record and the cursor of the next page (``None``: done)."""
+
+    __slots__ = ("after", "limit")
+    writes = False
+
+    def __init__(self, after: str | None, limit: int) -> None:
+        self.after = after
+        self.limit = limit
+
+    def apply(self, store: SessionStore) -> tuple[list[SessionRecord], str | None]:
+        return store.all_sessions(self.after, self.limit)
+
+    def apply_async(
+        self, store: AsyncSessionStore
+    ) -> Awaitable[tuple[list[SessionRecord], str | None]]:
+        return store.all_sessions(self.after, self.limit)
+
+
 class RevokeUser(Op[list[str]]):
     """Tombstone every session of a user but ``keep``; the result is the revoked keys."""
 

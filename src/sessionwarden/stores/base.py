@@ -100,6 +100,22 @@ class SessionStore(Protocol):
         """The user's records (the core filters out expired ones), oldest first."""
         ...
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        """One page of every signed-in record (``user_id`` set; expired ones included, the
+        core filters them), for the operator's ``sessions list --all``. ``after`` is the cursor
+        the previous page returned (``None``: the first page); the result is the page and the
+        cursor of the next one, ``None`` when there is none. Aliases, tombstones and anonymous
+        records are never listed.
+
+        Stores that can keep an order (memory, SQLite, PostgreSQL) list by key, at most
+        ``limit`` per page, and the cursor is the last key listed: every record that stays
+        signed in is listed exactly once. Redis walks its keys with SCAN: the cursor is SCAN's,
+        a page may hold more or fewer than ``limit`` records (never none unless it is the last),
+        and a record may be listed twice, so callers drop repeats."""
+        ...
+
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
@@ -148,6 +164,10 @@ class AsyncSessionStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def user_sessions(self, user_id: str) -> list[SessionRecord]: ...
+
+    async def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]: ...
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
@@ -225,6 +245,11 @@ class InlineAsyncStore:
 
     async def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return self.sync.user_sessions(user_id)
+
+    async def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return self.sync.all_sessions(after, limit)
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None

@@ -150,6 +150,22 @@ class MemoryStore:
             ]
         return sorted(found, key=lambda r: (r.created_at, r.key))
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        with self._lock:
+            keys = sorted(
+                k for ks in self._users.values() for k in ks if after is None or k > after
+            )
+            page = [
+                item.copy()
+                for k in keys[:limit]
+                if isinstance(item := self._items.get(k), SessionRecord)
+            ]
+        return page, (keys[limit - 1] if len(keys) > limit else None)
+
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:

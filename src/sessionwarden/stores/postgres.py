@@ -259,6 +259,11 @@ class PostgresStore:
     def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return self._run(lambda: self._ops.user_sessions(user_id))
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return self._run(lambda: self._ops.all_sessions(after, limit))
+
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
@@ -443,6 +448,11 @@ class AsyncPostgresStore:
 
     async def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return await self._run(lambda: self._ops.user_sessions(user_id))
+
+    async def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return await self._run(lambda: self._ops.all_sessions(after, limit))
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None

@@ -257,6 +257,26 @@ class Ops:
         records = [r for r in found if isinstance(r, SessionRecord)]
         return sorted(records, key=lambda r: (r.created_at, r.key))
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> Op[tuple[list[SessionRecord], str | None]]:
+        """Keyset pagination on the primary key: the cursor is the last key listed."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        where = "kind = 0 AND user_id IS NOT NULL"
+        params: tuple[Any, ...] = (limit + 1,)
+        if after is not None:
+            where, params = f"key > %s AND {where}", (after, limit + 1)
+        rows = yield Step(
+            f"SELECT key, kind, user_id, expires, meta, data FROM {self.table}"
+            f" WHERE {where} ORDER BY key LIMIT %s",
+            params,
+            ALL,
+        )
+        found = [decode(str(row[0]), row[1:]) for row in rows[:limit]]
+        page = [r for r in found if isinstance(r, SessionRecord)]
+        return page, (str(rows[limit - 1][0]) if len(rows) > limit else None)
+
     def activity(self, key: str) -> Op[list[dict[str, JSON]]]:
         row = yield Step(f"SELECT activity FROM {self.table} WHERE key = %s", (key,))
         if row is None or not row[0]:

@@ -231,6 +231,11 @@ class RedisStore:
     def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return self._run(self._ops.user_sessions(user_id))
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return self._run(self._ops.all_sessions(after, limit))
+
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
@@ -459,6 +464,11 @@ class AsyncRedisStore:
 
     async def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return await self._run(self._ops.user_sessions(user_id))
+
+    async def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return await self._run(self._ops.all_sessions(after, limit))
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None

@@ -271,6 +271,11 @@ class RedisClusterStore:
     def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return self._run(self._ops.user_sessions(user_id))
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return self._run(self._ops.all_sessions(after, limit))
+
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
     ) -> list[str]:
@@ -415,6 +420,11 @@ class AsyncRedisClusterStore:
 
     async def user_sessions(self, user_id: str) -> list[SessionRecord]:
         return await self._run(self._ops.user_sessions(user_id))
+
+    async def all_sessions(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        return await self._run(self._ops.all_sessions(after, limit))
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None

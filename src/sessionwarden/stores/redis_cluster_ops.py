@@ -387,6 +387,49 @@ class ClusterOps:
                     break
         return batches
 
+    def _records_at(
+        self, node: str, cursor: int, limit: int
+    ) -> Op[tuple[int, list[SessionRecord]]]:
+        """One SCAN step over the session hashes on one master: its signed-in records."""
+        cursor, found = yield Scan(node, cursor, glob_escape(self.prefix) + "s:*", limit)
+        names = list(dict.fromkeys(text(k) for k in found))
+        replies = (yield Commands(tuple(("HGETALL", k) for k in names))) if names else []
+        records: list[SessionRecord] = []
+        for name, reply in zip(names, replies, strict=True):
+            kind, tag = _split(self.prefix, name)
+            if kind != "s" or _tag(tag) != tag:  # a hashed tag does not give its key back
+                continue
+            item = decode(tag, pairs(reply))
+            if isinstance(item, SessionRecord) and item.user_id is not None:
+                records.append(item)
+        return int(cursor), records
+
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> Op[tuple[list[SessionRecord], str | None]]:
+        """SCAN on every master in turn (by name); the cursor is ``<SCAN cursor>@<master>``.
+        Pages vary in size and may repeat a record, as on a single server; a master that left
+        the cluster between two pages is passed over (walk again after a failover)."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        start, cursor = _cluster_cursor(after)
+        masters = sorted(text(m) for m in (yield Scan(None)))
+        todo = [m for m in masters if m >= start]
+        if todo and todo[0] != start:
+            cursor = 0
+        page: list[SessionRecord] = []
+        for i, node in enumerate(todo):
+            while True:
+                cursor, records = yield from self._records_at(node, cursor, limit)
+                page += records
+                if cursor == 0:
+                    break
+                if page:
+                    return page, f"{cursor}@{node}"
+            if page and i + 1 < len(todo):
+                return page, f"0@{todo[i + 1]}"
+        return page, None
+
     def purge(self, now: float, batch: int) -> Op[int]:
         if batch < 1:
             raise ValueError("batch must be >= 1")
@@ -424,6 +467,16 @@ class ClusterOps:
                 elif isinstance(item, Tombstone) and item.until > now:
                     tombs += 1
         return StoreStats(live_sessions=live, users=len(users), tombstones=tombs, aliases=aliases)
+
+
+def _cluster_cursor(after: str | None) -> tuple[str, int]:
+    """``(master, SCAN cursor)`` from a page cursor (``None``: the first master, from 0)."""
+    if after is None:
+        return "", 0
+    number, at, node = after.partition("@")
+    if not (at and node and number.isascii() and number.isdigit() and len(number) <= 20):
+        raise ValueError("not a cursor this store returned")
+    return node, int(number)
 
 
 def _split(prefix: str, name: str) -> tuple[str, str]:

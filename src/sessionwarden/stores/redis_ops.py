@@ -239,6 +239,29 @@ class Ops:
                 found.append(record)
         return sorted(found, key=lambda r: (r.created_at, r.key))
 
+    def all_sessions(
+        self, after: str | None, limit: int
+    ) -> Op[tuple[list[SessionRecord], str | None]]:
+        """SCAN steps over the session hashes (``COUNT limit``) until one finds a signed-in
+        record; the cursor is SCAN's. A page may hold more or fewer than ``limit`` records and
+        a record may come twice (SCAN's guarantee: every key present throughout, at least
+        once)."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        cursor = scan_cursor(after)
+        head = self.prefix + KEY_LAYOUT.session
+        page: list[SessionRecord] = []
+        while True:
+            cursor, names = yield from self._scan(cursor, glob_escape(head) + "*", limit)
+            for name in dict.fromkeys(names):
+                item = decode(name[len(head) :], pairs((yield command("HGETALL", name))))
+                if isinstance(item, SessionRecord) and item.user_id is not None:
+                    page.append(item)
+            if cursor == 0:
+                return page, None
+            if page:
+                return page, str(cursor)
+
     def revoke_user(
         self, user_id: str, reason: str, at: float, until: float, keep: str | None
     ) -> Op[list[str]]:
@@ -312,6 +335,16 @@ class Ops:
                 return StoreStats(
                     live_sessions=live, users=len(users), tombstones=tombs, aliases=aliases
                 )
+
+
+def scan_cursor(after: str | None) -> int:
+    """A SCAN cursor from a page cursor (``None``: the start); ``ValueError`` when it is not
+    one."""
+    if after is None:
+        return 0
+    if not (after.isascii() and after.isdigit() and len(after) <= 20 and int(after) < 2**64):
+        raise ValueError("not a cursor this store returned")
+    return int(after)
 
 
 def unavailable(exc: BaseException) -> StoreUnavailable:

@@ -171,7 +171,7 @@ class _Handle:
         self.rest = 0  # gets left to do without the cache (see _CACHE_WINDOW)
 
 
-class SQLiteStore:
+class SQLiteStore(_rows.ListsAll):
     """The session store on a SQLite file; safe for many threads and processes on one host."""
 
     def __init__(

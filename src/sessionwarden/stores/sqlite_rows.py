@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from typing import Any, Final, NoReturn
+from collections.abc import Sequence
+from typing import Any, Final, NoReturn, Protocol
 
-from ..records import JSON, META_FIELDS, Alias, Lookup, RecordUpdate, Tombstone, dumps, loads
+from ..records import (
+    JSON,
+    META_FIELDS,
+    Alias,
+    Lookup,
+    RecordUpdate,
+    SessionRecord,
+    Tombstone,
+    dumps,
+    loads,
+)
 from .base import StoreStats, StoreUnavailable, oldest_over_cap
 
 SCHEMA_VERSION: Final = 1
@@ -265,3 +276,40 @@ def stats(row: Any) -> StoreStats:
         tombstones=int(row[2]),
         aliases=int(row[3]),
     )
+
+
+# One page of signed-in records in key order (SQLite walks the primary key's index).
+_ALL_FIRST: Final = (
+    "SELECT key, meta, data FROM items"
+    " WHERE kind = 0 AND user_id IS NOT NULL ORDER BY key LIMIT ?"
+)
+_ALL_AFTER: Final = (
+    "SELECT key, meta, data FROM items"
+    " WHERE key > ? AND kind = 0 AND user_id IS NOT NULL ORDER BY key LIMIT ?"
+)
+
+
+class _Reads(Protocol):
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+
+class ListsAll:
+    """Mixed into the store: :meth:`all_sessions`, kept here beside the statements."""
+
+    __slots__ = ()
+
+    def all_sessions(
+        self: _Reads, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None]:
+        """A page of signed-in records by key; the cursor is the last key (see the interface)."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if after is None:
+            rows = self._read(_ALL_FIRST, (limit + 1,))
+        else:
+            rows = self._read(_ALL_AFTER, (after, limit + 1))
+        page = [
+            SessionRecord.from_parts(str(key), loads(meta), loads(data) if data else {})
+            for key, meta, data in rows[:limit]
+        ]
+        return page, (page[-1].key if len(rows) > limit else None)
