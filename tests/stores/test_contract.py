@@ -693,3 +693,140 @@ def test_stats(store: SessionStore) -> None:
     assert store.stats(now) == StoreStats(live_sessions=6, users=2, tombstones=1, aliases=1)
     later = now + 6
     assert store.stats(later) == StoreStats(live_sessions=5, users=2, tombstones=0, aliases=0)
+
+
+# -- all_sessions (the operator's view) -----------------------------------------------------
+
+#: Stores that page with Redis SCAN: every record at least once, pages of varying size.
+SCANNING = {"redis", "redis-cluster", "redis-sentinel"}
+
+
+def _kind(request: pytest.FixtureRequest) -> str:
+    return str(request.node.callspec.params["store"])
+
+
+def _walk(store: SessionStore, limit: int) -> list[list[SessionRecord]]:
+    pages: list[list[SessionRecord]] = []
+    after: str | None = None
+    for _ in range(1000):
+        page, after = store.all_sessions(after, limit)
+        pages.append(page)
+        if after is None:
+            return pages
+    raise AssertionError("the cursor never came back as None")
+
+
+def _all_sessions_world(store: SessionStore) -> set[str]:
+    """Signed-in records of three users among what must not be listed; returns what must."""
+    listed: set[str] = set()
+    for i in range(17):
+        user = ("alice", "bob", "carol")[i % 3]
+        put(store, rec(f"k{i:02d}", user, created=T0 + i))
+        listed.add(f"k{i:02d}")
+    put(store, rec("k99-expired", "bob", expires=T0 - 1))  # listed: the core filters it
+    listed.add("k99-expired")
+    for i in range(6):
+        put(store, rec(f"anon{i}", None))
+    for old in ("r1", "r2"):  # each becomes an alias of its successor, which is listed
+        put(store, rec(old, "dave"))
+        rotate(store, old, f"{old}-new", becomes=alias(old, f"{old}-new", "dave"))
+        listed.add(f"{old}-new")
+    for gone in ("t1", "t2"):
+        put(store, rec(gone, "erin"))
+        store.revoke(gone, tomb(gone, user="erin"))
+    return listed
+
+
+def test_all_sessions_pages_visit_every_signed_in_record(
+    store: SessionStore, request: pytest.FixtureRequest
+) -> None:
+    listed = _all_sessions_world(store)
+    for limit in (1, 4, 50):
+        pages = _walk(store, limit)
+        seen = [r.key for page in pages for r in page]
+        assert set(seen) == listed, limit
+        assert all(r.user_id is not None for page in pages for r in page)
+        assert all(page for page in pages[:-1]), "only the last page may be empty"
+        if _kind(request) not in SCANNING:
+            assert seen == sorted(listed), limit  # by key, each exactly once
+            assert all(len(page) <= limit for page in pages)
+            assert len(pages) == -(-len(listed) // limit), limit  # no empty last page
+    got = {r.key: r for page in _walk(store, 50) for r in page}
+    assert got["k03"] == rec("k03", "alice", created=T0 + 3)
+
+
+def test_all_sessions_of_a_store_without_signed_in_records(store: SessionStore) -> None:
+    assert store.all_sessions(None, 10) == ([], None)
+    put(store, rec("anon", None))
+    put(store, rec("t", "alice"))
+    store.revoke("t", tomb("t"))
+    assert _walk(store, 10) == [[]]
+
+
+def test_all_sessions_sees_a_record_added_behind_the_cursor_only_once(
+    store: SessionStore, request: pytest.FixtureRequest
+) -> None:
+    for i in range(6):
+        put(store, rec(f"m{i}", "alice"))
+    first, after = store.all_sessions(None, 3)
+    assert after is not None and first
+    put(store, rec("a-early", "bob"))  # sorts before every key listed so far
+    put(store, rec("z-late", "bob"))  # sorts after
+    rest = [r.key for page in _walk_from(store, after, 3) for r in page]
+    if _kind(request) not in SCANNING:
+        assert rest == [f"m{i}" for i in range(3, 6)] + ["z-late"]
+    assert {r.key for r in first} | set(rest) >= {f"m{i}" for i in range(6)}
+
+
+def _walk_from(store: SessionStore, after: str | None, limit: int) -> list[list[SessionRecord]]:
+    pages: list[list[SessionRecord]] = []
+    while after is not None and len(pages) < 1000:
+        page, after = store.all_sessions(after, limit)
+        pages.append(page)
+    return pages
+
+
+def test_all_sessions_refuses_a_limit_below_one(store: SessionStore) -> None:
+    with pytest.raises(ValueError):
+        store.all_sessions(None, 0)
+
+
+def test_engine_lists_every_live_signed_in_session_once_by_reference(
+    store: SessionStore, request: pytest.FixtureRequest
+) -> None:
+    from sessionwarden.clock import ManualClock
+    from sessionwarden.core import Engine, run_sync
+    from sessionwarden.policy import Policy
+
+    now = T0 + 60
+    engine = Engine(Policy(secret_keys=(b"k" * 32,), idle_timeout=1800.0), clock=ManualClock(now))
+    live = {f"{i:02x}" * 32 for i in range(11)}
+    for i, key in enumerate(sorted(live)):
+        put(store, rec(key, f"user{i % 4}", user_agent="curl/8", client_ip="192.0.2.1"))
+    put(store, rec("ee" * 32, "user1", expires=now - 1))  # expired: never listed
+    put(store, rec("ef" * 32, "user1", last_seen=now - 1801))  # idle: never listed
+    put(store, rec("f0" * 32, None))  # anonymous
+    put(store, rec("f1" * 32, "user2"))
+    store.revoke("f1" * 32, tomb("f1" * 32, user="user2"))
+    listed: list[str] = []
+    after: str | None = None
+    for _ in range(100):
+        rows, after = run_sync(engine.list_all_sessions(after, 3), store)
+        assert len(rows) <= 3
+        listed += [row.ref for row in rows]
+        assert after is None or not any(key in after for key in live)  # never a store key
+        if after is None:
+            break
+    assert sorted(listed) == sorted(key[:16] for key in live)
+    if _kind(request) not in SCANNING:  # SCAN may repeat a key if the keyspace is resized
+        assert len(listed) == len(live)  # each once, across pages
+    rows, after = run_sync(engine.list_all_sessions(None, 50), store)
+    while after is not None:  # one page on an ordered store; Redis pages vary in size
+        more, after = run_sync(engine.list_all_sessions(after, 50), store)
+        rows += more
+    assert {row.user_id for row in rows} == {"user0", "user1", "user2", "user3"}
+    assert all(row.client_ip == "192.0.2.1" and row.user_agent == "curl/8" for row in rows)
+    assert not any(row.current or row.device_bound for row in rows)
+    for bad in ("", "x:1", "k:", "nonsense"):
+        with pytest.raises(ValueError):
+            run_sync(engine.list_all_sessions(bad, 3), store)
