@@ -77,3 +77,25 @@ def test_async_driver_reads_without_io_first(cached: bool) -> None:
 
 def test_a_store_without_reads_without_io_is_awaited() -> None:
     assert read_now_of(InlineAsyncStore(MemoryStore())) is None
+
+
+def test_operator_listing_agrees_on_both_drivers() -> None:
+    from dataclasses import replace
+
+    from sessionwarden.clock import ManualClock
+    from sessionwarden.core import Engine
+    from sessionwarden.policy import Policy
+
+    store = MemoryStore()
+    for i in range(5):
+        record = replace(_record(f"{i:x}" * 64), user_id=f"u{i}", created_at=10**9, last_seen=10**9)
+        store.insert(record, max_per_user=0, tombstone_until=0)
+    engine = Engine(Policy(secret_keys=(b"k" * 32,)), clock=ManualClock(10**9 + 1))
+    rows, after = run_sync(engine.list_all_sessions(None, 3), store)
+    assert [r.user_id for r in rows] == ["u0", "u1", "u2"] and after == "k:" + "2" * 16
+    assert _run(run_async(engine.list_all_sessions(None, 3), InlineAsyncStore(store))) == (
+        rows,
+        after,
+    )
+    rest, end = _run(run_async(engine.list_all_sessions(after, 3), InlineAsyncStore(store)))
+    assert [r.user_id for r in rest] == ["u3", "u4"] and end is None

@@ -577,3 +577,15 @@ async def test_async_matches_sync(astore: AsyncPostgresStore, pstore: PostgresSt
     assert await astore.stats(T0 + 1) == pstore.stats(T0 + 1)
     assert await astore.purge(T0 + 10_000) > 0
     await astore.check()
+
+
+@pytest.mark.anyio
+async def test_async_all_sessions_pages_by_key(astore: AsyncPostgresStore) -> None:
+    keys = sorted(skey(i) for i in range(7))
+    for key in keys:
+        await astore.insert(make_record(key), max_per_user=0, tombstone_until=T0 + 60)
+    await astore.insert(make_record(skey("anon"), user=None), max_per_user=0, tombstone_until=T0)
+    first, after = await astore.all_sessions(None, 4)
+    assert [r.key for r in first] == keys[:4] and after == keys[3]
+    rest, after = await astore.all_sessions(after, 4)
+    assert [r.key for r in rest] == keys[4:] and after is None

@@ -1009,3 +1009,22 @@ def test_async_store_reads_under_uvloop() -> None:
         uvloop.run(go())
     finally:
         drop_prefix(prefix)
+
+
+@pytest.mark.anyio
+async def test_async_all_sessions_walks_every_signed_in_record(astore: AsyncRedisStore) -> None:
+    now = time.time()
+    signed_in = {skey(i) for i in range(9)}
+    for key in signed_in:
+        await astore.insert(make_record(key), max_per_user=0, tombstone_until=now + 60)
+    await astore.insert(make_record(skey("anon"), user=None), max_per_user=0, tombstone_until=now)
+    seen: list[str] = []
+    page, after = await astore.all_sessions(None, 2)
+    seen += [r.key for r in page]
+    while after is not None:
+        page, after = await astore.all_sessions(after, 2)
+        assert page or after is None, "only the last page may be empty"
+        seen += [r.key for r in page]
+    assert set(seen) == signed_in
+    with pytest.raises(ValueError):
+        await astore.all_sessions("not-a-cursor", 2)

@@ -463,3 +463,19 @@ def test_sentinel_url() -> None:
 def test_bad_distributed_urls_say_why(url: str) -> None:
     with pytest.raises(ValueError, match="store URL"):
         parse_store_url(url)
+
+
+@pytest.mark.anyio
+async def test_async_all_sessions_walks_every_master(acstore: AsyncRedisClusterStore) -> None:
+    keys = {f"{i:02x}" * 32 for i in range(12)}  # spread over the masters' slots
+    for key in keys:
+        await acstore.insert(rec(key), max_per_user=0, tombstone_until=T0 + HOUR)
+    await acstore.insert(rec("ab" * 32, None), max_per_user=0, tombstone_until=T0 + HOUR)
+    seen: list[str] = []
+    page, after = await acstore.all_sessions(None, 3)
+    seen += [r.key for r in page]
+    while after is not None:
+        assert "@" in after
+        page, after = await acstore.all_sessions(after, 3)
+        seen += [r.key for r in page]
+    assert set(seen) == keys
