@@ -193,6 +193,118 @@ def test_list_escapes_terminal_control_characters(
     assert "\x1b" not in out and json.loads(out)[0]["ua"].startswith("x\x1b]0;owned")
 
 
+SUMMARY = re.compile(r"(\d+) (sessions?)(?:; next page: --after (\S+))?")
+
+
+def _all_pages(
+    capsys: pytest.CaptureFixture[str], target: Target, limit: int
+) -> list[tuple[list[list[str]], str]]:
+    """``sessions list --all`` page by page: each page's table rows (split) and summary."""
+    pages: list[tuple[list[list[str]], str]] = []
+    after: list[str] = []
+    for _ in range(100):
+        argv = ["sessions", "list", "--all", "--limit", str(limit), "--store", target.url]
+        status, out, err = run(capsys, *argv, *after)
+        assert status == 0 and err == ""
+        lines = out.splitlines()
+        summary = SUMMARY.fullmatch(lines[-1])
+        assert summary is not None, lines[-1]
+        count, noun, cursor = summary.groups()
+        assert noun == ("session" if count == "1" else "sessions")  # the plural is right
+        rows = [line.split() for line in lines[1:-1]]
+        assert len(rows) == int(count)
+        if rows:
+            assert lines[0].split() == [
+                *("REF", "USER", "CREATED", "LAST", "SEEN", "EXPIRES", "IP", "BOUND"),
+                *("USER", "AGENT"),
+            ]
+        pages.append((rows, lines[-1]))
+        if cursor is None:
+            return pages
+        after = ["--after", cursor]
+    raise AssertionError("the pages never ended")
+
+
+def test_list_all_pages_through_every_users_sessions(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    from sessionwarden.records import SessionRecord
+
+    now = time.time()
+    anonymous = SessionRecord(
+        key="ab" * 32,
+        created_at=now,
+        last_seen=now,
+        expires_at=now + 600,
+        rotated_at=now,
+        csrf_secret="x" * 43,
+    )
+    target.store.insert(anonymous, max_per_user=0, tombstone_until=now + 600)
+    login(Client(world.engine, target.store, ua="Edge/120", ip="192.0.2.80"), "carol")
+    argv = ["sessions", "revoke", "--user", "carol", "--all", "--store", target.url]
+    assert run(capsys, *argv)[0] == 0  # revoked: never listed
+    pages = _all_pages(capsys, target, 2)
+    rows = [row for page, _ in pages for row in page]
+    by_ref = {row[0]: row for row in rows}
+    assert set(by_ref) == set(world.refs.values())
+    assert all(len(ref) == 16 for ref in by_ref)  # the same references as `list --user`
+    assert by_ref[world.refs["bob"]][1] == "bob" and by_ref[world.refs["alice_ff"]][1] == "alice"
+    assert by_ref[world.refs["alice_curl"]][6:] == ["no", "curl/8.5.0"]
+    if not target.url.startswith("redis"):  # by key: two pages, exactly once
+        assert len(rows) == 3
+        assert [summary.split(";")[0] for _, summary in pages] == ["2 sessions", "1 session"]
+    printed = "\n".join(summary for _, summary in pages)
+    assert_no_secrets(printed, world.alice_ff, world.alice_curl, world.bob)
+
+
+def test_list_all_json_pages(
+    capsys: pytest.CaptureFixture[str], target: Target, world: World
+) -> None:
+    seen: list[str] = []
+    after: list[str] = []
+    for _ in range(100):
+        argv = ["sessions", "list", "--all", "--limit", "1", "--json", "--store", target.url]
+        status, out, _ = run(capsys, *argv, *after)
+        assert status == 0
+        page = json.loads(out)
+        assert set(page) == {"sessions", "next"}
+        seen += [row["ref"] for row in page["sessions"]]
+        assert all(row["expires_at"] > time.time() for row in page["sessions"])
+        if page["next"] is None:
+            break
+        after = ["--after", page["next"]]
+    assert set(seen) == set(world.refs.values())
+    if not target.url.startswith("redis"):
+        assert len(seen) == 3
+    assert_no_secrets(out, world.alice_ff, world.alice_curl, world.bob)
+
+
+def test_list_all_of_an_empty_store(capsys: pytest.CaptureFixture[str], target: Target) -> None:
+    status, out, _ = run(capsys, "sessions", "list", "--all", "--store", target.url)
+    assert status == 0 and out == "no live signed-in sessions\n"
+    status, out, _ = run(capsys, "sessions", "list", "--all", "--json", "--store", target.url)
+    assert status == 0 and json.loads(out) == {"sessions": [], "next": None}
+
+
+def test_list_all_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from sessionwarden.stores.sqlite import SQLiteStore
+
+    SQLiteStore(tmp_path / "s.db").close()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for argv in (
+        ["--all", "--user", "alice"],
+        ["--all", "--limit", "0"],
+        ["--all", "--limit", "1001"],
+        ["--all", "--after", "nonsense"],
+        ["--all", "--after", "k:"],
+        ["--user", "alice", "--limit", "5"],
+        ["--user", "alice", "--after", "k:0011223344556677"],
+    ):
+        status, out, err = run(capsys, "sessions", "list", *argv, "--store", url)
+        assert status == 2 and out == "" and err.startswith("sessionwarden: error: "), argv
+        assert err.count("\n") == 1, argv
+
+
 # -- revoke ---------------------------------------------------------------------------------------
 
 

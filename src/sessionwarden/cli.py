@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TextIO
 
 from . import __version__, tokens
-from .core import Engine, run_sync
+from .core import Engine, SessionInfo, run_sync
 from .policy import Policy
 from .records import JSON, SessionRecord
 from .startup import (
@@ -201,6 +201,19 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _page_size(value: str) -> int:
+    number = _positive_int(value)
+    if number > 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return number
+
+
+def _cursor_arg(value: str) -> str:
+    if not value or len(value) > 200 or not value.isascii() or not value.isprintable():
+        raise argparse.ArgumentTypeError("not a cursor a page printed")
+    return value
+
+
 def _seconds(value: str) -> float:
     try:
         number = float(value)
@@ -224,7 +237,30 @@ def _find_one(store: SessionStore, user: str, ref: str) -> SessionRecord | None:
 # -- commands -----------------------------------------------------------------------------------
 
 
+_LIST_HEADERS = ["REF", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BOUND", "USER AGENT"]
+
+
+def _list_row(info: SessionInfo) -> list[str]:
+    return [
+        info.ref,
+        iso_utc(info.created_at),
+        iso_utc(info.last_seen),
+        iso_utc(info.expires_at),
+        info.client_ip or "-",
+        "yes" if info.device_bound else "no",
+        _truncate(safe_text(info.user_agent), _UA_WIDTH) or "-",
+    ]
+
+
+def _sessions(count: int) -> str:
+    return f"{count} session{'' if count == 1 else 's'}"
+
+
 def cmd_list(args: argparse.Namespace, store: SessionStore) -> int:
+    if args.all:
+        return _list_all(args, store)
+    if args.limit is not None or args.after is not None:
+        raise CliError(EXIT_USAGE, "--limit and --after page the list of --all")
     infos = run_sync(admin_engine().list_sessions(args.user), store)
     if args.json:
         _json([info.to_dict() for info in infos], sys.stdout)
@@ -232,20 +268,31 @@ def cmd_list(args: argparse.Namespace, store: SessionStore) -> int:
     if not infos:
         print(f"no live sessions for user {safe_text(args.user)!r}")
         return EXIT_OK
-    rows = [
-        [
-            info.ref,
-            iso_utc(info.created_at),
-            iso_utc(info.last_seen),
-            iso_utc(info.expires_at),
-            info.client_ip or "-",
-            "yes" if info.device_bound else "no",
-            _truncate(safe_text(info.user_agent), _UA_WIDTH) or "-",
-        ]
-        for info in infos
-    ]
-    headers = ["REF", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BOUND", "USER AGENT"]
-    _table(headers, rows, sys.stdout)
+    _table(_LIST_HEADERS, [_list_row(info) for info in infos], sys.stdout)
+    return EXIT_OK
+
+
+def _list_all(args: argparse.Namespace, store: SessionStore) -> int:
+    """One page of every user's live sessions, and the ``--after`` of the next page."""
+    engine = admin_engine()
+    try:
+        infos, after = run_sync(engine.list_all_sessions(args.after, args.limit or 50), store)
+    except ValueError:
+        raise CliError(EXIT_USAGE, "--after: not a cursor a page of this store printed") from None
+    if args.json:
+        _json({"sessions": [info.to_dict() for info in infos], "next": after}, sys.stdout)
+        return EXIT_OK
+    if infos:
+        rows = [_list_row(info) for info in infos]
+        for row, info in zip(rows, infos, strict=True):  # the user after the reference
+            row.insert(1, _truncate(safe_text(info.user_id), 24))
+        _table([_LIST_HEADERS[0], "USER", *_LIST_HEADERS[1:]], rows, sys.stdout)
+    if after is not None:
+        print(f"{_sessions(len(infos))}; next page: --after {after}")
+    elif infos or args.after is not None:
+        print(_sessions(len(infos)))
+    else:
+        print("no live signed-in sessions")
     return EXIT_OK
 
 
@@ -436,7 +483,18 @@ def build_parser(demo: DemoHooks | None = None) -> argparse.ArgumentParser:
     actions = sessions.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = actions.add_parser(
-        "list", parents=[user_opt, store_opts], help="a user's live sessions, oldest first"
+        "list",
+        parents=[store_opts],
+        help="a user's live sessions, oldest first, or every user's (--all), page by page",
+    )
+    whose = p.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--user", type=_user_arg, help="the user ID")
+    whose.add_argument("--all", action="store_true", help="every signed-in session, paged")
+    p.add_argument(
+        "--limit", type=_page_size, help="sessions per page with --all (default 50, at most 1000)"
+    )
+    p.add_argument(
+        "--after", metavar="CURSOR", type=_cursor_arg, help="the next page, as the last printed"
     )
     p.set_defaults(handler=_with_store(cmd_list))
 
