@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from .common import (
+    HOST,
     REDIS_URL,
     SECRET,
     USER,
@@ -37,7 +38,11 @@ BENCH_TIMEOUT = 5.0
 def policy(*, fingerprint: bool = True) -> Any:
     from sessionwarden.policy import MonitorPolicy, Policy
 
-    return Policy(secret_keys=(SECRET,), monitor=MonitorPolicy(fingerprint=fingerprint))
+    return Policy(
+        secret_keys=(SECRET,),
+        allowed_hosts=(HOST, "127.0.0.1", "localhost"),  # in-process, and over loopback HTTP
+        monitor=MonitorPolicy(fingerprint=fingerprint),
+    )
 
 
 def starlette_app() -> Any:

@@ -42,7 +42,7 @@ def guarded_engine(
     clock: ManualClock, recorder: Recorder, **monitor: object
 ) -> tuple[Engine, PrometheusSink]:
     metrics = PrometheusSink()
-    policy = Policy(secret_keys=(SECRET,), monitor=MonitorPolicy(**monitor))  # type: ignore[arg-type]
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",), monitor=MonitorPolicy(**monitor))  # type: ignore[arg-type]
     guard = Guard(policy, clock=clock, sink=FanOut(recorder, metrics))
     return guard.engine, metrics
 

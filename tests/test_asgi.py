@@ -123,7 +123,7 @@ async def do_login(c: httpx.AsyncClient) -> None:
 @pytest.mark.anyio
 async def test_session_roundtrip_on_every_store(store_url: str) -> None:
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store=store_url
+        starlette_app(), policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store=store_url
     )
     async with client_for(app) as c:
         for n in range(1, 4):
@@ -168,7 +168,9 @@ async def test_an_in_place_change_that_is_not_committed_reaches_no_other_request
             raise RuntimeError("the app fails after changing the list")
         await routes(scope, receive, send)
 
-    app = SessionWardenMiddleware(inner, policy=Policy(secret_keys=(SECRET,)), store=store_url)
+    app = SessionWardenMiddleware(
+        inner, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store=store_url
+    )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
         await c.get("/fill")
@@ -184,7 +186,9 @@ async def test_an_in_place_change_that_is_not_committed_reaches_no_other_request
 @pytest.mark.anyio
 async def test_set_cookie_and_security_headers() -> None:
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
     )
     async with client_for(app) as c:
         r = await c.get("/count")
@@ -224,7 +228,9 @@ async def test_request_objects_leave_the_scope_when_the_app_returns() -> None:
 
     inner = Starlette(routes=[Route("/", home), Route("/boom", boom)])
     app = outer(
-        SessionWardenMiddleware(inner, policy=Policy(secret_keys=(SECRET,)), store="memory://")
+        SessionWardenMiddleware(
+            inner, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store="memory://"
+        )
     )
     async with client_for(app) as c:
         assert (await c.get("/")).status_code == 200
@@ -250,7 +256,7 @@ async def test_unsafe_method_without_token_is_refused_and_app_not_run() -> None:
 
     app = SessionWardenMiddleware(
         Starlette(routes=[Route("/hit", hit, methods=["POST"]), Route("/token", token)]),
-        policy=Policy(secret_keys=(SECRET,)),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
         store="memory://",
     )
     async with client_for(app) as c:
@@ -265,7 +271,9 @@ async def test_unsafe_method_without_token_is_refused_and_app_not_run() -> None:
 @pytest.mark.anyio
 async def test_form_token_accepted_and_body_replayed_intact() -> None:
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
     )
     async with client_for(app) as c:
         t = await get_token(c)
@@ -280,7 +288,9 @@ async def test_form_token_accepted_and_body_replayed_intact() -> None:
 @pytest.mark.anyio
 async def test_cross_site_post_refused_even_with_token() -> None:
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
     )
     async with client_for(app) as c:
         t = await get_token(c)
@@ -300,7 +310,7 @@ async def test_cross_site_post_refused_even_with_token() -> None:
 
 @pytest.mark.anyio
 async def test_oversized_form_body_gets_413() -> None:
-    policy = Policy(secret_keys=(SECRET,))
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",))
     app = SessionWardenMiddleware(starlette_app(), policy=policy, store="memory://")
     async with client_for(app) as c:
         await get_token(c)
@@ -312,7 +322,9 @@ async def test_oversized_form_body_gets_413() -> None:
 @pytest.mark.anyio
 async def test_plain_http_redirected_with_308_except_loopback() -> None:
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as c:
@@ -345,7 +357,10 @@ async def test_store_unreachable_fails_closed_with_503(caplog: pytest.LogCapture
     store = BrokenStore()
     clock = ManualClock()
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store=store, clock=clock
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store=store,
+        clock=clock,
     )
     async with client_for(app) as c:
         await do_login(c)
@@ -379,7 +394,9 @@ def test_arbitrary_cookie_headers_never_fail(header: str) -> None:
     import anyio
 
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
     )
 
     async def go() -> int:
@@ -410,7 +427,9 @@ def test_arbitrary_cookie_headers_never_fail(header: str) -> None:
 @pytest.mark.anyio
 async def test_malformed_cookie_variants_are_anonymous() -> None:
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store="memory://"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
     )
     async with client_for(app) as c:
         for raw in ["", "a" * 5000, "ü" * 43, '"unterminated', "__Host-id=a; __Host-id=b"]:
@@ -438,7 +457,9 @@ async def test_fastapi_dependencies() -> None:
     async def csrf(request: Request) -> dict[str, Any]:
         return {"csrf_token": request.state.csrf_token()}
 
-    app = SessionWardenMiddleware(api, policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    app = SessionWardenMiddleware(
+        api, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store="memory://"
+    )
     async with client_for(app) as c:
         t = (await c.get("/csrf")).json()["csrf_token"]
         assert (await c.post("/login", headers={"x-csrf-token": t})).status_code == 200
@@ -499,7 +520,9 @@ async def test_redis_stopped_mid_test_gives_503_then_recovers(
 ) -> None:
     port, proc = private_redis
     app = SessionWardenMiddleware(
-        starlette_app(), policy=Policy(secret_keys=(SECRET,)), store=f"redis://127.0.0.1:{port}/0"
+        starlette_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store=f"redis://127.0.0.1:{port}/0",
     )
     async with client_for(app) as c:
         await do_login(c)

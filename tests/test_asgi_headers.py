@@ -25,7 +25,9 @@ def app_with(headers: Headers) -> Any:
         await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    return SessionWardenMiddleware(app, policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    return SessionWardenMiddleware(
+        app, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store="memory://"
+    )
 
 
 async def get(headers: Headers) -> httpx.Response:

@@ -62,7 +62,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _policy(**kw: Any) -> Policy:
-    return Policy(secret_keys=(SECRET,), rotate_every=60, rotation_grace=5, **kw)
+    return Policy(
+        secret_keys=(SECRET,), allowed_hosts=("*",), rotate_every=60, rotation_grace=5, **kw
+    )
 
 
 def _cookie_of(set_cookies: list[str]) -> str | None:
@@ -406,7 +408,13 @@ def test_parallel_logins_from_processes_leave_exactly_cap_sessions(store_url: st
 
 def _sqlite_writer(args: tuple[str, int, float]) -> dict[str, int]:
     url, worker, seconds = args
-    policy = Policy(secret_keys=(SECRET,), rotate_every=0.3, rotation_grace=0.1, touch_interval=0)
+    policy = Policy(
+        secret_keys=(SECRET,),
+        allowed_hosts=("*",),
+        rotate_every=0.3,
+        rotation_grace=0.1,
+        touch_interval=0,
+    )
     mw = SessionWardenWSGI(_wsgi_app, policy=policy, store=url)
     codes: Counter[str] = Counter()
     try:

@@ -13,11 +13,16 @@ import httpx
 import pytest
 
 from sessionwarden.clock import ManualClock
+from sessionwarden.policy import Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore
+
+from .conftest import SECRET
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DOCS = EXAMPLES.parent / "docs"
 BASE = "https://app.test"
+#: The examples' policy, answering to the test hosts (by default only loopback hosts are served).
+POLICY = Policy(secret_keys=(SECRET,), allowed_hosts=("app.test", "127.0.0.1"))
 JSON = {"accept": "application/json"}
 TOKEN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -55,7 +60,7 @@ def test_examples_are_short_and_shown_in_the_docs(name: str) -> None:
 
 def test_flask_example() -> None:
     clock = ManualClock()
-    app = load("flask_app").create_app(store=MemoryStore(), clock=clock)
+    app = load("flask_app").create_app(store=MemoryStore(), clock=clock, policy=POLICY)
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url=BASE) as c:
         r = c.get("/")
         assert r.status_code == 200 and "Not signed in" in r.text
@@ -98,7 +103,9 @@ def test_flask_example() -> None:
 @pytest.mark.anyio
 async def test_fastapi_example() -> None:
     clock = ManualClock()
-    app = load("fastapi_app").create_app(store=InlineAsyncStore(MemoryStore()), clock=clock)
+    app = load("fastapi_app").create_app(
+        store=InlineAsyncStore(MemoryStore()), clock=clock, policy=POLICY
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         assert (await c.get("/me")).status_code == 401
         token = (await c.get("/csrf")).json()["csrf_token"]
@@ -132,7 +139,7 @@ async def test_fastapi_example() -> None:
 @pytest.mark.anyio
 async def test_starlette_example() -> None:
     clock = ManualClock()
-    app = load("starlette_app").create_app(store="memory://", clock=clock)
+    app = load("starlette_app").create_app(store="memory://", clock=clock, policy=POLICY)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         r = await c.get("/")
         assert "Not signed in" in r.text
@@ -163,7 +170,7 @@ async def test_starlette_example() -> None:
 
 
 def test_plain_http_to_the_examples_is_redirected() -> None:
-    app = load("flask_app").create_app()
+    app = load("flask_app").create_app(policy=POLICY)
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://app.test") as c:
         r = c.get("/?a=1")
         assert r.status_code == 308 and r.headers["location"] == "https://app.test/?a=1"

@@ -160,7 +160,10 @@ def black_hole() -> Iterator[int]:
 
 def _rig(store: Any, recorder: Recorder) -> tuple[SessionWardenMiddleware, Any]:
     mw = SessionWardenMiddleware(
-        attacked_app(), policy=Policy(secret_keys=(SECRET,)), store=store, sink=recorder
+        attacked_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store=store,
+        sink=recorder,
     )
 
     def browser(peer: str = "198.51.100.7") -> Browser:
@@ -324,7 +327,7 @@ def test_wsgi_redis_stopped_gives_503_once_reported(private_redis: PrivateRedis)
     rec = Recorder()
     mw = SessionWardenWSGI(
         _wsgi_app,
-        policy=Policy(secret_keys=(SECRET,)),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
         store=f"redis://127.0.0.1:{private_redis.port}/0",
         sink=rec,
     )
@@ -599,7 +602,7 @@ _ROTATOR = textwrap.dedent(
 def test_kill_9_in_the_middle_of_rotations_never_loses_or_duplicates(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     idfile = tmp_path / "ids.txt"
-    policy = Policy(secret_keys=(SECRET,), rotation_grace=0, rotate_every=0)
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",), rotation_grace=0, rotate_every=0)
     engine = Engine(policy)
     store = SQLiteStore(db)
     users = [f"u{i}" for i in range(8)]
@@ -705,6 +708,7 @@ def test_clock_steps_keep_absolute_deadline_within_the_step(shared_store: Any) -
     never earlier by more than the step."""
     policy = Policy(
         secret_keys=(SECRET,),
+        allowed_hosts=("*",),
         idle_timeout=ABS,
         absolute_timeout=ABS,
         rotate_every=0,

@@ -35,6 +35,7 @@ def guard(token_header: str = "x-csrf-token") -> Guard:
     return Guard(
         Policy(
             secret_keys=(SECRET,),
+            allowed_hosts=("*",),
             csrf=CsrfPolicy(header_name=token_header),
             https=HttpsPolicy(trusted_proxies=("127.0.0.1/32",)),
         )
@@ -123,7 +124,11 @@ def test_the_common_response_gets_what_any_response_without_our_headers_gets(
     from sessionwarden.guard import RequestContext
     from sessionwarden.policy import HeadersPolicy
 
-    g = Guard(Policy(secret_keys=(SECRET,), headers=HeadersPolicy(no_store=no_store)))
+    g = Guard(
+        Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), headers=HeadersPolicy(no_store=no_store)
+        )
+    )
     scheme = "https" if https else "http"
     facts = g.facts(
         method="GET", scheme=scheme, path="/", peer_ip="127.0.0.1", headers=[(b"host", b"a.test")]

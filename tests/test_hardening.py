@@ -6,6 +6,7 @@ longer than the absolute one is simply cut by it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -252,3 +253,31 @@ def test_demo_starts_with_only_an_absolute_timeout() -> None:
 
     policy = demo_policy(SECRET, absolute_timeout=5)
     assert policy.absolute_timeout == 5 and policy.idle_timeout > 5
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", ("localhost", "127.0.0.1", "[::1]", "127.0.0.1")),
+        ("192.0.2.10", ("localhost", "127.0.0.1", "[::1]", "192.0.2.10")),
+        ("0.0.0.0", ()),
+    ],
+)
+def test_demo_allows_the_host_it_was_started_on(
+    host: str, allowed: tuple[str, ...], tmp_path: Path
+) -> None:
+    """``sessionwarden demo --host H`` answers to H (and this machine's loopback names)."""
+    import argparse
+
+    from sessionwarden.demo.cli import add_arguments, start_up
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--host", host, "--absolute-timeout", "5", "--store", f"sqlite:///{tmp_path}/d.db"]
+    )
+    started = start_up(args, lambda **kw: kw)
+    assert not isinstance(started, int)
+    startup, _ = started
+    assert startup.policy.allowed_hosts == allowed
+    assert startup.policy.absolute_timeout == 5

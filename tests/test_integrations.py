@@ -45,6 +45,7 @@ def sid(client: httpx.Client | httpx.AsyncClient) -> str:
 # == Flask ========================================================================================
 def flask_app(warden: SessionWarden | None = None, **config: Any) -> Flask:
     app = Flask(__name__)
+    app.config["SESSIONWARDEN_ALLOWED_HOSTS"] = ["app.test"]
     app.config.update(config)
     ran: list[str] = []
     app.config["RAN"] = ran
@@ -164,10 +165,14 @@ def test_flask_needs_keys_and_a_store_but_no_secret_key() -> None:
         flask_app(SessionWarden(), SESSIONWARDEN_SECRET_KEYS=[SECRET])
     with pytest.raises(ValueError, match="32 bytes"):
         flask_app(SessionWarden(store="memory://"), SESSIONWARDEN_SECRET_KEYS=["short"])
-    app = flask_app(SessionWarden(store="memory://", policy=Policy(secret_keys=(SECRET,))))
+    app = flask_app(
+        SessionWarden(store="memory://", policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)))
+    )
     assert app.config.get("SECRET_KEY") is None  # Flask's own secret is not needed
     with pytest.raises(RuntimeError, match="already installed"):
-        SessionWarden(store="memory://", policy=Policy(secret_keys=(SECRET,))).init_app(app)
+        SessionWarden(
+            store="memory://", policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",))
+        ).init_app(app)
 
 
 def test_flask_session_is_separate_from_flasks_own(app: Flask, c: httpx.Client) -> None:
@@ -368,7 +373,7 @@ async def api(
     request: pytest.FixtureRequest, clock: ManualClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     options: dict[str, Any] = {
-        "policy": Policy(secret_keys=(SECRET,)),
+        "policy": Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
         "store": InlineAsyncStore(MemoryStore()),
         "clock": clock,
     }
@@ -446,7 +451,9 @@ def test_fastapi_dependencies_without_the_middleware() -> None:
 
 
 # == behind a TLS-terminating proxy (docs/*.md) ===================================================
-PROXIED = Policy(secret_keys=(SECRET,), https=HttpsPolicy(trusted_proxies=("10.0.0.2",)))
+PROXIED = Policy(
+    secret_keys=(SECRET,), allowed_hosts=("*",), https=HttpsPolicy(trusted_proxies=("10.0.0.2",))
+)
 FORWARDED = {"x-forwarded-proto": "https", "x-forwarded-for": "198.51.100.7"}
 
 
@@ -495,7 +502,12 @@ def test_flask_decorators_on_async_views(clock: ManualClock) -> None:
     def page() -> str:
         return render_template_string('<input name="csrf_token" value="{{ csrf_token() }}">')
 
-    SessionWarden(app, policy=Policy(secret_keys=(SECRET,)), store="memory://", clock=clock)
+    SessionWarden(
+        app,
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store="memory://",
+        clock=clock,
+    )
     with client_of(app) as c:
         assert c.get("/a", headers=JSON).status_code == 401
         flask_login(c)

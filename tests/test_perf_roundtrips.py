@@ -73,7 +73,7 @@ def app_with(store: Any, clock: ManualClock) -> SessionWardenMiddleware:
         ]
     )
     return SessionWardenMiddleware(
-        app, policy=Policy(secret_keys=(SECRET,)), store=store, clock=clock
+        app, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store=store, clock=clock
     )
 
 

@@ -313,7 +313,7 @@ def build(kind: str, *, reauth_redirect: str | None = "/reauth") -> Harness:
     store = FlakyStore()
     clock = ManualClock()
     ran: list[str] = []
-    policy = Policy(secret_keys=(SECRET,))
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",))
     app: Any
     if kind == "asgi":
         app = Starlette(
@@ -720,7 +720,7 @@ async def test_asgi_wrapped_around_starlette_answers_reauthentication() -> None:
     ran: list[str] = []
     app = SessionWardenMiddleware(
         Starlette(routes=starlette_routes(ran)),
-        policy=Policy(secret_keys=(SECRET,)),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
         store=InlineAsyncStore(store),
         clock=clock,
         reauth_redirect="/reauth",
@@ -754,7 +754,9 @@ def test_wsgi_start_response_with_exc_info_commits_once() -> None:
             )
         return [b"error"]
 
-    mw = SessionWardenWSGI(app, policy=Policy(secret_keys=(SECRET,)), store=Counting())
+    mw = SessionWardenWSGI(
+        app, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store=Counting()
+    )
     transport = httpx.WSGITransport(app=mw, raise_app_exceptions=False)
     with httpx.Client(transport=transport, base_url=BASE) as c:
         r = c.get("/")

@@ -63,7 +63,9 @@ def test_form_post_without_content_length_does_not_block() -> None:
     """Without CONTENT_LENGTH (and no wsgi.input_terminated) the body is empty: reading the raw
     socket to its end would hang the worker until the client hangs up."""
     stream = _BlockingInput()
-    mw = SessionWardenWSGI(_ok_app, policy=Policy(secret_keys=(SECRET,)), store="memory://")
+    mw = SessionWardenWSGI(
+        _ok_app, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store="memory://"
+    )
     status, _ = _call(mw, _environ(**{"wsgi.input": stream}))
     assert status.startswith("403")  # no token in an empty body
     assert stream.reads == []
@@ -71,7 +73,9 @@ def test_form_post_without_content_length_does_not_block() -> None:
 
 def test_non_ascii_path_is_decoded_like_asgi() -> None:
     """PATH_INFO arrives as latin-1 decoded bytes; the policy sees the UTF-8 path, as under ASGI."""
-    policy = Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(exempt_paths=("/hooks/café",)))
+    policy = Policy(
+        secret_keys=(SECRET,), allowed_hosts=("*",), csrf=CsrfPolicy(exempt_paths=("/hooks/café",))
+    )
     mw = SessionWardenWSGI(_ok_app, policy=policy, store="memory://")
     raw = "/hooks/café".encode().decode("latin-1")
     status, body = _call(mw, _environ(PATH_INFO=raw))

@@ -53,6 +53,8 @@ class EventKind(enum.StrEnum):
     WEBSOCKET_REFUSED = "websocket.refused"
     #: An open WebSocket or event stream closed because its session ended (reason: how).
     CONNECTION_CLOSED = "connection.closed"
+    #: Once per process: the first request for a host not in ``Policy.allowed_hosts``.
+    HOST_REFUSED = "config.host_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ class RequestFacts:
     csrf_header: str | None = None  # the value of the configured CSRF token header
     #: Headers read for optional features only (DBSC), by lower-case name; ``None`` when none.
     extra: dict[str, str] | None = None
+    #: The direct peer is this machine and not a trusted proxy (the loopback HTTP exemption).
+    local_peer: bool = False
 
     @property
     def is_safe_method(self) -> bool:

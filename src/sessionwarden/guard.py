@@ -8,9 +8,11 @@ between their protocol and these calls, so both behave identically.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import csrf, headers
 from .anomaly import RiskAssessor
@@ -20,6 +22,7 @@ from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
 from .dbsc_guard import DbscAnswer, DbscGuard
 from .events import EventKind, EventSink
 from .facts import RequestFacts
+from .hosts import HOW_TO_ALLOW, HostCheck
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
@@ -56,6 +59,7 @@ _REASONS = {
 }
 _HUMAN = {
     "bad-request": "Bad request.",
+    "host-not-allowed": "Unknown host. " + HOW_TO_ALLOW[0].upper() + HOW_TO_ALLOW[1:],
     "reauthentication-required": "Please sign in again to continue.",
     "stale-session": "This session moved on; reload the page and try again.",
     "https-required": "This site is only served over HTTPS.",
@@ -65,6 +69,22 @@ _HUMAN = {
     "throttled": "Too many requests with invalid sessions. Try again later.",
     "store-unavailable": "Sessions are temporarily unavailable. Please try again shortly.",
 }
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_address(peer_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(peer_ip.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_loopback_peer(peer_ip: str) -> bool:
+    ip = _peer_address(peer_ip)
+    return ip is not None and ip.is_loopback
 
 
 def ip_defences_blind(policy: Policy, client_ip: str) -> bool:
@@ -96,7 +116,9 @@ class Refusal:
             body = dumps({"error": self.error, "reason": self.reason}).encode()
             hdrs.append((b"content-type", b"application/json"))
         else:
-            text = _HUMAN.get(self.error, _REASONS.get(self.status, "Refused"))
+            text = _HUMAN.get(self.reason) or _HUMAN.get(
+                self.error, _REASONS.get(self.status, "Refused")
+            )
             body = f"{self.status} {_REASONS.get(self.status, '')}\n{text}\n".encode()
             hdrs.append((b"content-type", b"text/plain; charset=utf-8"))
         hdrs.append((b"content-length", str(len(body)).encode()))
@@ -173,6 +195,10 @@ class Guard:
             if policy.dbsc.enabled
             else None
         )
+        self.hosts = HostCheck(policy.allowed_hosts)
+        self._host_reported = False
+        #: The redirect's policy: :meth:`may_redirect` already decided the loopback exemption.
+        self._redirect_policy = replace(policy.https, allow_loopback_http=False)
         # Where the value of each header the guard reads goes. A token header named like one of
         # the other headers is not read as a token; one named like a proxy header is read as the
         # token only.
@@ -239,6 +265,9 @@ class Guard:
         client_ip = peer_ip
         if forwarded:
             client_ip, scheme = self.proxies.resolve(peer_ip, scheme, forwarded)
+        # Loopback HTTP is exempt from the redirect only for a loopback peer that is not one of
+        # our proxies: a proxy on this machine forwards other machines' requests.
+        local_peer = _is_loopback_peer(peer_ip) and not self._is_proxy(peer_ip)
         host, agent, language, origin, site, content_type, accept, token = values
         return RequestFacts(
             method.upper(),
@@ -254,7 +283,12 @@ class Guard:
             content_type or "",
             accept or "",
             None if token is None else token.strip(),
+            local_peer=local_peer,
         )
+
+    def _is_proxy(self, peer_ip: str) -> bool:
+        ip = _peer_address(peer_ip)
+        return ip is not None and self.proxies.is_trusted(ip)
 
     # -- before the application -----------------------------------------------------------------
     def begin(self, facts: RequestFacts, target: str) -> Steps[RequestContext]:
@@ -264,12 +298,30 @@ class Guard:
         now = self.engine.clock.now()
         if not facts.client_ip and not self._blind_reported:
             self._report_blind(facts, now)
+        if not self.hosts.allowed(facts.host):
+            self._refuse_host(ctx, now)
+            return ctx
         if self._refuse_plain_http(ctx, target, now):
             return ctx
         loaded = yield from self.engine.load(facts)
         if self.dbsc is not None:
             loaded = yield from self.dbsc.admit(facts, loaded, now)
         return self._loaded(ctx, loaded, now)
+
+    def _refuse_host(self, ctx: RequestContext, now: float) -> None:
+        """400 for a Host the policy does not name (never reflected anywhere); the first one
+        of the process is reported with how to configure it."""
+        valid = is_valid_host(ctx.facts.host)
+        ctx.refusal = Refusal(400, "bad-request", "host-not-allowed" if valid else "invalid-host")
+        if not self._host_reported:
+            self._host_reported = True
+            self.engine.emit(
+                EventKind.HOST_REFUSED,
+                ctx.facts,
+                now,
+                reason=ctx.refusal.reason,
+                detail={"hint": HOW_TO_ALLOW},
+            )
 
     def _report_blind(self, facts: RequestFacts, now: float) -> None:
         """Warn once that client addresses are missing while IP-based defences are on."""
@@ -294,7 +346,7 @@ class Guard:
         return (
             hp.redirect
             and facts.scheme != "https"
-            and not (hp.allow_loopback_http and is_loopback_host(facts.host))
+            and not (hp.allow_loopback_http and facts.local_peer and is_loopback_host(facts.host))
         )
 
     def _refuse_plain_http(self, ctx: RequestContext, target: str, now: float) -> bool:
@@ -305,7 +357,7 @@ class Guard:
         if not is_valid_host(facts.host):
             ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
-        location = https_redirect_target(facts, target, self.policy.https)
+        location = https_redirect_target(facts, target, self._redirect_policy)
         if location is not None:
             self.engine.emit(EventKind.HTTPS_REDIRECT, facts, now)
             ctx.refusal = Refusal(308, "https-required", "plain-http", location=location)

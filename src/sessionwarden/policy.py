@@ -22,6 +22,8 @@ _ACTIONS = ("allow", "log", "step_up", "revoke")
 #: Deeper session values could not be read back within Python's default recursion limit
 #: (the JSON decoder and copies recurse once per level).
 _MAX_DEPTH = 100
+#: Host names (RFC 3986 reg-names as browsers send them, IDNs as punycode) and address literals.
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~[]:")
 
 
 def _fail(name: str, why: str) -> None:
@@ -233,6 +235,11 @@ class Policy:
     #: How long a revoked or rotated-out ID is remembered so a replay is reported;
     #: ``None``: the absolute timeout (after that the ID would have expired anyway).
     tombstone_ttl: float | None = None
+    #: Host names this application answers to (``Host`` header, port ignored): exact names,
+    #: ``.example.com`` for a domain and all its subdomains, ``*`` for any host (only behind a
+    #: proxy that checks it). Empty: loopback hosts only (``localhost``, ``127.0.0.1``, ``[::1]``).
+    #: Any other host gets 400 and is never written into a redirect or an absolute URL.
+    allowed_hosts: tuple[str, ...] = ()
     #: Deepest nesting of lists and dicts in one session value (JSON reads recurse).
     max_value_depth: int = 32
     #: Largest session value, in bytes of its JSON; checked when the application sets it.
@@ -275,6 +282,20 @@ class Policy:
         if self.tombstone_ttl is not None:
             _positive("tombstone_ttl", self.tombstone_ttl)
         self._check_value_limits()
+        self._check_hosts()
+
+    def _check_hosts(self) -> None:
+        hosts = self.allowed_hosts
+        if isinstance(hosts, str) or not isinstance(hosts, tuple | list):
+            _fail("allowed_hosts", "must be a sequence of host names")
+        normalised: list[str] = []
+        for host in hosts:
+            name = host.strip().lower().rstrip(".") if isinstance(host, str) else ""
+            bare = name[1:] if name.startswith(".") else name
+            if name != "*" and (not bare or not _HOST_CHARS.issuperset(bare) or ".." in bare):
+                _fail("allowed_hosts", f"{host!r} is not a host name, '.domain' or '*'")
+            normalised.append(name)
+        object.__setattr__(self, "allowed_hosts", tuple(normalised))
 
     def _check_value_limits(self) -> None:
         if not 1 <= self.max_value_depth <= _MAX_DEPTH:

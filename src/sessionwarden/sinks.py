@@ -70,6 +70,7 @@ _WARNING_KINDS = frozenset(
         EventKind.ALIAS_ACTION_REFUSED,
         EventKind.CLIENT_ADDRESS_MISSING,
         EventKind.WEBSOCKET_REFUSED,
+        EventKind.HOST_REFUSED,
     }
 )
 _ERROR_KINDS = frozenset({EventKind.STORE_UNAVAILABLE})

@@ -262,7 +262,7 @@ async def make_rig(store_url: str) -> AsyncIterator[RigFactory]:
             events = FanOut(recorder, sink)
         mw = SessionWardenMiddleware(
             app if app is not None else attacked_app(),
-            policy=policy or Policy(secret_keys=(SECRET,)),
+            policy=policy or Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
             store=store_url,
             clock=clock,
             sink=events,

@@ -33,7 +33,9 @@ async def test_rotation_through_the_grace_window_is_refused(
     app.router.routes.append(Route("/rotate", rotate, methods=["POST"]))
     clock = ManualClock()
     rig = make_rig(
-        policy=Policy(secret_keys=(SECRET,), rotate_every=60, rotation_grace=10),
+        policy=Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), rotate_every=60, rotation_grace=10
+        ),
         clock=clock,
         app=app,
     )

@@ -74,7 +74,7 @@ async def test_what_the_jar_keeps_after_a_tossing_refusal_is_never_adopted(
         secret_keys=(SECRET,),
         cookie=CookiePolicy(name=cookie),
         https=HttpsPolicy(),
-        # HOSTS
+        allowed_hosts=("app.example.com",),
     )
     rig = make_rig(policy=policy)
     attacker_jar = http.cookiejar.CookieJar()

@@ -24,7 +24,9 @@ FORGED = [
 
 
 def _policy() -> Policy:
-    return Policy(secret_keys=(SECRET,), https=HttpsPolicy(trusted_proxies=(PROXY_NET,)))
+    return Policy(
+        secret_keys=(SECRET,), allowed_hosts=("*",), https=HttpsPolicy(trusted_proxies=(PROXY_NET,))
+    )
 
 
 @pytest.mark.parametrize("headers", FORGED)

@@ -22,7 +22,11 @@ LIMIT = 10
 
 
 def _policy() -> Policy:
-    return Policy(secret_keys=(SECRET,), monitor=MonitorPolicy(unknown_id_limit_per_minute=LIMIT))
+    return Policy(
+        secret_keys=(SECRET,),
+        allowed_hosts=("*",),
+        monitor=MonitorPolicy(unknown_id_limit_per_minute=LIMIT),
+    )
 
 
 async def test_bulk_guessing_is_throttled_and_others_unaffected(make_rig: RigFactory) -> None:

@@ -51,6 +51,7 @@ async def test_session_id_never_in_body_or_location(make_rig: RigFactory) -> Non
     clock = ManualClock()
     policy = Policy(
         secret_keys=(SECRET,),
+        allowed_hosts=("*",),
         rotate_every=60,
         rotation_grace=5,
         csrf=CsrfPolicy(max_body_bytes=4096),

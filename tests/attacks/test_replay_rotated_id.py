@@ -26,7 +26,10 @@ async def test_rotated_id_works_within_grace_then_replay_revokes_successor(
 ) -> None:
     clock = ManualClock()
     rig = make_rig(
-        policy=Policy(secret_keys=(SECRET,), rotate_every=60, rotation_grace=5), clock=clock
+        policy=Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), rotate_every=60, rotation_grace=5
+        ),
+        clock=clock,
     )
     victim = rig.browser()
     await victim.login()
@@ -65,6 +68,7 @@ async def test_replay_under_log_only_policy_keeps_successor(make_rig: RigFactory
     clock = ManualClock()
     policy = Policy(
         secret_keys=(SECRET,),
+        allowed_hosts=("*",),
         rotate_every=60,
         rotation_grace=5,
         monitor=MonitorPolicy(on_high="log"),

@@ -18,7 +18,9 @@ LIMIT = 4096
 
 
 def _policy() -> Policy:
-    return Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=LIMIT))
+    return Policy(
+        secret_keys=(SECRET,), allowed_hosts=("*",), csrf=CsrfPolicy(max_body_bytes=LIMIT)
+    )
 
 
 async def test_oversized_cookie_header_is_anonymous_not_500(make_rig: RigFactory) -> None:

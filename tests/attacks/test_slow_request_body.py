@@ -94,7 +94,11 @@ async def _signed_in(rig: Rig) -> tuple[str, str]:
 
 
 async def test_trickled_body_is_reassembled_and_token_found(make_rig: RigFactory) -> None:
-    rig = make_rig(policy=Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=LIMIT)))
+    rig = make_rig(
+        policy=Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), csrf=CsrfPolicy(max_body_bytes=LIMIT)
+        )
+    )
     cookie, token = await _signed_in(rig)
     body = f"to=bob&amount=5&csrf_token={token}".encode()
     receive = Trickle(body, chunk=3, delay=0.002)  # the token is split across many chunks
@@ -104,7 +108,11 @@ async def test_trickled_body_is_reassembled_and_token_found(make_rig: RigFactory
 
 
 async def test_trickled_body_past_the_limit_stops_reading(make_rig: RigFactory) -> None:
-    rig = make_rig(policy=Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=LIMIT)))
+    rig = make_rig(
+        policy=Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), csrf=CsrfPolicy(max_body_bytes=LIMIT)
+        )
+    )
     cookie, token = await _signed_in(rig)
     body = f"csrf_token={token}&pad=".encode() + b"z" * (LIMIT * 50)
     receive = Trickle(body, chunk=512, delay=0)
@@ -117,7 +125,11 @@ async def test_trickled_body_past_the_limit_stops_reading(make_rig: RigFactory) 
 
 @pytest.mark.parametrize("after", [0, 1, 5])
 async def test_disconnect_mid_body_is_not_a_500(make_rig: RigFactory, after: int) -> None:
-    rig = make_rig(policy=Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=LIMIT)))
+    rig = make_rig(
+        policy=Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), csrf=CsrfPolicy(max_body_bytes=LIMIT)
+        )
+    )
     cookie, token = await _signed_in(rig)
     body = f"to=bob&amount=5&pad={'z' * 200}&csrf_token={token}".encode()
     receive = Trickle(body, chunk=16, delay=0.001, disconnect_after=after)
@@ -132,7 +144,11 @@ async def test_disconnect_mid_body_is_not_a_500(make_rig: RigFactory, after: int
 
 async def test_many_slow_bodies_do_not_block_other_requests(make_rig: RigFactory) -> None:
     """While 20 clients trickle their bodies, a normal request is served promptly."""
-    rig = make_rig(policy=Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=LIMIT)))
+    rig = make_rig(
+        policy=Policy(
+            secret_keys=(SECRET,), allowed_hosts=("*",), csrf=CsrfPolicy(max_body_bytes=LIMIT)
+        )
+    )
     cookie, token = await _signed_in(rig)
     body = f"to=bob&amount=1&csrf_token={token}".encode()
     slow = [

@@ -28,6 +28,7 @@ async def test_no_cookie_or_csrf_token_in_json_logs(make_rig: RigFactory) -> Non
     clock = ManualClock()
     policy = Policy(
         secret_keys=(SECRET,),
+        allowed_hosts=("*",),
         rotate_every=60,
         rotation_grace=5,
         csrf=CsrfPolicy(max_body_bytes=4096),

@@ -86,7 +86,9 @@ def _environ(method: str, cookie: str | None, body: bytes = b"", length: int | N
 def test_wsgi_body_shorter_than_content_length_never_runs_the_app() -> None:
     recorded: list[bytes] = []
     mw = SessionWardenWSGI(
-        _transfers_app(recorded), policy=Policy(secret_keys=(SECRET,)), store=MemoryStore()
+        _transfers_app(recorded),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store=MemoryStore(),
     )
     seen: list[tuple[str, list[tuple[str, str]]]] = []
 

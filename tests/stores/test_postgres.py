@@ -395,7 +395,9 @@ async def test_middleware_answers_503_when_the_server_is_unreachable(closed_port
 
     store = AsyncPostgresStore(f"postgresql://u@127.0.0.1:{closed_port}/x", timeout=0.5)
     app = SessionWardenMiddleware(
-        Starlette(routes=[Route("/", home)]), policy=Policy(secret_keys=(SECRET,)), store=store
+        Starlette(routes=[Route("/", home)]),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store=store,
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
@@ -490,7 +492,7 @@ async def test_no_session_id_ever_reaches_the_database(
     url, table = target
     app = SessionWardenMiddleware(
         Starlette(routes=[Route("/", count), Route("/login", login, methods=["POST"])]),
-        policy=Policy(secret_keys=(SECRET,)),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
         store=f"{url}?table={table}",
     )
     transport = httpx.ASGITransport(app=app)

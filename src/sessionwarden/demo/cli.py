@@ -250,6 +250,13 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
+def _allowed_hosts(host: str) -> tuple[str, ...]:
+    """The demo answers to the host it was started on, and to this machine's loopback names."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only naming the wildcard, not binding it
+        return ()
+    return ("localhost", "127.0.0.1", "[::1]", _url_host(host).lower())
+
+
 def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only naming the wildcard, not binding it
         return "127.0.0.1"
@@ -333,6 +340,7 @@ def _policy(args: argparse.Namespace, secret: bytes) -> Policy:
             rotate_every=args.rotate_every,
             dbsc=getattr(args, "dbsc", False),
             trusted_proxies=tuple(args.trusted_proxy),
+            allowed_hosts=_allowed_hosts(args.host),
         )
     except ValueError as exc:
         raise CliError(EXIT_USAGE, str(exc)) from None

@@ -148,10 +148,12 @@ def demo_policy(
     rotate_every: float = 900.0,
     trusted_proxies: tuple[str, ...] = (),
     dbsc: bool = False,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> Policy:
     """The demo's policy: library defaults (a user-agent change revokes the session), at most
-    five sessions per user, the timeouts and trusted proxies chosen on the command line and,
-    with ``dbsc``, device bound sessions offered to browsers that support them."""
+    five sessions per user, the timeouts and trusted proxies chosen on the command line, the
+    hosts it answers to (none: loopback only) and, with ``dbsc``, device bound sessions offered
+    to browsers that support them."""
     grace = min(10.0, rotate_every / 2) if rotate_every else 10.0
     return Policy(
         secret_keys=(secret,),
@@ -160,6 +162,7 @@ def demo_policy(
         rotate_every=rotate_every,
         rotation_grace=grace,
         max_sessions_per_user=5,
+        allowed_hosts=allowed_hosts,
         monitor=MonitorPolicy(on_high="revoke", agent_change_is_high=True),
         dbsc=DbscPolicy(enabled=dbsc),
         https=HttpsPolicy(trusted_proxies=trusted_proxies),

@@ -67,7 +67,8 @@ class SessionWarden:
     (``warden = SessionWarden(); warden.init_app(app)`` in an application factory).
 
     ``policy``: the :class:`~sessionwarden.policy.Policy`; when omitted, one with the defaults and
-    ``app.config["SESSIONWARDEN_SECRET_KEYS"]`` (a list of keys of 32+ bytes, the first signs).
+    ``app.config["SESSIONWARDEN_SECRET_KEYS"]`` (a list of keys of 32+ bytes, the first signs)
+    and ``app.config["SESSIONWARDEN_ALLOWED_HOSTS"]`` (see :attr:`Policy.allowed_hosts`).
     ``store``: a store or a store URL; when omitted, ``app.config["SESSIONWARDEN_STORE"]``.
     ``reauth_redirect``: where a browser is sent (303) when a view needs a recent sign-in;
     JSON clients get 401 either way (default: ``app.config.get("SESSIONWARDEN_REAUTH_URL")``).
@@ -189,7 +190,11 @@ def _policy_from_config(config: Mapping[str, Any]) -> Policy:
         )
     if isinstance(keys, str | bytes):
         keys = (keys,)
-    return Policy(secret_keys=tuple(k.encode("utf-8") if isinstance(k, str) else k for k in keys))
+    hosts = config.get("SESSIONWARDEN_ALLOWED_HOSTS") or ()  # a list, or "a.example,b.example"
+    return Policy(
+        secret_keys=tuple(k.encode("utf-8") if isinstance(k, str) else k for k in keys),
+        allowed_hosts=tuple(filter(None, hosts.split(","))) if isinstance(hosts, str) else hosts,
+    )
 
 
 def _installed(app: Flask) -> _Installed:
