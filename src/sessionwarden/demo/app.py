@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..asgi import ASGIApp, SessionWardenMiddleware, get_middleware, get_session
 from ..clock import Clock, SystemClock
 from ..events import EventSink
+from ..integrations.starlette import json_only
 from ..policy import Policy
 from ..stores import AsyncSessionStore, open_async_store
 from . import shared
@@ -167,6 +168,7 @@ class _Demo(shared.DemoViews):
     async def api_csrf(self, request: Request) -> Response:
         return JSONResponse({"csrf_token": get_session(request).csrf_token()})
 
+    @json_only  # a JSON API must not accept what a cross-site form can send
     async def api_transfer(self, request: Request) -> Response:
         session = get_session(request)
         if session.user_id is None:

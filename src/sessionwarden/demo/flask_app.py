@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import Clock, SystemClock
 from ..events import EventSink
-from ..integrations.flask import SessionWarden, current_context, current_session
+from ..integrations.flask import SessionWarden, current_context, current_session, json_only
 from ..policy import Policy
 from ..stores import SessionStore
 from . import shared
@@ -177,6 +177,7 @@ class _Demo(shared.DemoViews):
     def api_csrf(self) -> Response:
         return _json({"csrf_token": current_session().csrf_token()})
 
+    @json_only  # a JSON API must not accept what a cross-site form can send
     def api_transfer(self) -> Response:
         session = current_session()
         if session.user_id is None:

@@ -38,6 +38,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse, Response
 
 from ..asgi import SessionWardenMiddleware, get_context, get_middleware, get_session
+from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
 from ..core import ReauthenticationRequired, Session
 from .nextpath import login_location, safe_next
 
@@ -45,12 +46,14 @@ __all__ = [
     "CspNonce",
     "CsrfToken",
     "CurrentSession",
+    "JsonOnly",
     "SignedInUser",
     "Warden",
     "csp_nonce",
     "csrf_token",
     "current_session",
     "login_redirect",
+    "json_only",
     "recent_authentication",
     "safe_next",
     "serve_docs",
@@ -133,6 +136,17 @@ def recent_authentication(max_age: float) -> Callable[[Request], Session]:
         return session
 
     return recently_authenticated
+
+
+def json_only(request: Request) -> None:
+    """A dependency refusing (415) an unsafe request whose body is not JSON: a JSON API must not
+    accept what a cross-site form can send. ``@app.post("/x", dependencies=[JsonOnly])``."""
+    if json_body_refusal(request.method, request.headers.get("content-type")):
+        raise HTTPException(status_code=415, detail=UNSUPPORTED_MEDIA_TYPE)
+
+
+#: ``dependencies=[JsonOnly]`` on a route or router: JSON bodies only (415 otherwise).
+JsonOnly = Depends(json_only)
 
 
 def csrf_token(request: Request) -> str:

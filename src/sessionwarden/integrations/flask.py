@@ -25,11 +25,12 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import Clock
+from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
 from ..core import ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
 from ..guard import Guard, Refusal, RequestContext
 from ..policy import Policy
-from ..records import JSON
+from ..records import JSON, dumps
 from ..stores import SessionStore, StoreUnavailable
 from ..wsgi import SessionWardenWSGI
 from .nextpath import login_location, safe_next
@@ -41,6 +42,7 @@ __all__ = [
     "current_context",
     "current_session",
     "current_user",
+    "json_only",
     "login_required",
     "recent_auth_required",
     "safe_next",
@@ -320,6 +322,19 @@ def _response(refusal: Refusal, wants_json: bool) -> Response:
 
 def _str_headers(hdrs: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in hdrs]
+
+
+def json_only(view: Callable[P, R]) -> Callable[P, R | Response]:
+    """A view decorator: an unsafe request whose body is not JSON gets 415 and the view does not
+    run (a JSON API must not accept what a cross-site form can send)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        if json_body_refusal(request.method, request.headers.get("content-type")):
+            return Response(dumps(UNSUPPORTED_MEDIA_TYPE), 415, mimetype="application/json")
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def _on_reauthentication_required(exc: ReauthenticationRequired) -> Response:
