@@ -232,6 +232,10 @@ class Policy:
     touch_interval: float | None = None
     #: Concurrent sessions per user; the oldest are evicted beyond it. 0: no cap.
     max_sessions_per_user: int = 0
+    #: Stored anonymous sessions holding only a CSRF secret (a login page's token) that one
+    #: client address (IPv6: its /64) keeps per process; the oldest are deleted beyond it, so
+    #: cookieless page views cannot grow the store without bound. 0: no cap.
+    anonymous_per_client: int = 16
     #: How long a revoked or rotated-out ID is remembered so a replay is reported;
     #: ``None``: the absolute timeout (after that the ID would have expired anyway).
     tombstone_ttl: float | None = None
@@ -279,6 +283,8 @@ class Policy:
                 _fail("touch_interval", "must be shorter than idle_timeout")
         if self.max_sessions_per_user < 0:
             _fail("max_sessions_per_user", "must be >= 0 (0: no cap)")
+        if self.anonymous_per_client < 0:
+            _fail("anonymous_per_client", "must be >= 0 (0: no cap)")
         if self.tombstone_ttl is not None:
             _positive("tombstone_ttl", self.tombstone_ttl)
         self._check_value_limits()

@@ -12,6 +12,7 @@ from ..events import Event, EventKind, EventSink, NullSink
 from ..facts import RequestFacts
 from ..policy import Action, Policy
 from ..records import JSON, Alias, SessionRecord, Tombstone
+from .anonymous import AnonymousLedger
 from .ops import Get, RevokeUser, Steps
 from .session import Session, ValueLimits
 
@@ -92,6 +93,7 @@ class EngineBase:
         self.agent_label: Callable[[str], str] = agent_label or _short_agent
         self.throttle = throttle
         self._tomb_ttl = policy.effective_tombstone_ttl
+        self.anonymous = AnonymousLedger(policy.anonymous_per_client)
         self.limits = ValueLimits(
             policy.max_value_depth, policy.max_value_bytes, policy.max_session_bytes
         )

@@ -17,7 +17,7 @@ from ..facts import RequestFacts
 from ..policy import Policy
 from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
-from .ops import Get, Insert, Revoke, Rotate, Steps, Update
+from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update
 from .session import Session
 
 
@@ -237,12 +237,22 @@ class Committing(EngineBase):
             tombstone_until=now + self._tomb_ttl,
         )
         self.emit(EventKind.CREATED, facts, now, key=key, user_id=record.user_id)
+        if record.user_id is None and not record.data:
+            yield from self._bound_anonymous(facts.client_ip, key)
         if act.login_user is not None:
             self.emit(EventKind.LOGGED_IN, facts, now, key=key, user_id=act.login_user)
         self._report_evicted(evicted, facts, now, record.user_id)
         session.record = record
         cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
         return Outcome(cookie, record.user_id is not None, wrote=True)
+
+    def _bound_anonymous(self, client_ip: str, key: str) -> Steps[None]:
+        """A new token-only session (a login page's CSRF token): beyond the client's cap, its
+        oldest such sessions are deleted if they still hold nothing (no data, no user)."""
+        for old in self.anonymous.add(client_ip, key):
+            found = yield from Get(old)
+            if isinstance(found, SessionRecord) and found.user_id is None and not found.data:
+                yield from Delete(old)
 
     def _report_evicted(
         self, evicted: list[str], facts: RequestFacts, now: float, user_id: str | None
