@@ -119,7 +119,7 @@ class Harness:
         self.events: list[Event] = []
         self.mw = SessionWardenMiddleware(
             inner_app(),
-            policy=policy or Policy(secret_keys=(SECRET,)),
+            policy=policy or Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
             store=store,
             clock=self.clock,
             sink=CallbackSink(self.events.append),
@@ -272,6 +272,7 @@ async def test_a_cross_site_handshake_with_valid_cookies_is_refused(
 async def test_trusted_origins_and_non_browser_clients_when_the_policy_allows() -> None:
     policy = Policy(
         secret_keys=(SECRET,),
+        allowed_hosts=("*",),
         websocket=WebSocketPolicy(allow_non_browser=True),
     )
     h = Harness(policy=policy)

@@ -68,7 +68,9 @@ async def logout(request: Request) -> Response:
 def app_for(store_url: str) -> SessionWardenMiddleware:
     routes = [Route("/", whoami), Route("/login", login), Route("/logout", logout)]
     return SessionWardenMiddleware(
-        Starlette(routes=routes), policy=Policy(secret_keys=(SECRET,), allowed_hosts=("t",)), store=store_url
+        Starlette(routes=routes),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("t",)),
+        store=store_url,
     )
 
 
