@@ -116,9 +116,7 @@ def test_every_block_has_a_kind(block: Block) -> None:
 
 
 @pytest.mark.parametrize("block", of_kind("python"))
-def test_python_block_runs(
-    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_python_block_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.delenv("SESSIONWARDEN_STORE", raising=False)
@@ -171,9 +169,7 @@ def test_each_extra_installs_what_its_page_uses(page: str) -> None:
             used |= _imports(block.code)
     needed = {PROVIDERS[m] for m in used if m in PROVIDERS} - {"httpx"}  # httpx: tests only
     assert needed <= installed, f"{page}: pip install 'sessionwarden[{PAGE_EXTRA[page]}]' lacks"
-    runs_uvicorn = any(
-        "uvicorn" in b.code for b in ALL if b.page.name == page and b.kind == "sh"
-    )
+    runs_uvicorn = any("uvicorn" in b.code for b in ALL if b.page.name == page and b.kind == "sh")
     if runs_uvicorn:
         assert "uvicorn" in installed
 

@@ -524,7 +524,7 @@ def test_asgi_middleware_refuses_a_synchronous_store_at_construction() -> None:
     with pytest.raises(TypeError) as info:
         SessionWardenMiddleware(
             fastapi_app(),
-            policy=Policy(secret_keys=(SECRET,)),
+            policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
             store=MemoryStore(),  # type: ignore[arg-type]
         )
     message = str(info.value)
@@ -536,7 +536,9 @@ def test_asgi_middleware_takes_the_store_the_message_names() -> None:
     from sessionwarden import InlineAsyncStore as Exported
 
     app = SessionWardenMiddleware(
-        fastapi_app(), policy=Policy(secret_keys=(SECRET,)), store=Exported(MemoryStore())
+        fastapi_app(),
+        policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)),
+        store=Exported(MemoryStore()),
     )
     assert isinstance(app.store, InlineAsyncStore)
 
@@ -560,7 +562,6 @@ async def test_store_check_names_the_cause(tmp_path: Any) -> None:
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1"):
         await async_refused.check()
     await async_refused.close()
-
 
 
 # -- Flask-Login habits: user_loader, current_user, next, unauthorized_handler ------------------
@@ -688,7 +689,7 @@ async def test_fastapi_user_loader_and_login_redirect(clock: ManualClock) -> Non
 
     store = InlineAsyncStore(MemoryStore())
     app = SessionWardenMiddleware(
-        api, policy=Policy(secret_keys=(SECRET,)), store=store, clock=clock
+        api, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store=store, clock=clock
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         assert (await c.get("/profile")).json() == {"async": None, "sync": None}

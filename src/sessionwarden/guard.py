@@ -265,9 +265,9 @@ class Guard:
         client_ip = peer_ip
         if forwarded:
             client_ip, scheme = self.proxies.resolve(peer_ip, scheme, forwarded)
-        # Loopback HTTP is exempt from the redirect only for a loopback peer that is not one of
-        # our proxies: a proxy on this machine forwards other machines' requests.
-        local_peer = _is_loopback_peer(peer_ip) and not self._is_proxy(peer_ip)
+        # Loopback HTTP is exempt from the redirect only for a loopback peer whose request no
+        # trusted proxy forwarded: a proxy on this machine forwards other machines' requests.
+        local_peer = _is_loopback_peer(peer_ip) and not (forwarded and self._is_proxy(peer_ip))
         host, agent, language, origin, site, content_type, accept, token = values
         return RequestFacts(
             method.upper(),

@@ -79,10 +79,12 @@ def _watch(page: Any, base: str) -> tuple[list[str], list[str]]:
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on(
         "request",
-        lambda r: foreign.append(r.url)
-        if r.resource_type in ("script", "stylesheet", "fetch", "xhr", "font")
-        and not r.url.startswith((base, "data:", "blob:"))
-        else None,
+        lambda r: (
+            foreign.append(r.url)
+            if r.resource_type in ("script", "stylesheet", "fetch", "xhr", "font")
+            and not r.url.startswith((base, "data:", "blob:"))
+            else None
+        ),
     )
     return errors, foreign
 

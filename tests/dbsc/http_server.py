@@ -119,6 +119,7 @@ def dbsc_policy(**dbsc_options: Any) -> Policy:
     policy_options = {k: dbsc_options.pop(k) for k in names if k in dbsc_options}
     return Policy(
         secret_keys=(SECRET,),
+        allowed_hosts=("*",),
         dbsc=dbsc.DbscPolicy(enabled=True, **dbsc_options),
         **policy_options,
     )

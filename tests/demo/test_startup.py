@@ -153,9 +153,7 @@ def test_missing_data_dir_parent_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_data_directory_holds_store_and_key_and_ignores_itself(
-    module: str, tmp_path: Path
-) -> None:
+def test_data_directory_holds_store_and_key_and_ignores_itself(module: str, tmp_path: Path) -> None:
     """With no --store, the SQLite file and the key live in one directory of the demo's own,
     with a .gitignore, and nothing lands in the current directory itself."""
     port = free_port()
