@@ -17,7 +17,7 @@ from ..facts import RequestFacts
 from ..policy import Policy
 from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
-from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update
+from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update, UserSessions
 from .session import Session
 
 
@@ -89,6 +89,13 @@ class Committing(EngineBase):
         if plan is CommitPlan.LOGOUT:
             return (yield from self._logout(session, facts, now))
         changes = session.changes()
+        record = session.record
+        if record is not None and self._expiry_reason(record, now) is not None:
+            # The session's deadline passed while the request was in flight: a write must not
+            # revive it (unless a concurrent request kept it alive meanwhile).
+            live = yield from self._still_live(record.key, now)
+            if not live:
+                return (yield from self._never_revive(session, facts, now, changes))
         if plan is CommitPlan.CREATE:
             return (yield from self._create(session, facts, now, changes))
         if plan is CommitPlan.UPDATE or plan is CommitPlan.TOUCH:
@@ -111,10 +118,37 @@ class Committing(EngineBase):
     def _logout(self, session: Session, facts: RequestFacts, now: float) -> Steps[Outcome]:
         record = session.record
         if record is not None:
+            successor = yield from self._successor(record.key, now)
             tombstone = self._tombstone(record.key, "logout", now, record.user_id)
-            yield from Revoke(record.key, tombstone)
+            ended = yield from Revoke(record.key, tombstone)
+            if successor is not None:  # a concurrent request rotated it: end where it went
+                moved = self._tombstone(successor, "logout", now, record.user_id)
+                yield from Revoke(successor, moved)
+            elif not ended and record.user_id is not None:
+                yield from self._end_moved_login(record, now)
             self.emit(EventKind.LOGGED_OUT, facts, now, key=record.key, user_id=record.user_id)
         return Outcome(self.cookies.clear(), logged_out=True, wrote=record is not None)
+
+    def _end_moved_login(self, record: SessionRecord, now: float) -> Steps[None]:
+        """A logout found its ID already rotated out explicitly by a concurrent request (a
+        tombstone does not say where it went): end the user's session of the same login (same
+        creation time), so signing out never leaves the successor signed in."""
+        for other in (yield from UserSessions(record.user_id or "")):
+            if other.created_at == record.created_at:
+                ended = self._tombstone(other.key, "logout", now, other.user_id)
+                yield from Revoke(other.key, ended)
+
+    def _still_live(self, key: str, now: float) -> Steps[bool]:
+        """Whether the stored session (a concurrent request may have touched or moved it since
+        this request loaded it) is still within its deadlines."""
+        found = yield from Get(key)
+        if isinstance(found, Alias):
+            return True  # moved by a concurrent request: the race recovery follows it
+        if isinstance(found, SessionRecord) and self._expiry_reason(found, now) is None:
+            return True
+        if isinstance(found, SessionRecord):
+            yield from Delete(key)
+        return False
 
     # -- update and touch ---------------------------------------------------------------------
     def _update(
