@@ -393,9 +393,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert p is not None
         lin = self.lineage_of.get(p)
         line = self.lineages.get(lin) if lin is not None else None
-        if line is not None and line.ids and line.ids[-1] == p and line.dead is None:
-            if result.seen is None or result.seen.lin is None:
-                self._end(line, "seen ended")
+        newest = line is not None and line.ids and line.ids[-1] == p
+        if newest and line is not None and (result.seen is None or result.seen.lin is None):
+            self._end(line, "seen ended")
 
     def _end(self, line: Lineage, why: str) -> None:
         if line.dead is None:

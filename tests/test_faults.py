@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import signal
 import socket
 import sqlite3
@@ -41,7 +40,8 @@ from sessionwarden.stores import InlineAsyncStore
 from sessionwarden.stores.sqlite import SQLiteStore
 
 from .attacks.conftest import Browser, Recorder, attacked_app, drop_keys
-from .conftest import IN_CI, SECRET, redis_or_skip, unique_prefix
+from .conftest import SECRET, redis_or_skip, unique_prefix
+from .private_redis import PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_BOUND = 2.0  # seconds a refused request may take (the store timeout is 1 s)
@@ -50,74 +50,6 @@ TIMEOUT_BOUND = 2.0  # seconds a refused request may take (the store timeout is 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test's own (loopback, free port, AOF with fsync always, so a
-    kill -9 and restart loses nothing acknowledged)."""
-
-    def __init__(self, workdir: Path) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            if IN_CI:
-                pytest.fail("redis-server is not installed (CI=true requires it)")
-            pytest.skip("redis-server is not installed")
-        self.exe = exe
-        self.dir = workdir
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            [
-                self.exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.2).ping()
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def command(self, *args: Any) -> Any:
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=2)
-        try:
-            return client.execute_command(*args)
-        finally:
-            client.close()
 
 
 @pytest.fixture
@@ -625,12 +557,19 @@ def test_kill_9_in_the_middle_of_rotations_never_loses_or_duplicates(tmp_path: P
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     rng = random.Random(7)
     for _ in range(5):
+        issued = len(idfile.read_text().splitlines())
         proc = subprocess.Popen(
-            [sys.executable, "-c", _ROTATOR, str(db), str(idfile), "20"],
+            [sys.executable, "-c", _ROTATOR, str(db), str(idfile), "600"],
             env=env,
             stderr=subprocess.PIPE,
         )
-        time.sleep(rng.uniform(0.6, 1.2))  # the interpreter starts, then rotates in a loop
+        # Kill it after a random number of rotations (not after a wall-clock time: a loaded
+        # machine may take seconds just to start the interpreter).
+        target = issued + rng.randint(len(users) * 3 + 1, 300)
+        deadline = time.monotonic() + 300  # generous: only a child that never rotates fails
+        while len(idfile.read_text().splitlines()) < target and proc.poll() is None:
+            assert time.monotonic() < deadline, "the child never rotated"
+            time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from sessionwarden.stores.base import StoreUnavailable
 from sessionwarden.stores.redis import MIN_RETENTION_MS, AsyncRedisStore, RedisStore
 
 from ..conftest import drop_prefix, redis_or_skip, unique_prefix
+from ..private_redis import PrivateRedis
 
 pytestmark = pytest.mark.redis
 
@@ -65,6 +67,58 @@ async def astore(url: str) -> AsyncIterator[AsyncRedisStore]:
     yield store
     await store.close()
     drop_prefix(store.prefix)
+
+
+# -- a server of the test's own, for tests that pause Redis or kill its clients -----------------
+
+#: The store timeout of the tests that pause Redis: long enough that one timeout and two are
+#: told apart on a loaded machine.
+TIMEOUT = 2.5
+#: A pause outlasts two timeouts (UNPAUSE itself waits for it to end).
+PAUSE_MS = int(2 * TIMEOUT * 1000 + 1000)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def own_url(own_server: PrivateRedis) -> str:
+    return f"redis://127.0.0.1:{own_server.port}/0"
+
+
+@pytest.fixture
+def own_admin(own_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_url, socket_timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def own_rstore(own_url: str) -> Iterator[RedisStore]:
+    store = RedisStore(own_url, prefix=unique_prefix())
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def own_uncached(own_url: str) -> Iterator[RedisStore]:
+    store = RedisStore(own_url, prefix=unique_prefix(), read_cache_ttl=0)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def own_astore(own_url: str) -> AsyncIterator[AsyncRedisStore]:
+    store = AsyncRedisStore(own_url, prefix=unique_prefix())
+    yield store
+    await store.close()
 
 
 def skey(n: int | str) -> str:
@@ -505,45 +559,45 @@ async def test_async_matches_sync(astore: AsyncRedisStore, rstore: RedisStore) -
 # -- failure modes --------------------------------------------------------------------------------
 
 
-def test_reconnects_after_client_kill(rstore: RedisStore, admin: redis.Redis) -> None:
+def test_reconnects_after_client_kill(own_rstore: RedisStore, own_admin: redis.Redis) -> None:
     record = make_record(skey(1))
-    rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
-    assert rstore.get(record.key) == record
-    admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
-    assert rstore.get(record.key) == record
+    own_rstore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert own_rstore.get(record.key) == record
+    own_admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert own_rstore.get(record.key) == record
 
 
 def test_lean_sync_read_survives_a_server_side_close(
-    uncached: RedisStore, admin: redis.Redis
+    own_uncached: RedisStore, own_admin: redis.Redis
 ) -> None:
     """A thread's read connection that the server dropped (a restart, an idle timeout) is
     replaced and the read sent again, once: no 503 for it."""
     record = make_record(skey(1))
-    uncached.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
-    assert uncached.get(record.key) == record
-    admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
-    assert uncached.get(record.key) == record
-    assert uncached.get(record.key) == record
+    own_uncached.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    assert own_uncached.get(record.key) == record
+    own_admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert own_uncached.get(record.key) == record
+    assert own_uncached.get(record.key) == record
 
 
-def test_lean_sync_read_times_out_once_not_twice(url: str, admin: redis.Redis) -> None:
-    store = RedisStore(url, prefix=unique_prefix(), timeout=0.5, read_cache_ttl=0)
+def test_lean_sync_read_times_out_once_not_twice(own_url: str, own_admin: redis.Redis) -> None:
+    store = RedisStore(own_url, prefix=unique_prefix(), timeout=TIMEOUT, read_cache_ttl=0)
     record = make_record(skey(1))
     try:
         store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
         assert store.get(record.key) == record
-        admin.execute_command("CLIENT PAUSE 1500 ALL")
+        own_admin.execute_command("CLIENT PAUSE", PAUSE_MS, "ALL")
         try:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable, match=r"^redis unreachable: "):
                 store.get(record.key)
-            assert time.monotonic() - started < 0.9  # one timeout: a timeout is not retried
+            # one timeout, not two: a timeout is not retried (far apart, for a loaded machine)
+            assert time.monotonic() - started < 2 * TIMEOUT - 0.5
         finally:
-            admin.execute_command("CLIENT UNPAUSE")
+            own_admin.execute_command("CLIENT UNPAUSE")
         assert store.get(record.key) == record  # a new connection: no stale reply taken
     finally:
         store.close()
-        drop_prefix(store.prefix)
 
 
 def test_lean_sync_reads_one_connection_per_thread(uncached: RedisStore) -> None:
@@ -586,12 +640,12 @@ def test_lean_sync_read_in_a_forked_child_uses_its_own_connection(uncached: Redi
 
 @pytest.mark.anyio
 async def test_async_reconnects_after_client_kill(
-    astore: AsyncRedisStore, admin: redis.Redis
+    own_astore: AsyncRedisStore, own_admin: redis.Redis
 ) -> None:
     record = make_record(skey(1))
-    await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
-    admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
-    assert await astore.get(record.key) == record
+    await own_astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
+    own_admin.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert await own_astore.get(record.key) == record
 
 
 def test_closed_port_fails_fast() -> None:
@@ -657,43 +711,43 @@ async def test_async_black_hole_fails_within_timeout(black_hole: int) -> None:
         await store.close()
 
 
-def test_client_pause_fails_within_timeout_then_recovers(url: str, admin: redis.Redis) -> None:
-    store = RedisStore(url, prefix=unique_prefix(), timeout=0.5)
+def test_client_pause_fails_within_timeout_then_recovers(
+    own_url: str, own_admin: redis.Redis
+) -> None:
+    store = RedisStore(own_url, prefix=unique_prefix(), timeout=TIMEOUT)
     record = make_record(skey(1))
     try:
         store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
-        admin.execute_command("CLIENT PAUSE 2000 ALL")
+        own_admin.execute_command("CLIENT PAUSE", PAUSE_MS, "ALL")
         try:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable, match=r"^redis unreachable: .*Timeout"):
                 store.get(record.key)
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < 2 * TIMEOUT - 0.5
         finally:
-            admin.execute_command("CLIENT UNPAUSE")
+            own_admin.execute_command("CLIENT UNPAUSE")
         assert store.get(record.key) == record
     finally:
         store.close()
-        drop_prefix(store.prefix)
 
 
 @pytest.mark.anyio
-async def test_async_client_pause_fails_then_recovers(url: str, admin: redis.Redis) -> None:
-    store = AsyncRedisStore(url, prefix=unique_prefix(), timeout=0.5)
+async def test_async_client_pause_fails_then_recovers(own_url: str, own_admin: redis.Redis) -> None:
+    store = AsyncRedisStore(own_url, prefix=unique_prefix(), timeout=TIMEOUT)
     record = make_record(skey(1))
     try:
         await store.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
-        admin.execute_command("CLIENT PAUSE 2000 ALL")
+        own_admin.execute_command("CLIENT PAUSE", PAUSE_MS, "ALL")
         try:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable, match=r"^redis unreachable: "):
                 await store.get(record.key)
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < 2 * TIMEOUT - 0.5
         finally:
-            admin.execute_command("CLIENT UNPAUSE")
+            own_admin.execute_command("CLIENT UNPAUSE")
         assert await store.get(record.key) == record
     finally:
         await store.close()
-        drop_prefix(store.prefix)
 
 
 def test_server_errors_become_unavailable_without_keys(
