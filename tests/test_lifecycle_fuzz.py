@@ -15,6 +15,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from .conftest import drop_prefix, postgres_store_url, redis_or_skip, unique_prefix
 from .lifecycle_machine import (
+    ROTATE,
     TOTALS,
     LifecycleMachine,
     fuzz_setting,
@@ -22,6 +23,7 @@ from .lifecycle_machine import (
     sqlite_store,
 )
 
+ROTATE_DUE = ROTATE + 1
 EXAMPLES = fuzz_setting("SESSIONWARDEN_FUZZ_EXAMPLES", 25)
 STEPS = fuzz_setting("SESSIONWARDEN_FUZZ_STEPS", 30)
 
@@ -118,6 +120,23 @@ def test_a_request_in_flight_across_the_idle_deadline_does_not_revive_its_sessio
         state.login(client=0, user="alice")
         state.concurrent(
             client=0, first="read", second="read", step=101.0, between="nothing", swap=False
+        )
+        state.stored_state()
+        state.replay_all()
+
+    _replay(steps)
+
+
+def test_log_out_other_devices_racing_a_periodic_rotation_still_ends_them() -> None:
+    """Found by the machine: "log out other devices" on a request whose periodic rotation lost
+    the race to a concurrent request's was dropped, leaving the other devices signed in."""
+
+    def steps(state: _MemoryLifecycle) -> None:
+        state.login(client=0, user="bob")
+        state.login(client=2, user="bob")
+        state.advance(ROTATE_DUE)
+        state.concurrent(
+            client=0, first="revoke_others", second="read", step=0.0, between="nothing", swap=True
         )
         state.stored_state()
         state.replay_all()

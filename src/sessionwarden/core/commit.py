@@ -418,6 +418,9 @@ class Committing(EngineBase):
                 )
             )
             if ok:
+                # What it asked besides (log out other devices) still happens, around the
+                # successor.
+                yield from self._end_others(session, facts, now, successor, record.user_id)
                 return Outcome(None, record.user_id is not None, wrote=True)
         elif successor is not None:
             # An explicit rotation (login, privilege change) raced a periodic one: it rotates
