@@ -175,8 +175,10 @@ class _App:
             session["w"] = next(self.serial)
         elif action == "revoke_others":
             session.revoke_other_sessions()
-        if action in ("write", "rotate") and session.get("lin") is None:
-            session["lin"] = f"A{next(self.serial)}"  # an anonymous lineage
+        if action in ("write", "rotate", "revoke_others") and session.get("lin") is None:
+            # Every session this app creates is labelled at once (an anonymous lineage), so two
+            # concurrent requests never label one session differently.
+            session["lin"] = f"A{next(self.serial)}"
         seen.lin_after = _str_or_none(session.get("lin"))
         arrived: asyncio.Event | None = fuzz.get("arrived")
         gate: asyncio.Event | None = fuzz.get("gate")
@@ -224,7 +226,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         # same rules to do the same things when it replays an example.
         rng = random.Random(0)
         self._real_new_id = tokens.new_session_id
-        tokens.new_session_id = lambda: base64.urlsafe_b64encode(rng.randbytes(32)).decode()[:43]
+        if not os.environ.get("SESSIONWARDEN_FUZZ_RANDOM_IDS"):
+            tokens.new_session_id = lambda: base64.urlsafe_b64encode(rng.randbytes(32)).decode()[
+                :43
+            ]
         TOTALS["examples"] += 1
 
     # -- driving requests ----------------------------------------------------------------------
