@@ -342,8 +342,6 @@ class LifecycleMachine(RuleBasedStateMachine):
             self._fail(f"an ID of lineage {known} answered as lineage {seen.lin}", result)
         line = self.lineages.get(seen.lin) if seen.lin is not None else None
         if line is None:
-            if answered and p in self.lineage_of and known is None:
-                return  # a session the model did not see start (should not happen)
             return
         if line.dead is not None:
             self._fail(f"a dead lineage ({line.dead}) answered", result)
