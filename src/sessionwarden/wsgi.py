@@ -166,10 +166,10 @@ class SessionWardenWSGI:
             if not environ.get("wsgi.input_terminated"):
                 return b"", True
             length = limit + 1
-        body = _read_up_to(stream, length)
+        body, ended = _read_up_to(stream, length)
         if len(body) > limit:
             return None, True
-        return body, not declared or len(body) == length
+        return body, ended and (not declared or len(body) == length)
 
     def _reauth(
         self, start_response: StartResponse, ctx: RequestContext, exc: ReauthenticationRequired
@@ -235,18 +235,22 @@ def _refuse(
     return [body]
 
 
-def _read_up_to(stream: Any, length: int) -> bytes:
-    """Up to ``length`` bytes: a short read is retried until the stream ends (some servers'
-    inputs return less than asked before their end)."""
+def _read_up_to(stream: Any, length: int) -> tuple[bytes, bool]:
+    """Up to ``length`` bytes, and whether the stream ended cleanly: a short read is retried
+    until the stream ends (some servers' inputs return less than asked before their end); a
+    stream that fails (a malformed chunked body, a reset connection) is a truncated body."""
     chunks: list[bytes] = []
     size = 0
     while size < length:
-        chunk: bytes = stream.read(length - size)
+        try:
+            chunk: bytes = stream.read(length - size)
+        except (OSError, ValueError):
+            return b"".join(chunks), False
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks), True
 
 
 def _discard(data: bytes) -> None:

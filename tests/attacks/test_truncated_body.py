@@ -107,3 +107,44 @@ def test_wsgi_body_shorter_than_content_length_never_runs_the_app() -> None:
     # the whole body passes
     b"".join(mw(_environ("POST", cookie, whole), start_response))
     assert seen[-1][0].startswith("200") and recorded == [whole]
+
+
+class BrokenStream:
+    """A request body stream that hands out ``first`` and then fails, as a server's input does
+    on a malformed chunked body or a connection reset (Werkzeug raises ``OSError``)."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def read(self, size: int = -1) -> bytes:
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        raise OSError("Invalid chunk header")
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_wsgi_body_stream_that_fails_is_a_400_and_never_runs_the_app(declared: bool) -> None:
+    recorded: list[bytes] = []
+    mw = SessionWardenWSGI(
+        _transfers_app(recorded), policy=Policy(secret_keys=(SECRET,)), store=MemoryStore()
+    )
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+        seen.append((status, headers))
+        return lambda data: None
+
+    token = b"".join(mw(_environ("GET", None), start_response)).decode()
+    cookie = next(v for n, v in seen[-1][1] if n.lower() == "set-cookie")
+    cookie = cookie.split(";", 1)[0].split("=", 1)[1]
+    whole = f"csrf_token={token}&to=bob&amount=1000".encode()
+    cut = whole[: whole.index(b"amount=10") + len(b"amount=10")]
+    environ = _environ("POST", cookie, length=len(whole))
+    environ["wsgi.input"] = BrokenStream(cut)
+    if not declared:
+        del environ["CONTENT_LENGTH"]
+        environ["wsgi.input_terminated"] = True
+    b"".join(mw(environ, start_response))
+    assert seen[-1][0].startswith("400"), seen[-1][0]
+    assert recorded == []
