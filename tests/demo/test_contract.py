@@ -45,6 +45,8 @@ def assert_page_contract(response: Any) -> None:
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["x-content-type-options"] == "nosniff"
+    # No server software and version for an attacker to look up (Werkzeug adds one by default).
+    assert "server" not in response.headers, response.headers["server"]
 
 
 # --- sign-in ---------------------------------------------------------------------------------

@@ -13,13 +13,22 @@ import sys
 import threading
 from types import FrameType
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ..startup import CliError, Parser, report
 from .cli import add_arguments, start_up
 from .flask_app import create_app, create_evil_app, start_purging, warden_of
 
 __all__ = ["main", "run"]
+
+
+class _Handler(WSGIRequestHandler):
+    """Werkzeug's request handler without its ``Server: Werkzeug/x Python/y`` header: no
+    software versions for an attacker to look up (the Starlette demo sends no Server header)."""
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() != "server":
+            super().send_header(keyword, value)
 
 
 def _stop_on_sigterm() -> None:
@@ -43,12 +52,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The sockets are bound already (start_up): the servers only take them over.
         fd = startup.sockets[0].fileno()
-        server = make_server(args.host, args.port, app, threaded=True, fd=fd)
+        server = make_server(
+            args.host, args.port, app, threaded=True, fd=fd, request_handler=_Handler
+        )
         servers.append(server)
         if args.evil_port is not None:
             evil_app = create_evil_app(startup.origin)
             evil = make_server(
-                args.host, args.evil_port, evil_app, threaded=True, fd=startup.sockets[1].fileno()
+                args.host,
+                args.evil_port,
+                evil_app,
+                threaded=True,
+                fd=startup.sockets[1].fileno(),
+                request_handler=_Handler,
             )
             servers.append(evil)
             threading.Thread(target=evil.serve_forever, name="evil-origin", daemon=True).start()
