@@ -5,6 +5,10 @@
 The session is available as ``scope["session"]`` (Starlette's ``request.session`` works), the
 request context as ``scope["sessionwarden"]``, and for templates ``scope["state"]["csp_nonce"]``
 and ``scope["state"]["csrf_token"]`` (a callable returning a freshly masked token).
+``scope["state"]["session_ended"]`` (Starlette's ``request.state.session_ended``) says why the
+session the request presented ended (``"idle"``, ``"signed-out"``, ...; see
+:mod:`sessionwarden.core.ended`), else ``None``. ``render_refusal`` renders the guard's refusal
+pages (see :data:`sessionwarden.guard.RefusalRenderer`).
 The session is committed when the application starts its response, before any header is sent,
 so a store failure still becomes a clean 503 and a cookie is never issued for a session that was
 not stored.
@@ -29,7 +33,7 @@ from .core import (
 )
 from .events import EventSink
 from .facts import RequestFacts
-from .guard import Guard, Refusal, RequestContext
+from .guard import Guard, Refusal, RefusalRenderer, RequestContext
 from .headers import NOTHING_TO_DROP
 from .live import Connection, SessionEnded, Watcher
 from .policy import Policy
@@ -69,11 +73,12 @@ class SessionWardenMiddleware:
         clock: Clock | None = None,
         sink: EventSink | None = None,
         reauth_redirect: str | None = None,
+        render_refusal: RefusalRenderer | None = None,
     ) -> None:
         self.app = app
         self.policy = policy
         self.store = open_async_store(store) if isinstance(store, str) else _async_store(store)
-        self.guard = Guard(policy, clock=clock, sink=sink)
+        self.guard = Guard(policy, clock=clock, sink=sink, render_refusal=render_refusal)
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
         #: Open WebSockets and event streams by session, closed when their session ends.
@@ -144,6 +149,7 @@ class SessionWardenMiddleware:
         scope.pop("sessionwarden", None)
         state.pop("csp_nonce", None)
         state.pop("csrf_token", None)
+        state.pop("session_ended", None)
 
     async def _check_form_body(self, receive: Receive, ctx: RequestContext) -> Receive:
         """Check the token of a form body; the app gets the buffered body as it came."""
@@ -211,7 +217,7 @@ class SessionWardenMiddleware:
         session before raising (where to return to) is committed like any response."""
         guard = self.guard
         refusal = guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
-        hdrs, body = refusal.render(ctx.facts.wants_json)
+        hdrs, body = self.guard.render(ctx, refusal)
         try:
             outcome = await self.run(guard.commit(ctx))
         except StoreUnavailable as store_exc:
@@ -229,7 +235,7 @@ class SessionWardenMiddleware:
         ctx = get_context(request)
         assert isinstance(exc, ReauthenticationRequired)
         refusal = self.guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
-        hdrs, body = refusal.render(ctx.facts.wants_json)
+        hdrs, body = self.guard.render(ctx, refusal)
 
         async def respond(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
@@ -357,6 +363,7 @@ def _install(scope: Scope, ctx: RequestContext, middleware: SessionWardenMiddlew
         state = scope["state"] = {}
     state["csp_nonce"] = ctx.nonce
     state["csrf_token"] = ctx.csrf_token
+    state["session_ended"] = ctx.session_ended
     return state
 
 
@@ -427,5 +434,6 @@ def get_middleware(scope_or_request: Any) -> SessionWardenMiddleware:
 
 
 def get_context(scope_or_request: Any) -> RequestContext:
-    """The request's context: its CSP nonce, a CSRF token maker, the facts the guard used."""
+    """The request's context: its CSP nonce, a CSRF token maker, the facts the guard used, and
+    ``session_ended``: why the session the request presented ended, if it did."""
     return _installed(scope_or_request, "sessionwarden", RequestContext)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 
@@ -29,6 +30,7 @@ from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_v
 from .records import dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_log = logging.getLogger("sessionwarden")
 
 #: The single-valued request headers the guard reads (the last one sent wins), in the order of
 #: their slots; the CSRF token header takes the slot after them.
@@ -105,25 +107,57 @@ class Refusal:
     location: str | None = None
     retry_after: int | None = None
 
-    def render(self, wants_json: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        """Headers and body; JSON for API clients, a short plain text for people."""
+    @property
+    def title(self) -> str:
+        """The status phrase, e.g. ``"Forbidden"``."""
+        return _REASONS.get(self.status, "Refused")
+
+    @property
+    def message(self) -> str:
+        """The sentence the default page shows a person (it never names the machine detail)."""
+        return _HUMAN.get(self.reason) or _HUMAN.get(self.error, self.title)
+
+    def render(
+        self, wants_json: bool, custom: RenderedRefusal | None = None
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """Headers and body; JSON for API clients, a short plain text for people, or the
+        ``custom`` body of a :data:`RefusalRenderer` (the headers stay the guard's)."""
         hdrs: list[tuple[bytes, bytes]] = []
         if self.location is not None:
             hdrs.append((b"location", self.location.encode("latin-1")))
         if self.retry_after is not None:
             hdrs.append((b"retry-after", str(self.retry_after).encode()))
-        if wants_json:
+        if custom is not None:
+            body = custom.encoded()
+            hdrs.append((b"content-type", custom.content_type.encode("latin-1")))
+        elif wants_json:
             body = dumps({"error": self.error, "reason": self.reason}).encode()
             hdrs.append((b"content-type", b"application/json"))
         else:
-            text = _HUMAN.get(self.reason) or _HUMAN.get(
-                self.error, _REASONS.get(self.status, "Refused")
-            )
-            body = f"{self.status} {_REASONS.get(self.status, '')}\n{text}\n".encode()
+            body = f"{self.status} {_REASONS.get(self.status, '')}\n{self.message}\n".encode()
             hdrs.append((b"content-type", b"text/plain; charset=utf-8"))
         hdrs.append((b"content-length", str(len(body)).encode()))
         hdrs.append((b"cache-control", b"no-store"))
         return hdrs, body
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedRefusal:
+    """The body of a refusal page from a :data:`RefusalRenderer`. The status, ``Location``,
+    ``Retry-After``, ``Cache-Control: no-store`` and the security headers stay the guard's."""
+
+    body: str | bytes
+    content_type: str = "text/html; charset=utf-8"
+
+    def encoded(self) -> bytes:
+        return self.body.encode("utf-8") if isinstance(self.body, str) else bytes(self.body)
+
+    def check(self) -> None:
+        """Refuse what could not be sent as it is (a header split, a wrong type)."""
+        if not isinstance(self.body, str | bytes) or not isinstance(self.content_type, str):
+            raise TypeError("RenderedRefusal needs a str or bytes body and a str content_type")
+        if not self.content_type.isprintable() or not self.content_type.isascii():
+            raise ValueError("content_type must be printable ASCII")
 
 
 @dataclass(slots=True)
@@ -144,6 +178,9 @@ class RequestContext:
     dbsc_answer: DbscAnswer | None = None
     #: The DBSC registration offer to add to a login response.
     dbsc_offer: tuple[bytes, bytes] | None = None
+    #: Why the session the request presented ended (:mod:`sessionwarden.core.ended`), or
+    #: ``None``: no session, a live one, or an ID the store does not know.
+    session_ended: str | None = None
 
     @property
     def answered(self) -> bool:
@@ -157,6 +194,13 @@ class RequestContext:
         return self.session.csrf_token()
 
 
+#: A hook that renders the guard's refusal pages (status >= 400): given the refusal and the
+#: request's context (``ctx.facts.wants_json``, ``ctx.nonce``, possibly no session), the body to
+#: send, or ``None`` for the default. A hook that raises or returns something else is logged and
+#: the default is sent: a refusal never becomes a 500.
+RefusalRenderer = Callable[[Refusal, RequestContext], RenderedRefusal | None]
+
+
 class Guard:
     """Everything one policy enforces, ready to be driven by an adapter."""
 
@@ -166,8 +210,10 @@ class Guard:
         *,
         clock: Clock | None = None,
         sink: EventSink | None = None,
+        render_refusal: RefusalRenderer | None = None,
     ) -> None:
         self.policy = policy
+        self.render_refusal = render_refusal
         mon = policy.monitor
         self.proxies = TrustedProxies.from_policy(policy.https)
         self.throttle = UnknownIdThrottle(mon.unknown_id_limit_per_minute)
@@ -370,6 +416,7 @@ class Guard:
         ctx.session = loaded.session
         ctx.clear_cookie = loaded.clear_cookie
         ctx.tossed = loaded.tossed
+        ctx.session_ended = loaded.ended
         if loaded.throttled:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
@@ -513,12 +560,36 @@ class Guard:
         self, ctx: RequestContext, refusal: Refusal
     ) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """The headers (the guard's own included) and body of a refusal."""
-        hdrs, body = refusal.render(ctx.facts.wants_json)
+        hdrs, body = self.render(ctx, refusal)
         add, drop = self.response_headers(ctx, None, {name for name, _ in hdrs})
         if drop:
             hdrs = [(n, v) for n, v in hdrs if n not in drop]
         hdrs.extend(add)
         return hdrs, body
+
+    def render(
+        self, ctx: RequestContext, refusal: Refusal
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """A refusal's own headers and body: the :data:`RefusalRenderer`'s page when there is
+        one and it answers, else the default (redirects always get the default)."""
+        custom = None
+        if self.render_refusal is not None and refusal.status >= 400:
+            custom = self._custom_page(ctx, refusal)
+        return refusal.render(ctx.facts.wants_json, custom)
+
+    def _custom_page(self, ctx: RequestContext, refusal: Refusal) -> RenderedRefusal | None:
+        assert self.render_refusal is not None
+        try:
+            page = self.render_refusal(refusal, ctx)
+            if page is None:
+                return None
+            if not isinstance(page, RenderedRefusal):
+                raise TypeError(f"render_refusal returned {type(page).__name__}")
+            page.check()
+        except Exception:
+            _log.warning("render_refusal failed; the default page was sent", exc_info=True)
+            return None
+        return page
 
     @staticmethod
     def reauthentication(ctx: RequestContext, reason: str, redirect: str | None) -> Refusal:

@@ -3,8 +3,11 @@
     app.wsgi_app = SessionWardenWSGI(app.wsgi_app, policy=policy, store="sqlite:///s.db")
 
 The session is ``environ["sessionwarden.session"]``; the request context (CSP nonce, CSRF token)
-is ``environ["sessionwarden"]``. The session is committed when the application calls
-``start_response``, before the status line is passed on, so a store failure becomes a clean 503.
+is ``environ["sessionwarden"]``; why the session the request presented ended (``"idle"``,
+``"signed-out"``, ...; see :mod:`sessionwarden.core.ended`) is
+``environ["sessionwarden.session_ended"]`` (``None`` when it did not). The session is committed
+when the application calls ``start_response``, before the status line is passed on, so a store
+failure becomes a clean 503.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .clock import Clock
 from .core import ReauthenticationRequired, Session, SessionInfo, run_sync
 from .events import EventSink
 from .facts import RequestFacts
-from .guard import Guard, Refusal, RequestContext
+from .guard import Guard, Refusal, RefusalRenderer, RequestContext
 from .policy import Policy
 from .records import JSON
 from .stores import SessionStore, StoreUnavailable, open_store
@@ -55,11 +58,12 @@ class SessionWardenWSGI:
         clock: Clock | None = None,
         sink: EventSink | None = None,
         reauth_redirect: str | None = None,
+        render_refusal: RefusalRenderer | None = None,
     ) -> None:
         self.app = app
         self.policy = policy
         self.store: SessionStore = open_store(store) if isinstance(store, str) else store
-        self.guard = Guard(policy, clock=clock, sink=sink)
+        self.guard = Guard(policy, clock=clock, sink=sink, render_refusal=render_refusal)
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
 
@@ -83,6 +87,7 @@ class SessionWardenWSGI:
 
         environ["sessionwarden.session"] = ctx.session
         environ["sessionwarden"] = ctx
+        environ["sessionwarden.session_ended"] = ctx.session_ended
         environ["sessionwarden.middleware"] = self
         response = _Response(self, ctx, start_response)
         try:
@@ -178,7 +183,7 @@ class SessionWardenWSGI:
         session before raising (where to return to) is committed like any response."""
         guard = self.guard
         refusal = guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
-        hdrs, body = refusal.render(ctx.facts.wants_json)
+        hdrs, body = guard.render(ctx, refusal)
         try:
             outcome = run_sync(guard.commit(ctx), self.store)
         except StoreUnavailable as store_exc:

@@ -6,12 +6,14 @@ operations they yield, with the one driver that runs them.
 * :mod:`.commit`: :func:`plan_commit` (what the commit does, decided without I/O) and carrying
   the plan out, race recovery included;
 * :mod:`.engine`: :class:`Engine`, both halves for one policy, and the operator's calls;
+* :mod:`.ended`: why a presented session ended (``session_ended``), in one vocabulary;
 * :mod:`.ops`: the typed store operations; :mod:`.driver`: :func:`run_sync`, :func:`run_async`.
 """
 
 from .base import Assessor, Fingerprinter, Loaded, Outcome, RiskDecision
 from .commit import CommitPlan, plan_commit
 from .driver import read_now_of, run_async, run_sync
+from .ended import ENDED_REASONS, ended_reason
 from .engine import Engine, SessionInfo
 from .ops import Op, Steps
 from .session import (
@@ -24,6 +26,7 @@ from .session import (
 )
 
 __all__ = [
+    "ENDED_REASONS",
     "Actions",
     "AliasActionRefused",
     "Assessor",
@@ -40,6 +43,7 @@ __all__ = [
     "SessionValueError",
     "Steps",
     "ValueLimits",
+    "ended_reason",
     "plan_commit",
     "read_now_of",
     "run_async",

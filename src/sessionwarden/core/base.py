@@ -46,6 +46,9 @@ class Loaded:
     throttled: bool = False
     #: Several session cookies arrived: clear the name on every domain and path it could be on.
     tossed: bool = False
+    #: Why the presented session ended (see :mod:`.ended`), or ``None``: none was presented,
+    #: it is live, or the store knows nothing of the ID.
+    ended: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

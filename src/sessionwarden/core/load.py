@@ -13,6 +13,7 @@ from ..facts import RequestFacts
 from ..policy import Action
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import LOGIN_ROTATION, EngineBase, Loaded
+from .ended import ABSOLUTE, IDLE, REPLACED, REVOKED_SUSPICIOUS, ended_reason
 from .ops import Delete, Get, Revoke, Steps, Update
 from .session import Session
 
@@ -101,16 +102,18 @@ class Loading(EngineBase):
             # An ID replaced at login: the browser's cookie already is (or is about to be) the
             # new one, which clearing the name would delete.
             clear = found.reason != LOGIN_ROTATION
-            return Loaded(self.new_session(None, now), clear_cookie=clear)
+            ended = ended_reason(found.reason)
+            return Loaded(self.new_session(None, now), clear_cookie=clear, ended=ended)
         via_alias = False
         if isinstance(found, Alias):
             if now >= found.grace_until:
                 yield from self._replayed_rotated_id(found, facts, now)
-                return Loaded(self.new_session(None, now), clear_cookie=True)
+                return Loaded(self.new_session(None, now), clear_cookie=True, ended=REPLACED)
             key, via_alias = found.target, True
             found = yield from Get(key)
             if not isinstance(found, SessionRecord):
-                return Loaded(self.new_session(None, now), clear_cookie=True)
+                gone = ended_reason(found.reason) if isinstance(found, Tombstone) else None
+                return Loaded(self.new_session(None, now), clear_cookie=True, ended=gone)
         assert isinstance(found, SessionRecord)
         return (yield from self._admit(found, via_alias, facts, now))
 
@@ -122,7 +125,8 @@ class Loading(EngineBase):
         if expired is not None:
             yield from Delete(record.key)
             self.emit(expired, facts, now, key=record.key, user_id=record.user_id)
-            return Loaded(self.new_session(None, now), clear_cookie=True)
+            ended = ABSOLUTE if expired is EventKind.EXPIRED_ABSOLUTE else IDLE
+            return Loaded(self.new_session(None, now), clear_cookie=True, ended=ended)
         session = self.new_session(record, now, via_alias=via_alias)
         if self.assessor is None or record.user_id is None:
             return Loaded(session)
@@ -132,7 +136,9 @@ class Loading(EngineBase):
                 session, decision.action, decision.reason, decision.detail, facts, now
             )
             if revoked:
-                return Loaded(self.new_session(None, now), clear_cookie=True)
+                return Loaded(
+                    self.new_session(None, now), clear_cookie=True, ended=REVOKED_SUSPICIOUS
+                )
         if decision.refresh_fingerprint and self.fingerprinter is not None:
             session.network_changed(self.fingerprinter(facts), now)
         return Loaded(session)

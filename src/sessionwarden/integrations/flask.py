@@ -28,7 +28,7 @@ from ..clock import Clock
 from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
 from ..core import ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
-from ..guard import Guard, Refusal, RequestContext
+from ..guard import Guard, Refusal, RefusalRenderer, RequestContext
 from ..policy import Policy
 from ..records import JSON, dumps
 from ..stores import SessionStore, StoreUnavailable
@@ -82,6 +82,7 @@ class SessionWarden:
     user ID into your user object (:data:`current_user`), and :meth:`unauthorized_handler` the
     view that answers an anonymous request to a :func:`login_required` view instead.
     ``clock`` and ``sink``: passed to the middleware (tests, audit events).
+    ``render_refusal``: renders the refusal pages (:data:`~sessionwarden.guard.RefusalRenderer`).
     """
 
     def __init__(
@@ -94,7 +95,9 @@ class SessionWarden:
         sink: EventSink | None = None,
         reauth_redirect: str | None = None,
         login_url: str | None = None,
+        render_refusal: RefusalRenderer | None = None,
     ) -> None:
+        self.render_refusal = render_refusal
         self.policy = policy
         self.store = store
         self.clock = clock
@@ -127,6 +130,7 @@ class SessionWarden:
             clock=self.clock,
             sink=self.sink,
             reauth_redirect=reauth,
+            render_refusal=self.render_refusal,
         )
         app.wsgi_app = middleware  # type: ignore[method-assign]
         login_url = self.login_url or config.get("SESSIONWARDEN_LOGIN_URL")
@@ -208,7 +212,8 @@ def _installed(app: Flask) -> _Installed:
 
 # -- the current request --------------------------------------------------------------------------
 def current_context() -> RequestContext:
-    """This request's context: ``.nonce``, ``.csrf_token()``, ``.facts``."""
+    """This request's context: ``.nonce``, ``.csrf_token()``, ``.facts``, ``.session_ended``
+    (why the session the request presented ended, if it did)."""
     ctx = request.environ.get("sessionwarden")
     if not isinstance(ctx, RequestContext):
         raise RuntimeError("SessionWarden is not installed on this app")
@@ -316,7 +321,7 @@ def _call(view: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
 
 # -- error handlers: the answers the WSGI middleware would give ------------------------------------
 def _response(refusal: Refusal, wants_json: bool) -> Response:
-    hdrs, body = refusal.render(wants_json)
+    hdrs, body = _installed(current_app).middleware.guard.render(current_context(), refusal)
     return Response(body, status=refusal.status, headers=_str_headers(hdrs))
 
 
