@@ -1,4 +1,4 @@
-""""Why was I signed out?": the request presenting an ended session's ID learns why, on both
+""" "Why was I signed out?": the request presenting an ended session's ID learns why, on both
 adapters and every store; a client presenting an ID it never held learns nothing.
 
 The ASGI app is Starlette behind :class:`SessionWardenMiddleware` (``request.state`` and
@@ -63,9 +63,7 @@ def asgi_app(store: SessionStore, policy: Policy, clock: ManualClock) -> Any:
         )
 
     inner = Starlette(routes=[Route("/", endpoint)])
-    return SessionWardenMiddleware(
-        inner, policy=policy, store=InlineAsyncStore(store), clock=clock
-    )
+    return SessionWardenMiddleware(inner, policy=policy, store=InlineAsyncStore(store), clock=clock)
 
 
 def wsgi_app(store: SessionStore, policy: Policy, clock: ManualClock) -> Any:
@@ -129,9 +127,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
-def make(
-    request: pytest.FixtureRequest, store: SessionStore, clock: ManualClock
-) -> Iterator[Any]:
+def make(request: pytest.FixtureRequest, store: SessionStore, clock: ManualClock) -> Iterator[Any]:
     """``make(**policy_changes)``: a browser factory on a fresh app over ``store``."""
     kind: str = request.param
 
