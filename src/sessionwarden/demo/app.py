@@ -26,13 +26,22 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..asgi import ASGIApp, SessionWardenMiddleware, get_middleware, get_session
+from ..asgi import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    SessionWardenMiddleware,
+    get_middleware,
+    get_session,
+)
 from ..clock import Clock, SystemClock
 from ..events import EventSink
 from ..integrations.starlette import json_only
 from ..policy import Policy
 from ..stores import AsyncSessionStore, open_async_store
 from . import shared
+from .ended import note_ended, refusal_renderer
 from .shared import EVENT_LOGGER, demo_policy
 from .users import check_login
 
@@ -222,6 +231,17 @@ class _Demo(shared.DemoViews):
         return Response(data, media_type=media_type)
 
 
+def _noting_ended(app: ASGIApp) -> ASGIApp:
+    """``app``, keeping why the visitor's session ended for the sign-in page."""
+
+    async def noting(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            note_ended(scope.get("session"), scope.get("state", {}).get("session_ended"))
+        await app(scope, receive, send)
+
+    return noting
+
+
 def create_app(
     *,
     store: str | AsyncSessionStore,
@@ -279,7 +299,14 @@ def create_app(
     ]
     routes.append(WebSocketRoute("/ws", demo.live))
     inner = Starlette(routes=routes, lifespan=lifespan)
-    mw = SessionWardenMiddleware(inner, policy=policy, store=the_store, clock=clock, sink=sinks)
+    mw = SessionWardenMiddleware(
+        _noting_ended(inner),
+        policy=policy,
+        store=the_store,
+        clock=clock,
+        sink=sinks,
+        render_refusal=refusal_renderer(demo.env),
+    )
     holder["mw"] = mw
     return mw
 

@@ -25,6 +25,7 @@ from ..integrations.flask import SessionWarden, current_context, current_session
 from ..policy import Policy
 from ..stores import SessionStore
 from . import shared
+from .ended import note_ended, refusal_renderer
 from .users import check_login
 
 __all__ = ["create_app", "create_evil_app", "start_purging", "warden_of"]
@@ -224,7 +225,15 @@ def create_app(
     sinks, registry = shared.event_sinks(sink)
 
     app = Flask(__name__, static_folder=None)  # the static files are served by a view below
-    warden = SessionWarden(app, policy=policy, store=store, clock=clock, sink=sinks)
+    warden = SessionWarden(
+        app,
+        policy=policy,
+        store=store,
+        clock=clock,
+        sink=sinks,
+        render_refusal=refusal_renderer(shared.template_environment()),
+    )
+    app.before_request(_note_ended)
     demo = _Demo(
         warden=warden,
         policy=policy,
@@ -247,6 +256,11 @@ def create_app(
     app.register_error_handler(NotFound, _plain_error)
     app.register_error_handler(MethodNotAllowed, _plain_error)
     return app
+
+
+def _note_ended() -> None:
+    """Keep why the visitor's session ended for the sign-in page."""
+    note_ended(current_session(), current_context().session_ended)
 
 
 def _plain_error(exc: HTTPException) -> BaseResponse:

@@ -32,6 +32,7 @@ from ..html import sanitize_html
 from ..monitor import JsonLogSink, agent_label
 from ..policy import HttpsPolicy, MonitorPolicy, Policy
 from ..records import JSON
+from .ended import pop_sentence
 from .users import USERNAME_PATTERN
 
 __all__ = [
@@ -375,6 +376,8 @@ class DemoViews:
             attacks=self.attacks_on,
             origin=origin,
         )
+        if template == "login.html":  # why the visitor was signed out, shown once
+            context["ended"] = pop_sentence(session)
         context.update(ctx)
         return self.env.get_template(template).render(context)
 
