@@ -1,4 +1,4 @@
-""" "Why was I signed out?": the request presenting an ended session's ID learns why, on both
+"""Why was I signed out?: the request presenting an ended session's ID learns why, on both
 adapters and every store; a client presenting an ID it never held learns nothing.
 
 The ASGI app is Starlette behind :class:`SessionWardenMiddleware` (``request.state`` and

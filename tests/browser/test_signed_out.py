@@ -1,4 +1,4 @@
-""""Why was I signed out?" and the styled refusal pages, in Chromium against the Starlette demo.
+"""Why was I signed out? and the styled refusal pages, in Chromium against the Starlette demo.
 
 The demo runs in this process (uvicorn on a thread) with a :class:`ManualClock`, so the idle and
 absolute timeouts are reached by moving the clock, never by waiting. Each reason is caused the

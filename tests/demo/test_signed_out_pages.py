@@ -58,7 +58,7 @@ def test_refusals_are_styled_pages_for_people_and_json_for_apis(client: Client) 
     assert page.status_code == 403
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert '<link rel="stylesheet" href="/static/demo.css">' in page.text
-    assert "<h1 id=\"refused\">Forbidden</h1>" in page.text
+    assert '<h1 id="refused">Forbidden</h1>' in page.text
     assert "<script" not in page.text and "style=" not in page.text
     assert "csrf" not in page.text.lower()  # the detail stays in the event log
     api = client.post(
