@@ -244,7 +244,7 @@ async def test_request_objects_leave_the_scope_when_the_app_returns() -> None:
         assert (await c.get("/boom")).status_code == 500
     # An exception leaves them for whoever reports it.
     assert seen["after"] == ["session", "sessionwarden"]
-    assert seen["state after"] == ["csp_nonce", "csrf_token"]
+    assert seen["state after"] == ["csp_nonce", "csrf_token", "session_ended"]
 
 
 @pytest.mark.anyio

@@ -15,10 +15,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from sessionwarden import tokens
-from sessionwarden.asgi import SessionWardenMiddleware
+from sessionwarden.asgi import SessionWardenMiddleware, get_session
 from sessionwarden.clock import ManualClock
 from sessionwarden.guard import Refusal, RefusalRenderer, RenderedRefusal, RequestContext
-from sessionwarden.integrations.flask import SessionWarden
+from sessionwarden.integrations.flask import SessionWarden, current_session
 from sessionwarden.policy import CsrfPolicy, Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore, StoreUnavailable
 
@@ -168,3 +168,44 @@ async def test_redirects_are_never_handed_to_the_hook(kind: str) -> None:
     assert r.status_code == 308
     assert r.headers["location"] == "https://app.test/"
     assert seen == []
+
+
+@ADAPTERS
+async def test_the_reauthentication_401_goes_through_the_hook(kind: str) -> None:
+    """A view that needs a recent sign-in: the 401 is the hook's page on both adapters."""
+    seen.clear()
+    store = MemoryStore()
+    if kind == "asgi":
+
+        async def sensitive(request: Request) -> PlainTextResponse:
+            get_session(request).require_recent_auth(60)
+            return PlainTextResponse("secret")
+
+        inner = Starlette(routes=[Route("/", sensitive)])
+        app: Any = SessionWardenMiddleware(
+            inner,
+            policy=POLICY,
+            store=InlineAsyncStore(store),
+            clock=ManualClock(),
+            render_refusal=styled,
+        )
+        transport: Any = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            r = await client.get("/")
+    else:
+        flask_app = Flask(__name__)
+
+        @flask_app.get("/")
+        def sensitive_view() -> str:
+            current_session().require_recent_auth(60)
+            return "secret"
+
+        SessionWarden(
+            flask_app, policy=POLICY, store=store, clock=ManualClock(), render_refusal=styled
+        )
+        with httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=BASE) as c:
+            r = c.get("/")
+    assert r.status_code == 401
+    assert "<h1>401 Unauthorized</h1>" in r.text
+    assert "Please sign in again to continue." in r.text
+    assert seen[-1][:2] == (401, "reauthentication-required")
