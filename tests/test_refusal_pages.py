@@ -25,7 +25,9 @@ from sessionwarden.stores import InlineAsyncStore, MemoryStore, StoreUnavailable
 from .conftest import SECRET
 
 BASE = "https://app.test"
-POLICY = Policy(secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=64))
+POLICY = Policy(
+    secret_keys=(SECRET,), csrf=CsrfPolicy(max_body_bytes=64), allowed_hosts=("app.test",)
+)
 CROSS_SITE = {"sec-fetch-site": "cross-site", "content-type": "text/plain", "accept": "text/html"}
 
 seen: list[tuple[int, str, str]] = []

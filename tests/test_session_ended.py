@@ -133,7 +133,11 @@ def make(request: pytest.FixtureRequest, store: SessionStore, clock: ManualClock
 
     def build(**changes: Any) -> Any:
         policy = Policy(
-            secret_keys=(SECRET,), idle_timeout=IDLE, absolute_timeout=ABSOLUTE, **changes
+            secret_keys=(SECRET,),
+            idle_timeout=IDLE,
+            absolute_timeout=ABSOLUTE,
+            allowed_hosts=("app.test",),
+            **changes,
         )
         factory = asgi_app if kind == "asgi" else wsgi_app
         app = factory(store, policy, clock)
