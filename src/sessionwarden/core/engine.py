@@ -73,6 +73,16 @@ def _page_cursor(after: str | None) -> tuple[str | None, str | None]:
     return value, value if kind == "k" else None
 
 
+def _next_cursor(records: list[SessionRecord], cursor: str | None) -> str | None:
+    """The engine's cursor after a store page: the reference of its last key where the store
+    pages by key, the store's own cursor otherwise, ``None`` at the end of the walk."""
+    if cursor is None:
+        return None
+    if records and cursor == records[-1].key:
+        return "k:" + tokens.ref_of(cursor)
+    return "s:" + cursor
+
+
 class Engine(Loading, Committing):
     """The session rules for one :class:`~sessionwarden.policy.Policy`, independent of any
     framework and of any store driver: :meth:`load` before the application runs,
@@ -102,24 +112,30 @@ class Engine(Loading, Committing):
         the last session listed (``k:<ref>``) and the next page starts after every key with
         that reference; otherwise it is the store's own (``s:<cursor>``, Redis' SCAN cursor).
         Every session live throughout a walk is listed; a repeat the store reports (Redis) is
-        dropped within a page, and a page may hold fewer than ``limit`` sessions (expired ones
-        are left out) without being the last. ``ValueError`` for a cursor no page returned."""
+        dropped within a page, and expired sessions are left out: the store is read on until the
+        page holds ``limit`` sessions or the walk ends, so only the last page is short (on
+        Redis a page may hold more, as ``SCAN`` returns). ``ValueError`` for a cursor no page
+        returned."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
         now = self.clock.now()
-        start, skip = _page_cursor(after)
-        records, cursor = yield from AllSessions(start, limit + (skip is not None))
-        seen: set[str] = set()
         rows: list[SessionInfo] = []
-        for r in records:
-            if r.key in seen or (skip is not None and tokens.ref_of(r.key) == skip):
-                continue
-            seen.add(r.key)
-            if self._expiry_reason(r, now) is None:
-                rows.append(_info(r))
-        if cursor is not None and records and cursor == records[-1].key:
-            return rows, "k:" + tokens.ref_of(cursor)
-        return rows, None if cursor is None else "s:" + cursor
+        seen: set[str] = set()
+        while True:
+            start, skip = _page_cursor(after)
+            wanted = limit - len(rows) + (skip is not None)
+            records, cursor = yield from AllSessions(start, wanted)
+            for r in records:
+                if r.key in seen or (skip is not None and tokens.ref_of(r.key) == skip):
+                    continue
+                seen.add(r.key)
+                if self._expiry_reason(r, now) is None:
+                    rows.append(_info(r))
+            after = _next_cursor(records, cursor)
+            # A store page of expired sessions only is not a page to show: read on until the
+            # page is full or the walk ends, so only the last page is ever short.
+            if after is None or len(rows) >= limit:
+                return rows, after
 
     def find_sessions(self, user_id: str, ref: str) -> Steps[list[SessionRecord]]:
         """The user's sessions whose reference starts with ``ref`` (at least 8 hex digits, so a
