@@ -22,7 +22,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
+from ..records import (
+    JSON,
+    META_FIELDS,
+    Alias,
+    Lookup,
+    RecordUpdate,
+    SessionRecord,
+    Tombstone,
+    dumps,
+    loads,
+)
 
 T = TypeVar("T")
 
@@ -300,3 +310,26 @@ def oldest_over_cap(
         return []
     candidates = sorted(r for r in records if r[1] != keep)
     return [key for _, key in candidates[: len(records) - max_per_user]]
+
+
+_META_NAMES = frozenset(META_FIELDS)
+
+
+def merge_stored(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
+    """:meth:`SessionRecord.apply` on a record's stored form, its meta and data as decoded JSON
+    (only the named fields change): for stores that keep a record as JSON columns."""
+    for name, value in update.meta.items():
+        if name not in _META_NAMES:
+            raise ValueError(f"RecordUpdate.meta: unknown field {name!r}")
+        meta[name] = value
+    for name, value in update.set_data.items():
+        data[name] = value
+    for name in update.del_data:
+        data.pop(name, None)
+
+
+def appended_trail(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
+    """A JSON activity trail with ``entry`` appended, keeping the newest ``activity_max``."""
+    trail: list[Any] = loads(trail_text) if trail_text else []
+    trail.append(dict(entry))
+    return dumps(trail[-activity_max:])

@@ -27,7 +27,6 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 from ..records import (
     JSON,
-    META_FIELDS,
     Alias,
     Lookup,
     RecordUpdate,
@@ -36,7 +35,7 @@ from ..records import (
     dumps,
     loads,
 )
-from .base import StoreStats, oldest_over_cap
+from .base import StoreStats, appended_trail, merge_stored, oldest_over_cap
 
 T = TypeVar("T")
 
@@ -46,7 +45,6 @@ DEFAULT_TABLE: Final = "sessionwarden"
 _RECORD: Final = 0
 _ALIAS: Final = 1
 _TOMBSTONE: Final = 2
-_META_NAMES: Final = frozenset(META_FIELDS)
 _TABLE_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
 # What a step's result is handed back to the operation as.
@@ -111,23 +109,6 @@ def _marker_meta(marker: Alias | Tombstone) -> tuple[int, str]:
     return _TOMBSTONE, dumps({"reason": marker.reason, "at": marker.at})
 
 
-def _merge(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
-    """:meth:`SessionRecord.apply` on the stored form (only the named fields change)."""
-    for name, value in update.meta.items():
-        if name not in _META_NAMES:
-            raise ValueError(f"RecordUpdate.meta: unknown field {name!r}")
-        meta[name] = value
-    for name, value in update.set_data.items():
-        data[name] = value
-    for name in update.del_data:
-        data.pop(name, None)
-
-
-def _appended(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
-    """The trail with ``entry`` appended, keeping the newest ``activity_max`` entries."""
-    trail: list[Any] = loads(trail_text) if trail_text else []
-    trail.append(dict(entry))
-    return dumps(trail[-activity_max:])
 
 
 def decode(key: str, row: Sequence[Any]) -> Lookup:
@@ -332,7 +313,7 @@ class Ops:
             return None  # revoked, rotated out, or gone meanwhile: nothing is written
         meta: dict[str, Any] = loads(row[0])
         data: dict[str, Any] = loads(row[1]) if row[1] else {}
-        _merge(meta, data, update)
+        merge_stored(meta, data, update)
         if cap > 0 and meta["user_id"] is not None and meta["user_id"] != user:
             yield self._lock_user(meta["user_id"])  # its owner changed in between (rare)
         trail_text: str | None = row[2]
@@ -341,7 +322,7 @@ class Ops:
                 # No trail to carry over: the one already at new_key (if any) is kept.
                 found = yield Step(f"SELECT activity FROM {self.table} WHERE key = %s", (new_key,))
                 trail_text = found[0] if found else None
-            trail_text = _appended(trail_text, update.activity, activity_max)
+            trail_text = appended_trail(trail_text, update.activity, activity_max)
         yield self._put_marker(old_key, old_becomes)
         yield self._put_record(new_key, meta, data, trail_text)
         return (yield from self._enforce_cap(new_key, meta, cap, until))
@@ -352,10 +333,10 @@ class Ops:
             return False  # revoked, rotated out, or gone: never written back to life
         meta: dict[str, Any] = loads(row[0])
         data: dict[str, Any] = loads(row[1]) if row[1] else {}
-        _merge(meta, data, update)
+        merge_stored(meta, data, update)
         trail_text: str | None = row[2]
         if update.activity is not None and activity_max > 0:
-            trail_text = _appended(trail_text, update.activity, activity_max)
+            trail_text = appended_trail(trail_text, update.activity, activity_max)
         yield Step(
             f"UPDATE {self.table} SET user_id = %s, created_at = %s, expires = %s, meta = %s,"
             " data = %s, activity = %s WHERE key = %s",

@@ -85,7 +85,7 @@ from typing import Any, Final
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
 from . import sqlite_rows as _rows
-from .base import StoreStats, StoreUnavailable
+from .base import StoreStats, StoreUnavailable, appended_trail, merge_stored
 from .sqlite_rows import (
     ALIAS,
     GET,
@@ -407,8 +407,8 @@ class SQLiteStore(_rows.ListsAll):
 
     _put_marker = staticmethod(_rows.put_marker)
     _put_record = staticmethod(_rows.put_record)
-    _merge = staticmethod(_rows.merge)
-    _appended = staticmethod(_rows.appended)
+    _merge = staticmethod(merge_stored)
+    _appended = staticmethod(appended_trail)
     _enforce_cap = staticmethod(_rows.enforce_cap)
 
     # -- interface -------------------------------------------------------------------------

@@ -13,10 +13,8 @@ from typing import Any, Final, NoReturn, Protocol
 
 from ..records import (
     JSON,
-    META_FIELDS,
     Alias,
     Lookup,
-    RecordUpdate,
     SessionRecord,
     Tombstone,
     dumps,
@@ -30,7 +28,6 @@ RECORD: Final = 0
 ALIAS: Final = 1
 TOMBSTONE: Final = 2
 
-_META_NAMES: Final = frozenset(META_FIELDS)
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS items (
@@ -174,25 +171,6 @@ def put_record(
 def columns(meta: dict[str, Any]) -> tuple[Any, Any, Any]:
     """The meta fields a record's row also keeps in columns: user, creation, expiry."""
     return meta["user_id"], meta["created_at"], meta["expires_at"]
-
-
-def merge(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdate) -> None:
-    """:meth:`SessionRecord.apply` on the stored form (only the named fields change)."""
-    for name, value in update.meta.items():
-        if name not in _META_NAMES:
-            raise ValueError(f"RecordUpdate.meta: unknown field {name!r}")
-        meta[name] = value
-    for name, value in update.set_data.items():
-        data[name] = value
-    for name in update.del_data:
-        data.pop(name, None)
-
-
-def appended(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
-    """The trail with ``entry`` appended, keeping the newest ``activity_max`` entries."""
-    trail: list[Any] = loads(trail_text) if trail_text else []
-    trail.append(dict(entry))
-    return dumps(trail[-activity_max:])
 
 
 def enforce_cap(
