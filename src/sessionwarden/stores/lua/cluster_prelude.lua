@@ -12,15 +12,7 @@ local function state_digest(s, a)
   return redis.sha1hex(table.concat(parts))
 end
 
-local function rpush_all(a, items)
-  local n = #items
-  local i = 1
-  while i <= n do
-    local j = math.min(i + 199, n)
-    redis.call('RPUSH', a, unpack(items, i, j))
-    i = j + 1
-  end
-end
+local function rpush_all(a, items) call_chunked('RPUSH', a, items) end
 
 -- a stored user ID or alias target as text (false for none)
 local function as_text(v)

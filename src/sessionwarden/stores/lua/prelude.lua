@@ -106,25 +106,21 @@ local function bytes_lt(a, b)
   return #a < #b
 end
 
-local function hset(key, flat)
-  local n = #flat
+-- cmd(key, items...) in calls of at most 200 items (Lua's unpack has a stack limit); 200 is
+-- even, so field/value pairs never straddle two calls
+local function call_chunked(cmd, key, items)
+  local n = #items
   local i = 1
   while i <= n do
     local j = math.min(i + 199, n)
-    redis.call('HSET', key, unpack(flat, i, j))
+    redis.call(cmd, key, unpack(items, i, j))
     i = j + 1
   end
 end
 
-local function hdel(key, names)
-  local n = #names
-  local i = 1
-  while i <= n do
-    local j = math.min(i + 199, n)
-    redis.call('HDEL', key, unpack(names, i, j))
-    i = j + 1
-  end
-end
+local function hset(key, flat) call_chunked('HSET', key, flat) end
+
+local function hdel(key, names) call_chunked('HDEL', key, names) end
 
 local function to_map(flat)
   local m = {}
