@@ -11,6 +11,9 @@ from .policy import CookiePolicy
 from .proxy import split_host
 
 MAX_COOKIE_HEADER = 16_384
+#: The longest lifetime a cookie may ask for: RFC 6265bis has browsers cap ``Max-Age`` and
+#: ``Expires`` at 400 days, and a value beyond it only pretends to a lifetime no browser keeps.
+MAX_COOKIE_AGE = 400 * 86_400
 #: Bounds on the clearing headers of a tossing refusal: parent domains and path segments.
 _MAX_DOMAINS = 5
 _MAX_SEGMENTS = 3
@@ -85,8 +88,11 @@ class CookieWriter:
         self._clear = f"{policy.name}=; {expired}{self._attrs}"
 
     def issue(self, session_id: str, max_age: float | None = None) -> str:
+        """The cookie for ``session_id``. A persistent cookie gets ``Max-Age``: ``max_age``
+        (the session's remaining absolute lifetime), never beyond :data:`MAX_COOKIE_AGE`."""
         if self._policy.persistent and max_age is not None:
-            return f"{self._name}={session_id}; Max-Age={max(int(max_age), 0)}{self._attrs}"
+            age = min(max(int(max_age), 0), MAX_COOKIE_AGE)
+            return f"{self._name}={session_id}; Max-Age={age}{self._attrs}"
         return f"{self._name}={session_id}{self._attrs}"
 
     def clear(self) -> str:

@@ -1,0 +1,183 @@
+"""One small application behind each adapter (Starlette over ASGI, Flask over WSGI), driven over
+HTTP by httpx with the cookie kept by hand, so a test can run the same scenario through both and
+assert only what a client sees (status, headers, body) and the audit events.
+
+Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, JSON),
+``POST /login`` (signs in ``alice``), ``POST /logout``, ``POST /transfer`` (changes state),
+``GET /poll`` (reads the session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from flask import Flask, jsonify
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from sessionwarden.asgi import SessionWardenMiddleware, get_session
+from sessionwarden.clock import ManualClock
+from sessionwarden.events import Event, EventKind
+from sessionwarden.integrations.flask import SessionWarden, current_context, current_session
+from sessionwarden.policy import Policy
+from sessionwarden.stores import InlineAsyncStore, MemoryStore
+
+BASE = "https://app.test"
+COOKIE = "__Host-id"
+KINDS = ("asgi", "wsgi")
+
+
+class Recorder:
+    """An event sink that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind == kind]
+
+
+def _starlette() -> Starlette:
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"user": get_session(request).user_id})
+
+    async def token(request: Request) -> JSONResponse:
+        return JSONResponse({"csrf_token": request.state.csrf_token()})
+
+    async def login(request: Request) -> JSONResponse:
+        get_session(request).login("alice")
+        return JSONResponse({"ok": True})
+
+    async def logout(request: Request) -> JSONResponse:
+        get_session(request).logout()
+        return JSONResponse({"ok": True})
+
+    async def transfer(request: Request) -> PlainTextResponse:
+        await request.body()
+        session = get_session(request)
+        session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
+        return PlainTextResponse("transfer done")
+
+    return Starlette(
+        routes=[
+            Route("/whoami", whoami),
+            Route("/poll", whoami),
+            Route("/token", token),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/transfer", transfer, methods=["POST"]),
+        ]
+    )
+
+
+def _flask() -> Flask:
+    app = Flask(__name__)
+
+    def whoami() -> Any:
+        return jsonify(user=current_session().user_id)
+
+    def token() -> Any:
+        return jsonify(csrf_token=current_context().csrf_token())
+
+    def login() -> Any:
+        current_session().login("alice")
+        return jsonify(ok=True)
+
+    def logout() -> Any:
+        current_session().logout()
+        return jsonify(ok=True)
+
+    def transfer() -> Any:
+        session = current_session()
+        session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
+        return "transfer done"
+
+    app.add_url_rule("/whoami", "whoami", whoami)
+    app.add_url_rule("/poll", "poll", whoami)
+    app.add_url_rule("/token", "token", token)
+    app.add_url_rule("/login", "login", login, methods=["POST"])
+    app.add_url_rule("/logout", "logout", logout, methods=["POST"])
+    app.add_url_rule("/transfer", "transfer", transfer, methods=["POST"])
+    return app
+
+
+@dataclass
+class Client:
+    """A client of one adapter with the session cookie kept by hand."""
+
+    http: httpx.Client | httpx.AsyncClient
+    recorder: Recorder
+    clock: ManualClock
+    cookie: str | None = None
+    responses: list[httpx.Response] = field(default_factory=list)
+
+    def _headers(self, headers: dict[str, str] | None, send_cookie: bool) -> dict[str, str]:
+        out = dict(headers or {})
+        if send_cookie and self.cookie:
+            out["cookie"] = f"{COOKIE}={self.cookie}"
+        return out
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            if name == COOKIE:
+                value = rest.split(";", 1)[0]
+                self.cookie = value or None
+        self.responses.append(response)
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        send_cookie: bool = True,
+    ) -> httpx.Response:
+        sent = self._headers(headers, send_cookie)
+        if isinstance(self.http, httpx.AsyncClient):
+            response = await self.http.request(method, path, headers=sent, content=content)
+        else:
+            response = self.http.request(method, path, headers=sent, content=content)
+        return self._keep(response)
+
+    async def login(self) -> None:
+        """Sign in as ``alice`` the way a page of this site does (a same-origin form post
+        carrying the token of the sign-in page)."""
+        token = (await self.request("GET", "/token")).json()["csrf_token"]
+        response = await self.request(
+            "POST", "/login", headers={"sec-fetch-site": "same-origin", "x-csrf-token": token}
+        )
+        assert response.status_code == 200, response.text
+        assert self.cookie
+
+    async def token(self) -> str:
+        return str((await self.request("GET", "/token")).json()["csrf_token"])
+
+
+@contextmanager
+def client(kind: str, policy: Policy, *, base: str = BASE) -> Iterator[Client]:
+    """A :class:`Client` of the ``kind`` adapter (``"asgi"`` or ``"wsgi"``) over one fresh
+    memory store, with a manual clock and an event recorder."""
+    recorder, clock, store = Recorder(), ManualClock(), MemoryStore()
+    http: httpx.Client | httpx.AsyncClient
+    if kind == "asgi":
+        app = SessionWardenMiddleware(
+            _starlette(), policy=policy, store=InlineAsyncStore(store), clock=clock, sink=recorder
+        )
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+    else:
+        flask_app = _flask()
+        SessionWarden(flask_app, policy=policy, store=store, clock=clock, sink=recorder)
+        http = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=base)
+    yield Client(http, recorder, clock)
