@@ -5,8 +5,8 @@ with the load of a shared machine, for A/B comparisons of small changes.
     PYTHONPATH=src python -m bench.instructions --http [STACK ...] [--connections 64]
 
 In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, and the requests
-that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``, ``redis-sign-in``,
-``sqlite-sign-in``): the app is called
+that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``, ``memory-sign-in``,
+``redis-sign-in``, ``sqlite-sign-in``): the app is called
 directly, as in ``bench/run.py``. ``--http`` runs the uvicorn server of ``bench/http.py``
 (``bare``, ``ours``) under callgrind, drives it from a small keep-alive client with that many
 connections, and counts the server's instructions only. Counting starts after a warm-up (the
@@ -49,6 +49,7 @@ ROWS = (
     "memory-write",
     "sqlite-write",
     "redis-write",
+    "memory-sign-in",
     "redis-sign-in",
     "sqlite-sign-in",
 )
