@@ -144,6 +144,17 @@ class RecordUpdate:
     def is_empty(self) -> bool:
         return not (self.meta or self.set_data or self.del_data or self.activity)
 
+    def copy(self) -> RecordUpdate:
+        """An independent copy (scalars shared, lists and dicts copied): what a store keeps of
+        an update, so that nothing the request still holds can change a stored record."""
+        activity = self.activity
+        return RecordUpdate(
+            clone_map(self.meta) if self.meta else {},
+            clone_map(self.set_data) if self.set_data else {},
+            self.del_data,
+            None if activity is None else clone_map(activity),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Alias:
@@ -192,8 +203,14 @@ def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
     return {name: clone_json(value) for name, value in mapping.items()}
 
 
+#: The one encoder of every stored JSON value (compact, UTF-8, no NaN); made once, since
+#: ``json.dumps`` with options builds a new encoder per call. ``encode`` keeps no state between
+#: calls, so it is shared by every thread.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:

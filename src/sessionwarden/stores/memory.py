@@ -3,7 +3,6 @@ development servers. Everything is lost when the process ends."""
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import deque
 
@@ -95,7 +94,7 @@ class MemoryStore:
                 return None
             new = old.copy()
             new.key = new_key
-            new.apply(copy.deepcopy(update))
+            new.apply(update.copy())
             self._index_drop(old_key, old.user_id)
             overwritten = self._items.get(new_key)
             if isinstance(overwritten, SessionRecord):
@@ -115,7 +114,7 @@ class MemoryStore:
             if not isinstance(record, SessionRecord):
                 return False
             new = record.copy()
-            new.apply(copy.deepcopy(update))
+            new.apply(update.copy())
             self._items[key] = new
             if new.user_id != record.user_id:
                 self._index_drop(key, record.user_id)
