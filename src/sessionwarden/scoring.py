@@ -15,6 +15,7 @@ request lacks counts as changed: leaving traits out must not be a way around the
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -89,13 +90,24 @@ def _product_major(ua: str, name: str) -> int | None:
         start = at + 1
 
 
+#: How many user agents, and client addresses, keep their parsed traits: the same few strings
+#: arrive on request after request, and each parse is dozens of string searches. Keyed by at
+#: most :data:`UA_SCAN_LIMIT` (:data:`IP_SCAN_LIMIT`) characters, so the caches stay small
+#: whatever the headers hold.
+_PARSED_CACHE_SIZE = 1024
+
+
 def agent_family(user_agent: str) -> tuple[str, int]:
     """``(family, major version)`` of a user agent, ``("other", 0)`` when unrecognised.
 
     A family rather than the full string, because the full string changes with every minor
     update while a stolen cookie replayed from a script or another browser changes the family.
     """
-    ua = user_agent[:UA_SCAN_LIMIT]
+    return _agent_family(user_agent[:UA_SCAN_LIMIT])
+
+
+@functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
+def _agent_family(ua: str) -> tuple[str, int]:
     for family, tokens in _FAMILY_RULES:
         for token in tokens:
             major = _product_major(ua, token)
@@ -139,11 +151,15 @@ def agent_label(user_agent: str) -> str:
     """A short, readable name for a user agent ("Firefox 128 on Linux"), for device lists and
     activity trails: what a person recognises, at a fraction of the raw string's size (at most
     64 characters, so a Redis hash keeps its compact encoding)."""
-    family, major = agent_family(user_agent)
+    return _agent_label(user_agent[:UA_SCAN_LIMIT])
+
+
+@functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
+def _agent_label(head: str) -> str:
+    family, major = _agent_family(head)
     if family == "other":
-        return user_agent[:64]
+        return head[:64]
     label = f"{family} {major}" if major else family
-    head = user_agent[:UA_SCAN_LIMIT]
     for marker, platform in _PLATFORMS:
         if marker in head:
             return f"{label} on {platform}"[:64]
@@ -176,8 +192,21 @@ def network_of(ip: str) -> str:
     A network rather than an address, because carriers and NAT pools move one user between
     neighbouring addresses constantly; moving to another network is what is worth noticing.
     """
+    return _address_traits(ip)[1]
+
+
+def _address_traits(ip: str) -> tuple[str, str]:
+    """The client's address as stored in a fingerprint and its network (``("", "")`` for
+    anything that is not an IP)."""
+    return ("", "") if len(ip) > IP_SCAN_LIMIT else _parsed_address_traits(ip)
+
+
+@functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
+def _parsed_address_traits(ip: str) -> tuple[str, str]:
     addr = parse_ip(ip)
-    return "" if addr is None else prefix_of(addr, V4_PREFIX, _V6_PREFIX)
+    if addr is None:
+        return "", ""
+    return str(addr), prefix_of(addr, V4_PREFIX, _V6_PREFIX)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,11 +232,11 @@ def fingerprint(facts: RequestFacts) -> dict[str, JSON]:
 
     Kept to five short values because it is written into every session record.
     """
-    addr = parse_ip(facts.client_ip)
+    ip, net = _address_traits(facts.client_ip)
     family, major = agent_family(facts.user_agent)
     return {
-        "ip": "" if addr is None else str(addr),
-        "net": "" if addr is None else prefix_of(addr, V4_PREFIX, _V6_PREFIX),
+        "ip": ip,
+        "net": net,
         "ua": family,
         "uav": major,
         "lang": _first_language(facts.accept_language),
