@@ -146,7 +146,14 @@ def mask_token(secret_b64: str) -> str:
     if secret is None or len(secret) != CSRF_SECRET_BYTES:
         raise ValueError("malformed CSRF secret")
     mask = secrets.token_bytes(CSRF_SECRET_BYTES)
-    return b64e(mask + bytes(a ^ b for a, b in zip(mask, secret, strict=True)))
+    return b64e(mask + _xor(mask, secret))
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    """``a`` XOR ``b``, two strings of :data:`CSRF_SECRET_BYTES` bytes (as one integer each:
+    a byte-by-byte loop in Python costs ten times as much)."""
+    n = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    return n.to_bytes(CSRF_SECRET_BYTES, "big")
 
 
 MASKED_TOKEN_LENGTH = len(b64e(bytes(2 * CSRF_SECRET_BYTES)))
@@ -159,8 +166,7 @@ def unmask_token(token: str) -> bytes | None:
     raw = b64d(token)
     if raw is None or len(raw) != 2 * CSRF_SECRET_BYTES:
         return None
-    mask, masked = raw[:CSRF_SECRET_BYTES], raw[CSRF_SECRET_BYTES:]
-    return bytes(a ^ b for a, b in zip(mask, masked, strict=True))
+    return _xor(raw[:CSRF_SECRET_BYTES], raw[CSRF_SECRET_BYTES:])
 
 
 def verify_masked_token(token: str, secret_b64: str) -> bool:
