@@ -42,11 +42,22 @@ class Verdict:
     Passing reasons: ``disabled``, ``safe-method``, ``exempt-path``, ``same-origin-fetch``,
     ``user-initiated``, ``trusted-origin``, ``origin-matches-host``, ``no-browser-headers``,
     ``token-ok``. Refusals: ``cross-site-fetch``, ``origin-mismatch``, ``null-origin``,
-    ``malformed-origin``, ``missing-token``, ``malformed-token``, ``bad-token``.
+    ``malformed-origin``, ``missing-browser-headers``, ``missing-token``, ``malformed-token``,
+    ``bad-token``.
     """
 
     ok: bool
     reason: str
+
+    @property
+    def header(self) -> str:
+        """The request header a cross-origin refusal rests on: ``sec-fetch-site``,
+        ``origin``, or ``none`` (neither was sent)."""
+        if self.reason == "cross-site-fetch":
+            return "sec-fetch-site"
+        if self.reason == "missing-browser-headers":
+            return "none"
+        return "origin"
 
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -90,6 +101,9 @@ def cross_origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
        page of this host is one an active network attacker can write. Default ports are equal
        to no port.
     6. Neither header: not a browser request, so nothing to forge; the token check decides.
+       With ``missing_headers="refuse"`` such a request is refused when it carries cookies
+       (CS-CSRF's fail-safe choice: an old browser, a browser extension, or a proxy that strips
+       the headers); one without cookies has no credentials to abuse and still passes.
     """
     if not policy.enabled:
         return Verdict(True, "disabled")
@@ -97,7 +111,14 @@ def cross_origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
         return Verdict(True, "safe-method")
     if is_exempt(facts.path, policy):
         return Verdict(True, "exempt-path")
-    return origin_verdict(facts, policy)
+    verdict = origin_verdict(facts, policy)
+    if (
+        verdict.reason == "no-browser-headers"
+        and policy.missing_headers == "refuse"
+        and facts.cookie_header.strip()
+    ):
+        return Verdict(False, "missing-browser-headers")
+    return verdict
 
 
 def origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:

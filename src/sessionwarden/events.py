@@ -35,6 +35,9 @@ class EventKind(enum.StrEnum):
     ALIAS_ACTION_REFUSED = "session.alias_action_refused"
     CSRF_REFUSED = "csrf.refused"
     CROSS_ORIGIN_REFUSED = "csrf.cross_origin_refused"
+    #: ``CsrfPolicy.report_only``: a check would have refused this request (reason: why;
+    #: ``detail.check``: ``cross-origin`` or ``token``); it was let through.
+    CSRF_WOULD_BLOCK = "csrf.would_block"
     ANOMALY = "anomaly.detected"
     THROTTLED = "client.throttled"
     HTTPS_REDIRECT = "https.redirect"

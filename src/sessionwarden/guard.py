@@ -27,7 +27,7 @@ from .hosts import HOW_TO_ALLOW, HostCheck
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
-from .records import dumps
+from .records import JSON, dumps
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _log = logging.getLogger("sessionwarden")
@@ -381,7 +381,7 @@ class Guard:
                 detail={
                     "hint": "requests carry no client address (a Unix-socket proxy?): the "
                     "unknown-ID throttle and the network check are off. Serve over TCP, or "
-                    "add \"unix\" to https.trusted_proxies so the proxy's forwarded header is read."
+                    'add "unix" to https.trusted_proxies so the proxy\'s forwarded header is read.'
                 },
             )
 
@@ -429,14 +429,7 @@ class Guard:
         if not cpol.enabled or facts.is_safe_method or csrf.is_exempt(facts.path, cpol):
             return ctx
         verdict = csrf.cross_origin_verdict(facts, cpol)
-        if not verdict.ok:
-            self.engine.emit(
-                EventKind.CROSS_ORIGIN_REFUSED,
-                facts,
-                now,
-                key=self._key(ctx),
-                reason=verdict.reason,
-            )
+        if not verdict.ok and self._csrf_refuses(ctx, verdict, "cross-origin", now):
             ctx.refusal = Refusal(403, "cross-origin", verdict.reason)
             return ctx
         if not cpol.require_token:
@@ -447,6 +440,31 @@ class Guard:
             return ctx
         self.check_token(ctx, presented)
         return ctx
+
+    def _csrf_refuses(
+        self, ctx: RequestContext, verdict: csrf.Verdict, check: str, now: float
+    ) -> bool:
+        """Report a failed CSRF check; whether the request is refused for it (not in
+        ``CsrfPolicy.report_only`` mode, where it is reported as ``csrf.would_block``)."""
+        session = ctx.session
+        enforce = not self.policy.csrf.report_only
+        detail: dict[str, JSON] = {}
+        kind = EventKind.CSRF_REFUSED
+        if check == "cross-origin":
+            kind, detail["header"] = EventKind.CROSS_ORIGIN_REFUSED, verdict.header
+        if not enforce:
+            kind = EventKind.CSRF_WOULD_BLOCK
+            detail["check"] = check
+        self.engine.emit(
+            kind,
+            ctx.facts,
+            now,
+            key=self._key(ctx),
+            user_id=session.user_id if session is not None else None,
+            reason=verdict.reason,
+            detail=detail,
+        )
+        return enforce
 
     @staticmethod
     def _key(ctx: RequestContext) -> str:
@@ -460,17 +478,7 @@ class Guard:
         verdict = (
             csrf.token_verdict(presented, secret) if secret else csrf.Verdict(False, "no-session")
         )
-        if not verdict.ok:
-            now = self.engine.clock.now()
-            user = session.user_id if session is not None else None
-            self.engine.emit(
-                EventKind.CSRF_REFUSED,
-                ctx.facts,
-                now,
-                key=self._key(ctx),
-                user_id=user,
-                reason=verdict.reason,
-            )
+        if not verdict.ok and self._csrf_refuses(ctx, verdict, "token", self.engine.clock.now()):
             ctx.refusal = Refusal(403, "csrf", verdict.reason)
 
     def check_form_body(self, ctx: RequestContext, body: bytes) -> None:

@@ -87,8 +87,18 @@ class CsrfPolicy:
     header_name: str = "x-csrf-token"
     #: Largest request body buffered to look for the form field; larger ones get 413.
     max_body_bytes: int = 1_048_576
+    #: An unsafe request with neither ``Sec-Fetch-Site`` nor ``Origin``: ``"allow"`` (Go's
+    #: choice: no browser sent it, so nothing was forged; the token check still applies) or
+    #: ``"refuse"`` it (403, reason ``missing-browser-headers``) when it carries a ``Cookie``
+    #: header. A request without cookies carries no ambient credentials and is not refused.
+    missing_headers: Literal["allow", "refuse"] = "allow"
+    #: Roll-out mode: a request either check would refuse is let through and reported
+    #: (``csrf.would_block``) instead. WebSocket handshakes are checked as always.
+    report_only: bool = False
 
     def __post_init__(self) -> None:
+        if self.missing_headers not in ("allow", "refuse"):
+            _fail("csrf.missing_headers", "must be 'allow' or 'refuse'")
         for origin in self.trusted_origins:
             if "://" not in origin or origin.endswith("/") or origin != origin.strip():
                 _fail("csrf.trusted_origins", f"{origin!r} is not an origin like https://a.example")
