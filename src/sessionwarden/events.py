@@ -58,6 +58,9 @@ class EventKind(enum.StrEnum):
     CONNECTION_CLOSED = "connection.closed"
     #: Once per process: the first request for a host not in ``Policy.allowed_hosts``.
     HOST_REFUSED = "config.host_refused"
+    #: A CSP violation report received at ``HeadersPolicy.csp_report_path`` (reason: the
+    #: directive; detail: document, blocked, directive, disposition, source, line, ...).
+    CSP_VIOLATION = "csp.violation"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fi
 from .policy import Policy
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import JSON, dumps
+from .reports import CspReports
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _log = logging.getLogger("sessionwarden")
@@ -172,9 +173,13 @@ class RequestContext:
     clear_cookie: bool = False
     #: Several session cookies arrived: the name is cleared on every domain and path.
     tossed: bool = False
-    #: The token must be read from the (buffered) form body before the app runs.
+    #: The body must be buffered and checked before the app runs: a form's CSRF token, or
+    #: (with ``csp_report``) a CSP violation report the guard answers itself.
     needs_form_token: bool = False
-    #: The guard answers a DBSC endpoint itself (through the commit, see :meth:`Guard.answer`).
+    #: A post to the CSP report receiver (``HeadersPolicy.csp_report_path``).
+    csp_report: bool = False
+    #: The guard answers an endpoint itself: DBSC's, or the CSP report receiver (through the
+    #: commit, see :meth:`Guard.answer`).
     dbsc_answer: DbscAnswer | None = None
     #: The DBSC registration offer to add to a login response.
     dbsc_offer: tuple[bytes, bytes] | None = None
@@ -242,6 +247,10 @@ class Guard:
             else None
         )
         self.hosts = HostCheck(policy.allowed_hosts)
+        #: The CSP report receiver, when ``HeadersPolicy.csp_report_path`` names one.
+        self.csp_reports = (
+            CspReports(policy.headers) if policy.headers.csp_report_path is not None else None
+        )
         self._host_reported = False
         #: The redirect's policy: :meth:`may_redirect` already decided the loopback exemption.
         self._redirect_policy = replace(policy.https, allow_loopback_http=False)
@@ -421,6 +430,10 @@ class Guard:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
         ctx.nonce = headers.new_nonce() if self.headers is not None else ""
+        reports = self.csp_reports
+        if reports is not None and facts.path == reports.path:
+            self._csp_report(ctx, reports, now)
+            return ctx
         if self.dbsc is not None and self.dbsc.is_endpoint(facts):
             # Registration and refresh carry a signed proof: no cross-origin or token check.
             ctx.dbsc_answer = self.dbsc.endpoint(facts, ctx.session, now)
@@ -482,8 +495,25 @@ class Guard:
             ctx.refusal = Refusal(403, "csrf", verdict.reason)
 
     def check_form_body(self, ctx: RequestContext, body: bytes) -> None:
+        """Check the buffered body: a form's CSRF token, or a CSP report (then answered)."""
+        if ctx.csp_report:
+            assert self.csp_reports is not None
+            now = self.engine.clock.now()
+            ctx.dbsc_answer = self.csp_reports.receive(ctx.facts, body, self.engine, now).answer()
+            return
         token = csrf.extract_form_token(ctx.facts.content_type, body, self.policy.csrf.field_name)
         self.check_token(ctx, token)
+
+    def _csp_report(self, ctx: RequestContext, reports: CspReports, now: float) -> None:
+        """A request to the CSP report receiver: refused at once (method, type, rate), or its
+        body is read first (no CSRF check: browsers send reports without cookies, and a forged
+        report only adds an event)."""
+        early = reports.admit(ctx.facts, now)
+        if early is not None:
+            ctx.dbsc_answer = early.answer()
+            return
+        ctx.csp_report = True
+        ctx.needs_form_token = True
 
     def body_too_large(self, ctx: RequestContext) -> None:
         ctx.refusal = Refusal(413, "too-large", "body-over-limit")

@@ -117,10 +117,10 @@ def _directives(policy: HeadersPolicy) -> dict[str, list[str]]:
     for name, sources in directives.items():
         if not sources:
             directives[name] = ["'none'"]
-    if policy.csp_report_uri is not None:
-        _check_source("headers.csp_report_uri", policy.csp_report_uri)
+    if policy.report_uri is not None:
+        _check_source("headers.csp_report_uri", policy.report_uri)
         # report-uri for browsers without the Reporting API, report-to for those with it.
-        directives["report-uri"] = [policy.csp_report_uri]
+        directives["report-uri"] = [policy.report_uri]
         directives["report-to"] = [_REPORT_GROUP]
     return directives
 
@@ -222,9 +222,9 @@ class SecurityHeaders:
             if value is not None:
                 _check_header_value(name, value)
                 static.append((name, value.encode("ascii")))
-        if policy.csp and policy.csp_report_uri is not None:
-            _check_source("headers.csp_report_uri", policy.csp_report_uri)
-            endpoint = f'{_REPORT_GROUP}="{policy.csp_report_uri}"'.encode("ascii")
+        if policy.csp and policy.report_uri is not None:
+            _check_source("headers.csp_report_uri", policy.report_uri)
+            endpoint = f'{_REPORT_GROUP}="{policy.report_uri}"'.encode("ascii")
             static.append((b"reporting-endpoints", endpoint))
         self._static = tuple(static)
 

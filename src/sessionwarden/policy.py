@@ -118,7 +118,18 @@ class HeadersPolicy:
     enabled: bool = True
     csp: bool = True
     csp_report_only: bool = False
+    #: Where browsers send CSP violation reports (``report-uri`` and, through
+    #: ``Reporting-Endpoints``, ``report-to``): an external collector's URL. ``None``: the
+    #: receiver at ``csp_report_path``, if any.
     csp_report_uri: str | None = None
+    #: A path of this application where the middleware itself receives CSP violation reports
+    #: (``POST``, ``application/csp-report`` or ``application/reports+json``) and emits a
+    #: ``csp.violation`` event for each; see :mod:`sessionwarden.reports`.
+    csp_report_path: str | None = None
+    #: Largest report body the receiver reads; larger gets 413.
+    csp_report_max_bytes: int = 65_536
+    #: Report posts one client address (IPv6: its /64) may make per minute; more get 429.
+    csp_report_limit_per_minute: int = 60
     #: Extra sources per directive, e.g. ``{"img-src": ("https://cdn.example",)}``.
     csp_extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     hsts_max_age: int = 31_536_000
@@ -137,9 +148,26 @@ class HeadersPolicy:
     def __post_init__(self) -> None:
         if self.hsts_max_age < 0:
             _fail("headers.hsts_max_age", "must be >= 0")
+        path = self.csp_report_path
+        if path is not None and (
+            not path.startswith("/")
+            or not path.isascii()
+            or not path.isprintable()
+            or any(c in path for c in ' ;,"?#')
+        ):
+            _fail("headers.csp_report_path", f"{path!r} is not a plain path like /csp-reports")
+        if self.csp_report_max_bytes <= 0:
+            _fail("headers.csp_report_max_bytes", "must be > 0")
+        if self.csp_report_limit_per_minute < 0:
+            _fail("headers.csp_report_limit_per_minute", "must be >= 0 (0: no limit)")
         year = 31_536_000
         if self.hsts_preload and (self.hsts_max_age < year or not self.hsts_include_subdomains):
             _fail("headers.hsts_preload", "preload needs max-age >= 1 year and includeSubDomains")
+
+    @property
+    def report_uri(self) -> str | None:
+        """Where the CSP sends reports: ``csp_report_uri``, else ``csp_report_path``."""
+        return self.csp_report_uri if self.csp_report_uri is not None else self.csp_report_path
 
 
 @dataclass(frozen=True, slots=True)
