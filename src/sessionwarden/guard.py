@@ -85,7 +85,9 @@ def _peer_address(peer_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return ip
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_loopback_peer(peer_ip: str) -> bool:
+    # Cached apart from the address: ``is_loopback`` is a network membership test per call.
     ip = _peer_address(peer_ip)
     return ip is not None and ip.is_loopback
 
@@ -562,7 +564,8 @@ class Guard:
             no_store,
             outcome is not None and outcome.logged_out,
         )
-        add[:0] = cookies
+        if cookies:
+            add[:0] = cookies
         return self._with_dbsc(ctx, outcome, add), drop
 
     def _with_dbsc(
