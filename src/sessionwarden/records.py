@@ -29,6 +29,8 @@ META_FIELDS: tuple[str, ...] = (
     "dbsc",
 )
 
+_META_NAMES = frozenset(META_FIELDS)
+
 
 @dataclass(slots=True)
 class SessionRecord:
@@ -78,6 +80,33 @@ class SessionRecord:
             clone_map(self.data),
             None if self.dbsc is None else clone_map(self.dbsc),
         )
+
+    def updated(self, update: RecordUpdate) -> SessionRecord:
+        """A new record: this one with ``update`` applied (this one is left as it is). What
+        the update leaves alone is shared with this one, since a record is never changed once
+        stored or read (the core copies before it changes one); what it sets is copied, so the
+        caller keeps no hold on the new record. How stores that keep records write an update."""
+        data = self.data
+        if update.set_data or update.del_data:
+            data = dict(data)  # the one container the update changes in place
+        new = SessionRecord(
+            self.key,
+            self.created_at,
+            self.last_seen,
+            self.expires_at,
+            self.rotated_at,
+            self.csrf_secret,
+            self.user_id,
+            self.auth_at,
+            self.client_ip,
+            self.user_agent,
+            self.fingerprint,
+            self.flags,
+            data,
+            self.dbsc,
+        )
+        new.apply(update.copy())
+        return new
 
     def meta(self) -> dict[str, JSON]:
         return {name: getattr(self, name) for name in META_FIELDS}
@@ -137,8 +166,8 @@ class RecordUpdate:
     activity: dict[str, JSON] | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.meta).difference(META_FIELDS)
-        if unknown:
+        if self.meta and not _META_NAMES.issuperset(self.meta):
+            unknown = set(self.meta).difference(META_FIELDS)
             raise ValueError(f"RecordUpdate.meta: unknown fields {sorted(unknown)}")
 
     def is_empty(self) -> bool:
@@ -200,7 +229,10 @@ def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
     """A copy of a mapping of JSON values; scalars (almost all of them) are shared."""
     if _CONTAINERS.isdisjoint(map(type, mapping.values())):
         return dict(mapping)  # scalars only: the shallow copy is a full one
-    return {name: clone_json(value) for name, value in mapping.items()}
+    return {
+        name: clone_json(value) if isinstance(value, dict | list) else value
+        for name, value in mapping.items()
+    }
 
 
 #: The one encoder of every stored JSON value (compact, UTF-8, no NaN); made once, since

@@ -158,16 +158,20 @@ class Session:
         if not isinstance(key, str) or not key:
             raise TypeError("session keys are non-empty strings")
         self._limits.check(key, value)
-        self._limits.check_total({**self._view(), key: value})
+        data = self._view()
+        data[key] = value
+        self._limits.check_total(data)
         self._set[key] = value
         self._deleted.discard(key)
 
     def _view(self) -> dict[str, JSON]:
         """The data as the request sees it now (the app's copies of lists and dicts included)."""
-        data: dict[str, JSON] = {}
-        if self.record is not None:
-            data.update((k, v) for k, v in self.record.data.items() if k not in self._deleted)
-        data.update((k, working) for k, (_, working) in self._accessed.items())
+        record, deleted = self.record, self._deleted
+        data: dict[str, JSON] = {} if record is None else dict(record.data)
+        for key in deleted:
+            data.pop(key, None)
+        for key, (_, working) in self._accessed.items():
+            data[key] = working
         data.update(self._set)
         return data
 
@@ -288,7 +292,8 @@ class Session:
                 grown = True
         if grown:
             self._limits.check_total(self._view())
-        return RecordUpdate(set_data=set_data, del_data=tuple(sorted(self._deleted)))
+        deleted = tuple(sorted(self._deleted)) if self._deleted else ()
+        return RecordUpdate(set_data=set_data, del_data=deleted)
 
     # -- actions ----------------------------------------------------------------------------
     def login(self, user_id: str) -> None:

@@ -11,8 +11,9 @@ from .base import StoreStats, oldest_over_cap
 
 
 class MemoryStore:
-    """Records are copied on the way in and out, and a stored record is never changed in place:
-    a write stores a new one. Reads therefore take no lock."""
+    """A record is copied on the way in, handed out shared by ``get``, and never changed in
+    place: a write stores a new one (:meth:`SessionRecord.updated`, sharing what it did not
+    change). Reads therefore take no lock."""
 
     def __init__(self) -> None:
         self._items: dict[str, SessionRecord | Alias | Tombstone] = {}
@@ -92,9 +93,8 @@ class MemoryStore:
             old = self._items.get(old_key)
             if not isinstance(old, SessionRecord):
                 return None
-            new = old.copy()
+            new = old.updated(update)
             new.key = new_key
-            new.apply(update.copy())
             self._index_drop(old_key, old.user_id)
             overwritten = self._items.get(new_key)
             if isinstance(overwritten, SessionRecord):
@@ -113,8 +113,7 @@ class MemoryStore:
             record = self._items.get(key)
             if not isinstance(record, SessionRecord):
                 return False
-            new = record.copy()
-            new.apply(update.copy())
+            new = record.updated(update)
             self._items[key] = new
             if new.user_id != record.user_id:
                 self._index_drop(key, record.user_id)
