@@ -332,6 +332,13 @@ def test_ttls_follow_deadlines(rstore: RedisStore, admin: redis.Redis) -> None:
     # an update that leaves expires_at alone leaves the TTL alone
     assert rstore.update(record.key, RecordUpdate(set_data={"x": 1}))
     assert abs(pexpiretime(admin, s) - math.ceil(later * 1000)) <= 1
+    # ... and a trail it starts or appends to expires with the record
+    admin.delete(rstore.prefix + "a:" + record.key)
+    for n in range(3):
+        assert rstore.update(record.key, RecordUpdate(activity={"n": n}), activity_max=2)
+        trail = rstore.prefix + "a:" + record.key
+        assert abs(pexpiretime(admin, trail) - math.ceil(later * 1000)) <= 1
+    assert [e["n"] for e in rstore.activity(record.key)] == [1, 2]
 
     # rotation: the new key follows the record, the alias follows its own `until`
     new = skey(2)

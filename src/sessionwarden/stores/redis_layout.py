@@ -1,8 +1,8 @@
 """The Redis store's layout: key names, hash fields, value encoding, and the Lua scripts.
 
 Keys (``P`` is the store's prefix, ``sw:`` by default; the kinds are :data:`KEY_LAYOUT`, the one
-table both the Python side and every script use: the scripts receive it as their first
-arguments, see ``lua/prelude.lua``):
+table both the Python side and every script use: it is written into each script as its
+constants when the scripts are loaded, see ``lua/prelude.lua``):
 
 =====================  =========  ===========================================================
 key                    type       holds
@@ -54,14 +54,16 @@ In a user index, a key of 64 lowercase hex digits (a keyed hash, as the core mak
 as byte 0xFF and its 32 bytes, which no key can be as is (0xFF never occurs in UTF-8); other keys
 as is. Members whose record is gone are pruned lazily.
 
-The scripts live in ``lua/`` next to this module: ``prelude.lua`` (shared helpers) is put in
-front of each operation's script, once, when this module is imported; the stores register them
+The scripts live in ``lua/`` next to this module: the key layout's constants and the helpers of
+``prelude.lua`` that an operation's script uses are put in front of it, once, when this module
+is imported (a call defines only the helpers it can run); the stores register them
 with redis-py's ``register_script`` (EVALSHA, loading the script when Redis does not know it).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,15 +79,16 @@ MIN_RETENTION_MS: Final = 60_000
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
     """The kinds of key under a store's prefix. Python names every key from this, and every
-    script receives it (``ARGV[1..5]``, see :meth:`script_args`)."""
+    script has it as constants (written into the source when the scripts are loaded; a call
+    passes only the prefix, see :meth:`script_args`)."""
 
     session: str = "s:"
     activity: str = "a:"
     user: str = "u:"
 
     def script_args(self, prefix: str) -> tuple[str, ...]:
-        """The arguments every script call starts with."""
-        return (prefix, self.session, self.activity, self.user, str(MIN_RETENTION_MS))
+        """The arguments every script call starts with (``ARGV[1]``: the prefix)."""
+        return (prefix,)
 
 
 KEY_LAYOUT: Final = KeyLayout()
@@ -395,15 +398,77 @@ _OPERATIONS: Final = (
 )
 
 
+def _lua_string(value: str) -> str:
+    """``value`` as a Lua string literal (every byte outside printable ASCII as ``\\ddd``)."""
+    out = []
+    for byte in value.encode("utf-8"):
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in "\\'" else f"\\{byte:03d}")
+    return "'" + "".join(out) + "'"
+
+
+def _layout_lua() -> str:
+    """The key layout as the scripts' constants (see ``lua/prelude.lua``)."""
+    kinds = (KEY_LAYOUT.session, KEY_LAYOUT.activity, KEY_LAYOUT.user)
+    return (
+        "local S_KIND, A_KIND, U_KIND = " + ", ".join(_lua_string(k) for k in kinds) + "\n"
+        f"local MIN_MS = {int(MIN_RETENTION_MS)}\n"
+    )
+
+
+_DEFINITION: Final = re.compile(r"^local function ([A-Za-z_][A-Za-z0-9_]*)\b", re.MULTILINE)
+
+
+def _helpers(prelude: str) -> tuple[str, list[tuple[str, str]]]:
+    """A prelude split into its head (what comes before the first helper) and its helpers,
+    ``(name, source)`` in order; a helper's source starts with the comment lines above it."""
+    starts: list[tuple[int, str]] = []
+    for match in _DEFINITION.finditer(prelude):
+        start = match.start()
+        while True:  # take the comment lines just above the definition along
+            above = prelude.rfind("\n", 0, max(start - 1, 0)) + 1
+            if start == 0 or not prelude[above:start].startswith("--"):
+                break
+            start = above
+        starts.append((start, match.group(1)))
+    head = prelude[: starts[0][0]] if starts else prelude
+    ends = [s for s, _ in starts[1:]] + [len(prelude)]
+    return head, [(name, prelude[s:e]) for (s, name), e in zip(starts, ends, strict=True)]
+
+
+def _used(body: str, helpers: list[tuple[str, str]]) -> str:
+    """The helpers ``body`` names, with those they name in turn, in the prelude's order."""
+    wanted: set[str] = set()
+    text_in = body
+    while True:
+        found = {
+            name
+            for name, _ in helpers
+            if name not in wanted and re.search(rf"\b{name}\b", text_in)
+        }
+        if not found:
+            break
+        wanted |= found
+        text_in = "\n".join(src for name, src in helpers if name in found)
+    return "".join(src for name, src in helpers if name in wanted)
+
+
 def load_scripts(names: Sequence[str], preludes: Sequence[str] = ("prelude",)) -> dict[str, str]:
-    """Operation name -> its Lua source: the ``preludes`` (shared helpers), then
-    ``lua/<name>.lua``."""
+    """Operation name -> its Lua source: the key layout's constants, the ``preludes``' heads
+    and the helpers the script uses (see ``lua/prelude.lua``), then ``lua/<name>.lua``."""
     lua = files(__package__).joinpath("lua")
-    head = "\n".join(lua.joinpath(f"{p}.lua").read_text(encoding="utf-8") for p in preludes)
-    return {
-        name: head + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        for name in names
-    }
+    heads: list[str] = []
+    helpers: list[tuple[str, str]] = []
+    for prelude in preludes:
+        head, found = _helpers(lua.joinpath(f"{prelude}.lua").read_text(encoding="utf-8"))
+        heads.append(head)
+        helpers += found
+    start = _layout_lua() + "".join(heads)
+    scripts = {}
+    for name in names:
+        body = lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        scripts[name] = start + _used(body, helpers) + "\n" + body
+    return scripts
 
 
 #: Operation name -> the Lua source run for it (the prelude, then the operation's script).

@@ -1,7 +1,8 @@
 """The Redis store's operations, written once for the sync and the async store: each is a
 generator of :class:`Call` (a registered script or a plain command) that the store runs with
-its own client. Key names come from :data:`~.redis_layout.KEY_LAYOUT`, which every script call
-also receives first (see :meth:`~.redis_layout.KeyLayout.script_args`).
+its own client. Key names come from :data:`~.redis_layout.KEY_LAYOUT`, which every script has
+as constants; a script call passes the store's prefix first (see
+:meth:`~.redis_layout.KeyLayout.script_args`).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Ops:
                 raise ValueError("prefix: no braces with cluster_hash_tag=True")
             prefix = "{" + (prefix.rstrip(":") or "sw") + "}:"
         self.prefix = prefix
-        #: What every script call's ARGV starts with: the prefix and the key layout.
+        #: What every script call's ARGV starts with: the prefix.
         self.head = KEY_LAYOUT.script_args(prefix)
         #: Scalar field values parsed once by content (the store's reads use it too).
         self.parse = Scalars().parse

@@ -1,17 +1,18 @@
--- Shared by every script (sessionwarden.stores.redis_layout loads it in front of each one).
+-- Shared by every script (sessionwarden.stores.redis_layout puts the helpers a script uses in
+-- front of it, once, when it loads the scripts: a helper no script line names is left out, so a
+-- call defines only what it runs).
 --
--- ARGV[1..5] is the key layout, as redis_layout.KEY_LAYOUT gives it: the store's prefix, the
--- infixes of session hashes, activity lists and user indexes, and MIN_RETENTION_MS. No key
--- name is spelled here. ARG is the script's own arguments: ARG[1] the prefix, then ARGV[6..].
+-- The key layout comes from redis_layout.KEY_LAYOUT: its infixes of session hashes, activity
+-- lists and user indexes and MIN_RETENTION_MS are written into the script as S_KIND, A_KIND,
+-- U_KIND and MIN_MS when it is loaded, and ARGV[1] is the store's prefix (P). No key name is
+-- spelled here. ARG is the script's own arguments, ARG[1] the prefix (it is ARGV).
 -- Times arrive and are stored as the Python side encodes them (an 8-byte double, or JSON
 -- number text): read with tnum(), and copied as is (a tombstone's time is the record's own
 -- bytes) so nothing is lost to Lua's number formatting. Other values are copied as stored;
 -- only a user ID is decoded (val()), to name its index. Hash fields: see the table in
 -- redis_layout's docstring.
-local P, S_KIND, A_KIND, U_KIND = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local MIN_MS = tonumber(ARGV[5])
-local ARG = {P}
-for i = 6, #ARGV do ARG[#ARG + 1] = ARGV[i] end
+local P = ARGV[1]
+local ARG = ARGV
 local MAX_MS = 4503599627370496
 local NOW_MS = nil
 
