@@ -119,17 +119,18 @@ class Client:
     clock: ManualClock
     cookie: str | None = None
     responses: list[httpx.Response] = field(default_factory=list)
+    cookie_name: str = COOKIE
 
     def _headers(self, headers: dict[str, str] | None, send_cookie: bool) -> dict[str, str]:
         out = dict(headers or {})
         if send_cookie and self.cookie:
-            out["cookie"] = f"{COOKIE}={self.cookie}"
+            out["cookie"] = f"{self.cookie_name}={self.cookie}"
         return out
 
     def _keep(self, response: httpx.Response) -> httpx.Response:
         for header in response.headers.get_list("set-cookie"):
             name, _, rest = header.partition("=")
-            if name == COOKIE:
+            if name == self.cookie_name:
                 value = rest.split(";", 1)[0]
                 self.cookie = value or None
         self.responses.append(response)
@@ -166,7 +167,9 @@ class Client:
 
 
 @contextmanager
-def client(kind: str, policy: Policy, *, base: str = BASE) -> Iterator[Client]:
+def client(
+    kind: str, policy: Policy, *, base: str = BASE, cookie_name: str = COOKIE
+) -> Iterator[Client]:
     """A :class:`Client` of the ``kind`` adapter (``"asgi"`` or ``"wsgi"``) over one fresh
     memory store, with a manual clock and an event recorder."""
     recorder, clock, store = Recorder(), ManualClock(), MemoryStore()
@@ -180,4 +183,4 @@ def client(kind: str, policy: Policy, *, base: str = BASE) -> Iterator[Client]:
         flask_app = _flask()
         SessionWarden(flask_app, policy=policy, store=store, clock=clock, sink=recorder)
         http = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=base)
-    yield Client(http, recorder, clock)
+    yield Client(http, recorder, clock, cookie_name=cookie_name)

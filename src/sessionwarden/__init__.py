@@ -24,6 +24,7 @@ from .policy import (
     MonitorPolicy,
     Policy,
     WebSocketPolicy,
+    insecure_settings,
 )
 from .stores import (
     AsyncSessionStore,
@@ -63,6 +64,7 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "WebSocketPolicy",
+    "insecure_settings",
     "open_async_store",
     "open_store",
 ]

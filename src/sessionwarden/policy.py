@@ -295,6 +295,14 @@ class Policy:
     websocket: WebSocketPolicy = field(default_factory=WebSocketPolicy)
     #: Device Bound Session Credentials (off by default; see ``docs/dbsc.md``).
     dbsc: DbscPolicy = field(default_factory=DbscPolicy)
+    #: Production mode: building the policy fails (``ValueError``) while any setting of
+    #: :func:`insecure_settings` is weakened, so a server with a development configuration
+    #: never starts.
+    production: bool = False
+    #: Names of :func:`insecure_settings` accepted anyway in production mode, for developing a
+    #: production configuration on this machine: honoured only while ``allowed_hosts`` is
+    #: empty (the app answers loopback hosts alone).
+    allow_insecure: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         keys = self.secret_keys
@@ -327,6 +335,34 @@ class Policy:
             _positive("tombstone_ttl", self.tombstone_ttl)
         self._check_value_limits()
         self._check_hosts()
+        self._check_production()
+
+    def _check_production(self) -> None:
+        allowed = self.allow_insecure
+        if isinstance(allowed, str) or not isinstance(allowed, tuple | list):
+            _fail("allow_insecure", "must be a sequence of setting names")
+        unknown = sorted(set(allowed) - set(INSECURE_SETTINGS))
+        if unknown:
+            _fail("allow_insecure", f"unknown setting(s) {', '.join(unknown)}")
+        if not self.production:
+            return
+        if allowed and self.allowed_hosts:
+            _fail(
+                "allow_insecure",
+                "is for development on this machine only: leave allowed_hosts empty "
+                "(loopback hosts) or fix the settings",
+            )
+        problems = [
+            f"{name} ({why})" for name, why in insecure_settings(self) if name not in allowed
+        ]
+        if problems:
+            _fail(
+                "production",
+                "insecure settings: "
+                + "; ".join(problems)
+                + ". Fix them, or for development on this machine only name them in "
+                "allow_insecure",
+            )
 
     def _check_hosts(self) -> None:
         hosts = self.allowed_hosts
@@ -358,3 +394,50 @@ class Policy:
     @property
     def effective_tombstone_ttl(self) -> float:
         return self.tombstone_ttl if self.tombstone_ttl is not None else self.absolute_timeout
+
+
+#: Every setting production mode checks, with what counts as insecure (see
+#: :func:`insecure_settings`).
+INSECURE_SETTINGS: dict[str, str] = {
+    "secret_keys": "a key with fewer than 8 distinct bytes is not secret material",
+    "cookie.secure": "False: the session cookie would travel over plain HTTP",
+    "cookie.http_only": "False: page scripts (and XSS) could read the session ID",
+    "cookie.same_site": "'None': every cross-site request would carry the cookie",
+    "cookie.name": "no __Host- or __Secure- prefix: a sibling subdomain could plant the cookie",
+    "https.redirect": "False: plain HTTP requests are served instead of redirected",
+    "csrf.enabled": "False: no cross-site request forgery check",
+    "csrf.report_only": "True: forged requests are only reported, not refused",
+    "headers.enabled": "False: no security headers at all",
+    "headers.csp": "False: no Content-Security-Policy",
+    "headers.csp_report_only": "True: the Content-Security-Policy blocks nothing",
+    "headers.hsts_max_age": "under one year: browsers forget HTTPS-only too soon",
+    "allowed_hosts": "'*' with no trusted proxy: nothing checks the Host header",
+}
+
+
+def _weakened(policy: Policy) -> dict[str, bool]:
+    """Whether each setting of :data:`INSECURE_SETTINGS` is weakened in ``policy``."""
+    cookie, headers = policy.cookie, policy.headers
+    return {
+        "secret_keys": any(len(set(key)) < 8 for key in policy.secret_keys),
+        "cookie.secure": not cookie.secure,
+        "cookie.http_only": not cookie.http_only,
+        "cookie.same_site": cookie.same_site == "None",
+        "cookie.name": not cookie.name.startswith(("__Host-", "__Secure-")),
+        "https.redirect": not policy.https.redirect,
+        "csrf.enabled": not policy.csrf.enabled,
+        "csrf.report_only": policy.csrf.report_only,
+        "headers.enabled": not headers.enabled,
+        "headers.csp": not headers.csp,
+        "headers.csp_report_only": headers.csp_report_only,
+        "headers.hsts_max_age": headers.hsts_max_age < 31_536_000,
+        "allowed_hosts": "*" in policy.allowed_hosts and not policy.https.trusted_proxies,
+    }
+
+
+def insecure_settings(policy: Policy) -> list[tuple[str, str]]:
+    """The settings of ``policy`` weakened below what production needs, as (name, why) pairs,
+    in the order of :data:`INSECURE_SETTINGS`; empty for the defaults. Production mode
+    (``Policy.production``) refuses a policy for which this is not empty."""
+    weak = _weakened(policy)
+    return [(name, why) for name, why in INSECURE_SETTINGS.items() if weak[name]]
