@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sessionwarden.records import JSON, RecordUpdate, SessionRecord
+from sessionwarden.stores import sqlite_file
 from sessionwarden.stores.sqlite import SQLiteStore
 
 from .sqlite_support import Statements
@@ -259,7 +260,7 @@ def test_a_file_not_in_wal_mode_is_kept_current(
     shell = raw(db_path)
     shell.execute("PRAGMA journal_mode = DELETE")
     shell.close()
-    monkeypatch.setattr(SQLiteStore, "_use_wal", lambda self, db: None)
+    monkeypatch.setattr(sqlite_file, "use_wal", lambda db, timeout: None)
     store = SQLiteStore(db_path)  # writable, on a file left in rollback-journal mode
     try:
         assert store._db().execute("PRAGMA journal_mode").fetchone()[0] == "delete"

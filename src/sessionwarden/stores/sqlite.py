@@ -84,6 +84,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, Final
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
+from . import sqlite_file as _file
 from . import sqlite_rows as _rows
 from .base import StoreStats, StoreUnavailable, appended_trail, merge_stored
 from .sqlite_rows import (
@@ -112,12 +113,6 @@ _CACHE_REST = 65536
 
 _DATA_VERSION: Final = "PRAGMA data_version"
 
-
-# Taking the write lock: retry BEGIN IMMEDIATE after 0.5 ms, then 1 ms, then every 2 ms. A waiting
-# writer thus gets the lock within about 2 ms of its release (the purge pauses longer than that
-# between its batches), at the cost of a few cheap failed attempts while it waits.
-_LOCK_RETRY_FIRST: Final = 0.0005
-_LOCK_RETRY_MAX: Final = 0.002
 
 # Purge: at most this many rows per transaction (a few ms of lock at a million rows, three
 # indexes to maintain), and this pause between transactions, in which waiting writers get in.
@@ -228,52 +223,9 @@ class SQLiteStore(_rows.ListsAll):
 
     # -- connections -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        if self._read_only:
-            from urllib.parse import quote
-
-            target = "file:" + quote(os.path.abspath(self._path)) + "?mode=ro"
-            uri = True
-        else:
-            target, uri = self._path, False
-        db = sqlite3.connect(
-            target,
-            timeout=self._timeout,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # close() may run on another thread
-            uri=uri,
+        return _file.connect(
+            self._path, self._timeout, read_only=self._read_only, mmap_size=self._mmap_size
         )
-        try:
-            if not self._read_only:
-                self._use_wal(db)
-            db.execute("PRAGMA synchronous = NORMAL")
-            if self._mmap_size:
-                db.execute(f"PRAGMA mmap_size = {self._mmap_size}")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _use_wal(self, db: sqlite3.Connection) -> None:
-        """Switch the file to WAL (a no-op once done: the mode is stored in the file).
-
-        The switch needs a moment alone with the file, and SQLite does not always apply the busy
-        timeout to it, so processes opening a new file at once retry here within ``timeout``.
-        """
-        deadline = time.monotonic() + self._timeout
-        delay = 0.001
-        while True:
-            try:
-                row = db.execute("PRAGMA journal_mode").fetchone()
-                if row is not None and str(row[0]).lower() == "wal":
-                    return
-                db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-                if code not in (5, 6) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
 
     def _db(self) -> sqlite3.Connection:
         return self._handle().db
@@ -297,36 +249,16 @@ class SQLiteStore(_rows.ListsAll):
             self._handles.add(handle)
         return handle
 
-    def _begin_immediate(self, db: sqlite3.Connection) -> None:
-        """``BEGIN IMMEDIATE``, retried finely until ``timeout`` while another writer holds it.
-
-        The connection's busy timeout must be 0 here (see :meth:`_write`): each attempt then
-        fails at once instead of sleeping in SQLite's coarse steps.
-        """
-        deadline = time.monotonic() + self._timeout
-        delay = _LOCK_RETRY_FIRST
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-                left = deadline - time.monotonic()
-                if code not in (5, 6) or left <= 0:  # SQLITE_BUSY, SQLITE_LOCKED
-                    raise
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, _LOCK_RETRY_MAX)
-
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back otherwise."""
         db = self._db()
         try:
             # No busy handler while this connection writes: the lock is waited for by
-            # _begin_immediate, and once it is held (WAL) nothing in the transaction waits.
+            # begin_immediate, and once it is held (WAL) nothing in the transaction waits.
             db.execute("PRAGMA busy_timeout = 0")
             try:
-                self._begin_immediate(db)
+                _file.begin_immediate(db, self._timeout)
                 try:
                     yield db
                 except BaseException:
@@ -639,7 +571,7 @@ class SQLiteStore(_rows.ListsAll):
         more than 200), pausing 5 ms between them: a background job that yields to requests.
 
         A concurrent writer waits for one small batch at most. The purge also pays for the WAL
-        it writes: it checkpoints after each batch itself (``sqlite_rows.checkpoint``), so the WAL
+        it writes: it checkpoints after each batch itself (``sqlite_file.checkpoint``), so the WAL
         stays far below the auto-checkpoint threshold and no request's commit ends up copying the
         purge's pages into the database file (and syncing it) inside the request.
         """
@@ -664,7 +596,7 @@ class SQLiteStore(_rows.ListsAll):
                     ).rowcount
                 removed += count
                 if count > 0:
-                    _rows.checkpoint(db, self._busy_pragma)
+                    _file.checkpoint(db, self._busy_pragma)
                 if count < step:
                     return removed
                 time.sleep(_PURGE_PAUSE)

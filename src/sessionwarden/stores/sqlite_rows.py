@@ -214,29 +214,6 @@ def rehome(db: sqlite3.Connection, after: int | None, batch: int) -> tuple[int |
     return int(rows[-1][0]), moved
 
 
-def checkpoint(db: sqlite3.Connection, busy_pragma: str) -> None:
-    """Copy the WAL into the database file without holding anyone up, then rewind it.
-
-    ``PASSIVE`` does the bulk of the work (the batch just written, and its syncs) without any
-    lock that writers need. ``RESTART`` then takes the write lock for a moment, copies the
-    few frames writers committed meanwhile (usually none) and rewinds the WAL. Without the
-    rewind, measured with requests writing every few ms, the WAL was seldom rewound even
-    after complete checkpoints; it passed the 1,000-page auto-checkpoint threshold, and from
-    then on request commits ran checkpoints themselves, syncs included (10-110 ms). Both run
-    without a busy handler: when a writer holds the lock, or a reader an old snapshot, they
-    do what they can without waiting, and the next batch's checkpoint finishes the job.
-    """
-    try:
-        db.execute("PRAGMA busy_timeout = 0")
-        try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-        finally:
-            db.execute(busy_pragma)
-    except sqlite3.Error as exc:
-        unavailable(exc)
-
-
 #: Live sessions, users with one, tombstones and aliases not yet expired at ``?``.
 STATS: Final = (
     "SELECT coalesce(sum(kind = 0), 0),"
