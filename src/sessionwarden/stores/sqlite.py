@@ -27,13 +27,26 @@ fill of a million rows took about twice as long, and the file came out 15 % larg
 request's read is what happens on every request, an insert only at sign-in and rotation.
 
 The file runs in WAL mode with ``synchronous=NORMAL``: readers never wait for writers, and every
-write is one short ``BEGIN IMMEDIATE`` transaction, serialised across threads and processes by
-SQLite's own lock. A writer that finds the lock taken retries ``BEGIN IMMEDIATE`` itself every
-0.5-2 ms until ``timeout`` (SQLite's busy handler sleeps in steps of up to 100 ms and so keeps
-missing the short gaps between another writer's transactions); reads keep SQLite's busy timeout.
-Each thread uses its own connection. :meth:`SQLiteStore.purge` deletes in small, paced
-transactions and checkpoints the WAL it wrote itself, so a request never waits for more than one
-small batch and never pays for copying the purge's pages into the database file.
+write is one short transaction (``BEGIN IMMEDIATE``, or one statement: below), serialised across
+threads and processes by SQLite's own lock. A writer that finds the lock taken retries
+``BEGIN IMMEDIATE`` itself every 0.5-2 ms until ``timeout`` (SQLite's busy handler sleeps in
+steps of up to 100 ms and so keeps missing the short gaps between another writer's
+transactions); reads keep SQLite's busy timeout. Each thread uses its own connection.
+
+An update of a record this connection's read cache holds (the common write: a request that
+read its session and changed a key) is not a transaction around a read: it is one UPDATE,
+committed on its own, that sets only what changes and only where the row still holds the
+meta and data texts the cache holds (``sqlite_rows.rewrite``). Whatever happened to the row
+since (another process's write of any key, a revocation, a rotation), the statement then
+changes nothing, and the update reads the row under the write lock and merges there, as it
+does without a cache: no write of another writer is lost and no dead session comes back.
+(Measured: an update 72 -> 40 µs on a quiet machine; rewriting the indexed columns that did not
+change was half of the difference.) The statement runs without a busy handler: when another
+writer holds the lock it fails at once, and the transaction path waits as above.
+
+:meth:`SQLiteStore.purge` deletes in small, paced transactions and checkpoints the WAL it wrote
+itself, so a request never waits for more than one small batch and never pays for copying the
+purge's pages into the database file.
 Everything SQLite reports (locked past the timeout, read-only, disk full, I/O error, corrupt
 file) is raised as :class:`StoreUnavailable` with a short message naming the condition.
 
@@ -83,7 +96,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
-from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
+from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, loads
 from . import sqlite_file as _file
 from . import sqlite_rows as _rows
 from .base import StoreStats, StoreUnavailable, appended_trail, merge_stored
@@ -132,6 +145,11 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# A read cache entry: what get() returned, and the meta and data texts of the row it came from
+# (what SQLiteStore.update's conditional statement expects to find).
+_Entry = tuple[Lookup, str | None, str | None]
+
+
 class _Handle:
     """One thread's connection (weakly registered so :meth:`SQLiteStore.close` can reach it),
     with a cursor kept for the hot reads and this connection's read cache (see
@@ -156,9 +174,10 @@ class _Handle:
         self.cursor = db.cursor()
         self.pid = os.getpid()
         self.fork = _forks
-        # key -> what get() returned for it, valid while data_version is still `version` and
-        # the store's write generation still `generation` (-1: not known).
-        self.cache: OrderedDict[str, Lookup] = OrderedDict()
+        # key -> what get() returned for it and the row's meta and data texts, valid while
+        # data_version is still `version` and the store's write generation still `generation`
+        # (-1: not known).
+        self.cache: OrderedDict[str, _Entry] = OrderedDict()
         self.version = -1
         self.generation = -1
         self.hits = 0
@@ -362,7 +381,7 @@ class SQLiteStore(_rows.ListsAll):
                 hit = cache.get(key)
                 if hit is not None:
                     handle.hits += 1
-                    return hit
+                    return hit[0]
                 self._missed(handle, cache)
             cursor = handle.cursor
             row = cursor.execute(GET_BY_ROWID, (_rows.row_id(key), key)).fetchone()
@@ -376,10 +395,10 @@ class SQLiteStore(_rows.ListsAll):
         if cache is not None:
             if len(cache) >= self._cache_size:
                 cache.popitem(last=False)  # the oldest entry
-            cache[key] = found
+            cache[key] = (found, row[3], row[4])
         return found
 
-    def _current_cache(self, handle: _Handle) -> OrderedDict[str, Lookup] | None:
+    def _current_cache(self, handle: _Handle) -> OrderedDict[str, _Entry] | None:
         """This connection's read cache, emptied if anything was committed since it was last
         known current; None while the cache is off or resting (see ``_CACHE_WINDOW``)."""
         if not self._cache_size:
@@ -397,7 +416,7 @@ class SQLiteStore(_rows.ListsAll):
         return cache
 
     @staticmethod
-    def _missed(handle: _Handle, cache: OrderedDict[str, Lookup]) -> None:
+    def _missed(handle: _Handle, cache: OrderedDict[str, _Entry]) -> None:
         """Count a miss; a cache that does not pay for itself rests, then starts afresh."""
         handle.misses += 1
         if handle.misses >= _CACHE_WINDOW:
@@ -472,25 +491,56 @@ class SQLiteStore(_rows.ListsAll):
             rows = self._read("SELECT kind FROM items WHERE key = ?", (key,))
             return bool(rows) and rows[0][0] == RECORD
         handle = self._handle()
+        if not add_activity and self._update_cached(handle, key, update):
+            return True
         with self._write() as db:
             row = db.execute(LIVE_SELECT, (key,)).fetchone()
             if row is None or row[0] != RECORD:
                 return False  # revoked, rotated out, or gone: never written back to life
             seen = self._seen(handle)
-            meta: dict[str, Any] = loads(row[1])
-            data: dict[str, Any] = loads(row[2]) if row[2] else {}
-            self._merge(meta, data, update)
-            trail_text = row[3]
+            trail_text = None
             if update.activity is not None and add_activity:
-                trail_text = self._appended(trail_text, update.activity, activity_max)
-            meta_text, data_text = dumps(meta), dumps(data)
-            db.execute(
-                "UPDATE items SET user_id = ?, created_at = ?, expires = ?, meta = ?, data = ?,"
-                " activity = ? WHERE key = ?",
-                (*_rows.columns(meta), meta_text, data_text, trail_text, key),
+                trail_text = self._appended(row[3], update.activity, activity_max)
+            statement, params, meta_text, data_text = _rows.rewrite(
+                key, update, row[1], row[2], trail_text
             )
+            db.execute(statement, params)
         self._written(handle, seen, (), key, meta_text, data_text)
         return True
+
+    def _update_cached(self, handle: _Handle, key: str, update: RecordUpdate) -> bool:
+        """Write ``update`` over the record this connection's read cache holds for ``key``, in
+        one statement of its own (no transaction around a read) that changes the row only if
+        it still holds exactly the texts the cache holds: a concurrent write of any field, a
+        revocation or a rotation makes it change nothing. True when it wrote; False when it did
+        not (nothing cached, the row moved on, or another writer holds the lock): then
+        :meth:`update` reads the row under the write lock and merges there, as without a cache.
+
+        The cache need not be current: the condition compares the row itself. When the row
+        matches, merging into the cached texts is merging into the row.
+        """
+        entry = handle.cache.get(key)
+        if entry is None or not isinstance(entry[0], SessionRecord) or entry[1] is None:
+            return False
+        statement, params, meta_text, data_text = _rows.rewrite(key, update, entry[1], entry[2])
+        db = handle.db
+        try:
+            seen = self._seen(handle)
+            db.execute("PRAGMA busy_timeout = 0")  # a lock held elsewhere: the transaction waits
+            try:
+                written = db.execute(statement, params).rowcount == 1
+            finally:
+                self._generation += 1  # as after any write (see _write)
+                db.execute(self._busy_pragma)
+        except sqlite3.OperationalError as exc:
+            if _file.is_busy(exc):
+                return False
+            unavailable(exc)
+        except sqlite3.Error as exc:
+            unavailable(exc)
+        if written:
+            self._written(handle, seen, (), key, meta_text, data_text)
+        return written
 
     def _seen(self, handle: _Handle) -> tuple[int, int]:
         """Inside a write transaction (the lock held): ``data_version`` as of every commit
@@ -522,7 +572,7 @@ class SQLiteStore(_rows.ListsAll):
             cache.pop(gone, None)
         if len(cache) >= self._cache_size:
             cache.popitem(last=False)
-        cache[key] = self._record(key, meta_text, data_text)
+        cache[key] = (self._record(key, meta_text, data_text), meta_text, data_text)
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         with self._write() as db:

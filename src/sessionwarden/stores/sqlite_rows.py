@@ -15,12 +15,13 @@ from ..records import (
     JSON,
     Alias,
     Lookup,
+    RecordUpdate,
     SessionRecord,
     Tombstone,
     dumps,
     loads,
 )
-from .base import StoreStats, StoreUnavailable, oldest_over_cap
+from .base import StoreStats, StoreUnavailable, merge_stored, oldest_over_cap
 
 SCHEMA_VERSION: Final = 1
 
@@ -68,6 +69,57 @@ GET: Final = "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?
 GET_BY_ROWID: Final = (
     "SELECT kind, user_id, expires, meta, data FROM items WHERE rowid = ? AND key = ?"
 )
+
+
+# The meta fields a record's row also keeps in a column of its own (see ``columns``).
+_COLUMN_OF: Final = {"user_id": "user_id", "created_at": "created_at", "expires_at": "expires"}
+
+
+def rewrite(
+    key: str,
+    update: RecordUpdate,
+    meta_text: str,
+    data_text: str | None,
+    trail_text: str | None = None,
+) -> tuple[str, tuple[Any, ...], str, str | None]:
+    """How to write ``update`` over the record stored as ``meta_text`` and ``data_text``: the
+    UPDATE statement and its parameters, and the record's new meta and data texts.
+
+    The statement sets only what changes (the indexed columns only when their meta fields
+    change: rewriting an index entry is another page for the WAL), with ``trail_text`` the new
+    activity trail when given, and only where the row still is that record with those texts:
+    on any other row (revoked, rotated out, changed by another writer) it changes nothing, and
+    the cursor's ``rowcount`` is 0.
+    """
+    sets: list[str] = []
+    params: list[Any] = []
+    meta: dict[str, Any] = loads(meta_text) if update.meta else {}
+    changes_data = bool(update.set_data or update.del_data)
+    data: dict[str, Any] = loads(data_text) if changes_data and data_text else {}
+    merge_stored(meta, data, update)
+    new_meta = meta_text
+    if update.meta:
+        new_meta = dumps(meta)
+        sets.append("meta = ?")
+        params.append(new_meta)
+        for name in update.meta:
+            column = _COLUMN_OF.get(name)
+            if column is not None:
+                sets.append(f"{column} = ?")
+                params.append(meta[name])
+    new_data = dumps(data) if changes_data else data_text
+    if changes_data:
+        sets.append("data = ?")
+        params.append(new_data)
+    if trail_text is not None:
+        sets.append("activity = ?")
+        params.append(trail_text)
+    # Only the fixed assignments above are joined; every value is a parameter.
+    statement = (
+        f"UPDATE items SET {', '.join(sets)}"  # noqa: S608
+        " WHERE key = ? AND kind = 0 AND meta = ? AND data IS ?"
+    )
+    return statement, (*params, key, meta_text, data_text), new_meta, new_data
 
 
 def row_id(key: str) -> int:
