@@ -374,10 +374,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         signed_out = result.action == "logout" and old is not None
         if signed_out and old is not None and (old.user is not None or self._won_race(result)):
             self._end(old, "signed out")
-        ended_others = result.action == "revoke_others" and self._won_race(result)
-        if ended_others and old is not None and old.user is not None:
+        if result.action == "revoke_others" and old is not None and old.user is not None:
+            # "Log out other devices" ends the user's other sessions, and when its own session
+            # was moved or ended by a concurrent request (the race is lost), that one too: a
+            # copy of the cookie that raced it must not survive.
+            won = self._won_race(result)
             for line in self.lineages.values():
-                if line.user == old.user and line is not old and line.dead is None:
+                if line.user == old.user and (line is not old or not won):
                     self._end(line, "other devices signed out")
         if new is None:
             return
@@ -395,8 +398,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             self._check_cookie_lifetime(line, result)
             line.ids.append(new)
             return
-        if result.action == "rotate":
-            for raw in line.ids:  # explicit rotation: every older ID dies at once
+        if result.action in ("rotate", "revoke_others"):
+            # explicit rotation ("log out other devices" rotates too): every older ID dies at once
+            for raw in line.ids:
                 self.dead_ids[raw] = min(self.dead_ids.get(raw, now), now)
         else:
             for raw in line.ids:  # periodic: the older IDs die when the grace ends

@@ -65,10 +65,16 @@ CASES: list[tuple[str, Callable[[], Session], Callable[[Session], object], Commi
         CommitPlan.UPDATE,
     ),
     (
-        "live, others ended",
+        "live, others ended: a new ID too",
         lambda: Session(record(), NOW),
         Session.revoke_other_sessions,
-        CommitPlan.UPDATE,
+        CommitPlan.ROTATE,
+    ),
+    (
+        "through an alias, others ended: signed out everywhere",
+        lambda: Session(record(), NOW, via_alias=True),
+        Session.revoke_other_sessions,
+        CommitPlan.LOGOUT,
     ),
     (
         "touch due",

@@ -142,3 +142,51 @@ def test_log_out_other_devices_racing_a_periodic_rotation_still_ends_them() -> N
         state.replay_all()
 
     _replay(steps)
+
+
+def test_log_out_other_devices_losing_to_an_explicit_rotation_leaves_no_copy_alive() -> None:
+    """ "Log out other devices" rotates the ID; a concurrent request on the same ID (a stolen
+    copy of the cookie) that rotated it first must not keep its new ID, and the other devices
+    are still signed out."""
+
+    def steps(state: _MemoryLifecycle) -> None:
+        state.login(client=0, user="alice")
+        state.login(client=1, user="alice")
+        state.concurrent(
+            client=0,
+            first="rotate",
+            second="revoke_others",
+            step=0.0,
+            between="nothing",
+            swap=False,
+        )
+        state.stored_state()
+        state.replay_all()
+
+    _replay(steps)
+
+
+def test_log_out_other_devices_losing_to_a_login_leaves_no_copy_alive() -> None:
+    def steps(state: _MemoryLifecycle) -> None:
+        state.login(client=0, user="alice")
+        state.login(client=1, user="alice")
+        state.concurrent(
+            client=0, first="login", second="revoke_others", step=0.0, between="nothing", swap=False
+        )
+        state.stored_state()
+        state.replay_all()
+
+    _replay(steps)
+
+
+def test_a_login_losing_to_log_out_other_devices_does_not_keep_the_old_id() -> None:
+    def steps(state: _MemoryLifecycle) -> None:
+        state.login(client=0, user="alice")
+        state.login(client=1, user="bob")
+        state.concurrent(
+            client=0, first="login", second="revoke_others", step=0.0, between="nothing", swap=True
+        )
+        state.stored_state()
+        state.replay_all()
+
+    _replay(steps)

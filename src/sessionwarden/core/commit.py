@@ -126,6 +126,8 @@ class Committing(EngineBase):
                 yield from Revoke(successor, moved)
             elif not ended and record.user_id is not None:
                 yield from self._end_moved_login(record, now)
+            # Asked to end the other sessions too: signing out everywhere.
+            yield from self._end_others(session, facts, now, None, record.user_id)
             self.emit(EventKind.LOGGED_OUT, facts, now, key=record.key, user_id=record.user_id)
         return Outcome(self.cookies.clear(), logged_out=True, wrote=record is not None)
 
@@ -226,11 +228,11 @@ class Committing(EngineBase):
         session: Session,
         facts: RequestFacts,
         now: float,
-        keep: str,
+        keep: str | None,
         user_id: str | None,
     ) -> Steps[bool]:
-        """End the user's other sessions when the request asked (or the policy wants it after
-        a credential change). Returns whether it wrote."""
+        """End the user's sessions but ``keep`` (``None``: all) when the request asked (or the
+        policy wants it after a credential change). Returns whether it wrote."""
         act = session.pending_actions
         if act is None or not (act.credentials_changed or act.end_others or act.revoke_others):
             return False
@@ -435,10 +437,15 @@ class Committing(EngineBase):
     def _never_revive(
         self, session: Session, facts: RequestFacts, now: float, changes: RecordUpdate
     ) -> Steps[Outcome]:
-        """The session died while this request was in flight (logout, revocation): it stays
-        dead, and its cookie goes; a fresh login still gets a new session."""
+        """The session died while this request was in flight (logout, revocation, expiry, or a
+        concurrent explicit rotation, which does not say where it went): it stays dead, and its
+        cookie goes; a fresh login still gets a new session. "Log out other devices" or a
+        credential change asked by the request still ends the user's sessions, all of them:
+        its own is gone, and whichever request moved it first (perhaps a stolen copy of the
+        cookie) must not keep the successor."""
         record = session.record
         assert record is not None
+        yield from self._end_others(session, facts, now, None, record.user_id)
         if session.actions.login_user is None:
             return (yield from self._write_lost(record, facts, now))
         self.emit(EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id)
@@ -464,7 +471,11 @@ class Committing(EngineBase):
         assert record is not None
         act = session.actions
         user_id = act.login_user or record.user_id
-        reason = "login" if act.login_user is not None else "explicit"
+        reason = "explicit"
+        if act.login_user is not None:
+            reason = "login"
+        elif act.revoke_others:
+            reason = "revoke-others"
         self.emit(
             EventKind.ROTATED,
             facts,

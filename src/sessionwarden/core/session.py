@@ -338,9 +338,19 @@ class Session:
             raise AliasActionRefused(action)
 
     def revoke_other_sessions(self) -> None:
-        """ "Log out other devices": every session of this user but this one ends."""
+        """ "Log out other devices": every session of this user but this one ends, and this one
+        gets a new ID in the same response (the old one dies at once, no grace window), so a
+        stolen copy of the current cookie ends too.
+
+        A request on a rotated-out ID (inside its grace window, :attr:`via_alias`) may not mint
+        a new ID, and cannot tell whether the current one went to this browser or to a thief:
+        it signs out everywhere instead, this session included."""
         self.actions.end_others = True
         self.actions.revoke_others = True
+        if self.via_alias:
+            self.logout()
+        else:
+            self.actions.rotate = True
 
     def require_recent_auth(self, max_age: float) -> None:
         """Guard a sensitive operation: raise :class:`ReauthenticationRequired` unless the user
