@@ -13,7 +13,9 @@ The model knows only what the specification guarantees, and checks only safety:
 
 * **dead stays dead**: an ID that was signed out, revoked, rotated out explicitly (or whose
   grace window ended), whose session expired for certain (idle or absolute), or that was seen
-  dead once, never answers with a signed-in user or the session's data again;
+  dead once, never answers with a signed-in user or the session's data again; "log out other
+  devices" rotates explicitly and ends the user's other sessions, all of them when a concurrent
+  request moved or ended its own session first;
 * **one live ID per lineage**: a login lineage never has two stored records at once;
 * **a write never revives**: no request that was in flight when its session died brings it back
   (the two rules above, checked after every commit, in either order);
