@@ -136,7 +136,10 @@ LOGIN_FAILED = "Incorrect user name or password."
 TRANSFER_INPUT_ERROR = (
     f"Enter a recipient (up to 64 characters) and an amount between 0.01 and {_MAX_AMOUNT}."
 )
-REVOKE_OTHERS_FLASH = "Every other session was signed out. This one is the only one left."
+REVOKE_OTHERS_FLASH = (
+    "Every other session was signed out, and this browser got a new session ID:"
+    " a copy of its old cookie no longer works."
+)
 NOT_FOUND = "Not found\n"
 METRICS_UNAVAILABLE = "metrics need prometheus-client\n"
 
