@@ -204,6 +204,53 @@ def test_total_session_size_is_bounded(store: SessionStore, clock: ManualClock) 
     assert sorted(browser.request().keys()) == ["a", "b", "c"]
 
 
+def test_a_value_too_large_is_named_even_when_the_session_is_too_large_with_it(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    policy = Policy(secret_keys=(SECRET,), max_value_bytes=1000, max_session_bytes=3000)
+    browser = Client(Engine(policy, clock=clock), store)
+    browser.request(lambda s: s.update({"a": "x" * 900, "b": "x" * 900}))
+    session, facts = browser.begin()
+    with pytest.raises(SessionValueError, match="session value 'big' is 2002 bytes"):
+        session["big"] = "x" * 2000
+    with pytest.raises(SessionValueError, match="session value 'list' is"):
+        session["list"] = ["é" * 600]  # 1,200 bytes of UTF-8
+    session["fits"] = "x" * 998  # a value exactly at the limit (1,000 bytes with its quotes)
+    browser.finish(session, facts)
+    assert browser.request().get("fits") == "x" * 998
+
+
+@pytest.mark.parametrize("value", [object(), {1j: 1}, float("nan"), [float("inf")], {"s": {1, 2}}])
+def test_a_value_that_is_not_json_is_refused_when_set(
+    engine: Engine, store: SessionStore, value: object
+) -> None:
+    browser = Client(engine, store)
+    browser.request(lambda s: s.__setitem__("a", 1))
+    session, facts = browser.begin()
+    with pytest.raises(TypeError, match="JSON"):
+        session["x"] = value  # type: ignore[assignment]
+    session["b"] = 2
+    browser.finish(session, facts)
+    assert dict(browser.request().items()) == {"a": 1, "b": 2}
+
+
+def test_in_place_growth_past_the_session_limit_is_refused_at_commit(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    policy = Policy(secret_keys=(SECRET,), max_value_bytes=1000, max_session_bytes=3000)
+    browser = Client(Engine(policy, clock=clock), store)
+    browser.request(lambda s: s.update({"a": "x" * 900, "b": "x" * 900, "d": "x" * 900}))
+    browser.request(lambda s: s.__setitem__("items", []))
+    session, facts = browser.begin()
+    items = session["items"]
+    assert isinstance(items, list)
+    session["c"] = "x" * 10  # within the limits (≈ 2,770 bytes in all)
+    items.append("x" * 300)  # the value stays under 1,000 bytes, the session goes past 3,000
+    with pytest.raises(SessionValueError, match="session data would be"):
+        browser.finish(session, facts)
+    assert browser.request()["items"] == [], "the stored record still reads back"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field_name"),
     [

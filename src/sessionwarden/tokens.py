@@ -18,7 +18,6 @@ Why each primitive looks the way it does:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import hashlib
@@ -49,17 +48,25 @@ def is_well_formed_id(value: str) -> bool:
     return _ID_SHAPE.fullmatch(value) is not None
 
 
+#: base64url is base64 with ``-_`` for ``+/`` (RFC 4648 §5); :mod:`binascii` speaks the
+#: standard alphabet, so each direction is one ``translate`` (what :mod:`base64`'s urlsafe
+#: functions do, without their layers of argument handling).
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def b64e(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    """base64url without padding."""
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE, b"=").decode("ascii")
 
 
 def b64d(text: str) -> bytes | None:
     """Strict base64url decode; ``None`` for anything malformed (never raises)."""
     if _URLSAFE_TEXT.fullmatch(text) is None:  # the alphabet only (so ASCII)
         return None
-    raw = text.encode("ascii")
+    raw = text.encode("ascii").translate(_FROM_URLSAFE)
     try:
-        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        decoded = binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         return None
     # Only the canonical spelling: trailing bits that decoding ignores must be zero.

@@ -46,9 +46,32 @@ class ValueLimits:
     value_bytes: int = 65_536
     session_bytes: int = 262_144
 
-    def check(self, key: str, value: JSON) -> None:
-        """Raise :class:`SessionValueError` when ``value`` is too deep or too large, and
-        :class:`TypeError` when it is not JSON. Iterative: a hostile depth cannot recurse."""
+    def check(self, changed: dict[str, JSON], data: dict[str, JSON]) -> None:
+        """Raise :class:`SessionValueError` when a value of ``changed`` is too deep or too
+        large, or ``data`` (the session's data with those values in it) is too large in all;
+        :class:`TypeError` when something is not JSON.
+
+        One JSON encoding, of ``data``, in the common case: a value's JSON is part of the
+        data's, so the values are encoded on their own only when the data's JSON is larger
+        than one value may be."""
+        for key, value in changed.items():
+            self._check_depth(key, value)
+        size = _json_size(data)
+        if size > self.value_bytes:
+            for key, value in changed.items():
+                value_size = _json_size(value)
+                if value_size > self.value_bytes:
+                    raise SessionValueError(
+                        f"session value {key!r} is {value_size} bytes of JSON"
+                        f" (at most {self.value_bytes})"
+                    )
+        if size > self.session_bytes:
+            raise SessionValueError(
+                f"session data would be {size} bytes of JSON (at most {self.session_bytes})"
+            )
+
+    def _check_depth(self, key: str, value: JSON) -> None:
+        """Iterative, so a hostile depth cannot recurse; checked before any encoding."""
         stack: list[tuple[JSON, int]] = [(value, 0)]
         while stack:
             item, depth = stack.pop()
@@ -60,21 +83,14 @@ class ValueLimits:
                     )
                 children = item.values() if isinstance(item, dict) else item
                 stack.extend((v, depth) for v in children)
-        try:
-            size = len(dumps(value).encode("utf-8", "surrogatepass"))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"session values must be JSON-serialisable: {exc}") from None
-        if size > self.value_bytes:
-            raise SessionValueError(
-                f"session value {key!r} is {size} bytes of JSON (at most {self.value_bytes})"
-            )
 
-    def check_total(self, data: dict[str, JSON]) -> None:
-        size = len(dumps(data).encode("utf-8", "surrogatepass"))
-        if size > self.session_bytes:
-            raise SessionValueError(
-                f"session data would be {size} bytes of JSON (at most {self.session_bytes})"
-            )
+
+def _json_size(value: JSON) -> int:
+    """Bytes of ``value``'s stored JSON; :class:`TypeError` when it is not JSON."""
+    try:
+        return len(dumps(value).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"session values must be JSON-serialisable: {exc}") from None
 
 
 DEFAULT_LIMITS = ValueLimits()
@@ -157,10 +173,9 @@ class Session:
     def __setitem__(self, key: str, value: JSON) -> None:
         if not isinstance(key, str) or not key:
             raise TypeError("session keys are non-empty strings")
-        self._limits.check(key, value)
         data = self._view()
         data[key] = value
-        self._limits.check_total(data)
+        self._limits.check({key: value}, data)
         self._set[key] = value
         self._deleted.discard(key)
 
@@ -284,14 +299,14 @@ class Session:
         """What the request changed; a list or dict changed in place past the policy's limits
         raises :class:`SessionValueError` here (it could not be checked when it was set)."""
         set_data = dict(self._set)
-        grown = False
-        for key, (before, working) in self._accessed.items():
-            if key not in set_data and key not in self._deleted and dumps(working) != before:
-                self._limits.check(key, working)
-                set_data[key] = working
-                grown = True
-        if grown:
-            self._limits.check_total(self._view())
+        changed_in_place = {
+            key: working
+            for key, (before, working) in self._accessed.items()
+            if key not in set_data and key not in self._deleted and dumps(working) != before
+        }
+        if changed_in_place:
+            self._limits.check(changed_in_place, self._view())
+            set_data.update(changed_in_place)
         deleted = tuple(sorted(self._deleted)) if self._deleted else ()
         return RecordUpdate(set_data=set_data, del_data=deleted)
 
