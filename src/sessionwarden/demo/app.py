@@ -32,6 +32,7 @@ from ..asgi import (
     Scope,
     Send,
     SessionWardenMiddleware,
+    get_context,
     get_middleware,
     get_session,
 )
@@ -224,6 +225,9 @@ class _Demo(shared.DemoViews):
         return Response(data, media_type=media_type, headers={"cache-control": "no-cache"})
 
     async def metrics(self, request: Request) -> Response:
+        local = get_context(request).facts.local_peer
+        if not self.metrics_allowed(local, request.headers.get("authorization", "")):
+            return Response(shared.METRICS_FORBIDDEN, status_code=403, media_type="text/plain")
         exposition = self.metrics_content()
         if exposition is None:
             return Response(shared.METRICS_UNAVAILABLE, status_code=404, media_type="text/plain")
@@ -251,6 +255,7 @@ def create_app(
     evil_url: str | None = None,
     sink: EventSink | None = None,
     attacks: bool = True,
+    metrics_token: str | None = None,
 ) -> ASGIApp:
     """The demo as an ASGI app.
 
@@ -258,6 +263,8 @@ def create_app(
     or a store. ``users``: user name -> :func:`~sessionwarden.demo.users.hash_password` hash.
     ``evil_url``: where the cross-site attacker page is served, linked from ``/attacks``.
     ``sink``: an extra event sink (events also go to JSON logs and Prometheus counters).
+    ``metrics_token``: a bearer token that lets other machines read ``/metrics`` (without it,
+    only requests from this machine may).
     """
     clock = clock or SystemClock()
     shared.check_users(users)
@@ -269,6 +276,7 @@ def create_app(
         evil_url=evil_url,
         metrics_registry=registry,
         attacks=attacks,
+        metrics_token=metrics_token,
     )
     the_store = open_async_store(store) if isinstance(store, str) else store
     holder: dict[str, SessionWardenMiddleware] = {}

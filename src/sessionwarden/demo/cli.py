@@ -38,7 +38,7 @@ from ..startup import (
     sqlite_problem,
 )
 from ..stores import StoreUnavailable, open_store, parse_store_url
-from .shared import EVENT_LOGGER, LOGGER, demo_policy
+from .shared import EVENT_LOGGER, LOGGER, METRICS_TOKEN_ENV, demo_policy
 from .users import hash_password, parse_user_spec, random_password
 
 __all__ = ["DEFAULT_STORE", "Startup", "add_arguments", "load_secret", "main", "run", "start_up"]
@@ -349,8 +349,10 @@ def _policy(args: argparse.Namespace, secret: bytes) -> Policy:
 def _data_dir_needed(args: argparse.Namespace, url: str) -> bool:
     if args.store is None:
         return True
-    return args.secret_file is None and not os.environ.get(SECRET_ENV) and (
-        parse_store(url).kind != "sqlite"
+    return (
+        args.secret_file is None
+        and not os.environ.get(SECRET_ENV)
+        and (parse_store(url).kind != "sqlite")
     )
 
 
@@ -416,7 +418,8 @@ def start_up(args: argparse.Namespace, create_app: Callable[..., _App]) -> tuple
     """Everything before serving, whatever the web framework, in an order that leaves nothing
     behind when it fails: check the options, bind the ports, check the store, load the secret
     key, hash the passwords (or make up a ``demo`` account), send the logs to stderr and build
-    the app with ``create_app(store=..., policy=..., users=..., evil_url=..., attacks=...)``.
+    the app with ``create_app(store=..., policy=..., users=..., evil_url=..., attacks=...,
+    metrics_token=...)`` (``$SESSIONWARDEN_METRICS_TOKEN``).
 
     Raises :class:`~sessionwarden.startup.CliError` (printed by the caller) on any failure.
     """
@@ -446,7 +449,12 @@ def start_up(args: argparse.Namespace, create_app: Callable[..., _App]) -> tuple
         _configure_logging()
         try:
             app = create_app(
-                store=url, policy=policy, users=users, evil_url=evil_url, attacks=args.attacks
+                store=url,
+                policy=policy,
+                users=users,
+                evil_url=evil_url,
+                attacks=args.attacks,
+                metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
             )
         except (OSError, ValueError, ImportError, StoreUnavailable) as exc:
             raise CliError(EXIT_UNAVAILABLE, f"cannot open the store: {exc}") from None
@@ -455,9 +463,7 @@ def start_up(args: argparse.Namespace, create_app: Callable[..., _App]) -> tuple
         if created:
             _remove_data_dir(args.data_dir)
         raise
-    startup = Startup(
-        policy, users, generated, secret_from, origin, evil_url, url, tuple(sockets)
-    )
+    startup = Startup(policy, users, generated, secret_from, origin, evil_url, url, tuple(sockets))
     return startup, app
 
 

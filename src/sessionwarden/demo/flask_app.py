@@ -195,6 +195,11 @@ class _Demo(shared.DemoViews):
         return Response(data, content_type=content_type, headers={"cache-control": "no-cache"})
 
     def metrics(self) -> Response:
+        local = current_context().facts.local_peer
+        if not self.metrics_allowed(local, request.headers.get("Authorization", "")):
+            return Response(
+                shared.METRICS_FORBIDDEN, status=403, content_type="text/plain; charset=utf-8"
+            )
         exposition = self.metrics_content()
         if exposition is None:
             return Response(
@@ -213,6 +218,7 @@ def create_app(
     evil_url: str | None = None,
     sink: EventSink | None = None,
     attacks: bool = True,
+    metrics_token: str | None = None,
 ) -> Flask:
     """The demo as a Flask app; the arguments are those of :func:`sessionwarden.demo.create_app`
     (``store`` is a URL or a synchronous store).
@@ -242,6 +248,7 @@ def create_app(
         evil_url=evil_url,
         metrics_registry=registry,
         attacks=attacks,
+        metrics_token=metrics_token,
     )
     app.extensions[_EXT] = _State(warden, registry)
 

@@ -12,6 +12,7 @@ no web framework; each app module is only the glue between its framework and the
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import logging
 import urllib.parse
@@ -142,6 +143,11 @@ REVOKE_OTHERS_FLASH = (
 )
 NOT_FOUND = "Not found\n"
 METRICS_UNAVAILABLE = "metrics need prometheus-client\n"
+#: The variable holding the bearer token that lets other machines read ``/metrics``.
+METRICS_TOKEN_ENV = "SESSIONWARDEN_METRICS_TOKEN"  # noqa: S105 - the variable name
+METRICS_FORBIDDEN = (
+    f"/metrics is served to this machine only, or with Authorization: Bearer ${METRICS_TOKEN_ENV}\n"
+)
 
 
 def demo_policy(
@@ -347,8 +353,10 @@ class DemoViews:
         evil_url: str | None,
         metrics_registry: Any,
         attacks: bool = True,
+        metrics_token: str | None = None,
     ) -> None:
         self.policy = policy
+        self.metrics_token = metrics_token
         self.attacks_on = attacks
         self.users = dict(users)
         self.clock = clock
@@ -389,6 +397,21 @@ class DemoViews:
         if name not in self.static:
             return None
         return self.static[name], STATIC[name][1]
+
+    def metrics_allowed(self, local_peer: bool, authorization: str) -> bool:
+        """Whether a request may read ``/metrics``: its direct peer is this machine (not a
+        proxy forwarding someone else's request), or it carries ``Authorization: Bearer`` with
+        the metrics token (compared in constant time). The counters show sign-in rates and
+        refusals: nothing for the public."""
+        if local_peer:
+            return True
+        token = self.metrics_token
+        scheme, _, presented = authorization.strip().partition(" ")
+        return bool(
+            token
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(presented.strip().encode(), token.encode())
+        )
 
     def metrics_content(self) -> tuple[bytes, str] | None:
         """The Prometheus exposition and its content type; ``None`` without prometheus-client."""
