@@ -207,8 +207,11 @@ def test_exempt_path_passes_cross_site(site: str | None) -> None:
         (("/hooks",), "/hooks/./x", False),
         (("/hooks",), "/hooks/..", False),
         (("/hooks",), "/hooks/.well-known", True),
-        (("/hooks/",), "/hooks", True),
+        (("/hooks/",), "/hooks", False),  # CVE-2025-47910: no widening to the bare path
+        (("/hooks/",), "/hooks/", True),
         (("/hooks/",), "/hooks/x", True),
+        (("/hooks/",), "//hooks/", False),
+        (("/hooks/",), "/hooks/../admin", False),
         (("/api/hooks", "/ping"), "/ping", True),
         (("/api/hooks", "/ping"), "/api/hooks/x", True),
         (("/api/hooks", "/ping"), "/api", False),

@@ -579,7 +579,6 @@ def test_secret_key_rotation_keeps_sessions(store: SessionStore, clock: ManualCl
 @pytest.mark.parametrize(
     ("kwargs", "field_name"),
     [
-        ({"cookie": {"domain": "example.com"}}, "cookie.domain"),
         ({"cookie": {"path": "/app"}}, "cookie.path"),
         ({"cookie": {"name": "sid", "same_site": "None", "secure": False}}, "cookie.same_site"),
         ({"cookie": {"secure": False}}, "cookie.secure"),

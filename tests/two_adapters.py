@@ -120,6 +120,13 @@ class Client:
     cookie: str | None = None
     responses: list[httpx.Response] = field(default_factory=list)
     cookie_name: str = COOKIE
+    kind: str = "asgi"
+    store: MemoryStore = field(default_factory=MemoryStore)
+    base: str = BASE
+
+    def restart(self, policy: Policy) -> None:
+        """Serve the same store with ``policy`` from now on (a redeployment)."""
+        self.http = _http(self.kind, policy, self.store, self.clock, self.recorder, self.base)
 
     def _headers(self, headers: dict[str, str] | None, send_cookie: bool) -> dict[str, str]:
         out = dict(headers or {})
@@ -166,6 +173,19 @@ class Client:
         return str((await self.request("GET", "/token")).json()["csrf_token"])
 
 
+def _http(
+    kind: str, policy: Policy, store: MemoryStore, clock: ManualClock, sink: Recorder, base: str
+) -> httpx.Client | httpx.AsyncClient:
+    if kind == "asgi":
+        app = SessionWardenMiddleware(
+            _starlette(), policy=policy, store=InlineAsyncStore(store), clock=clock, sink=sink
+        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+    flask_app = _flask()
+    SessionWarden(flask_app, policy=policy, store=store, clock=clock, sink=sink)
+    return httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=base)
+
+
 @contextmanager
 def client(
     kind: str, policy: Policy, *, base: str = BASE, cookie_name: str = COOKIE
@@ -173,14 +193,5 @@ def client(
     """A :class:`Client` of the ``kind`` adapter (``"asgi"`` or ``"wsgi"``) over one fresh
     memory store, with a manual clock and an event recorder."""
     recorder, clock, store = Recorder(), ManualClock(), MemoryStore()
-    http: httpx.Client | httpx.AsyncClient
-    if kind == "asgi":
-        app = SessionWardenMiddleware(
-            _starlette(), policy=policy, store=InlineAsyncStore(store), clock=clock, sink=recorder
-        )
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
-    else:
-        flask_app = _flask()
-        SessionWarden(flask_app, policy=policy, store=store, clock=clock, sink=recorder)
-        http = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=base)
-    yield Client(http, recorder, clock, cookie_name=cookie_name)
+    http = _http(kind, policy, store, clock, recorder, base)
+    yield Client(http, recorder, clock, cookie_name=cookie_name, kind=kind, store=store, base=base)

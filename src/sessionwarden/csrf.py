@@ -31,6 +31,7 @@ __all__ = [
     "extract_form_token",
     "is_exempt",
     "origin_verdict",
+    "path_under",
     "token_verdict",
 ]
 
@@ -69,16 +70,21 @@ def is_exempt(path: str, policy: CsrfPolicy) -> bool:
     """Whether ``path`` lies under an exempt prefix, matched on whole path segments.
 
     ``/hooks`` covers ``/hooks`` and ``/hooks/stripe`` but not ``/hooksmith``: a prefix names a
-    subtree, and a string prefix would silently widen it. A path with a ``.`` or ``..`` segment is
-    never exempt, because a router or proxy that normalizes it could land outside the subtree.
+    subtree, and a string prefix would silently widen it. ``/hooks/`` covers the subtree below
+    the slash only, not ``/hooks`` itself (a router may redirect ``/hooks`` there, but the request
+    as sent is not under it: Go's CVE-2025-47910). A path with a ``.`` or ``..`` segment is never
+    exempt, because a router or proxy that normalizes it could land outside the subtree.
     """
-    if not policy.exempt_paths:
-        return False
+    return bool(policy.exempt_paths) and path_under(path, policy.exempt_paths)
+
+
+def path_under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` lies under one of ``prefixes``, matched as :func:`is_exempt` says."""
     if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
         return False
-    for prefix in policy.exempt_paths:
+    for prefix in prefixes:
         base = prefix.rstrip("/")
-        if not base or path == base or path.startswith(base + "/"):
+        if not base or path.startswith(base + "/") or (path == base and base == prefix):
             return True
     return False
 

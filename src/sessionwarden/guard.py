@@ -414,6 +414,10 @@ class Guard:
         if not is_valid_host(facts.host):
             ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
+        refused = self.policy.https.refuse_paths
+        if refused and csrf.path_under(facts.path, refused):
+            ctx.refusal = Refusal(403, "https-required", "plain-http")
+            return True
         location = https_redirect_target(facts, target, self._redirect_policy)
         if location is not None:
             self.engine.emit(EventKind.HTTPS_REDIRECT, facts, now)

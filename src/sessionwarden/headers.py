@@ -217,6 +217,7 @@ class SecurityHeaders:
             (b"cross-origin-opener-policy", policy.cross_origin_opener_policy),
             (b"x-frame-options", policy.frame_options),
             (b"cross-origin-resource-policy", policy.cross_origin_resource_policy),
+            (b"permissions-policy", policy.permissions_policy),
         )
         for name, value in optional:
             if value is not None:

@@ -1,7 +1,8 @@
 """Configuration: one frozen, validated value that every rule reads.
 
 Defaults are the secure choice; each one says why. Construction refuses settings a browser would
-silently punish (a ``__Host-`` cookie with a ``Domain``, ``SameSite=None`` without ``Secure``) and
+silently punish (a ``__Host-`` cookie with a non-``/`` path, ``SameSite=None`` without ``Secure``;
+a ``Domain`` turns ``__Host-`` into ``__Secure-``, with a warning) and
 contradictions (a rotation grace longer than the rotation period), naming the field at fault. An
 idle timeout longer than the absolute one is no contradiction: the absolute timeout simply ends
 the session first.
@@ -10,6 +11,7 @@ the session first.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -59,9 +61,17 @@ class CookiePolicy:
             _fail("cookie.same_site", "must be 'Strict', 'Lax' or 'None'")
         if not self.path.startswith("/"):
             _fail("cookie.path", "must start with '/'")
+        if self.name.startswith("__Host-") and self.domain is not None:
+            # A browser drops a __Host- cookie with a Domain: the prefix that allows one is used.
+            renamed = "__Secure-" + self.name.removeprefix("__Host-")
+            warnings.warn(
+                f"cookie.domain: a __Host- cookie cannot have a Domain; the session cookie is "
+                f"named {renamed!r} instead (sibling subdomains can then set it too)",
+                UserWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "name", renamed)
         if self.name.startswith("__Host-"):
-            if self.domain is not None:
-                _fail("cookie.domain", "a __Host- cookie must not have a Domain attribute")
             if self.path != "/":
                 _fail("cookie.path", "a __Host- cookie must have Path=/")
             if not self.secure:
@@ -139,6 +149,9 @@ class HeadersPolicy:
     referrer_policy: str | None = "strict-origin-when-cross-origin"
     cross_origin_opener_policy: str | None = "same-origin"
     cross_origin_resource_policy: str | None = "same-origin"
+    #: ``Permissions-Policy`` value, e.g. ``"camera=(), microphone=(), geolocation=()"``;
+    #: ``None``: not sent.
+    permissions_policy: str | None = None
     #: ``Cache-Control: no-store`` on responses carrying a signed-in session or a new cookie.
     no_store: bool = True
     clear_site_data_on_logout: bool = True
@@ -184,10 +197,18 @@ class HttpsPolicy:
     #: The one header the trusted proxies set (and overwrite): "x-forwarded-for" (with
     #: X-Forwarded-Proto) or "forwarded" (RFC 7239). The other is the client's and never read.
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    #: Path prefixes (matched like ``CsrfPolicy.exempt_paths``) refused over plain HTTP with 403
+    #: instead of redirected: APIs, whose clients would resend credentials after a redirect
+    #: and should fail loudly instead.
+    refuse_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
             _fail("https.forwarded_header", "must be 'x-forwarded-for' or 'forwarded'")
+        if isinstance(self.refuse_paths, str) or any(
+            not isinstance(p, str) or not p.startswith("/") for p in self.refuse_paths
+        ):
+            _fail("https.refuse_paths", "must be a sequence of paths starting with '/'")
         for proxy in self.trusted_proxies:
             if proxy == "unix":
                 continue
