@@ -21,7 +21,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from .facts import RequestFacts
-from .policy import CsrfPolicy
+from .policy import CsrfPolicy, path_under
 from .proxy import split_host
 from .tokens import unmask_token, verify_masked_token
 
@@ -31,7 +31,6 @@ __all__ = [
     "extract_form_token",
     "is_exempt",
     "origin_verdict",
-    "path_under",
     "token_verdict",
 ]
 
@@ -76,17 +75,6 @@ def is_exempt(path: str, policy: CsrfPolicy) -> bool:
     exempt, because a router or proxy that normalizes it could land outside the subtree.
     """
     return bool(policy.exempt_paths) and path_under(path, policy.exempt_paths)
-
-
-def path_under(path: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether ``path`` lies under one of ``prefixes``, matched as :func:`is_exempt` says."""
-    if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
-        return False
-    for prefix in prefixes:
-        base = prefix.rstrip("/")
-        if not base or path.startswith(base + "/") or (path == base and base == prefix):
-            return True
-    return False
 
 
 def cross_origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:

@@ -25,7 +25,7 @@ from .events import EventKind, EventSink
 from .facts import RequestFacts
 from .hosts import HOW_TO_ALLOW, HostCheck
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
-from .policy import Policy
+from .policy import Policy, path_under
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import JSON, dumps
 from .reports import CspReports
@@ -415,7 +415,7 @@ class Guard:
             ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
         refused = self.policy.https.refuse_paths
-        if refused and csrf.path_under(facts.path, refused):
+        if refused and path_under(facts.path, refused):
             ctx.refusal = Refusal(403, "https-required", "plain-http")
             return True
         location = https_redirect_target(facts, target, self._redirect_policy)

@@ -28,6 +28,29 @@ _MAX_DEPTH = 100
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~[]:")
 
 
+def path_under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` lies under one of ``prefixes``, on whole segments: ``/hooks`` covers
+    ``/hooks`` and ``/hooks/...`` (not ``/hooksmith``); ``/hooks/`` covers ``/hooks/...`` only,
+    never the bare ``/hooks`` a router might redirect there (Go's CVE-2025-47910). A path with a
+    ``.`` or ``..`` segment is under nothing: a router or proxy that normalises it could land
+    outside the subtree."""
+    if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
+        return False
+    for prefix in prefixes:
+        base = prefix.rstrip("/")
+        if not base or path.startswith(base + "/") or (path == base and base == prefix):
+            return True
+    return False
+
+
+def _paths(name: str, value: tuple[str, ...]) -> None:
+    if isinstance(value, str) or not isinstance(value, tuple | list):
+        _fail(name, "must be a sequence of paths starting with '/'")
+    for p in value:
+        if not isinstance(p, str) or not p.startswith("/"):
+            _fail(name, f"{p!r} must start with '/'")
+
+
 def _fail(name: str, why: str) -> None:
     raise ValueError(f"{name}: {why}")
 
@@ -205,10 +228,7 @@ class HttpsPolicy:
     def __post_init__(self) -> None:
         if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
             _fail("https.forwarded_header", "must be 'x-forwarded-for' or 'forwarded'")
-        if isinstance(self.refuse_paths, str) or any(
-            not isinstance(p, str) or not p.startswith("/") for p in self.refuse_paths
-        ):
-            _fail("https.refuse_paths", "must be a sequence of paths starting with '/'")
+        _paths("https.refuse_paths", self.refuse_paths)
         for proxy in self.trusted_proxies:
             if proxy == "unix":
                 continue
@@ -309,6 +329,11 @@ class Policy:
     max_value_bytes: int = 65_536
     #: Largest session data in all, in bytes of its JSON (it is read on every request).
     max_session_bytes: int = 262_144
+    #: Path prefixes (matched like ``CsrfPolicy.exempt_paths``) of passive requests: polling,
+    #: heartbeats. They read and write the session as any request, but never extend the idle
+    #: timeout or trigger a periodic rotation, so an open tab that polls does not keep a
+    #: session alive forever. The DBSC refresh path is always passive.
+    passive_paths: tuple[str, ...] = ()
     csrf: CsrfPolicy = field(default_factory=CsrfPolicy)
     headers: HeadersPolicy = field(default_factory=HeadersPolicy)
     https: HttpsPolicy = field(default_factory=HttpsPolicy)
@@ -357,6 +382,14 @@ class Policy:
         self._check_value_limits()
         self._check_hosts()
         self._check_production()
+        _paths("passive_paths", self.passive_paths)
+
+    def is_passive(self, path: str) -> bool:
+        """Whether a request for ``path`` must not extend the idle timeout."""
+        dbsc = self.dbsc
+        if dbsc.enabled and path == dbsc.refresh_path:
+            return True
+        return bool(self.passive_paths) and path_under(path, self.passive_paths)
 
     def _check_production(self) -> None:
         allowed = self.allow_insecure

@@ -40,6 +40,10 @@ class CommitPlan(Enum):
     LOGOUT = "logout"
 
 
+#: The plans that extend the idle deadline: what a passive request never does.
+_EXTENDING = frozenset((CommitPlan.TOUCH, CommitPlan.ROTATE_PERIODIC))
+
+
 def plan_commit(session: Session, now: float, policy: Policy) -> CommitPlan:
     """Decide what the commit of ``session`` at ``now`` does. Pure: reads no clock, no store."""
     asked = _asked(session)
@@ -80,7 +84,7 @@ class Committing(EngineBase):
         act = session.pending_actions
         if act is not None and act.alias_refused is not None:
             self._report_alias_refusal(session, facts, now, act.alias_refused)
-        plan = plan_commit(session, now, self.policy)
+        plan = self._plan(session, now, facts)
         if plan is CommitPlan.NOTHING:
             record = session.record
             if record is None or record.user_id is None:
@@ -101,6 +105,14 @@ class Committing(EngineBase):
         if plan is CommitPlan.UPDATE or plan is CommitPlan.TOUCH:
             return (yield from self._update(session, facts, now, changes, plan))
         return (yield from self._rotate(session, facts, now, changes, plan))
+
+    def _plan(self, session: Session, now: float, facts: RequestFacts) -> CommitPlan:
+        """:func:`plan_commit`, except that a passive request (``Policy.passive_paths``:
+        polling, heartbeats) never extends the idle timeout nor rotates the ID."""
+        plan = plan_commit(session, now, self.policy)
+        if plan in _EXTENDING and self.policy.is_passive(facts.path):
+            return CommitPlan.UPDATE if session.has_changes() else CommitPlan.NOTHING
+        return plan
 
     def _report_alias_refusal(
         self, session: Session, facts: RequestFacts, now: float, action: str
