@@ -4,7 +4,8 @@ assert only what a client sees (status, headers, body) and the audit events.
 
 Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, JSON),
 ``POST /login`` (signs in ``alice``), ``POST /logout``, ``POST /transfer`` (changes state),
-``GET /poll`` (reads the session).
+``GET /poll`` (reads the session), ``POST /step-up?op=`` (grants a step-up for ``op``),
+``POST /sensitive?op=`` (requires one).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -67,8 +68,18 @@ def _starlette() -> Starlette:
         session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
         return PlainTextResponse("transfer done")
 
+    async def step_up(request: Request) -> PlainTextResponse:
+        get_session(request).grant_step_up(request.query_params["op"])
+        return PlainTextResponse("granted")
+
+    async def sensitive(request: Request) -> PlainTextResponse:
+        get_session(request).require_step_up(request.query_params["op"])
+        return PlainTextResponse("done")
+
     return Starlette(
         routes=[
+            Route("/step-up", step_up, methods=["POST"]),
+            Route("/sensitive", sensitive, methods=["POST"]),
             Route("/whoami", whoami),
             Route("/poll", whoami),
             Route("/token", token),
@@ -101,6 +112,16 @@ def _flask() -> Flask:
         session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
         return "transfer done"
 
+    def step_up() -> Any:
+        current_session().grant_step_up(request.args["op"])
+        return "granted"
+
+    def sensitive() -> Any:
+        current_session().require_step_up(request.args["op"])
+        return "done"
+
+    app.add_url_rule("/step-up", "step_up", step_up, methods=["POST"])
+    app.add_url_rule("/sensitive", "sensitive", sensitive, methods=["POST"])
     app.add_url_rule("/whoami", "whoami", whoami)
     app.add_url_rule("/poll", "poll", whoami)
     app.add_url_rule("/token", "token", token)
@@ -135,6 +156,7 @@ class Client:
         return out
 
     def _keep(self, response: httpx.Response) -> httpx.Response:
+        self.http.cookies.clear()  # only the cookie kept here is ever sent
         for header in response.headers.get_list("set-cookie"):
             name, _, rest = header.partition("=")
             if name == self.cookie_name:

@@ -13,6 +13,7 @@ from .core import (
     Session,
     SessionInfo,
     SessionValueError,
+    StepUpRequired,
 )
 from .events import CallbackSink, Event, EventKind, EventSink, FanOut
 from .facts import RequestFacts
@@ -61,6 +62,7 @@ __all__ = [
     "SessionInfo",
     "SessionStore",
     "SessionValueError",
+    "StepUpRequired",
     "StoreUnavailable",
     "SystemClock",
     "WebSocketPolicy",

@@ -19,6 +19,7 @@ from . import csrf, headers
 from .anomaly import RiskAssessor
 from .clock import Clock
 from .core import Engine, Loaded, Outcome, Session, Steps
+from .core.session import STEP_UP_REASON
 from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
 from .dbsc_guard import DbscAnswer, DbscGuard
 from .events import EventKind, EventSink
@@ -64,6 +65,7 @@ _HUMAN = {
     "bad-request": "Bad request.",
     "host-not-allowed": "Unknown host. " + HOW_TO_ALLOW[0].upper() + HOW_TO_ALLOW[1:],
     "reauthentication-required": "Please sign in again to continue.",
+    "step-up-required": "Please confirm this operation with your second factor first.",
     "stale-session": "This session moved on; reload the page and try again.",
     "https-required": "This site is only served over HTTPS.",
     "cross-origin": "Cross-site request refused.",
@@ -641,9 +643,13 @@ class Guard:
         """The answer to :class:`~sessionwarden.core.ReauthenticationRequired`: 401 for JSON
         clients (and everyone when no sign-in page is configured), else 303 to ``redirect``.
         A request on a rotated-out ID that asked for a new one
-        (:class:`~sessionwarden.core.AliasActionRefused`) gets 409."""
+        (:class:`~sessionwarden.core.AliasActionRefused`) gets 409; an operation without its
+        step-up grant (:class:`~sessionwarden.core.StepUpRequired`) 403, or 303 for a browser
+        when ``redirect`` is set."""
         if reason == "rotated-id":
             return Refusal(409, "stale-session", reason)
+        if reason == STEP_UP_REASON and not (redirect and not ctx.facts.wants_json):
+            return Refusal(403, "step-up-required", reason)
         if redirect and not ctx.facts.wants_json:
             return Refusal(303, "reauthentication-required", reason, location=redirect)
         return Refusal(401, "reauthentication-required", reason)

@@ -22,6 +22,7 @@ from .session import (
     ReauthenticationRequired,
     Session,
     SessionValueError,
+    StepUpRequired,
     ValueLimits,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "Session",
     "SessionInfo",
     "SessionValueError",
+    "StepUpRequired",
     "Steps",
     "ValueLimits",
     "ended_reason",

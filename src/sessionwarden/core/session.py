@@ -7,6 +7,7 @@ written, so concurrent requests never erase each other.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +32,28 @@ class AliasActionRefused(ReauthenticationRequired):
     def __init__(self, action: str) -> None:
         super().__init__("rotated-id")
         self.action = action
+
+
+class StepUpRequired(ReauthenticationRequired):
+    """Raised by :meth:`Session.require_step_up`: this operation needs a further factor first.
+    Adapters answer 403 ``{"error": "step-up-required", "reason": "operation"}`` (a browser is
+    redirected to the re-authentication page when one is configured)."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(STEP_UP_REASON)
+        self.operation = operation
+
+
+#: The reason of :class:`StepUpRequired`.
+STEP_UP_REASON = "operation-step-up"
+#: The session key holding step-up grants: operation digest -> [user, expiry].
+STEP_UP_KEY = "sessionwarden.step_up"
+#: Grants one session keeps at most (the soonest to expire go first).
+_MAX_GRANTS = 8
+
+
+def _operation_digest(operation: str) -> str:
+    return hashlib.sha256(operation.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class SessionValueError(ValueError):
@@ -377,6 +400,50 @@ class Session:
         auth_at = self.auth_at
         if auth_at is None or self._now - auth_at > max_age:
             raise ReauthenticationRequired("authentication-too-old")
+
+    def grant_step_up(self, operation: str, ttl: float = 300.0) -> None:
+        """The user just proved a further factor for ``operation``: one later request of this
+        session and this user may perform exactly that operation (:meth:`require_step_up`)
+        within ``ttl`` seconds. Name the operation with what makes it sensitive, e.g.
+        ``f"transfer:{to}:{amount}"``: a grant for one recipient or amount is worth nothing
+        for another. Kept in the session (server-side) under :data:`STEP_UP_KEY`."""
+        if not isinstance(operation, str) or not operation:
+            raise ValueError("operation must be a non-empty string")
+        user = self.user_id
+        if user is None:
+            raise ReauthenticationRequired("not-authenticated")
+        grants = self._step_up_grants()
+        grants[_operation_digest(operation)] = (user, self._now + ttl)
+        if len(grants) > _MAX_GRANTS:  # the soonest to expire go
+            kept = sorted(grants, key=lambda d: grants[d][1])[-_MAX_GRANTS:]
+            grants = {d: grants[d] for d in kept}
+        self[STEP_UP_KEY] = {d: [u, at] for d, (u, at) in grants.items()}
+
+    def require_step_up(self, operation: str) -> None:
+        """Guard a highly sensitive operation: raise :class:`StepUpRequired` unless this
+        session holds an unexpired grant (:meth:`grant_step_up`) for exactly ``operation``,
+        given to the user signed in now. The grant is used up."""
+        if self.user_id is None:
+            raise ReauthenticationRequired("not-authenticated")
+        grants = self._step_up_grants()
+        grant = grants.pop(_operation_digest(operation), None)
+        if STEP_UP_KEY in self:  # the used grant and the expired ones go
+            self[STEP_UP_KEY] = {d: [u, at] for d, (u, at) in grants.items()}
+        if grant is None or grant[0] != self.user_id:
+            raise StepUpRequired(operation)
+
+    def _step_up_grants(self) -> dict[str, tuple[str, float]]:
+        """The unexpired grants of the session (junk in the key counts as none)."""
+        found = self.get(STEP_UP_KEY)
+        grants: dict[str, tuple[str, float]] = {}
+        if isinstance(found, dict):
+            for digest, grant in found.items():
+                if isinstance(grant, list) and len(grant) == 2:
+                    user, until = grant
+                    live = isinstance(until, int | float) and until > self._now
+                    if isinstance(user, str) and live:
+                        grants[digest] = (user, float(until))  # type: ignore[arg-type]
+        return grants
 
     def csrf_secret(self) -> str:
         """The per-session CSRF secret (creating one marks the session as needing storage)."""

@@ -1,0 +1,129 @@
+"""Operation-bound step-up (``grant_step_up`` / ``require_step_up``) on both adapters: a highly
+sensitive operation runs only with a grant for exactly that operation, given in this session to
+this user, used once, within its lifetime; anything else is 403 ``step-up-required``."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionwarden.core import StepUpRequired
+from sessionwarden.core.session import STEP_UP_KEY
+from sessionwarden.policy import Policy
+
+from .conftest import SECRET
+from .two_adapters import KINDS, Client, client
+
+pytestmark = pytest.mark.anyio
+ADAPTERS = pytest.mark.parametrize("kind", KINDS)
+OP = "transfer:bob:100.00"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _policy() -> Policy:
+    return Policy(secret_keys=(SECRET,), allowed_hosts=("app.test",), rotate_every=0)
+
+
+async def _post(c: Client, path: str, op: str) -> tuple[int, str]:
+    token = await c.token()
+    response = await c.request(
+        "POST",
+        f"{path}?op={op}",
+        headers={
+            "sec-fetch-site": "same-origin",
+            "x-csrf-token": token,
+            "accept": "application/json",
+        },
+    )
+    return response.status_code, response.text
+
+
+@ADAPTERS
+async def test_without_a_grant_the_operation_is_refused(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        status, body = await _post(c, "/sensitive", OP)
+        assert status == 403
+        assert '"step-up-required"' in body and '"operation-step-up"' in body
+
+
+@ADAPTERS
+async def test_a_grant_allows_exactly_one_run_of_exactly_that_operation(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        assert await _post(c, "/step-up", OP) == (200, "granted")
+        assert (await _post(c, "/sensitive", "transfer:bob:1000.00"))[0] == 403  # other amount
+        assert (await _post(c, "/sensitive", "transfer:eve:100.00"))[0] == 403  # other payee
+        assert await _post(c, "/sensitive", OP) == (200, "done")
+        assert (await _post(c, "/sensitive", OP))[0] == 403, "a grant is used once"
+
+
+@ADAPTERS
+async def test_a_grant_is_bound_to_its_session(kind: str) -> None:
+    with client(kind, _policy()) as alice:
+        await alice.login()
+        assert (await _post(alice, "/step-up", OP))[0] == 200
+        granted_cookie = alice.cookie
+        other = Client(alice.http, alice.recorder, alice.clock)  # same user, another device
+        await other.login()
+        assert other.cookie != granted_cookie
+        assert (await _post(other, "/sensitive", OP))[0] == 403
+        assert await _post(alice, "/sensitive", OP) == (200, "done")
+
+
+@ADAPTERS
+async def test_a_grant_expires(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        assert (await _post(c, "/step-up", OP))[0] == 200
+        c.clock.advance(301)
+        assert (await _post(c, "/sensitive", OP))[0] == 403
+
+
+@ADAPTERS
+async def test_a_grant_survives_a_new_id_for_the_same_user(kind: str) -> None:
+    """Signing in again (a new ID) keeps the session's grant for the same user."""
+    with client(kind, _policy()) as c:
+        await c.login()
+        assert (await _post(c, "/step-up", OP))[0] == 200
+        await c.login()  # signs in again (the test app always signs in "alice")
+        assert await _post(c, "/sensitive", OP) == (200, "done")
+
+
+@ADAPTERS
+async def test_anonymous_requests_need_to_sign_in(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        status, body = await _post(c, "/sensitive", OP)
+        assert status == 401 and '"not-authenticated"' in body
+
+
+def test_grants_are_kept_server_side_as_digests() -> None:
+    from sessionwarden.core import Session
+    from sessionwarden.records import SessionRecord
+
+    record = SessionRecord(
+        key="k",
+        created_at=0,
+        last_seen=0,
+        expires_at=999,
+        rotated_at=0,
+        csrf_secret="s",
+        user_id="alice",
+    )
+    session = Session(record, now=10.0)
+    for i in range(12):
+        session.grant_step_up(f"op-{i}", ttl=100 + i)
+    grants = session[STEP_UP_KEY]
+    assert isinstance(grants, dict) and len(grants) == 8
+    assert not any("op-" in digest for digest in grants)
+    session.require_step_up("op-11")  # the newest are kept
+    with pytest.raises(StepUpRequired):
+        session.require_step_up("op-0")
+    # A grant names its user: signing in as someone else voids it.
+    session.grant_step_up("op")
+    session.login("bob")
+    with pytest.raises(StepUpRequired):
+        session.require_step_up("op")
