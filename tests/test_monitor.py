@@ -913,3 +913,72 @@ def test_monitor_keeps_every_name_of_the_split_modules_importable() -> None:
         for name in module.__all__:
             assert getattr(monitor, name) is getattr(module, name), name
     assert set(monitor.__all__) == set(scoring.__all__) | set(sinks.__all__) | set(throttle.__all__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Events are built only for a sink that wants them; every sink that does gets every one
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_muted_log_sink_leaves_every_event_to_the_other_sinks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sessionwarden.clock import ManualClock
+    from sessionwarden.core import Engine
+    from sessionwarden.events import CallbackSink, NullSink
+    from sessionwarden.policy import Policy
+    from sessionwarden.stores.memory import MemoryStore
+
+    from .conftest import SECRET
+    from .test_engine import Client, login
+
+    def sign_in_and_out(sink: sinks.JsonLogSink | FanOut | NullSink) -> list[EventKind]:
+        seen: list[EventKind] = []
+        engine = Engine(
+            Policy(secret_keys=(SECRET,)),
+            clock=ManualClock(),
+            sink=FanOut(sink, CallbackSink(lambda e: seen.append(e.kind))),
+        )
+        browser = Client(engine, MemoryStore())
+        browser.request(lambda s: s.csrf_token())
+        login(browser)
+        browser.request(lambda s: s.logout())
+        return seen
+
+    expected = [
+        EventKind.CREATED,
+        EventKind.ROTATED,
+        EventKind.LOGGED_IN,
+        EventKind.LOGGED_OUT,
+    ]
+    caplog.set_level(logging.WARNING, logger="sessionwarden.events")
+    assert sign_in_and_out(sinks.JsonLogSink()) == expected
+    assert sign_in_and_out(NullSink()) == expected
+    assert not [r for r in caplog.records if r.name == "sessionwarden.events"]
+    caplog.set_level(logging.INFO, logger="sessionwarden.events")
+    assert sign_in_and_out(sinks.JsonLogSink()) == expected
+    logged = [
+        json.loads(r.getMessage())["event"]
+        for r in caplog.records
+        if r.name == "sessionwarden.events"
+    ]
+    assert logged == [kind.value for kind in expected]
+
+
+def test_a_sink_whose_wants_fails_still_gets_the_event_through_fanout() -> None:
+    class Broken:
+        def __init__(self) -> None:
+            self.got: list[Event] = []
+
+        def wants(self, kind: EventKind) -> bool:
+            raise RuntimeError("broken")
+
+        def emit(self, event: Event) -> None:
+            self.got.append(event)
+
+    broken = Broken()
+    fan = FanOut(sinks.JsonLogSink(logging.getLogger("sessionwarden.test.muted")), broken)
+    logging.getLogger("sessionwarden.test.muted").setLevel(logging.CRITICAL)
+    assert fan.wants(EventKind.LOGGED_IN)
+    fan.emit(ev(EventKind.LOGGED_IN, user_id="u"))
+    assert [e.kind for e in broken.got] == [EventKind.LOGGED_IN]

@@ -90,11 +90,24 @@ class Event:
 
 
 class EventSink(Protocol):
+    """Where events go. A sink may also define ``wants(kind) -> bool``: the engine then builds
+    an event only when its sink wants that kind (a muted log level, no sink at all), and a sink
+    without ``wants`` gets every event."""
+
     def emit(self, event: Event) -> None: ...
+
+
+def sink_wants(sink: EventSink, kind: EventKind) -> bool:
+    """Whether ``sink`` takes events of ``kind`` (always, unless it says otherwise)."""
+    wants: Callable[[EventKind], bool] | None = getattr(sink, "wants", None)
+    return wants is None or wants(kind)
 
 
 class NullSink:
     __slots__ = ()
+
+    def wants(self, kind: EventKind) -> bool:
+        return False
 
     def emit(self, event: Event) -> None:
         return None
@@ -119,6 +132,15 @@ class FanOut:
 
     def __init__(self, *sinks: EventSink) -> None:
         self._sinks = sinks
+
+    def wants(self, kind: EventKind) -> bool:
+        for sink in self._sinks:
+            try:
+                if sink_wants(sink, kind):
+                    return True
+            except Exception:  # a failing sink is still offered the event (and fails there)
+                return True
+        return False
 
     def emit(self, event: Event) -> None:
         for sink in self._sinks:

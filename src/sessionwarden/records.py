@@ -213,26 +213,25 @@ class Tombstone:
 Lookup: TypeAlias = SessionRecord | Alias | Tombstone | None
 
 
-_CONTAINERS = frozenset((dict, list))
+#: The types of JSON's scalars: a value of exactly one of these is immutable and never copied.
+#: Anything else (lists, dicts, and subclasses of any JSON type) goes through :func:`clone_json`.
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def clone_json(value: JSON) -> JSON:
     """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
     if isinstance(value, dict):
-        return {k: clone_json(v) for k, v in value.items()}
+        return {k: v if type(v) in _SCALARS else clone_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [clone_json(v) for v in value]
+        return [v if type(v) in _SCALARS else clone_json(v) for v in value]
     return value
 
 
 def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
     """A copy of a mapping of JSON values; scalars (almost all of them) are shared."""
-    if _CONTAINERS.isdisjoint(map(type, mapping.values())):
+    if _SCALARS.issuperset(map(type, mapping.values())):
         return dict(mapping)  # scalars only: the shallow copy is a full one
-    return {
-        name: clone_json(value) if isinstance(value, dict | list) else value
-        for name, value in mapping.items()
-    }
+    return {name: v if type(v) in _SCALARS else clone_json(v) for name, v in mapping.items()}
 
 
 #: The one encoder of every stored JSON value (compact, UTF-8, no NaN); made once, since

@@ -64,7 +64,7 @@ class Emitter(Protocol):
         user_id: str | None = None,
         reason: str = "",
         detail: dict[str, JSON] | None = None,
-    ) -> Event: ...
+    ) -> Event | None: ...
 
 
 @dataclass(frozen=True, slots=True)

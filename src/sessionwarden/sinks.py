@@ -211,6 +211,10 @@ class JsonLogSink:
     def logger(self) -> logging.Logger:
         return self._logger
 
+    def wants(self, kind: EventKind) -> bool:
+        """Whether the logger takes this kind's level (no event is built for a muted one)."""
+        return self._logger.isEnabledFor(log_level_for(kind, self._level))
+
     def emit(self, event: Event) -> None:
         level = log_level_for(event.kind, self._level)
         if not self._logger.isEnabledFor(level):

@@ -53,6 +53,11 @@ def is_well_formed_id(value: str) -> bool:
 #: functions do, without their layers of argument handling).
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Each character's 6-bit value, and (by ``len % 4`` of the text) the low bits of the last
+#: character that carry no data: 2 characters hold 1 byte (4 spare bits), 3 hold 2 (2 spare).
+_VALUE_OF = {char: value for value, char in enumerate(_ALPHABET)}
+_UNUSED_BITS = (0, 0, 0b1111, 0b11)
 
 
 def b64e(raw: bytes) -> str:
@@ -64,13 +69,16 @@ def b64d(text: str) -> bytes | None:
     """Strict base64url decode; ``None`` for anything malformed (never raises)."""
     if _URLSAFE_TEXT.fullmatch(text) is None:  # the alphabet only (so ASCII)
         return None
+    tail = len(text) % 4
+    if tail == 1 or (tail and _VALUE_OF[text[-1]] & _UNUSED_BITS[tail]):
+        # Not a whole number of bytes, or not the canonical spelling (RFC 4648 §3.5): the last
+        # character's bits past the data, which decoding ignores, must be zero.
+        return None
     raw = text.encode("ascii").translate(_FROM_URLSAFE)
     try:
-        decoded = binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
+        return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         return None
-    # Only the canonical spelling: trailing bits that decoding ignores must be zero.
-    return decoded if b64e(decoded) == text else None
 
 
 _BLOCK = 64  # SHA-256's block size

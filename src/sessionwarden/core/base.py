@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .. import tokens
 from ..clock import Clock, SystemClock
 from ..cookies import CookieWriter
-from ..events import Event, EventKind, EventSink, NullSink
+from ..events import Event, EventKind, EventSink, NullSink, sink_wants
 from ..facts import RequestFacts
 from ..policy import Action, Policy
 from ..records import JSON, Alias, SessionRecord, Tombstone
@@ -117,8 +117,11 @@ class EngineBase:
         user_id: str | None = None,
         reason: str = "",
         detail: dict[str, JSON] | None = None,
-    ) -> Event:
-        """Send one audit event to the sink (IDs appear only as their short reference)."""
+    ) -> Event | None:
+        """Send one audit event to the sink (IDs appear only as their short reference); the
+        event is built only if the sink wants its kind (``None`` when not)."""
+        if not sink_wants(self.sink, kind):
+            return None
         event = Event(
             kind=kind,
             at=now,
