@@ -30,6 +30,7 @@ __all__ = [
     "cross_origin_verdict",
     "extract_form_token",
     "is_exempt",
+    "isolation_verdict",
     "origin_verdict",
     "token_verdict",
 ]
@@ -53,7 +54,7 @@ class Verdict:
     def header(self) -> str:
         """The request header a cross-origin refusal rests on: ``sec-fetch-site``,
         ``origin``, or ``none`` (neither was sent)."""
-        if self.reason == "cross-site-fetch":
+        if self.reason in ("cross-site-fetch", "cross-site-subresource"):
             return "sec-fetch-site"
         if self.reason == "missing-browser-headers":
             return "none"
@@ -145,6 +146,25 @@ def origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
     if parsed == _host_tuple(facts.scheme.lower(), facts.host):
         return Verdict(True, "origin-matches-host")
     return Verdict(False, "origin-mismatch")
+
+
+#: The request headers :func:`isolation_verdict` reads (``RequestFacts.extra``).
+ISOLATION_HEADERS = ("sec-fetch-mode", "sec-fetch-dest")
+
+
+def isolation_verdict(facts: RequestFacts) -> Verdict:
+    """Fetch Metadata resource isolation (``CsrfPolicy.resource_isolation``): refuse a
+    cross-site request that is not a navigation, a ``no-cors`` load or an ``<object>`` or
+    ``<embed>``, whatever its method. Requests without Fetch Metadata pass (older browsers,
+    non-browser clients), and so do CORS requests, which the app's CORS policy governs."""
+    if (facts.sec_fetch_site or "").strip() != "cross-site":
+        return Verdict(True, "not-cross-site")
+    extra = facts.extra or {}
+    mode = extra.get("sec-fetch-mode", "").strip()
+    dest = extra.get("sec-fetch-dest", "").strip()
+    if mode == "no-cors" or (mode == "navigate" and dest in ("object", "embed")):
+        return Verdict(False, "cross-site-subresource")
+    return Verdict(True, "navigation-or-cors")
 
 
 def token_verdict(presented: str | None, secret: str) -> Verdict:

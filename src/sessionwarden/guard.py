@@ -266,9 +266,10 @@ class Guard:
         slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
         for name in _FORWARDED:
             slots.setdefault(name, _PROXY)
-        if self.dbsc is not None:
-            for name in DBSC_HEADERS:
-                slots.setdefault(name, _EXTRA)
+        extra = DBSC_HEADERS if self.dbsc is not None else ()
+        isolation = csrf.ISOLATION_HEADERS if policy.csrf.resource_isolation else ()
+        for name in (*extra, *isolation):
+            slots.setdefault(name, _EXTRA)
         self._raw_slots = {name.encode("latin-1"): slot for name, slot in slots.items()}
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(self._raw_slots)
@@ -438,15 +439,11 @@ class Guard:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
         ctx.nonce = headers.new_nonce() if self.headers is not None else ""
-        reports = self.csp_reports
-        if reports is not None and facts.path == reports.path:
-            self._csp_report(ctx, reports, now)
-            return ctx
-        if self.dbsc is not None and self.dbsc.is_endpoint(facts):
-            # Registration and refresh carry a signed proof: no cross-origin or token check.
-            ctx.dbsc_answer = self.dbsc.endpoint(facts, ctx.session, now)
+        if self._endpoint(ctx, now):
             return ctx
         cpol = self.policy.csrf
+        if cpol.resource_isolation and self._isolation_refuses(ctx, now):
+            return ctx
         if not cpol.enabled or facts.is_safe_method or csrf.is_exempt(facts.path, cpol):
             return ctx
         verdict = csrf.cross_origin_verdict(facts, cpol)
@@ -461,6 +458,32 @@ class Guard:
             return ctx
         self.check_token(ctx, presented)
         return ctx
+
+    def _endpoint(self, ctx: RequestContext, now: float) -> bool:
+        """Whether the guard answers this request itself, with no CSRF check: the CSP report
+        receiver (refused at once, or its body read first: browsers send reports without
+        cookies, and a forged one only adds an event) or DBSC's (a signed proof)."""
+        facts, reports = ctx.facts, self.csp_reports
+        if reports is not None and facts.path == reports.path:
+            early = reports.admit(facts, now)
+            ctx.dbsc_answer = early.answer() if early is not None else None
+            ctx.csp_report = ctx.needs_form_token = early is None
+            return True
+        if self.dbsc is not None and self.dbsc.is_endpoint(facts):
+            ctx.dbsc_answer = self.dbsc.endpoint(facts, ctx.session, now)
+            return True
+        return False
+
+    def _isolation_refuses(self, ctx: RequestContext, now: float) -> bool:
+        """Refuse a cross-site subresource load of a signed-in session's resource."""
+        session = ctx.session
+        if session is None or session.user_id is None:
+            return False
+        verdict = csrf.isolation_verdict(ctx.facts)
+        if verdict.ok or not self._csrf_refuses(ctx, verdict, "cross-origin", now):
+            return False
+        ctx.refusal = Refusal(403, "cross-origin", verdict.reason)
+        return True
 
     def _csrf_refuses(
         self, ctx: RequestContext, verdict: csrf.Verdict, check: str, now: float
@@ -511,17 +534,6 @@ class Guard:
             return
         token = csrf.extract_form_token(ctx.facts.content_type, body, self.policy.csrf.field_name)
         self.check_token(ctx, token)
-
-    def _csp_report(self, ctx: RequestContext, reports: CspReports, now: float) -> None:
-        """A request to the CSP report receiver: refused at once (method, type, rate), or its
-        body is read first (no CSRF check: browsers send reports without cookies, and a forged
-        report only adds an event)."""
-        early = reports.admit(ctx.facts, now)
-        if early is not None:
-            ctx.dbsc_answer = early.answer()
-            return
-        ctx.csp_report = True
-        ctx.needs_form_token = True
 
     def body_too_large(self, ctx: RequestContext) -> None:
         ctx.refusal = Refusal(413, "too-large", "body-over-limit")

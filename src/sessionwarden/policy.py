@@ -128,6 +128,11 @@ class CsrfPolicy:
     #: Roll-out mode: a request either check would refuse is let through and reported
     #: (``csrf.would_block``) instead. WebSocket handshakes are checked as always.
     report_only: bool = False
+    #: Fetch Metadata resource isolation: a signed-in session's resources refuse (403)
+    #: cross-site loads that are not navigations: ``no-cors`` subresources (``<script>``,
+    #: ``<img>``, ``<link>``) and ``<object>``/``<embed>``, which can leak data across sites
+    #: (XSSI, timing, Spectre). CORS requests are left to the app's CORS policy.
+    resource_isolation: bool = False
 
     def __post_init__(self) -> None:
         if self.missing_headers not in ("allow", "refuse"):
