@@ -1,11 +1,14 @@
 """ASGI app factories for ``bench/http.py`` (``uvicorn --factory bench.asgi_apps:<name>``).
 
 Same apps as the in-process rows. The Redis key prefix comes from ``SWBENCH_PREFIX`` so the
-driver can delete the keys afterwards.
+driver can delete the keys afterwards. ``ours_redis`` also answers ``GET`` :data:`CACHE_STATS`
+itself, outside the middleware, with its store's read-cache counters (JSON), so that the driver
+can tell how many reads the cache answered.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -24,7 +27,32 @@ def ours_redis() -> Any:
     from sessionwarden.stores.redis import AsyncRedisStore
 
     store = AsyncRedisStore(REDIS_URL, prefix=os.environ["SWBENCH_PREFIX"])
-    return SessionWardenMiddleware(starlette_app(), policy=policy(), store=store)
+    app = SessionWardenMiddleware(starlette_app(), policy=policy(), store=store)
+    return _with_cache_stats(app, store)
+
+
+#: The path of the read-cache counters (``ours_redis``).
+CACHE_STATS = "/_bench/read-cache"
+
+
+def _with_cache_stats(app: Any, store: Any) -> Any:
+    """``app``, with :data:`CACHE_STATS` answered before it: ``{"hits": n, "misses": n}``, the
+    store's cache lookups so far (a read that misses is looked up twice: without I/O first)."""
+
+    async def serve(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != CACHE_STATS:
+            await app(scope, receive, send)
+            return
+        cache = store.read_cache
+        stats = cache.stats() if cache is not None else None
+        body = json.dumps(
+            {"hits": stats.hits, "misses": stats.misses} if stats is not None else {}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return serve
 
 
 def ours_store() -> Any:

@@ -4,13 +4,14 @@
                                         [--rounds 3] [--mixed]
 
 Bare Starlette vs sessionwarden on Redis vs starsessions + starlette-csrf + secure on Redis; a
-signed-in session's cookies are sent with every request (wrk ``-H``). The three servers run side
-by side and wrk visits them in turn for ``--rounds`` rounds, so that a change in the shared
-machine's load hits every stack alike; each round's ratio is ours over bare Starlette of that
-round. Prints requests/s, p50/p99 latency, the server's CPU time per request (from ``/proc``:
-steadier than requests/s when wrk and the server share two cores) and the ratios, medians with
-their spread, and records the table in ``bench/RESULTS.md``. Every server started is stopped
-(process group kill) whatever happens; only 127.0.0.1 is used.
+signed-in session's cookies are sent with every request (wrk ``-H``); for ours the share of the
+read cache's lookups that the cache answered is printed too (the server's own counters). The
+three servers run side by side and wrk visits them in turn for ``--rounds`` rounds, so that a
+change in the shared machine's load hits every stack alike; each round's ratio is ours over bare
+Starlette of that round. Prints requests/s, p50/p99 latency, the server's CPU time per request
+(from ``/proc``: steadier than requests/s when wrk and the server share two cores) and the
+ratios, medians with their spread, and records the table in ``bench/RESULTS.md``. Every server
+started is stopped (process group kill) whatever happens; only 127.0.0.1 is used.
 
 ``--mixed``: every tenth request of the session stacks is the "write" GET (reads one key, sets
 another) and the rest the reading GET, i.e. 90 % reads and 10 % writes, all on one signed-in
@@ -29,6 +30,7 @@ _path.fix()
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import http.client  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -228,6 +230,7 @@ STACKS = (
     ("ours (Redis, full stack)", "ours_redis", "ours"),
     ("starsessions+csrf+secure (Redis)", "starsessions", "peer"),
 )
+OURS = STACKS[1][0]
 
 
 def server_cpu_seconds(pid: int) -> float | None:
@@ -244,6 +247,31 @@ def server_cpu_seconds(pid: int) -> float | None:
 class Round:
     wrk: WrkResult
     cpu_us: float | None  # the server's CPU time per request served
+    #: Share of the read cache's lookups it answered in this round (ours only), else ``None``.
+    cache_hits: float | None = None
+
+
+def cache_counters(port: int) -> tuple[int, int] | None:
+    """(hits, misses) of the read cache of a server of ``asgi_apps.ours_redis``, else ``None``."""
+    from bench.asgi_apps import CACHE_STATS
+
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    try:
+        conn.request("GET", CACHE_STATS)
+        resp = conn.getresponse()
+        data = json.loads(resp.read()) if resp.status == 200 else {}
+    except (OSError, ValueError):
+        return None
+    finally:
+        conn.close()
+    return (int(data["hits"]), int(data["misses"])) if "hits" in data else None
+
+
+def _hit_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None:
+        return None
+    hits, misses = after[0] - before[0], after[1] - before[1]
+    return hits / (hits + misses) if hits + misses else None
 
 
 def _median(values: list[float]) -> float:
@@ -297,21 +325,25 @@ def main(argv: list[str] | None = None) -> int:
             running.append((label, server, browser.jar.header()))
         for n in range(args.rounds):
             for label, server, cookie in running:
+                is_ours = label == OURS
+                counted = cache_counters(server.port) if is_ours else None
                 before = server_cpu_seconds(server.proc.pid)
                 mixed = args.mixed and label != STACKS[0][0]
                 res = run_wrk(server.port, cookie, args, mixed_script if mixed else None)
                 after = server_cpu_seconds(server.proc.pid)
+                hit_share = _hit_share(counted, cache_counters(server.port) if is_ours else None)
                 served = res.rps * args.duration
                 cpu = (
                     None
                     if before is None or after is None or not served
                     else (after - before) / served * 1e6
                 )
-                rounds[label].append(Round(res, cpu))
+                rounds[label].append(Round(res, cpu, hit_share))
                 print(
                     f"round {n + 1} {label}: {res.rps:,.0f} req/s, p50 {res.p50_ms:.2f} ms, "
                     f"p99 {res.p99_ms:.2f} ms"
-                    + (f", server CPU {cpu:.1f} µs/request" if cpu is not None else ""),
+                    + (f", server CPU {cpu:.1f} µs/request" if cpu is not None else "")
+                    + (f", read cache {hit_share:.0%} hits" if hit_share is not None else ""),
                     file=sys.stderr,
                 )
 
@@ -339,7 +371,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| {_median(ratios[label]):.2f} | {_spread(ratios[label], '.2f')} "
             f"| {sum(r.wrk.non2xx for r in rs)} | {'; '.join(errors) or '-'} |"
         )
-    ours = ratios.get("ours (Redis, full stack)")
+    shares = [r.cache_hits for r in rounds[OURS] if r.cache_hits is not None]
+    if shares:
+        lines.append("")
+        lines.append(
+            f"Ours: the read cache answered {_median(shares):.0%} of its lookups (median; "
+            f"rounds: {', '.join(f'{x:.0%}' for x in shares)}; a read that misses is looked "
+            "up twice)."
+        )
+    ours = ratios.get(OURS)
     if ours:
         ratio = _median(ours)
         verdict = "met" if ratio >= 0.5 else f"MISSED (needs {0.5 / ratio:.2f}x more throughput)"
