@@ -7,6 +7,7 @@ memory use.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -716,6 +717,43 @@ async def test_async_black_hole_fails_within_timeout(black_hole: int) -> None:
         assert time.monotonic() - started < 3
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_async_command_unanswered_after_an_answered_one_fails_within_timeout() -> None:
+    """On one pipelined connection, a command sent after an answered one and never answered
+    itself still fails after the timeout (counted from when it was sent), and so does every
+    command queued behind it."""
+    from sessionwarden.stores.resp import PipelinedReader, RespError
+
+    answered = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        while await reader.read(65536):
+            if answered == 0:
+                writer.write(b"+PONG\r\n")
+                await writer.drain()
+            answered += 1
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lean = PipelinedReader("127.0.0.1", port, 0, None, None, timeout=1.0)
+    try:
+        assert await lean.call(b"PING") == b"PONG"
+        await asyncio.sleep(0.6)
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            lean.call(b"PING"), lean.call(b"PING"), return_exceptions=True
+        )
+        waited = asyncio.get_running_loop().time() - started
+        assert all(isinstance(r, RespError) for r in results), results
+        assert 0.9 <= waited < 2.0, waited
+    finally:
+        lean.close()
+        server.close()
+        await server.wait_closed()
 
 
 def test_client_pause_fails_within_timeout_then_recovers(

@@ -83,12 +83,11 @@ def fast_path_target(url: str) -> tuple[str, int, int, str | None, str | None] |
     return parts.hostname, port, int(db_text), user, password
 
 
-def encode(*args: bytes) -> bytes:
-    """One command in RESP (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
+def encode(*args: bytes | str | int) -> bytes:
+    """One command in RESP (an array of bulk strings); text is sent as UTF-8, an integer as
+    its decimal digits."""
+    raw = [a if type(a) is bytes else (a if type(a) is str else str(a)).encode() for a in args]
+    return b"*%d\r\n" % len(raw) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in raw])
 
 
 class _ConnectionLost(RespError):
@@ -96,10 +95,16 @@ class _ConnectionLost(RespError):
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One pipelined connection: a FIFO of the futures waiting for replies, each with the loop
+    time by which its reply is due (the same timeout for all, so the oldest is due first), and
+    one watchdog timer for the oldest instead of a timer per command."""
+
+    def __init__(self, timeout: float) -> None:
         assert hiredis is not None
         self.reader = hiredis.Reader()
-        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.waiters: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.timeout = timeout
+        self.watchdog: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
         #: The feed this connection's notices go to (see :class:`Tracker`), once accepted.
@@ -110,6 +115,30 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport but behave like one.
         self.transport = cast(asyncio.Transport, transport)
+
+    def submit(self, loop: asyncio.AbstractEventLoop, data: bytes) -> asyncio.Future[Any]:
+        """Send one encoded command; the future its reply (or failure) will be set on."""
+        waiter: asyncio.Future[Any] = loop.create_future()
+        due = loop.time() + self.timeout
+        self.waiters.append((waiter, due))
+        if self.watchdog is None:
+            self.watchdog = loop.call_at(due, self.check, loop)
+        assert self.transport is not None
+        self.transport.write(data)
+        return waiter
+
+    def check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The watchdog: when the oldest reply is overdue, the connection's replies can no
+        longer be matched to their requests, so it is dropped and every request waiting on it
+        fails; otherwise wait for the next one due."""
+        self.watchdog = None
+        if not self.waiters or self.closed:
+            return
+        due = self.waiters[0][1]
+        if due <= loop.time():
+            self.fail(RespError("timeout"))
+        else:
+            self.watchdog = loop.call_at(due, self.check, loop)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -125,7 +154,7 @@ class _Protocol(asyncio.Protocol):
             if not waiters:
                 self.fail(RespError("unexpected reply"))
                 return
-            waiter = waiters.popleft()
+            waiter = waiters.popleft()[0]
             if not waiter.done():
                 if isinstance(reply, hiredis.ReplyError):
                     code = str(reply).split(" ", 1)[0][:16]
@@ -138,11 +167,14 @@ class _Protocol(asyncio.Protocol):
 
     def fail(self, error: RespError) -> None:
         self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
             tracker.unregistered(self)
         while self.waiters:
-            waiter = self.waiters.popleft()
+            waiter = self.waiters.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(error)
         if self.transport is not None:
@@ -217,28 +249,20 @@ class PipelinedReader(_Reader):
         return proto
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
-        _, proto = await loop.create_connection(_Protocol, *self._address)
+        timeout = self._timeout
+        _, proto = await loop.create_connection(lambda: _Protocol(timeout), *self._address)
         for command in self._setup:
-            reply = await self._send(loop, proto, command)
+            reply = await self._submit(loop, proto, command)
             if reply != b"OK":
                 proto.fail(RespError("connection setup refused"))
                 raise RespError("connection setup refused")
         return proto
 
-    async def _send(self, loop: asyncio.AbstractEventLoop, proto: _Protocol, data: bytes) -> Any:
-        return await self._submit(loop, proto, data)
-
     def _submit(
         self, loop: asyncio.AbstractEventLoop, proto: _Protocol, data: bytes
     ) -> asyncio.Future[Any]:
-        waiter: asyncio.Future[Any] = loop.create_future()
-        proto.waiters.append(waiter)
-        assert proto.transport is not None
-        proto.transport.write(data)
         self.commands_sent += 1
-        timer = loop.call_later(self._timeout, _expire, proto, waiter)
-        waiter.add_done_callback(lambda _: timer.cancel())
-        return waiter
+        return proto.submit(loop, data)
 
     def _register(
         self, loop: asyncio.AbstractEventLoop, proto: _Protocol
@@ -253,7 +277,7 @@ class PipelinedReader(_Reader):
         proto.tracking = want  # no other command of this loop queues it again
         return want, [self._submit(loop, proto, c) for c in tracker.commands(want)]
 
-    async def call(self, *args: bytes) -> Any:
+    async def call(self, *args: bytes | str | int) -> Any:
         """One command on this loop's connection; its reply as ``hiredis`` parses it.
 
         A reused connection found gone is replaced and the command sent once more (as
@@ -261,7 +285,9 @@ class PipelinedReader(_Reader):
         loop = asyncio.get_running_loop()
         command = encode(*args)
         for attempt in (1, 2):
-            proto = await self._connection(loop)
+            proto = self._connections.get(loop)
+            if proto is None or proto.closed:
+                proto = await self._connection(loop)
             registration = self._register(loop, proto)
             try:
                 reply = await self._submit(loop, proto, command)
@@ -297,13 +323,6 @@ class PipelinedReader(_Reader):
         for proto in self._connections.values():
             proto.fail(RespError("closed"))
         self._connections.clear()
-
-
-def _expire(proto: _Protocol, waiter: asyncio.Future[Any]) -> None:
-    """A reply did not come in time: the connection's replies can no longer be matched to
-    their requests, so it is dropped and every request waiting on it fails."""
-    if not waiter.done():
-        proto.fail(RespError("timeout"))
 
 
 class _Blocking:
@@ -406,7 +425,7 @@ class BlockingReader(_Reader):
         conn.tracking = want
         tracker.registered(conn, want)
 
-    def call(self, *args: bytes) -> Any:
+    def call(self, *args: bytes | str | int) -> Any:
         """One command on this thread's connection; its reply as ``hiredis`` parses it.
 
         A reused connection found gone is replaced and the command sent once more (as
