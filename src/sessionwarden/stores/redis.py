@@ -104,7 +104,7 @@ class RedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
-        self._parse = self._ops.parse
+        self._scalars = self._ops.scalars
         # The hot read (one HGETALL per request) goes over a lean connection per thread.
         self._fast = BlockingReader(*target, timeout=timeout) if target is not None else None
         #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
@@ -272,7 +272,7 @@ class RedisStore:
             reply = fast.hgetall(self._ops.skey(key))
         except RespError as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
-        return decode(key, flat_fields(reply), self._parse)
+        return decode(key, flat_fields(reply), self._scalars)
 
     def check(self) -> None:
         """A start-up check: :class:`StoreUnavailable` naming the server and the cause (refused
@@ -317,7 +317,7 @@ class AsyncRedisStore:
             self._client = url_or_client
             self._owned = False
             target = None
-        self._parse = self._ops.parse
+        self._scalars = self._ops.scalars
         # The hot read (one HGETALL per request) goes over a lean pipelined connection.
         self._fast = PipelinedReader(*target, timeout=timeout) if target is not None else None
         #: The local read cache (``None`` when off); see :mod:`sessionwarden.stores.tracking`.
@@ -405,7 +405,7 @@ class AsyncRedisStore:
             reply = await fast.hgetall(self._ops.skey(key))
         except RespError as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
-        return decode(key, flat_fields(reply), self._parse)
+        return decode(key, flat_fields(reply), self._scalars)
 
     async def insert(
         self, record: SessionRecord, *, max_per_user: int, tombstone_until: float

@@ -173,7 +173,7 @@ class RedisClusterStore:
         except _CLUSTER_FAILURES as exc:
             raise unavailable(exc) from exc
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
-        self._parse = Scalars().parse
+        self._scalars = Scalars()
         self._lean = _LeanReads(
             self._client,
             lambda host, port: BlockingReader(host, port, 0, username, password, timeout=timeout),
@@ -226,7 +226,7 @@ class RedisClusterStore:
         reader = self._lean.reader(name)
         if reader is not None:
             try:
-                return decode(key, flat_fields(reader.hgetall(name)), self._parse)
+                return decode(key, flat_fields(reader.hgetall(name)), self._scalars)
             except RespError as exc:
                 _lean_failed(exc)
         return self._run(self._ops.get(key))
@@ -322,7 +322,7 @@ class AsyncRedisClusterStore:
             **options,
         )
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
-        self._parse = Scalars().parse
+        self._scalars = Scalars()
         self._lean = _LeanReads(
             self._client,
             lambda host, port: PipelinedReader(host, port, 0, username, password, timeout=timeout),
@@ -376,7 +376,7 @@ class AsyncRedisClusterStore:
         reader = self._lean.reader(name)
         if reader is not None:
             try:
-                return decode(key, flat_fields(await reader.hgetall(name)), self._parse)
+                return decode(key, flat_fields(await reader.hgetall(name)), self._scalars)
             except RespError as exc:
                 _lean_failed(exc)
         return await self._run(self._ops.get(key))

@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Final, cast
@@ -179,8 +179,11 @@ _DOUBLE: Final = struct.Struct(">d")
 
 def enc(value: JSON) -> str:
     """A non-time value as stored."""
-    if type(value) is str and value and value[0] not in _JSON_START_CHARS:
-        return value
+    kind = type(value)
+    if kind is str and value and cast(str, value)[0] not in _JSON_START_CHARS:
+        return cast(str, value)
+    if kind is int:
+        return str(value)  # JSON's text for an integer (bool is not int here)
     return dumps(value)
 
 
@@ -308,17 +311,24 @@ def _value(raw: bytes | str) -> Any:
     return loads(raw)
 
 
-def decode(
-    key: str, fields: Mapping[str, str | bytes], parse: Callable[[Any], Any] = _value
-) -> Lookup:
+#: Meta hash field -> (meta field name, whether it holds a time).
+_META_FIELD: Final[dict[str, tuple[str, bool]]] = {
+    code: (name, code in _TIME_CODES) for name, code in META_CODES.items()
+}
+
+
+def decode(key: str, fields: Mapping[str, str | bytes], scalars: Scalars | None = None) -> Lookup:
+    """What a hash holds (``scalars``: remember parsed values by content, see
+    :class:`Scalars`)."""
     if LIVE in fields:
+        parse, time = (_value, _time) if scalars is None else (scalars.parse, scalars.time)
         meta: dict[str, Any] = {}
         data: dict[str, JSON] = {}
         fingerprint: dict[str, JSON] = {}
         for name, value in fields.items():
-            meta_name = _CODE_META.get(name)
-            if meta_name is not None:
-                meta[meta_name] = _time(value) if name in _TIME_CODES else parse(value)
+            spec = _META_FIELD.get(name)
+            if spec is not None:
+                meta[spec[0]] = time(value) if spec[1] else parse(value)
             elif name.startswith(DATA_PREFIX):
                 data[name[len(DATA_PREFIX) :]] = parse(value)
             elif name in _FP_TRAIT:
@@ -351,16 +361,26 @@ def decode(
 
 
 class Scalars:
-    """:func:`_value` remembered by content for scalars: a session's fields come back
-    byte-identical on every request until it is next written. (Safe between threads: dict
-    reads and writes are atomic, and a value is the same whoever parsed it.)"""
+    """:func:`_value` and :func:`_time` remembered by content for scalars: a session's fields
+    come back byte-identical on every request until it is next written. (Safe between threads:
+    dict reads and writes are atomic, and a value is the same whoever parsed it.)"""
 
-    __slots__ = ("_values",)
+    __slots__ = ("_times", "_values")
 
     def __init__(self) -> None:
-        self._values: dict[bytes, Any] = {}
+        self._values: dict[bytes | str, Any] = {}
+        self._times: dict[bytes | str, float] = {}
 
-    def parse(self, raw: bytes) -> Any:
+    def time(self, raw: bytes | str) -> float:
+        value = self._times.get(raw)
+        if value is None:
+            value = _time(raw)
+            if len(self._times) >= _SCALAR_CACHE_SIZE:
+                self._times.clear()
+            self._times[raw] = value
+        return value
+
+    def parse(self, raw: bytes | str) -> Any:
         value = self._values.get(raw)
         if value is None:
             value = _value(raw)
@@ -375,7 +395,8 @@ class Scalars:
 def flat_fields(reply: list[bytes]) -> dict[str, bytes]:
     """A flat ``HGETALL`` reply as field name -> raw value (values decoded lazily)."""
     it = iter(reply)
-    return {name.decode("utf-8"): value for name, value in zip(it, it, strict=False)}
+    # names and values taken in turn from one iterator, without a Python-level loop
+    return dict(zip(map(bytes.decode, it), it, strict=False))
 
 
 def glob_escape(text: str) -> str:

@@ -65,12 +65,6 @@ SHAS: Final[dict[str, bytes]] = {
 }
 
 
-def _arg(value: str | bytes | int) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return (value if isinstance(value, str) else str(value)).encode("utf-8")
-
-
 class ScriptCommands:
     """Scripts as commands for the lean connections: ``EVAL`` with the source the first time
     a store runs one (which also caches it in Redis), ``EVALSHA`` after that; when Redis lost
@@ -81,7 +75,7 @@ class ScriptCommands:
     def __init__(self) -> None:
         self._sent: set[str] = set()
 
-    def __call__(self, call: Call) -> tuple[bytes, ...]:
+    def __call__(self, call: Call) -> tuple[str | bytes | int, ...]:
         assert call.script is not None
         if call.script in self._sent:
             return script_command(call)
@@ -89,29 +83,25 @@ class ScriptCommands:
         return script_command(call, by_source=True)
 
     @staticmethod
-    def by_source(call: Call) -> tuple[bytes, ...]:
+    def by_source(call: Call) -> tuple[str | bytes | int, ...]:
         return script_command(call, by_source=True)
 
 
-def script_command(call: Call, *, by_source: bool = False) -> tuple[bytes, ...]:
+def script_command(call: Call, *, by_source: bool = False) -> tuple[str | bytes | int, ...]:
     """``call`` (a script) as an ``EVALSHA`` command, or ``EVAL`` with the source when Redis
-    does not know the script yet (``NOSCRIPT``; ``EVAL`` also caches it there)."""
+    does not know the script yet (``NOSCRIPT``; ``EVAL`` also caches it there); the arguments
+    as given (:func:`~.resp.encode` turns text and integers into bytes)."""
     assert call.script is not None
-    head = SCRIPTS[call.script].encode("utf-8") if by_source else SHAS[call.script]
-    return (
-        b"EVAL" if by_source else b"EVALSHA",
-        head,
-        str(len(call.keys)).encode(),
-        *(k.encode("utf-8") for k in call.keys),
-        *(_arg(a) for a in call.args),
-    )
+    if by_source:
+        return (b"EVAL", SCRIPTS[call.script], len(call.keys), *call.keys, *call.args)
+    return (b"EVALSHA", SHAS[call.script], len(call.keys), *call.keys, *call.args)
 
 
 def _fields(reply: Any) -> Mapping[str, str | bytes]:
     """A script's flat hash reply as field name -> raw value (bytes, as the store's own
     connections and redis-py without ``decode_responses`` give them; anything else the slow
     way)."""
-    items = list(reply)
+    items = reply if type(reply) is list else list(reply)
     if items and isinstance(items[0], bytes):
         return flat_fields(items)
     return pairs(items)
@@ -127,7 +117,7 @@ class Ops:
     The sync and async stores only differ in how they run a :class:`Call`.
     """
 
-    __slots__ = ("head", "parse", "prefix")
+    __slots__ = ("head", "prefix", "scalars")
 
     def __init__(self, prefix: str, cluster_hash_tag: bool) -> None:
         if not isinstance(prefix, str):
@@ -140,7 +130,7 @@ class Ops:
         #: What every script call's ARGV starts with: the prefix.
         self.head = KEY_LAYOUT.script_args(prefix)
         #: Scalar field values parsed once by content (the store's reads use it too).
-        self.parse = Scalars().parse
+        self.scalars = Scalars()
 
     def skey(self, key: str) -> str:
         return self.prefix + KEY_LAYOUT.session + key
@@ -203,7 +193,7 @@ class Ops:
         if reply is None:
             return None, None
         items = list(reply)
-        return [text(k) for k in items[1:]], decode(new_key, _fields(items[0]), self.parse)
+        return [text(k) for k in items[1:]], decode(new_key, _fields(items[0]), self.scalars)
 
     def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
         """The record as written (the script answers with the whole hash), or ``None`` when
@@ -219,7 +209,7 @@ class Ops:
             *_count(dels),
         ]
         reply = yield Call("update", (self.skey(key),), tuple(args))
-        return decode(key, _fields(reply), self.parse) if reply else None
+        return decode(key, _fields(reply), self.scalars) if reply else None
 
     def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
         args = [*self.head, key, dumps(tombstone.until), *marker_fields(tombstone)]

@@ -559,7 +559,8 @@ class ReadCache:
     def written(self, name: str, ticket: object | None, value: Lookup) -> None:
         """After this process wrote ``name`` over a registered connection (whose own writes
         are not announced back): keep ``value``, what the write left, unless another change
-        of ``name`` was announced since :meth:`begin`; otherwise forget the key."""
+        of ``name`` was announced since :meth:`begin`; otherwise forget the key. ``value`` is
+        kept as is: the store decoded it from the write's reply and hands it to nobody else."""
         with self._lock:
             self._entries.pop(name, None)
             if ticket is None:
@@ -573,7 +574,7 @@ class ReadCache:
                 return
             if len(self._entries) >= self._size:
                 del self._entries[next(iter(self._entries))]
-            self._entries[name] = (self._now() + self._ttl, _fresh(value))
+            self._entries[name] = (self._now() + self._ttl, value)
 
     def evict(self, names: Iterable[str]) -> None:
         """Forget ``names`` (after this process wrote them)."""
