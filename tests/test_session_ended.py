@@ -167,18 +167,35 @@ async def test_live_and_absent_sessions_have_no_reason(make: Any) -> None:
 
 async def test_idle_timeout(make: Any, clock: ManualClock) -> None:
     b = await _signed_in(make())
-    stale = b.copy()
+    tabs = [b.copy(), b.copy()]
     clock.advance(IDLE + 1)
     body = await b.get()
     assert body == {"ended": "idle", "ctx": "idle", "user": None}
     assert b.sid is None  # the cookie was cleared with the reason
-    # What the store kept is what tells: the expired record is gone, so a second request on the
-    # same ID is an unknown ID.
-    assert (await stale.get())["ended"] is None
+    # The request that found the expiry left a tombstone of it: every other request on the
+    # same ID (a second tab, a live connection's handshake) learns the reason too.
+    for tab in tabs:
+        assert await tab.get() == {"ended": "idle", "ctx": "idle", "user": None}
+        assert tab.sid is None
+
+
+async def test_the_reason_of_an_expiry_is_kept_for_one_idle_timeout(
+    make: Any, clock: ManualClock
+) -> None:
+    b = await _signed_in(make())
+    tabs = [b.copy(), b.copy()]
+    clock.advance(IDLE + 1)
+    assert (await b.get())["ended"] == "idle"
+    clock.advance(IDLE - 2)
+    assert (await tabs[0].get())["ended"] == "idle"
+    clock.advance(2)
+    # Then the ID is unknown again (a short-lived tombstone: an expiry is no theft to report).
+    assert (await tabs[1].get()) == {"ended": None, "ctx": None, "user": None}
 
 
 async def test_absolute_timeout(make: Any, clock: ManualClock) -> None:
     b = await _signed_in(make(rotate_every=0))
+    other_tab = b.copy()
     for _ in range(int(ABSOLUTE // (IDLE / 2)) + 1):
         clock.advance(IDLE / 2)
         body = await b.get("touch")
@@ -186,6 +203,22 @@ async def test_absolute_timeout(make: Any, clock: ManualClock) -> None:
             break
     assert body["ended"] == "absolute"
     assert body["user"] is None
+    assert await other_tab.get() == {"ended": "absolute", "ctx": "absolute", "user": None}
+
+
+async def test_an_expired_id_is_never_revived(make: Any, clock: ManualClock) -> None:
+    """A write, a login or a rotation on the tombstone of an expiry gets a new session, never
+    the old one back."""
+    b = await _signed_in(make())
+    copies = [b.copy() for _ in range(4)]
+    old = b.sid
+    clock.advance(IDLE + 1)
+    assert (await b.get())["ended"] == "idle"
+    for copy, action in zip(copies, ("touch", "login", "revoke-others"), strict=False):
+        body = await copy.get(action)
+        assert body["ended"] == "idle"
+        assert copy.sid != old
+    assert (await copies[-1].get())["ended"] == "idle"  # the old ID: still ended
 
 
 async def test_signed_out(make: Any) -> None:

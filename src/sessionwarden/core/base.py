@@ -13,7 +13,8 @@ from ..facts import RequestFacts
 from ..policy import Action, Policy
 from ..records import JSON, Alias, SessionRecord, Tombstone
 from .anonymous import AnonymousLedger
-from .ops import Get, RevokeUser, Steps
+from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, expired_tombstone_ttl
+from .ops import Get, Revoke, RevokeUser, Steps
 from .session import Session, ValueLimits
 
 #: The tombstone reason of an ID replaced at login: its cookie is left alone (the browser already
@@ -96,6 +97,7 @@ class EngineBase:
         self.agent_label: Callable[[str], str] = agent_label or _short_agent
         self.throttle = throttle
         self._tomb_ttl = policy.effective_tombstone_ttl
+        self._expired_ttl = expired_tombstone_ttl(policy.idle_timeout, self._tomb_ttl)
         self.anonymous = AnonymousLedger(policy.anonymous_per_client)
         self.limits = ValueLimits(
             policy.max_value_depth, policy.max_value_bytes, policy.max_session_bytes
@@ -150,6 +152,20 @@ class EngineBase:
         if now >= record.last_seen + self.policy.idle_timeout or now >= record.expires_at:
             return EventKind.EXPIRED_IDLE
         return None
+
+    def _end_expired(self, record: SessionRecord, kind: EventKind, now: float) -> Steps[None]:
+        """A request found ``record`` past a deadline (``kind``): it becomes a short-lived
+        tombstone of the expiry, so the requests presenting its ID after this one learn why it
+        ended too, and nothing can write it back to life."""
+        reason = EXPIRED_ABSOLUTE if kind is EventKind.EXPIRED_ABSOLUTE else EXPIRED_IDLE
+        tombstone = Tombstone(
+            key=record.key,
+            reason=reason,
+            at=now,
+            until=now + self._expired_ttl,
+            user_id=record.user_id,
+        )
+        yield from Revoke(record.key, tombstone)
 
     def _login_fingerprint(self, facts: RequestFacts) -> dict[str, JSON] | None:
         return self.fingerprinter(facts) if self.fingerprinter is not None else None

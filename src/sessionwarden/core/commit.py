@@ -158,10 +158,12 @@ class Committing(EngineBase):
         found = yield from Get(key)
         if isinstance(found, Alias):
             return True  # moved by a concurrent request: the race recovery follows it
-        if isinstance(found, SessionRecord) and self._expiry_reason(found, now) is None:
+        if not isinstance(found, SessionRecord):
+            return False
+        expired = self._expiry_reason(found, now)
+        if expired is None:
             return True
-        if isinstance(found, SessionRecord):
-            yield from Delete(key)
+        yield from self._end_expired(found, expired, now)
         return False
 
     # -- update and touch ---------------------------------------------------------------------

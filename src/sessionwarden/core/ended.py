@@ -2,7 +2,10 @@
 
 The reason is derived only from what the store keeps under the presented ID (its tombstone's
 reason) or from the record's own deadlines, so only a client presenting the exact ID of an ended
-session learns it; an unknown, forged or malformed ID has no reason.
+session learns it; an unknown, forged or malformed ID has no reason. A request that finds a
+session expired leaves a tombstone of the expiry (``expired.idle``, ``expired.absolute``) for
+:func:`expired_tombstone_ttl`, so every request presenting that ID meanwhile (a second tab, a
+live connection's handshake) learns the reason too, not only the first.
 
 =====================  ==========================================================================
 ``session_ended``      the presented session ...
@@ -53,7 +56,13 @@ ENDED_REASONS: Final = (
     REVOKED,
 )
 
+#: The tombstone reasons of an expired session (the event kinds' names, without ``session.``).
+EXPIRED_IDLE: Final = "expired.idle"
+EXPIRED_ABSOLUTE: Final = "expired.absolute"
+
 _EXACT = {
+    EXPIRED_IDLE: IDLE,
+    EXPIRED_ABSOLUTE: ABSOLUTE,
     "logout": SIGNED_OUT,
     "revoked:user": REVOKED_BY_USER,
     "user:revoke-others": REVOKED_BY_USER,
@@ -78,3 +87,11 @@ def ended_reason(tombstone_reason: str) -> str:
         if tombstone_reason.startswith(prefix):
             return reason
     return REVOKED
+
+
+def expired_tombstone_ttl(idle_timeout: float, tombstone_ttl: float) -> float:
+    """How long the tombstone of an expired session is kept: one idle timeout (never longer than
+    the tombstones of revocations). Short, since an expiry is no theft to report: long enough
+    for the other tabs and connections of the browser to learn why, and then the ID is unknown
+    again."""
+    return min(idle_timeout, tombstone_ttl)

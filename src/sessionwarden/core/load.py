@@ -13,12 +13,25 @@ from ..facts import RequestFacts
 from ..policy import Action
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import LOGIN_ROTATION, EngineBase, Loaded
-from .ended import ABSOLUTE, IDLE, REPLACED, REVOKED_SUSPICIOUS, ended_reason
-from .ops import Delete, Get, Revoke, Steps, Update
+from .ended import (
+    ABSOLUTE,
+    EXPIRED_ABSOLUTE,
+    EXPIRED_IDLE,
+    IDLE,
+    REPLACED,
+    REVOKED_SUSPICIOUS,
+    ended_reason,
+)
+from .ops import Get, Revoke, Steps, Update
 from .session import Session
 
 #: Sessions looked up and ended per tossing request (a header may repeat the name many times).
 _MAX_TOSSED = 4
+#: The event of a request presenting the tombstone of an expiry (any other tombstone: a replay).
+_PRESENTED_TOMBSTONE = {
+    EXPIRED_IDLE: EventKind.EXPIRED_IDLE,
+    EXPIRED_ABSOLUTE: EventKind.EXPIRED_ABSOLUTE,
+}
 
 
 class Loading(EngineBase):
@@ -80,6 +93,8 @@ class Loading(EngineBase):
         self, raw: str, key: str, found: Lookup, facts: RequestFacts, now: float
     ) -> Steps[Loaded]:
         """Nothing under the current secret (try the older ones), a tombstone, or an alias."""
+        if isinstance(found, Tombstone) and now >= found.until:
+            found = None  # its time is over (a store may not have purged it yet): unknown
         if found is None:
             for legacy in self.keyring.legacy_hashes(raw):
                 found = yield from Get(legacy)
@@ -93,17 +108,7 @@ class Loading(EngineBase):
                 self.emit(EventKind.THROTTLED, facts, now, reason="unknown-session-ids")
             return Loaded(self.new_session(None, now), clear_cookie=True, throttled=throttled)
         if isinstance(found, Tombstone):
-            kind = (
-                EventKind.REPLAY_ROTATED
-                if found.reason.startswith("rotated")
-                else EventKind.REPLAY_REVOKED
-            )
-            self.emit(kind, facts, now, key=key, user_id=found.user_id, reason=found.reason)
-            # An ID replaced at login: the browser's cookie already is (or is about to be) the
-            # new one, which clearing the name would delete.
-            clear = found.reason != LOGIN_ROTATION
-            ended = ended_reason(found.reason)
-            return Loaded(self.new_session(None, now), clear_cookie=clear, ended=ended)
+            return self._buried(found, key, facts, now)
         via_alias = False
         if isinstance(found, Alias):
             if now >= found.grace_until:
@@ -117,13 +122,30 @@ class Loading(EngineBase):
         assert isinstance(found, SessionRecord)
         return (yield from self._admit(found, via_alias, facts, now))
 
+    def _buried(self, found: Tombstone, key: str, facts: RequestFacts, now: float) -> Loaded:
+        """An ended session's ID: anonymous, with the reason. Presenting a revoked or rotated-out
+        ID is a replay; presenting an expired one (found by an earlier request) is not: the
+        expiry's event again."""
+        kind, reason = _PRESENTED_TOMBSTONE.get(found.reason), "again"
+        if kind is None:
+            rotated = found.reason.startswith("rotated")
+            kind = EventKind.REPLAY_ROTATED if rotated else EventKind.REPLAY_REVOKED
+            reason = found.reason
+        self.emit(kind, facts, now, key=key, user_id=found.user_id, reason=reason)
+        # An ID replaced at login: the browser's cookie already is (or is about to be) the new
+        # one, which clearing the name would delete.
+        clear = found.reason != LOGIN_ROTATION
+        return Loaded(
+            self.new_session(None, now), clear_cookie=clear, ended=ended_reason(found.reason)
+        )
+
     def _admit(
         self, record: SessionRecord, via_alias: bool, facts: RequestFacts, now: float
     ) -> Steps[Loaded]:
         """A live record: expired, risky, or the request's session."""
         expired = self._expiry_reason(record, now)
         if expired is not None:
-            yield from Delete(record.key)
+            yield from self._end_expired(record, expired, now)
             self.emit(expired, facts, now, key=record.key, user_id=record.user_id)
             ended = ABSOLUTE if expired is EventKind.EXPIRED_ABSOLUTE else IDLE
             return Loaded(self.new_session(None, now), clear_cookie=True, ended=ended)
