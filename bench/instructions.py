@@ -4,10 +4,10 @@ with the load of a shared machine, for A/B comparisons of small changes.
     PYTHONPATH=src python -m bench.instructions [ROW ...] [--requests 1000]
     PYTHONPATH=src python -m bench.instructions --http [STACK ...] [--connections 64]
 
-In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, and the requests
-that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``, ``memory-sign-in``,
-``redis-sign-in``, ``sqlite-sign-in``): the app is called
-directly, as in ``bench/run.py``. ``--http`` runs the uvicorn server of ``bench/http.py``
+In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, ``memory-post``,
+and the requests that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``,
+``memory-sign-in``, ``redis-sign-in``, ``sqlite-sign-in``): the app is called directly, as in
+``bench/run.py``. ``--http`` runs the uvicorn server of ``bench/http.py``
 (``bare``, ``ours``) under callgrind, drives it from a small keep-alive client with that many
 connections, and counts the server's instructions only. Counting starts after a warm-up (the
 program turns callgrind's instrumentation on and off itself), so start-up is excluded.
@@ -46,6 +46,7 @@ ROWS = (
     "sqlite",
     "redis",
     "redis-post",
+    "memory-post",
     "memory-write",
     "sqlite-write",
     "redis-write",

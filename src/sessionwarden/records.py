@@ -105,7 +105,7 @@ class SessionRecord:
             data,
             self.dbsc,
         )
-        new.apply(update.copy())
+        new.apply(update, copy_values=True)
         return new
 
     def meta(self) -> dict[str, JSON]:
@@ -141,14 +141,18 @@ class SessionRecord:
         doc = json.loads(text)
         return cls.from_parts(doc["key"], doc, doc.get("data") or {})
 
-    def apply(self, update: RecordUpdate) -> None:
-        """Apply a partial update in place (the reference semantics every store follows)."""
-        for name, value in update.meta.items():
+    def apply(self, update: RecordUpdate, *, copy_values: bool = False) -> None:
+        """Apply a partial update in place (the reference semantics every store follows);
+        ``copy_values``: take copies of the update's lists and dicts, not the objects."""
+        meta, set_data = update.meta, update.set_data
+        if copy_values:
+            meta, set_data = clone_map(meta), clone_map(set_data)
+        for name, value in meta.items():
             setattr(self, name, value)
-        for name, value in update.set_data.items():
-            self.data[name] = value
+        data = self.data
+        data.update(set_data)
         for name in update.del_data:
-            self.data.pop(name, None)
+            data.pop(name, None)
 
 
 @dataclass(slots=True)
@@ -172,17 +176,6 @@ class RecordUpdate:
 
     def is_empty(self) -> bool:
         return not (self.meta or self.set_data or self.del_data or self.activity)
-
-    def copy(self) -> RecordUpdate:
-        """An independent copy (scalars shared, lists and dicts copied): what a store keeps of
-        an update, so that nothing the request still holds can change a stored record."""
-        activity = self.activity
-        return RecordUpdate(
-            clone_map(self.meta) if self.meta else {},
-            clone_map(self.set_data) if self.set_data else {},
-            self.del_data,
-            None if activity is None else clone_map(activity),
-        )
 
 
 @dataclass(frozen=True, slots=True)
