@@ -81,11 +81,12 @@ class SessionRecord:
             None if self.dbsc is None else clone_map(self.dbsc),
         )
 
-    def updated(self, update: RecordUpdate) -> SessionRecord:
+    def updated(self, update: RecordUpdate, *, copy_values: bool = True) -> SessionRecord:
         """A new record: this one with ``update`` applied (this one is left as it is). What
         the update leaves alone is shared with this one, since a record is never changed once
-        stored or read (the core copies before it changes one); what it sets is copied, so the
-        caller keeps no hold on the new record. How stores that keep records write an update."""
+        stored or read (the core copies before it changes one); what it sets is copied unless
+        ``copy_values`` is off, so the caller keeps no hold on the new record. How stores that
+        keep records write an update, and how the core follows its own rotation."""
         data = self.data
         if update.set_data or update.del_data:
             data = dict(data)  # the one container the update changes in place
@@ -105,7 +106,7 @@ class SessionRecord:
             data,
             self.dbsc,
         )
-        new.apply(update, copy_values=True)
+        new.apply(update, copy_values=copy_values)
         return new
 
     def meta(self) -> dict[str, JSON]:

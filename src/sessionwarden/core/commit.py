@@ -502,9 +502,9 @@ class Committing(EngineBase):
         if act.login_user is not None:
             self.emit(EventKind.LOGGED_IN, facts, now, key=new_key, user_id=act.login_user)
         self._report_evicted(evicted, facts, now, user_id)
-        new_record = record.copy()
+        # The request's own values: nothing else holds them, so they are not copied.
+        new_record = record.updated(changes, copy_values=False)
         new_record.key = new_key
-        new_record.apply(changes)
         session.record = new_record
         yield from self._end_others(session, facts, now, new_key, new_record.user_id)
         cookie = self.cookies.issue(
