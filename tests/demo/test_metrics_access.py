@@ -88,3 +88,51 @@ def test_a_local_proxy_does_not_make_its_clients_local(kind: str) -> None:
     assert _get(kind, "127.0.0.1", forwarded, TOKEN).status_code == 403
     with_token = {**forwarded, "authorization": f"Bearer {TOKEN}"}
     assert _get(kind, "127.0.0.1", with_token, TOKEN).status_code == 200
+
+
+@KINDS
+def test_the_demo_receives_csp_reports(kind: str) -> None:
+    """The demo's CSP names its report receiver, which turns a report into an event."""
+    import json
+
+    from sessionwarden.events import Event
+
+    seen: list[Event] = []
+
+    class Sink:
+        def emit(self, event: Event) -> None:
+            seen.append(event)
+
+    users = {"alice": hash_password("pw")}
+    report = {
+        "csp-report": {
+            "document-uri": "https://demo.test/attacks",
+            "effective-directive": "script-src-elem",
+        }
+    }
+    headers = {"content-type": "application/csp-report"}
+    base = f"https://{HOST}"
+    if kind == "asgi":
+        app = create_app(store="memory://", policy=_policy(), users=users, sink=Sink())
+
+        async def go() -> tuple[httpx.Response, httpx.Response]:
+            transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+            async with httpx.AsyncClient(transport=transport, base_url=base) as http:
+                page = await http.get("/login")
+                posted = await http.post(
+                    "/csp-reports", headers=headers, content=json.dumps(report)
+                )
+                return page, posted
+
+        import anyio
+
+        page, posted = anyio.run(go)
+    else:
+        flask_app = create_flask_app(store="memory://", policy=_policy(), users=users, sink=Sink())
+        transport = httpx.WSGITransport(app=flask_app, remote_addr="203.0.113.7")
+        with httpx.Client(transport=transport, base_url=base) as http:
+            page = http.get("/login")
+            posted = http.post("/csp-reports", headers=headers, content=json.dumps(report))
+    assert "report-uri /csp-reports" in page.headers["content-security-policy"]
+    assert posted.status_code == 204
+    assert [e.reason for e in seen if e.kind.value == "csp.violation"] == ["script-src-elem"]

@@ -31,7 +31,7 @@ from ..dbsc import DbscPolicy
 from ..events import EventSink, FanOut
 from ..html import sanitize_html
 from ..monitor import JsonLogSink, agent_label
-from ..policy import HttpsPolicy, MonitorPolicy, Policy
+from ..policy import HeadersPolicy, HttpsPolicy, MonitorPolicy, Policy
 from ..records import JSON
 from .ended import pop_sentence
 from .users import USERNAME_PATTERN
@@ -143,6 +143,8 @@ REVOKE_OTHERS_FLASH = (
 )
 NOT_FOUND = "Not found\n"
 METRICS_UNAVAILABLE = "metrics need prometheus-client\n"
+#: Where browsers post CSP violation reports (answered by the middleware: ``csp.violation``).
+CSP_REPORT_PATH = "/csp-reports"
 #: The variable holding the bearer token that lets other machines read ``/metrics``.
 METRICS_TOKEN_ENV = "SESSIONWARDEN_METRICS_TOKEN"  # noqa: S105 - the variable name
 METRICS_FORBIDDEN = (
@@ -160,10 +162,11 @@ def demo_policy(
     dbsc: bool = False,
     allowed_hosts: tuple[str, ...] = (),
 ) -> Policy:
-    """The demo's policy: library defaults (a user-agent change revokes the session), at most
-    five sessions per user, the timeouts and trusted proxies chosen on the command line, the
-    hosts it answers to (none: loopback only) and, with ``dbsc``, device bound sessions offered
-    to browsers that support them."""
+    """The demo's policy: library defaults (a user-agent change revokes the session), CSP
+    violation reports received at :data:`CSP_REPORT_PATH`, at most five sessions per user, the
+    timeouts and trusted proxies chosen on the command line, the hosts it answers to (none:
+    loopback only) and, with ``dbsc``, device bound sessions offered to browsers that support
+    them."""
     grace = min(10.0, rotate_every / 2) if rotate_every else 10.0
     return Policy(
         secret_keys=(secret,),
@@ -176,6 +179,8 @@ def demo_policy(
         monitor=MonitorPolicy(on_high="revoke", agent_change_is_high=True),
         dbsc=DbscPolicy(enabled=dbsc),
         https=HttpsPolicy(trusted_proxies=trusted_proxies),
+        # What the CSP blocks (the stored-XSS comment of /attacks) is reported here.
+        headers=HeadersPolicy(csp_report_path=CSP_REPORT_PATH),
     )
 
 
