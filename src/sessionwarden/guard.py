@@ -256,6 +256,8 @@ class Guard:
             CspReports(policy.headers) if policy.headers.csp_report_path is not None else None
         )
         self._host_reported = False
+        #: Whether any endpoint is answered by the guard itself (:meth:`_endpoint`).
+        self._endpoints = self.csp_reports is not None or self.dbsc is not None
         #: The redirect's policy: :meth:`may_redirect` already decided the loopback exemption.
         self._redirect_policy = replace(policy.https, allow_loopback_http=False)
         # Where the value of each header the guard reads goes. A token header named like one of
@@ -439,7 +441,7 @@ class Guard:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
         ctx.nonce = headers.new_nonce() if self.headers is not None else ""
-        if self._endpoint(ctx, now):
+        if self._endpoints and self._endpoint(ctx, now):
             return ctx
         cpol = self.policy.csrf
         if cpol.resource_isolation and self._isolation_refuses(ctx, now):
