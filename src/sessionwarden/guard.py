@@ -210,6 +210,22 @@ class RequestContext:
 RefusalRenderer = Callable[[Refusal, RequestContext], RenderedRefusal | None]
 
 
+def _header_slots(policy: Policy) -> dict[bytes, int]:
+    """Where the value of each request header the guard reads goes. A token header named like
+    one of the other headers is not read as a token; one named like a proxy header is read as
+    the token only. Optional features' headers are read only when they are on."""
+    slots = {name: slot for slot, name in enumerate(_SINGLE_HEADERS)}
+    slots["cookie"] = _COOKIE
+    slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
+    for name in _FORWARDED:
+        slots.setdefault(name, _PROXY)
+    extra = DBSC_HEADERS if policy.dbsc.enabled else ()
+    isolation = csrf.ISOLATION_HEADERS if policy.csrf.resource_isolation else ()
+    for name in (*extra, *isolation):
+        slots.setdefault(name, _EXTRA)
+    return {name.encode("latin-1"): slot for name, slot in slots.items()}
+
+
 class Guard:
     """Everything one policy enforces, ready to be driven by an adapter."""
 
@@ -257,22 +273,10 @@ class Guard:
         )
         self._host_reported = False
         #: Whether any endpoint is answered by the guard itself (:meth:`_endpoint`).
-        self._endpoints = self.csp_reports is not None or self.dbsc is not None
+        self._endpoints = (self.csp_reports, self.dbsc) != (None, None)
         #: The redirect's policy: :meth:`may_redirect` already decided the loopback exemption.
         self._redirect_policy = replace(policy.https, allow_loopback_http=False)
-        # Where the value of each header the guard reads goes. A token header named like one of
-        # the other headers is not read as a token; one named like a proxy header is read as the
-        # token only.
-        slots = {name: slot for slot, name in enumerate(_SINGLE_HEADERS)}
-        slots["cookie"] = _COOKIE
-        slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
-        for name in _FORWARDED:
-            slots.setdefault(name, _PROXY)
-        extra = DBSC_HEADERS if self.dbsc is not None else ()
-        isolation = csrf.ISOLATION_HEADERS if policy.csrf.resource_isolation else ()
-        for name in (*extra, *isolation):
-            slots.setdefault(name, _EXTRA)
-        self._raw_slots = {name.encode("latin-1"): slot for name, slot in slots.items()}
+        self._raw_slots = _header_slots(policy)
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(self._raw_slots)
 
