@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .facts import RequestFacts
 from .policy import CsrfPolicy, path_under
 from .proxy import split_host
-from .tokens import unmask_token, verify_masked_token
+from .tokens import is_secret, unmask_token
 
 __all__ = [
     "Verdict",
@@ -175,9 +175,10 @@ def token_verdict(presented: str | None, secret: str) -> Verdict:
     """
     if not presented:
         return Verdict(False, "missing-token")
-    if unmask_token(presented) is None:
+    candidate = unmask_token(presented)
+    if candidate is None:
         return Verdict(False, "malformed-token")
-    if not verify_masked_token(presented, secret):
+    if not is_secret(candidate, secret):
         return Verdict(False, "bad-token")
     return Verdict(True, "token-ok")
 

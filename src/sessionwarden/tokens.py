@@ -184,7 +184,10 @@ def unmask_token(token: str) -> bytes | None:
 def verify_masked_token(token: str, secret_b64: str) -> bool:
     """Constant-time check that ``token`` is a masking of ``secret_b64``."""
     candidate = unmask_token(token)
+    return candidate is not None and is_secret(candidate, secret_b64)
+
+
+def is_secret(candidate: bytes, secret_b64: str) -> bool:
+    """Constant-time check that an unmasked token (:func:`unmask_token`) is ``secret_b64``."""
     secret = b64d(secret_b64)
-    if candidate is None or secret is None:
-        return False
-    return hmac.compare_digest(candidate, secret)
+    return secret is not None and hmac.compare_digest(candidate, secret)
