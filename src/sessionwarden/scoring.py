@@ -90,10 +90,10 @@ def _product_major(ua: str, name: str) -> int | None:
         start = at + 1
 
 
-#: How many user agents, and client addresses, keep their parsed traits: the same few strings
-#: arrive on request after request, and each parse is dozens of string searches. Keyed by at
-#: most :data:`UA_SCAN_LIMIT` (:data:`IP_SCAN_LIMIT`) characters, so the caches stay small
-#: whatever the headers hold.
+#: How many user agents, client addresses and language headers keep their parsed traits: the
+#: same few strings arrive on request after request, and a user agent's parse is dozens of
+#: string searches. Keyed by at most :data:`UA_SCAN_LIMIT` (:data:`IP_SCAN_LIMIT`, 256)
+#: characters, so the caches stay small whatever the headers hold.
 _PARSED_CACHE_SIZE = 1024
 
 
@@ -221,7 +221,12 @@ _LANG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def _first_language(header: str) -> str:
     """The client's preferred language tag, lower-cased; ``""`` when absent or malformed."""
-    first = header[:_LANG_SCAN_LIMIT].split(",", 1)[0].split(";", 1)[0].strip()
+    return _language_of(header[:_LANG_SCAN_LIMIT])
+
+
+@functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
+def _language_of(head: str) -> str:
+    first = head.split(",", 1)[0].split(";", 1)[0].strip()
     if not first or len(first) > _LANG_MAX or not _LANG_CHARS.issuperset(first):
         return ""
     return first.lower()
