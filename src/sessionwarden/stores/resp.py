@@ -341,15 +341,28 @@ class PipelinedReader(_Reader):
         self._connections.clear()
 
 
+#: Forks this process has been through (a counter, instead of ``os.getpid()``, a system call,
+#: on every command of a thread's connection).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class _Blocking:
     """One thread's connection."""
 
-    __slots__ = ("__weakref__", "pid", "reader", "sock", "tracking", "used")
+    __slots__ = ("__weakref__", "forks", "reader", "sock", "tracking", "used")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = hiredis.Reader()
-        self.pid = os.getpid()
+        self.forks = _forks  # made in this process, not inherited from a parent
         self.used = False  # has answered a command since the setup
         self.tracking: int | None = None  # the feed its notices go to (see Tracker)
 
@@ -373,7 +386,7 @@ class BlockingReader(_Reader):
     def _connection(self) -> _Blocking:
         conn: _Blocking | None = getattr(self._local, "conn", None)
         if conn is not None:
-            if conn.pid == os.getpid():
+            if conn.forks == _forks:
                 return conn
             self._drop(conn)  # the parent's, inherited by this forked child: close our copy
         if self._closed:
@@ -471,7 +484,7 @@ class BlockingReader(_Reader):
         with self._lock:
             conns, self._all = self._all, set()
         for conn in conns:
-            if conn.pid == os.getpid():
+            if conn.forks == _forks:
                 conn.sock.close()
             if conn.tracking is not None and self.tracker is not None:
                 conn.tracking = None
