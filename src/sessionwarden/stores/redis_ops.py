@@ -107,8 +107,8 @@ def _fields(reply: Any) -> Mapping[str, str | bytes]:
     return pairs(items)
 
 
-def _count(values: Sequence[Any]) -> list[str]:
-    return [str(len(values)), *values]
+def _count(values: Sequence[Any]) -> list[Any]:
+    return [len(values), *values]
 
 
 class Ops:
@@ -200,15 +200,9 @@ class Ops:
         ``key`` held no live record."""
         sets, dels = update_fields(update)
         entry = "" if update.activity is None else dumps(update.activity)
-        args = [
-            *self.head,
-            key,
-            str(max(int(activity_max), 0)),
-            entry,
-            *_count(sets),
-            *_count(dels),
-        ]
-        reply = yield Call("update", (self.skey(key),), tuple(args))
+        amax = max(int(activity_max), 0)
+        args = (*self.head, key, amax, entry, len(sets), *sets, len(dels), *dels)
+        reply = yield Call("update", (self.skey(key),), args)
         return decode(key, _fields(reply), self.scalars) if reply else None
 
     def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
