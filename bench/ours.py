@@ -162,7 +162,7 @@ class OursAsgi(AsyncRow):
         what = MODES[self.mode]
         extra = "" if fingerprint else ", fingerprint off"
         extra += "" if read_cache else ", read cache off"
-        extra += ", writes in a thread" if offload_writes else ""
+        extra += ", open_async_store" if offload_writes else ""
         self.name = f"ours ASGI {store} {what}{extra}"
         self._tmp = tempfile.TemporaryDirectory(prefix="swbench-")
         self.prefix = ""

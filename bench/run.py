@@ -124,8 +124,8 @@ GOALS: tuple[tuple[str, str, str | tuple[str, ...], float], ...] = (
         2.0,
     ),
     (
-        "18.2 SQLite write, writes in a thread (open_async_store)",
-        "ours ASGI sqlite write, writes in a thread",
+        "18.2 SQLite write through open_async_store (inline, a thread when the lock is taken)",
+        "ours ASGI sqlite write, open_async_store",
         "Starlette SessionMiddleware write",
         2.0,
     ),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -39,6 +40,12 @@ T = TypeVar("T")
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time. Never carries secrets."""
+
+
+class WouldWait(Exception):
+    """Raised by a write of a synchronous store under its ``without_waiting()`` (SQLite) when
+    it would have to wait for another writer's lock; nothing was written. The caller runs the
+    write again where waiting is harmless (:class:`InlineAsyncStore`: a worker thread)."""
 
 
 class NotCached(Exception):
@@ -196,21 +203,33 @@ class InlineAsyncStore:
     """Runs a local synchronous store (memory, SQLite) for the event loop.
 
     Reads run inline: a SQLite read in WAL mode never waits for a writer and takes microseconds,
-    far less than a hop to a thread pool. With ``offload_writes`` (SQLite), writes run in a worker
-    thread, so a lock held by another process delays only the requests that write, never the
-    whole event loop.
+    far less than a hop to a thread pool. With ``offload_writes`` (SQLite), a write that would
+    wait for a lock held elsewhere runs in a worker thread, so such a lock delays only the
+    requests that write, never the whole event loop: a store with ``without_waiting()`` (see
+    :meth:`~sessionwarden.stores.sqlite.SQLiteStore.without_waiting`) first tries the write
+    inline and hands it to the thread only when it raises :class:`WouldWait`; any other store
+    writes in the thread. A purge always runs in the thread (it pauses between batches).
     """
 
-    __slots__ = ("_offload", "sync")
+    __slots__ = ("_inline", "_offload", "sync")
 
     def __init__(self, sync: SessionStore, *, offload_writes: bool = False) -> None:
         self.sync = sync
         self._offload = offload_writes
+        inline: Callable[[], AbstractContextManager[object]] | None
+        inline = getattr(sync, "without_waiting", None)
+        self._inline = inline if offload_writes else None
 
     async def _write(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        if self._offload:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
+        if not self._offload:
+            return fn(*args, **kwargs)
+        if self._inline is not None:
+            try:
+                with self._inline():
+                    return fn(*args, **kwargs)
+            except WouldWait:
+                pass  # nothing was written: the thread waits for the lock
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def get(self, key: str) -> Lookup:
         return self.sync.get(key)
@@ -272,7 +291,9 @@ class InlineAsyncStore:
         return self.sync.activity(key)
 
     async def purge(self, now: float, batch: int = 1000) -> int:
-        return await self._write(self.sync.purge, now, batch)
+        if self._offload:
+            return await asyncio.to_thread(self.sync.purge, now, batch)
+        return self.sync.purge(now, batch)
 
     async def stats(self, now: float) -> StoreStats:
         return self.sync.stats(now)

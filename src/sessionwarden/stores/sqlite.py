@@ -44,9 +44,12 @@ does without a cache: no write of another writer is lost and no dead session com
 change was half of the difference.) The statement runs without a busy handler: when another
 writer holds the lock it fails at once, and the transaction path waits as above.
 
-:meth:`SQLiteStore.purge` deletes in small, paced transactions and checkpoints the WAL it wrote
-itself, so a request never waits for more than one small batch and never pays for copying the
-purge's pages into the database file.
+No commit of a request copies the WAL into the database file: a thread of the store does
+(``sqlite_file.Checkpointer``), and the connections keep SQLite's automatic checkpoint only as
+a backstop. :meth:`SQLiteStore.without_waiting` makes a write that would wait for the lock fail
+at once instead, for an event loop that then hands it to a thread. :meth:`SQLiteStore.purge`
+deletes in small, paced transactions and checkpoints the WAL it wrote itself, so a request never
+waits for more than one small batch.
 Everything SQLite reports (locked past the timeout, read-only, disk full, I/O error, corrupt
 file) is raised as :class:`StoreUnavailable` with a short message naming the condition.
 
@@ -89,7 +92,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -99,7 +101,7 @@ from typing import Any, Final
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, loads
 from . import sqlite_file as _file
 from . import sqlite_rows as _rows
-from .base import StoreStats, StoreUnavailable, appended_trail, merge_stored
+from .base import StoreStats, StoreUnavailable, WouldWait, appended_trail, merge_stored
 from .sqlite_rows import (
     ALIAS,
     GET,
@@ -126,11 +128,6 @@ _CACHE_REST = 65536
 
 _DATA_VERSION: Final = "PRAGMA data_version"
 
-
-# Purge: at most this many rows per transaction (a few ms of lock at a million rows, three
-# indexes to maintain), and this pause between transactions, in which waiting writers get in.
-_PURGE_MAX_BATCH: Final = 200
-_PURGE_PAUSE: Final = 0.005
 
 # Bumped in every child process right after a fork: a connection opened before the fork is never
 # used in the child (checked per call without a getpid() system call).
@@ -164,6 +161,7 @@ class _Handle:
         "generation",
         "hits",
         "misses",
+        "no_wait",
         "pid",
         "rest",
         "version",
@@ -182,6 +180,7 @@ class _Handle:
         self.generation = -1
         self.hits = 0
         self.misses = 0
+        self.no_wait = False  # see SQLiteStore.without_waiting
         self.rest = 0  # gets left to do without the cache (see _CACHE_WINDOW)
 
 
@@ -234,6 +233,8 @@ class SQLiteStore(_rows.ListsAll):
         self._inherited: list[sqlite3.Connection] = []
         self._closed = False
         self._parse_cache: OrderedDict[tuple[str, str, str | None], SessionRecord] = OrderedDict()
+        self._checkpoints = _file.Checkpointer(self._path, self._timeout)
+        weakref.finalize(self, self._checkpoints.close)  # its thread must not outlive the store
         try:
             self._init_schema()
         except BaseException:
@@ -270,14 +271,21 @@ class SQLiteStore(_rows.ListsAll):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back otherwise."""
-        db = self._db()
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back otherwise.
+        Under :meth:`without_waiting`, :class:`WouldWait` when another writer holds the lock."""
+        handle = self._handle()
+        db = handle.db
         try:
             # No busy handler while this connection writes: the lock is waited for by
             # begin_immediate, and once it is held (WAL) nothing in the transaction waits.
             db.execute("PRAGMA busy_timeout = 0")
             try:
-                _file.begin_immediate(db, self._timeout)
+                try:
+                    _file.begin_immediate(db, 0.0 if handle.no_wait else self._timeout)
+                except sqlite3.OperationalError as exc:
+                    if handle.no_wait and _file.is_busy(exc):
+                        raise WouldWait from None
+                    raise
                 try:
                     yield db
                 except BaseException:
@@ -285,6 +293,7 @@ class SQLiteStore(_rows.ListsAll):
                         db.rollback()
                     raise
                 db.execute("COMMIT")
+                self._checkpoints.wrote(_forks)
             finally:
                 # Before anything else can run on this connection: its read cache must not
                 # serve what was read before this write (data_version ignores own commits).
@@ -297,6 +306,19 @@ class SQLiteStore(_rows.ListsAll):
             except sqlite3.Error:
                 pass
             unavailable(exc)
+
+    @contextmanager
+    def without_waiting(self) -> Iterator[None]:
+        """Writes on this thread within it never wait for another writer: one that would
+        raises :class:`WouldWait` at once, having written nothing. For an event loop, which
+        runs a write inline when the lock is free and in a worker thread when it is not
+        (:class:`~sessionwarden.stores.base.InlineAsyncStore`)."""
+        handle = self._handle()
+        handle.no_wait = True
+        try:
+            yield
+        finally:
+            handle.no_wait = False
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db = self._db()
@@ -539,6 +561,7 @@ class SQLiteStore(_rows.ListsAll):
         except sqlite3.Error as exc:
             unavailable(exc)
         if written:
+            self._checkpoints.wrote(_forks)
             self._written(handle, seen, (), key, meta_text, data_text)
         return written
 
@@ -627,32 +650,7 @@ class SQLiteStore(_rows.ListsAll):
         """
         if batch < 1:
             raise ValueError("batch must be >= 1")
-        step = min(batch, _PURGE_MAX_BATCH)
-        db = self._db()
-        try:
-            # This connection checkpoints explicitly below, not inside its commits.
-            auto = int(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-            db.execute("PRAGMA wal_autocheckpoint = 0")
-        except sqlite3.Error as exc:
-            unavailable(exc)
-        removed = 0
-        try:
-            while True:
-                with self._write() as tx:
-                    count = tx.execute(
-                        "DELETE FROM items WHERE rowid IN"
-                        " (SELECT rowid FROM items WHERE expires <= ? LIMIT ?)",
-                        (now, step),
-                    ).rowcount
-                removed += count
-                if count > 0:
-                    _file.checkpoint(db, self._busy_pragma)
-                if count < step:
-                    return removed
-                time.sleep(_PURGE_PAUSE)
-        finally:
-            with suppress(sqlite3.Error):
-                db.execute(f"PRAGMA wal_autocheckpoint = {auto}")
+        return _file.purge(self._db(), self._write, now, batch, self._busy_pragma)
 
     def stats(self, now: float) -> StoreStats:
         return _rows.stats(self._read(_rows.STATS, (now,))[0])
@@ -667,6 +665,7 @@ class SQLiteStore(_rows.ListsAll):
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise :class:`StoreUnavailable`."""
+        self._checkpoints.close()
         with self._registry_lock:
             self._closed = True
             handles = list(self._handles)

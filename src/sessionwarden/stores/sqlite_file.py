@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
+import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
 from typing import Final
 
+from .base import StoreUnavailable
 from .sqlite_rows import unavailable
 
 # Taking the write lock: retry BEGIN IMMEDIATE after 0.5 ms, then 1 ms, then every 2 ms. A waiting
@@ -45,6 +50,7 @@ def connect(
     try:
         if not read_only:
             use_wal(db, timeout)
+            db.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         db.execute("PRAGMA synchronous = NORMAL")
         if mmap_size:
             db.execute(f"PRAGMA mmap_size = {mmap_size}")
@@ -117,3 +123,168 @@ def checkpoint(db: sqlite3.Connection, busy_pragma: str) -> None:
             db.execute(busy_pragma)
     except sqlite3.Error as exc:
         unavailable(exc)
+
+
+# Purge: at most this many rows per transaction (a few ms of lock at a million rows, three
+# indexes to maintain), and this pause between transactions, in which waiting writers get in.
+_PURGE_MAX_BATCH: Final = 200
+_PURGE_PAUSE: Final = 0.005
+
+
+def purge(
+    db: sqlite3.Connection,
+    write: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    now: float,
+    batch: int,
+    busy_pragma: str,
+) -> int:
+    """``SQLiteStore.purge`` on its connection ``db``, each batch in a ``write()``
+    transaction: delete what expired by ``now``, at most ``batch`` (and 200) rows a
+    transaction, checkpointing after each batch."""
+    step = min(batch, _PURGE_MAX_BATCH)
+    try:
+        # This connection checkpoints explicitly below, not inside its commits.
+        auto = int(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+    except sqlite3.Error as exc:
+        unavailable(exc)
+    removed = 0
+    try:
+        while True:
+            with write() as tx:
+                count = tx.execute(
+                    "DELETE FROM items WHERE rowid IN"
+                    " (SELECT rowid FROM items WHERE expires <= ? LIMIT ?)",
+                    (now, step),
+                ).rowcount
+            removed += count
+            if count > 0:
+                checkpoint(db, busy_pragma)
+            if count < step:
+                return removed
+            time.sleep(_PURGE_PAUSE)
+    finally:
+        with suppress(sqlite3.Error):
+            db.execute(f"PRAGMA wal_autocheckpoint = {auto}")
+
+
+# The store's connections leave checkpoints to the Checkpointer; SQLite's own automatic
+# checkpoint (run by whichever commit passes this many WAL pages) stays only as a backstop for
+# when the checkpointer cannot keep up or is gone. SQLite's default is 1,000 pages.
+BACKSTOP_PAGES: Final = 10_000
+# The checkpointer runs after this many commits of the process, or this long after the first
+# commit since its last run, whichever comes first.
+_CHECKPOINT_COMMITS: Final = 1000
+_CHECKPOINT_AFTER: Final = 1.0
+
+
+class Checkpointer:
+    """Copies the WAL into the database file from a thread of its own, so that no commit does.
+
+    SQLite's automatic checkpoint runs inside the commit that passes the threshold: that
+    commit copies the WAL into the database file and syncs both (10-110 ms measured on a
+    loaded machine), and on an event loop every request waits for it. Here the store's
+    connections run with the automatic checkpoint at :data:`BACKSTOP_PAGES`, and this thread
+    checkpoints (``checkpoint``: PASSIVE, then RESTART without waiting) once a second while
+    the process writes, or after every 1,000 of its commits. One thread per store and
+    process, started by the first commit (and again in a forked child); each checkpoint opens
+    a connection of its own, and holds no lock a writer waits for longer than the RESTART's
+    moment.
+
+    A fork waits until the thread is out of SQLite (``_busy``, taken around each of its calls
+    and by the fork): a child forked while another thread is inside SQLite can inherit one of
+    SQLite's mutexes locked, and would hang at its first use of SQLite.
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._lock = threading.Lock()  # starting and stopping the thread
+        self._busy = threading.Lock()  # held by the thread while it is inside SQLite
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fork = -1  # the store's fork count when the thread was started (-1: never)
+        self._pid = 0
+        self._commits = 0  # since the last checkpoint (lost increments only delay one)
+        self._closed = False
+        _checkpointers.add(self)
+
+    def wrote(self, fork: int) -> None:
+        """A commit of this process (``fork``: how many forks this process descends from, as
+        the store counts them): start the thread if it is not running here, and wake it once
+        enough commits are waiting."""
+        if self._fork != fork:
+            self._start(fork)
+        self._commits += 1
+        if self._commits >= _CHECKPOINT_COMMITS:
+            self._wake.set()
+
+    def _start(self, fork: int) -> None:
+        with self._lock:
+            if self._fork == fork or self._closed:
+                return
+            # In a forked child the parent's thread is not running, and its event is the
+            # parent's: start afresh.
+            self._wake = threading.Event()
+            self._commits = 0
+            self._thread = threading.Thread(
+                target=self._run, name="sessionwarden-sqlite-checkpoint", daemon=True
+            )
+            self._fork, self._pid = fork, os.getpid()
+            self._thread.start()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait(_CHECKPOINT_AFTER)
+            wake.clear()
+            if self._closed:
+                return
+            if self._commits:
+                self._commits = 0
+                with self._busy:
+                    self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """One checkpoint on a connection of its own, opened for it: an idle thread keeps no
+        connection (one open would keep, for one, a connection in exclusive locking mode from
+        taking its lock). What it could not do, the next one does; what is wrong with the file,
+        the requests report."""
+        try:
+            db = connect(self._path, self._timeout)
+        except sqlite3.Error:
+            return
+        try:
+            with suppress(StoreUnavailable):
+                checkpoint(db, f"PRAGMA busy_timeout = {round(self._timeout * 1000)}")
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        """Stop the thread (after a checkpoint in progress) and close its connection."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None and self._pid == os.getpid():
+            self._wake.set()
+            thread.join(timeout=max(self._timeout, 1.0) + 1.0)
+
+
+# Every checkpointer of the process, and the locks a fork in progress holds (see Checkpointer).
+_checkpointers: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
+_held: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    for each in list(_checkpointers):
+        for lock in (each._lock, each._busy):
+            lock.acquire()
+            _held.append(lock)
+
+
+def _after_fork() -> None:
+    while _held:
+        _held.pop().release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
