@@ -63,7 +63,7 @@ def _toggle(pid: int, *args: str) -> None:
 
 def _dumped_instructions(out_prefix: str) -> int:
     """The instruction total of the dump taken on request (not the one at program exit)."""
-    for path in glob.glob(out_prefix + "*"):
+    for path in glob.glob(out_prefix + ".*"):  # "cg-redis.*" is not "cg-redis-write.*"
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
         if "Trigger: dump" in text:
