@@ -366,24 +366,129 @@ def test_a_forked_child_starts_empty_with_its_own_feed(h: Harness) -> None:
     assert h.cache.lookup(h.name("k1")) == record()  # the parent's cache is untouched
 
 
-def test_overlapping_reads_share_a_ticket_and_the_first_reply_keeps(h: Harness) -> None:
+def test_overlapping_reads_on_one_connection_keep_the_last_reply_applied(h: Harness) -> None:
     name = h.name("k1")
     h.register()
-    first, second = h.cache.begin(name), h.cache.begin(name)
+    first, second = h.cache.begin(name, "lane"), h.cache.begin(name, "lane")
     assert first is not None and first is second  # many requests reading one session at once
+    assert h.cache.stats().pending == 1
     h.lean.call(b"HGETALL", name.encode())
     h.cache.complete(name, first, record())
     assert h.cache.lookup(name) == record()
-    h.cache.complete(name, second, record("other"))  # a later reply of the same round: ignored
-    assert h.cache.lookup(name) == record()
+    h.cache.complete(name, second, record("other"))  # executed later: the newer state
+    assert h.cache.lookup(name) == record("other")
+    assert h.cache.stats().pending == 0
 
 
-def test_a_read_overlapping_this_process_s_own_write_keeps_nothing_older(h: Harness) -> None:
+def test_a_read_then_a_write_on_one_connection_keep_the_write_s_record(h: Harness) -> None:
+    """Read begins, write begins, read reply, write reply: the write's record is kept, and the
+    next read costs no round trip."""
     name = h.name("k1")
     h.register()
-    read = h.cache.begin(name)
+    read = h.cache.begin(name, "lane")
+    write = h.cache.begin(name, "lane")
     h.lean.call(b"HGETALL", name.encode())  # the read runs first: the value before the write
-    write = h.cache.begin(name)
+    assert h.lean.call(b"HSET", name.encode(), b"l", b"5") == 1  # not announced (NOLOOP)
+    h.lean.call(b"HGETALL", name.encode())
+    written = record()
+    written.last_seen = 5.0
+    h.cache.complete(name, read, record())
+    assert h.cache.lookup(name) == record()  # the write is not acknowledged yet
+    h.cache.written(name, write, written)
+    assert h.cache.lookup(name) == written
+    assert h.cache.stats().pending == 0
+
+
+def test_a_read_overlapping_a_write_then_reads_after_it_keep_hitting(h: Harness) -> None:
+    """Reads that began while the write was on the wire (sent after it on the same connection)
+    may keep their replies: the cache stays filled under a stream of writes."""
+    name = h.name("k1")
+    h.register()
+    write = h.cache.begin(name, "lane")
+    assert h.lean.call(b"HSET", name.encode(), b"l", b"5") == 1
+    h.lean.call(b"HGETALL", name.encode())
+    read = h.cache.begin(name, "lane")  # issued after the write was sent: runs after it
+    written = record()
+    written.last_seen = 5.0
+    h.cache.written(name, write, written)
+    h.lean.call(b"HGETALL", name.encode())
+    h.cache.complete(name, read, written)
+    assert h.cache.lookup(name) == written
+    assert h.cache.stats().pending == 0
+
+
+def test_a_notice_between_begin_and_reply_keeps_nothing_of_any_overlapping_operation(
+    h: Harness,
+) -> None:
+    name = h.name("k1")
+    h.register()
+    read = h.cache.begin(name, "lane")
+    write = h.cache.begin(name, "lane")
+    h.lean.call(b"HGETALL", name.encode())
+    h.other.hset(name, "x", "1")  # another client changes it: announced to the feed
+    h.cache.barrier()
+    later = h.cache.begin(name, "lane")  # issued after the notice: a new ticket
+    assert later is not read
+    h.cache.complete(name, read, record())
+    h.cache.written(name, write, record())
+    assert h.cache.lookup(name) is MISS
+    h.lean.call(b"HGETALL", name.encode())
+    h.cache.complete(name, later, record("after"))  # retired by the failed-to-keep write
+    assert h.cache.lookup(name) is MISS
+    assert h.cache.stats().pending == 0
+
+
+def test_a_read_issued_after_a_notice_is_kept(h: Harness) -> None:
+    name = h.name("k1")
+    h.register()
+    before = h.cache.begin(name, "lane")
+    h.lean.call(b"HGETALL", name.encode())
+    h.other.hset(name, "x", "1")
+    h.cache.barrier()
+    after = h.cache.begin(name, "lane")
+    h.lean.call(b"HGETALL", name.encode())
+    h.cache.complete(name, before, record("old"))
+    assert h.cache.lookup(name) is MISS
+    h.cache.complete(name, after, record("new"))
+    assert h.cache.lookup(name) == record("new")
+    assert h.cache.stats().pending == 0
+
+
+def test_failed_and_cancelled_operations_leave_no_ticket(h: Harness) -> None:
+    name = h.name("k1")
+    h.register()
+    h.cached("k1", record())
+    read = h.cache.begin(name, "lane")
+    h.cache.complete(name, read, None)  # a read that failed: nothing kept, nothing dropped
+    assert h.cache.lookup(name) == record()
+    read = h.cache.begin(name, "lane")
+    write = h.cache.begin(name, "lane")
+    h.cache.written(name, write, None)  # a write that failed may still run: forget the key
+    assert h.cache.lookup(name) is MISS
+    h.cache.complete(name, read, record())  # may predate the write: not kept
+    assert h.cache.lookup(name) is MISS
+    assert h.cache.stats().pending == 0
+
+
+def test_made_up_keys_leave_nothing_behind(h: Harness) -> None:
+    h.register()
+    for n in range(10_000):
+        name = h.name(f"made-up-{n}")
+        ticket = h.cache.begin(name, "lane")
+        h.cache.complete(name, ticket, None)  # nothing there
+    assert h.cache.stats().pending == 0 and h.cache.stats().entries == 0
+
+
+def test_a_read_on_another_connection_keeps_nothing_older_than_this_process_s_write(
+    h: Harness,
+) -> None:
+    """Replies of two connections arrive in no particular order: the write's acknowledged
+    record must not be replaced by a reply that may have been read before it."""
+    name = h.name("k1")
+    h.register()
+    read = h.cache.begin(name, "thread 1")
+    h.lean.call(b"HGETALL", name.encode())  # the read runs first: the value before the write
+    write = h.cache.begin(name, "thread 2")
     assert h.lean.call(b"HSET", name.encode(), b"l", b"5") == 1  # not announced (NOLOOP)
     h.lean.call(b"HGETALL", name.encode())
     written = record()
@@ -391,3 +496,4 @@ def test_a_read_overlapping_this_process_s_own_write_keeps_nothing_older(h: Harn
     h.cache.written(name, write, written)
     h.cache.complete(name, read, record())  # the older reply arrives last: not kept
     assert h.cache.lookup(name) == written
+    assert h.cache.stats().pending == 0

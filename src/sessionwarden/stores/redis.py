@@ -30,6 +30,7 @@ once, immediately, and only after a connection error (a dropped connection), nev
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, Final, TypeVar, cast
 
@@ -165,7 +166,7 @@ class RedisStore:
         hit = cache.lookup(name)
         if hit is not MISS:
             return cast(Lookup, hit)
-        ticket = cache.begin(name)
+        ticket = cache.begin(name, threading.get_ident())
         found: Lookup = None
         try:
             found = self._read(key)
@@ -198,7 +199,7 @@ class RedisStore:
         if cache is None:
             return (self._run(op))[0]
         name = self._ops.skey(new_key)
-        ticket = cache.begin(name)
+        ticket = cache.begin(name, threading.get_ident())
         evicted: list[str] | None = None
         written: Lookup = None
         try:
@@ -214,7 +215,7 @@ class RedisStore:
         if cache is None:
             return self._run(op) is not None
         name = self._ops.skey(key)
-        ticket = cache.begin(name)
+        ticket = cache.begin(name, threading.get_ident())
         written: Lookup = None
         try:
             written = self._run(op, keep=name)
@@ -378,7 +379,7 @@ class AsyncRedisStore:
         hit = cache.lookup(name)
         if hit is not MISS:
             return cast(Lookup, hit)
-        ticket = cache.begin(name)
+        ticket = cache.begin(name, asyncio.get_running_loop())
         found: Lookup = None
         try:
             found = await self._read(key)
@@ -432,7 +433,7 @@ class AsyncRedisStore:
         if cache is None:
             return (await self._run(op))[0]
         name = self._ops.skey(new_key)
-        ticket = cache.begin(name)
+        ticket = cache.begin(name, asyncio.get_running_loop())
         evicted: list[str] | None = None
         written: Lookup = None
         try:
@@ -448,7 +449,7 @@ class AsyncRedisStore:
         if cache is None:
             return await self._run(op) is not None
         name = self._ops.skey(key)
-        ticket = cache.begin(name)
+        ticket = cache.begin(name, asyncio.get_running_loop())
         written: Lookup = None
         try:
             written = await self._run(op, keep=name)

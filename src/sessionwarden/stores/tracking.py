@@ -38,9 +38,28 @@ because Redis tells it when any client changes a key:
   has announced to this host is therefore applied at most 1 ms after its notice arrived: a
   revocation made by another process reaches this one within the network delay between Redis
   and this host plus that millisecond.
-* Reads that start while a change to the same key is announced are not cached (each read takes a
-  ticket that an invalidation cancels), so a reply carrying the old value cannot be kept.
-  Overlapping reads of one key share the ticket; the first reply keeps the entry.
+* **Tickets.** A read or write whose reply may be kept takes a ticket for its key
+  (:meth:`ReadCache.begin`) before it is sent and ends it after (:meth:`~ReadCache.complete`,
+  :meth:`~ReadCache.written`, also when it failed or was cancelled). Operations on one key under
+  way at once share a ticket, which counts them and is deleted when the last ends (so made-up
+  session IDs leave nothing behind). A change of the key announced by the feed, or made by this
+  process without keeping its result (:meth:`~ReadCache.evict`), *retires* the ticket: no reply
+  of an operation issued before it is kept, and later operations take a new one. A reply under a
+  ticket still current is kept, and replaces what an earlier one kept. That is exact because of
+  the order replies are applied in:
+
+  - On one connection (the async store's one pipelined connection per event loop, the
+    synchronous store's one per thread: a ticket's *lane*), replies arrive in the order Redis
+    executed the commands, and each is applied as it arrives, so the reply applied last is the
+    newest state.
+  - Across connections arrival order is not execution order. A reply kept from one connection
+    may predate a change by *another client* executed after it; Redis announces that change,
+    since the reading connection tracks the key (``NOLOOP`` silences only the writer's own), so
+    it is covered by the bound above: when its notice is applied the entry goes. A change made by
+    *this process* on another connection is not left to its notice (the acknowledged write must
+    be seen at once): a write whose ticket was shared with another lane retires it when it
+    keeps its reply, so no reply that may predate the write is kept after it. A failed or
+    cancelled write (which may still run) retires its ticket whatever its lane.
 * A write that keeps its result takes a ticket too: if a notice for the key arrives between
   sending the write and applying its reply (another client wrote it meanwhile), nothing is kept.
 * Fail safe: while the feed is not connected nothing is cached or served from the cache. When it
@@ -66,7 +85,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -414,6 +433,22 @@ class CacheStats:
     connected: bool
     #: Times the notice connection was (re)established.
     connects: int
+    #: Keys with a read or write under way (tickets, see :meth:`ReadCache.begin`).
+    pending: int = 0
+
+
+_MIXED: Final = object()
+
+
+class _Pending:
+    """A ticket: the operations on one key under way since its last change (announced, or made
+    by this process), and the lane they go over (:data:`_MIXED` when more than one)."""
+
+    __slots__ = ("count", "lane")
+
+    def __init__(self, lane: Hashable | None) -> None:
+        self.count = 0
+        self.lane: object = _MIXED if lane is None else lane
 
 
 class ReadCache:
@@ -438,7 +473,7 @@ class ReadCache:
         self._now = monotonic
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, Lookup]] = {}
-        self._pending: dict[str, object] = {}
+        self._pending: dict[str, _Pending] = {}
         #: Lean connections registered for notices, and the feed ID each redirects to.
         self._writers: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         #: The feed ID at least one registered connection redirects to (else ``None``).
@@ -454,6 +489,7 @@ class ReadCache:
         self._lock = threading.Lock()
         self._writers = weakref.WeakKeyDictionary()  # the parent's connections
         self._live_for = None
+        self._pending = {}  # the parent's threads' operations never end here
 
     # -- registration of the lean connections (resp.Tracker) -----------------------------------
 
@@ -524,42 +560,59 @@ class ReadCache:
             entries=len(self._entries),
             connected=self.feed.connected,
             connects=self.feed.connects,
+            pending=len(self._pending),
         )
 
-    def begin(self, name: str) -> object | None:
-        """A ticket for a read of ``name`` about to be sent (``None``: do not cache it).
+    def begin(self, name: str, lane: Hashable | None = None) -> _Pending | None:
+        """A ticket for an operation on ``name`` about to be sent (``None``: do not cache what
+        it returns). Every ticket must be ended by :meth:`complete` or :meth:`written`, also when
+        the operation fails.
 
-        Reads of one key that overlap share a ticket (any one of their replies may be kept,
-        since no change was announced since the first began), so a key read by many requests
-        at once is kept by the first reply instead of by none."""
+        ``lane`` names the connection the operation goes over (the event loop of the async
+        store's pipelined connection, the thread of the synchronous store's): replies on one
+        lane are applied in the order Redis executed their commands. ``None``: unknown."""
         with self._lock:
             if not self.feed.connected or self._live_for != self.feed.client_id:
                 return None
             ticket = self._pending.get(name)
             if ticket is None:
-                ticket = self._pending[name] = object()
+                ticket = self._pending[name] = _Pending(lane)
+            elif lane is None or ticket.lane != lane:
+                ticket.lane = _MIXED
+            ticket.count += 1
             return ticket
 
-    def complete(self, name: str, ticket: object | None, value: Lookup) -> None:
-        """Keep what a read returned, unless a change was announced since :meth:`begin`."""
+    def _end(self, name: str, ticket: _Pending) -> bool:
+        """Under the lock: one operation of ``ticket`` is over; ``True`` when no change of
+        ``name`` was announced (or made by this process) since the ticket was issued."""
+        ticket.count -= 1
+        if self._pending.get(name) is not ticket:
+            return False  # retired: a change since it was issued
+        if ticket.count == 0:
+            del self._pending[name]
+        return True
+
+    def complete(self, name: str, ticket: _Pending | None, value: Lookup) -> None:
+        """After a read of ``name`` (``value`` ``None`` when it failed or found nothing): keep
+        ``value`` unless a change was announced since :meth:`begin`."""
         if ticket is None:
             return
         with self._lock:
             self.feed.ready(drain=True)  # apply what arrived while the read was on the wire
-            if self._pending.get(name) is not ticket:
-                return
-            del self._pending[name]
-            if value is None:
+            if not self._end(name, ticket) or value is None:
                 return  # unknown keys are not kept (an attacker could fill the cache)
             entries = self._entries
             if len(entries) >= self._size and name not in entries:
                 del entries[next(iter(entries))]
             entries[name] = (self._now() + self._ttl, _fresh(value))
 
-    def written(self, name: str, ticket: object | None, value: Lookup) -> None:
+    def written(self, name: str, ticket: _Pending | None, value: Lookup) -> None:
         """After this process wrote ``name`` over a registered connection (whose own writes
-        are not announced back): keep ``value``, what the write left, unless another change
-        of ``name`` was announced since :meth:`begin`; otherwise forget the key. ``value`` is
+        are not announced back), also when the write failed (``value`` ``None``): keep
+        ``value``, what the write left, unless another change of ``name`` was announced since
+        :meth:`begin`; otherwise forget the key. Replies still to come of other lanes may
+        hold what preceded this write, so unless every operation under way on the key is on
+        this write's lane (and the write succeeded), their tickets are retired. ``value`` is
         kept as is: the store decoded it from the write's reply and hands it to nobody else."""
         with self._lock:
             self._entries.pop(name, None)
@@ -567,10 +620,12 @@ class ReadCache:
                 self._pending.pop(name, None)
                 return
             self.feed.ready(drain=True)  # apply what arrived while the write was on the wire
-            if self._pending.get(name) is not ticket:
-                return
-            del self._pending[name]
-            if value is None or not self._trusted():
+            current = self._end(name, ticket)
+            if not current or value is None or ticket.lane is _MIXED:
+                # Retire what was issued before: replies of other lanes, or (a failed or
+                # cancelled write may still run) of this one, may hold what preceded it.
+                self._pending.pop(name, None)
+            if not current or value is None or not self._trusted():
                 return
             if len(self._entries) >= self._size:
                 del self._entries[next(iter(self._entries))]
