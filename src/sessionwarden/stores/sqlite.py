@@ -347,18 +347,24 @@ class SQLiteStore(_rows.ListsAll):
         )
 
     # -- row helpers -----------------------------------------------------------------------
-    def _record(self, key: str, meta_text: str, data_text: str | None) -> SessionRecord:
+    def _record(
+        self, key: str, meta_text: str, data_text: str | None, known: SessionRecord | None = None
+    ) -> SessionRecord:
         """The record stored as these texts, decoded once and remembered by content: a
         steady-state session is read with the same texts on every request until it is next
         written. Nothing here can be stale (equal texts decode equal); the record returned is
         shared, which is safe because nobody changes a record once read (see
-        :meth:`~sessionwarden.stores.base.SessionStore.get`)."""
+        :meth:`~sessionwarden.stores.base.SessionStore.get`). ``known``: the record these texts
+        were just written from (nothing to decode)."""
         content = (key, meta_text, data_text)
         cache = self._parse_cache
         record = cache.get(content)
         if record is None:
-            data: dict[str, Any] = loads(data_text) if data_text else {}
-            record = SessionRecord.from_parts(key, loads(meta_text), data)
+            if known is not None:
+                record = known
+            else:
+                data: dict[str, Any] = loads(data_text) if data_text else {}
+                record = SessionRecord.from_parts(key, loads(meta_text), data)
             if not self._cache_size:
                 return record
             if len(cache) >= self._cache_size:
@@ -523,11 +529,11 @@ class SQLiteStore(_rows.ListsAll):
             trail_text = None
             if update.activity is not None and add_activity:
                 trail_text = self._appended(row[3], update.activity, activity_max)
-            statement, params, meta_text, data_text = _rows.rewrite(
-                key, update, row[1], row[2], trail_text
+            statement, params, new, meta_text, data_text = _rows.rewrite(
+                update, self._record(key, row[1], row[2]), row[1], row[2], trail_text
             )
             db.execute(statement, params)
-        self._written(handle, seen, (), key, meta_text, data_text)
+        self._written(handle, seen, (), key, meta_text, data_text, new)
         return True
 
     def _update_cached(self, handle: _Handle, key: str, update: RecordUpdate) -> bool:
@@ -542,9 +548,14 @@ class SQLiteStore(_rows.ListsAll):
         matches, merging into the cached texts is merging into the row.
         """
         entry = handle.cache.get(key)
-        if entry is None or not isinstance(entry[0], SessionRecord) or entry[1] is None:
+        if entry is None:
             return False
-        statement, params, meta_text, data_text = _rows.rewrite(key, update, entry[1], entry[2])
+        record, stored_meta, stored_data = entry
+        if not isinstance(record, SessionRecord) or stored_meta is None:
+            return False
+        statement, params, new, meta_text, data_text = _rows.rewrite(
+            update, record, stored_meta, stored_data
+        )
         db = handle.db
         try:
             seen = self._seen(handle)
@@ -562,12 +573,13 @@ class SQLiteStore(_rows.ListsAll):
             unavailable(exc)
         if written:
             self._checkpoints.wrote(_forks)
-            self._written(handle, seen, (), key, meta_text, data_text)
+            self._written(handle, seen, (), key, meta_text, data_text, new)
         return written
 
     def _seen(self, handle: _Handle) -> tuple[int, int]:
-        """Inside a write transaction (the lock held): ``data_version`` as of every commit
-        before it, and the write generation."""
+        """Before a write commits: ``data_version`` as of every other commit before it (taken
+        inside the write transaction, or before the one statement), and the write
+        generation."""
         return handle.db.execute(_DATA_VERSION).fetchone()[0], self._generation
 
     def _written(
@@ -578,10 +590,12 @@ class SQLiteStore(_rows.ListsAll):
         key: str,
         meta_text: str,
         data_text: str | None,
+        record: SessionRecord | None = None,
     ) -> None:
-        """After ``handle`` committed a record at ``key``, its cache keeps it (the next get
-        reads nothing); the rest stays only if nothing else was committed since the cache was
-        last known current (``seen`` as then, the generation moved by this commit alone)."""
+        """After ``handle`` committed a record at ``key`` (``record``, when known), its cache
+        keeps it (the next get reads nothing); the rest stays only if nothing else was
+        committed since the cache was last known current (``seen`` as then, the generation
+        moved by this commit alone)."""
         if not self._cache_size or handle.rest:
             return
         version, generation = seen
@@ -595,7 +609,7 @@ class SQLiteStore(_rows.ListsAll):
             cache.pop(gone, None)
         if len(cache) >= self._cache_size:
             cache.popitem(last=False)
-        cache[key] = (self._record(key, meta_text, data_text), meta_text, data_text)
+        cache[key] = (self._record(key, meta_text, data_text, record), meta_text, data_text)
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         with self._write() as db:

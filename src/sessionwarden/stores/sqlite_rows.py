@@ -21,7 +21,7 @@ from ..records import (
     dumps,
     loads,
 )
-from .base import StoreStats, StoreUnavailable, merge_stored, oldest_over_cap
+from .base import StoreStats, StoreUnavailable, oldest_over_cap
 
 SCHEMA_VERSION: Final = 1
 
@@ -76,29 +76,30 @@ _COLUMN_OF: Final = {"user_id": "user_id", "created_at": "created_at", "expires_
 
 
 def rewrite(
-    key: str,
     update: RecordUpdate,
+    record: SessionRecord,
     meta_text: str,
     data_text: str | None,
     trail_text: str | None = None,
-) -> tuple[str, tuple[Any, ...], str, str | None]:
-    """How to write ``update`` over the record stored as ``meta_text`` and ``data_text``: the
-    UPDATE statement and its parameters, and the record's new meta and data texts.
+) -> tuple[str, tuple[Any, ...], SessionRecord, str, str | None]:
+    """How to write ``update`` over ``record``, stored as ``meta_text`` and ``data_text``: the
+    UPDATE statement and its parameters, the new record, and its meta and data texts.
 
     The statement sets only what changes (the indexed columns only when their meta fields
     change: rewriting an index entry is another page for the WAL), with ``trail_text`` the new
     activity trail when given, and only where the row still is that record with those texts:
     on any other row (revoked, rotated out, changed by another writer) it changes nothing, and
-    the cursor's ``rowcount`` is 0.
+    the cursor's ``rowcount`` is 0. Nothing is decoded but the stored meta when the update
+    changes it (fields a later version may have added are kept): the new data is the record's
+    with the update applied (:meth:`SessionRecord.updated`).
     """
     sets: list[str] = []
     params: list[Any] = []
-    meta: dict[str, Any] = loads(meta_text) if update.meta else {}
-    changes_data = bool(update.set_data or update.del_data)
-    data: dict[str, Any] = loads(data_text) if changes_data and data_text else {}
-    merge_stored(meta, data, update)
+    new = record.updated(update)
     new_meta = meta_text
     if update.meta:
+        meta: dict[str, Any] = loads(meta_text)
+        meta.update(update.meta)
         new_meta = dumps(meta)
         sets.append("meta = ?")
         params.append(new_meta)
@@ -107,7 +108,8 @@ def rewrite(
             if column is not None:
                 sets.append(f"{column} = ?")
                 params.append(meta[name])
-    new_data = dumps(data) if changes_data else data_text
+    changes_data = bool(update.set_data or update.del_data)
+    new_data = dumps(new.data) if changes_data else data_text
     if changes_data:
         sets.append("data = ?")
         params.append(new_data)
@@ -119,7 +121,7 @@ def rewrite(
         f"UPDATE items SET {', '.join(sets)}"  # noqa: S608
         " WHERE key = ? AND kind = 0 AND meta = ? AND data IS ?"
     )
-    return statement, (*params, key, meta_text, data_text), new_meta, new_data
+    return statement, (*params, record.key, meta_text, data_text), new, new_meta, new_data
 
 
 def row_id(key: str) -> int:
