@@ -28,7 +28,9 @@ from .hosts import HOW_TO_ALLOW, HostCheck
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
 from .policy import Policy, path_under
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
-from .records import JSON, dumps
+from .records import JSON
+from .refusals import Refusal as Refusal  # re-exported: the adapters' and apps' import
+from .refusals import RenderedRefusal as RenderedRefusal
 from .reports import CspReports
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -49,31 +51,6 @@ _COOKIE = -1  # every value is kept
 _PROXY = -2  # every value is kept, in order, for the trusted-proxy resolution
 _EXTRA = -3  # read for an optional feature (DBSC): ``RequestFacts.extra``
 _FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-proto")
-
-_REASONS = {
-    303: "See Other",
-    400: "Bad Request",
-    401: "Unauthorized",
-    308: "Permanent Redirect",
-    403: "Forbidden",
-    409: "Conflict",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    503: "Service Unavailable",
-}
-_HUMAN = {
-    "bad-request": "Bad request.",
-    "host-not-allowed": "Unknown host. " + HOW_TO_ALLOW[0].upper() + HOW_TO_ALLOW[1:],
-    "reauthentication-required": "Please sign in again to continue.",
-    "step-up-required": "Please confirm this operation with your second factor first.",
-    "stale-session": "This session moved on; reload the page and try again.",
-    "https-required": "This site is only served over HTTPS.",
-    "cross-origin": "Cross-site request refused.",
-    "csrf": "The form expired or did not come from this site. Reload the page and try again.",
-    "too-large": "Request body too large.",
-    "throttled": "Too many requests with invalid sessions. Try again later.",
-    "store-unavailable": "Sessions are temporarily unavailable. Please try again shortly.",
-}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -100,69 +77,6 @@ def ip_defences_blind(policy: Policy, client_ip: str) -> bool:
     one silently off: the unknown-ID throttle and the network part of the risk check."""
     mon = policy.monitor
     return not client_ip and (mon.unknown_id_limit_per_minute > 0 or mon.fingerprint)
-
-
-@dataclass(slots=True)
-class Refusal:
-    """A response the guard sends instead of running the application."""
-
-    status: int
-    error: str  # machine-readable class: "csrf", "cross-origin", "throttled", ...
-    reason: str = ""  # machine-readable detail
-    location: str | None = None
-    retry_after: int | None = None
-
-    @property
-    def title(self) -> str:
-        """The status phrase, e.g. ``"Forbidden"``."""
-        return _REASONS.get(self.status, "Refused")
-
-    @property
-    def message(self) -> str:
-        """The sentence the default page shows a person (it never names the machine detail)."""
-        return _HUMAN.get(self.reason) or _HUMAN.get(self.error, self.title)
-
-    def render(
-        self, wants_json: bool, custom: RenderedRefusal | None = None
-    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        """Headers and body; JSON for API clients, a short plain text for people, or the
-        ``custom`` body of a :data:`RefusalRenderer` (the headers stay the guard's)."""
-        hdrs: list[tuple[bytes, bytes]] = []
-        if self.location is not None:
-            hdrs.append((b"location", self.location.encode("latin-1")))
-        if self.retry_after is not None:
-            hdrs.append((b"retry-after", str(self.retry_after).encode()))
-        if custom is not None:
-            body = custom.encoded()
-            hdrs.append((b"content-type", custom.content_type.encode("latin-1")))
-        elif wants_json:
-            body = dumps({"error": self.error, "reason": self.reason}).encode()
-            hdrs.append((b"content-type", b"application/json"))
-        else:
-            body = f"{self.status} {_REASONS.get(self.status, '')}\n{self.message}\n".encode()
-            hdrs.append((b"content-type", b"text/plain; charset=utf-8"))
-        hdrs.append((b"content-length", str(len(body)).encode()))
-        hdrs.append((b"cache-control", b"no-store"))
-        return hdrs, body
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedRefusal:
-    """The body of a refusal page from a :data:`RefusalRenderer`. The status, ``Location``,
-    ``Retry-After``, ``Cache-Control: no-store`` and the security headers stay the guard's."""
-
-    body: str | bytes
-    content_type: str = "text/html; charset=utf-8"
-
-    def encoded(self) -> bytes:
-        return self.body.encode("utf-8") if isinstance(self.body, str) else bytes(self.body)
-
-    def check(self) -> None:
-        """Refuse what could not be sent as it is (a header split, a wrong type)."""
-        if not isinstance(self.body, str | bytes) or not isinstance(self.content_type, str):
-            raise TypeError("RenderedRefusal needs a str or bytes body and a str content_type")
-        if not self.content_type.isprintable() or not self.content_type.isascii():
-            raise ValueError("content_type must be printable ASCII")
 
 
 @dataclass(slots=True)
