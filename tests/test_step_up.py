@@ -8,6 +8,7 @@ import pytest
 
 from sessionwarden.core import StepUpRequired
 from sessionwarden.core.session import STEP_UP_KEY
+from sessionwarden.events import EventKind
 from sessionwarden.policy import Policy
 
 from .conftest import SECRET
@@ -127,3 +128,74 @@ def test_grants_are_kept_server_side_as_digests() -> None:
     session.login("bob")
     with pytest.raises(StepUpRequired):
         session.require_step_up("op")
+    # Each grant, use and refusal is noted for the commit's audit events.
+    act = session.pending_actions
+    assert act is not None and act.step_ups is not None
+    assert [(outcome, user, reason) for outcome, _, user, reason in act.step_ups[-2:]] == [
+        ("granted", "alice", ""),
+        ("refused", "bob", "other-user"),
+    ]
+
+
+def _step_up_events(c: Client) -> list[tuple[str, str, str | None, str]]:
+    """(kind, reason, user, operation digest) of each step-up audit event, in order."""
+    kinds = {EventKind.STEP_UP_GRANTED, EventKind.STEP_UP_USED, EventKind.STEP_UP_REFUSED}
+    return [
+        (e.kind.value, e.reason, e.user_id, str(e.detail.get("operation")))
+        for e in c.recorder.events
+        if e.kind in kinds
+    ]
+
+
+@ADAPTERS
+async def test_grants_uses_and_refusals_are_each_one_audit_event(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        ref = c.recorder.of(EventKind.LOGGED_IN)[-1].ref
+        assert (await _post(c, "/sensitive", OP))[0] == 403
+        assert (await _post(c, "/step-up", OP))[0] == 200
+        assert (await _post(c, "/sensitive", OP))[0] == 200
+        assert (await _post(c, "/sensitive", OP))[0] == 403  # used up
+        events = _step_up_events(c)
+        assert [(k, r, u) for k, r, u, _ in events] == [
+            ("session.step_up.refused", "no-grant", "alice"),
+            ("session.step_up.granted", "", "alice"),
+            ("session.step_up.used", "", "alice"),
+            ("session.step_up.refused", "no-grant", "alice"),
+        ]
+        # One operation, named by one digest throughout, never by its text.
+        assert len({op for *_, op in events}) == 1
+        assert all(OP not in str(e.to_dict()) for e in c.recorder.events)
+        stepped = [e for e in c.recorder.events if e.kind.value.startswith("session.step_up.")]
+        assert {e.ref for e in stepped} == {ref}
+
+
+@ADAPTERS
+async def test_an_expired_grant_is_refused_and_reported(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        assert (await _post(c, "/step-up", OP))[0] == 200
+        c.clock.advance(301)
+        assert (await _post(c, "/sensitive", OP))[0] == 403
+        assert [(k, r) for k, r, *_ in _step_up_events(c)] == [
+            ("session.step_up.granted", ""),
+            ("session.step_up.refused", "no-grant"),
+        ]
+
+
+@ADAPTERS
+async def test_anonymous_step_up_attempts_report_no_step_up_event(kind: str) -> None:
+    """Not signed in: a 401 asking to sign in, not a step-up decision."""
+    with client(kind, _policy()) as c:
+        assert (await _post(c, "/sensitive", OP))[0] == 401
+        assert _step_up_events(c) == []
+
+
+def test_a_refusal_is_logged_as_a_warning() -> None:
+    import logging
+
+    from sessionwarden.sinks import log_level_for
+
+    assert log_level_for(EventKind.STEP_UP_REFUSED) == logging.WARNING
+    assert log_level_for(EventKind.STEP_UP_GRANTED) == logging.INFO
+    assert log_level_for(EventKind.STEP_UP_USED) == logging.INFO

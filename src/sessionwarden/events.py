@@ -32,6 +32,13 @@ class EventKind(enum.StrEnum):
     COOKIE_TOSSING = "session.cookie_tossing"
     WRITE_AFTER_REVOKE = "session.write_after_revoke"
     STEP_UP_REQUIRED = "session.step_up_required"
+    #: ``Session.grant_step_up``: a grant for one operation (``detail.operation``: its digest).
+    STEP_UP_GRANTED = "session.step_up.granted"
+    #: ``Session.require_step_up`` found the grant and used it up.
+    STEP_UP_USED = "session.step_up.used"
+    #: ``Session.require_step_up`` refused (reason: ``no-grant``, none or expired, or
+    #: ``other-user``, given to another user of the session).
+    STEP_UP_REFUSED = "session.step_up.refused"
     ALIAS_ACTION_REFUSED = "session.alias_action_refused"
     CSRF_REFUSED = "csrf.refused"
     CROSS_ORIGIN_REFUSED = "csrf.cross_origin_refused"

@@ -68,6 +68,7 @@ _WARNING_KINDS = frozenset(
         EventKind.DBSC_PROOF_FAILED,
         EventKind.DBSC_MISSING_BOUND_COOKIE,
         EventKind.ALIAS_ACTION_REFUSED,
+        EventKind.STEP_UP_REFUSED,
         EventKind.CLIENT_ADDRESS_MISSING,
         EventKind.WEBSOCKET_REFUSED,
         EventKind.HOST_REFUSED,

@@ -18,7 +18,13 @@ from ..policy import Policy
 from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
 from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update, UserSessions
-from .session import Session
+from .session import (
+    STEP_UP_GRANTED,
+    STEP_UP_REFUSED,
+    STEP_UP_USED,
+    Session,
+    StepUpNote,
+)
 
 
 class CommitPlan(Enum):
@@ -39,6 +45,12 @@ class CommitPlan(Enum):
     #: The session ends: tombstoned, cookie expired.
     LOGOUT = "logout"
 
+
+_STEP_UP_KINDS = {
+    STEP_UP_GRANTED: EventKind.STEP_UP_GRANTED,
+    STEP_UP_USED: EventKind.STEP_UP_USED,
+    STEP_UP_REFUSED: EventKind.STEP_UP_REFUSED,
+}
 
 #: The plans that extend the idle deadline: what a passive request never does.
 _EXTENDING = frozenset((CommitPlan.TOUCH, CommitPlan.ROTATE_PERIODIC))
@@ -82,8 +94,11 @@ class Committing(EngineBase):
         starts; a commit with nothing to do ends at once, without a store call."""
         now = self.clock.now()
         act = session.pending_actions
-        if act is not None and act.alias_refused is not None:
-            self._report_alias_refusal(session, facts, now, act.alias_refused)
+        if act is not None:
+            if act.alias_refused is not None:
+                self._report_alias_refusal(session, facts, now, act.alias_refused)
+            if act.step_ups is not None:
+                self._report_step_ups(session, facts, now, act.step_ups)
         plan = self._plan(session, now, facts)
         if plan is CommitPlan.NOTHING:
             record = session.record
@@ -126,6 +141,24 @@ class Committing(EngineBase):
             user_id=record.user_id if record is not None else None,
             reason=action,
         )
+
+    def _report_step_ups(
+        self, session: Session, facts: RequestFacts, now: float, step_ups: list[StepUpNote]
+    ) -> None:
+        """One event per step-up grant given, used or refused in the request, in order; the
+        operation appears as its digest (the one the session keeps), never by name."""
+        record = session.record
+        key = record.key if record is not None else ""
+        for outcome, digest, user, reason in step_ups:
+            self.emit(
+                _STEP_UP_KINDS[outcome],
+                facts,
+                now,
+                key=key,
+                user_id=user,
+                reason=reason,
+                detail={"operation": digest},
+            )
 
     def _logout(self, session: Session, facts: RequestFacts, now: float) -> Steps[Outcome]:
         record = session.record

@@ -48,6 +48,12 @@ class StepUpRequired(ReauthenticationRequired):
 STEP_UP_REASON = "operation-step-up"
 #: The session key holding step-up grants: operation digest -> [user, expiry].
 STEP_UP_KEY = "sessionwarden.step_up"
+#: What :attr:`Actions.step_ups` records: a grant given, a grant used, an operation refused.
+STEP_UP_GRANTED = "granted"
+STEP_UP_USED = "used"
+STEP_UP_REFUSED = "refused"
+#: One of them: (outcome, operation digest, user, reason).
+StepUpNote = tuple[str, str, str, str]
 #: Grants one session keeps at most (the soonest to expire go first).
 _MAX_GRANTS = 8
 
@@ -413,24 +419,39 @@ class Session:
         if user is None:
             raise ReauthenticationRequired("not-authenticated")
         grants = self._step_up_grants()
-        grants[_operation_digest(operation)] = (user, self._now + ttl)
+        digest = _operation_digest(operation)
+        grants[digest] = (user, self._now + ttl)
         if len(grants) > _MAX_GRANTS:  # the soonest to expire go
             kept = sorted(grants, key=lambda d: grants[d][1])[-_MAX_GRANTS:]
             grants = {d: grants[d] for d in kept}
         self[STEP_UP_KEY] = {d: [u, at] for d, (u, at) in grants.items()}
+        self._step_up_audit(STEP_UP_GRANTED, digest, user, "")
 
     def require_step_up(self, operation: str) -> None:
         """Guard a highly sensitive operation: raise :class:`StepUpRequired` unless this
         session holds an unexpired grant (:meth:`grant_step_up`) for exactly ``operation``,
         given to the user signed in now. The grant is used up."""
-        if self.user_id is None:
+        user = self.user_id
+        if user is None:
             raise ReauthenticationRequired("not-authenticated")
         grants = self._step_up_grants()
-        grant = grants.pop(_operation_digest(operation), None)
+        digest = _operation_digest(operation)
+        grant = grants.pop(digest, None)
         if STEP_UP_KEY in self:  # the used grant and the expired ones go
             self[STEP_UP_KEY] = {d: [u, at] for d, (u, at) in grants.items()}
-        if grant is None or grant[0] != self.user_id:
+        if grant is None or grant[0] != user:
+            self._step_up_audit(
+                STEP_UP_REFUSED, digest, user, "no-grant" if grant is None else "other-user"
+            )
             raise StepUpRequired(operation)
+        self._step_up_audit(STEP_UP_USED, digest, user, "")
+
+    def _step_up_audit(self, outcome: str, digest: str, user: str, reason: str) -> None:
+        """Remember a grant, a use or a refusal for the commit to report (one event each)."""
+        act = self.actions
+        if act.step_ups is None:
+            act.step_ups = []
+        act.step_ups.append((outcome, digest, user, reason))
 
     def _step_up_grants(self) -> dict[str, tuple[str, float]]:
         """The unexpired grants of the session (junk in the key counts as none)."""
@@ -538,6 +559,9 @@ class Actions:
     alias_refused: str | None = None
     #: A new DBSC binding to write (a 1-tuple: its value may be ``None``, dropping it).
     dbsc: tuple[dict[str, JSON] | None] | None = None
+    #: Step-up grants given, used and refused, in order, reported by the commit: (outcome
+    #: (:data:`STEP_UP_GRANTED`, ...), operation digest, user, reason).
+    step_ups: list[StepUpNote] | None = None
 
     def pending(self) -> bool:
         """Whether any action asks the commit to do something."""
