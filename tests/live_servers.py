@@ -44,6 +44,24 @@ def app() -> Any:
     return SessionWardenMiddleware(_routes(), policy=policy, store=os.environ["SWLIVE_STORE"])
 
 
+def failing() -> Any:
+    """A bare ASGI app (no framework, so no error middleware of its own) behind the middleware:
+    ``/boom`` raises before starting its response, ``/late`` after sending its first part."""
+    from sessionwarden.asgi import SessionWardenMiddleware
+    from sessionwarden.policy import Policy
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("internal detail: db password rejected")
+
+    policy = Policy(secret_keys=(os.environ["SWLIVE_SECRET"].encode(),))
+    return SessionWardenMiddleware(raw, policy=policy, store=os.environ["SWLIVE_STORE"])
+
+
 def bare() -> Any:
     """The same app without the middleware (its WebSocket greets with no user)."""
     return _routes()
@@ -113,7 +131,7 @@ class Server:
 @contextlib.contextmanager
 def servers(store: str, count: int, log_dir: Path, factory: str = "app") -> Iterator[list[Server]]:
     """``count`` uvicorn processes on free loopback ports, all on ``store``; stopped by PID.
-    ``factory``: ``app`` (with the middleware) or ``bare``."""
+    ``factory``: ``app`` (with the middleware), ``bare`` or ``failing``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
     env["SWLIVE_STORE"] = store

@@ -16,6 +16,7 @@ not stored.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from collections.abc import Set as AbstractSet
@@ -105,10 +106,7 @@ class SessionWardenMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and self.policy.websocket.enabled:
-                await serve_websocket(self, scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+            await self._not_http(scope, receive, send)
             return
         guard = self.guard
         facts = _facts(guard, scope)
@@ -136,7 +134,9 @@ class SessionWardenMiddleware:
             await self._reauth(send, ctx, exc)
         except Exception:
             if not responder.ended:  # else: the stream ended with its session (SessionEnded)
-                raise
+                if not responder.started and not _app_answers_errors(scope):
+                    await _send_server_error(guard, send, ctx)
+                raise  # for the server to log (it sends nothing more: the response is complete)
         finally:
             if responder.stream is not None:
                 self.watcher.unwatch(responder.stream)
@@ -150,6 +150,13 @@ class SessionWardenMiddleware:
         state.pop("csp_nonce", None)
         state.pop("csrf_token", None)
         state.pop("session_ended", None)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket (guarded when the policy says so) or anything else (lifespan: passed on)."""
+        if scope["type"] == "websocket" and self.policy.websocket.enabled:
+            await serve_websocket(self, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _check_form_body(self, receive: Receive, ctx: RequestContext) -> Receive:
         """Check the token of a form body; the app gets the buffered body as it came."""
@@ -389,6 +396,30 @@ async def _send_refusal(guard: Guard, send: Send, ctx: RequestContext, refusal: 
     hdrs, body = guard.refuse(ctx, refusal)
     await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
     await send({"type": "http.response.body", "body": body})
+
+
+def _app_answers_errors(scope: Scope) -> bool:
+    """Whether an error page of the application's own waits outside this middleware: a
+    Starlette or FastAPI app that runs it as a middleware entry (the app put itself in
+    ``scope["app"]`` first) in debug mode (its traceback page) or with a handler for 500 or
+    ``Exception``. Its error middleware then answers, as before, without our headers."""
+    app = scope.get("app")
+    if app is None:
+        return False
+    if getattr(app, "debug", False) is True:
+        return True
+    handlers = getattr(app, "exception_handlers", None)
+    return isinstance(handlers, dict) and (500 in handlers or Exception in handlers)
+
+
+async def _send_server_error(guard: Guard, send: Send, ctx: RequestContext) -> None:
+    """An app that raised before starting its response gets a 500 with the security headers
+    and no detail of the error, as Starlette's default error middleware answers (a bare ASGI
+    app has none; a Starlette app installing this middleware as an entry has it outside,
+    where its 500 would miss our headers). Nothing is committed. A failed send (the client is
+    gone) must not hide the app's exception."""
+    with contextlib.suppress(Exception):
+        await _send_refusal(guard, send, ctx, Refusal(500, "internal-error"))
 
 
 def _target(scope: Scope, path: str) -> str:

@@ -17,6 +17,7 @@ _REASONS = {
     409: "Conflict",
     413: "Payload Too Large",
     429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 _HUMAN = {
@@ -30,6 +31,7 @@ _HUMAN = {
     "csrf": "The form expired or did not come from this site. Reload the page and try again.",
     "too-large": "Request body too large.",
     "throttled": "Too many requests with invalid sessions. Try again later.",
+    "internal-error": "Something went wrong on our side. Please try again later.",
     "store-unavailable": "Sessions are temporarily unavailable. Please try again shortly.",
 }
 
