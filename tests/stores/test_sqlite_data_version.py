@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sessionwarden.records import JSON, RecordUpdate, SessionRecord
-from sessionwarden.stores import sqlite_file
+from sessionwarden.stores import StoreUnavailable, sqlite_file
 from sessionwarden.stores.sqlite import SQLiteStore
 
 from .sqlite_support import Statements
@@ -283,4 +283,40 @@ def test_a_connection_in_exclusive_locking_mode_is_kept_current(db_path: Path) -
         store.update("k", RecordUpdate(set_data={"n": 2}))
         assert n_of(store) == 2
     finally:
+        store.close()
+
+
+def test_a_read_of_a_busy_file_waits_for_it_then_answers(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connections have no busy handler; a read that finds the file locked (here: a
+    rollback-journal file another connection holds exclusively) retries until ``timeout``."""
+    import threading
+    import time
+
+    store = SQLiteStore(db_path)
+    store.insert(rec("k", n=1), max_per_user=0, tombstone_until=T0)
+    store.close()
+    shell = raw(db_path)
+    shell.execute("PRAGMA journal_mode = DELETE")
+    shell.close()
+    monkeypatch.setattr(sqlite_file, "use_wal", lambda db, timeout: None)
+    store = SQLiteStore(db_path, read_cache=0, timeout=5.0)
+    holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        threading.Timer(0.2, lambda: holder.execute("COMMIT")).start()
+        started = time.monotonic()
+        assert n_of(store) == 1
+        assert time.monotonic() - started >= 0.15
+        short = SQLiteStore(db_path, read_cache=0, timeout=0.1)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(StoreUnavailable, match="locked"):
+                short.get("k")
+        finally:
+            short.close()
+        holder.execute("COMMIT")
+    finally:
+        holder.close()
         store.close()

@@ -31,7 +31,11 @@ write is one short transaction (``BEGIN IMMEDIATE``, or one statement: below), s
 threads and processes by SQLite's own lock. A writer that finds the lock taken retries
 ``BEGIN IMMEDIATE`` itself every 0.5-2 ms until ``timeout`` (SQLite's busy handler sleeps in
 steps of up to 100 ms and so keeps missing the short gaps between another writer's
-transactions); reads keep SQLite's busy timeout. Each thread uses its own connection.
+transactions). The connections have no busy handler at all: a read that finds the file busy (in
+WAL mode only while another connection recovers the WAL after a crash, or closes the last
+connection to the file) retries itself every millisecond until ``timeout``, so a write needs no
+``PRAGMA busy_timeout`` statements around it (each such statement is compiled anew every time:
+≈ 25,000 instructions a write). Each thread uses its own connection.
 
 An update of a record this connection's read cache holds (the common write: a request that
 read its session and changed a key) is not a transaction around a read: it is one UPDATE,
@@ -225,7 +229,6 @@ class SQLiteStore(_rows.ListsAll):
         self._generation = 0
         self._path = os.fspath(path)
         self._timeout = float(timeout)
-        self._busy_pragma = f"PRAGMA busy_timeout = {round(self._timeout * 1000)}"
         self._read_only = read_only
         self._local = threading.local()
         self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
@@ -276,9 +279,8 @@ class SQLiteStore(_rows.ListsAll):
         handle = self._handle()
         db = handle.db
         try:
-            # No busy handler while this connection writes: the lock is waited for by
-            # begin_immediate, and once it is held (WAL) nothing in the transaction waits.
-            db.execute("PRAGMA busy_timeout = 0")
+            # The connection has no busy handler (see sqlite_file.connect): the lock is waited
+            # for by begin_immediate, and once it is held (WAL) nothing in the transaction waits.
             try:
                 try:
                     _file.begin_immediate(db, 0.0 if handle.no_wait else self._timeout)
@@ -298,7 +300,6 @@ class SQLiteStore(_rows.ListsAll):
                 # Before anything else can run on this connection: its read cache must not
                 # serve what was read before this write (data_version ignores own commits).
                 self._generation += 1
-                db.execute(self._busy_pragma)  # reads on this connection wait as usual
         except sqlite3.Error as exc:
             try:
                 if db.in_transaction:
@@ -322,10 +323,12 @@ class SQLiteStore(_rows.ListsAll):
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db = self._db()
-        try:
-            return db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            unavailable(exc)
+        deadline = None
+        while True:
+            try:
+                return db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                deadline = _file.pause_if_busy(exc, deadline, self._timeout)
 
     def _init_schema(self) -> None:
         version = self._read("PRAGMA user_version")[0][0]
@@ -403,20 +406,23 @@ class SQLiteStore(_rows.ListsAll):
         current. See the module docstring for what this buys and when it does not.
         """
         handle = self._handle()
-        try:
-            cache = self._current_cache(handle)
-            if cache is not None:
-                hit = cache.get(key)
-                if hit is not None:
-                    handle.hits += 1
-                    return hit[0]
-                self._missed(handle, cache)
-            cursor = handle.cursor
-            row = cursor.execute(GET_BY_ROWID, (_rows.row_id(key), key)).fetchone()
-            if row is None:  # unknown, or a row without its derived rowid
-                row = cursor.execute(GET, (key,)).fetchone()
-        except sqlite3.Error as exc:
-            unavailable(exc)
+        deadline = None
+        while True:
+            try:
+                cache = self._current_cache(handle)
+                if cache is not None:
+                    hit = cache.get(key)
+                    if hit is not None:
+                        handle.hits += 1
+                        return hit[0]
+                    self._missed(handle, cache)
+                cursor = handle.cursor
+                row = cursor.execute(GET_BY_ROWID, (_rows.row_id(key), key)).fetchone()
+                if row is None:  # unknown, or a row without its derived rowid
+                    row = cursor.execute(GET, (key,)).fetchone()
+                break
+            except sqlite3.Error as exc:
+                deadline = _file.pause_if_busy(exc, deadline, self._timeout)
         if row is None:
             return None  # not cached: unknown IDs must not push out live sessions
         found = self._decode(key, row)
@@ -559,12 +565,10 @@ class SQLiteStore(_rows.ListsAll):
         db = handle.db
         try:
             seen = self._seen(handle)
-            db.execute("PRAGMA busy_timeout = 0")  # a lock held elsewhere: the transaction waits
-            try:
+            try:  # no busy handler: a lock held elsewhere fails it at once
                 written = db.execute(statement, params).rowcount == 1
             finally:
                 self._generation += 1  # as after any write (see _write)
-                db.execute(self._busy_pragma)
         except sqlite3.OperationalError as exc:
             if _file.is_busy(exc):
                 return False
@@ -664,7 +668,7 @@ class SQLiteStore(_rows.ListsAll):
         """
         if batch < 1:
             raise ValueError("batch must be >= 1")
-        return _file.purge(self._db(), self._write, now, batch, self._busy_pragma)
+        return _file.purge(self._db(), self._write, now, batch)
 
     def stats(self, now: float) -> StoreStats:
         return _rows.stats(self._read(_rows.STATS, (now,))[0])

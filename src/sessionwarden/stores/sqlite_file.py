@@ -32,7 +32,9 @@ def connect(
     path: str, timeout: float, *, read_only: bool = False, mmap_size: int = 0
 ) -> sqlite3.Connection:
     """A connection to the store's file: WAL (unless ``read_only``), ``synchronous=NORMAL``,
-    SQLite's busy timeout at ``timeout``, transactions issued by the caller."""
+    no busy handler (a statement that finds a lock taken fails at once: ``begin_immediate``
+    and ``pause_if_busy`` wait, finely, up to ``timeout``), transactions issued by the
+    caller."""
     if read_only:
         from urllib.parse import quote
 
@@ -42,7 +44,7 @@ def connect(
         target, uri = path, False
     db = sqlite3.connect(
         target,
-        timeout=timeout,
+        timeout=0,  # no busy handler: writers and readers wait for locks themselves
         isolation_level=None,  # we issue BEGIN/COMMIT ourselves
         check_same_thread=False,  # close() may run on another thread
         uri=uri,
@@ -82,11 +84,24 @@ def use_wal(db: sqlite3.Connection, timeout: float) -> None:
             delay = min(delay * 2, 0.05)
 
 
+def pause_if_busy(exc: sqlite3.Error, deadline: float | None, timeout: float) -> float:
+    """After a read failed with ``exc``: when the file was busy and ``deadline`` (None: from
+    now, ``timeout``) has not passed, sleep a millisecond and return the deadline to retry
+    against; otherwise :class:`StoreUnavailable`."""
+    now = time.monotonic()
+    if deadline is None:
+        deadline = now + timeout
+    if not is_busy(exc) or now >= deadline:
+        unavailable(exc)
+    time.sleep(min(0.001, deadline - now))
+    return deadline
+
+
 def begin_immediate(db: sqlite3.Connection, timeout: float) -> None:
     """``BEGIN IMMEDIATE``, retried finely until ``timeout`` while another writer holds it.
 
-    The connection's busy timeout must be 0 here (see ``SQLiteStore._write``): each attempt
-    then fails at once instead of sleeping in SQLite's coarse steps.
+    The connection has no busy handler (see ``connect``): each attempt fails at once instead
+    of sleeping in SQLite's coarse steps.
     """
     deadline = time.monotonic() + timeout
     delay = _LOCK_RETRY_FIRST
@@ -102,7 +117,7 @@ def begin_immediate(db: sqlite3.Connection, timeout: float) -> None:
             delay = min(delay * 2, _LOCK_RETRY_MAX)
 
 
-def checkpoint(db: sqlite3.Connection, busy_pragma: str) -> None:
+def checkpoint(db: sqlite3.Connection) -> None:
     """Copy the WAL into the database file without holding anyone up, then rewind it.
 
     ``PASSIVE`` does the bulk of the work (the batch just written, and its syncs) without any
@@ -115,12 +130,8 @@ def checkpoint(db: sqlite3.Connection, busy_pragma: str) -> None:
     do what they can without waiting, and the next batch's checkpoint finishes the job.
     """
     try:
-        db.execute("PRAGMA busy_timeout = 0")
-        try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-        finally:
-            db.execute(busy_pragma)
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
     except sqlite3.Error as exc:
         unavailable(exc)
 
@@ -136,7 +147,6 @@ def purge(
     write: Callable[[], AbstractContextManager[sqlite3.Connection]],
     now: float,
     batch: int,
-    busy_pragma: str,
 ) -> int:
     """``SQLiteStore.purge`` on its connection ``db``, each batch in a ``write()``
     transaction: delete what expired by ``now``, at most ``batch`` (and 200) rows a
@@ -159,7 +169,7 @@ def purge(
                 ).rowcount
             removed += count
             if count > 0:
-                checkpoint(db, busy_pragma)
+                checkpoint(db)
             if count < step:
                 return removed
             time.sleep(_PURGE_PAUSE)
@@ -256,7 +266,7 @@ class Checkpointer:
             return
         try:
             with suppress(StoreUnavailable):
-                checkpoint(db, f"PRAGMA busy_timeout = {round(self._timeout * 1000)}")
+                checkpoint(db)
         finally:
             db.close()
 
