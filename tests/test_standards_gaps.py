@@ -136,3 +136,28 @@ async def test_replacing_every_key_ends_every_session(kind: str) -> None:
         await alice.login()
         assert alice.cookie != old_cookie
         assert (await alice.request("GET", "/whoami")).json() == {"user": "alice"}
+
+
+# -- caches never reuse an answer that rests on Sec-Fetch-Site / Origin --------------------------
+
+
+@ADAPTERS
+async def test_answers_that_rest_on_the_cross_origin_check_are_never_stored(kind: str) -> None:
+    for report_only in (False, True):
+        with client(kind, _policy(csrf=CsrfPolicy(report_only=report_only))) as c:
+            token = await c.token()  # an anonymous session with a CSRF secret
+            passed = await c.request(
+                "POST",
+                "/transfer",
+                headers={"sec-fetch-site": "same-origin", "x-csrf-token": token},
+            )
+            assert passed.status_code == 200
+            assert "set-cookie" not in passed.headers  # anonymous, nothing else makes it no-store
+            assert passed.headers["cache-control"] == "no-store"
+            crossed = await c.request(
+                "POST", "/transfer", headers={"sec-fetch-site": "cross-site", "x-csrf-token": token}
+            )
+            assert crossed.status_code == (200 if report_only else 403)
+            assert crossed.headers["cache-control"] == "no-store"
+            await c.login()
+            assert (await c.request("GET", "/whoami")).headers["cache-control"] == "no-store"

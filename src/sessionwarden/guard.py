@@ -492,8 +492,14 @@ class Guard:
             cookies.extend((b"set-cookie", c.encode("latin-1")) for c in everywhere)
         if self.headers is None:
             return self._with_dbsc(ctx, outcome, cookies), headers.NOTHING_TO_DROP
+        # Also every answer to an unsafe method: its outcome rests on the cross-origin check
+        # (Sec-Fetch-Site, Origin), and no-store rather than a Vary on those keeps a cache from
+        # reusing it (the refusals are no-store too, and so are the signed-in responses the
+        # resource-isolation check judges).
         no_store = self._no_store and (
-            set_cookie is not None or (outcome is not None and outcome.authenticated)
+            set_cookie is not None
+            or (outcome is not None and outcome.authenticated)
+            or not ctx.facts.is_safe_method
         )
         add, drop = self.headers.response_headers(
             ctx.facts.scheme == "https",

@@ -180,7 +180,9 @@ class HeadersPolicy:
     #: ``Permissions-Policy`` value, e.g. ``"camera=(), microphone=(), geolocation=()"``;
     #: ``None``: not sent.
     permissions_policy: str | None = None
-    #: ``Cache-Control: no-store`` on responses carrying a signed-in session or a new cookie.
+    #: ``Cache-Control: no-store`` on responses carrying a signed-in session or a new cookie,
+    #: and on every response to an unsafe method (its outcome rests on ``Sec-Fetch-Site`` and
+    #: ``Origin``).
     no_store: bool = True
     clear_site_data_on_logout: bool = True
     #: ``"cache"`` in Clear-Site-Data is opt-in: some browsers stall on it.
