@@ -562,11 +562,10 @@ class SQLiteStore(_rows.ListsAll):
         statement, params, new, meta_text, data_text = _rows.rewrite(
             update, record, stored_meta, stored_data
         )
-        db = handle.db
         try:
             seen = self._seen(handle)
             try:  # no busy handler: a lock held elsewhere fails it at once
-                written = db.execute(statement, params).rowcount == 1
+                written = handle.cursor.execute(statement, params).rowcount == 1
             finally:
                 self._generation += 1  # as after any write (see _write)
         except sqlite3.OperationalError as exc:
@@ -584,7 +583,7 @@ class SQLiteStore(_rows.ListsAll):
         """Before a write commits: ``data_version`` as of every other commit before it (taken
         inside the write transaction, or before the one statement), and the write
         generation."""
-        return handle.db.execute(_DATA_VERSION).fetchone()[0], self._generation
+        return handle.cursor.execute(_DATA_VERSION).fetchone()[0], self._generation
 
     def _written(
         self,
