@@ -10,7 +10,7 @@ from __future__ import annotations
 from .core import RiskDecision
 from .facts import RequestFacts
 from .policy import MonitorPolicy
-from .records import SessionRecord
+from .records import JSON, SessionRecord
 from .scoring import Risk, action_for, agent_family, assess, fingerprint, should_refresh
 
 _AGENT_CACHE_SIZE = 1024
@@ -35,6 +35,11 @@ class RiskAssessor:
             self._agents[user_agent] = found
         return found
 
+    def fingerprint(self, facts: RequestFacts) -> dict[str, JSON]:
+        """The request's fingerprint, its network sized as the policy says."""
+        policy = self._policy
+        return fingerprint(facts, policy.ipv4_prefix, policy.ipv6_prefix)
+
     def __call__(self, record: SessionRecord, facts: RequestFacts, now: float) -> RiskDecision:
         stored = record.fingerprint
         if not stored:
@@ -47,18 +52,19 @@ class RiskAssessor:
             ua = facts.user_agent
             if (stored.get("ua"), stored.get("uav")) == (self._agents.get(ua) or self._agent(ua)):
                 return _ALLOW
-        current = fingerprint(facts)
+        policy = self._policy
+        current = self.fingerprint(facts)
         net_at = record.flags.get("net_at")
         assessment = assess(
             stored,
             current,
             last_net_change_at=float(net_at) if isinstance(net_at, int | float) else None,
             now=now,
-            policy=self._policy,
+            policy=policy,
         )
         if assessment.risk == Risk.NONE:
             return _ALLOW
-        action = action_for(assessment, self._policy)
+        action = action_for(assessment, policy)
         refresh = should_refresh(stored, current, action)
         return RiskDecision(
             action,

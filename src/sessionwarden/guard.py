@@ -25,7 +25,7 @@ from .dbsc_guard import DbscAnswer, DbscGuard
 from .events import EventKind, EventSink
 from .facts import RequestFacts
 from .hosts import HOW_TO_ALLOW, HostCheck
-from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label, fingerprint
+from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label
 from .policy import Policy, path_under
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import JSON
@@ -156,14 +156,15 @@ class Guard:
         mon = policy.monitor
         self.proxies = TrustedProxies.from_policy(policy.https)
         self.throttle = UnknownIdThrottle(mon.unknown_id_limit_per_minute)
+        assessor = RiskAssessor(mon) if mon.fingerprint else None
         self.engine = Engine(
             policy,
             clock=clock,
             # Audit events go to the "sessionwarden.events" logger as JSON lines unless the
             # application routes them elsewhere.
             sink=sink if sink is not None else JsonLogSink(),
-            assessor=RiskAssessor(mon) if mon.fingerprint else None,
-            fingerprinter=fingerprint if mon.fingerprint else None,
+            assessor=assessor,
+            fingerprinter=assessor.fingerprint if assessor is not None else None,
             throttle=self.throttle.hit if mon.unknown_id_limit_per_minute else None,
             agent_label=agent_label,
         )

@@ -264,6 +264,11 @@ class MonitorPolicy:
     unknown_id_limit_per_minute: int = 30
     #: Length of each session's activity trail.
     activity_max: int = 20
+    #: The network a client address belongs to for the network check: its IPv4 /24 and IPv6
+    #: /48 by default (one user's addresses move within them); 32 and 128: the exact address
+    #: (strict binding: any other address is a network change).
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 48
 
     def __post_init__(self) -> None:
         for name in ("on_low", "on_high"):
@@ -274,6 +279,10 @@ class MonitorPolicy:
             _fail("monitor.unknown_id_limit_per_minute", "must be >= 0 (0 disables)")
         if self.activity_max < 0:
             _fail("monitor.activity_max", "must be >= 0")
+        for name, bits in (("ipv4_prefix", 32), ("ipv6_prefix", 128)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bits:
+                _fail(f"monitor.{name}", f"must be an integer from 1 to {bits}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,12 @@ into what the policy says to do. A verdict can be reproduced from the stored fin
 
 The traits are deliberately coarse. Exact IPs change all the time (mobile carriers, NAT pools,
 privacy extensions), exact user-agent strings change with every browser update, so comparing them
-exactly would mostly punish honest users. A /24 (IPv4) or /48 (IPv6) network, a browser family
-with its major version and the preferred language change rarely for one person, and together they
-still catch a cookie replayed from another machine. A trait the stored fingerprint has and the
-request lacks counts as changed: leaving traits out must not be a way around the checks.
+exactly would mostly punish honest users. A /24 (IPv4) or /48 (IPv6) network (the defaults of
+``MonitorPolicy.ipv4_prefix`` and ``ipv6_prefix``; /32 and /128 compare exact addresses), a
+browser family with its major version and the preferred language change rarely for one person,
+and together they still catch a cookie replayed from another machine. A trait the stored
+fingerprint has and the request lacks counts as changed: leaving traits out must not be a way
+around the checks.
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ def _agent_family(ua: str) -> tuple[str, int]:
 
 #: Longer than any textual address (45 characters plus a zone ID); longer input is junk.
 IP_SCAN_LIMIT = 100
+#: The default network sizes (``MonitorPolicy.ipv4_prefix`` / ``ipv6_prefix``).
 V4_PREFIX = 24
-_V6_PREFIX = 48
+V6_PREFIX = 48
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -186,27 +189,30 @@ def prefix_of(addr: _Address, v4: int, v6: int) -> str:
     return str(ipaddress.IPv6Network((int(addr), v6), strict=False))
 
 
-def network_of(ip: str) -> str:
-    """The client's network: /24 for IPv4, /48 for IPv6, ``""`` for anything that is not an IP.
+def network_of(ip: str, v4_prefix: int = V4_PREFIX, v6_prefix: int = V6_PREFIX) -> str:
+    """The client's network: by default /24 for IPv4, /48 for IPv6 (/32 and /128: the exact
+    address), ``""`` for anything that is not an IP.
 
     A network rather than an address, because carriers and NAT pools move one user between
     neighbouring addresses constantly; moving to another network is what is worth noticing.
     """
-    return _address_traits(ip)[1]
+    return _address_traits(ip, v4_prefix, v6_prefix)[1]
 
 
-def _address_traits(ip: str) -> tuple[str, str]:
+def _address_traits(ip: str, v4_prefix: int, v6_prefix: int) -> tuple[str, str]:
     """The client's address as stored in a fingerprint and its network (``("", "")`` for
     anything that is not an IP)."""
-    return ("", "") if len(ip) > IP_SCAN_LIMIT else _parsed_address_traits(ip)
+    if len(ip) > IP_SCAN_LIMIT:
+        return "", ""
+    return _parsed_address_traits(ip, v4_prefix, v6_prefix)
 
 
 @functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
-def _parsed_address_traits(ip: str) -> tuple[str, str]:
+def _parsed_address_traits(ip: str, v4_prefix: int, v6_prefix: int) -> tuple[str, str]:
     addr = parse_ip(ip)
     if addr is None:
         return "", ""
-    return str(addr), prefix_of(addr, V4_PREFIX, _V6_PREFIX)
+    return str(addr), prefix_of(addr, v4_prefix, v6_prefix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,12 +238,15 @@ def _language_of(head: str) -> str:
     return first.lower()
 
 
-def fingerprint(facts: RequestFacts) -> dict[str, JSON]:
-    """The coarse traits of a request that are stored with its session and compared later.
+def fingerprint(
+    facts: RequestFacts, v4_prefix: int = V4_PREFIX, v6_prefix: int = V6_PREFIX
+) -> dict[str, JSON]:
+    """The coarse traits of a request that are stored with its session and compared later;
+    the network is the client's ``/v4_prefix`` or ``/v6_prefix``.
 
     Kept to five short values because it is written into every session record.
     """
-    ip, net = _address_traits(facts.client_ip)
+    ip, net = _address_traits(facts.client_ip, v4_prefix, v6_prefix)
     family, major = agent_family(facts.user_agent)
     return {
         "ip": ip,
@@ -300,7 +309,14 @@ def _network_finding(
     now: float,
     policy: MonitorPolicy,
 ) -> _Finding | None:
-    old_net, new_net = _text(stored, "net"), _text(current, "net")
+    # The stored address's network as the policy sizes it now, so a changed prefix size
+    # applies to existing sessions at once (and is never itself taken for a move).
+    old_ip = _text(stored, "ip")
+    if old_ip:
+        old_net = network_of(old_ip, policy.ipv4_prefix, policy.ipv6_prefix)
+    else:
+        old_net = _text(stored, "net")
+    new_net = _text(current, "net")
     if not old_net or old_net == new_net:
         return None
     window = policy.network_switch_window
