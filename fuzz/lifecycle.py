@@ -6,7 +6,8 @@
 Runs the machine's examples (``--per-example`` rules each, fresh store each) until at least
 ``--steps`` rules have run, then prints the totals: examples, steps, requests, invariant
 violations and the time taken. Any violation stops the run with hypothesis' (shrunk) example and
-a non-zero exit. Redis and PostgreSQL need their servers (see tests/conftest.py for the URLs).
+a non-zero exit. Redis and PostgreSQL need their servers (see tests/conftest.py for the URLs);
+the PostgreSQL run's own database is dropped when the run ends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
+from tests.conftest import _drop_postgres_database  # noqa: E402
 from tests.lifecycle_machine import TOTALS, LifecycleMachine  # noqa: E402
 from tests.test_lifecycle_fuzz import OPENERS  # noqa: E402
 
@@ -60,4 +62,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    finally:
+        _drop_postgres_database()  # the run's own database, as pytest drops it at the end
