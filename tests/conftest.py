@@ -22,6 +22,7 @@ import pytest
 
 from sessionwarden import tokens
 from sessionwarden.clock import ManualClock
+from sessionwarden.events import Event, EventKind
 from sessionwarden.policy import Policy
 from sessionwarden.stores.base import SessionStore
 from sessionwarden.stores.memory import MemoryStore
@@ -300,3 +301,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
     """Each synchronous store against its real backend."""
     with open_test_store(request.param, request, tmp_path) as s:
         yield s
+
+
+class Recorder:
+    """An event sink that keeps every event (the tests' one recorder)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind == kind]
+
+    def count(self, kind: EventKind) -> int:
+        return len(self.of(kind))
+
+    def kinds(self) -> list[EventKind]:
+        return [e.kind for e in self.events]

@@ -14,24 +14,13 @@ import pytest
 from sessionwarden import tokens
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Engine, Outcome, Session, Steps, run_async, run_sync
-from sessionwarden.events import Event, EventKind
+from sessionwarden.events import EventKind
 from sessionwarden.facts import RequestFacts
 from sessionwarden.policy import CookiePolicy, Policy
 from sessionwarden.records import Alias, SessionRecord, Tombstone
 from sessionwarden.stores.base import InlineAsyncStore, SessionStore
 
-from .conftest import SECRET
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[EventKind]:
-        return [e.kind for e in self.events]
+from .conftest import SECRET, Recorder
 
 
 @dataclass

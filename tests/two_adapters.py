@@ -24,27 +24,15 @@ from starlette.routing import Route
 
 from sessionwarden.asgi import SessionWardenMiddleware, get_session
 from sessionwarden.clock import ManualClock
-from sessionwarden.events import Event, EventKind
 from sessionwarden.integrations.flask import SessionWarden, current_context, current_session
 from sessionwarden.policy import Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
+from .conftest import Recorder
+
 BASE = "https://app.test"
 COOKIE = "__Host-id"
 KINDS = ("asgi", "wsgi")
-
-
-class Recorder:
-    """An event sink that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: EventKind) -> list[Event]:
-        return [e for e in self.events if e.kind == kind]
 
 
 def _starlette() -> Starlette:

@@ -23,10 +23,10 @@ from starlette.routing import Route
 
 from sessionwarden.asgi import SessionWardenMiddleware, get_context, get_session
 from sessionwarden.clock import Clock, ManualClock
-from sessionwarden.events import Event, EventKind, EventSink
+from sessionwarden.events import EventSink
 from sessionwarden.policy import Policy
 
-from ..conftest import SECRET, postgres_store_url, redis_or_skip, unique_prefix
+from ..conftest import SECRET, Recorder, postgres_store_url, redis_or_skip, unique_prefix
 
 BASE = "https://app.test"
 COOKIE = "__Host-id"
@@ -35,22 +35,6 @@ COOKIE = "__Host-id"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Recorder:
-    """An event sink that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: EventKind) -> list[Event]:
-        return [e for e in self.events if e.kind == kind]
-
-    def count(self, kind: EventKind) -> int:
-        return len(self.of(kind))
 
 
 # -- the application under attack -------------------------------------------------------------

@@ -26,11 +26,18 @@ from starlette.routing import Route
 from sessionwarden.asgi import SessionWardenMiddleware, get_session
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Session
-from sessionwarden.events import Event, EventKind
+from sessionwarden.events import EventKind
 from sessionwarden.integrations.flask import SessionWarden, csrf_token, current_session
 from sessionwarden.policy import Policy
 
-from ..conftest import SECRET, drop_prefix, postgres_store_url, redis_or_skip, unique_prefix
+from ..conftest import (
+    SECRET,
+    Recorder,
+    drop_prefix,
+    postgres_store_url,
+    redis_or_skip,
+    unique_prefix,
+)
 
 BASE = "https://app.test"
 COOKIE = "__Host-id"
@@ -40,17 +47,6 @@ _SET = re.compile(rf"{COOKIE}=([^;]*)")
 POLICY = Policy(
     secret_keys=(SECRET,), allowed_hosts=("app.test",), rotate_every=900.0, rotation_grace=60.0
 )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: EventKind) -> list[Event]:
-        return [e for e in self.events if e.kind == kind]
 
 
 def _act(session: Session, path: str, form_user: str | None) -> None:
