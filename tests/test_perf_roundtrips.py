@@ -360,3 +360,73 @@ async def test_cached_read_sees_a_change_elsewhere_without_waiting_for_it(
                 assert time.monotonic() < deadline, "the revocation never reached the cache"
     finally:
         other.close()
+
+
+# -- sign-in: a new ID, the rotation, the user's index -------------------------------------------
+
+
+async def sign_in_again(c: httpx.AsyncClient) -> None:
+    """A signed-in browser signs in again: the login rotates its ID (a Set-Cookie)."""
+    token_text = (await c.get("/token")).text
+    r = await c.post(
+        "/login", headers={"x-csrf-token": token_text, "sec-fetch-site": "same-origin"}
+    )
+    assert r.status_code == 200, r.text
+    assert "set-cookie" in r.headers  # the new ID
+
+
+@pytest.mark.anyio
+async def test_a_sign_in_is_one_read_and_one_rotation(local_store: CountingStore) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(local_store, clock)) as c:
+        await sign_in(c)
+        for _ in range(3):
+            clock.advance(1.0)
+            local_store.calls.clear()
+            await sign_in_again(c)
+            assert local_store.calls == ["get", "get", "rotate"]  # the token's GET, the POST
+            clock.advance(1.0)
+            local_store.calls.clear()
+            r = await c.get("/")
+            assert r.text == "alice" and local_store.calls == ["get"]
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_sign_in_is_one_command_and_the_next_read_none(
+    cached_store: Any, sent: list[str]
+) -> None:
+    """The rotation (new record, the old ID's tombstone, the user's index, the cap, the trail)
+    is one script; the record it wrote stays in the read cache, so the next request under the
+    new ID sends nothing."""
+    clock = ManualClock(time.time())
+    async with client_for(app_with(cached_store, clock)) as c:
+        await sign_in(c)
+        for _ in range(3):
+            clock.advance(1.0)
+            sent.clear()
+            await sign_in_again(c)
+            assert len(sent) == 1 and sent[0] in ("EVALSHA", "EVAL"), sent  # no read
+            clock.advance(1.0)
+            sent.clear()
+            r = await c.get("/")
+            assert r.text == "alice" and sent == [], sent
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_uncached_sign_in_is_one_read_and_one_command(
+    redis_store: Any, sent: list[str]
+) -> None:
+    clock = ManualClock(time.time())
+    async with client_for(app_with(redis_store, clock)) as c:
+        await sign_in(c)
+        clock.advance(1.0)
+        r = await c.get("/token")
+        sent.clear()
+        r = await c.post(
+            "/login", headers={"x-csrf-token": r.text, "sec-fetch-site": "same-origin"}
+        )
+        assert r.status_code == 200 and "set-cookie" in r.headers
+        assert len(sent) == 2 and sent[0] == "HGETALL", sent
+        assert sent[1] in ("EVALSHA", "EVAL"), sent
