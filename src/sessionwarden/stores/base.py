@@ -349,8 +349,26 @@ def merge_stored(meta: dict[str, Any], data: dict[str, Any], update: RecordUpdat
         data.pop(name, None)
 
 
+#: How a stored trail (a JSON array) starts, separates its entries and ends: one entry a line.
+_TRAIL_OPEN, _TRAIL_SEP, _TRAIL_CLOSE = "[\n", ",\n", "\n]"
+
+
 def appended_trail(trail_text: str | None, entry: dict[str, JSON], activity_max: int) -> str:
-    """A JSON activity trail with ``entry`` appended, keeping the newest ``activity_max``."""
-    trail: list[Any] = loads(trail_text) if trail_text else []
-    trail.append(dict(entry))
-    return dumps(trail[-activity_max:])
+    """A JSON activity trail with ``entry`` appended, keeping the newest ``activity_max``.
+
+    The trail is a JSON array written one entry a line (``[``, the entries separated by ``,``
+    and a line break, ``]``): compact JSON has no line break of its own (one inside a string is
+    escaped), so an append finds the entries by their line breaks and decodes none of them.
+    A trail in another layout (an earlier version wrote the array on one line) is decoded once
+    and written in this one."""
+    if (
+        trail_text
+        and trail_text.startswith(_TRAIL_OPEN)
+        and trail_text.endswith(_TRAIL_CLOSE)
+        and len(trail_text) > len(_TRAIL_OPEN) + len(_TRAIL_CLOSE)
+    ):
+        lines = trail_text[len(_TRAIL_OPEN) : -len(_TRAIL_CLOSE)].split(_TRAIL_SEP)
+    else:
+        lines = [dumps(item) for item in loads(trail_text)] if trail_text else []
+    lines.append(dumps(entry))
+    return _TRAIL_OPEN + _TRAIL_SEP.join(lines[-activity_max:]) + _TRAIL_CLOSE
