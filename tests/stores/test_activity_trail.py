@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from sessionwarden.records import RecordUpdate, SessionRecord, Tombstone
+from sessionwarden.records import JSON, RecordUpdate, SessionRecord, Tombstone
 from sessionwarden.stores.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -40,9 +40,10 @@ def test_trail_is_bounded_and_exact_through_updates_and_rotations(tmp_path: Path
     store = SQLiteStore(path)
     try:
         store.insert(_record("k0"), max_per_user=0, tombstone_until=T0)
-        key, entries = "k0", []
+        key, entries = "k0", list[dict[str, JSON]]()
         for i in range(12):
-            entry = {"i": i, "path": AWKWARD[i % len(AWKWARD)], "ua": {"x": [1, "\n"]}}
+            awkward = AWKWARD[i % len(AWKWARD)]
+            entry: dict[str, JSON] = {"i": i, "path": awkward, "ua": {"x": [1, "\n"]}}
             entries.append(entry)
             if i % 3 == 0:
                 new = f"k{i + 1}"

@@ -105,7 +105,7 @@ from typing import Any, Final
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, loads
 from . import sqlite_file as _file
 from . import sqlite_rows as _rows
-from .base import StoreStats, StoreUnavailable, WouldWait, appended_trail, merge_stored
+from .base import StoreStats, StoreUnavailable, WouldWait, appended_trail
 from .sqlite_rows import (
     ALIAS,
     GET,
@@ -389,7 +389,6 @@ class SQLiteStore(_rows.ListsAll):
 
     _put_marker = staticmethod(_rows.put_marker)
     _put_record = staticmethod(_rows.put_record)
-    _merge = staticmethod(merge_stored)
     _appended = staticmethod(appended_trail)
     _enforce_cap = staticmethod(_rows.enforce_cap)
 
@@ -500,9 +499,12 @@ class SQLiteStore(_rows.ListsAll):
             row = db.execute(LIVE_SELECT, (old_key,)).fetchone()
             if row is None or row[0] != RECORD:
                 return None
-            meta: dict[str, Any] = loads(row[1])
-            data: dict[str, Any] = loads(row[2]) if row[2] else {}
-            self._merge(meta, data, update)
+            # The stored record, decoded once per content (the request's own read did), with
+            # the update applied; its meta over the stored one keeps the fields a later version
+            # may have added. What is written is what the read cache then keeps.
+            new = self._record(old_key, row[1], row[2]).updated(update)
+            new.key = new_key
+            meta: dict[str, Any] = {**loads(row[1]), **new.meta()}
             trail_text: str | None = row[3]
             if update.activity is not None and activity_max > 0:
                 if trail_text is None:
@@ -514,9 +516,9 @@ class SQLiteStore(_rows.ListsAll):
                 trail_text = self._appended(trail_text, update.activity, activity_max)
             seen = self._seen(handle)
             self._put_marker(db, old_key, old_becomes)
-            texts = self._put_record(db, new_key, meta, data, trail_text)
+            texts = self._put_record(db, new_key, meta, new.data, trail_text)
             evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until)
-        self._written(handle, seen, (old_key, *evicted), new_key, *texts)
+        self._written(handle, seen, (old_key, *evicted), new_key, *texts, new)
         return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:

@@ -1,0 +1,70 @@
+"""A SQLite rotation writes the stored record with the request's changes and keeps in its read
+cache exactly what it wrote."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from sessionwarden.records import JSON, RecordUpdate, SessionRecord, Tombstone
+from sessionwarden.stores.sqlite import SQLiteStore
+
+T0 = 1_700_000_000.0
+
+
+def test_rotation_keeps_unknown_meta_and_caches_what_it_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    record = SessionRecord(
+        key="old",
+        created_at=T0,
+        last_seen=T0,
+        expires_at=T0 + 3600,
+        rotated_at=T0,
+        csrf_secret="csrf",
+        user_id="alice",
+        data={"cart": [1, 2], "theme": "dark"},
+    )
+    store.insert(record, max_per_user=0, tombstone_until=T0)
+    store.close()
+    with sqlite3.connect(path) as db:  # a field a later version added
+        meta = json.loads(db.execute("SELECT meta FROM items WHERE key = 'old'").fetchone()[0])
+        meta["later"] = {"x": 1}
+        db.execute("UPDATE items SET meta = ? WHERE key = 'old'", (json.dumps(meta),))
+    store, other = SQLiteStore(path), SQLiteStore(path)
+    try:
+        assert isinstance(store.get("old"), SessionRecord)  # read (and cached) first
+        fingerprint: dict[str, JSON] = {"ua": "Chrome"}
+        added: list[JSON] = [1]
+        update = RecordUpdate(
+            meta={"user_id": "bob", "rotated_at": T0 + 5, "fingerprint": fingerprint},
+            set_data={"theme": "light", "new": {"a": added}},
+            del_data=("cart",),
+        )
+        evicted = store.rotate(
+            "old",
+            "new",
+            update,
+            old_becomes=Tombstone("old", "rotated:login", T0 + 5, T0 + 60, "alice"),
+            max_per_user=0,
+            tombstone_until=T0 + 60,
+        )
+        assert evicted == []
+        fingerprint["ua"] = "changed by the caller afterwards"
+        added.append(2)
+        cached, fresh = store.get("new"), other.get("new")
+        assert isinstance(cached, SessionRecord) and isinstance(fresh, SessionRecord)
+        assert cached == fresh
+        assert fresh.user_id == "bob" and fresh.rotated_at == T0 + 5
+        assert fresh.fingerprint == {"ua": "Chrome"}
+        assert fresh.data == {"theme": "light", "new": {"a": [1]}}
+        assert isinstance(store.get("old"), Tombstone)
+        assert [r.key for r in other.user_sessions("bob")] == ["new"]
+        assert other.user_sessions("alice") == []
+    finally:
+        store.close()
+        other.close()
+    with sqlite3.connect(path) as db:
+        meta = json.loads(db.execute("SELECT meta FROM items WHERE key = 'new'").fetchone()[0])
+    assert meta["later"] == {"x": 1}
