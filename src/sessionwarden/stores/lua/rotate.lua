@@ -11,8 +11,8 @@ old_flat, pos = take(pos + 1, tonumber(ARG[pos]))
 sets, pos = take(pos + 1, tonumber(ARG[pos]))
 dels, pos = take(pos + 1, tonumber(ARG[pos]))
 local so, sn = skey(old), skey(new)
-if redis.call('HEXISTS', so, 'c') == 0 then return false end
 local rec = to_map(redis.call('HGETALL', so))
+if not rec['c'] then return false end
 local old_user = rec['u']
 for i = 1, #sets, 2 do rec[sets[i]] = sets[i + 1] end
 for _, name in ipairs(dels) do rec[name] = nil end
@@ -32,8 +32,7 @@ local e_ms = ms_of(rec['e'])
 expire_at(sn, e_ms)
 local ao, an = akey(old), akey(new)
 if ao ~= an and redis.call('EXISTS', ao) == 1 then redis.call('RENAME', ao, an) end
-append_activity(an, amax, entry)
-if redis.call('EXISTS', an) == 1 then expire_at(an, e_ms) end
+if append_activity(an, amax, entry) or redis.call('EXISTS', an) == 1 then expire_at(an, e_ms) end
 local out = {redis.call('HGETALL', sn)}
 if rec['u'] then
   local idx = index_add(rec['u'], new, e_ms)
