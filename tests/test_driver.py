@@ -1,17 +1,14 @@
 """The one driver: the same core operation gives the same result synchronously and
-asynchronously, and the async driver's only shortcut (a store's read without I/O) is taken
-when the store can answer that way and skipped when it cannot."""
+asynchronously, and each read of the operation is one read of the store."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from sessionwarden.core import read_now_of, run_async, run_sync
+from sessionwarden.core import run_async, run_sync
 from sessionwarden.core.ops import Get, Steps, Update
 from sessionwarden.records import Lookup, RecordUpdate, SessionRecord
-from sessionwarden.stores import InlineAsyncStore, MemoryStore, NotCached
+from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
 
 def _record(key: str) -> SessionRecord:
@@ -24,26 +21,6 @@ def steps(key: str) -> Steps[tuple[bool, Lookup]]:
     ok = yield from Update(key, RecordUpdate(set_data={"n": 1}))
     found = yield from Get(key)
     return ok, found
-
-
-class Counting(InlineAsyncStore):
-    """Counts the awaited reads; ``cached`` keys are answered by ``get_cached``."""
-
-    def __init__(self, sync: MemoryStore, cached: set[str]) -> None:
-        super().__init__(sync)
-        self.cached = cached
-        self.awaited: list[str] = []
-        self.read_now: list[str] = []
-
-    async def get(self, key: str) -> Lookup:
-        self.awaited.append(key)
-        return await super().get(key)
-
-    def get_cached(self, key: str) -> Lookup:
-        if key not in self.cached:
-            raise NotCached
-        self.read_now.append(key)
-        return self.sync.get(key)
 
 
 def _run(coro: Any) -> Any:
@@ -64,19 +41,20 @@ def test_sync_and_async_drivers_agree() -> None:
     assert _run(run_async(steps("a"), InlineAsyncStore(store2))) == (ok, found)
 
 
-@pytest.mark.parametrize("cached", [True, False])
-def test_async_driver_reads_without_io_first(cached: bool) -> None:
+def test_async_driver_reads_each_key_once() -> None:
+    """A read is one ``get`` of the store (a cached one answers there, without suspending)."""
     sync = MemoryStore()
     sync.insert(_record("a"), max_per_user=0, tombstone_until=0)
-    store = Counting(sync, {"a"} if cached else set())
-    ok, found = _run(run_async(steps("a"), store, read_now_of(store)))
+    awaited: list[str] = []
+
+    class Counting(InlineAsyncStore):
+        async def get(self, key: str) -> Lookup:
+            awaited.append(key)
+            return await super().get(key)
+
+    ok, found = _run(run_async(steps("a"), Counting(sync)))
     assert ok and isinstance(found, SessionRecord) and found.data == {"n": 1}
-    assert store.read_now == (["a"] if cached else [])
-    assert store.awaited == ([] if cached else ["a"])
-
-
-def test_a_store_without_reads_without_io_is_awaited() -> None:
-    assert read_now_of(InlineAsyncStore(MemoryStore())) is None
+    assert awaited == ["a"]
 
 
 def test_operator_listing_agrees_on_both_drivers() -> None:

@@ -29,7 +29,6 @@ from .core import (
     Session,
     SessionInfo,
     Steps,
-    read_now_of,
     run_async,
 )
 from .events import EventSink
@@ -90,19 +89,9 @@ class SessionWardenMiddleware:
         if callable(add_handler):
             add_handler(ReauthenticationRequired, self._reauth_exception_handler)
 
-    @property
-    def store(self) -> AsyncSessionStore:
-        return self._store
-
-    @store.setter
-    def store(self, store: AsyncSessionStore) -> None:
-        self._store = store
-        # A store with a local read cache answers most reads without I/O (Redis).
-        self._read_now = read_now_of(store)
-
     def run(self, steps: Steps[T]) -> Awaitable[T]:
-        """Run a core operation against the store (the one driver, reads without I/O first)."""
-        return run_async(steps, self._store, self._read_now)
+        """Run a core operation against the store (the one driver)."""
+        return run_async(steps, self.store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

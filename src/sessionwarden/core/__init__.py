@@ -12,7 +12,7 @@ operations they yield, with the one driver that runs them.
 
 from .base import Assessor, Fingerprinter, Loaded, Outcome, RiskDecision
 from .commit import CommitPlan, plan_commit
-from .driver import read_now_of, run_async, run_sync
+from .driver import run_async, run_sync
 from .ended import ENDED_REASONS, ended_reason
 from .engine import Engine, SessionInfo
 from .ops import Op, Steps
@@ -47,7 +47,6 @@ __all__ = [
     "ValueLimits",
     "ended_reason",
     "plan_commit",
-    "read_now_of",
     "run_async",
     "run_sync",
 ]
