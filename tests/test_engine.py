@@ -49,14 +49,14 @@ class Client:
             user_agent=self.ua,
         )
 
-    #: Run the core through the asynchronous driver, its reads taken as plain calls (as the
-    #: ASGI middleware does for a store with a read cache) instead of the synchronous one.
+    #: Run the core through the asynchronous driver (as the ASGI middleware does) instead of
+    #: the synchronous one.
     inline: ClassVar[bool] = False
 
     def run(self, steps: Steps[Any]) -> Any:
         if not self.inline:
             return run_sync(steps, self.store)
-        running = run_async(steps, InlineAsyncStore(self.store), self.store.get)
+        running = run_async(steps, InlineAsyncStore(self.store))
         try:
             running.send(None)
         except StopIteration as done:
