@@ -37,7 +37,7 @@ CACHE_STATS = "/_bench/read-cache"
 
 def _with_cache_stats(app: Any, store: Any) -> Any:
     """``app``, with :data:`CACHE_STATS` answered before it: ``{"hits": n, "misses": n}``, the
-    store's cache lookups so far (a read that misses is looked up twice: without I/O first)."""
+    store's cache lookups so far (one per read of a session)."""
 
     async def serve(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != CACHE_STATS:

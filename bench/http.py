@@ -376,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("")
         lines.append(
             f"Ours: the read cache answered {_median(shares):.0%} of its lookups (median; "
-            f"rounds: {', '.join(f'{x:.0%}' for x in shares)}; a read that misses is looked "
-            "up twice)."
+            f"rounds: {', '.join(f'{x:.0%}' for x in shares)})."
         )
     ours = ratios.get(OURS)
     if ours:
