@@ -31,7 +31,6 @@ from urllib.parse import (
 from .base import (
     AsyncSessionStore,
     InlineAsyncStore,
-    NotCached,
     SessionStore,
     StoreStats,
     StoreUnavailable,
@@ -42,7 +41,6 @@ __all__ = [
     "AsyncSessionStore",
     "InlineAsyncStore",
     "MemoryStore",
-    "NotCached",
     "SessionStore",
     "StoreStats",
     "StoreURL",

@@ -48,11 +48,6 @@ class WouldWait(Exception):
     write again where waiting is harmless (:class:`InlineAsyncStore`: a worker thread)."""
 
 
-class NotCached(Exception):
-    """Raised by an asynchronous store's optional ``get_cached(key)`` (a read answered from
-    local memory, without I/O) when it cannot answer that way; the caller awaits ``get``."""
-
-
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     live_sessions: int

@@ -42,7 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import NotCached, StoreStats, StoreUnavailable
+from .base import StoreStats, StoreUnavailable
 from .redis_layout import MIN_RETENTION_MS, SCRIPTS, decode, flat_fields
 from .redis_ops import (
     FAILURES,
@@ -386,17 +386,6 @@ class AsyncRedisStore:
         finally:
             cache.complete(name, ticket, found)  # a failed read keeps nothing
         return found
-
-    def get_cached(self, key: str) -> Lookup:
-        """:meth:`get` answered from the local read cache, without I/O (the middleware tries
-        this first); raises :class:`~sessionwarden.stores.base.NotCached` otherwise."""
-        cache = self.read_cache
-        if cache is None:
-            raise NotCached
-        hit = cache.lookup(self._ops.skey(key))
-        if hit is MISS:
-            raise NotCached
-        return cast(Lookup, hit)
 
     async def _read(self, key: str) -> Lookup:
         fast = self._fast
