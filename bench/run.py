@@ -150,6 +150,16 @@ GOALS: tuple[tuple[str, str, str | tuple[str, ...], float], ...] = (
 )
 
 
+FLOOR = "floor: bare Starlette + one Redis round trip (raw INCR)"
+
+#: Redis goals whose limit is compared with the floor: (goal, peer row or rows, limit).
+FLOOR_GOALS: tuple[tuple[str, str | tuple[str, ...], float], ...] = (
+    ("18.1 Redis write", "starsessions+csrf+secure redis write", 0.4),
+    ("18.1 Flask on Redis write", "Flask-Session+WTF+Login strong+secure redis write", 0.4),
+    ("18.4 Redis sign-in", PEER_SIGN_INS, 0.5),
+)
+
+
 def rows() -> list[Row]:
     return [
         starlette_stack.BareStarlette(),
@@ -185,6 +195,7 @@ def rows() -> list[Row]:
         ours.OursAsgi("redis", mode="write", read_cache=False),
         ours.OursAsgi("postgres", mode="write"),
         starlette_stack.StarsessionsStack(mode="write"),
+        starlette_stack.StarletteRedisFloor(),
         flask_stack.FlaskStack(mode="write"),
         ours.OursFlaskRedis(mode="write"),
         starlette_stack.StarletteSigned(mode="sign-in"),
@@ -263,6 +274,7 @@ def table(results: list[Result], *, smoke: bool) -> str:
         lines.append(
             f"| {goal} | {fmt(a.median)} | {fmt(b.median)} | {ratio:.2f} | {limit} | {verdict} |"
         )
+    lines.extend(floor_table(by_name))
     fp_on, fp_off = (
         by_name.get("ours ASGI memory GET"),
         by_name.get("ours ASGI memory GET, fingerprint off"),
@@ -273,6 +285,47 @@ def table(results: list[Result], *, smoke: bool) -> str:
             f"Fingerprint check cost (memory): {fp_on.median - fp_off.median:+.1f} µs/request."
         )
     return "\n".join(lines)
+
+
+def fastest(by_name: dict[str, Result], names: str | tuple[str, ...]) -> Result | None:
+    """The fastest of the rows ``names``, or None unless every one of them was measured."""
+    found = [by_name.get(n) for n in ((names,) if isinstance(names, str) else names)]
+    measured = [r for r in found if r is not None and r.status == "ok"]
+    if not measured or len(measured) < len(found):
+        return None
+    return min(measured, key=lambda r: r.median)
+
+
+def floor_table(by_name: dict[str, Result]) -> list[str]:
+    """What the Redis goals' limits allow against what one round trip costs on this machine."""
+    floor = by_name.get(FLOOR)
+    if floor is None or floor.status != "ok":
+        return []
+    bare, mine = by_name.get("bare Starlette GET"), by_name.get("ours ASGI memory write")
+    layer = (
+        mine.median - bare.median
+        if bare is not None and mine is not None and bare.status == mine.status == "ok"
+        else None
+    )
+    layer_text = f"{fmt(layer)} µs" if layer is not None else "not measured"
+    lines = [
+        "",
+        f"The floor of a Redis write here: {fmt(floor.median)} µs ({FLOOR}); our session layer's",
+        f"own CPU for a write (ours ASGI memory write - bare Starlette GET): {layer_text}.",
+        "",
+        "| goal | limit µs (limit x peer) | floor µs | floor / peer | floor + our layer / peer |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for goal, peer, limit in FLOOR_GOALS:
+        b = fastest(by_name, peer)
+        if b is None:
+            continue
+        with_layer = f"{(floor.median + layer) / b.median:.2f}" if layer is not None else ""
+        lines.append(
+            f"| {goal} <= {limit}x | {fmt(limit * b.median)} | {fmt(floor.median)} "
+            f"| {floor.median / b.median:.2f} | {with_layer} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,3 +165,48 @@ class StarsessionsStack(AsyncRow):
         await self.connection.aclose()
         if self.prefix:
             drop_prefix(self.prefix)
+
+
+class StarletteRedisFloor(AsyncRow):
+    """Bare Starlette answering each request after one Redis round trip (``INCR`` of one key),
+    sent and read on a plain asyncio stream with the command framed once: no session, no
+    cookie, no client library. No stack that stores a session in Redis can answer a request
+    that changes it in less than this, so its ratio to a peer's row is the floor of every
+    Redis write goal on this machine."""
+
+    name = "floor: bare Starlette + one Redis round trip (raw INCR)"
+    base = "bare Starlette GET"
+    redis = True
+
+    async def asetup(self) -> None:
+        import asyncio
+        from urllib.parse import urlsplit
+
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse, Response
+        from starlette.routing import Route
+
+        url = urlsplit(REDIS_URL)
+        self.prefix = unique_prefix("floor")
+        key = f"{self.prefix}n".encode()
+        command = b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port or 6379)
+        self.writer = writer
+
+        async def write(request: Request) -> Response:
+            writer.write(command)
+            reply = await reader.readuntil(b"\r\n")
+            return PlainTextResponse(USER if reply.startswith(b":") else "-")
+
+        self.client = AsgiClient(Starlette(routes=[Route("/write", write)]))
+        await self.one()
+
+    async def one(self) -> None:
+        status, body, _ = await self.client.request("GET", "/write")
+        expect(status, body, 200, OK, self.name)
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+        drop_prefix(self.prefix)
