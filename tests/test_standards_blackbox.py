@@ -1,14 +1,15 @@
-"""Requirements checked exactly as an outside client checks them: each test follows the "Test:"
-scenario of one numbered requirement of the session-security checklist (the number is in the
-test's name), through both adapters (Starlette over ASGI, Flask over WSGI), with httpx's own
-cookie jar keeping the cookies as a client would, and asserting only statuses, headers, bodies
-and audit events.
+"""Requirements of OWASP ASVS 5.0 and the OWASP cheat sheets checked the way an outside client
+checks them, through both adapters (Starlette over ASGI, Flask over WSGI), with httpx's own
+cookie jar keeping the cookies as a client would, asserting only statuses, headers, bodies and
+log lines.
 
-Covered here: 1 (IDs are unique and look random), 2 (a changed character is not a session),
-6 (the ID is read from the cookie only), 8 (junk cookie values are refused calmly), 16 and 28
-(the logout's deletion cookie really empties a jar, and a kept copy is dead), 30 (Clear-Site-Data
-tokens quoted), 73 (no legacy or version-revealing headers), 84 (attacker-chosen text cannot
-forge a log line).
+Covered here: IDs are unique and look random (ASVS 7.2.3, 11.5.1); an ID carries no meaning and
+a changed character is no session (7.2.2); the ID is read from the cookie only (14.2.1); junk
+cookie values are refused calmly and never echoed (Session Management cheat sheet, "Manage
+Session ID as Any Other User Input"); the logout's deletion cookie really empties a jar, a kept
+copy is dead and Clear-Site-Data names its types quoted (7.4.1, 14.3.1); no legacy or
+version-revealing headers (HTTP Headers cheat sheet); attacker-chosen text cannot forge a log
+line (16.4.1).
 """
 
 from __future__ import annotations
@@ -120,10 +121,10 @@ def _decoded(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
-# -- 1: IDs from a CSPRNG, >= 128 bits, unique, no pattern ------------------------------------
+# -- IDs from a CSPRNG, >= 128 bits, unique, no pattern (ASVS 7.2.3, 11.5.1) ------------------
 
 
-async def test_item_1_five_thousand_ids_are_unique_long_and_pass_monobit_and_runs() -> None:
+async def test_five_thousand_ids_are_unique_long_and_pass_monobit_and_runs() -> None:
     """5,000 sessions; all IDs distinct, >= 16 random bytes each, no shared prefix or suffix
     byte, and the concatenated bits pass the frequency (monobit) and runs tests of NIST SP
     800-22 at a threshold a true random source misses once in millions of runs (|z| < 5),
@@ -156,11 +157,11 @@ async def test_item_1_five_thousand_ids_are_unique_long_and_pass_monobit_and_run
     assert 0.49 < sum(flips) / len(flips) < 0.51
 
 
-# -- 2: the token carries no meaning; one changed character is no session -----------------------
+# -- the token carries no meaning; one changed character is no session (ASVS 7.2.2) -------------
 
 
 @ADAPTERS
-async def test_item_2_token_carries_no_user_or_time_and_a_flipped_character_is_anonymous(
+async def test_token_carries_no_user_or_time_and_a_flipped_character_is_anonymous(
     kind: str,
 ) -> None:
     async with jar(kind) as client:
@@ -176,7 +177,7 @@ async def test_item_2_token_carries_no_user_or_time_and_a_flipped_character_is_a
         assert await client.user() == "alice"
 
 
-# -- 6: accepted from the configured cookie only ------------------------------------------------
+# -- accepted from the configured cookie only (ASVS 14.2.1) ------------------------------------
 
 
 @ADAPTERS
@@ -184,9 +185,7 @@ async def test_item_2_token_carries_no_user_or_time_and_a_flipped_character_is_a
     "carrier",
     ["query-sid", "query-id", "form-id", "x-session-id", "bearer", "other-cookie-name"],
 )
-async def test_item_6_a_valid_token_outside_the_cookie_is_not_a_session(
-    kind: str, carrier: str
-) -> None:
+async def test_a_valid_token_outside_the_cookie_is_not_a_session(kind: str, carrier: str) -> None:
     async with jar(kind) as owner:
         token_value = await owner.login()
         owner.http.cookies.clear()  # from now on: no session cookie at all
@@ -218,7 +217,7 @@ async def test_item_6_a_valid_token_outside_the_cookie_is_not_a_session(
         assert token_value not in r.text
 
 
-# -- 8: malformed IDs are bad input, never a server error, never echoed ------------------------
+# -- malformed IDs are bad input, never a server error, never echoed ---------------------------
 
 _JUNK: list[bytes] = [
     b"' OR 1=1--",
@@ -235,7 +234,7 @@ _JUNK: list[bytes] = [
 
 @ADAPTERS
 @pytest.mark.parametrize("junk", _JUNK, ids=lambda j: j[:12].decode("latin-1").encode().hex())
-async def test_item_8_junk_cookie_values_are_anonymous_with_a_normal_status(
+async def test_junk_cookie_values_are_anonymous_with_a_normal_status(
     kind: str, junk: bytes
 ) -> None:
     cookie = b"__Host-id=" + junk
@@ -276,11 +275,11 @@ def _wsgi_get(app: Any, path: str, cookie: str) -> tuple[int, list[tuple[str, st
     return started[0], started[1], body
 
 
-# -- 16, 28, 30: logout through a real jar ------------------------------------------------------
+# -- logout through a real jar (ASVS 7.4.1, 14.3.1) --------------------------------------------
 
 
 @ADAPTERS
-async def test_items_16_28_30_logout_empties_the_jar_and_a_kept_copy_is_dead(kind: str) -> None:
+async def test_logout_empties_the_jar_and_a_kept_copy_is_dead(kind: str) -> None:
     store = MemoryStore()
     async with jar(kind, store=store) as victim, jar(kind, store=store) as thief:
         stolen = await victim.login()
@@ -301,12 +300,12 @@ async def test_items_16_28_30_logout_empties_the_jar_and_a_kept_copy_is_dead(kin
         assert await victim.user() is None
 
 
-# -- 73: no legacy or version-revealing headers -------------------------------------------------
+# -- no legacy or version-revealing headers ----------------------------------------------------
 
 
 @ADAPTERS
 @pytest.mark.parametrize("path", ["/whoami", "/nope", "/login"])
-async def test_item_73_no_xss_auditor_server_or_powered_by_headers(kind: str, path: str) -> None:
+async def test_no_xss_auditor_server_or_powered_by_headers(kind: str, path: str) -> None:
     async with jar(kind) as client:
         await client.login()
         r = await client.request("GET", path)  # 200, 404 and 405
@@ -315,7 +314,7 @@ async def test_item_73_no_xss_auditor_server_or_powered_by_headers(kind: str, pa
         assert "sessionwarden" not in r.headers.get("server", "").lower()
 
 
-# -- 84: attacker-controlled text cannot forge a log record -------------------------------------
+# -- attacker-controlled text cannot forge a log record (ASVS 16.4.1) ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -328,10 +327,10 @@ async def test_item_73_no_xss_auditor_server_or_powered_by_headers(kind: str, pa
     ],
     ids=["crlf-asgi", "crlf-wsgi", "u2028-asgi"],
 )
-async def test_item_84_a_forged_line_in_the_user_agent_stays_inside_one_record(
+async def test_a_forged_line_in_the_user_agent_stays_inside_one_record(
     kind: str, agent: str
 ) -> None:
-    logger = logging.getLogger(f"sessionwarden.test.item84.{kind}")
+    logger = logging.getLogger(f"sessionwarden.test.forged_line.{kind}")
     logger.handlers.clear()
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
