@@ -32,7 +32,7 @@ from sessionwarden.asgi import SessionWardenMiddleware
 from sessionwarden.clock import ManualClock
 from sessionwarden.integrations.flask import SessionWarden
 from sessionwarden.monitor import JsonFormatter, JsonLogSink
-from sessionwarden.policy import Policy
+from sessionwarden.policy import HttpsPolicy, Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
 from .conftest import SECRET, Recorder
@@ -87,7 +87,12 @@ class Jar:
 
 @asynccontextmanager
 async def jar(
-    kind: str, policy: Policy | None = None, *, store: MemoryStore | None = None, sink: Any = None
+    kind: str,
+    policy: Policy | None = None,
+    *,
+    store: MemoryStore | None = None,
+    sink: Any = None,
+    base: str = BASE,
 ) -> AsyncIterator[Jar]:
     """A fresh client with its own jar over ``store`` (a new one unless given)."""
     recorder = Recorder()
@@ -103,11 +108,11 @@ async def jar(
             clock=ManualClock(),
             sink=events,
         )
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
     else:
         flask_app = _flask()
         SessionWarden(flask_app, policy=policy, store=store, clock=ManualClock(), sink=events)
-        http = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=BASE)
+        http = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url=base)
     try:
         yield Jar(http, recorder, None if kind == "asgi" else flask_app)
     finally:
@@ -298,6 +303,39 @@ async def test_logout_empties_the_jar_and_a_kept_copy_is_dead(kind: str) -> None
         thief.http.cookies.set(COOKIE, stolen, domain="app.test")
         assert await thief.user() is None
         assert await victim.user() is None
+
+
+@ADAPTERS
+@pytest.mark.parametrize(
+    ("base", "hosts", "cleared"),
+    [
+        ("https://app.test", ("app.test",), True),
+        ("http://localhost:8000", (), True),  # a secure context to browsers over plain HTTP
+        ("http://app.test", ("app.test",), False),  # plain HTTP served (redirect turned off)
+    ],
+)
+async def test_clear_site_data_only_where_a_browser_honours_it(
+    kind: str, base: str, hosts: tuple[str, ...], cleared: bool
+) -> None:
+    """Clear-Site-Data is honoured in secure contexts only, so it is absent from a logout
+    over plain HTTP to a public host; the deletion cookie and the server-side end are not."""
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=hosts, https=HttpsPolicy(redirect=False))
+    async with jar(kind, policy, base=base) as client:
+        # Python's cookie jar keeps a Secure cookie from plain-HTTP pages (browsers do so for
+        # loopback hosts only) but will not send it back: the cookie is sent by hand here.
+        r = await client.request("GET", "/token")
+        sent = {"cookie": f"{COOKIE}={client.http.cookies[COOKIE]}"}
+        r = await client.request(
+            "POST", "/login", headers={**sent, "x-csrf-token": r.json()["csrf_token"]}
+        )
+        assert r.status_code == 200, r.text
+        sent = {"cookie": f"{COOKIE}={client.http.cookies[COOKIE]}"}
+        token = (await client.request("GET", "/token", headers=sent)).json()["csrf_token"]
+        r = await client.request("POST", "/logout", headers={**sent, "x-csrf-token": token})
+        assert r.status_code == 200
+        assert r.headers.get_list("set-cookie")[0].startswith(f"{COOKIE}=;")
+        assert ("clear-site-data" in r.headers) is cleared
+        assert await client.user(headers=sent) is None
 
 
 # -- no legacy or version-revealing headers ----------------------------------------------------

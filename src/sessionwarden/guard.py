@@ -507,7 +507,7 @@ class Guard:
             ctx.nonce or None,
             existing,
             no_store,
-            outcome is not None and outcome.logged_out,
+            _clears_site_data(ctx.facts, outcome),
         )
         if cookies:
             add[:0] = cookies
@@ -610,3 +610,12 @@ class Guard:
         if self.outage.success():
             self._write_outage = False
             self.engine.emit(EventKind.STORE_RECOVERED, facts, self.engine.clock.now())
+
+
+def _clears_site_data(facts: RequestFacts, outcome: Outcome | None) -> bool:
+    """Whether the response carries Clear-Site-Data: the session just ended, and the response
+    goes to a secure context (HTTPS, or plain HTTP to a loopback host), the only place a browser
+    honours the header; elsewhere the deletion cookie alone does the work."""
+    if outcome is None or not outcome.logged_out:
+        return False
+    return facts.scheme == "https" or is_loopback_host(facts.host)

@@ -184,6 +184,8 @@ class HeadersPolicy:
     #: and on every response to an unsafe method (its outcome rests on ``Sec-Fetch-Site`` and
     #: ``Origin``).
     no_store: bool = True
+    #: ``Clear-Site-Data: "cookies", "storage"`` on logout, in secure contexts only (HTTPS, or
+    #: plain HTTP to a loopback host): browsers ignore it elsewhere.
     clear_site_data_on_logout: bool = True
     #: ``"cache"`` in Clear-Site-Data is opt-in: some browsers stall on it.
     clear_site_data_cache: bool = False
