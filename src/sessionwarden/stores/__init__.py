@@ -31,6 +31,7 @@ from urllib.parse import (
 from .base import (
     AsyncSessionStore,
     InlineAsyncStore,
+    SessionLimitReached,
     SessionStore,
     StoreStats,
     StoreUnavailable,
@@ -41,6 +42,7 @@ __all__ = [
     "AsyncSessionStore",
     "InlineAsyncStore",
     "MemoryStore",
+    "SessionLimitReached",
     "SessionStore",
     "StoreStats",
     "StoreURL",

@@ -9,7 +9,11 @@ atomicity:
 * ``rotate`` moves a live record to a new key, applying the request's changes to the *stored*
   data (not a stale copy), and turns the old key into an alias or a tombstone in one step;
 * ``insert`` and ``rotate`` enforce the per-user cap in the same step that adds the session, so
-  parallel logins can never exceed it.
+  parallel logins can never exceed it: beyond the cap they evict the user's oldest session
+  (``"evict-oldest"``) or the one whose last recorded activity is oldest (``"evict-lru"``), or
+  they refuse the new session (``"reject"``: :class:`SessionLimitReached`, nothing written).
+  Only live sessions count: an expired record (``expires_at`` at or before the new record's
+  ``last_seen``, the time of the write) is not counted, nor is the session being rotated.
 
 Any failure to reach the backing service is raised as :class:`StoreUnavailable`, which the
 adapters turn into a 503 (fail closed).
@@ -21,7 +25,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Literal, Protocol, TypeVar, runtime_checkable
 
 from ..records import (
     JSON,
@@ -40,6 +44,23 @@ T = TypeVar("T")
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time. Never carries secrets."""
+
+
+#: What a store does when a new session would take its user past the cap (see the module).
+CapAction = Literal["evict-oldest", "evict-lru", "reject"]
+CAP_ACTIONS: Final[tuple[CapAction, ...]] = ("evict-oldest", "evict-lru", "reject")
+
+
+class SessionLimitReached(Exception):
+    """A sign-in refused because its user already has ``limit`` live sessions and the policy
+    says ``on_session_limit="reject"``. Raised by the store's ``insert`` / ``rotate`` before
+    anything is written: the user's sessions, and the session the sign-in came from, stay as
+    they were. The adapters answer it with a 409 refusal (``error`` ``"session-limit"``)."""
+
+    def __init__(self, user_id: str, limit: int) -> None:
+        super().__init__(f"the user already has {limit} live sessions (the limit)")
+        self.user_id = user_id
+        self.limit = limit
 
 
 class WouldWait(Exception):
@@ -68,11 +89,20 @@ class SessionStore(Protocol):
         ...
 
     def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
-        """Add a new record. When it has a user and ``max_per_user`` > 0, evict that user's oldest
-        sessions (by ``created_at``) in the same atomic step so at most ``max_per_user`` remain;
-        each evicted key becomes a tombstone with reason ``"evicted"``. Returns evicted keys."""
+        """Add a new record. When it has a user and ``max_per_user`` > 0, hold that user to the
+        cap in the same atomic step: evict sessions (``on_limit``: the oldest by
+        ``created_at``, or the least recently active by ``last_seen``) so at most
+        ``max_per_user`` remain, each evicted key becoming a tombstone with reason
+        ``"evicted"``; or, with ``"reject"``, raise :class:`SessionLimitReached` without
+        writing anything when ``max_per_user`` live sessions exist already. Returns evicted
+        keys."""
         ...
 
     def rotate(
@@ -85,11 +115,13 @@ class SessionStore(Protocol):
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         """Atomically: read the live record at ``old_key``, apply ``update``, store it at
         ``new_key`` (index updated), and replace ``old_key`` with ``old_becomes``. Enforces the
-        per-user cap like :meth:`insert` (the new key is never evicted). Returns evicted keys, or
-        ``None`` when ``old_key`` is no longer a live record (nothing is written).
+        per-user cap like :meth:`insert` (the new key is never evicted, and the record being
+        moved does not count against the cap). Returns evicted keys, or ``None`` when
+        ``old_key`` is no longer a live record (nothing is written).
         ``old_becomes.key`` is ``old_key``. The activity
         trail moves to ``new_key``; ``update.activity`` is appended to it (bounded by
         ``activity_max``) like :meth:`update` does."""
@@ -154,7 +186,12 @@ class AsyncSessionStore(Protocol):
     async def get(self, key: str) -> Lookup: ...
 
     async def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]: ...
 
     async def rotate(
@@ -167,6 +204,7 @@ class AsyncSessionStore(Protocol):
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None: ...
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool: ...
@@ -230,10 +268,19 @@ class InlineAsyncStore:
         return self.sync.get(key)
 
     async def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
         return await self._write(
-            self.sync.insert, record, max_per_user=max_per_user, tombstone_until=tombstone_until
+            self.sync.insert,
+            record,
+            max_per_user=max_per_user,
+            tombstone_until=tombstone_until,
+            on_limit=on_limit,
         )
 
     async def rotate(
@@ -246,6 +293,7 @@ class InlineAsyncStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         return await self._write(
             self.sync.rotate,
@@ -256,6 +304,7 @@ class InlineAsyncStore:
             max_per_user=max_per_user,
             tombstone_until=tombstone_until,
             activity_max=activity_max,
+            on_limit=on_limit,
         )
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
@@ -321,11 +370,32 @@ def oldest_over_cap(
     records: Sequence[tuple[float, str]], max_per_user: int, keep: str
 ) -> list[str]:
     """Keys to evict so that at most ``max_per_user`` sessions remain, oldest first, never
-    ``keep`` (the session being added). ``records`` are ``(created_at, key)`` pairs."""
+    ``keep`` (the session being added). ``records`` are ``(time, key)`` pairs of the user's
+    live sessions, ``keep`` among them: the time is ``created_at`` (evict the oldest) or
+    ``last_seen`` (evict the least recently active), ties broken by key."""
     if max_per_user <= 0 or len(records) <= max_per_user:
         return []
     candidates = sorted(r for r in records if r[1] != keep)
     return [key for _, key in candidates[: len(records) - max_per_user]]
+
+
+def over_cap(
+    records: Sequence[tuple[float, float, str]],
+    max_per_user: int,
+    keep: str,
+    on_limit: CapAction,
+    user_id: str,
+) -> list[str]:
+    """The cap's decision for a store that reads the user's live sessions itself: the keys to
+    evict, or :class:`SessionLimitReached` raised (``"reject"``: ``max_per_user`` sessions
+    besides ``keep`` exist already). ``records`` are ``(created_at, last_seen, key)`` of the
+    user's live sessions, ``keep`` (the session being added) among them."""
+    if max_per_user <= 0 or len(records) <= max_per_user:
+        return []
+    if on_limit == "reject":
+        raise SessionLimitReached(user_id, max_per_user)
+    lru = on_limit == "evict-lru"
+    return oldest_over_cap([(r[1] if lru else r[0], r[2]) for r in records], max_per_user, keep)
 
 
 _META_NAMES = frozenset(META_FIELDS)

@@ -7,7 +7,7 @@ import threading
 from collections import deque
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import StoreStats, oldest_over_cap
+from .base import CapAction, StoreStats, over_cap
 
 
 class MemoryStore:
@@ -35,21 +35,31 @@ class MemoryStore:
             if not keys:
                 del self._users[user_id]
 
-    def _enforce_cap(self, record: SessionRecord, cap: int, until: float) -> list[str]:
-        if record.user_id is None or cap <= 0:
+    def _over_cap(
+        self, record: SessionRecord, cap: int, on_limit: CapAction, moved: str
+    ) -> list[str]:
+        """The cap's decision before ``record`` is written (``moved``: the key it moves from,
+        not counted): the keys to evict, or :class:`SessionLimitReached` raised."""
+        user = record.user_id
+        if user is None or cap <= 0:
             return []
-        keys = self._users.get(record.user_id, set())
+        now = record.last_seen
         live = [
-            (item.created_at, k)
-            for k in keys
-            if isinstance(item := self._items.get(k), SessionRecord)
+            (item.created_at, item.last_seen, k)
+            for k in self._users.get(user, ())
+            if k not in (moved, record.key)
+            and isinstance(item := self._items.get(k), SessionRecord)
+            and item.expires_at > now
         ]
-        evicted = oldest_over_cap(live, cap, keep=record.key)
-        for k in evicted:
+        live.append((record.created_at, record.last_seen, record.key))
+        return over_cap(live, cap, record.key, on_limit, user)
+
+    def _evict(self, keys: list[str], record: SessionRecord, until: float) -> list[str]:
+        for k in keys:
             self._items[k] = Tombstone(k, "evicted", record.last_seen, until, record.user_id)
             self._activity.pop(k, None)
             self._index_drop(k, record.user_id)
-        return evicted
+        return keys
 
     def _append_activity(self, key: str, update: RecordUpdate, activity_max: int) -> None:
         if update.activity is None or activity_max <= 0:
@@ -68,15 +78,21 @@ class MemoryStore:
         return self._items.get(key)  # shared: writes replace it, nobody changes it
 
     def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
         with self._lock:
+            victims = self._over_cap(record, max_per_user, on_limit, record.key)
             previous = self._items.get(record.key)
             if isinstance(previous, SessionRecord):
                 self._index_drop(record.key, previous.user_id)
             self._items[record.key] = record.copy()
             self._index_add(record)
-            return self._enforce_cap(record, max_per_user, tombstone_until)
+            return self._evict(victims, record, tombstone_until)
 
     def rotate(
         self,
@@ -88,6 +104,7 @@ class MemoryStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         with self._lock:
             old = self._items.get(old_key)
@@ -95,6 +112,7 @@ class MemoryStore:
                 return None
             new = old.updated(update)
             new.key = new_key
+            victims = self._over_cap(new, max_per_user, on_limit, old_key)
             self._index_drop(old_key, old.user_id)
             overwritten = self._items.get(new_key)
             if isinstance(overwritten, SessionRecord):
@@ -106,7 +124,7 @@ class MemoryStore:
                 self._activity[new_key] = trail
             self._append_activity(new_key, update, activity_max)
             self._index_add(new)
-            return self._enforce_cap(new, max_per_user, tombstone_until)
+            return self._evict(victims, new, tombstone_until)
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
         with self._lock:

@@ -43,7 +43,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTimeout
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import StoreStats, StoreUnavailable
+from .base import CapAction, StoreStats, StoreUnavailable
 from .postgres_ops import (
     ALL,
     COUNT,
@@ -219,10 +219,15 @@ class PostgresStore:
         return self._run(lambda: self._ops.get(key))
 
     def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
         return self._run(
-            lambda: self._ops.insert(record, max_per_user, tombstone_until), write=True
+            lambda: self._ops.insert(record, max_per_user, tombstone_until, on_limit), write=True
         )
 
     def rotate(
@@ -235,10 +240,18 @@ class PostgresStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         return self._run(
             lambda: self._ops.rotate(
-                old_key, new_key, update, old_becomes, max_per_user, tombstone_until, activity_max
+                old_key,
+                new_key,
+                update,
+                old_becomes,
+                max_per_user,
+                tombstone_until,
+                activity_max,
+                on_limit,
             ),
             write=True,
         )
@@ -409,10 +422,15 @@ class AsyncPostgresStore:
         return await self._run(lambda: self._ops.get(key))
 
     async def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
         return await self._run(
-            lambda: self._ops.insert(record, max_per_user, tombstone_until), write=True
+            lambda: self._ops.insert(record, max_per_user, tombstone_until, on_limit), write=True
         )
 
     async def rotate(
@@ -425,10 +443,18 @@ class AsyncPostgresStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         return await self._run(
             lambda: self._ops.rotate(
-                old_key, new_key, update, old_becomes, max_per_user, tombstone_until, activity_max
+                old_key,
+                new_key,
+                update,
+                old_becomes,
+                max_per_user,
+                tombstone_until,
+                activity_max,
+                on_limit,
             ),
             write=True,
         )

@@ -35,7 +35,7 @@ from ..records import (
     dumps,
     loads,
 )
-from .base import StoreStats, appended_trail, merge_stored, oldest_over_cap
+from .base import CapAction, StoreStats, appended_trail, merge_stored, over_cap
 
 T = TypeVar("T")
 
@@ -197,23 +197,29 @@ class Ops:
         kind, meta = _marker_meta(marker)
         return Step(self._marker, (key, kind, marker.user_id, marker.until, meta), COUNT)
 
-    def _enforce_cap(self, key: str, meta: dict[str, Any], cap: int, until: float) -> Op[list[str]]:
-        """Evict the oldest of the user's live records beyond ``cap`` (never ``key``); the
-        caller holds the user's advisory lock."""
+    def _enforce_cap(
+        self, key: str, meta: dict[str, Any], cap: int, until: float, on_limit: CapAction
+    ) -> Op[list[str]]:
+        """Hold the user of the record just written at ``key`` to ``cap`` (see
+        :func:`~.base.over_cap`): evict, or raise :class:`~.base.SessionLimitReached` (the
+        transaction is then rolled back). The caller holds the user's advisory lock."""
         user_id = meta["user_id"]
         if user_id is None or cap <= 0:
             return []
+        at = meta["last_seen"]
         rows = yield Step(
-            f"SELECT created_at, key FROM {self.table} WHERE user_id = %s AND kind = 0",
-            (user_id,),
+            f"SELECT created_at, coalesce((meta::jsonb->>'last_seen')::float8, created_at), key"
+            f" FROM {self.table} WHERE user_id = %s AND kind = 0 AND (expires > %s OR key = %s)",
+            (user_id, at, key),
             ALL,
         )
-        evicted = oldest_over_cap([(float(c), str(k)) for c, k in rows], cap, keep=key)
+        live = [(float(c), float(seen), str(k)) for c, seen, k in rows]
+        evicted = over_cap(live, cap, key, on_limit, user_id)
         if evicted:
             yield Step(
                 f"UPDATE {self.table} SET kind = 2, created_at = NULL, expires = %s, meta = %s,"
                 " data = NULL, activity = NULL WHERE key = ANY(%s)",
-                (until, dumps({"reason": "evicted", "at": meta["last_seen"]}), evicted),
+                (until, dumps({"reason": "evicted", "at": at}), evicted),
                 COUNT,
             )
         return evicted
@@ -279,12 +285,14 @@ class Ops:
         )  # fmt: skip
 
     # -- writes (each runs in one transaction) -------------------------------------------------
-    def insert(self, record: SessionRecord, cap: int, until: float) -> Op[list[str]]:
+    def insert(
+        self, record: SessionRecord, cap: int, until: float, on_limit: CapAction
+    ) -> Op[list[str]]:
         meta: dict[str, Any] = record.meta()
         if record.user_id is not None and cap > 0:
             yield self._lock_user(record.user_id)
         yield self._put_record(record.key, meta, record.data, None)
-        return (yield from self._enforce_cap(record.key, meta, cap, until))
+        return (yield from self._enforce_cap(record.key, meta, cap, until, on_limit))
 
     def rotate(
         self,
@@ -295,6 +303,7 @@ class Ops:
         cap: int,
         until: float,
         activity_max: int,
+        on_limit: CapAction,
     ) -> Op[list[str] | None]:
         user: JSON = None
         if cap > 0:
@@ -325,7 +334,7 @@ class Ops:
             trail_text = appended_trail(trail_text, update.activity, activity_max)
         yield self._put_marker(old_key, old_becomes)
         yield self._put_record(new_key, meta, data, trail_text)
-        return (yield from self._enforce_cap(new_key, meta, cap, until))
+        return (yield from self._enforce_cap(new_key, meta, cap, until, on_limit))
 
     def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[bool]:
         row = yield Step(self._live_lock, (key,))

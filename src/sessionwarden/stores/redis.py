@@ -42,7 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import StoreStats, StoreUnavailable
+from .base import CapAction, StoreStats, StoreUnavailable
 from .redis_layout import MIN_RETENTION_MS, SCRIPTS, decode, flat_fields
 from .redis_ops import (
     FAILURES,
@@ -175,9 +175,15 @@ class RedisStore:
         return found
 
     def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
-        evicted = self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        op = self._ops.insert(record, max_per_user, tombstone_until, on_limit)
+        evicted = self._run(op)
         forget(self.read_cache, self._ops, evicted)
         return evicted
 
@@ -191,9 +197,17 @@ class RedisStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         op = self._ops.rotate(
-            old_key, new_key, update, old_becomes, max_per_user, tombstone_until, activity_max
+            old_key,
+            new_key,
+            update,
+            old_becomes,
+            max_per_user,
+            tombstone_until,
+            activity_max,
+            on_limit,
         )
         cache = self.read_cache
         if cache is None:
@@ -398,9 +412,15 @@ class AsyncRedisStore:
         return decode(key, flat_fields(reply), self._scalars)
 
     async def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
-        evicted = await self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        op = self._ops.insert(record, max_per_user, tombstone_until, on_limit)
+        evicted = await self._run(op)
         forget(self.read_cache, self._ops, evicted)
         return evicted
 
@@ -414,9 +434,17 @@ class AsyncRedisStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         op = self._ops.rotate(
-            old_key, new_key, update, old_becomes, max_per_user, tombstone_until, activity_max
+            old_key,
+            new_key,
+            update,
+            old_becomes,
+            max_per_user,
+            tombstone_until,
+            activity_max,
+            on_limit,
         )
         cache = self.read_cache
         if cache is None:

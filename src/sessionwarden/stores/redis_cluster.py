@@ -38,10 +38,22 @@ session (see ``docs/architecture.md``, "Redis Cluster"):
   prune members whose record is gone or a tombstone and replace an alias by its live target, so
   what a crashed process left half-done is repaired by the next reader;
 * the per-user cap is decided atomically on the index (scored by ``created_at``): the oldest
-  members beyond the cap move to the pending evictions in one step, then each is tombstoned in
-  its own slot and cleared from the pending evictions. Between those two steps (one round trip
-  per evicted session) the cap is exceeded; if the process dies there, the next index operation
-  for that user, or the next purge, finishes the evictions.
+  members beyond the cap (or, with ``"evict-lru"``, the least recently seen, in the order the
+  records read just before showed: a session touched in between may still go first) move to
+  the pending evictions in one step, then each is tombstoned in its own slot and cleared from
+  the pending evictions. Between those two steps (one round trip per evicted session) the cap
+  is exceeded; if the process dies there, the next index operation for that user, or the next
+  purge, finishes the evictions. Sessions that expired (by their deadline, not yet by Redis)
+  are not counted.
+* a sign-in under ``"reject"``: its record is written at the new key first (unreachable: its ID
+  is not handed out yet), then one script on the user's slot indexes the new key only if the
+  user has fewer than ``cap`` other members (not counting the session it moves from nor expired
+  ones), so parallel sign-ins never pass the cap together; refused, the new record is deleted
+  and the old key left untouched. Its limit: it counts index members, so a member a concurrent
+  operation has not pruned yet (a session that ended a moment ago, or the old key of a
+  concurrent rotation, which leaves the index a step after its new key joins it) still counts,
+  and a sign-in racing such a step may be refused although a place was about to free up. It
+  never lets the cap be exceeded.
 
 Reads go to the master that owns the slot, never to a replica (a replica may lag behind a
 revocation). The read cache (client-side tracking) is off on this store. Any failure, including
@@ -63,7 +75,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import StoreStats, StoreUnavailable
+from .base import CapAction, StoreStats, StoreUnavailable
 from .redis_cluster_ops import SCRIPTS, Call, ClusterOps, Commands, Op, Script
 from .redis_layout import Scalars, decode, flat_fields
 from .redis_ops import FAILURES, client_options, unavailable
@@ -232,9 +244,14 @@ class RedisClusterStore:
         return self._run(self._ops.get(key))
 
     def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
-        return self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        return self._run(self._ops.insert(record, max_per_user, tombstone_until, on_limit))
 
     def rotate(
         self,
@@ -246,6 +263,7 @@ class RedisClusterStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         return self._run(
             self._ops.rotate(
@@ -256,6 +274,7 @@ class RedisClusterStore:
                 max_per_user,
                 tombstone_until,
                 activity_max,
+                on_limit,
             )
         )
 
@@ -382,9 +401,14 @@ class AsyncRedisClusterStore:
         return await self._run(self._ops.get(key))
 
     async def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
-        return await self._run(self._ops.insert(record, max_per_user, tombstone_until))
+        return await self._run(self._ops.insert(record, max_per_user, tombstone_until, on_limit))
 
     async def rotate(
         self,
@@ -396,6 +420,7 @@ class AsyncRedisClusterStore:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         return await self._run(
             self._ops.rotate(
@@ -406,6 +431,7 @@ class AsyncRedisClusterStore:
                 max_per_user,
                 tombstone_until,
                 activity_max,
+                on_limit,
             )
         )
 

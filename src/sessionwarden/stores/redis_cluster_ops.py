@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
-from .base import StoreStats, StoreUnavailable
+from .base import CapAction, SessionLimitReached, StoreStats, StoreUnavailable
 from .redis_layout import (
     KEY_LAYOUT,
     decode,
@@ -38,7 +38,10 @@ ALIAS_HOPS: Final = 8
 SCRIPTS: Final[dict[str, str]] = {
     name.removeprefix("cluster_"): source
     for name, source in load_scripts(
-        [f"cluster_{n}" for n in ("put", "read", "commit", "mark", "update", "cap", "purge")],
+        [
+            f"cluster_{n}"
+            for n in ("put", "read", "commit", "mark", "update", "cap", "reserve", "purge")
+        ],
         preludes=("prelude", "cluster_prelude"),
     ).items()
 }
@@ -171,17 +174,25 @@ class ClusterOps:
             yield _one("ZREM", self.ukey(user_id), _member(key))
 
     def insert(
-        self, record: SessionRecord, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> Op[list[str]]:
         previous = yield from self._put(record.key, record_fields(record))
         if previous != record.user_id:
             yield from self._index_rem(previous, record.key)
         if record.user_id is None:
             return []
+        if on_limit == "reject" and max_per_user > 0:
+            yield from self._reserve(record, record.key, max_per_user)
+            return []
         yield from self._index_add(record.user_id, record.key, record.created_at)
+        at = record.last_seen
         return (
             yield from self._cap(
-                record.user_id, record.key, max_per_user, record.last_seen, tombstone_until
+                record.user_id, record.key, max_per_user, at, tombstone_until, on_limit
             )
         )
 
@@ -246,7 +257,41 @@ class ClusterOps:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int,
+        on_limit: CapAction = "evict-oldest",
     ) -> Op[list[str] | None]:
+        reject = on_limit == "reject" and max_per_user > 0
+        moved = yield from self._move(
+            old_key, new_key, update, old_becomes, activity_max, max_per_user if reject else 0
+        )
+        if moved is None:
+            return None
+        fields, previous, old_user = moved
+        record = cast(SessionRecord, decode(new_key, fields))
+        if previous not in (None, record.user_id):
+            yield from self._index_rem(previous, new_key)
+        if record.user_id is not None:
+            yield from self._index_add(record.user_id, new_key, record.created_at)
+        yield from self._index_rem(old_user, old_key)
+        if record.user_id is None or reject:
+            return []
+        return (
+            yield from self._cap(
+                record.user_id, new_key, max_per_user, record.last_seen, tombstone_until, on_limit
+            )
+        )
+
+    def _move(
+        self,
+        old_key: str,
+        new_key: str,
+        update: RecordUpdate,
+        old_becomes: Alias | Tombstone,
+        activity_max: int,
+        reject_at: int,
+    ) -> Op[tuple[dict[str, bytes], str | None, str | None] | None]:
+        """Steps 1-3 of a rotation: the new record's fields, the user of what was at the new
+        key before, and the old record's user; ``None`` when the old key is no longer live.
+        ``reject_at`` > 0: the cap's ``"reject"``, decided before the old key changes."""
         sets, dels = update_fields(update)
         entry = "" if update.activity is None else dumps(update.activity)
         marker = (dumps(old_becomes.until), *marker_fields(old_becomes))
@@ -262,27 +307,17 @@ class ClusterOps:
                 fields.pop(name, None)
             flat = [part for item in fields.items() for part in item]
             previous = yield from self._put(new_key, flat, list(trail), entry, activity_max)
+            moved = cast(SessionRecord, decode(new_key, fields)) if reject_at > 0 else None
+            if moved is not None and moved.user_id is not None:
+                yield from self._reserve(moved, old_key, reject_at)
             done = yield self._script("commit", self._session(old_key), digest, *marker)
             if int(done) == 1:
-                break
+                return fields, previous, old_user
             yield _one("DEL", *self._session(new_key))
             if int(done) == 0:
+                yield from self._index_rem(moved.user_id if moved else None, new_key)
                 return None
-        else:
-            raise StoreUnavailable("redis: the rotated session kept changing")
-        record = cast(SessionRecord, decode(new_key, fields))
-        if previous not in (None, record.user_id):
-            yield from self._index_rem(previous, new_key)
-        if record.user_id is not None:
-            yield from self._index_add(record.user_id, new_key, record.created_at)
-        yield from self._index_rem(old_user, old_key)
-        if record.user_id is None:
-            return []
-        return (
-            yield from self._cap(
-                record.user_id, new_key, max_per_user, record.last_seen, tombstone_until
-            )
-        )
+        raise StoreUnavailable("redis: the rotated session kept changing")
 
     # -- the user index --
 
@@ -336,16 +371,52 @@ class ClusterOps:
                 yield _one("ZREM", idx, _member(key))
         return list(live.values())
 
-    def _cap(self, user_id: str, keep: str, cap: int, at: float, until: float) -> Op[list[str]]:
+    def _reserve(self, record: SessionRecord, moved_from: str, cap: int) -> Op[None]:
+        """Index ``record`` (just written at its key) only while its user has fewer than
+        ``cap`` other live sessions, in one step on the user's slot; else delete it and raise
+        :class:`SessionLimitReached`. Not counted: the key it moves from, and sessions whose
+        deadline passed (``expires_at`` at or before the record's ``last_seen``)."""
+        user_id = cast(str, record.user_id)
+        expired = [
+            r.key for r in (yield from self._members(user_id)) if r.expires_at <= record.last_seen
+        ]
+        done = yield self._script(
+            "reserve",
+            (self.ukey(user_id),),
+            str(int(cap)),
+            _member(record.key),
+            repr(float(record.created_at)),
+            record.key,
+            moved_from,
+            *expired,
+        )
+        if int(done) != 1:
+            yield _one("DEL", *self._session(record.key))
+            raise SessionLimitReached(user_id, cap)
+
+    def _cap(
+        self, user_id: str, keep: str, cap: int, at: float, until: float, on_limit: CapAction
+    ) -> Op[list[str]]:
         if cap <= 0:
             return []
         (count,) = yield _one("ZCARD", self.ukey(user_id))
         if int(count) <= cap:
             return []
-        yield from self._members(user_id)
+        records = yield from self._members(user_id)
+        expired = [r.key for r in records if r.expires_at <= at and r.key != keep]
+        order: list[str] = []
+        if on_limit == "evict-lru":
+            order = [r.key for r in sorted(records, key=lambda r: (r.last_seen, r.key))]
         value = dumps([at, until, user_id])
         moved = yield self._script(
-            "cap", (self.ukey(user_id), self.vkey(user_id)), str(int(cap)), keep, value
+            "cap",
+            (self.ukey(user_id), self.vkey(user_id)),
+            str(int(cap)),
+            keep,
+            value,
+            str(len(expired)),
+            *expired,
+            *order,
         )
         evicted: list[str] = []
         stone = Tombstone("", "evicted", at, until, user_id)

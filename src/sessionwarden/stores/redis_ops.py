@@ -15,7 +15,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 from redis.exceptions import RedisError, ResponseError
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
-from .base import StoreStats, StoreUnavailable
+from .base import CapAction, SessionLimitReached, StoreStats, StoreUnavailable
 from .redis_layout import (
     KEY_LAYOUT,
     SCRIPTS,
@@ -39,6 +39,10 @@ T = TypeVar("T")
 HEALTH_CHECK_INTERVAL: Final = 15
 #: Keys examined per SCAN step by :meth:`RedisStore.stats`.
 STATS_BATCH: Final = 1000
+#: The cap's mode as the insert and rotate scripts take it (see ``lua/prelude.lua``), and
+#: their answer when it refuses.
+CAP_MODES: Final[dict[CapAction, str]] = {"evict-oldest": "c", "evict-lru": "l", "reject": "r"}
+REFUSED: Final = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,11 @@ class Ops:
         return decode(key, pairs(reply))
 
     def insert(
-        self, record: SessionRecord, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> Op[list[str]]:
         keys = [self.skey(record.key)]
         if record.user_id is not None:
@@ -157,9 +165,12 @@ class Ops:
             str(int(max_per_user)),
             time_enc(tombstone_until),
             enc("evicted"),
+            CAP_MODES[on_limit],
             *record_fields(record),
         ]
         reply = yield Call("insert", tuple(keys), tuple(args))
+        if reply == REFUSED:
+            raise SessionLimitReached(record.user_id or "", int(max_per_user))
         return [text(k) for k in reply]
 
     def rotate(
@@ -171,9 +182,10 @@ class Ops:
         max_per_user: int,
         tombstone_until: float,
         activity_max: int,
+        on_limit: CapAction = "evict-oldest",
     ) -> Op[tuple[list[str] | None, Lookup]]:
         """The evicted keys (``None`` when ``old_key`` held no live record) and the record as
-        written at ``new_key``."""
+        written at ``new_key``; :class:`SessionLimitReached` when the cap refuses it."""
         sets, dels = update_fields(update)
         args = [
             *self.head,
@@ -185,6 +197,7 @@ class Ops:
             dumps(old_becomes.until),
             str(max(int(activity_max), 0)),
             "" if update.activity is None else dumps(update.activity),
+            CAP_MODES[on_limit],
             *_count(marker_fields(old_becomes)),
             *_count(sets),
             *_count(dels),
@@ -192,6 +205,9 @@ class Ops:
         reply = yield Call("rotate", (self.skey(old_key), self.skey(new_key)), tuple(args))
         if reply is None:
             return None, None
+        if reply == REFUSED:
+            user = update.meta.get("user_id")
+            raise SessionLimitReached(user if isinstance(user, str) else "", int(max_per_user))
         items = list(reply)
         return [text(k) for k in items[1:]], decode(new_key, _fields(items[0]), self.scalars)
 

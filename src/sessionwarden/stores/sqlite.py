@@ -105,7 +105,7 @@ from typing import Any, Final
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, loads
 from . import sqlite_file as _file
 from . import sqlite_rows as _rows
-from .base import StoreStats, StoreUnavailable, WouldWait, appended_trail
+from .base import CapAction, StoreStats, StoreUnavailable, WouldWait, appended_trail
 from .sqlite_rows import (
     ALIAS,
     GET,
@@ -131,7 +131,6 @@ _CACHE_WINDOW = 4096
 _CACHE_REST = 65536
 
 _DATA_VERSION: Final = "PRAGMA data_version"
-
 
 # Bumped in every child process right after a fork: a connection opened before the fork is never
 # used in the child (checked per call without a getpid() system call).
@@ -476,12 +475,17 @@ class SQLiteStore(_rows.ListsAll):
                 return moved
 
     def insert(
-        self, record: SessionRecord, *, max_per_user: int, tombstone_until: float
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str]:
         meta: dict[str, Any] = record.meta()
         with self._write() as db:
             self._put_record(db, record.key, meta, record.data, None)
-            return self._enforce_cap(db, record.key, meta, max_per_user, tombstone_until)
+            return self._enforce_cap(db, record.key, meta, max_per_user, tombstone_until, on_limit)
 
     def rotate(
         self,
@@ -493,6 +497,7 @@ class SQLiteStore(_rows.ListsAll):
         max_per_user: int,
         tombstone_until: float,
         activity_max: int = 0,
+        on_limit: CapAction = "evict-oldest",
     ) -> list[str] | None:
         handle = self._handle()
         with self._write() as db:
@@ -517,7 +522,7 @@ class SQLiteStore(_rows.ListsAll):
             seen = self._seen(handle)
             self._put_marker(db, old_key, old_becomes)
             texts = self._put_record(db, new_key, meta, new.data, trail_text)
-            evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until)
+            evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until, on_limit)
         self._written(handle, seen, (old_key, *evicted), new_key, *texts, new)
         return evicted
 

@@ -21,7 +21,7 @@ from ..records import (
     dumps,
     loads,
 )
-from .base import StoreStats, StoreUnavailable, oldest_over_cap
+from .base import CapAction, StoreStats, StoreUnavailable, over_cap
 
 SCHEMA_VERSION: Final = 1
 
@@ -228,17 +228,28 @@ def columns(meta: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 
 def enforce_cap(
-    db: sqlite3.Connection, key: str, meta: dict[str, Any], cap: int, until: float
+    db: sqlite3.Connection,
+    key: str,
+    meta: dict[str, Any],
+    cap: int,
+    until: float,
+    on_limit: CapAction = "evict-oldest",
 ) -> list[str]:
-    """Tombstone the user's oldest records past ``cap`` (never ``key``); the keys evicted."""
+    """Hold the user of the record just written at ``key`` to ``cap`` (see
+    :func:`~.base.over_cap`): tombstone the keys evicted and return them, or raise
+    :class:`~.base.SessionLimitReached` (the caller's transaction is then rolled back)."""
     user_id = meta["user_id"]
     if user_id is None or cap <= 0:
         return []
-    rows = db.execute(
-        "SELECT created_at, key FROM items WHERE user_id = ? AND kind = 0", (user_id,)
-    ).fetchall()
-    evicted = oldest_over_cap([(float(c), str(k)) for c, k in rows], cap, keep=key)
     at = meta["last_seen"]
+    rows = db.execute(
+        "SELECT created_at, coalesce(json_extract(meta, '$.last_seen'), created_at), key"
+        " FROM items"
+        " WHERE user_id = ? AND kind = 0 AND (expires > ? OR key = ?)",
+        (user_id, at, key),
+    ).fetchall()
+    live = [(float(c), float(seen), str(k)) for c, seen, k in rows]
+    evicted = over_cap(live, cap, key, on_limit, user_id)
     for victim in evicted:
         put_marker(db, victim, Tombstone(victim, "evicted", at, until, user_id))
     return evicted

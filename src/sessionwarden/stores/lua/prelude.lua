@@ -180,20 +180,40 @@ local function index_rem(user, k)
   redis.call('ZREM', ukey(user), member(k))
 end
 
--- evict the oldest live members beyond cap, never `keep`; prunes members no longer live.
--- Scores carry no order (all 0): age comes from the records.
-local function enforce_cap(idx, keep, cap, user, at, until_t, reason)
-  local evicted = {}
-  if cap <= 0 then return evicted end
+-- the user's live sessions in the index: records whose deadline ('e') is after `now` (the time of
+-- the write), as {time, key, member}, time being the record's field `field` ('c': created, 'l':
+-- last seen); prunes members that are no longer records
+local function cap_members(idx, now, field)
   local live = {}
   for _, item in ipairs(index_members(idx)) do
-    local c = redis.call('HGET', skey(item[1]), 'c')
-    if c then
-      live[#live + 1] = {tnum(c), item[1], item[2]}
-    else
+    local got = redis.call('HMGET', skey(item[1]), 'c', 'e', field)
+    if not got[1] then
       redis.call('ZREM', idx, item[2])
+    elseif tnum(got[2]) > now then
+      live[#live + 1] = {tnum(got[3]), item[1], item[2]}
     end
   end
+  return live
+end
+
+-- whether the user has `cap` live sessions already besides `k1` and `k2` (the session being
+-- added, and the one it moves from): a sign-in refused at the cap is refused before any write
+local function at_cap(user, cap, now, k1, k2)
+  if cap <= 0 or not user then return false end
+  local n = 0
+  for _, item in ipairs(cap_members(ukey(user), tnum(now), 'c')) do
+    if item[2] ~= k1 and item[2] ~= k2 then n = n + 1 end
+  end
+  return n >= cap
+end
+
+-- evict the live members beyond cap, never `keep`: the oldest (mode 'c') or the least recently
+-- seen (mode 'l'); mode 'r' (reject) refused before writing, so nothing is over. Prunes members
+-- no longer records; expired ones do not count.
+local function enforce_cap(idx, keep, cap, user, at, until_t, reason, mode)
+  local evicted = {}
+  if cap <= 0 then return evicted end
+  local live = cap_members(idx, tnum(at), mode == 'l' and 'l' or 'c')
   local excess = #live - cap
   if excess <= 0 then return evicted end
   table.sort(live, function(x, y)

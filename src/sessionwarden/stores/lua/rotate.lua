@@ -1,11 +1,12 @@
 -- KEYS: s(old), s(new)
--- Returns false when old held no live record, else {the new key's hash as written (HGETALL,
--- which also keeps it tracked for the caller), evicted keys...}.
--- ARG: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json,
+-- Returns false when old held no live record, -1 when the cap refuses (mode 'r'; nothing is
+-- written), else {the new key's hash as written (HGETALL, which also keeps it tracked for the
+-- caller), evicted keys...}.
+-- ARG: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json, mode,
 --       n_old, old fields..., n_set, set fields..., n_del, del names...
 local old, new, cap, until_t, reason = ARG[2], ARG[3], tonumber(ARG[4]), ARG[5], ARG[6]
-local old_until, amax, entry = ARG[7], tonumber(ARG[8]), ARG[9]
-local pos = 10
+local old_until, amax, entry, mode = ARG[7], tonumber(ARG[8]), ARG[9], ARG[10]
+local pos = 11
 local old_flat, sets, dels
 old_flat, pos = take(pos + 1, tonumber(ARG[pos]))
 sets, pos = take(pos + 1, tonumber(ARG[pos]))
@@ -16,6 +17,7 @@ if not rec['c'] then return false end
 local old_user = rec['u']
 for i = 1, #sets, 2 do rec[sets[i]] = sets[i + 1] end
 for _, name in ipairs(dels) do rec[name] = nil end
+if mode == 'r' and at_cap(rec['u'], cap, rec['l'], old, new) then return -1 end
 -- the old key becomes the alias or tombstone
 redis.call('DEL', so)
 hset(so, old_flat)
@@ -36,7 +38,7 @@ if append_activity(an, amax, entry) or redis.call('EXISTS', an) == 1 then expire
 local out = {redis.call('HGETALL', sn)}
 if rec['u'] then
   local idx = index_add(rec['u'], new, e_ms)
-  for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason)) do
+  for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason, mode)) do
     out[#out + 1] = k
   end
 end
