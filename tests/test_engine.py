@@ -18,7 +18,7 @@ from sessionwarden.events import EventKind
 from sessionwarden.facts import RequestFacts
 from sessionwarden.policy import CookiePolicy, Policy
 from sessionwarden.records import Alias, SessionRecord, Tombstone
-from sessionwarden.stores.base import InlineAsyncStore, SessionStore
+from sessionwarden.stores.base import InlineAsyncStore, SessionLimitReached, SessionStore
 
 from .conftest import SECRET, Recorder
 
@@ -438,6 +438,49 @@ def test_max_sessions_per_user_evicts_oldest(
     assert EventKind.EVICTED in recorder.kinds()
 
 
+def test_session_limit_reject_raises_from_the_commit(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    policy = Policy(secret_keys=(SECRET,), max_sessions_per_user=2, on_session_limit="reject")
+    engine = Engine(policy, clock=clock)
+    a, b, c = (Client(engine, store) for _ in range(3))
+    login(a)
+    login(b)
+    c.request(lambda s: s.__setitem__("next", "/home"))
+    anonymous = c.cookie
+    session, facts = c.begin()
+    session.login("alice")
+    with pytest.raises(SessionLimitReached) as refused:
+        c.finish(session, facts)
+    assert (refused.value.user_id, refused.value.limit) == ("alice", 2)
+    assert c.cookie == anonymous
+    after = c.request()
+    assert after.user_id is None and after.get("next") == "/home"
+    assert a.request().user_id == "alice" and b.request().user_id == "alice"
+
+
+def test_session_limit_reject_never_refuses_a_rotation_other_than_a_sign_in(
+    store: SessionStore, clock: ManualClock
+) -> None:
+    """Sessions beyond the cap (it was lowered) go on: a periodic rotation is no sign-in, and
+    under "reject" nothing is evicted."""
+    uncapped = Engine(Policy(secret_keys=(SECRET,)), clock=clock)
+    clients = [Client(uncapped, store) for _ in range(3)]
+    for c in clients:
+        login(c)
+    capped = Engine(
+        Policy(secret_keys=(SECRET,), max_sessions_per_user=2, on_session_limit="reject"),
+        clock=clock,
+    )
+    clock.advance(1000)  # past rotate_every: each next request rotates its ID
+    for c in clients:
+        c.engine = capped
+        before = c.cookie
+        assert c.request().user_id == "alice"
+        assert c.cookie != before
+    assert all(c.request().user_id == "alice" for c in clients)
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 
 
@@ -580,6 +623,7 @@ def test_secret_key_rotation_keeps_sessions(store: SessionStore, clock: ManualCl
         ({"idle_timeout": 0}, "idle_timeout"),
         ({"rotation_grace": 1000, "rotate_every": 900}, "rotation_grace"),
         ({"max_sessions_per_user": -1}, "max_sessions_per_user"),
+        ({"on_session_limit": "evict-newest"}, "on_session_limit"),
         ({"secret_keys": (b"short",)}, "secret_keys"),
         ({"secret_keys": ()}, "secret_keys"),
         ({"secret_keys": b"x" * 32}, "secret_keys"),

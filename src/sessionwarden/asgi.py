@@ -38,7 +38,7 @@ from .headers import NOTHING_TO_DROP
 from .live import Connection, SessionEnded, Watcher
 from .policy import Policy
 from .records import JSON
-from .stores import AsyncSessionStore, StoreUnavailable, open_async_store
+from .stores import AsyncSessionStore, SessionLimitReached, StoreUnavailable, open_async_store
 from .websocket import serve_websocket
 
 T = TypeVar("T")
@@ -199,8 +199,8 @@ class SessionWardenMiddleware:
             return
         try:
             outcome = await self.run(guard.commit(ctx))
-        except StoreUnavailable as exc:
-            await _send_refusal(guard, send, ctx, guard.store_failed(ctx.facts, exc, writing=True))
+        except (StoreUnavailable, SessionLimitReached) as exc:
+            await _send_refusal(guard, send, ctx, guard.commit_failed(ctx, exc))
             return
         if guard.outage.failing:
             guard.store_ok(ctx.facts, wrote=outcome.wrote)
@@ -216,9 +216,8 @@ class SessionWardenMiddleware:
         hdrs, body = self.guard.render(ctx, refusal)
         try:
             outcome = await self.run(guard.commit(ctx))
-        except StoreUnavailable as store_exc:
-            failed = guard.store_failed(ctx.facts, store_exc, writing=True)
-            await _send_refusal(guard, send, ctx, failed)
+        except (StoreUnavailable, SessionLimitReached) as commit_exc:
+            await _send_refusal(guard, send, ctx, guard.commit_failed(ctx, commit_exc))
             return
         hdrs = _with_guard_headers(guard, ctx, outcome, hdrs)
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
@@ -295,10 +294,9 @@ class _Responder:
             ctx = self.ctx
             try:
                 outcome = await mw.run(guard.commit(ctx))
-            except StoreUnavailable as exc:
-                self.replaced = True
-                refusal = guard.store_failed(ctx.facts, exc, writing=True)
-                await _send_refusal(guard, self.send, ctx, refusal)
+            except (StoreUnavailable, SessionLimitReached) as exc:
+                self.replaced = True  # the app's response is replaced: its body is dropped
+                await _send_refusal(guard, self.send, ctx, guard.commit_failed(ctx, exc))
                 return
             if guard.outage.failing:
                 guard.store_ok(ctx.facts, wrote=outcome.wrote)

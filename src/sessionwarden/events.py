@@ -25,6 +25,11 @@ class EventKind(enum.StrEnum):
     LOGGED_OUT = "session.logged_out"
     REVOKED = "session.revoked"
     EVICTED = "session.evicted"
+    #: A sign-in refused (reason ``session-limit``: its user already had
+    #: ``Policy.max_sessions_per_user`` live sessions and ``Policy.on_session_limit`` is
+    #: ``"reject"``; ``detail.limit``). Nothing was written; the key is the session the
+    #: sign-in came from, the user the one refused.
+    LOGIN_REFUSED = "session.login_refused"
     REPLAY_REVOKED = "session.replay.revoked"
     REPLAY_ROTATED = "session.replay.rotated"
     UNKNOWN_ID = "session.unknown_id"

@@ -32,6 +32,7 @@ from .records import JSON
 from .refusals import Refusal as Refusal  # re-exported: the adapters' and apps' import
 from .refusals import RenderedRefusal as RenderedRefusal
 from .reports import CspReports
+from .stores.base import SessionLimitReached, StoreUnavailable
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _log = logging.getLogger("sessionwarden")
@@ -601,6 +602,28 @@ class Guard:
         if self.outage.failure(now):
             self.engine.emit(EventKind.STORE_UNAVAILABLE, facts, now, reason=str(exc)[:200])
         return Refusal(503, "store-unavailable", "session-store", retry_after=1)
+
+    def commit_failed(
+        self, ctx: RequestContext, exc: StoreUnavailable | SessionLimitReached
+    ) -> Refusal:
+        """The refusal sent instead of a response whose commit failed: the store was
+        unreachable (503, :meth:`store_failed`), or a sign-in was refused at the per-user cap
+        (409 ``session-limit``, reported as ``session.login_refused``). The refused sign-in
+        wrote nothing: the browser keeps the session it came with, unchanged."""
+        if isinstance(exc, StoreUnavailable):
+            return self.store_failed(ctx.facts, exc, writing=True)
+        session = ctx.session
+        record = session.record if session is not None else None
+        self.engine.emit(
+            EventKind.LOGIN_REFUSED,
+            ctx.facts,
+            self.engine.clock.now(),
+            key=record.key if record is not None else "",
+            user_id=exc.user_id,
+            reason="session-limit",
+            detail={"limit": exc.limit},
+        )
+        return Refusal(409, "session-limit", "max-sessions")
 
     def store_ok(self, facts: RequestFacts, *, wrote: bool) -> None:
         """Report the end of an outage. When writes were failing, a successful read proves

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .dbsc import DbscPolicy
+from .stores.base import CAP_ACTIONS, CapAction
 
 SameSite = Literal["Strict", "Lax", "None"]
 Action = Literal["allow", "log", "step_up", "revoke"]
@@ -327,8 +328,16 @@ class Policy:
     rotation_grace: float = 10.0
     #: Coalesce last-seen writes of read-only requests; ``None``: min(60 s, idle_timeout / 10).
     touch_interval: float | None = None
-    #: Concurrent sessions per user; the oldest are evicted beyond it. 0: no cap.
+    #: Concurrent (live) sessions per user. 0: no cap. What a sign-in beyond it does is
+    #: :attr:`on_session_limit`; the store decides atomically, so parallel sign-ins never
+    #: exceed it.
     max_sessions_per_user: int = 0
+    #: At the cap: ``"evict-oldest"`` (the session signed in longest ago ends),
+    #: ``"evict-lru"`` (the one whose last recorded activity, a touch or a rotation, is oldest
+    #: ends; activity is recorded every ``touch_interval``, so that is its granularity), or
+    #: ``"reject"`` (the new sign-in is refused: :class:`~sessionwarden.SessionLimitReached`,
+    #: answered 409 ``session-limit``; the existing sessions keep working).
+    on_session_limit: CapAction = "evict-oldest"
     #: Stored anonymous sessions holding only a CSRF secret (a login page's token) that one
     #: client address (IPv6: its /64) keeps per process; the oldest are deleted beyond it, so
     #: cookieless page views cannot grow the store without bound. 0: no cap.
@@ -391,16 +400,21 @@ class Policy:
             _positive("touch_interval", self.touch_interval, zero_ok=True)
             if self.touch_interval >= self.idle_timeout:
                 _fail("touch_interval", "must be shorter than idle_timeout")
-        if self.max_sessions_per_user < 0:
-            _fail("max_sessions_per_user", "must be >= 0 (0: no cap)")
-        if self.anonymous_per_client < 0:
-            _fail("anonymous_per_client", "must be >= 0 (0: no cap)")
+        self._check_caps()
         if self.tombstone_ttl is not None:
             _positive("tombstone_ttl", self.tombstone_ttl)
         self._check_value_limits()
         self._check_hosts()
         self._check_production()
         _paths("passive_paths", self.passive_paths)
+
+    def _check_caps(self) -> None:
+        if self.max_sessions_per_user < 0:
+            _fail("max_sessions_per_user", "must be >= 0 (0: no cap)")
+        if self.on_session_limit not in CAP_ACTIONS:
+            _fail("on_session_limit", f"must be one of {', '.join(CAP_ACTIONS)}")
+        if self.anonymous_per_client < 0:
+            _fail("anonymous_per_client", "must be >= 0 (0: no cap)")
 
     def is_passive(self, path: str) -> bool:
         """Whether a request for ``path`` must not extend the idle timeout."""

@@ -33,6 +33,8 @@ _HUMAN = {
     "throttled": "Too many requests with invalid sessions. Try again later.",
     "internal-error": "Something went wrong on our side. Please try again later.",
     "store-unavailable": "Sessions are temporarily unavailable. Please try again shortly.",
+    "session-limit": "You are signed in on too many devices. Sign out on one of them, then"
+    " sign in here again.",
 }
 
 

@@ -25,7 +25,7 @@ from .facts import RequestFacts
 from .guard import Guard, Refusal, RefusalRenderer, RequestContext
 from .policy import Policy
 from .records import JSON
-from .stores import SessionStore, StoreUnavailable, open_store
+from .stores import SessionLimitReached, SessionStore, StoreUnavailable, open_store
 
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -143,9 +143,8 @@ class SessionWardenWSGI:
         guard = self.guard
         try:
             outcome = run_sync(guard.commit(ctx), self.store)
-        except StoreUnavailable as exc:
-            failed = guard.store_failed(ctx.facts, exc, writing=True)
-            return _refuse(guard, start_response, ctx, failed)
+        except (StoreUnavailable, SessionLimitReached) as exc:
+            return _refuse(guard, start_response, ctx, guard.commit_failed(ctx, exc))
         guard.store_ok(ctx.facts, wrote=outcome.wrote)
         status, hdrs, body = guard.answer(ctx, outcome)
         start_response(_STATUS.get(status, f"{status} OK"), _str_headers(hdrs))
@@ -186,9 +185,8 @@ class SessionWardenWSGI:
         hdrs, body = guard.render(ctx, refusal)
         try:
             outcome = run_sync(guard.commit(ctx), self.store)
-        except StoreUnavailable as store_exc:
-            failed = guard.store_failed(ctx.facts, store_exc, writing=True)
-            return _refuse(guard, start_response, ctx, failed)
+        except (StoreUnavailable, SessionLimitReached) as commit_exc:
+            return _refuse(guard, start_response, ctx, guard.commit_failed(ctx, commit_exc))
         add, drop = guard.response_headers(ctx, outcome, {n for n, _ in hdrs})
         kept = [(n, v) for n, v in hdrs if n not in drop]
         start_response(_STATUS.get(refusal.status, str(refusal.status)), _str_headers(kept + add))
@@ -290,8 +288,8 @@ class _Response:
         if self.headers is None and self.failed is None:
             try:
                 outcome = run_sync(guard.commit(self.ctx), self.mw.store)
-            except StoreUnavailable as exc:
-                self.failed = guard.store_failed(self.ctx.facts, exc, writing=True)
+            except (StoreUnavailable, SessionLimitReached) as exc:
+                self.failed = guard.commit_failed(self.ctx, exc)
             else:
                 guard.store_ok(self.ctx.facts, wrote=outcome.wrote)
                 existing = {n.lower().encode("latin-1") for n, _ in headers}

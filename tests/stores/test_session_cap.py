@@ -28,9 +28,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
 
 
 def add(store: SessionStore, record: SessionRecord, cap: int, on_limit: CapAction) -> list[str]:
-    return store.insert(
-        record, max_per_user=cap, tombstone_until=T0 + 2 * HOUR, on_limit=on_limit
-    )
+    return store.insert(record, max_per_user=cap, tombstone_until=T0 + 2 * HOUR, on_limit=on_limit)
 
 
 def sign_in(

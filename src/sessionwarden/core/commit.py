@@ -16,6 +16,7 @@ from ..events import EventKind
 from ..facts import RequestFacts
 from ..policy import Policy
 from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
+from ..stores.base import CapAction
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
 from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update, UserSessions
 from .session import (
@@ -314,10 +315,9 @@ class Committing(EngineBase):
             data={**changes.set_data},
             dbsc=act.dbsc[0] if act.dbsc is not None else None,
         )
+        cap, on_limit = self._cap(session)
         evicted = yield from Insert(
-            record,
-            max_per_user=self.policy.max_sessions_per_user,
-            tombstone_until=now + self._tomb_ttl,
+            record, max_per_user=cap, tombstone_until=now + self._tomb_ttl, on_limit=on_limit
         )
         self.emit(EventKind.CREATED, facts, now, key=key, user_id=record.user_id)
         if record.user_id is None and not record.data:
@@ -328,6 +328,16 @@ class Committing(EngineBase):
         session.record = record
         cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
         return Outcome(cookie, record.user_id is not None, wrote=True)
+
+    def _cap(self, session: Session) -> tuple[int, CapAction]:
+        """The per-user cap the write of ``session`` is held to (by the store, atomically).
+        ``"reject"`` refuses sign-ins only: any other write (a periodic rotation, a privilege
+        change) neither is refused nor ends the user's other sessions."""
+        policy = self.policy
+        act = session.pending_actions
+        if policy.on_session_limit == "reject" and (act is None or act.login_user is None):
+            return 0, policy.on_session_limit
+        return policy.max_sessions_per_user, policy.on_session_limit
 
     def _bound_anonymous(self, client_ip: str, key: str) -> Steps[None]:
         """A new token-only session (a login page's CSRF token): beyond the client's cap, its
@@ -430,15 +440,17 @@ class Committing(EngineBase):
             login = session.actions.login_user is not None
             reason = LOGIN_ROTATION if login else "rotated:privilege"
             old_becomes = self._tombstone(old_key, reason, now, user_id)
+        cap, on_limit = self._cap(session)
         return (
             yield from Rotate(
                 old_key,
                 new_key,
                 changes,
                 old_becomes=old_becomes,
-                max_per_user=self.policy.max_sessions_per_user,
+                max_per_user=cap,
                 tombstone_until=now + self._tomb_ttl,
                 activity_max=self.policy.monitor.activity_max,
+                on_limit=on_limit,
             )
         )
 

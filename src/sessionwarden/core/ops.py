@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Generator
 from typing import Any, Generic, TypeVar
 
 from ..records import Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from ..stores.base import AsyncSessionStore, SessionStore
+from ..stores.base import AsyncSessionStore, CapAction, SessionStore
 
 T = TypeVar("T")
 
@@ -60,23 +60,38 @@ class Get(Op[Lookup]):
 
 
 class Insert(Op[list[str]]):
-    """Add a new record under the per-user cap; the result is the evicted keys."""
+    """Add a new record under the per-user cap; the result is the evicted keys (a refusal,
+    ``on_limit="reject"``, raises :class:`~sessionwarden.stores.base.SessionLimitReached`)."""
 
-    __slots__ = ("max_per_user", "record", "tombstone_until")
+    __slots__ = ("max_per_user", "on_limit", "record", "tombstone_until")
 
-    def __init__(self, record: SessionRecord, *, max_per_user: int, tombstone_until: float):
+    def __init__(
+        self,
+        record: SessionRecord,
+        *,
+        max_per_user: int,
+        tombstone_until: float,
+        on_limit: CapAction = "evict-oldest",
+    ):
         self.record = record
         self.max_per_user = max_per_user
         self.tombstone_until = tombstone_until
+        self.on_limit: CapAction = on_limit
 
     def apply(self, store: SessionStore) -> list[str]:
         return store.insert(
-            self.record, max_per_user=self.max_per_user, tombstone_until=self.tombstone_until
+            self.record,
+            max_per_user=self.max_per_user,
+            tombstone_until=self.tombstone_until,
+            on_limit=self.on_limit,
         )
 
     def apply_async(self, store: AsyncSessionStore) -> Awaitable[list[str]]:
         return store.insert(
-            self.record, max_per_user=self.max_per_user, tombstone_until=self.tombstone_until
+            self.record,
+            max_per_user=self.max_per_user,
+            tombstone_until=self.tombstone_until,
+            on_limit=self.on_limit,
         )
 
 
@@ -89,6 +104,7 @@ class Rotate(Op["list[str] | None"]):
         "new_key",
         "old_becomes",
         "old_key",
+        "on_limit",
         "tombstone_until",
         "update",
     )
@@ -103,7 +119,9 @@ class Rotate(Op["list[str] | None"]):
         max_per_user: int,
         tombstone_until: float,
         activity_max: int,
+        on_limit: CapAction = "evict-oldest",
     ) -> None:
+        self.on_limit: CapAction = on_limit
         self.old_key = old_key
         self.new_key = new_key
         self.update = update
@@ -121,6 +139,7 @@ class Rotate(Op["list[str] | None"]):
             max_per_user=self.max_per_user,
             tombstone_until=self.tombstone_until,
             activity_max=self.activity_max,
+            on_limit=self.on_limit,
         )
 
     def apply_async(self, store: AsyncSessionStore) -> Awaitable[list[str] | None]:
@@ -132,6 +151,7 @@ class Rotate(Op["list[str] | None"]):
             max_per_user=self.max_per_user,
             tombstone_until=self.tombstone_until,
             activity_max=self.activity_max,
+            on_limit=self.on_limit,
         )
 
 
