@@ -624,8 +624,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         """What the store holds (read directly: no request, so nothing is touched)."""
         store = self.mw.store
         found = [await store.get(self.keyring.hash_id(raw)) for raw in raws]
+        now = self.clock.now()
+        # The cap counts live sessions: a record past its deadline that is not purged yet is
+        # stored but no longer counts (nor is it listed).
         users = {
-            user: (len(await store.user_sessions(user)), len(await self.mw.list_sessions(user)))
+            user: (
+                sum(r.expires_at > now for r in await store.user_sessions(user)),
+                len(await self.mw.list_sessions(user)),
+            )
             for user in USERS
         }
         return found, users
