@@ -19,7 +19,10 @@ from .policy import HeadersPolicy
 
 __all__ = ["CspBuilder", "HeaderPlan", "SecurityHeaders", "new_nonce"]
 
-NONCE_BYTES = 16
+#: 144 bits: a multiple of three bytes, so every nonce is 24 base64 characters without padding
+#: and a batch is encoded at once (the CSP spec asks for at least 128 bits).
+NONCE_BYTES = 18
+_NONCE_CHARS_LEN = NONCE_BYTES // 3 * 4
 _NONCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 _DIRECTIVE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
 # Characters that would end a source, a directive or the header itself.
@@ -43,7 +46,7 @@ os.register_at_fork(after_in_child=_unused_nonces.clear)
 
 
 def new_nonce() -> str:
-    """A fresh CSP nonce: 128 bits from the CSPRNG, standard base64 as the CSP grammar wants.
+    """A fresh CSP nonce: 144 bits from the CSPRNG, standard base64 as the CSP grammar wants.
 
     One per response, never reused: a nonce an attacker has seen once is a key to inject scripts.
     The operating system's generator is asked for a batch at a time: one system call per
@@ -58,10 +61,10 @@ def new_nonce() -> str:
 def _draw_nonces() -> str:
     """Refill the batch; returns one nonce of it (threads refilling at once each add their own
     fresh batch, so nothing is handed out twice)."""
-    raw = os.urandom(NONCE_BYTES * _NONCE_BATCH)
+    # NONCE_BYTES is a multiple of three: the batch's base64 is the nonces' base64 end to end.
+    text = binascii.b2a_base64(os.urandom(NONCE_BYTES * _NONCE_BATCH), newline=False).decode()
     fresh = [
-        _Nonce(binascii.b2a_base64(raw[i : i + NONCE_BYTES], newline=False).decode("ascii"))
-        for i in range(0, len(raw), NONCE_BYTES)
+        _Nonce(text[i : i + _NONCE_CHARS_LEN]) for i in range(0, len(text), _NONCE_CHARS_LEN)
     ]
     _unused_nonces.extend(fresh[1:])
     return fresh[0]
