@@ -192,6 +192,9 @@ class Guard:
         self._endpoints = (self.csp_reports, self.dbsc) != (None, None)
         #: The redirect's policy: :meth:`may_redirect` already decided the loopback exemption.
         self._redirect_policy = replace(policy.https, allow_loopback_http=False)
+        # Read by :meth:`may_redirect` on every request (the policy is frozen).
+        self._redirects = policy.https.redirect
+        self._loopback_http = policy.https.allow_loopback_http
         self._raw_slots = _header_slots(policy)
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(self._raw_slots)
@@ -324,11 +327,10 @@ class Guard:
     def may_redirect(self, facts: RequestFacts) -> bool:
         """Whether :meth:`begin` may redirect this request to HTTPS, the only use of its
         ``target``: an adapter can pass ``""`` when not."""
-        hp = self.policy.https
         return (
-            hp.redirect
+            self._redirects
             and facts.scheme != "https"
-            and not (hp.allow_loopback_http and facts.local_peer and is_loopback_host(facts.host))
+            and not (self._loopback_http and facts.local_peer and is_loopback_host(facts.host))
         )
 
     def _refuse_plain_http(self, ctx: RequestContext, target: str, now: float) -> bool:
