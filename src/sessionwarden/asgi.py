@@ -101,7 +101,7 @@ class SessionWardenMiddleware:
         facts = _facts(guard, scope)
         target = _target(scope, facts.path) if guard.may_redirect(facts) else ""
         try:
-            ctx = await self.run(guard.begin(facts, target))
+            ctx = await run_async(guard.begin(facts, target), self.store)
         except StoreUnavailable as exc:
             refusal = guard.store_failed(facts, exc, writing=False)
             await _send_refusal(guard, send, RequestContext(facts), refusal)
@@ -219,7 +219,7 @@ class SessionWardenMiddleware:
         except (StoreUnavailable, SessionLimitReached) as commit_exc:
             await _send_refusal(guard, send, ctx, guard.commit_failed(ctx, commit_exc))
             return
-        hdrs = _with_guard_headers(guard, ctx, outcome, hdrs)
+        hdrs, _ = _with_guard_headers(guard, ctx, outcome, hdrs)
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
@@ -282,32 +282,38 @@ class _Responder:
         self.stream: Connection | None = None
         self.ended = False
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        """The app's ``send``: the response's start goes through the commit; any other message
+        goes on as it is, as the server's own awaitable (no coroutine of ours around it)."""
         if self.ended:
             raise SessionEnded("the session of this event stream ended")
         if self.replaced:
-            return  # the app's response was replaced by a 503; drop its body
+            return _dropped()  # the app's response was replaced by a refusal; drop its body
         if message["type"] == "http.response.start" and not self.started:
-            self.started = True
-            mw = self.middleware
-            guard = mw.guard
-            ctx = self.ctx
-            try:
-                outcome = await mw.run(guard.commit(ctx))
-            except (StoreUnavailable, SessionLimitReached) as exc:
-                self.replaced = True  # the app's response is replaced: its body is dropped
-                await _send_refusal(guard, self.send, ctx, guard.commit_failed(ctx, exc))
-                return
-            if guard.outage.failing:
-                guard.store_ok(ctx.facts, wrote=outcome.wrote)
-            message["headers"] = _with_guard_headers(
-                guard, ctx, outcome, message.get("headers") or []
-            )
-            await self.send(message)
-            if _is_event_stream(ctx, message["headers"], mw.policy.websocket.end_event_streams):
-                self._watch(mw)
+            return self._start(message)
+        return self.send(message)
+
+    async def _start(self, message: Message) -> None:
+        """Commit the session, then send the response's start with the guard's headers."""
+        self.started = True
+        mw = self.middleware
+        guard = mw.guard
+        ctx = self.ctx
+        try:
+            outcome = await run_async(guard.commit(ctx), mw.store)
+        except (StoreUnavailable, SessionLimitReached) as exc:
+            self.replaced = True  # the app's response is replaced: its body is dropped
+            await _send_refusal(guard, self.send, ctx, guard.commit_failed(ctx, exc))
             return
+        if guard.outage.failing:
+            guard.store_ok(ctx.facts, wrote=outcome.wrote)
+        headers, content_type = _with_guard_headers(
+            guard, ctx, outcome, message.get("headers") or []
+        )
+        message["headers"] = headers
         await self.send(message)
+        if _is_event_stream(ctx, content_type, mw.policy.websocket.end_event_streams):
+            self._watch(mw)
 
     def _watch(self, mw: SessionWardenMiddleware) -> None:
         session = self.ctx.session
@@ -324,15 +330,18 @@ class _Responder:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _is_event_stream(ctx: RequestContext, headers: Any, enabled: bool) -> bool:
+def _is_event_stream(ctx: RequestContext, content_type: bytes | None, enabled: bool) -> bool:
     """Whether a response of a stored session is a ``text/event-stream`` to watch."""
-    session = ctx.session
-    if not enabled or session is None or session.record is None:
+    if not enabled or content_type is None:
         return False
-    for name, value in headers:
-        if name.lower() == b"content-type":
-            return bool(value.lstrip().lower().startswith(b"text/event-stream"))
-    return False
+    session = ctx.session
+    if session is None or session.record is None:
+        return False
+    return content_type.lstrip().lower().startswith(b"text/event-stream")
+
+
+async def _dropped() -> None:
+    """What the app's ``send`` awaits once its response was replaced: nothing is sent."""
 
 
 def _facts(guard: Guard, scope: Scope) -> RequestFacts:
@@ -363,20 +372,29 @@ def _install(scope: Scope, ctx: RequestContext, middleware: SessionWardenMiddlew
 
 def _with_guard_headers(
     guard: Guard, ctx: RequestContext, outcome: Outcome, app_headers: Any
-) -> list[tuple[bytes, bytes]]:
-    """The app's response headers with the guard's added (and the ones it replaces dropped)."""
+) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """The app's response headers with the guard's added (and the ones it replaces dropped),
+    and the app's ``Content-Type`` (``None`` when it set none), read on the same pass."""
     headers = list(app_headers)
     watched = guard.response_header_names
-    existing: AbstractSet[bytes] = NOTHING_TO_DROP
-    for name, _ in headers:
-        if name.lower() in watched:  # the app set one of ours: tell the guard all its names
-            existing = {name.lower() for name, _ in headers}
-            break
+    content_type: bytes | None = None
+    ours = False
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name in watched:
+            ours = True
+    # The app set one of ours: tell the guard all its names (else: none of them matter).
+    existing: AbstractSet[bytes] = (
+        {name.lower() for name, _ in headers} if ours else NOTHING_TO_DROP
+    )
     add, drop = guard.response_headers(ctx, outcome, existing)
     if drop:
         headers = [(n, v) for n, v in headers if n.lower() not in drop]
     headers.extend(add)
-    return headers
+    return headers, content_type
 
 
 async def _send_refusal(guard: Guard, send: Send, ctx: RequestContext, refusal: Refusal) -> None:
