@@ -7,10 +7,13 @@ with the load of a shared machine, for A/B comparisons of small changes.
 In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, ``memory-post``,
 and the requests that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``,
 ``memory-sign-in``, ``redis-sign-in``, ``sqlite-sign-in``): the app is called directly, as in
-``bench/run.py``. ``--http`` runs the uvicorn server of ``bench/http.py``
-(``bare``, ``ours``) under callgrind, drives it from a small keep-alive client with that many
-connections, and counts the server's instructions only. Counting starts after a warm-up (the
-program turns callgrind's instrumentation on and off itself), so start-up is excluded.
+``bench/run.py``. ``memory-wrk``, ``sqlite-wrk``, ``redis-wrk``: the GET as ``bench/http.py``'s
+clients send it (plain HTTP from a loopback peer to a loopback ``Host``, wrk's four headers),
+still in-process: the adapter's path over HTTP, counted as steadily as the other rows.
+``--http`` runs the uvicorn server of ``bench/http.py`` (``bare``, ``ours``) under callgrind,
+drives it from a small keep-alive client with that many connections, and counts the server's
+instructions only. Counting starts after a warm-up (the program turns callgrind's
+instrumentation on and off itself), so start-up is excluded.
 
 Instructions are not time: system calls, cache misses and the garbage collector's dependence on
 timing are not in them (under valgrind everything runs about 50 times slower, so anything that
@@ -53,6 +56,9 @@ ROWS = (
     "memory-sign-in",
     "redis-sign-in",
     "sqlite-sign-in",
+    "memory-wrk",
+    "sqlite-wrk",
+    "redis-wrk",
 )
 STACKS = {"bare": ("bare", "bare"), "ours": ("ours_redis", "ours")}
 
@@ -85,10 +91,12 @@ def _inner(row_name: str, n: int) -> None:
             row = BareStarlette()
         elif row_name == "redis-post":
             row = ours.OursAsgi("redis", post=True)
-        else:  # a store, or store-mode (write, sign-in)
+        else:  # a store, or store-mode (write, sign-in, wrk)
             store, _, mode = row_name.partition("-")
-            row = ours.OursAsgi(store, mode=mode or "get")
+            row = ours.OursAsgi(store, mode="get" if mode == "wrk" else mode or "get")
         await row.asetup()
+        if row_name.endswith("-wrk"):
+            _as_over_http(row)
         for _ in range(300):
             await row.one()
         _toggle(os.getpid(), "-i", "on")
@@ -101,6 +109,27 @@ def _inner(row_name: str, n: int) -> None:
             await close()
 
     asyncio.run(go())
+
+
+def _as_over_http(row: Any) -> None:
+    """Send the row's requests as ``bench/http.py``'s clients do: plain HTTP from a loopback
+    peer to a loopback ``Host``, with wrk's four headers (no ``Accept``, no ``Sec-Fetch-*``).
+    The reshaping itself is counted too (the same in every version compared)."""
+    app = row.client.app
+
+    async def shaped(scope: Any, receive: Any, send: Any) -> None:
+        sent = dict(scope["headers"])
+        scope["scheme"] = "http"
+        scope["server"] = ("127.0.0.1", 8000)
+        scope["headers"] = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", sent[b"user-agent"]),
+            (b"accept-language", sent[b"accept-language"]),
+            (b"cookie", sent[b"cookie"]),
+        ]
+        await app(scope, receive, send)
+
+    row.client.app = shaped
 
 
 def _callgrind(out: str) -> list[str]:
