@@ -11,7 +11,7 @@ from ..cookies import CookieWriter
 from ..events import Event, EventKind, EventSink, NullSink, sink_wants
 from ..facts import RequestFacts
 from ..policy import Action, Policy
-from ..records import JSON, Alias, SessionRecord, Tombstone
+from ..records import JSON, Alias, Lookup, SessionRecord, Tombstone
 from .anonymous import AnonymousLedger
 from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, expired_tombstone_ttl
 from .ops import Get, Revoke, RevokeUser, Steps
@@ -20,6 +20,15 @@ from .session import Session, ValueLimits
 #: The tombstone reason of an ID replaced at login: its cookie is left alone (the browser already
 #: holds, or is about to receive, the new one).
 LOGIN_ROTATION = "rotated:login"
+
+
+def remembered(found: Lookup, now: float) -> Lookup:
+    """What a lookup still says at ``now``: an alias or tombstone past its ``until`` is
+    forgotten (an unknown key), whether or not the store has purged it yet, so every store
+    answers alike (Redis drops a key some time after its deadline, the others at the purge)."""
+    if isinstance(found, (Alias, Tombstone)) and now >= found.until:
+        return None
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..facts import RequestFacts
 from ..records import Alias, SessionRecord, Tombstone
-from .base import EngineBase
+from .base import EngineBase, remembered
 from .commit import CommitPlan, Committing, plan_commit
 from .ops import Get, Steps
 from .session import Session
@@ -38,7 +38,7 @@ def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
     """Whether the session at ``key`` is still live at ``now``: a live, unexpired record, or
     an alias within its grace window whose target is one (periodic rotation by a request of
     the same session elsewhere). Anything else ends the connection."""
-    found = yield from Get(key)
+    found = remembered((yield from Get(key)), now)
     if isinstance(found, Alias):
         if now >= found.grace_until:
             return Liveness(None, "rotated-out")

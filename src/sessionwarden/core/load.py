@@ -12,7 +12,7 @@ from ..events import EventKind
 from ..facts import RequestFacts
 from ..policy import Action
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import LOGIN_ROTATION, EngineBase, Loaded
+from .base import LOGIN_ROTATION, EngineBase, Loaded, remembered
 from .ended import (
     ABSOLUTE,
     EXPIRED_ABSOLUTE,
@@ -93,11 +93,10 @@ class Loading(EngineBase):
         self, raw: str, key: str, found: Lookup, facts: RequestFacts, now: float
     ) -> Steps[Loaded]:
         """Nothing under the current secret (try the older ones), a tombstone, or an alias."""
-        if isinstance(found, Tombstone) and now >= found.until:
-            found = None  # its time is over (a store may not have purged it yet): unknown
+        found = remembered(found, now)
         if found is None:
             for legacy in self.keyring.legacy_hashes(raw):
-                found = yield from Get(legacy)
+                found = remembered((yield from Get(legacy)), now)
                 if found is not None:
                     key = legacy
                     break
