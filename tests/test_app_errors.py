@@ -1,7 +1,8 @@
 """An application that raises before it starts its response: the client still gets the security
 headers (a 500 without any detail of the error), and the server still gets the exception to log.
 Frameworks (Starlette, FastAPI, Flask, Django) answer their own 500s, which pass through the
-middleware like any response; this is about bare ASGI apps, and about what WSGI cannot do."""
+middleware like any response; this is about bare ASGI apps (bare WSGI apps:
+``tests/test_wsgi_app_errors.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 from sessionwarden.asgi import SessionWardenMiddleware
 from sessionwarden.policy import Policy
-from sessionwarden.wsgi import SessionWardenWSGI
 
 from .conftest import SECRET
 from .live_servers import Server, servers
@@ -162,21 +162,7 @@ def test_live_server_after_a_started_response_cuts_it(failing: tuple[Server, Pat
         httpx.get(server.http + "/late", timeout=10)
 
 
-# -- WSGI: the server answers -------------------------------------------------------------------
-
-
-def test_wsgi_app_exceptions_reach_the_server_unchanged() -> None:
-    """A WSGI middleware cannot both send its own 500 and let the server see the exception (the
-    server's error page replaces any status line not yet written): the exception passes
-    through untouched, and the server answers (docs/wsgi.md says so)."""
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        raise Boom("internal detail")
-
-    mw = SessionWardenWSGI(app, policy=_policy(), store="memory://")
-    transport = httpx.WSGITransport(app=mw)
-    with httpx.Client(transport=transport, base_url="https://app.test") as c, pytest.raises(Boom):
-        c.get("/")
+# -- WSGI: Flask's own 500 (a bare WSGI app: tests/test_wsgi_app_errors.py) --------------------
 
 
 def test_a_flask_500_gets_the_headers() -> None:

@@ -8,13 +8,23 @@ is ``environ["sessionwarden"]``; why the session the request presented ended (``
 ``environ["sessionwarden.session_ended"]`` (``None`` when it did not). The session is committed
 when the application calls ``start_response``, before the status line is passed on, so a store
 failure becomes a clean 503.
+
+An application that raises before it starts its response gets a 500 with the security headers
+and no detail of the error (nothing is committed), as on ASGI: ``start_response`` gets the 500
+with the exception as ``exc_info``, the body is sent, then the exception is raised from the
+response iterable for the server to log (the response is complete by then; a test client that
+raises ``exc_info`` at once sees the exception as before). ``app_answers_errors`` says when an
+error page of the application's own waits outside (Flask's debug mode: the Werkzeug debugger);
+the exception then passes unchanged.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +38,7 @@ from .records import JSON
 from .stores import SessionLimitReached, SessionStore, StoreUnavailable, open_store
 
 StartResponse = Callable[..., Callable[[bytes], object]]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS = {
@@ -40,6 +51,7 @@ _STATUS = {
     409: "409 Conflict",
     413: "413 Payload Too Large",
     429: "429 Too Many Requests",
+    500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
 
@@ -59,8 +71,10 @@ class SessionWardenWSGI:
         sink: EventSink | None = None,
         reauth_redirect: str | None = None,
         render_refusal: RefusalRenderer | None = None,
+        app_answers_errors: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
+        self.app_answers_errors = app_answers_errors
         self.policy = policy
         self.store: SessionStore = open_store(store) if isinstance(store, str) else store
         self.guard = Guard(policy, clock=clock, sink=sink, render_refusal=render_refusal)
@@ -94,6 +108,10 @@ class SessionWardenWSGI:
             result = self.app(environ, response.start)
         except ReauthenticationRequired as exc:
             return self._reauth(start_response, ctx, exc)
+        except Exception:
+            if response.started or self._errors_answered_outside():
+                raise
+            return _server_error(guard, start_response, ctx, _exc_info())
         if response.started:
             if response.failed is not None:
                 _close(result)
@@ -101,6 +119,9 @@ class SessionWardenWSGI:
             return result
         # The app will call start_response lazily, at its first iteration (PEP 3333 allows it).
         return response.lazy(result)
+
+    def _errors_answered_outside(self) -> bool:
+        return self.app_answers_errors is not None and self.app_answers_errors()
 
     def _check_form_body(self, environ: dict[str, Any], ctx: RequestContext) -> None:
         """Check the token of a form body; the app reads the buffered body as it came."""
@@ -238,6 +259,27 @@ def _refuse(
     return [body]
 
 
+def _exc_info() -> ExcInfo:
+    """The exception being handled, as ``start_response`` takes it."""
+    kind, exc, tb = sys.exc_info()
+    assert kind is not None and exc is not None
+    return kind, exc, tb
+
+
+def _server_error(
+    guard: Guard, start_response: StartResponse, ctx: RequestContext, exc_info: ExcInfo
+) -> Iterator[bytes]:
+    """The 500 of an app that raised before starting its response: the security headers, no
+    detail of the error, nothing committed; then the app's exception, for the server to log
+    (it sends nothing more: the response is complete). ``start_response`` gets ``exc_info``, as
+    PEP 3333 asks of an error handler: a server replaces any headers not yet sent, a test
+    client raises it at once."""
+    hdrs, body = guard.refuse(ctx, Refusal(500, "internal-error"))
+    start_response(_STATUS[500], _str_headers(hdrs), exc_info)
+    yield body
+    raise exc_info[1]
+
+
 def _read_up_to(stream: Any, length: int) -> tuple[bytes, bool]:
     """Up to ``length`` bytes, and whether the stream ended cleanly: a short read is retried
     until the stream ends (some servers' inputs return less than asked before their end); a
@@ -303,7 +345,13 @@ class _Response:
     def lazy(self, result: Iterable[bytes]) -> Iterator[bytes]:
         iterator = iter(result)
         try:
-            first = next(iterator, None)
+            try:
+                first = next(iterator, None)
+            except Exception:
+                if self.started or self.mw._errors_answered_outside():
+                    raise
+                yield from _server_error(self.mw.guard, self.start_response, self.ctx, _exc_info())
+                return
             if self.failed is not None:
                 _close(result)
                 yield from _refuse(self.mw.guard, self.start_response, self.ctx, self.failed)

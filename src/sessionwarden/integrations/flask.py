@@ -131,6 +131,8 @@ class SessionWarden:
             sink=self.sink,
             reauth_redirect=reauth,
             render_refusal=self.render_refusal,
+            # Debug mode: Flask lets the exception through to the Werkzeug debugger's page.
+            app_answers_errors=lambda: app.debug,
         )
         app.wsgi_app = middleware  # type: ignore[method-assign]
         login_url = self.login_url or config.get("SESSIONWARDEN_LOGIN_URL")
