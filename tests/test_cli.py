@@ -714,6 +714,42 @@ def test_store_init_fails_closed_without_leaking_the_url(
     assert "store unavailable" in err and "s3cret" not in err and str(port) not in err
 
 
+def test_unreachable_postgres_is_one_line_naming_the_cause_at_once() -> None:
+    """The pool only logs why it cannot connect, and waits out its timeout: the CLI says so in
+    one line, without the URL, and does not wait for a refused connection."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    url = f"postgresql://u:s3cret@127.0.0.1:{port}/db"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionwarden.cli", "sessions", "stats", "--store", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 10  # not the start-up check's 15 s of patience
+    assert done.returncode == 3 and done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("sessionwarden: error: store unavailable: PostgreSQL")
+    assert "cannot connect" in done.stderr
+    assert "s3cret" not in done.stderr and str(port) not in done.stderr
+
+
+def test_a_postgres_database_that_does_not_exist_is_named_as_a_cause(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = postgres_database().rsplit("/", 1)[0] + "/swtest_no_such_database"
+    status, out, err = run(capsys, "sessions", "stats", "--store", url)
+    assert status == 3 and out == ""
+    assert "cannot connect" in err and "no such database" in err
+
+
 def test_store_init_has_nothing_to_do_for_sqlite(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -155,6 +156,9 @@ def open_cli_store(arg: str | None) -> SessionStore:
         problem = sqlite_problem(spec.path, must_exist=True)
         if problem is not None:
             raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {problem}")
+    if spec.kind == "postgres":
+        # The pool logs every failed connection attempt: the one-line error names the cause.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     try:
         store = open_store(url)
     except ImportError:

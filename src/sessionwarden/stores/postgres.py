@@ -75,6 +75,10 @@ _PURGE_MAX_BATCH: Final = 500
 _PURGE_PAUSE: Final = 0.002
 _RETRY: Final = (errors.DeadlockDetected, errors.SerializationFailure)
 _NAME: Final = "PostgreSQL session store"
+_NO_CONNECTION: Final = (
+    f"{_NAME}: cannot connect (server down or unreachable, login refused, or no such database"
+    " or role)"
+)
 
 
 def _condition(exc: BaseException) -> str:
@@ -165,8 +169,9 @@ class PostgresStore:
         pool_max: int = 10,
     ) -> None:
         self._ops = Ops(table)
+        self._conninfo = conninfo(url, timeout)
         self._pool = ConnectionPool(
-            conninfo(url, timeout),
+            self._conninfo,
             kwargs={"autocommit": True},
             min_size=pool_min,
             max_size=pool_max,
@@ -212,7 +217,14 @@ class PostgresStore:
             raise _unavailable(exc) from None
 
     def check(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the server answers and the schema is there."""
+        """Raise :class:`StoreUnavailable` unless the server answers and the schema is there.
+
+        One connection of its own first: a refused connection or a failed login is then named
+        at once, where the pool would only log it and wait out its timeout."""
+        try:
+            psycopg.connect(self._conninfo, autocommit=True).close()
+        except psycopg.Error:
+            raise StoreUnavailable(_NO_CONNECTION) from None
         _check_version(self._run(lambda: _version(self._ops.table)))
 
     def get(self, key: str) -> Lookup:
@@ -415,7 +427,11 @@ class AsyncPostgresStore:
             raise _unavailable(exc) from None
 
     async def check(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the server answers and the schema is there."""
+        """As :meth:`PostgresStore.check`, for the event loop."""
+        try:
+            await (await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)).close()
+        except psycopg.Error:
+            raise StoreUnavailable(_NO_CONNECTION) from None
         _check_version(await self._run(lambda: _version(self._ops.table)))
 
     async def get(self, key: str) -> Lookup:
