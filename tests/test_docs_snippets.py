@@ -410,3 +410,19 @@ def test_console_block_runs(block: Block, tmp_path: Path) -> None:
         if step.expected:
             assert output, step.command
             assert _shape(output[0]) == _shape(step.expected[0]), (step.command, output)
+
+
+# -- names the reference pages list -------------------------------------------------------------
+
+
+def test_every_event_kind_is_in_the_architecture_table() -> None:
+    """docs/architecture.md lists the event kinds an operator can see; a new kind must be there."""
+    from sessionwarden.events import EventKind
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [
+        k.value
+        for k in EventKind
+        if f"`{k.value}`" not in text and f"`{k.value.split('.')[0]}.*`" not in text
+    ]
+    assert not missing, f"docs/architecture.md, Events: {missing}"
