@@ -441,6 +441,21 @@ def test_missing_schema_fails_closed_with_the_remedy() -> None:
         store.close()
 
 
+@pytest.mark.anyio
+async def test_check_names_a_database_that_does_not_exist_at_once() -> None:
+    """check() connects once on its own: the cause is named, not the pool's timeout."""
+    url = postgres_database().rsplit("/", 1)[0] + "/swtest_no_such_database"
+    sync, asynchronous = PostgresStore(url), AsyncPostgresStore(url)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot connect"):
+            sync.check()
+        with pytest.raises(StoreUnavailable, match="cannot connect"):
+            await asynchronous.check()
+    finally:
+        sync.close()
+        await asynchronous.close()
+
+
 def test_schema_init_from_several_processes_at_once() -> None:
     url, table = postgres_database(), unique_table()
     results = run_threads(4, lambda i: init_schema(url, table=table))
