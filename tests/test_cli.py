@@ -485,6 +485,7 @@ def test_activity_unknown_session(
         "redis:///0",
         "redis://127.0.0.1:6379/notanumber",
         "redis://127.0.0.1:notaport/0",
+        "postgresql://h/db%zz",
         "memory://",
         "nonsense",
     ],
@@ -748,6 +749,30 @@ def test_a_postgres_database_that_does_not_exist_is_named_as_a_cause(
     status, out, err = run(capsys, "sessions", "stats", "--store", url)
     assert status == 3 and out == ""
     assert "cannot connect" in err and "no such database" in err
+
+
+def test_store_init_refuses_a_malformed_postgres_url_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = run(capsys, "store", "init", "--store", "postgresql://%zz@h/db")
+    assert status == 2 and out == ""
+    assert err.startswith("sessionwarden: error: store URL: ") and err.count("\n") == 1
+
+
+def test_a_postgres_url_without_a_host_reaches_the_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """postgresql:///db (libpq's default host) with the host as a parameter, as libpq reads it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url, table = postgres_table()
+    params = conninfo_to_dict(url)
+    hostless = (
+        f"postgresql:///{params['dbname']}?host={params.get('host', '127.0.0.1')}"
+        f"&port={params.get('port', '5432')}&user={params.get('user', 'postgres')}&table={table}"
+    )
+    status, out, _ = run(capsys, "sessions", "stats", "--json", "--store", hostless)
+    assert status == 0 and json.loads(out)["live_sessions"] == 0
 
 
 def test_store_init_has_nothing_to_do_for_sqlite(

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -469,6 +470,12 @@ def test_store_url_options() -> None:
     assert spec.kind == "postgres" and spec.prefix == "web_sessions"
     assert spec.url == "postgresql://u:p@db.internal:5433/app?sslmode=require"
     assert parse_store_url("postgresql://h/db").prefix == "sessionwarden"
+    # An empty host (libpq's default: the local socket) keeps its "//", which libpq needs.
+    assert parse_store_url("postgresql:///app?table=t").url == "postgresql:///app"
+    assert conninfo_to_dict(parse_store_url("postgresql:///app").url)["dbname"] == "app"
+    assert parse_store_url("postgresql://").url == "postgresql://"
+    with pytest.raises(ValueError, match="percent-encoded"):
+        parse_store_url("postgresql://h/db%zz")
     for bad in (
         "postgresql://h/db?table=Bad",
         "postgresql://h/db?table=x;drop",

@@ -25,7 +25,6 @@ from urllib.parse import (
     unquote,
     urlencode,
     urlsplit,
-    urlunsplit,
 )
 
 from .base import (
@@ -142,8 +141,12 @@ def _postgres(parts: SplitResult) -> StoreURL:
     table = tables[-1] if tables else "sessionwarden"
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", table):
         raise ValueError("store URL: table must be 1-41 characters of a-z, 0-9 and _")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", parts.netloc + parts.path):
+        raise ValueError("store URL: a % must start a percent-encoded byte (%XX)")
     rest = urlencode([(k, v) for k, v in query if k != "table"])
-    url = urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
+    # Written out rather than by urlunsplit, which drops the "//" of an empty host: libpq reads
+    # postgresql:///db (the local socket, the default host) but refuses postgresql:/db.
+    url = f"postgresql://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
     return StoreURL("postgres", url=url, prefix=table)
 
 
