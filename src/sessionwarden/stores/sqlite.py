@@ -519,11 +519,11 @@ class SQLiteStore(_rows.ListsAll):
                     ).fetchone()
                     trail_text = found[0] if found else None
                 trail_text = self._appended(trail_text, update.activity, activity_max)
-            seen = self._seen(handle)
+            generation = self._generation
             self._put_marker(db, old_key, old_becomes)
             texts = self._put_record(db, new_key, meta, new.data, trail_text)
             evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until, on_limit)
-        self._written(handle, seen, (old_key, *evicted), new_key, *texts, new)
+        self._written(handle, generation, (old_key, *evicted), new_key, *texts, new)
         return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
@@ -538,7 +538,7 @@ class SQLiteStore(_rows.ListsAll):
             row = db.execute(LIVE_SELECT, (key,)).fetchone()
             if row is None or row[0] != RECORD:
                 return False  # revoked, rotated out, or gone: never written back to life
-            seen = self._seen(handle)
+            generation = self._generation
             trail_text = None
             if update.activity is not None and add_activity:
                 trail_text = self._appended(row[3], update.activity, activity_max)
@@ -546,7 +546,7 @@ class SQLiteStore(_rows.ListsAll):
                 update, self._record(key, row[1], row[2]), row[1], row[2], trail_text
             )
             db.execute(statement, params)
-        self._written(handle, seen, (), key, meta_text, data_text, new)
+        self._written(handle, generation, (), key, meta_text, data_text, new)
         return True
 
     def _update_cached(self, handle: _Handle, key: str, update: RecordUpdate) -> bool:
@@ -569,8 +569,8 @@ class SQLiteStore(_rows.ListsAll):
         statement, params, new, meta_text, data_text = _rows.rewrite(
             update, record, stored_meta, stored_data
         )
+        generation = self._generation
         try:
-            seen = self._seen(handle)
             try:  # no busy handler: a lock held elsewhere fails it at once
                 written = handle.cursor.execute(statement, params).rowcount == 1
             finally:
@@ -583,19 +583,13 @@ class SQLiteStore(_rows.ListsAll):
             unavailable(exc)
         if written:
             self._checkpoints.wrote(_forks)
-            self._written(handle, seen, (), key, meta_text, data_text, new)
+            self._written(handle, generation, (), key, meta_text, data_text, new)
         return written
-
-    def _seen(self, handle: _Handle) -> tuple[int, int]:
-        """Before a write commits: ``data_version`` as of every other commit before it (taken
-        inside the write transaction, or before the one statement), and the write
-        generation."""
-        return handle.cursor.execute(_DATA_VERSION).fetchone()[0], self._generation
 
     def _written(
         self,
         handle: _Handle,
-        seen: tuple[int, int],
+        generation: int,
         drop: Sequence[str],
         key: str,
         meta_text: str,
@@ -603,17 +597,19 @@ class SQLiteStore(_rows.ListsAll):
         record: SessionRecord | None = None,
     ) -> None:
         """After ``handle`` committed a record at ``key`` (``record``, when known), its cache
-        keeps it (the next get reads nothing); the rest stays only if nothing else was
-        committed since the cache was last known current (``seen`` as then, the generation
-        moved by this commit alone)."""
+        keeps it (the next get reads nothing); the rest stays only if this store wrote nothing
+        else since the cache was last known current (``generation``: the write generation
+        before this write, which alone moved it).
+
+        No ``data_version`` is read for this: the cache stays tied to the one it was last known
+        current at, read before this commit, so a commit of any other connection since then,
+        before this one or after it, makes the next get drop the whole cache, this entry
+        included (one SELECT more then, never a stale record)."""
         if not self._cache_size or handle.rest:
             return
-        version, generation = seen
         cache = handle.cache
-        current = version == handle.version and generation == handle.generation
-        if not current or self._generation != generation + 1:
+        if generation != handle.generation or self._generation != generation + 1:
             cache.clear()
-            handle.version = version
         handle.generation = self._generation
         for gone in drop:
             cache.pop(gone, None)
