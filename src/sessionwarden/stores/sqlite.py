@@ -99,7 +99,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Final
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, loads
@@ -185,6 +185,13 @@ class _Handle:
         self.misses = 0
         self.no_wait = False  # see SQLiteStore.without_waiting
         self.rest = 0  # gets left to do without the cache (see _CACHE_WINDOW)
+
+    # As a context manager: SQLiteStore.without_waiting's block, with no_wait set.
+    def __enter__(self) -> None:
+        self.no_wait = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.no_wait = False
 
 
 class SQLiteStore(_rows.ListsAll):
@@ -307,18 +314,13 @@ class SQLiteStore(_rows.ListsAll):
                 pass
             unavailable(exc)
 
-    @contextmanager
-    def without_waiting(self) -> Iterator[None]:
+    def without_waiting(self) -> AbstractContextManager[None]:
         """Writes on this thread within it never wait for another writer: one that would
         raises :class:`WouldWait` at once, having written nothing. For an event loop, which
         runs a write inline when the lock is free and in a worker thread when it is not
-        (:class:`~sessionwarden.stores.base.InlineAsyncStore`)."""
-        handle = self._handle()
-        handle.no_wait = True
-        try:
-            yield
-        finally:
-            handle.no_wait = False
+        (:class:`~sessionwarden.stores.base.InlineAsyncStore`). The connection's handle is
+        the context manager (no object, no generator made: this runs around every write)."""
+        return self._handle()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db = self._db()
@@ -598,13 +600,10 @@ class SQLiteStore(_rows.ListsAll):
     ) -> None:
         """After ``handle`` committed a record at ``key`` (``record``, when known), its cache
         keeps it (the next get reads nothing); the rest stays only if this store wrote nothing
-        else since the cache was last known current (``generation``: the write generation
-        before this write, which alone moved it).
-
-        No ``data_version`` is read for this: the cache stays tied to the one it was last known
-        current at, read before this commit, so a commit of any other connection since then,
-        before this one or after it, makes the next get drop the whole cache, this entry
-        included (one SELECT more then, never a stale record)."""
+        else since the cache was last known current (``generation``: as before this write).
+        No ``data_version`` is read: the cache keeps the one read before this commit, so any
+        other connection's commit since then, before or after this one, empties it at the
+        next get, this entry included (a SELECT more, never a stale record)."""
         if not self._cache_size or handle.rest:
             return
         cache = handle.cache
