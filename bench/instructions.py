@@ -14,6 +14,10 @@ still in-process: the adapter's path over HTTP, counted as steadily as the other
 drives it from a small keep-alive client with that many connections, and counts the server's
 instructions only. Counting starts after a warm-up (the program turns callgrind's
 instrumentation on and off itself), so start-up is excluded.
+``--main-thread`` counts the main thread alone: the SQLite store's checkpointer thread runs at
+least once a second, so under valgrind (about 50 times slower) it runs about once per hundred
+requests instead of once per thousand, and its share moves with the load; leave it out to
+compare two versions of the request's own path.
 
 Instructions are not time: system calls, cache misses and the garbage collector's dependence on
 timing are not in them (under valgrind everything runs about 50 times slower, so anything that
@@ -67,9 +71,12 @@ def _toggle(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=False)
 
 
-def _dumped_instructions(out_prefix: str) -> int:
-    """The instruction total of the dump taken on request (not the one at program exit)."""
+def _dumped_instructions(out_prefix: str, *, main_thread: bool = False) -> int:
+    """The instruction total of the dump taken on request (not the one at program exit);
+    ``main_thread``: of the main thread's part of it (the run counted threads apart)."""
     for path in glob.glob(out_prefix + ".*"):  # "cg-redis.*" is not "cg-redis-write.*"
+        if main_thread and not path.endswith("-01"):
+            continue
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
         if "Trigger: dump" in text:
@@ -132,15 +139,17 @@ def _as_over_http(row: Any) -> None:
     row.client.app = shaped
 
 
-def _callgrind(out: str) -> list[str]:
-    """valgrind's callgrind, counting nothing until told to (by ``callgrind_control -i on``)."""
-    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
+def _callgrind(out: str, *, threads_apart: bool = False) -> list[str]:
+    """valgrind's callgrind, counting nothing until told to (by ``callgrind_control -i on``);
+    ``threads_apart``: a dump per thread."""
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
+    return [*cmd, "--separate-threads=yes"] if threads_apart else cmd
 
 
-def in_process(row_name: str, n: int, tmp: str) -> float:
+def in_process(row_name: str, n: int, tmp: str, *, main_thread: bool = False) -> float:
     out = os.path.join(tmp, f"cg-{row_name}")
     cmd = [
-        *_callgrind(out),
+        *_callgrind(out, threads_apart=main_thread),
         sys.executable,
         "-m",
         "bench.instructions",
@@ -151,7 +160,7 @@ def in_process(row_name: str, n: int, tmp: str) -> float:
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_path.SRC, _path.ROOT]))
     subprocess.run(cmd, env=env, cwd=_path.ROOT, check=True, capture_output=True)
-    return _dumped_instructions(out) / n
+    return _dumped_instructions(out, main_thread=main_thread) / n
 
 
 # -- over HTTP ----------------------------------------------------------------------------------
@@ -220,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--http", action="store_true")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--main-thread",
+        action="store_true",
+        help="in-process rows: count the main thread only (not, e.g., the SQLite checkpointer's)",
+    )
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inner:
@@ -241,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 count = over_http(name, n, args.connections, tmp)
                 label = f"http {name} ({args.connections} connections)"
             else:
-                count = in_process(name, args.requests, tmp)
-                label = f"in-process {name}"
+                count = in_process(name, args.requests, tmp, main_thread=args.main_thread)
+                label = f"in-process {name}" + (" (main thread)" if args.main_thread else "")
             print(f"{label}: {count:,.0f} instructions/request", flush=True)
     return 0
 
