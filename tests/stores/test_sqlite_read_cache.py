@@ -482,6 +482,7 @@ def test_an_update_is_one_statement_and_the_next_read_runs_no_select(db_path: Pa
             writes = [s for s in statements.seen if s.startswith("UPDATE")]
             assert len(writes) == 1 and statements.selects() == []
             assert "BEGIN IMMEDIATE" not in statements.seen  # the statement commits itself
+            assert statements.seen == writes  # no pragma of its own: the read's data_version
             statements.clear()
             got = store.get("k1")
             assert isinstance(got, SessionRecord) and got.data["cart"] == n
