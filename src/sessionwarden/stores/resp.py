@@ -85,10 +85,11 @@ def fast_path_target(url: str) -> tuple[str, int, int, str | None, str | None] |
 
 
 def encode(*args: bytes | str | int) -> bytes:
-    """One command in RESP (an array of bulk strings); text is sent as UTF-8, an integer as
-    its decimal digits."""
-    raw = [a if type(a) is bytes else (a if type(a) is str else str(a)).encode() for a in args]
-    return b"*%d\r\n" % len(raw) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in raw])
+    """One command in RESP (an array of bulk strings), framed by ``hiredis.pack_command`` in C:
+    text is sent as UTF-8, an integer as its decimal digits; any other type (``bool`` too) is
+    refused with :class:`TypeError`."""
+    # (hiredis' stub types the argument as a one-item tuple; it takes any number of items)
+    return cast(bytes, hiredis.pack_command(args))  # type: ignore[arg-type]
 
 
 class _ConnectionLost(RespError):
