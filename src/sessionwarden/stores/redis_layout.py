@@ -311,34 +311,40 @@ def _value(raw: bytes | str) -> Any:
     return loads(raw)
 
 
-#: Meta hash field -> (meta field name, whether it holds a time).
-_META_FIELD: Final[dict[str, tuple[str, bool]]] = {
-    code: (name, code in _TIME_CODES) for name, code in META_CODES.items()
-}
+#: Where a live record's hash field goes: the meta fields, the data, the fingerprint's traits, the
+#: traits stored under ``f:<name>`` (never over a trait's own field), or nowhere (unknown).
+_META, _DATA, _TRAIT, _EXTRA_TRAIT, _UNKNOWN = 0, 1, 2, 3, None
+_FieldSpec = tuple[int | None, str, bool]
+#: Hash field name -> (where its value goes, its name there, whether it holds a time): worked out
+#: once per name (:func:`_field_spec`), as a session's fields come back with the same names on
+#: every request.
+_FIELD_SPECS: dict[str, _FieldSpec] = {}
+
+
+def _field_spec(name: str) -> _FieldSpec:
+    meta = _CODE_META.get(name)
+    spec: _FieldSpec
+    if meta is not None:
+        spec = (_META, meta, name in _TIME_CODES)
+    elif name in _FP_TRAIT:
+        spec = (_TRAIT, _FP_TRAIT[name], False)
+    elif name.startswith(DATA_PREFIX):
+        spec = (_DATA, name[len(DATA_PREFIX) :], False)
+    elif name.startswith(FP_PREFIX):
+        spec = (_EXTRA_TRAIT, name[len(FP_PREFIX) :], False)
+    else:
+        spec = (_UNKNOWN, name, False)
+    if len(_FIELD_SPECS) >= _SCALAR_CACHE_SIZE:
+        _FIELD_SPECS.clear()
+    _FIELD_SPECS[name] = spec
+    return spec
 
 
 def decode(key: str, fields: Mapping[str, str | bytes], scalars: Scalars | None = None) -> Lookup:
     """What a hash holds (``scalars``: remember parsed values by content, see
-    :class:`Scalars`)."""
+    :class:`Scalars`; without it nothing is remembered beyond this call)."""
     if LIVE in fields:
-        parse, time = (_value, _time) if scalars is None else (scalars.parse, scalars.time)
-        meta: dict[str, Any] = {}
-        data: dict[str, JSON] = {}
-        fingerprint: dict[str, JSON] = {}
-        for name, value in fields.items():
-            spec = _META_FIELD.get(name)
-            if spec is not None:
-                meta[spec[0]] = time(value) if spec[1] else parse(value)
-            elif name.startswith(DATA_PREFIX):
-                data[name[len(DATA_PREFIX) :]] = parse(value)
-            elif name in _FP_TRAIT:
-                fingerprint[_FP_TRAIT[name]] = parse(value)
-            elif name.startswith(FP_PREFIX):
-                # never over a trait's own field (an earlier version's ``f:ua`` next to ``2``)
-                fingerprint.setdefault(name[len(FP_PREFIX) :], parse(value))
-        if fingerprint:
-            meta["fingerprint"] = fingerprint
-        return SessionRecord.from_parts(key, meta, data)
+        return (Scalars() if scalars is None else scalars).record(key, fields)
     user = _value(fields[_USER]) if _USER in fields else None
     if ALIAS in fields:
         return Alias(
@@ -390,6 +396,31 @@ class Scalars:
                 self._values.clear()
             self._values[raw] = value
         return value
+
+    def record(self, key: str, fields: Mapping[str, str | bytes]) -> SessionRecord:
+        """The live record a hash holds: each field's value as :meth:`time` or :meth:`parse`
+        gives it (a value remembered is looked up here, without the call)."""
+        times, values, specs = self._times, self._values, _FIELD_SPECS
+        parts: tuple[dict[str, Any], ...] = ({}, {}, {}, {})  # by _META, _DATA, _TRAIT, ...
+        for name, raw in fields.items():
+            where, out, is_time = specs.get(name) or _field_spec(name)
+            if where is None:
+                continue
+            if is_time:
+                value = times.get(raw)
+                if value is None:
+                    value = self.time(raw)
+            else:
+                value = values.get(raw)
+                if value is None:
+                    value = self.parse(raw)
+            parts[where][out] = value
+        meta, data, fingerprint, extra = parts
+        for name, value in extra.items():
+            fingerprint.setdefault(name, value)
+        if fingerprint:
+            meta["fingerprint"] = fingerprint
+        return SessionRecord.from_parts(key, meta, data)
 
 
 def flat_fields(reply: list[bytes]) -> dict[str, bytes]:
