@@ -194,7 +194,7 @@ class Ops:
             str(int(max_per_user)),
             time_enc(tombstone_until),
             enc("evicted"),
-            dumps(old_becomes.until),
+            time_enc(old_becomes.until),
             str(max(int(activity_max), 0)),
             "" if update.activity is None else dumps(update.activity),
             CAP_MODES[on_limit],
