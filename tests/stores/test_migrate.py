@@ -133,6 +133,28 @@ def test_migrate_command_on_redis(capsys: pytest.CaptureFixture[str]) -> None:
         drop_prefix(prefix)
 
 
+def test_a_hash_reads_alike_in_any_field_order_and_with_fields_it_does_not_know() -> None:
+    """The decoding alone (no Redis): a trait's own field (``2``) wins over ``f:ua`` whichever
+    comes first, and a field this version does not know (here not even JSON) is ignored, with
+    and without the store's remembered values."""
+    from sessionwarden.stores.redis_layout import Scalars, decode, record_fields
+
+    key = secrets.token_hex(32)
+    base = rec(key)
+    record = SessionRecord.from_parts(
+        key, {**base.meta(), "fingerprint": {"ua": "Chrome", "tz": "UTC"}}, base.data
+    )
+    flat = record_fields(record)
+    fields = {str(name): value for name, value in zip(flat[::2], flat[1::2], strict=True)}
+    older = {"f:ua": '"Firefox"'}
+    unknown = {"zz": b"\xff{ not json"}
+    scalars = Scalars()
+    for hash_ in ({**fields, **older, **unknown}, {**unknown, **older, **fields}):
+        assert decode(key, hash_) == record
+        assert decode(key, hash_, scalars) == record
+        assert decode(key, hash_, scalars) == record  # the second time from what it remembered
+
+
 def test_a_trait_s_own_field_wins_over_an_earlier_version_s(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
