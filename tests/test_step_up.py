@@ -76,6 +76,20 @@ async def test_a_grant_is_bound_to_its_session(kind: str) -> None:
 
 
 @ADAPTERS
+async def test_a_grant_rotates_the_id_and_a_copy_from_before_holds_nothing(kind: str) -> None:
+    """Proving a further factor is an authentication (ASVS 7.2.4): the grant's response sets
+    a new ID, and a cookie copied before it is no session at all (it never holds the grant)."""
+    with client(kind, _policy()) as c:
+        await c.login()
+        before = c.cookie
+        assert (await _post(c, "/step-up", OP))[0] == 200
+        assert c.cookie and c.cookie != before
+        copy = Client(c.http, c.recorder, c.clock, cookie=before)
+        assert (await copy.request("GET", "/whoami")).json() == {"user": None}
+        assert await _post(c, "/sensitive", OP) == (200, "done")
+
+
+@ADAPTERS
 async def test_a_grant_expires(kind: str) -> None:
     with client(kind, _policy()) as c:
         await c.login()
@@ -167,7 +181,11 @@ async def test_grants_uses_and_refusals_are_each_one_audit_event(kind: str) -> N
         assert len({op for *_, op in events}) == 1
         assert all(OP not in str(e.to_dict()) for e in c.recorder.events)
         stepped = [e for e in c.recorder.events if e.kind.value.startswith("session.step_up.")]
-        assert {e.ref for e in stepped} == {ref}
+        # The grant rotated the ID: the events name this session by its reference before the
+        # grant and after it, the two linked by the rotation's event.
+        (rotated,) = [e for e in c.recorder.of(EventKind.ROTATED) if e.reason == "explicit"]
+        assert rotated.detail["previous"] == ref
+        assert {e.ref for e in stepped} <= {ref, rotated.ref}
 
 
 @ADAPTERS

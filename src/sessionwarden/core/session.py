@@ -412,12 +412,18 @@ class Session:
         session and this user may perform exactly that operation (:meth:`require_step_up`)
         within ``ttl`` seconds. Name the operation with what makes it sensitive, e.g.
         ``f"transfer:{to}:{amount}"``: a grant for one recipient or amount is worth nothing
-        for another. Kept in the session (server-side) under :data:`STEP_UP_KEY`."""
+        for another. Kept in the session (server-side) under :data:`STEP_UP_KEY`.
+
+        Proving a factor is an authentication, so the ID rotates too (the old one dies at
+        once, as with :meth:`reauthenticated`): a copy of the cookie taken before the step-up
+        never holds the grant."""
         if not isinstance(operation, str) or not operation:
             raise ValueError("operation must be a non-empty string")
         user = self.user_id
         if user is None:
             raise ReauthenticationRequired("not-authenticated")
+        self._refuse_on_alias("grant_step_up")
+        self.actions.rotate = True
         grants = self._step_up_grants()
         digest = _operation_digest(operation)
         grants[digest] = (user, self._now + ttl)
