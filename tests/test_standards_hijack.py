@@ -27,7 +27,7 @@ from sessionwarden.asgi import SessionWardenMiddleware
 from sessionwarden.clock import ManualClock
 from sessionwarden.events import EventKind
 from sessionwarden.integrations.flask import SessionWarden
-from sessionwarden.policy import Policy
+from sessionwarden.policy import Action, MonitorPolicy, Policy, RiskSignal
 from sessionwarden.stores import InlineAsyncStore, MemoryStore
 from sessionwarden.tokens import new_session_id
 
@@ -292,3 +292,81 @@ async def test_use_from_two_networks_in_turn_revokes_the_session(kind: str) -> N
         assert "network-flapping" in s.reasons(EventKind.ANOMALY)
         assert await owner.user() is None and await thief.user() is None
         assert s.events.of(EventKind.REVOKED)
+
+
+# -- the application's own risk decision -----------------------------------------------------------
+
+
+@ADAPTERS
+async def test_the_applications_risk_decision_gets_each_signal_and_is_applied(kind: str) -> None:
+    """``MonitorPolicy.decide`` (ASVS 8.2.4: pluggable risk evaluation, e.g. an ASN or
+    impossible-travel check) receives a typed signal for a changed browser, a changed network,
+    two networks in turn and a replayed rotated-out ID, and its answer is what happens."""
+    seen: list[RiskSignal] = []
+    answers: dict[str, Action | None] = {}
+
+    def decide(signal: RiskSignal) -> Action | None:
+        seen.append(signal)
+        return answers.get(signal.reasons[0])
+
+    monitor = MonitorPolicy(decide=decide)
+    async with site(kind, monitor=monitor, rotate_every=60, rotation_grace=10) as s:
+        owner = s.client(peer="203.0.113.5")
+        cookie = await owner.login()
+        # Another browser: high risk, revoke by default; the decision only logs it.
+        answers["agent-changed"] = "log"
+        other_browser = s.client(peer="203.0.113.5", ua=CHROME)
+        other_browser.cookie = cookie
+        assert await other_browser.user() == "alice"
+        signal = seen[-1]
+        assert (signal.reasons, signal.risk, signal.action) == (
+            ("agent-changed",),
+            "high",
+            "revoke",
+        )
+        assert signal.user_id == "alice" and signal.client_ip == "203.0.113.5"
+        assert signal.user_agent == CHROME and signal.ref and cookie not in repr(signal)
+        assert (
+            signal.previous["ip"] == "203.0.113.5" and signal.current["ua"] != signal.previous["ua"]
+        )
+        # Another network: low risk, logged by default; the decision revokes.
+        answers["network-changed"] = "revoke"
+        elsewhere = s.client(peer="198.18.7.9")
+        elsewhere.cookie = owner.cookie
+        assert await elsewhere.user() is None
+        assert seen[-1].reasons == ("network-changed",) and seen[-1].risk == "low"
+        assert await owner.user() is None
+        assert s.events.of(EventKind.ANOMALY)[-1].detail["action"] == "revoke"
+        # A rotated-out ID after its grace: the decision keeps the session it became alive.
+        answers["replay-of-rotated-id"] = "log"
+        first = await owner.login()
+        s.clock.advance(61)
+        assert await owner.user() == "alice"  # rotated
+        s.clock.advance(11)
+        thief = s.client(peer="203.0.113.5")
+        thief.cookie = first
+        assert await thief.user() is None
+        assert (
+            seen[-1].reasons == ("replay-of-rotated-id",)
+            and seen[-1].ref == s.events.of(EventKind.ROTATED)[-1].ref
+        )
+        assert await owner.user() == "alice"
+
+
+@ADAPTERS
+async def test_a_failing_risk_decision_falls_back_to_the_policy(kind: str) -> None:
+    def decide(signal: RiskSignal) -> Action | None:
+        raise RuntimeError("resolver down")
+
+    async with site(kind, monitor=MonitorPolicy(decide=decide)) as s:
+        owner, thief = s.client(), s.client(ua=CHROME)
+        thief.cookie = await owner.login()
+        assert await thief.user() is None  # revoked, as the policy says
+        assert await owner.user() is None
+
+
+def test_an_answer_that_is_no_action_is_not_taken() -> None:
+    signal = RiskSignal(("agent-changed",), "high", "revoke", "alice", "ref", "192.0.2.1", "x")
+    assert MonitorPolicy(decide=lambda s: "explode").action_for(signal) == "revoke"  # type: ignore[arg-type,return-value]
+    assert MonitorPolicy(decide=lambda s: None).action_for(signal) == "revoke"
+    assert MonitorPolicy(decide=lambda s: "allow").action_for(signal) == "allow"

@@ -24,6 +24,7 @@ from .policy import (
     HttpsPolicy,
     MonitorPolicy,
     Policy,
+    RiskSignal,
     WebSocketPolicy,
     insecure_settings,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Policy",
     "ReauthenticationRequired",
     "RequestFacts",
+    "RiskSignal",
     "Session",
     "SessionInfo",
     "SessionLimitReached",

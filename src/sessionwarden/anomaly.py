@@ -7,9 +7,10 @@ remembers when, so a session that flaps between networks within the window score
 
 from __future__ import annotations
 
+from . import tokens
 from .core import RiskDecision
 from .facts import RequestFacts
-from .policy import MonitorPolicy
+from .policy import MonitorPolicy, RiskSignal
 from .records import JSON, SessionRecord
 from .scoring import Risk, action_for, agent_family, assess, fingerprint, should_refresh
 
@@ -65,6 +66,19 @@ class RiskAssessor:
         if assessment.risk == Risk.NONE:
             return _ALLOW
         action = action_for(assessment, policy)
+        if policy.decide is not None:
+            signal = RiskSignal(
+                reasons=assessment.reasons,
+                risk="high" if assessment.risk == Risk.HIGH else "low",
+                action=action,
+                user_id=record.user_id,
+                ref=tokens.ref_of(record.key),
+                client_ip=facts.client_ip,
+                user_agent=facts.user_agent[:256],
+                previous=dict(stored),
+                current=current,
+            )
+            action = policy.action_for(signal)
         refresh = should_refresh(stored, current, action)
         return RiskDecision(
             action,

@@ -11,15 +11,19 @@ the session first.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from .dbsc import DbscPolicy
+from .records import JSON
 from .stores.base import CAP_ACTIONS, CapAction
 
 SameSite = Literal["Strict", "Lax", "None"]
+_log = logging.getLogger("sessionwarden")
+
 Action = Literal["allow", "log", "step_up", "revoke"]
 _ACTIONS = ("allow", "log", "step_up", "revoke")
 #: Deeper session values could not be read back within Python's default recursion limit
@@ -249,6 +253,28 @@ class HttpsPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskSignal:
+    """What the risk check found about one request of a signed-in session, as
+    :attr:`MonitorPolicy.decide` receives it."""
+
+    #: Why: ``agent-changed``, ``network-changed``, ``network-flapping``, ``language-changed``,
+    #: ``replay-of-rotated-id`` (a rotated-out ID presented after its grace window).
+    reasons: tuple[str, ...]
+    risk: Literal["low", "high"]
+    #: What the policy's ``on_low``/``on_high`` say to do.
+    action: Action
+    user_id: str | None
+    #: The session's reference (never its ID).
+    ref: str
+    client_ip: str
+    user_agent: str
+    #: The session's stored fingerprint and the request's (``ip``, ``net``, ``ua``, ``uav``,
+    #: ``lang``); empty for ``replay-of-rotated-id``.
+    previous: Mapping[str, JSON] = field(default_factory=dict)
+    current: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class MonitorPolicy:
     """Fingerprinting, risk scoring and the response to risk."""
 
@@ -272,6 +298,27 @@ class MonitorPolicy:
     #: (strict binding: any other address is a network change).
     ipv4_prefix: int = 24
     ipv6_prefix: int = 48
+    #: The application's own risk decision (a geo, ASN or impossible-travel check): called
+    #: with each :class:`RiskSignal`, it returns the action to take, or ``None`` for the
+    #: policy's (``signal.action``). When it raises or answers something else, the policy's
+    #: action is taken and the error logged.
+    decide: Callable[[RiskSignal], Action | None] | None = None
+
+    def action_for(self, signal: RiskSignal) -> Action:
+        """The action for ``signal``: :attr:`decide`'s answer, else the policy's."""
+        if self.decide is None:
+            return signal.action
+        try:
+            chosen = self.decide(signal)
+        except Exception:
+            _log.exception("monitor.decide failed; the policy's action %r applies", signal.action)
+            return signal.action
+        if chosen is None:
+            return signal.action
+        if chosen not in _ACTIONS:
+            _log.error("monitor.decide answered %r; the policy's action applies", chosen)
+            return signal.action
+        return chosen
 
     def __post_init__(self) -> None:
         for name in ("on_low", "on_high"):

@@ -10,7 +10,7 @@ from .. import tokens
 from ..cookies import cookie_values
 from ..events import EventKind
 from ..facts import RequestFacts
-from ..policy import Action
+from ..policy import Action, RiskSignal
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
 from .base import LOGIN_ROTATION, EngineBase, Loaded, remembered
 from .ended import (
@@ -175,7 +175,19 @@ class Loading(EngineBase):
             user_id=alias.user_id,
             reason="rotated-out-id-after-grace",
         )
-        action = self.policy.monitor.on_high
+        monitor = self.policy.monitor
+        action = monitor.on_high
+        if monitor.decide is not None:
+            signal = RiskSignal(
+                reasons=("replay-of-rotated-id",),
+                risk="high",
+                action=action,
+                user_id=alias.user_id,
+                ref=tokens.ref_of(alias.target),
+                client_ip=facts.client_ip,
+                user_agent=facts.user_agent[:256],
+            )
+            action = monitor.action_for(signal)
         if action not in ("revoke", "step_up"):
             return
         target = yield from Get(alias.target)
