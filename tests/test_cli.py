@@ -514,6 +514,41 @@ def test_unreachable_redis_exit_3_quickly(capsys: pytest.CaptureFixture[str]) ->
     assert err.startswith("sessionwarden: error: store unavailable") and err.count("\n") == 1
 
 
+def test_sentinels_that_name_no_master_are_one_short_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis+sentinel://:hunter2secret@127.0.0.1:{port}/mymaster"
+    status, out, err = run(capsys, "sessions", "stats", "--store", url)
+    assert status == 3 and out == "" and err.count("\n") == 1
+    assert f"redis sentinels 127.0.0.1:{port} service 'mymaster': no master known" in err
+    assert "<redis" not in err and "hunter2secret" not in err
+
+
+def test_the_async_sentinel_check_names_the_cause_too() -> None:
+    import asyncio
+
+    from sessionwarden.stores import open_async_store
+    from sessionwarden.stores.base import StoreUnavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def check() -> str:
+        store = open_async_store(f"redis+sentinel://127.0.0.1:{port}/mymaster")
+        try:
+            with pytest.raises(StoreUnavailable, match="no master known") as caught:
+                await store.check()
+            return str(caught.value)
+        finally:
+            await store.close()
+
+    assert "<redis" not in asyncio.run(check())
+
+
 def test_redis_password_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(
         capsys, "sessions", "stats", "--store", "redis://:hunter2secret@127.0.0.1:1/0"

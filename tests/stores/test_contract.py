@@ -94,6 +94,12 @@ def rotate(
 # -- get ----------------------------------------------------------------------------------------
 
 
+def test_the_start_up_check_passes_on_a_store_that_answers(store: SessionStore) -> None:
+    check = getattr(store, "check", None)
+    assert callable(check)
+    check()
+
+
 def test_get_missing_is_none(store: SessionStore) -> None:
     assert store.get("nope") is None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -129,6 +130,20 @@ def test_reads_take_the_lean_connection_and_follow_a_redirection(
     monkeypatch.setattr(cstore._client, "get_node_from_key", lambda *a, **kw: stale)
     assert cstore.get(k) == rec(k)
     assert cstore._lean._readers[f"127.0.0.1:{other.port}"].commands_sent >= 1
+
+
+@pytest.mark.anyio
+async def test_the_start_up_check_asks_every_master(acstore: AsyncRedisClusterStore) -> None:
+    await acstore.check()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nowhere = AsyncRedisClusterStore([("127.0.0.1", port)], prefix=unique_prefix())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await nowhere.check()
+    finally:
+        await nowhere.close()
 
 
 @pytest.mark.anyio

@@ -309,6 +309,14 @@ class RedisClusterStore:
     def stats(self, now: float) -> StoreStats:
         return self._run(self._ops.stats(now))
 
+    def check(self) -> None:
+        """A start-up check: :class:`StoreUnavailable` naming the cause unless every master
+        answers."""
+        try:
+            self._client.ping(target_nodes=cluster_sync.RedisCluster.PRIMARIES)
+        except _CLUSTER_FAILURES as exc:
+            raise unavailable(exc) from exc
+
     def close(self) -> None:
         self._lean.close()
         self._client.close()
@@ -465,6 +473,13 @@ class AsyncRedisClusterStore:
 
     async def stats(self, now: float) -> StoreStats:
         return await self._run(self._ops.stats(now))
+
+    async def check(self) -> None:
+        """As :meth:`RedisClusterStore.check`, for the event loop."""
+        try:
+            await self._client.ping(target_nodes=cluster_async.RedisCluster.PRIMARIES)
+        except _CLUSTER_FAILURES as exc:
+            raise unavailable(exc) from exc
 
     async def close(self) -> None:
         self._lean.close()

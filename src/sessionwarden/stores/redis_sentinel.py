@@ -24,9 +24,11 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
+from .base import StoreUnavailable
 from .redis import AsyncRedisStore, RedisStore
-from .redis_ops import client_options
+from .redis_ops import FAILURES, client_options
 
 __all__ = ["AsyncSentinelRedisStore", "SentinelRedisStore"]
 
@@ -41,6 +43,20 @@ def _connection_options(
 
 def _sentinel_options(timeout: float) -> dict[str, Any]:
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+
+
+def _where(sentinels: list[tuple[str, int]], service: str) -> str:
+    return f"redis sentinels {','.join(f'{h}:{p}' for h, p in sentinels)} service {service!r}"
+
+
+def _check_failed(where: str, exc: BaseException) -> StoreUnavailable:
+    """The start-up check's message: the sentinels and the service (no password), and why."""
+    if isinstance(exc, MasterNotFoundError | sentinel_async.MasterNotFoundError):
+        # The error's own text holds the whole client's repr.
+        why = "no master known (the sentinels are unreachable, or monitor no such service)"
+    else:
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return StoreUnavailable(f"{where}: {why}")
 
 
 class SentinelRedisStore(RedisStore):
@@ -58,8 +74,10 @@ class SentinelRedisStore(RedisStore):
         password: str | None = None,
         tls: bool = False,
     ) -> None:
+        addresses = list(sentinels)
+        self._where = _where(addresses, service)
         self.sentinel = sentinel_sync.Sentinel(
-            list(sentinels), sentinel_kwargs=_sentinel_options(timeout)
+            addresses, sentinel_kwargs=_sentinel_options(timeout)
         )
         self._master = self.sentinel.master_for(
             service,
@@ -67,6 +85,14 @@ class SentinelRedisStore(RedisStore):
             **_connection_options(timeout, db, username, password, tls),
         )
         super().__init__(self._master, prefix=prefix, timeout=timeout)
+
+    def check(self) -> None:
+        """A start-up check: :class:`StoreUnavailable` naming the sentinels, the service and
+        the cause unless the master they name answers."""
+        try:
+            self._master.ping()
+        except FAILURES as exc:
+            raise _check_failed(self._where, exc) from None
 
     def close(self) -> None:
         super().close()
@@ -90,8 +116,10 @@ class AsyncSentinelRedisStore(AsyncRedisStore):
         password: str | None = None,
         tls: bool = False,
     ) -> None:
+        addresses = list(sentinels)
+        self._where = _where(addresses, service)
         self.sentinel = sentinel_async.Sentinel(
-            list(sentinels), sentinel_kwargs=_sentinel_options(timeout)
+            addresses, sentinel_kwargs=_sentinel_options(timeout)
         )
         self._master = self.sentinel.master_for(
             service,
@@ -99,6 +127,13 @@ class AsyncSentinelRedisStore(AsyncRedisStore):
             **_connection_options(timeout, db, username, password, tls),
         )
         super().__init__(self._master, prefix=prefix, timeout=timeout)
+
+    async def check(self) -> None:
+        """As :meth:`SentinelRedisStore.check`, for the event loop."""
+        try:
+            await self._master.ping()
+        except FAILURES as exc:
+            raise _check_failed(self._where, exc) from None
 
     async def close(self) -> None:
         await super().close()
