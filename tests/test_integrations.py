@@ -262,7 +262,11 @@ def test_flask_recent_auth_required(app: Flask, c: httpx.Client, clock: ManualCl
     clock.advance(301)
     r = c.get("/sensitive", headers=JSON)
     assert r.status_code == 401
-    assert r.json() == {"error": "reauthentication-required", "reason": "authentication-too-old"}
+    assert r.json() == {
+        "error": "reauthentication-required",
+        "reason": "authentication-too-old",
+        "reauth_required": True,
+    }
     assert r.headers["content-security-policy"] and r.headers["cache-control"] == "no-store"
     r = c.get("/sensitive")
     assert r.status_code == 303 and r.headers["location"] == "/reauth-page"

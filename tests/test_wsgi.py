@@ -594,7 +594,11 @@ async def test_reauthentication_required_is_401_for_json_and_303_for_browsers(h:
     h.clock.advance(MAX_AGE + 1)
     r = await c.get("/sensitive", headers={"accept": "application/json"})
     assert r.status_code == 401
-    assert r.json() == {"error": "reauthentication-required", "reason": "authentication-too-old"}
+    assert r.json() == {
+        "error": "reauthentication-required",
+        "reason": "authentication-too-old",
+        "reauth_required": True,
+    }
     assert "www-authenticate" not in r.headers
     assert_security_headers(r)
     r = await c.get("/sensitive")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .hosts import HOW_TO_ALLOW
-from .records import dumps
+from .records import JSON, dumps
 
 _REASONS = {
     303: "See Other",
@@ -54,6 +54,12 @@ class Refusal:
         return _REASONS.get(self.status, "Refused")
 
     @property
+    def reauth_required(self) -> bool:
+        """Whether the user must sign in again before this session is served (the JSON body's
+        ``"reauth_required": true``)."""
+        return self.error == "reauthentication-required"
+
+    @property
     def message(self) -> str:
         """The sentence the default page shows a person (it never names the machine detail)."""
         return _HUMAN.get(self.reason) or _HUMAN.get(self.error, self.title)
@@ -72,7 +78,10 @@ class Refusal:
             body = custom.encoded()
             hdrs.append((b"content-type", custom.content_type.encode("latin-1")))
         elif wants_json:
-            body = dumps({"error": self.error, "reason": self.reason}).encode()
+            fields: dict[str, JSON] = {"error": self.error, "reason": self.reason}
+            if self.reauth_required:
+                fields["reauth_required"] = True
+            body = dumps(fields).encode()
             hdrs.append((b"content-type", b"application/json"))
         else:
             body = f"{self.status} {_REASONS.get(self.status, '')}\n{self.message}\n".encode()
