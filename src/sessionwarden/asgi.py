@@ -78,7 +78,13 @@ class SessionWardenMiddleware:
         self.app = app
         self.policy = policy
         self.store = open_async_store(store) if isinstance(store, str) else _async_store(store)
-        self.guard = Guard(policy, clock=clock, sink=sink, render_refusal=render_refusal)
+        self.guard = Guard(
+            policy,
+            clock=clock,
+            sink=sink,
+            render_refusal=render_refusal,
+            reauth_redirect=reauth_redirect,
+        )
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
         #: Open WebSockets and event streams by session, closed when their session ends.

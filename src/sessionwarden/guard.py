@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from . import csrf, headers
 from .anomaly import RiskAssessor
@@ -151,9 +152,14 @@ class Guard:
         clock: Clock | None = None,
         sink: EventSink | None = None,
         render_refusal: RefusalRenderer | None = None,
+        reauth_redirect: str | None = None,
     ) -> None:
         self.policy = policy
         self.render_refusal = render_refusal
+        #: Where a browser is sent (303) to sign in again; ``None``: 401 for everyone.
+        self.reauth_redirect = reauth_redirect
+        #: What a session a risk decision demanded to step up may still reach.
+        self._reauth_paths = _reauth_paths(policy.monitor.reauth_paths, reauth_redirect)
         mon = policy.monitor
         self.proxies = TrustedProxies.from_policy(policy.https)
         self.throttle = UnknownIdThrottle(mon.unknown_id_limit_per_minute)
@@ -363,7 +369,7 @@ class Guard:
             ctx.refusal = Refusal(429, "throttled", "unknown-session-ids", retry_after=60)
             return ctx
         ctx.nonce = headers.new_nonce() if self.headers is not None else ""
-        if self._endpoints and self._endpoint(ctx, now):
+        if self._answered_first(ctx, now):
             return ctx
         cpol = self.policy.csrf
         if cpol.resource_isolation and self._isolation_refuses(ctx, now):
@@ -382,6 +388,21 @@ class Guard:
             return ctx
         self.check_token(ctx, presented)
         return ctx
+
+    def _answered_first(self, ctx: RequestContext, now: float) -> bool:
+        """Whether the guard answers before any CSRF check: an endpoint of its own, or a
+        refusal of a session a risk decision demanded to step up. Such a session reaches
+        nothing but ``MonitorPolicy.reauth_paths`` (signing in again, or out) until the
+        application calls ``reauthenticated()`` or signs the user in."""
+        if self._endpoints and self._endpoint(ctx, now):
+            return True
+        session = ctx.session
+        if session is None or not session.step_up_required:
+            return False
+        if path_under(ctx.facts.path, self._reauth_paths):
+            return False
+        ctx.refusal = self.reauthentication(ctx, "step-up-required", self.reauth_redirect)
+        return True
 
     def _endpoint(self, ctx: RequestContext, now: float) -> bool:
         """Whether the guard answers this request itself, with no CSRF check: the CSP report
@@ -635,6 +656,17 @@ class Guard:
         if self.outage.success():
             self._write_outage = False
             self.engine.emit(EventKind.STORE_RECOVERED, facts, self.engine.clock.now())
+
+
+def _reauth_paths(paths: tuple[str, ...], redirect: str | None) -> tuple[str, ...]:
+    """``MonitorPolicy.reauth_paths`` and the path of ``reauth_redirect`` when it names one
+    on this site (a relative URL such as ``/login?next=/``)."""
+    if redirect is None:
+        return tuple(paths)
+    parts = urlsplit(redirect)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return tuple(paths)
+    return (*paths, parts.path)
 
 
 def _clears_site_data(facts: RequestFacts, outcome: Outcome | None) -> bool:

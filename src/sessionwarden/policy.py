@@ -303,6 +303,13 @@ class MonitorPolicy:
     #: policy's (``signal.action``). When it raises or answers something else, the policy's
     #: action is taken and the error logged.
     decide: Callable[[RiskSignal], Action | None] | None = None
+    #: Path prefixes (matched like ``CsrfPolicy.exempt_paths``) a session a risk decision
+    #: demanded to step up (``"step_up"``) may still reach: where the user signs in again or
+    #: signs out. Every other request of that session is refused (401 ``reauth_required``, or
+    #: 303 to the adapter's ``reauth_redirect`` for a browser) until the application calls
+    #: ``Session.reauthenticated()`` or signs the user in. The path of ``reauth_redirect``,
+    #: when it names one on this site, is always reachable.
+    reauth_paths: tuple[str, ...] = ()
 
     def action_for(self, signal: RiskSignal) -> Action:
         """The action for ``signal``: :attr:`decide`'s answer, else the policy's."""
@@ -333,6 +340,7 @@ class MonitorPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bits:
                 _fail(f"monitor.{name}", f"must be an integer from 1 to {bits}")
+        _paths("monitor.reauth_paths", self.reauth_paths)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,13 @@ class SessionWardenWSGI:
         self.app_answers_errors = app_answers_errors
         self.policy = policy
         self.store: SessionStore = open_store(store) if isinstance(store, str) else store
-        self.guard = Guard(policy, clock=clock, sink=sink, render_refusal=render_refusal)
+        self.guard = Guard(
+            policy,
+            clock=clock,
+            sink=sink,
+            render_refusal=render_refusal,
+            reauth_redirect=reauth_redirect,
+        )
         self.engine = self.guard.engine
         self.reauth_redirect = reauth_redirect
 
