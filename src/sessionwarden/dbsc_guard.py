@@ -101,6 +101,7 @@ class DbscGuard:
             facts,
             now,
             key="" if record is None else record.key,
+            lineage="" if record is None else record.lineage,
             user_id=None if record is None else record.user_id,
             reason=note.reason,
             detail=note.detail,
@@ -150,6 +151,7 @@ class DbscGuard:
             facts,
             now,
             key=record.key,
+            lineage=record.lineage,
             user_id=record.user_id,
             reason="policy:missing-bound-cookie",
         )

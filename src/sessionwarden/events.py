@@ -2,7 +2,9 @@
 
 The core returns them; sinks (:mod:`sessionwarden.monitor`) log them as JSON, count them, store
 them in a session's trail or hand them to the application. An event never carries a raw session
-ID or token: ``ref`` is the short reference of the keyed hash.
+ID or token: ``ref`` is the short reference of the keyed hash of the session's current ID (it
+changes at every rotation), ``session`` the short keyed hash of the session's lineage (the same
+for every event of one session, from its creation through sign-in and every rotation to its end).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class Event:
     kind: EventKind
     at: float
     ref: str = ""  # short keyed-hash reference of the session, never the ID
+    #: Short keyed hash of the session's lineage: one value for all events of one session
+    #: across its rotations (``ref`` changes at each), never derived from an ID.
+    session: str = ""
     user_id: str | None = None
     client_ip: str = ""
     user_agent: str = ""
@@ -92,6 +97,7 @@ class Event:
             "event": self.kind.value,
             "at": self.at,
             "ref": self.ref,
+            "session": self.session,
             "user": self.user_id,
             "ip": self.client_ip,
             "ua": self.user_agent,

@@ -449,6 +449,7 @@ class Guard:
             ctx.facts,
             now,
             key=self._key(ctx),
+            lineage=session.record.lineage if session is not None and session.record else "",
             user_id=session.user_id if session is not None else None,
             reason=verdict.reason,
             detail=detail,

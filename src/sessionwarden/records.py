@@ -31,6 +31,10 @@ META_FIELDS: tuple[str, ...] = (
 
 _META_NAMES = frozenset(META_FIELDS)
 
+#: The flag holding a session's lineage: a random value made with the session and carried
+#: through every rotation (login included), so that its events can be correlated by one field.
+LINEAGE_FLAG = "lineage"
+
 
 @dataclass(slots=True)
 class SessionRecord:
@@ -108,6 +112,14 @@ class SessionRecord:
         )
         new.apply(update, copy_values=copy_values)
         return new
+
+    @property
+    def lineage(self) -> str:
+        """The session's lineage (:data:`LINEAGE_FLAG`). A record written before lineages
+        existed has none: its current key stands in, and the next write stores that key as its
+        lineage, so the value stays the same through later rotations."""
+        value = self.flags.get(LINEAGE_FLAG)
+        return value if isinstance(value, str) and value else self.key
 
     def meta(self) -> dict[str, JSON]:
         return {name: getattr(self, name) for name in META_FIELDS}

@@ -42,6 +42,7 @@ LOG_SCHEMA_KEYS: tuple[str, ...] = (
     "event",
     "at",
     "ref",
+    "session",
     "user",
     "ip",
     "ua",
@@ -161,6 +162,7 @@ def _log_document(event: Event) -> dict[str, JSON]:
         "event": str(event.kind.value),
         "at": at,
         "ref": _clean_text(str(event.ref), _REASON_LOG_LIMIT),
+        "session": _clean_text(str(event.session), _REASON_LOG_LIMIT),
         "user": None if event.user_id is None else str(event.user_id)[:_REASON_LOG_LIMIT],
         "ip": _clean_text(str(event.client_ip), _IP_LOG_LIMIT),
         "ua": _clean_text(str(event.user_agent), _UA_LOG_LIMIT),
@@ -184,7 +186,10 @@ class JsonLogSink:
     ``event``  (str)        the event kind, e.g. ``"session.replay.revoked"``
     ``at``     (float)      POSIX seconds
     ``ref``    (str)        short keyed-hash reference of the session, ``""`` when none; never
-                            the session ID
+                            the session ID; changes at every rotation of the ID
+    ``session`` (str)       short keyed hash of the session's lineage: the same for every
+                            event of one session (creation, sign-in, every rotation, its end),
+                            different between sessions, ``""`` when none
     ``user``   (str|null)   the signed-in user's ID
     ``ip``     (str)        client IP, resolved through trusted proxies only
     ``ua``     (str)        user agent, truncated to 256 characters

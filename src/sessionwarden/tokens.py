@@ -148,6 +148,11 @@ def ref_of(store_key: str) -> str:
     return store_key[:REF_LENGTH]
 
 
+def new_lineage() -> str:
+    """A fresh random lineage value for a new session (not a secret: it grants nothing)."""
+    return secrets.token_urlsafe(16)
+
+
 def new_csrf_secret() -> str:
     return b64e(secrets.token_bytes(CSRF_SECRET_BYTES))
 

@@ -137,6 +137,7 @@ def _report(mw: SessionWardenMiddleware, ctx: RequestContext, refusal: Refusal) 
         ctx.facts,
         mw.engine.clock.now(),
         key=record.key if record is not None else "",
+        lineage=record.lineage if record is not None else "",
         user_id=record.user_id if record is not None else None,
         reason=refusal.reason,
         detail={"status": refusal.status, "error": refusal.error},

@@ -125,18 +125,21 @@ class EngineBase:
         now: float,
         *,
         key: str = "",
+        lineage: str = "",
         user_id: str | None = None,
         reason: str = "",
         detail: dict[str, JSON] | None = None,
     ) -> Event | None:
-        """Send one audit event to the sink (IDs appear only as their short reference); the
-        event is built only if the sink wants its kind (``None`` when not)."""
+        """Send one audit event to the sink (IDs appear only as their short reference, the
+        session's lineage only as its short keyed hash); the event is built only if the sink
+        wants its kind (``None`` when not)."""
         if not sink_wants(self.sink, kind):
             return None
         event = Event(
             kind=kind,
             at=now,
             ref=tokens.ref_of(key) if key else "",
+            session=self.correlation_of(lineage) if lineage else "",
             user_id=user_id,
             client_ip=facts.client_ip if facts else "",
             user_agent=(facts.user_agent[:256] if facts else ""),
@@ -146,6 +149,11 @@ class EngineBase:
         )
         self.sink.emit(event)
         return event
+
+    def correlation_of(self, lineage: str) -> str:
+        """The loggable correlation value of a session's lineage: its keyed hash (the server's
+        current secret), shortened like a reference."""
+        return self.keyring.hash_value("session-lineage", lineage)[: tokens.REF_LENGTH]
 
     def expires_at(self, created_at: float, last_seen: float) -> float:
         return min(last_seen + self.policy.idle_timeout, created_at + self.policy.absolute_timeout)

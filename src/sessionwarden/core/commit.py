@@ -15,7 +15,7 @@ from .. import tokens
 from ..events import EventKind
 from ..facts import RequestFacts
 from ..policy import Policy
-from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
+from ..records import JSON, LINEAGE_FLAG, Alias, RecordUpdate, SessionRecord, Tombstone
 from ..stores.base import CapAction
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
 from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update, UserSessions
@@ -139,6 +139,7 @@ class Committing(EngineBase):
             facts,
             now,
             key=record.key if record is not None else "",
+            lineage=record.lineage if record is not None else "",
             user_id=record.user_id if record is not None else None,
             reason=action,
         )
@@ -150,12 +151,14 @@ class Committing(EngineBase):
         operation appears as its digest (the one the session keeps), never by name."""
         record = session.record
         key = record.key if record is not None else ""
+        lineage = record.lineage if record is not None else ""
         for outcome, digest, user, reason in step_ups:
             self.emit(
                 _STEP_UP_KINDS[outcome],
                 facts,
                 now,
                 key=key,
+                lineage=lineage,
                 user_id=user,
                 reason=reason,
                 detail={"operation": digest},
@@ -174,7 +177,14 @@ class Committing(EngineBase):
                 yield from self._end_moved_login(record, now)
             # Asked to end the other sessions too: signing out everywhere.
             yield from self._end_others(session, facts, now, None, record.user_id)
-            self.emit(EventKind.LOGGED_OUT, facts, now, key=record.key, user_id=record.user_id)
+            self.emit(
+                EventKind.LOGGED_OUT,
+                facts,
+                now,
+                key=record.key,
+                lineage=record.lineage,
+                user_id=record.user_id,
+            )
         return Outcome(self.cookies.clear(), logged_out=True, wrote=record is not None)
 
     def _end_moved_login(self, record: SessionRecord, now: float) -> Steps[None]:
@@ -240,6 +250,7 @@ class Committing(EngineBase):
             facts,
             now,
             key=record.key,
+            lineage=record.lineage,
             user_id=record.user_id,
             reason="replaced-at-login" if at_login else "",
         )
@@ -255,6 +266,7 @@ class Committing(EngineBase):
                 facts,
                 now,
                 key=record.key,
+                lineage=record.lineage,
                 user_id=record.user_id,
                 detail={"gap": round(now - record.last_seen, 3)},
             )
@@ -312,6 +324,7 @@ class Committing(EngineBase):
             client_ip=facts.client_ip,
             user_agent=self.agent_label(facts.user_agent),
             fingerprint=self._login_fingerprint(facts) if act.login_user is not None else None,
+            flags={LINEAGE_FLAG: tokens.new_lineage()},
             data={**changes.set_data},
             dbsc=act.dbsc[0] if act.dbsc is not None else None,
         )
@@ -319,11 +332,14 @@ class Committing(EngineBase):
         evicted = yield from Insert(
             record, max_per_user=cap, tombstone_until=now + self._tomb_ttl, on_limit=on_limit
         )
-        self.emit(EventKind.CREATED, facts, now, key=key, user_id=record.user_id)
+        lineage = record.lineage
+        self.emit(EventKind.CREATED, facts, now, key=key, lineage=lineage, user_id=record.user_id)
         if record.user_id is None and not record.data:
             yield from self._bound_anonymous(facts.client_ip, key)
         if act.login_user is not None:
-            self.emit(EventKind.LOGGED_IN, facts, now, key=key, user_id=act.login_user)
+            self.emit(
+                EventKind.LOGGED_IN, facts, now, key=key, lineage=lineage, user_id=act.login_user
+            )
         self._report_evicted(evicted, facts, now, record.user_id)
         session.record = record
         cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
@@ -406,7 +422,10 @@ class Committing(EngineBase):
             meta["auth_at"] = now
             meta["csrf_secret"] = session.csrf_secret()
             meta["fingerprint"] = self._login_fingerprint(facts)
-            meta["flags"] = {}
+            # Fresh flags, but the same lineage: one browser session before and after sign-in
+            # (the ID, which fixation is about, still changes).
+            record = session.record
+            meta["flags"] = {LINEAGE_FLAG: record.lineage} if record is not None else {}
         elif act.reauthenticated:
             # The user proved who they are from this browser and network: it becomes the
             # session's reference fingerprint, as at login.
@@ -507,7 +526,14 @@ class Committing(EngineBase):
         yield from self._end_others(session, facts, now, None, record.user_id)
         if session.actions.login_user is None:
             return (yield from self._write_lost(record, facts, now))
-        self.emit(EventKind.WRITE_AFTER_REVOKE, facts, now, key=record.key, user_id=record.user_id)
+        self.emit(
+            EventKind.WRITE_AFTER_REVOKE,
+            facts,
+            now,
+            key=record.key,
+            lineage=record.lineage,
+            user_id=record.user_id,
+        )
         session.record = None
         fresh = RecordUpdate(set_data={**record.data, **changes.set_data})
         for k in changes.del_data:
@@ -540,12 +566,20 @@ class Committing(EngineBase):
             facts,
             now,
             key=new_key,
+            lineage=record.lineage,
             user_id=user_id,
             reason="periodic" if periodic else reason,
             detail={"previous": tokens.ref_of(record.key)},
         )
         if act.login_user is not None:
-            self.emit(EventKind.LOGGED_IN, facts, now, key=new_key, user_id=act.login_user)
+            self.emit(
+                EventKind.LOGGED_IN,
+                facts,
+                now,
+                key=new_key,
+                lineage=record.lineage,
+                user_id=act.login_user,
+            )
         self._report_evicted(evicted, facts, now, user_id)
         # The request's own values: nothing else holds them, so they are not copied.
         new_record = record.updated(changes, copy_values=False)

@@ -157,7 +157,15 @@ class Engine(Loading, Committing):
             record.key, self._tombstone(record.key, f"revoked:{by}", now, user_id)
         )
         if ok:
-            self.emit(EventKind.REVOKED, None, now, key=record.key, user_id=user_id, reason=f"{by}")
+            self.emit(
+                EventKind.REVOKED,
+                None,
+                now,
+                key=record.key,
+                lineage=record.lineage,
+                user_id=user_id,
+                reason=f"{by}",
+            )
         return ok
 
     def revoke_user(

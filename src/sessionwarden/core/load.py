@@ -85,7 +85,13 @@ class Loading(EngineBase):
                 user_id = found.user_id
                 yield from Revoke(key, self._tombstone(key, "cookie-tossing", now, user_id))
                 self.emit(
-                    EventKind.REVOKED, facts, now, key=key, user_id=user_id, reason="cookie-tossing"
+                    EventKind.REVOKED,
+                    facts,
+                    now,
+                    key=key,
+                    lineage=found.lineage,
+                    user_id=user_id,
+                    reason="cookie-tossing",
                 )
         return Loaded(self.new_session(None, now), clear_cookie=True, tossed=True)
 
@@ -145,7 +151,9 @@ class Loading(EngineBase):
         expired = self._expiry_reason(record, now)
         if expired is not None:
             yield from self._end_expired(record, expired, now)
-            self.emit(expired, facts, now, key=record.key, user_id=record.user_id)
+            self.emit(
+                expired, facts, now, key=record.key, lineage=record.lineage, user_id=record.user_id
+            )
             ended = ABSOLUTE if expired is EventKind.EXPIRED_ABSOLUTE else IDLE
             return Loaded(self.new_session(None, now), clear_cookie=True, ended=ended)
         session = self.new_session(record, now, via_alias=via_alias)
@@ -213,6 +221,7 @@ class Loading(EngineBase):
             facts,
             now,
             key=record.key,
+            lineage=record.lineage,
             user_id=record.user_id,
             reason=reason,
             detail={**detail, "action": action},
@@ -226,6 +235,7 @@ class Loading(EngineBase):
                 facts,
                 now,
                 key=record.key,
+                lineage=record.lineage,
                 user_id=record.user_id,
                 reason="policy:" + reason,
             )
@@ -244,6 +254,7 @@ class Loading(EngineBase):
                 facts,
                 now,
                 key=record.key,
+                lineage=record.lineage,
                 user_id=record.user_id,
                 reason=reason,
             )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .. import tokens
-from ..records import JSON, RecordUpdate, SessionRecord, clone_json, dumps
+from ..records import JSON, LINEAGE_FLAG, RecordUpdate, SessionRecord, clone_json, dumps
 
 
 class ReauthenticationRequired(Exception):
@@ -529,13 +529,18 @@ class Session:
 
     def _merged_flags(self) -> dict[str, JSON] | None:
         """The record's flags as the actions change them (a step-up answered, a new network
-        accepted), or ``None`` when they stay as they are."""
+        accepted), or ``None`` when they stay as they are. A record without a stored lineage
+        (written before lineages existed) gets the one it stands for now, so the next write
+        keeps it."""
         act = self._actions
-        if act is None:
-            return None
         record = self.record
         flags = dict(record.flags) if record is not None else {}
         changed = False
+        if record is not None and LINEAGE_FLAG not in flags:
+            flags[LINEAGE_FLAG] = record.lineage
+            changed = True
+        if act is None:
+            return flags if changed else None
         if act.reauthenticated and flags.pop("step_up", None) is not None:
             changed = True
         if act.net_changed_at is not None:
