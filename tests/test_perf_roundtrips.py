@@ -23,7 +23,8 @@ from starlette.routing import Route
 
 from sessionwarden.asgi import SessionWardenMiddleware, get_session
 from sessionwarden.clock import ManualClock
-from sessionwarden.policy import Policy
+from sessionwarden.events import CallbackSink, Event, EventKind, EventSink
+from sessionwarden.policy import MonitorPolicy, Policy
 from sessionwarden.stores import InlineAsyncStore, MemoryStore
 
 from .conftest import SECRET, drop_prefix, redis_or_skip, unique_prefix
@@ -63,7 +64,9 @@ async def write(request: Request) -> Response:
     return PlainTextResponse(f"{s.get('user')} {s['cart']}")
 
 
-def app_with(store: Any, clock: ManualClock) -> SessionWardenMiddleware:
+def app_with(
+    store: Any, clock: ManualClock, policy: Policy | None = None, sink: EventSink | None = None
+) -> SessionWardenMiddleware:
     app = Starlette(
         routes=[
             Route("/", home),
@@ -72,9 +75,8 @@ def app_with(store: Any, clock: ManualClock) -> SessionWardenMiddleware:
             Route("/write", write),
         ]
     )
-    return SessionWardenMiddleware(
-        app, policy=Policy(secret_keys=(SECRET,), allowed_hosts=("*",)), store=store, clock=clock
-    )
+    policy = policy or Policy(secret_keys=(SECRET,), allowed_hosts=("*",))
+    return SessionWardenMiddleware(app, policy=policy, store=store, clock=clock, sink=sink)
 
 
 def client_for(app: Any) -> httpx.AsyncClient:
@@ -389,6 +391,32 @@ async def test_a_sign_in_is_one_read_and_one_rotation(local_store: CountingStore
             local_store.calls.clear()
             r = await c.get("/")
             assert r.text == "alice" and local_store.calls == ["get"]
+
+
+@pytest.mark.anyio
+async def test_login_notices_cost_one_listing_per_sign_in(local_store: CountingStore) -> None:
+    """``MonitorPolicy.notify_logins`` adds exactly one call to a sign-in, the listing of the
+    user's sessions, and none to any other request."""
+    clock = ManualClock(time.time())
+    policy = Policy(
+        secret_keys=(SECRET,), allowed_hosts=("*",), monitor=MonitorPolicy(notify_logins=True)
+    )
+    events: list[Event] = []
+    app = app_with(local_store, clock, policy, CallbackSink(events.append))
+    async with client_for(app) as c, client_for(app) as other:
+        await sign_in(c)
+        await other.get("/token")  # the second browser's anonymous session (its CSRF token)
+        clock.advance(1.0)
+        local_store.calls.clear()
+        await sign_in_again(other)  # the same calls as without notices, and the listing
+        assert local_store.calls == ["get", "get", "rotate", "user_sessions"]
+        assert [e.detail for e in events if e.kind is EventKind.CONCURRENT_LOGIN] == [
+            {"others": 1}
+        ]
+        clock.advance(1.0)
+        local_store.calls.clear()
+        r = await c.get("/")
+        assert r.text == "alice" and local_store.calls == ["get"]
 
 
 @pytest.mark.anyio

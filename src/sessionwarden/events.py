@@ -32,6 +32,16 @@ class EventKind(enum.StrEnum):
     #: ``"reject"``; ``detail.limit``). Nothing was written; the key is the session the
     #: sign-in came from, the user the one refused.
     LOGIN_REFUSED = "session.login_refused"
+    #: ``MonitorPolicy.notify_logins``: a sign-in while its user has other live sessions
+    #: (``detail.others``: how many). The key is the new session.
+    CONCURRENT_LOGIN = "session.concurrent_login"
+    #: ``MonitorPolicy.notify_logins``: a sign-in while its user has other live sessions, none
+    #: of them from the same browser family and network (``detail.others``, ``detail.browser``).
+    NEW_DEVICE = "session.new_device"
+    #: ``Session.credentials_changed``: the application reported a password or second-factor
+    #: change (``detail.ended``: how many other sessions of the user it ended). The key is the
+    #: session the change was made in, under its new ID.
+    CREDENTIALS_CHANGED = "account.credentials_changed"
     REPLAY_REVOKED = "session.replay.revoked"
     REPLAY_ROTATED = "session.replay.rotated"
     UNKNOWN_ID = "session.unknown_id"

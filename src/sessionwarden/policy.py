@@ -289,6 +289,10 @@ class MonitorPolicy:
     agent_change_is_high: bool = True
     #: After a credential change, end every other session of that user.
     end_other_sessions_on_credential_change: bool = True
+    #: After each sign-in, list the user's sessions (one store call more per sign-in) and
+    #: report a sign-in concurrent with other live sessions (``session.concurrent_login``) and
+    #: one from a browser family and network none of them has (``session.new_device``).
+    notify_logins: bool = False
     #: Unknown session IDs one client may present per minute before it gets 429.
     unknown_id_limit_per_minute: int = 30
     #: Length of each session's activity trail.

@@ -12,12 +12,13 @@ from __future__ import annotations
 from enum import Enum
 
 from .. import tokens
-from ..events import EventKind
+from ..events import EventKind, sink_wants
 from ..facts import RequestFacts
 from ..policy import Policy
 from ..records import JSON, LINEAGE_FLAG, Alias, RecordUpdate, SessionRecord, Tombstone
 from ..stores.base import CapAction
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
+from .notices import LOGIN_NOTICE_KINDS, login_notices
 from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update, UserSessions
 from .session import (
     STEP_UP_GRANTED,
@@ -292,18 +293,44 @@ class Committing(EngineBase):
         user_id: str | None,
     ) -> Steps[bool]:
         """End the user's sessions but ``keep`` (``None``: all) when the request asked (or the
-        policy wants it after a credential change). Returns whether it wrote."""
+        policy wants it after a credential change), and report a credential change. Returns
+        whether it wrote."""
         act = session.pending_actions
         if act is None or not (act.credentials_changed or act.end_others or act.revoke_others):
             return False
         wanted = act.end_others
         if wanted is None:
             wanted = self.policy.monitor.end_other_sessions_on_credential_change
-        if not wanted or user_id is None:
-            return False
-        reason = "user:revoke-others" if act.revoke_others else "policy:credential-change"
-        yield from self._revoke_user(user_id, reason, facts, now, keep)
-        return True
+        ended: list[str] = []
+        if wanted and user_id is not None:
+            reason = "user:revoke-others" if act.revoke_others else "policy:credential-change"
+            ended = yield from self._revoke_user(user_id, reason, facts, now, keep)
+        if act.credentials_changed and user_id is not None:
+            record = session.record
+            key = keep if keep is not None else (record.key if record is not None else "")
+            self.emit(
+                EventKind.CREDENTIALS_CHANGED,
+                facts,
+                now,
+                key=key,
+                user_id=user_id,
+                detail={"ended": len(ended)},
+            )
+        return bool(wanted) and user_id is not None
+
+    def _notify_login(self, record: SessionRecord, facts: RequestFacts, now: float) -> Steps[None]:
+        """``MonitorPolicy.notify_logins``: after a sign-in committed, one listing of the
+        user's sessions tells whether it is concurrent with others, and from a new device
+        (:func:`~.notices.login_notices`). No store call when off or when no sink wants them."""
+        user_id = record.user_id
+        if not self.policy.monitor.notify_logins or user_id is None:
+            return
+        if not any(sink_wants(self.sink, kind) for kind in LOGIN_NOTICE_KINDS):
+            return
+        listed = yield from UserSessions(user_id)
+        others = [r for r in listed if r.key != record.key and self._expiry_reason(r, now) is None]
+        for kind, detail in login_notices(record.fingerprint, others):
+            self.emit(kind, facts, now, key=record.key, user_id=user_id, detail=detail)
 
     # -- create -------------------------------------------------------------------------------
     def _create(
@@ -341,6 +368,8 @@ class Committing(EngineBase):
                 EventKind.LOGGED_IN, facts, now, key=key, lineage=lineage, user_id=act.login_user
             )
         self._report_evicted(evicted, facts, now, record.user_id)
+        if act.login_user is not None:
+            yield from self._notify_login(record, facts, now)
         session.record = record
         cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
         return Outcome(cookie, record.user_id is not None, wrote=True)
@@ -586,6 +615,8 @@ class Committing(EngineBase):
         new_record.key = new_key
         session.record = new_record
         yield from self._end_others(session, facts, now, new_key, new_record.user_id)
+        if act.login_user is not None:
+            yield from self._notify_login(new_record, facts, now)
         cookie = self.cookies.issue(
             session_id, new_record.created_at + self.policy.absolute_timeout - now
         )
