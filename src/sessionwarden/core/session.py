@@ -368,7 +368,8 @@ class Session:
 
     def credentials_changed(self, *, end_other_sessions: bool | None = None) -> None:
         """After a password or second-factor change: rotate, and (by default, per policy) end
-        every other session of this user."""
+        every other session of this user. The commit reports ``account.credentials_changed``
+        (the application's hook can tell the user)."""
         self._refuse_on_alias("credentials_changed")
         self.actions.rotate = True
         self.actions.credentials_changed = True
