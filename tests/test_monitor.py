@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionwarden import monitor, scoring, sinks, throttle
+from sessionwarden.core.notices import login_notices
 from sessionwarden.events import Event, EventKind, FanOut
 from sessionwarden.facts import RequestFacts
 from sessionwarden.policy import MonitorPolicy
-from sessionwarden.records import JSON
+from sessionwarden.records import JSON, SessionRecord
 from sessionwarden.scoring import (
     REPLAY_ROTATED_RISK,
     Assessment,
@@ -982,3 +983,45 @@ def test_a_sink_whose_wants_fails_still_gets_the_event_through_fanout() -> None:
     assert fan.wants(EventKind.LOGGED_IN)
     fan.emit(ev(EventKind.LOGGED_IN, user_id="u"))
     assert [e.kind for e in broken.got] == [EventKind.LOGGED_IN]
+
+
+# -- login notices (the pure rule) ---------------------------------------------------------------
+
+
+def _other(fp: dict[str, JSON] | None) -> SessionRecord:
+    return SessionRecord(
+        key="k", created_at=0, last_seen=0, expires_at=1, rotated_at=0, csrf_secret="s",
+        user_id="alice", fingerprint=fp,
+    )  # fmt: skip
+
+
+HOME: dict[str, JSON] = {
+    "ip": "198.51.100.7", "net": "198.51.100.0/24", "ua": "Firefox", "uav": 128, "lang": "en"
+}
+
+BOTH = [EventKind.CONCURRENT_LOGIN, EventKind.NEW_DEVICE]
+
+
+@pytest.mark.parametrize(
+    ("mine", "others", "kinds"),
+    [
+        (HOME, [], []),
+        (HOME, [_other(HOME)], [EventKind.CONCURRENT_LOGIN]),
+        (HOME, [_other({**HOME, "ip": "198.51.100.9", "uav": 130})], [EventKind.CONCURRENT_LOGIN]),
+        (HOME, [_other({**HOME, "ua": "Chrome"})], BOTH),
+        (HOME, [_other({**HOME, "net": "203.0.113.0/24"})], BOTH),
+        (HOME, [_other(None)], BOTH),
+        (HOME, [_other({**HOME, "ua": "Chrome"}), _other(HOME)], [EventKind.CONCURRENT_LOGIN]),
+        (None, [_other(HOME)], [EventKind.CONCURRENT_LOGIN]),
+    ],
+)  # fmt: skip
+def test_login_notices_table(
+    mine: dict[str, JSON] | None, others: list[SessionRecord], kinds: list[EventKind]
+) -> None:
+    """A new device is a browser family and network none of the other live sessions has; a
+    session without a fingerprint matches nothing, and without one of its own the sign-in is
+    only concurrent."""
+    notices = login_notices(mine, others)
+    assert [kind for kind, _ in notices] == kinds
+    for _, detail in notices:
+        assert detail["others"] == len(others)
