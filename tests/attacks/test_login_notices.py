@@ -207,7 +207,9 @@ async def _concurrent_login_from_a_new_device(rig: Rig) -> None:
     ref = await phone.sign_in()
     [concurrent] = _of(events, EventKind.CONCURRENT_LOGIN)
     [device] = _of(events, EventKind.NEW_DEVICE)
+    [logged_in] = [e for e in _of(events, EventKind.LOGGED_IN) if e.ref == ref]
     for event in (concurrent, device):
+        assert event.session == logged_in.session != ""  # the same session's correlation
         assert event.user_id == "alice"
         assert event.ref == ref  # the handle of the new session, as the app sees it
         assert event.client_ip == AWAY_IP

@@ -313,6 +313,7 @@ class Committing(EngineBase):
                 facts,
                 now,
                 key=key,
+                lineage=record.lineage if record is not None else "",
                 user_id=user_id,
                 detail={"ended": len(ended)},
             )
@@ -330,7 +331,15 @@ class Committing(EngineBase):
         listed = yield from UserSessions(user_id)
         others = [r for r in listed if r.key != record.key and self._expiry_reason(r, now) is None]
         for kind, detail in login_notices(record.fingerprint, others):
-            self.emit(kind, facts, now, key=record.key, user_id=user_id, detail=detail)
+            self.emit(
+                kind,
+                facts,
+                now,
+                key=record.key,
+                lineage=record.lineage,
+                user_id=user_id,
+                detail=detail,
+            )
 
     # -- create -------------------------------------------------------------------------------
     def _create(
