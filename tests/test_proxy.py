@@ -561,3 +561,40 @@ def test_the_guard_reads_only_the_forwarding_header_the_policy_names() -> None:
 
     assert client_of("forwarded") == "198.51.100.9"
     assert client_of("x-forwarded-for") == "203.0.113.7"
+
+
+HOST_PROXIES = TrustedProxies(TRUSTED, host=True)
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "host"),
+    [
+        (PEER, [("x-forwarded-host", "App.Test")], "app.test"),
+        (PEER, [("x-forwarded-host", " ")], None),
+        # Two proxies appending: the outer one (10.0.0.2) met the client and wrote first.
+        (
+            PEER,
+            [("x-forwarded-for", f"{CLIENT}, 10.0.0.2"), ("x-forwarded-host", "app.test, in")],
+            "app.test",
+        ),
+        # The client's own value on the left of the one our proxy appended is not read.
+        (
+            PEER,
+            [("x-forwarded-for", CLIENT), ("x-forwarded-host", "evil.test, app.test")],
+            "app.test",
+        ),
+        # An unreadable hop: neither the scheme nor the host is believed.
+        (PEER, [("x-forwarded-for", "junk"), ("x-forwarded-host", "app.test")], None),
+        (CLIENT, [("x-forwarded-host", "app.test")], None),  # not a proxy of ours
+    ],
+)
+def test_the_forwarded_host(peer: str, headers: Headers, host: str | None) -> None:
+    assert HOST_PROXIES.resolve_forwarded(peer, "http", headers).host == host
+    assert PROXIES.resolve_forwarded(peer, "http", headers).host is None  # not asked for
+
+
+def test_the_host_parameter_of_forwarded() -> None:
+    proxies = TrustedProxies(TRUSTED, header="forwarded", host=True)
+    header = [("forwarded", f'for=1.1.1.1;host=evil.test, for={CLIENT};host="App.Test:8443"')]
+    assert proxies.resolve_forwarded(PEER, "http", header) == (CLIENT, "http", "app.test:8443")
+    assert proxies.resolve_forwarded(PEER, "http", [("x-forwarded-host", "a.test")]).host is None

@@ -15,7 +15,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 class RequestFacts:
     method: str  # upper-case
     scheme: str  # "http" or "https", resolved through trusted proxies only
-    host: str  # the Host header (host[:port]), lower-case; "" when absent
+    #: The Host header (host[:port]), lower-case, "" when absent; from a trusted proxy the host
+    #: it forwarded (X-Forwarded-Host or Forwarded host=) when it sent one.
+    host: str
     path: str
     client_ip: str  # resolved through trusted proxies only; "" when unknown
     cookie_header: str = ""  # every Cookie header of the request, joined with "; "

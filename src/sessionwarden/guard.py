@@ -133,7 +133,7 @@ def _header_slots(policy: Policy) -> dict[bytes, int]:
     slots = {name: slot for slot, name in enumerate(_SINGLE_HEADERS)}
     slots["cookie"] = _COOKIE
     slots.setdefault(policy.csrf.header_name, len(_SINGLE_HEADERS))
-    for name in _FORWARDED:
+    for name in (*_FORWARDED, *(("x-forwarded-host",) if policy.https.forwarded_host else ())):
         slots.setdefault(name, _PROXY)
     extra = DBSC_HEADERS if policy.dbsc.enabled else ()
     isolation = csrf.ISOLATION_HEADERS if policy.csrf.resource_isolation else ()
@@ -254,12 +254,17 @@ class Guard:
         """The facts of the single-valued headers (by slot), the joined cookies and the proxy
         headers (believed from trusted proxies only)."""
         client_ip = peer_ip
+        forwarded_host: str | None = None
         if forwarded:
-            client_ip, scheme = self.proxies.resolve(peer_ip, scheme, forwarded)
+            client_ip, scheme, forwarded_host = self.proxies.resolve_forwarded(
+                peer_ip, scheme, forwarded
+            )
         # Loopback HTTP is exempt from the redirect only for a loopback peer whose request no
         # trusted proxy forwarded: a proxy on this machine forwards other machines' requests.
         local_peer = _is_loopback_peer(peer_ip) and not (forwarded and self._is_proxy(peer_ip))
         host, agent, language, origin, site, content_type, accept, token = values
+        if forwarded_host is not None:  # the Host the client sent, as a trusted proxy reports it
+            host = forwarded_host
         return RequestFacts(
             method.upper(),
             scheme,

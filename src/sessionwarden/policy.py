@@ -234,6 +234,12 @@ class HttpsPolicy:
     #: The one header the trusted proxies set (and overwrite): "x-forwarded-for" (with
     #: X-Forwarded-Proto) or "forwarded" (RFC 7239). The other is the client's and never read.
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    #: Believe the host the trusted proxies forward (``X-Forwarded-Host`` with
+    #: "x-forwarded-for", ``host=`` of ``Forwarded``) as the request's host: checked against
+    #: ``allowed_hosts`` and used for redirects, the Origin check and DBSC. Off by default:
+    #: turn it on only when every trusted proxy sets (or removes) that header, since a proxy
+    #: that passes a client's copy through lets the client pick the host.
+    forwarded_host: bool = False
     #: Path prefixes (matched like ``CsrfPolicy.exempt_paths``) refused over plain HTTP with 403
     #: instead of redirected: APIs, whose clients would resend credentials after a redirect
     #: and should fail loudly instead.
@@ -242,6 +248,8 @@ class HttpsPolicy:
     def __post_init__(self) -> None:
         if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
             _fail("https.forwarded_header", "must be 'x-forwarded-for' or 'forwarded'")
+        if not isinstance(self.forwarded_host, bool):
+            _fail("https.forwarded_host", "must be True or False")
         _paths("https.refuse_paths", self.refuse_paths)
         for proxy in self.trusted_proxies:
             if proxy == "unix":

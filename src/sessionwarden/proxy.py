@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from .facts import RequestFacts
 from .policy import HttpsPolicy
@@ -21,6 +22,7 @@ from .policy import HttpsPolicy
 __all__ = [
     "FORWARDED_HEADERS",
     "UNIX_PEER",
+    "Forwarded",
     "TrustedProxies",
     "https_redirect_target",
     "is_loopback_host",
@@ -99,8 +101,11 @@ def _unquote(value: str) -> str | None:
     return None if escaped else "".join(out)
 
 
-def _forwarded_element(element: str) -> tuple[IPAddress | None, str | None] | None:
-    """One ``for=...;proto=...`` element as (client, proto); ``None`` when malformed.
+def _forwarded_element(
+    element: str,
+) -> tuple[IPAddress | None, str | None, str | None] | None:
+    """One ``for=...;proto=...;host=...`` element as (client, proto, host); ``None`` when
+    malformed. The host is returned as sent (lower-case): the allowed-hosts check judges it.
 
     A repeated parameter makes the element malformed: which of two ``for`` values would we believe?
     """
@@ -116,8 +121,13 @@ def _forwarded_element(element: str) -> tuple[IPAddress | None, str | None] | No
         params[key] = value
     node = params.get("for")
     proto = params.get("proto")
+    host = params.get("host")
     client = _parse_node(node) if node is not None else None
-    return client, (proto.lower() if proto is not None else None)
+    return (
+        client,
+        (proto.lower() if proto is not None else None),
+        (host.strip().lower() if host is not None else None),
+    )
 
 
 #: The token in ``trusted_proxies`` that trusts a peer without an address: a proxy talking to
@@ -127,11 +137,24 @@ UNIX_PEER = "unix"
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 
+class Forwarded(NamedTuple):
+    """A request as the outermost trusted proxy saw it (``TrustedProxies.resolve_forwarded``)."""
+
+    #: The client address; ``""`` when unknown.
+    client_ip: str
+    #: ``"http"`` or ``"https"``.
+    scheme: str
+    #: The ``Host`` the client asked for (``X-Forwarded-Host``, or ``host=`` of ``Forwarded``),
+    #: lower-case and not yet validated; ``None`` when no trusted proxy named one.
+    host: str | None
+
+
 class TrustedProxies:
     """The proxies whose forwarding header is believed, and the walk that reads it.
 
     ``header`` names the one header the trusted proxies set: ``"x-forwarded-for"`` (the
-    default; with ``X-Forwarded-Proto``) or ``"forwarded"`` (RFC 7239). Only that one is read;
+    default; with ``X-Forwarded-Proto`` and ``X-Forwarded-Host``) or ``"forwarded"`` (RFC 7239,
+    with its ``proto=`` and ``host=`` parameters). Only that one is read;
     the other is whatever the client sent, passed through, and never believed. The proxy must
     overwrite (or append to, for ``X-Forwarded-For``) the header it is named for, never pass a
     client's copy through untouched as the only value.
@@ -144,9 +167,11 @@ class TrustedProxies:
     elements our proxies appended after it.
     """
 
-    __slots__ = ("_networks", "_unix", "header")
+    __slots__ = ("_networks", "_unix", "header", "host")
 
-    def __init__(self, cidrs: tuple[str, ...], header: str = "x-forwarded-for") -> None:
+    def __init__(
+        self, cidrs: tuple[str, ...], header: str = "x-forwarded-for", *, host: bool = False
+    ) -> None:
         networks: list[Network] = []
         for cidr in cidrs:
             if cidr == UNIX_PEER:
@@ -165,17 +190,24 @@ class TrustedProxies:
             )
         #: The forwarding header read from trusted proxies (lower-case).
         self.header = header.lower()
+        #: Whether the host they forward is read (``HttpsPolicy.forwarded_host``).
+        self.host = host
 
     @classmethod
     def from_policy(cls, https: HttpsPolicy) -> TrustedProxies:
         """The proxies and the header of ``Policy.https``."""
-        return cls(https.trusted_proxies, https.forwarded_header)
+        return cls(https.trusted_proxies, https.forwarded_header, host=https.forwarded_host)
 
     def is_trusted(self, ip: IPAddress) -> bool:
         return any(ip.version == net.version and ip in net for net in self._networks)
 
     def resolve(self, peer_ip: str, scheme: str, headers: HeaderItems) -> tuple[str, str]:
-        """The client address and scheme as the outermost trusted proxy saw them.
+        """The client address and scheme of :meth:`resolve_forwarded`."""
+        forwarded = self.resolve_forwarded(peer_ip, scheme, headers)
+        return forwarded.client_ip, forwarded.scheme
+
+    def resolve_forwarded(self, peer_ip: str, scheme: str, headers: HeaderItems) -> Forwarded:
+        """The client address, scheme and host as the outermost trusted proxy saw them.
 
         From an untrusted peer (or with no proxies configured) the forwarding headers are ignored
         and the peer is the client. An unreadable hop (``unknown``, an obfuscated name, junk) ends
@@ -183,18 +215,25 @@ class TrustedProxies:
         A peer without an address (``""``: a Unix socket) is trusted only when ``"unix"`` is
         among the proxies; otherwise, and for a ``peer_ip`` that is not an address, it comes
         back as ``""``.
+
+        The host is the one the hop that reported the client's scheme reported with it (read
+        like the scheme); ``None`` unless ``host`` was asked for, from an untrusted peer, when no
+        trusted proxy sent one, and whenever the scheme is not believed either (an unreadable
+        hop).
         """
         if not self._peer_trusted(peer_ip):
             peer = _parse_ip(peer_ip.strip()) if isinstance(peer_ip, str) else None
-            return ("" if peer is None else str(peer)), scheme
+            return Forwarded(("" if peer is None else str(peer)), scheme, None)
         peer_text = str(_parse_ip(peer_ip.strip()) or "")
         try:
             fields = _collect(headers)
         except (TypeError, ValueError, AttributeError):  # not header pairs at all
-            return peer_text, scheme
+            return Forwarded(peer_text, scheme, None)
         if self.header == "forwarded":
-            return self._walk_forwarded(fields.get("forwarded", ""), peer_text, scheme)
-        return self._walk_x_forwarded(fields, peer_text, scheme)
+            found = self._walk_forwarded(fields.get("forwarded", ""), peer_text, scheme)
+        else:
+            found = self._walk_x_forwarded(fields, peer_text, scheme)
+        return found if self.host else found._replace(host=None)
 
     def _peer_trusted(self, peer_ip: str) -> bool:
         if not isinstance(peer_ip, str):
@@ -205,32 +244,34 @@ class TrustedProxies:
         peer = _parse_ip(text)
         return peer is not None and bool(self._networks) and self.is_trusted(peer)
 
-    def _walk_forwarded(self, header: str, peer_text: str, scheme: str) -> tuple[str, str]:
+    def _walk_forwarded(self, header: str, peer_text: str, scheme: str) -> Forwarded:
+        unread = Forwarded(peer_text, scheme, None)
         if not header.strip():
-            return peer_text, scheme
+            return unread
         elements = header.rsplit(",", _MAX_HOPS)[-_MAX_HOPS:]
         client: IPAddress | None = None
+        host: str | None = None
         for raw in reversed(elements):
             parsed = _forwarded_element(raw)
             if parsed is None:
-                return peer_text, scheme
-            client, proto = parsed
+                return unread
+            client, proto, hop_host = parsed
             if client is None:
-                return peer_text, scheme
+                return unread
             if proto is not None:
                 if proto not in _SCHEMES:
-                    return peer_text, scheme
+                    return unread
                 scheme = proto
+            if hop_host is not None:
+                host = hop_host
             if not self.is_trusted(client):
-                return str(client), scheme
+                return Forwarded(str(client), scheme, host)
         # Every hop was one of ours: the request started inside; the leftmost is the origin.
-        return (str(client) if client is not None else peer_text), scheme
+        return Forwarded((str(client) if client is not None else peer_text), scheme, host)
 
-    def _walk_x_forwarded(
-        self, fields: dict[str, str], peer_text: str, scheme: str
-    ) -> tuple[str, str]:
-        protos = [p.strip().lower() for p in fields.get("x-forwarded-proto", "").split(",")]
-        protos = [p for p in protos if p]
+    def _walk_x_forwarded(self, fields: dict[str, str], peer_text: str, scheme: str) -> Forwarded:
+        protos = _values(fields, "x-forwarded-proto")
+        hosts = _values(fields, "x-forwarded-host")
         chain = fields.get("x-forwarded-for", "")
         client_text, hops = peer_text, 0
         if chain.strip():
@@ -239,7 +280,7 @@ class TrustedProxies:
             for hops, raw in enumerate(reversed(entries)):  # noqa: B007 - read after the loop
                 client = _parse_node(raw)
                 if client is None:
-                    return peer_text, scheme
+                    return Forwarded(peer_text, scheme, None)
                 if not self.is_trusted(client):
                     break
             client_text = str(client) if client is not None else peer_text
@@ -248,15 +289,24 @@ class TrustedProxies:
             # same position from the right is the client's; a proxy that overwrites leaves one.
             proto = protos[-1 - min(hops, len(protos) - 1)]
             if proto not in _SCHEMES:
-                return peer_text, scheme
+                return Forwarded(peer_text, scheme, None)
             scheme = proto
-        return client_text, scheme
+        # X-Forwarded-Host is appended to (or overwritten) alongside X-Forwarded-Proto: the
+        # entry in the same position is the one the hop that met the client wrote.
+        host = hosts[-1 - min(hops, len(hosts) - 1)] if hosts else None
+        return Forwarded(client_text, scheme, host)
+
+
+def _values(fields: dict[str, str], name: str) -> list[str]:
+    """The non-empty comma-separated entries of a forwarding header, lower-case."""
+    entries = (v.strip().lower() for v in fields.get(name, "").rsplit(",", _MAX_HOPS)[-_MAX_HOPS:])
+    return [v for v in entries if v]
 
 
 def _collect(headers: HeaderItems) -> dict[str, str]:
-    """The three forwarding headers, repeated fields joined with commas as RFC 9110 allows."""
+    """The forwarding headers, repeated fields joined with commas as RFC 9110 allows."""
     items = headers.items() if isinstance(headers, Mapping) else headers
-    wanted = {"forwarded", "x-forwarded-for", "x-forwarded-proto"}
+    wanted = {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
     found: dict[str, list[str]] = {}
     for name, value in items:
         key = name.decode("latin-1") if isinstance(name, bytes) else str(name)
