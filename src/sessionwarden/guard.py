@@ -26,6 +26,7 @@ from .dbsc_guard import DbscAnswer, DbscGuard
 from .events import EventKind, EventSink
 from .facts import RequestFacts
 from .hosts import HOW_TO_ALLOW, HostCheck
+from .methods import state_changing_refusal
 from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label
 from .policy import Policy, path_under
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
@@ -202,6 +203,7 @@ class Guard:
         self._redirects = policy.https.redirect
         self._loopback_http = policy.https.allow_loopback_http
         self._raw_slots = _header_slots(policy)
+        self._state_changing = policy.csrf.state_changing_paths
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
         self.wanted_headers = frozenset(self._raw_slots)
 
@@ -298,6 +300,9 @@ class Guard:
             self._refuse_host(ctx, now)
             return ctx
         if self._refuse_plain_http(ctx, target, now):
+            return ctx
+        ctx.refusal = state_changing_refusal(facts.method, facts.path, self._state_changing)
+        if ctx.refusal is not None:
             return ctx
         loaded = yield from self.engine.load(facts)
         if self.dbsc is not None:

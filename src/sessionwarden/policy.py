@@ -138,8 +138,13 @@ class CsrfPolicy:
     #: ``<img>``, ``<link>``) and ``<object>``/``<embed>``, which can leak data across sites
     #: (XSSI, timing, Spectre). CORS requests are left to the app's CORS policy.
     resource_isolation: bool = False
+    #: Path prefixes (matched like ``exempt_paths``) of routes that change state: ``GET``,
+    #: ``HEAD``, ``OPTIONS`` and ``TRACE`` on them get 405 with ``Allow`` before the session is
+    #: loaded (a cross-site ``<img>`` or link can send a GET, and safe methods pass this check).
+    state_changing_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _paths("csrf.state_changing_paths", self.state_changing_paths)
         if self.missing_headers not in ("allow", "refuse"):
             _fail("csrf.missing_headers", "must be 'allow' or 'refuse'")
         for origin in self.trusted_origins:

@@ -14,6 +14,7 @@ _REASONS = {
     401: "Unauthorized",
     308: "Permanent Redirect",
     403: "Forbidden",
+    405: "Method Not Allowed",
     409: "Conflict",
     413: "Payload Too Large",
     429: "Too Many Requests",
@@ -30,6 +31,7 @@ _HUMAN = {
     "cross-origin": "Cross-site request refused.",
     "csrf": "The form expired or did not come from this site. Reload the page and try again.",
     "too-large": "Request body too large.",
+    "method-not-allowed": "This address changes data and cannot be opened with a link.",
     "throttled": "Too many requests with invalid sessions. Try again later.",
     "internal-error": "Something went wrong on our side. Please try again later.",
     "store-unavailable": "Sessions are temporarily unavailable. Please try again shortly.",
@@ -47,6 +49,7 @@ class Refusal:
     reason: str = ""  # machine-readable detail
     location: str | None = None
     retry_after: int | None = None
+    allow: str | None = None  # the ``Allow`` header of a 405
 
     @property
     def title(self) -> str:
@@ -74,6 +77,8 @@ class Refusal:
             hdrs.append((b"location", self.location.encode("latin-1")))
         if self.retry_after is not None:
             hdrs.append((b"retry-after", str(self.retry_after).encode()))
+        if self.allow is not None:
+            hdrs.append((b"allow", self.allow.encode("latin-1")))
         if custom is not None:
             body = custom.encoded()
             hdrs.append((b"content-type", custom.content_type.encode("latin-1")))

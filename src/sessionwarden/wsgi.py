@@ -48,6 +48,7 @@ _STATUS = {
     308: "308 Permanent Redirect",
     401: "401 Unauthorized",
     403: "403 Forbidden",
+    405: "405 Method Not Allowed",
     409: "409 Conflict",
     413: "413 Payload Too Large",
     429: "429 Too Many Requests",

@@ -40,6 +40,7 @@ from fastapi.responses import HTMLResponse, Response
 from ..asgi import SessionWardenMiddleware, get_context, get_middleware, get_session
 from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
 from ..core import ReauthenticationRequired, Session
+from ..methods import ALLOW, METHOD_NOT_ALLOWED, safe_method_refused
 from .nextpath import login_location, safe_next
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "CurrentSession",
     "JsonOnly",
     "SignedInUser",
+    "UnsafeMethodsOnly",
     "Warden",
     "csp_nonce",
     "csrf_token",
@@ -58,6 +60,7 @@ __all__ = [
     "safe_next",
     "serve_docs",
     "signed_in_user",
+    "unsafe_methods_only",
     "user_loader",
     "warden",
 ]
@@ -147,6 +150,18 @@ def json_only(request: Request) -> None:
 
 #: ``dependencies=[JsonOnly]`` on a route or router: JSON bodies only (415 otherwise).
 JsonOnly = Depends(json_only)
+
+
+def unsafe_methods_only(request: Request) -> None:
+    """A dependency refusing (405, with ``Allow``) a GET, HEAD, OPTIONS or TRACE: a route that
+    changes state must not be reachable by a link or an ``<img>``. For a route registered with
+    several methods (``@app.api_route(..., dependencies=[UnsafeMethodsOnly])``) or a router."""
+    if safe_method_refused(request.method):
+        raise HTTPException(status_code=405, detail=METHOD_NOT_ALLOWED, headers={"allow": ALLOW})
+
+
+#: ``dependencies=[UnsafeMethodsOnly]`` on a route or router: 405 for safe methods.
+UnsafeMethodsOnly = Depends(unsafe_methods_only)
 
 
 def csrf_token(request: Request) -> str:

@@ -29,6 +29,7 @@ from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
 from ..core import ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
 from ..guard import Guard, Refusal, RefusalRenderer, RequestContext
+from ..methods import ALLOW, METHOD_NOT_ALLOWED, safe_method_refused
 from ..policy import Policy
 from ..records import JSON, dumps
 from ..stores import SessionStore, StoreUnavailable
@@ -47,6 +48,7 @@ __all__ = [
     "recent_auth_required",
     "safe_next",
     "session",
+    "unsafe_methods_only",
 ]
 
 P = ParamSpec("P")
@@ -339,6 +341,20 @@ def json_only(view: Callable[P, R]) -> Callable[P, R | Response]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         if json_body_refusal(request.method, request.headers.get("content-type")):
             return Response(dumps(UNSUPPORTED_MEDIA_TYPE), 415, mimetype="application/json")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def unsafe_methods_only(view: Callable[P, R]) -> Callable[P, R | Response]:
+    """A view decorator: a GET, HEAD, OPTIONS or TRACE gets 405 (with ``Allow``) and the view
+    does not run (a route that changes state must not be reachable by a link or an ``<img>``)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        if safe_method_refused(request.method):
+            body = dumps(METHOD_NOT_ALLOWED)
+            return Response(body, 405, {"allow": ALLOW}, mimetype="application/json")
         return view(*args, **kwargs)
 
     return wrapper
