@@ -144,10 +144,31 @@ class Browser:
         return await self.request("GET", "/whoami", JSON_ACCEPT)
 
 
+class CountingStore:
+    """The memory store, recording every method the adapters' engine calls on it."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return counted
+
+
 @dataclass
 class Site:
     events: Recorder
     browser: Browser
+    store: CountingStore
+    clock: ManualClock
     closers: list[httpx.Client | httpx.AsyncClient] = field(default_factory=list)
 
 
@@ -161,7 +182,7 @@ async def site(
         https=HttpsPolicy(trusted_proxies=(PROXY,)),
         monitor=MonitorPolicy(on_high=on_high, **monitor),
     )
-    clock, events, store = ManualClock(), Recorder(), MemoryStore()
+    clock, events, store = ManualClock(), Recorder(), CountingStore(MemoryStore())
     http: httpx.Client | httpx.AsyncClient
     if kind == "asgi":
         mw = SessionWardenMiddleware(
@@ -188,7 +209,7 @@ async def site(
             transport=httpx.WSGITransport(app=app, remote_addr=PROXY), base_url=BASE
         )
     try:
-        yield Site(events, Browser(http))
+        yield Site(events, Browser(http), store, clock)
     finally:
         if isinstance(http, httpx.AsyncClient):
             await http.aclose()
@@ -232,6 +253,43 @@ async def test_a_risky_change_refuses_every_request_until_the_user_signs_in_agai
         assert b.http.cookies.get("__Host-id") not in (None, before)  # a new ID
         assert (await b.whoami()).json() == {"user": "alice"}
         assert (await b.whoami()).json() == {"user": "alice"}  # this network is its own now
+
+
+@ADAPTERS
+async def test_a_flagged_session_is_refused_without_new_events_or_store_writes(kind: str) -> None:
+    async with site(kind, "step_up") as s:
+        b = s.browser
+        await b.login()
+        b.ip, b.ua = ELSEWHERE, CHROME
+        _assert_reauth_required(await b.whoami())
+        assert s.store.calls[-2:] == ["get", "update"]  # the flag, written once
+        flagged = len(s.events.events)
+        for _ in range(5):
+            s.clock.advance(61.0)  # past the touch interval: not even a touch is written
+            s.store.calls.clear()
+            _assert_reauth_required(await b.whoami())
+            assert s.store.calls == ["get"]
+        assert s.events.count(EventKind.ANOMALY) == 1
+        assert s.events.count(EventKind.STEP_UP_REQUIRED) == 1
+        assert len(s.events.events) == flagged
+
+
+@ADAPTERS
+async def test_a_revoke_level_signal_still_ends_a_flagged_session(kind: str) -> None:
+    async with site(kind, "revoke", on_low="step_up") as s:
+        b = s.browser
+        await b.login()
+        b.ip = ELSEWHERE  # a new network, the same browser: low risk, a step-up
+        _assert_reauth_required(await b.whoami())
+        _assert_reauth_required(await b.whoami())
+        assert s.events.count(EventKind.STEP_UP_REQUIRED) == 1
+        b.ua = CHROME  # then another browser too: high risk, revoked although flagged
+        assert (await b.whoami()).json() == {"user": None}
+        (revoked,) = s.events.of(EventKind.REVOKED)
+        assert revoked.user_id == "alice" and revoked.reason.startswith("policy:")
+        assert [e.detail["action"] for e in s.events.of(EventKind.ANOMALY)] == ["step_up", "revoke"]
+        b.ip, b.ua = HOME, FIREFOX  # going back does not bring it back
+        assert (await b.whoami()).json() == {"user": None}
 
 
 @ADAPTERS

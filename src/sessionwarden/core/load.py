@@ -213,9 +213,15 @@ class Loading(EngineBase):
         facts: RequestFacts,
         now: float,
     ) -> Steps[bool]:
-        """Apply the policy's action to a risky session. Returns whether it was revoked."""
+        """Apply the policy's action to a risky session. Returns whether it was revoked.
+
+        A session already flagged to step up is refused on every request until the user signs
+        in again: another step-up demand changes nothing, so it is neither reported nor written
+        again (one event pair when the flag was set). A revoke is applied whatever the flag."""
         record = session.record
         assert record is not None
+        if action == "step_up" and record.flags.get("step_up"):
+            return False
         self.emit(
             EventKind.ANOMALY,
             facts,
