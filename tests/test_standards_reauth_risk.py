@@ -245,6 +245,8 @@ async def test_a_risky_change_refuses_every_request_until_the_user_signs_in_agai
         _assert_reauth_required(await b.whoami())
         r = await b.request("GET", "/token", NAVIGATION)
         assert r.status_code == 401 and "csrf_token" not in r.text
+        # A person is told to sign in again (not asked for a second factor).
+        assert r.text == "401 Unauthorized\nPlease sign in again to continue.\n"
         # The sign-in page is reachable; signing in again there lifts the demand.
         page = await b.request("GET", "/reauth", JSON_ACCEPT)
         assert page.status_code == 200

@@ -49,6 +49,17 @@ async def test_without_a_grant_the_operation_is_refused(kind: str) -> None:
         status, body = await _post(c, "/sensitive", OP)
         assert status == 403
         assert '"step-up-required"' in body and '"operation-step-up"' in body
+        token = await c.token()
+        r = await c.request(
+            "POST",
+            f"/sensitive?op={OP}",
+            headers={"sec-fetch-site": "same-origin", "x-csrf-token": token},
+        )
+        assert r.status_code == 403
+        assert (
+            r.text
+            == "403 Forbidden\nPlease confirm this operation with your second factor first.\n"
+        )
 
 
 @ADAPTERS

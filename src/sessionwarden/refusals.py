@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .core.session import STEP_UP_REASON
 from .hosts import HOW_TO_ALLOW
 from .records import JSON, dumps
 
@@ -25,7 +26,9 @@ _HUMAN = {
     "bad-request": "Bad request.",
     "host-not-allowed": "Unknown host. " + HOW_TO_ALLOW[0].upper() + HOW_TO_ALLOW[1:],
     "reauthentication-required": "Please sign in again to continue.",
-    "step-up-required": "Please confirm this operation with your second factor first.",
+    # An operation's step-up (require_step_up); a risk decision's (reason "step-up-required")
+    # is a re-authentication and reads as one.
+    STEP_UP_REASON: "Please confirm this operation with your second factor first.",
     "stale-session": "This session moved on; reload the page and try again.",
     "https-required": "This site is only served over HTTPS.",
     "cross-origin": "Cross-site request refused.",
