@@ -9,7 +9,7 @@ so what each request presents is exactly what the test decides.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,17 +213,28 @@ class Rig:
 RigFactory = Callable[..., Rig]
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The persistent stores, each against its real backend."""
-    if request.param == "sqlite":
+#: Every store kind; the attack suite's own ``store_url`` takes the persistent ones.
+EVERY_STORE = ("memory", "sqlite", "redis", "postgres")
+
+
+def store_url_of(kind: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a store of ``kind`` against its real backend, and its keys dropped after."""
+    if kind == "memory":
+        yield "memory://"
+    elif kind == "sqlite":
         yield f"sqlite:///{tmp_path}/sessions.db"
-    elif request.param == "postgres":
+    elif kind == "postgres":
         yield postgres_store_url()
     else:
         prefix = unique_prefix()
         yield f"{redis_or_skip()}?prefix={prefix}"
         drop_keys(prefix)
+
+
+@pytest.fixture(params=EVERY_STORE[1:])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The persistent stores, each against its real backend."""
+    yield from store_url_of(request.param, tmp_path)
 
 
 @pytest.fixture

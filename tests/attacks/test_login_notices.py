@@ -31,7 +31,8 @@ from sessionwarden.events import CallbackSink, Event, EventKind
 from sessionwarden.integrations.flask import SessionWarden, csrf_token, current_session
 from sessionwarden.policy import MonitorPolicy, Policy
 
-from ..conftest import SECRET, drop_prefix, postgres_store_url, redis_or_skip, unique_prefix
+from ..conftest import SECRET
+from .conftest import EVERY_STORE, store_url_of
 
 BASE = "https://app.test"
 COOKIE = "__Host-id"
@@ -142,18 +143,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+@pytest.fixture(params=EVERY_STORE)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/sessions.db"
-    elif request.param == "postgres":
-        yield postgres_store_url()
-    else:
-        prefix = unique_prefix()
-        yield f"{redis_or_skip()}?prefix={prefix}"
-        drop_prefix(prefix)
+    yield from store_url_of(request.param, tmp_path)
 
 
 Rig = tuple[Callable[[str, str], Browser], list[Event], ManualClock]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,25 +32,23 @@ from sessionwarden.policy import Policy
 from sessionwarden.records import RecordUpdate, SessionRecord
 from sessionwarden.sinks import EVENT_RECORD_ATTR
 
-from ..conftest import SECRET, postgres_store_url, redis_or_skip, unique_prefix
-from .conftest import Browser, Rig, RigFactory, attacked_app, drop_keys
+from ..conftest import SECRET
+from .conftest import (
+    EVERY_STORE,
+    Browser,
+    Rig,
+    RigFactory,
+    attacked_app,
+    store_url_of,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture(params=EVERY_STORE)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every store: the lineage travels in the record each of them keeps."""
-    if request.param == "memory":
-        yield "memory://"
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/sessions.db"
-    elif request.param == "postgres":
-        yield postgres_store_url()
-    else:
-        prefix = unique_prefix()
-        yield f"{redis_or_skip()}?prefix={prefix}"
-        drop_keys(prefix)
+    yield from store_url_of(request.param, tmp_path)
 
 
 async def reauth(request: Request) -> Response:

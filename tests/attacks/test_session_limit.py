@@ -25,24 +25,23 @@ from sessionwarden.integrations.flask import SessionWarden, csrf_token, current_
 from sessionwarden.policy import Policy
 from sessionwarden.stores.base import CapAction
 
-from ..conftest import SECRET, postgres_store_url, redis_or_skip, unique_prefix
-from .conftest import BASE, COOKIE, Browser, RigFactory, drop_keys, set_cookie_value
+from ..conftest import SECRET
+from .conftest import (
+    BASE,
+    COOKIE,
+    EVERY_STORE,
+    Browser,
+    RigFactory,
+    set_cookie_value,
+    store_url_of,
+)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+@pytest.fixture(params=EVERY_STORE)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every store, each against its real backend (overrides the attack suite's, which has no
     memory store)."""
-    if request.param == "memory":
-        yield "memory://"
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/sessions.db"
-    elif request.param == "postgres":
-        yield postgres_store_url()
-    else:
-        prefix = unique_prefix()
-        yield f"{redis_or_skip()}?prefix={prefix}"
-        drop_keys(prefix)
+    yield from store_url_of(request.param, tmp_path)
 
 
 def cap_policy(on_limit: CapAction, cap: int = 2) -> Policy:

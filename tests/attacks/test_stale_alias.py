@@ -9,7 +9,7 @@ the other stores until the next purge). The purge then removes it everywhere.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,8 @@ from sessionwarden.clock import ManualClock
 from sessionwarden.events import EventKind
 from sessionwarden.policy import Policy
 
-from ..conftest import SECRET, postgres_store_url, redis_or_skip, unique_prefix
-from .conftest import Browser, Rig, RigFactory, drop_keys
+from ..conftest import SECRET
+from .conftest import EVERY_STORE, Browser, Rig, RigFactory, store_url_of
 
 pytestmark = pytest.mark.anyio
 
@@ -28,19 +28,10 @@ GRACE = 5
 REMEMBERED = 300
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture(params=EVERY_STORE)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every store, each against its real backend (the memory store included)."""
-    if request.param == "memory":
-        yield "memory://"
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/sessions.db"
-    elif request.param == "postgres":
-        yield postgres_store_url()
-    else:
-        prefix = unique_prefix()
-        yield f"{redis_or_skip()}?prefix={prefix}"
-        drop_keys(prefix)
+    yield from store_url_of(request.param, tmp_path)
 
 
 async def _rotated(make_rig: RigFactory) -> tuple[Rig, ManualClock, Browser, str]:
