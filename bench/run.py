@@ -260,11 +260,8 @@ def table(results: list[Result], *, smoke: bool) -> str:
     lines.append(goal_head)
     lines.append("|---|---:|---:|---:|---:|---|")
     for goal, mine, peer, limit in GOALS:
-        a = by_name.get(mine)
-        peers = [by_name.get(p) for p in ((peer,) if isinstance(peer, str) else peer)]
-        measured = [p for p in peers if p is not None and p.status == "ok"]
-        b = min(measured, key=lambda r: r.median) if measured else None
-        if a is None or b is None or a.status != "ok" or len(measured) < len(peers):
+        a, b = by_name.get(mine), fastest(by_name, peer)
+        if a is None or b is None or a.status != "ok":
             lines.append(f"| {goal} | | | | {limit} | not measured |")
             continue
         ratio = a.median / b.median
