@@ -150,9 +150,7 @@ class DbscGuard:
             EventKind.REVOKED,
             facts,
             now,
-            key=record.key,
-            lineage=record.lineage,
-            user_id=record.user_id,
+            record=record,
             reason="policy:missing-bound-cookie",
         )
         return Loaded(Session(None, now), clear_cookie=True)

@@ -124,6 +124,7 @@ class EngineBase:
         facts: RequestFacts | None,
         now: float,
         *,
+        record: SessionRecord | None = None,
         key: str = "",
         lineage: str = "",
         user_id: str | None = None,
@@ -132,9 +133,12 @@ class EngineBase:
     ) -> Event | None:
         """Send one audit event to the sink (IDs appear only as their short reference, the
         session's lineage only as its short keyed hash); the event is built only if the sink
-        wants its kind (``None`` when not)."""
+        wants its kind (``None`` when not). ``record``: the session the event is about, whose
+        key, lineage and user it takes instead of ``key``, ``lineage`` and ``user_id``."""
         if not sink_wants(self.sink, kind):
             return None
+        if record is not None:
+            key, lineage, user_id = record.key, record.lineage, record.user_id
         event = Event(
             kind=kind,
             at=now,

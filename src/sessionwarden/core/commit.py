@@ -182,9 +182,7 @@ class Committing(EngineBase):
                 EventKind.LOGGED_OUT,
                 facts,
                 now,
-                key=record.key,
-                lineage=record.lineage,
-                user_id=record.user_id,
+                record=record,
             )
         return Outcome(self.cookies.clear(), logged_out=True, wrote=record is not None)
 
@@ -250,9 +248,7 @@ class Committing(EngineBase):
             EventKind.WRITE_AFTER_REVOKE,
             facts,
             now,
-            key=record.key,
-            lineage=record.lineage,
-            user_id=record.user_id,
+            record=record,
             reason="replaced-at-login" if at_login else "",
         )
         return Outcome(None if at_login else self.cookies.clear(), wrote=True)
@@ -266,9 +262,7 @@ class Committing(EngineBase):
                 EventKind.TOUCHED_AFTER_IDLE_GAP,
                 facts,
                 now,
-                key=record.key,
-                lineage=record.lineage,
-                user_id=record.user_id,
+                record=record,
                 detail={"gap": round(now - record.last_seen, 3)},
             )
         changes.meta["last_seen"] = now
@@ -568,9 +562,7 @@ class Committing(EngineBase):
             EventKind.WRITE_AFTER_REVOKE,
             facts,
             now,
-            key=record.key,
-            lineage=record.lineage,
-            user_id=record.user_id,
+            record=record,
         )
         session.record = None
         fresh = RecordUpdate(set_data={**record.data, **changes.set_data})

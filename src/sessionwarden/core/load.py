@@ -151,9 +151,7 @@ class Loading(EngineBase):
         expired = self._expiry_reason(record, now)
         if expired is not None:
             yield from self._end_expired(record, expired, now)
-            self.emit(
-                expired, facts, now, key=record.key, lineage=record.lineage, user_id=record.user_id
-            )
+            self.emit(expired, facts, now, record=record)
             ended = ABSOLUTE if expired is EventKind.EXPIRED_ABSOLUTE else IDLE
             return Loaded(self.new_session(None, now), clear_cookie=True, ended=ended)
         session = self.new_session(record, now, via_alias=via_alias)
@@ -226,9 +224,7 @@ class Loading(EngineBase):
             EventKind.ANOMALY,
             facts,
             now,
-            key=record.key,
-            lineage=record.lineage,
-            user_id=record.user_id,
+            record=record,
             reason=reason,
             detail={**detail, "action": action},
         )
@@ -240,9 +236,7 @@ class Loading(EngineBase):
                 EventKind.REVOKED,
                 facts,
                 now,
-                key=record.key,
-                lineage=record.lineage,
-                user_id=record.user_id,
+                record=record,
                 reason="policy:" + reason,
             )
             if self.policy.monitor.revoke_all_on_high and record.user_id is not None:
@@ -259,9 +253,7 @@ class Loading(EngineBase):
                 EventKind.STEP_UP_REQUIRED,
                 facts,
                 now,
-                key=record.key,
-                lineage=record.lineage,
-                user_id=record.user_id,
+                record=record,
                 reason=reason,
             )
         return False
