@@ -72,7 +72,9 @@ def test_wsgi_environ_facts_equal_asgi_header_facts(
     assert environ_facts(g, environ) == asgi
 
 
-def test_facts_read_the_last_single_header_and_every_cookie() -> None:
+def test_facts_join_a_repeated_single_header_and_read_every_cookie() -> None:
+    """A repeated header is one list-valued field (RFC 9110 5.3), as a WSGI server joins it:
+    no copy overrides another, so no list passes for one ``same-origin`` or one host."""
     facts = guard().facts(
         method="get",
         scheme="https",
@@ -81,13 +83,16 @@ def test_facts_read_the_last_single_header_and_every_cookie() -> None:
         headers=[
             (b"cookie", b"a=1"),
             (b"host", b"A.test"),
+            (b"sec-fetch-site", b"cross-site"),
             (b"cookie", b"b=2"),
             (b"host", b" B.Test "),
+            (b"sec-fetch-site", b"same-origin"),
             (b"x-csrf-token", b" t "),
         ],
     )
     assert facts.method == "GET"
-    assert facts.host == "b.test"
+    assert facts.host == "a.test,  b.test"
+    assert facts.sec_fetch_site == "cross-site, same-origin"
     assert facts.cookie_header == "a=1; b=2"
     assert facts.csrf_header == "t"
     assert facts.client_ip == "198.51.100.7"

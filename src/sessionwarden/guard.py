@@ -230,7 +230,11 @@ class Guard:
                 continue
             value = raw_value.decode("latin-1")
             if slot >= 0:
-                values[slot] = value
+                # A repeated field is one list-valued field (RFC 9110 5.3), as a WSGI server
+                # joins it: ``cross-site, same-origin`` is no ``same-origin``, so a second
+                # Sec-Fetch-Site, Origin or Host never overrides the first.
+                seen = values[slot]
+                values[slot] = value if seen is None else f"{seen}, {value}"
             elif slot == _COOKIE:
                 cookie.append(value)
             elif slot == _PROXY:
