@@ -50,6 +50,8 @@ FIREFOX_WIN = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/2010010
 # agent_family
 # ---------------------------------------------------------------------------------------------
 
+#: An unrecognised agent's family: ``other:`` and a digest of its string.
+UNRECOGNISED = "<unrecognised>"
 UA_TABLE: list[tuple[str, str, int]] = [
     (CHROME_WIN, "Chrome", 120),
     (
@@ -147,13 +149,14 @@ UA_TABLE: list[tuple[str, str, int]] = [
     (
         "Mozilla/5.0 (Linux; U; Android 4.0.3; ko-kr; LG-L160L Build/IML74K) "
         "AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Mobile Safari/534.30",
-        "other",
+        UNRECOGNISED,
         0,
     ),
     ("", "other", 0),
-    ("Mozilla/5.0", "other", 0),
-    ("\x00\xff\u2028 ;;; ((( ///", "other", 0),
-    ("xChrome/99.0", "other", 0),  # a suffix of another token is not the token
+    (" \t ", "other", 0),
+    ("Mozilla/5.0", UNRECOGNISED, 0),
+    ("\x00\xff\u2028 ;;; ((( ///", UNRECOGNISED, 0),
+    ("xChrome/99.0", UNRECOGNISED, 0),  # a suffix of another token is not the token
     ("Chrome/", "Chrome", 0),
     ("Chrome/abc", "Chrome", 0),
     ("Chrome/12345678901234567890", "Chrome", 123456),  # bounded
@@ -163,7 +166,47 @@ UA_TABLE: list[tuple[str, str, int]] = [
 
 @pytest.mark.parametrize(("ua", "family", "major"), UA_TABLE)
 def test_agent_family_table(ua: str, family: str, major: int) -> None:
-    assert agent_family(ua) == (family, major)
+    got = agent_family(ua)
+    if family == UNRECOGNISED:
+        assert got[0].startswith("other:") and len(got[0]) == len("other:") + 12
+        assert got[1] == major
+    else:
+        assert got == (family, major)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("spec-client/1.0", "spec-client/2.7.1", True),  # an update keeps the family
+        ("spec-client/1.0", "other-tool/1.0", False),
+        ("Mozilla/5.0 A", "Mozilla/5.0 B", False),
+        (
+            "Mozilla/5.0 (X11) Gecko/20100101 Rare/3.0",
+            "Mozilla/5.0 (X11) Gecko/20100101 Rare/4.1",
+            True,
+        ),
+        ("ua-one", "ua-two", False),
+        ("", "spec-client/1.0", False),
+    ],
+)
+def test_unrecognised_agents_are_told_apart_and_keep_their_name_across_versions(
+    first: str, second: str, same: bool
+) -> None:
+    assert (agent_family(first) == agent_family(second)) is same
+
+
+def test_a_fingerprint_stored_as_plain_other_matches_any_unrecognised_agent() -> None:
+    # What earlier releases stored for every unrecognised agent: no upgrade revokes them all.
+    stored = fp(ua="other", uav=0)
+    current = fp(ua=agent_family("spec-client/1.0")[0], uav=0)
+    assert assess(stored, current, last_net_change_at=None, now=NOW, policy=POLICY) == Assessment(
+        Risk.NONE, ()
+    )
+    # ... but a recognised browser is still a changed agent.
+    firefox = fp(ua="Firefox", uav=128)
+    assert assess(stored, firefox, last_net_change_at=None, now=NOW, policy=POLICY).reasons == (
+        "agent-changed",
+    )
 
 
 def test_agent_family_only_reads_the_first_512_characters() -> None:
@@ -173,7 +216,7 @@ def test_agent_family_only_reads_the_first_512_characters() -> None:
 
 def test_agent_family_is_fast_on_adversarial_input() -> None:
     # Many near-matches of a needle: must stay linear-ish, never backtrack.
-    assert agent_family("xChrome/" * 100_000) == ("other", 0)
+    assert agent_family("xChrome/" * 100_000)[0].startswith("other:")
     assert agent_family("Safari/" * 100_000)[0] == "Safari"
 
 
@@ -996,7 +1039,11 @@ def _other(fp: dict[str, JSON] | None) -> SessionRecord:
 
 
 HOME: dict[str, JSON] = {
-    "ip": "198.51.100.7", "net": "198.51.100.0/24", "ua": "Firefox", "uav": 128, "lang": "en"
+    "ip": "198.51.100.7",
+    "net": "198.51.100.0/24",
+    "ua": "Firefox",
+    "uav": 128,
+    "lang": "en",
 }
 
 BOTH = [EventKind.CONCURRENT_LOGIN, EventKind.NEW_DEVICE]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,10 +101,15 @@ _PARSED_CACHE_SIZE = 1024
 
 
 def agent_family(user_agent: str) -> tuple[str, int]:
-    """``(family, major version)`` of a user agent, ``("other", 0)`` when unrecognised.
+    """``(family, major version)`` of a user agent: a known browser or client by name, an
+    unrecognised one as ``("other:<digest>", 0)``, a blank one as ``("other", 0)``.
 
     A family rather than the full string, because the full string changes with every minor
     update while a stolen cookie replayed from a script or another browser changes the family.
+    An agent none of the rules knows (a bot, an API client, a rare browser) is named by a
+    digest of its string with its version numbers left out: its own updates keep the name,
+    another unrecognised agent gets another one, so a cookie replayed with a different
+    unrecognised ``User-Agent`` is still a changed agent.
     """
     return _agent_family(user_agent[:UA_SCAN_LIMIT])
 
@@ -122,7 +128,24 @@ def _agent_family(ua: str) -> tuple[str, int]:
         # Safari's own version lives in "Version/"; "Safari/" carries the WebKit build.
         # Android's pre-Chrome stock browser also says "Safari/" but is not Safari.
         return "Safari", _product_major(ua, "Version") or 0
-    return "other", 0
+    return _unrecognised(ua), 0
+
+
+#: The family of a blank user agent, and of every unrecognised one in fingerprints stored
+#: before unrecognised agents were told apart (:func:`_agent_finding` accepts any of them).
+OTHER_AGENT = "other"
+#: What a version or build number is written with (``17_1``, ``2.7.1``): left out of the digest.
+_NO_VERSIONS = str.maketrans("", "", "0123456789._")
+
+
+def _unrecognised(ua: str) -> str:
+    """``other:`` and 12 hex digits of a digest of ``ua`` without its digits, dots and
+    underscores (versions, build numbers); :data:`OTHER_AGENT` when ``ua`` is blank."""
+    text = ua.strip()
+    if not text:
+        return OTHER_AGENT
+    raw = text.translate(_NO_VERSIONS).encode("utf-8", "surrogatepass")
+    return f"{OTHER_AGENT}:{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +183,7 @@ def agent_label(user_agent: str) -> str:
 @functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
 def _agent_label(head: str) -> str:
     family, major = _agent_family(head)
-    if family == "other":
+    if family.startswith(OTHER_AGENT):
         return head[:64]
     label = f"{family} {major}" if major else family
     for marker, platform in _PLATFORMS:
@@ -336,7 +359,8 @@ def _agent_finding(
     old_ua = _text(stored, "ua")
     if not old_ua:
         return None
-    if old_ua != _text(current, "ua"):
+    new_ua = _text(current, "ua")
+    if old_ua != new_ua and not (old_ua == OTHER_AGENT and new_ua.startswith(OTHER_AGENT)):
         return "agent-changed", risk
     old_v, new_v = _major(stored, "uav"), _major(current, "uav")
     if old_v and not new_v:
