@@ -67,6 +67,10 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
         _fail(name, f"must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
 
 
+def _has_prefix(name: str, prefix: str) -> bool:
+    return name[: len(prefix)].lower() == prefix.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class CookiePolicy:
     """The session cookie. ``__Host-id``: generic (no framework fingerprint) and, through the
@@ -89,9 +93,11 @@ class CookiePolicy:
             _fail("cookie.same_site", "must be 'Strict', 'Lax' or 'None'")
         if not self.path.startswith("/"):
             _fail("cookie.path", "must start with '/'")
-        if self.name.startswith("__Host-") and self.domain is not None:
+        # Browsers match the prefixes case-insensitively (RFC 6265bis 5.7): "__HOST-id" is held
+        # to the __Host- rules, so it is checked by them too.
+        if _has_prefix(self.name, "__Host-") and self.domain is not None:
             # A browser drops a __Host- cookie with a Domain: the prefix that allows one is used.
-            renamed = "__Secure-" + self.name.removeprefix("__Host-")
+            renamed = "__Secure-" + self.name[len("__Host-") :]
             warnings.warn(
                 f"cookie.domain: a __Host- cookie cannot have a Domain; the session cookie is "
                 f"named {renamed!r} instead (sibling subdomains can then set it too)",
@@ -99,12 +105,12 @@ class CookiePolicy:
                 stacklevel=3,
             )
             object.__setattr__(self, "name", renamed)
-        if self.name.startswith("__Host-"):
+        if _has_prefix(self.name, "__Host-"):
             if self.path != "/":
                 _fail("cookie.path", "a __Host- cookie must have Path=/")
             if not self.secure:
                 _fail("cookie.secure", "a __Host- cookie must be Secure")
-        if self.name.startswith("__Secure-") and not self.secure:
+        if _has_prefix(self.name, "__Secure-") and not self.secure:
             _fail("cookie.secure", "a __Secure- cookie must be Secure")
         if self.same_site == "None" and not self.secure:
             _fail("cookie.same_site", "SameSite=None requires Secure (browsers reject it)")
@@ -581,7 +587,9 @@ def _weakened(policy: Policy) -> dict[str, bool]:
         "cookie.secure": not cookie.secure,
         "cookie.http_only": not cookie.http_only,
         "cookie.same_site": cookie.same_site == "None",
-        "cookie.name": not cookie.name.startswith(("__Host-", "__Secure-")),
+        "cookie.name": not (
+            _has_prefix(cookie.name, "__Host-") or _has_prefix(cookie.name, "__Secure-")
+        ),
         "https.redirect": not policy.https.redirect,
         "csrf.enabled": not policy.csrf.enabled,
         "csrf.report_only": policy.csrf.report_only,
