@@ -792,3 +792,53 @@ def test_a_domain_turns_a_host_prefix_in_any_case_into_secure() -> None:
     cookie = parse_set_cookie(CookieWriter(policy).issue("v"))
     assert cookie.name == "__Secure-id" and cookie.get("domain") == "example.test"
     assert cookie.has("secure")
+
+
+# --------------------------------------------------------------------------------------------
+# A9.47, 49, 50: addresses seen through the trusted proxy
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_nearby_address_passes_and_alternating_networks_end_the_session(
+    demo: DemoServer, browser: Any
+) -> None:
+    """A9.47 and 50: the same /24 is the same place; another network is noted
+    (``network-changed``) and let through; going back and forth between the two within minutes
+    is two people sharing a cookie (``network-flapping``): the session ends."""
+    b = browser(ip="203.0.113.10")
+    b.sign_in()
+    b.ip = "203.0.113.200"
+    assert b.user() == "alice"
+    b.ip = "198.18.7.7"
+    assert b.user() == "alice"
+    b.ip = "203.0.113.10"
+    assert b.user() is None
+    b.ip = "198.18.7.7"
+    assert b.user() is None
+
+    def reasons() -> list[str]:
+        return [e["reason"] for e in events(demo, "anomaly.detected")]
+
+    _wait_for(lambda: "network-flapping" in reasons())
+    assert "network-changed" in reasons()
+
+
+def test_many_unknown_ids_from_one_address_are_throttled(demo: DemoServer, browser: Any) -> None:
+    """A9.49: well-formed session IDs the server never issued, one after another from one
+    address, are answered 429 with ``Retry-After`` past a threshold (well under 100), with a
+    ``client.throttled`` event; a client at another address is not affected."""
+    guesser = browser(ip="192.0.2.77")
+    statuses = []
+    for _ in range(100):
+        guesser.jar.clear()
+        guesser.jar.set_cookie(_jar_cookie(COOKIE, secrets.token_urlsafe(32)))
+        r = guesser.request("GET", "/api/me", headers={"accept": "application/json"})
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            assert r.headers.get("retry-after", "").isdigit()
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+    _wait_for(lambda: bool(events(demo, "client.throttled")))
+    other = browser(ip="192.0.2.200")
+    other.sign_in()
+    assert other.user() == "alice"
