@@ -17,6 +17,11 @@ connections of every process:
   says no connection committed since; otherwise one indexed read.
 * **Memory**: a dictionary lookup (one process only).
 
+A session a risk decision flagged to step up (``MonitorPolicy`` action ``"step_up"``) is not
+served over its open connections either: every HTTP request of it is refused until the user
+signs in again, so the check closes them as it does those of an ended session (reason
+``step-up-required``; a WebSocket gets the close reason ``reauthentication required``).
+
 Idle and absolute timeouts are found by the same check (the record's deadlines against the
 clock), so no timer per connection is needed. Nothing runs per message: the connection's own
 ``send`` and ``receive`` are the server's, untouched.

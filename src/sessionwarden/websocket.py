@@ -28,7 +28,9 @@ An application that wants a change kept calls :func:`save_session`, which writes
 cookie (see :func:`sessionwarden.core.live.save_without_cookie`).
 
 While the connection is open its session is watched (:mod:`sessionwarden.live`); when the
-session ends, the connection is closed with code 1008 (policy violation).
+session ends, the connection is closed with code 1008 (policy violation) and the reason
+``session ended``; when a risk decision demands that its user sign in again (``MonitorPolicy``
+action ``"step_up"``), with code 1008 and the reason ``reauthentication required``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from . import csrf
-from .core.live import CookieNeeded, save_without_cookie
+from .core.live import STEP_UP_REQUIRED, CookieNeeded, save_without_cookie
 from .events import EventKind
 from .guard import Refusal, RequestContext
 from .live import Connection
@@ -46,7 +48,15 @@ from .stores import StoreUnavailable
 if TYPE_CHECKING:
     from .asgi import SessionWardenMiddleware
 
-__all__ = ["CLOSE_POLICY_VIOLATION", "CookieNeeded", "save_session", "serve_websocket"]
+__all__ = [
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_REAUTHENTICATE",
+    "CLOSE_SESSION_ENDED",
+    "CookieNeeded",
+    "close_reason",
+    "save_session",
+    "serve_websocket",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +65,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: RFC 6455 section 7.4.1: the endpoint received something that violates its policy.
 CLOSE_POLICY_VIOLATION = 1008
+#: The close reason when the session ended (signed out, revoked, timed out, evicted, ...).
+CLOSE_SESSION_ENDED = "session ended"
+#: The close reason when a risk decision demands that the user sign in again: the session is
+#: not over, but nothing of it is served until then (HTTP requests get ``reauth_required``).
+CLOSE_REAUTHENTICATE = "reauthentication required"
 _HTTP_SCHEME = {"ws": "http", "wss": "https"}
 _DENIAL = "websocket.http.response"
 
@@ -98,7 +113,11 @@ async def serve_websocket(
 
     async def close(reason: str) -> None:
         await send(
-            {"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": "session ended"}
+            {
+                "type": "websocket.close",
+                "code": CLOSE_POLICY_VIOLATION,
+                "reason": close_reason(reason),
+            }
         )
 
     conn = Connection("websocket", facts, session.user_id, close)
@@ -107,6 +126,11 @@ async def serve_websocket(
         await mw.app(scope, receive, send)
     finally:
         mw.watcher.unwatch(conn)
+
+
+def close_reason(ended: str) -> str:
+    """The close reason sent to the client for the watcher's reason ``ended``."""
+    return CLOSE_REAUTHENTICATE if ended == STEP_UP_REQUIRED else CLOSE_SESSION_ENDED
 
 
 def _origin_refusal(mw: SessionWardenMiddleware, ctx: RequestContext) -> Refusal | None:

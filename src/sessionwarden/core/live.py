@@ -24,9 +24,10 @@ class Liveness:
     """What one check of a watched session found.
 
     ``key``: the store key the session lives under now (a rotation within its grace window
-    moves it); ``None`` when the session ended, with ``reason`` saying how (a tombstone's
-    reason such as ``logout`` or ``revoked:user``, ``expired.idle``, ``expired.absolute``,
-    ``unknown``, ``rotated-out``)."""
+    moves it); ``None`` when the session may no longer be served over an open connection,
+    with ``reason`` saying why: it ended (a tombstone's reason such as ``logout`` or
+    ``revoked:user``, ``expired.idle``, ``expired.absolute``, ``unknown``, ``rotated-out``),
+    or a risk decision demanded that its user sign in again (:data:`STEP_UP_REQUIRED`)."""
 
     key: str | None
     reason: str = ""
@@ -37,7 +38,9 @@ class Liveness:
 def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
     """Whether the session at ``key`` is still live at ``now``: a live, unexpired record, or
     an alias within its grace window whose target is one (periodic rotation by a request of
-    the same session elsewhere). Anything else ends the connection."""
+    the same session elsewhere), that no risk decision flagged to step up. Anything else ends
+    the connection: a flagged session is refused on every HTTP request until its user signs in
+    again (which gives it a new ID), so its open connections must not go on serving it."""
     found = remembered((yield from Get(key)), now)
     if isinstance(found, Alias):
         if now >= found.grace_until:
@@ -51,7 +54,15 @@ def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
     expired = engine._expiry_reason(found, now)
     if expired is not None:
         return Liveness(None, expired.value.removeprefix("session."))
+    if found.flags.get("step_up"):
+        return Liveness(None, STEP_UP_REQUIRED)
     return Liveness(key, deadline=engine.expires_at(found.created_at, found.last_seen))
+
+
+#: :attr:`Liveness.reason` of a session a risk decision flagged to step up
+#: (``MonitorPolicy`` action ``"step_up"``): every HTTP request of it is refused until the
+#: user signs in again, and so are its open connections.
+STEP_UP_REQUIRED = "step-up-required"
 
 
 class CookieNeeded(RuntimeError):

@@ -1,7 +1,8 @@
 // The account page's live panel: a WebSocket to /ws that greets with the signed-in user's name
 // and then sends the session's recent activity. When the session ends anywhere (signed out in
 // another browser, revoked from the sessions page, timed out), the server closes the socket
-// with code 1008 and the panel says so.
+// with code 1008 and the panel says so (reason "reauthentication required": the risk check
+// demands that the user sign in again).
 (function () {
   "use strict";
   var panel = document.getElementById("live-panel");
@@ -43,9 +44,12 @@
     }
   });
   socket.addEventListener("close", function (event) {
-    show(
-      event.code === 1008 ? "connection closed: session ended" : "connection closed",
-      "closed"
-    );
+    var text = "connection closed";
+    if (event.code === 1008) {
+      text = event.reason === "reauthentication required"
+        ? "connection closed: sign in again"
+        : "connection closed: session ended";
+    }
+    show(text, "closed");
   });
 })();
