@@ -28,10 +28,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+import sessionwarden
 from sessionwarden.asgi import SessionWardenMiddleware, get_middleware, get_session
 from sessionwarden.clock import ManualClock
 from sessionwarden.events import EventKind
@@ -56,6 +57,7 @@ SAFARI = (
 JSON_ACCEPT = {"accept": "application/json"}
 RECENT = 300.0  # the application's window for "recently signed in"
 IDLE, ABSOLUTE = 1800.0, 43_200.0
+SCRIPT = Path(sessionwarden.__file__).with_name("static") / "sessionwarden.js"
 #: How long a test waits for something the server does within its check interval.
 PATIENCE = 10.0
 
@@ -127,7 +129,7 @@ def _app() -> Starlette:
 
     async def feed(websocket: WebSocket) -> None:
         await websocket.accept()
-        await websocket.send_json({"user": websocket.session.user_id})
+        await websocket.send_json({"user": get_session(websocket).user_id})
         try:
             while True:
                 await websocket.send_text(await websocket.receive_text())
@@ -142,8 +144,39 @@ def _app() -> Starlette:
 
         return StreamingResponse(forever(), media_type="text/event-stream")
 
+    async def page(request: Request) -> Response:
+        """A signed-in page with the bundled client script and its settings."""
+        policy = get_middleware(request).policy
+        metas = {
+            "csrf-token": request.state.csrf_token(),
+            "session-idle-timeout": str(int(policy.idle_timeout)),
+            "session-warn-before": "60",
+            "session-keepalive-url": "/keepalive",
+            "session-passive-paths": ",".join(policy.passive_paths),
+        }
+        head = "".join(f'<meta name="{k}" content="{v}">' for k, v in metas.items())
+        nonce = request.state.csp_nonce
+        return HTMLResponse(
+            f"<!doctype html><html><head>{head}"
+            f'<script src="/sessionwarden.js" nonce="{nonce}"></script></head>'
+            "<body><h1>Account</h1></body></html>"
+        )
+
+    async def keepalive(request: Request) -> Response:
+        """A keep-alive URL answers 2xx only to a signed-in session; like most pages that need
+        one, this one sends anybody else to the sign-in page (which answers 200)."""
+        if get_session(request).user_id is None:
+            return Response(status_code=303, headers={"location": "/page"})
+        return Response(status_code=204)
+
+    async def script(request: Request) -> Response:
+        return Response(SCRIPT.read_bytes(), media_type="text/javascript")
+
     return Starlette(
         routes=[
+            Route("/page", page),
+            Route("/sessionwarden.js", script),
+            Route("/keepalive", keepalive),
             Route("/whoami", whoami),
             Route("/poll", whoami),
             Route("/token", token),
@@ -525,8 +558,10 @@ async def test_the_logout_response_expires_the_cookie_clears_site_data_and_is_no
         attrs = [a.strip().lower() for a in cleared.split(";")]
         assert attrs[0] == COOKIE.lower() + "="
         assert "max-age=0" in attrs or any(a.startswith("expires=thu, 01 jan 1970") for a in attrs)
-        assert "secure" in attrs and "path=/" in attrs and not any(
-            a.startswith("domain") for a in attrs
+        assert (
+            "secure" in attrs
+            and "path=/" in attrs
+            and not any(a.startswith("domain") for a in attrs)
         )
         assert r.headers["clear-site-data"] == '"cookies", "storage"'
         assert "no-store" in r.headers["cache-control"]

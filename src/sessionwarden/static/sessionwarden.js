@@ -8,8 +8,12 @@
  * 2. Idle timeout: with <meta name="session-idle-timeout" content="SECONDS"> the page warns
  *    <meta name="session-warn-before" content="SECONDS"> (default 60) before the server ends
  *    the session, offering "Stay signed in", which requests <meta name="session-keepalive-url">
- *    (default: this page) with GET. Only requests reset the countdown, not mouse moves: the
- *    server sees requests, so only they extend the session.
+ *    (default: this page) with GET. That URL must answer 2xx only to a signed-in session: an
+ *    error or a redirect (to the sign-in page) means the session is over, and the page says so.
+ *    Only requests reset the countdown, not mouse moves: the server sees requests, so only they
+ *    extend the session. Requests to the passive paths of <meta name="session-passive-paths"
+ *    content="/poll,/api/heartbeat"> (Policy.passive_paths, comma-separated) do not: the
+ *    server does not count them as use either.
  */
 (function () {
   "use strict";
@@ -25,6 +29,23 @@
   function seconds(name, fallback) {
     var n = Number(meta(name));
     return meta(name) !== null && isFinite(n) && n > 0 ? n : fallback;
+  }
+
+  // Path prefixes matched like the server's: "/poll" covers "/poll" and "/poll/...".
+  var passive = (meta("session-passive-paths") || "").split(",").map(function (p) {
+    return p.trim().replace(/\/+$/, "");
+  }).filter(function (p) { return p.charAt(0) === "/"; });
+
+  function isPassive(url) {
+    var path;
+    try {
+      path = new URL(url, window.location.href).pathname;
+    } catch (e) {
+      return false;
+    }
+    return passive.some(function (p) {
+      return path === p || path.indexOf(p + "/") === 0;
+    });
   }
 
   function sameOrigin(url) {
@@ -51,8 +72,9 @@
       init = Object.assign({}, init, { headers: headers });
     }
     var pending = originalFetch(input, init);
-    if (local) {
-      // A same-origin response means the server saw us: its idle clock restarted.
+    if (local && !isPassive(url)) {
+      // A same-origin response means the server saw us: its idle clock restarted (a passive
+      // path's does not restart it).
       pending.then(function (r) { if (r.ok) restartCountdown(); }, function () {});
     }
     return pending;
@@ -112,6 +134,12 @@
     show("You have been signed out because of inactivity. Reload the page to sign in again.", false);
   }
 
+  function ended() {
+    clearTimeout(warnTimer);
+    clearTimeout(expireTimer);
+    show("You have been signed out. Reload the page to sign in again.", false);
+  }
+
   function restartCountdown() {
     if (!idle) return;
     clearTimeout(warnTimer);
@@ -125,8 +153,10 @@
   function keepAlive() {
     if (!sameOrigin(keepaliveUrl)) return; // a misconfigured URL must not leak the cookie's use
     button.disabled = true;
-    wrappedFetch(keepaliveUrl, { method: "GET", credentials: "same-origin", cache: "no-store" })
-      .then(function (r) { if (!r.ok) expired(); }, expired)
+    // A redirect is not followed: it leads to the sign-in page, whose 200 would look like success.
+    var init = { method: "GET", credentials: "same-origin", cache: "no-store", redirect: "manual" };
+    wrappedFetch(keepaliveUrl, init)
+      .then(function (r) { if (!r.ok) ended(); }, ended)
       .then(function () { button.disabled = false; });
   }
 
