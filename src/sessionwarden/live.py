@@ -23,8 +23,9 @@ signs in again, so the check closes them as it does those of an ended session (r
 ``step-up-required``; a WebSocket gets the close reason ``reauthentication required``).
 
 Idle and absolute timeouts are found by the same check (the record's deadlines against the
-clock), so no timer per connection is needed. Nothing runs per message: the connection's own
-``send`` and ``receive`` are the server's, untouched.
+clock), so no timer per connection is needed; a session the check finds expired is ended as a
+request would end it (the expiry's tombstone, the ``session.expired.*`` event). Nothing runs
+per message: the connection's own ``send`` and ``receive`` are the server's, untouched.
 
 A check that fails because the store is unreachable closes nothing (a revocation cannot be
 written while the store is down either); the sessions are checked again at the next interval.

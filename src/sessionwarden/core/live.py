@@ -38,9 +38,11 @@ class Liveness:
 def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
     """Whether the session at ``key`` is still live at ``now``: a live, unexpired record, or
     an alias within its grace window whose target is one (periodic rotation by a request of
-    the same session elsewhere), that no risk decision flagged to step up. Anything else ends
-    the connection: a flagged session is refused on every HTTP request until its user signs in
-    again (which gives it a new ID), so its open connections must not go on serving it."""
+    the same session elsewhere), that no risk decision flagged to step up. A record past a
+    deadline is ended as a request would end it (its expiry's tombstone, the
+    ``session.expired.*`` event). Anything else ends the connection: a flagged session is
+    refused on every HTTP request until its user signs in again (which gives it a new ID), so
+    its open connections must not go on serving it."""
     found = remembered((yield from Get(key)), now)
     if isinstance(found, Alias):
         if now >= found.grace_until:
@@ -53,6 +55,10 @@ def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
         return Liveness(None, "unknown")
     expired = engine._expiry_reason(found, now)
     if expired is not None:
+        # Ended here as a request that found it would end it: the record becomes the expiry's
+        # tombstone and the expiry is reported, whether or not a request ever comes.
+        yield from engine._end_expired(found, expired, now)
+        engine.emit(expired, None, now, record=found)
         return Liveness(None, expired.value.removeprefix("session."))
     if found.flags.get("step_up"):
         return Liveness(None, STEP_UP_REQUIRED)
