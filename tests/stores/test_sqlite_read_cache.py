@@ -390,7 +390,7 @@ def test_cache_off_keeps_no_decoded_records(db_path: Path) -> None:
         first.data["n"].append(2)  # type: ignore[union-attr]
         again = store.get("k")
         assert isinstance(again, SessionRecord) and again.data == {"n": [1]}
-        assert store._parse_cache == {} and store._handle().cache == {}
+        assert len(store._parsed) == 0 and store._handle().cache == {}
     finally:
         store.close()
 

@@ -68,3 +68,61 @@ def test_rotation_keeps_unknown_meta_and_caches_what_it_wrote(tmp_path: Path) ->
     with sqlite3.connect(path) as db:
         meta = json.loads(db.execute("SELECT meta FROM items WHERE key = 'new'").fetchone()[0])
     assert meta["later"] == {"x": 1}
+
+
+def test_every_rewrite_of_the_meta_keeps_a_later_versions_fields(tmp_path: Path) -> None:
+    """The cached update, the update's transaction (a touch with its trail entry) and the
+    rotation write the meta from the record they hold, not from the stored text: a field a
+    later version added to the stored meta is still there after each of them, with the cache
+    on and off."""
+    for read_cache in (4096, 0):
+        path = tmp_path / f"later-{read_cache}.db"
+        store = SQLiteStore(path, read_cache=read_cache)
+        record = SessionRecord(
+            key="k",
+            created_at=T0,
+            last_seen=T0,
+            expires_at=T0 + 3600,
+            rotated_at=T0,
+            csrf_secret="csrf",
+            user_id="alice",
+        )
+        store.insert(record, max_per_user=0, tombstone_until=T0)
+        with sqlite3.connect(path) as db:
+            meta = json.loads(db.execute("SELECT meta FROM items WHERE key = 'k'").fetchone()[0])
+            meta["later"] = [1, {"y": None}]
+            db.execute("UPDATE items SET meta = ? WHERE key = 'k'", (json.dumps(meta),))
+
+        def stored(key: str) -> dict[str, JSON]:
+            with sqlite3.connect(path) as db:
+                text = db.execute("SELECT meta FROM items WHERE key = ?", (key,)).fetchone()[0]
+            found: dict[str, JSON] = json.loads(text)
+            return found
+
+        try:
+            assert isinstance(store.get("k"), SessionRecord)
+            assert store.update("k", RecordUpdate(meta={"last_seen": T0 + 1}))
+            assert stored("k")["later"] == [1, {"y": None}]
+            touch = RecordUpdate(
+                meta={"last_seen": T0 + 2, "expires_at": T0 + 7200}, activity={"at": T0 + 2}
+            )
+            assert store.update("k", touch, activity_max=5)
+            assert stored("k")["later"] == [1, {"y": None}]
+            assert stored("k")["last_seen"] == T0 + 2
+            store.rotate(
+                "k",
+                "k2",
+                RecordUpdate(meta={"rotated_at": T0 + 3}),
+                old_becomes=Tombstone("k", "rotated", T0 + 3, T0 + 60, "alice"),
+                max_per_user=0,
+                tombstone_until=T0 + 60,
+            )
+            after = stored("k2")
+            assert after["later"] == [1, {"y": None}] and after["rotated_at"] == T0 + 3
+            assert after["expires_at"] == T0 + 7200 and after["user_id"] == "alice"
+            other = SQLiteStore(path)
+            fresh = other.get("k2")
+            other.close()
+            assert isinstance(fresh, SessionRecord) and fresh.last_seen == T0 + 2
+        finally:
+            store.close()

@@ -87,7 +87,7 @@ about what they cost without the cache. Unknown keys are not cached, and entries
 oldest first past ``read_cache`` per connection. A hit hands out the kept record itself: nobody
 changes a record once read (see :meth:`~sessionwarden.stores.base.SessionStore.get`).
 ``read_cache=0`` turns it off, together with the decoded records kept by content (see
-``_record``): every get then reads and decodes its row, which is what ``bench/scale.py``
+``sqlite_rows.Parsed``): every get then reads and decodes its row, which is what ``bench/scale.py``
 measures.
 """
 
@@ -98,7 +98,7 @@ import sqlite3
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Final
 
@@ -120,7 +120,7 @@ from .sqlite_rows import (
 __all__ = ["READ_CACHE_SIZE", "SCHEMA_VERSION", "SQLiteStore"]
 
 #: Default size of each connection's read cache and of the store's decoded records by content
-#: (see SQLiteStore.get and SQLiteStore._record).
+#: (see SQLiteStore.get and sqlite_rows.Parsed).
 READ_CACHE_SIZE: Final = 4096
 # A connection whose read cache missed at least twice as often as it hit over its last
 # _CACHE_WINDOW misses (every commit anywhere empties it; sessions read at random among very many
@@ -145,9 +145,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# A read cache entry: what get() returned, and the meta and data texts of the row it came from
-# (what SQLiteStore.update's conditional statement expects to find).
-_Entry = tuple[Lookup, str | None, str | None]
+# A read cache entry: what get() returned, the meta and data texts of the row it came from (what
+# SQLiteStore.update's conditional statement expects to find), and the meta's fields beyond
+# META_FIELDS (what a rewrite of the meta keeps; see sqlite_rows.Parsed).
+_Entry = tuple[Lookup, str | None, str | None, Mapping[str, Any]]
 
 
 class _Handle:
@@ -241,7 +242,7 @@ class SQLiteStore(_rows.ListsAll):
         self._registry_lock = threading.Lock()
         self._inherited: list[sqlite3.Connection] = []
         self._closed = False
-        self._parse_cache: OrderedDict[tuple[str, str, str | None], SessionRecord] = OrderedDict()
+        self._parsed = _rows.Parsed(self._cache_size)
         self._checkpoints = _file.Checkpointer(self._path, self._timeout)
         weakref.finalize(self, self._checkpoints.close)  # its thread must not outlive the store
         try:
@@ -351,42 +352,13 @@ class SQLiteStore(_rows.ListsAll):
         )
 
     # -- row helpers -----------------------------------------------------------------------
-    def _record(
-        self, key: str, meta_text: str, data_text: str | None, known: SessionRecord | None = None
-    ) -> SessionRecord:
-        """The record stored as these texts, decoded once and remembered by content: a
-        steady-state session is read with the same texts on every request until it is next
-        written. Nothing here can be stale (equal texts decode equal); the record returned is
-        shared, which is safe because nobody changes a record once read (see
-        :meth:`~sessionwarden.stores.base.SessionStore.get`). ``known``: the record these texts
-        were just written from (nothing to decode)."""
-        content = (key, meta_text, data_text)
-        cache = self._parse_cache
-        record = cache.get(content)
-        if record is None:
-            if known is not None:
-                record = known
-            else:
-                data: dict[str, Any] = loads(data_text) if data_text else {}
-                record = SessionRecord.from_parts(key, loads(meta_text), data)
-            if not self._cache_size:
-                return record
-            if len(cache) >= self._cache_size:
-                # The oldest entry goes, one per new one (O(1) in an OrderedDict; a plain
-                # dict must step over the holes its earlier deletions left at its start): no
-                # bulk release of thousands of records inside one request. Another thread
-                # may have emptied it meanwhile: then nothing goes.
-                with suppress(KeyError):
-                    cache.popitem(last=False)
-            cache[content] = record
-        return record
-
-    def _decode(self, key: str, row: Sequence[Any]) -> Lookup:
-        """What ``row`` holds; a record is the shared decoded one."""
+    def _decode(self, key: str, row: Sequence[Any]) -> tuple[Lookup, Mapping[str, Any]]:
+        """What ``row`` holds, and its meta's extra fields; a record is the shared one decoded
+        once per content (``_rows.Parsed``)."""
         kind, user_id, expires, meta_text, data_text = row
         if kind == RECORD:
-            return self._record(key, meta_text, data_text)
-        return _rows.marker(kind, key, user_id, expires, meta_text)
+            return self._parsed.get(key, meta_text, data_text)
+        return _rows.marker(kind, key, user_id, expires, meta_text), _rows.NO_EXTRAS
 
     _put_marker = staticmethod(_rows.put_marker)
     _put_record = staticmethod(_rows.put_record)
@@ -425,11 +397,11 @@ class SQLiteStore(_rows.ListsAll):
                 deadline = _file.pause_if_busy(exc, deadline, self._timeout)
         if row is None:
             return None  # not cached: unknown IDs must not push out live sessions
-        found = self._decode(key, row)
+        found, extras = self._decode(key, row)
         if cache is not None:
             if len(cache) >= self._cache_size:
                 cache.popitem(last=False)  # the oldest entry
-            cache[key] = (found, row[3], row[4])
+            cache[key] = (found, row[3], row[4], extras)
         return found
 
     def _current_cache(self, handle: _Handle) -> OrderedDict[str, _Entry] | None:
@@ -507,11 +479,12 @@ class SQLiteStore(_rows.ListsAll):
             if row is None or row[0] != RECORD:
                 return None
             # The stored record, decoded once per content (the request's own read did), with
-            # the update applied; its meta over the stored one keeps the fields a later version
-            # may have added. What is written is what the read cache then keeps.
-            new = self._record(old_key, row[1], row[2]).updated(update)
+            # the update applied; its meta keeps the fields a later version may have added.
+            # What is written is what the read cache then keeps.
+            old, extras = self._parsed.get(old_key, row[1], row[2])
+            new = old.updated(update)
             new.key = new_key
-            meta: dict[str, Any] = {**loads(row[1]), **new.meta()}
+            meta = _rows.meta_of(new, extras)
             trail_text: str | None = row[3]
             if update.activity is not None and activity_max > 0:
                 if trail_text is None:
@@ -525,7 +498,7 @@ class SQLiteStore(_rows.ListsAll):
             self._put_marker(db, old_key, old_becomes)
             texts = self._put_record(db, new_key, meta, new.data, trail_text)
             evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until, on_limit)
-        self._written(handle, generation, (old_key, *evicted), new_key, *texts, new)
+        self._written(handle, generation, (old_key, *evicted), new_key, *texts, new, extras)
         return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
@@ -544,11 +517,12 @@ class SQLiteStore(_rows.ListsAll):
             trail_text = None
             if update.activity is not None and add_activity:
                 trail_text = self._appended(row[3], update.activity, activity_max)
+            record, extras = self._parsed.get(key, row[1], row[2])
             statement, params, new, meta_text, data_text = _rows.rewrite(
-                update, self._record(key, row[1], row[2]), row[1], row[2], trail_text
+                update, record, extras, row[1], row[2], trail_text
             )
             db.execute(statement, params)
-        self._written(handle, generation, (), key, meta_text, data_text, new)
+        self._written(handle, generation, (), key, meta_text, data_text, new, extras)
         return True
 
     def _update_cached(self, handle: _Handle, key: str, update: RecordUpdate) -> bool:
@@ -565,11 +539,11 @@ class SQLiteStore(_rows.ListsAll):
         entry = handle.cache.get(key)
         if entry is None:
             return False
-        record, stored_meta, stored_data = entry
+        record, stored_meta, stored_data, extras = entry
         if not isinstance(record, SessionRecord) or stored_meta is None:
             return False
         statement, params, new, meta_text, data_text = _rows.rewrite(
-            update, record, stored_meta, stored_data
+            update, record, extras, stored_meta, stored_data
         )
         generation = self._generation
         try:
@@ -585,7 +559,7 @@ class SQLiteStore(_rows.ListsAll):
             unavailable(exc)
         if written:
             self._checkpoints.wrote(_forks)
-            self._written(handle, generation, (), key, meta_text, data_text, new)
+            self._written(handle, generation, (), key, meta_text, data_text, new, extras)
         return written
 
     def _written(
@@ -596,14 +570,16 @@ class SQLiteStore(_rows.ListsAll):
         key: str,
         meta_text: str,
         data_text: str | None,
-        record: SessionRecord | None = None,
+        written: SessionRecord,
+        extras: Mapping[str, Any],
     ) -> None:
-        """After ``handle`` committed a record at ``key`` (``record``, when known), its cache
-        keeps it (the next get reads nothing); the rest stays only if this store wrote nothing
-        else since the cache was last known current (``generation``: as before this write).
-        No ``data_version`` is read: the cache keeps the one read before this commit, so any
-        other connection's commit since then, before or after this one, empties it at the
-        next get, this entry included (a SELECT more, never a stale record)."""
+        """After ``handle`` committed the record ``written`` at ``key`` (``extras``: the extra
+        meta fields it was written with), its cache keeps it (the next get reads
+        nothing); the rest stays only if this store wrote nothing else since the cache was last
+        known current (``generation``: as before this write). No ``data_version`` is read: the
+        cache keeps the one read before this commit, so any other connection's commit since
+        then, before or after this one, empties it at the next get, this entry included (a
+        SELECT more, never a stale record)."""
         if not self._cache_size or handle.rest:
             return
         cache = handle.cache
@@ -614,7 +590,8 @@ class SQLiteStore(_rows.ListsAll):
             cache.pop(gone, None)
         if len(cache) >= self._cache_size:
             cache.popitem(last=False)
-        cache[key] = (self._record(key, meta_text, data_text, record), meta_text, data_text)
+        record = self._parsed.keep(key, meta_text, data_text, written, extras)
+        cache[key] = (record, meta_text, data_text, extras)
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         with self._write() as db:
@@ -634,7 +611,7 @@ class SQLiteStore(_rows.ListsAll):
             " WHERE user_id = ? AND kind = 0",
             (user_id,),
         )
-        found = [self._decode(row[0], row[1:]) for row in rows]
+        found = [self._decode(row[0], row[1:])[0] for row in rows]
         records = [r.copy() for r in found if isinstance(r, SessionRecord)]
         return sorted(records, key=lambda r: (r.created_at, r.key))
 

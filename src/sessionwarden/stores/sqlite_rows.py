@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Final, NoReturn, Protocol
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from types import MappingProxyType
+from typing import Any, Final, NoReturn, Protocol, TypeAlias
 
 from ..records import (
     JSON,
+    META_FIELDS,
     Alias,
     Lookup,
     RecordUpdate,
@@ -75,31 +79,116 @@ GET_BY_ROWID: Final = (
 _COLUMN_OF: Final = {"user_id": "user_id", "created_at": "created_at", "expires_at": "expires"}
 
 
+#: A record as decoded from its stored texts, with the fields of its stored meta that are not
+#: :data:`META_FIELDS` (a later version's: every rewrite of the meta keeps them).
+Decoded: TypeAlias = tuple[SessionRecord, Mapping[str, Any]]
+
+_META_NAMES: Final = frozenset(META_FIELDS)
+#: No extra fields (shared: never changed).
+NO_EXTRAS: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def decode(key: str, meta_text: str, data_text: str | None) -> Decoded:
+    """The record stored as these texts, and its meta's fields beyond :data:`META_FIELDS`."""
+    meta: dict[str, Any] = loads(meta_text)
+    data: dict[str, Any] = loads(data_text) if data_text else {}
+    record = SessionRecord.from_parts(key, meta, data)
+    if _META_NAMES.issuperset(meta):
+        return record, NO_EXTRAS
+    return record, {name: v for name, v in meta.items() if name not in _META_NAMES}
+
+
+def meta_of(record: SessionRecord, extras: Mapping[str, Any]) -> dict[str, Any]:
+    """The meta to store for ``record``: its fields, and ``extras``, the fields a later version
+    added to the meta it was read from. Nothing stored is decoded for it: a rewrite of a
+    record this process read or wrote knows both."""
+    meta: dict[str, Any] = record.meta()
+    meta.update(extras)
+    return meta
+
+
+class Parsed:
+    """The records stored as given texts, decoded once and remembered by content: a
+    steady-state session is read with the same texts on every request until it is next
+    written. Nothing here can be stale (equal texts decode equal); the record handed out is
+    shared, which is safe because nobody changes a record once read (see
+    :meth:`~sessionwarden.stores.base.SessionStore.get`). ``size`` 0 keeps nothing.
+
+    An entry is the record alone, or, for a meta with fields beyond :data:`META_FIELDS` (rare),
+    the record and those fields: no second object per entry for the collector to visit."""
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str, str | None], SessionRecord | Decoded] = (
+            OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, meta_text: str, data_text: str | None) -> Decoded:
+        """What these texts hold (decoded unless kept)."""
+        found = self._entries.get((key, meta_text, data_text))
+        if found is None:
+            record, extras = decode(key, meta_text, data_text)
+            return self.keep(key, meta_text, data_text, record, extras), extras
+        return (found, NO_EXTRAS) if isinstance(found, SessionRecord) else found
+
+    def keep(
+        self,
+        key: str,
+        meta_text: str,
+        data_text: str | None,
+        record: SessionRecord,
+        extras: Mapping[str, Any],
+    ) -> SessionRecord:
+        """``record`` (its meta's extra fields ``extras``) is what these texts hold: the
+        record kept for them from now on (an equal one kept already stays)."""
+        content = (key, meta_text, data_text)
+        entries = self._entries
+        found = entries.get(content)
+        if found is not None:
+            return found if isinstance(found, SessionRecord) else found[0]
+        if self._size:
+            if len(entries) >= self._size:
+                # The oldest entry goes, one per new one (O(1) in an OrderedDict; a plain dict
+                # must step over the holes its earlier deletions left at its start): no bulk
+                # release of thousands of records inside one request. Another thread may have
+                # emptied it meanwhile: then nothing goes.
+                with suppress(KeyError):
+                    entries.popitem(last=False)
+            entries[content] = (record, extras) if extras else record
+        return record
+
+
 def rewrite(
     update: RecordUpdate,
     record: SessionRecord,
+    extras: Mapping[str, Any],
     meta_text: str,
     data_text: str | None,
     trail_text: str | None = None,
 ) -> tuple[str, tuple[Any, ...], SessionRecord, str, str | None]:
-    """How to write ``update`` over ``record``, stored as ``meta_text`` and ``data_text``: the
-    UPDATE statement and its parameters, the new record, and its meta and data texts.
+    """How to write ``update`` over ``record`` (its meta's extra fields ``extras``), stored as
+    ``meta_text`` and ``data_text``: the UPDATE statement and its parameters, the new
+    record, and its meta and data texts.
 
     The statement sets only what changes (the indexed columns only when their meta fields
     change: rewriting an index entry is another page for the WAL), with ``trail_text`` the new
     activity trail when given, and only where the row still is that record with those texts:
     on any other row (revoked, rotated out, changed by another writer) it changes nothing, and
-    the cursor's ``rowcount`` is 0. Nothing is decoded but the stored meta when the update
-    changes it (fields a later version may have added are kept): the new data is the record's
-    with the update applied (:meth:`SessionRecord.updated`).
+    the cursor's ``rowcount`` is 0. Nothing stored is decoded: the new record is the stored
+    one with the update applied (:meth:`SessionRecord.updated`), its meta that record's with
+    the extra fields (:func:`meta_of`).
     """
     sets: list[str] = []
     params: list[Any] = []
     new = record.updated(update)
     new_meta = meta_text
     if update.meta:
-        meta: dict[str, Any] = loads(meta_text)
-        meta.update(update.meta)
+        meta = meta_of(new, extras)
         new_meta = dumps(meta)
         sets.append("meta = ?")
         params.append(new_meta)
