@@ -574,12 +574,12 @@ class SQLiteStore(_rows.ListsAll):
         extras: Mapping[str, Any],
     ) -> None:
         """After ``handle`` committed the record ``written`` at ``key`` (``extras``: the extra
-        meta fields it was written with), its cache keeps it (the next get reads
-        nothing); the rest stays only if this store wrote nothing else since the cache was last
-        known current (``generation``: as before this write). No ``data_version`` is read: the
-        cache keeps the one read before this commit, so any other connection's commit since
-        then, before or after this one, empties it at the next get, this entry included (a
-        SELECT more, never a stale record)."""
+        meta fields it was written with), its cache keeps it (the next get reads nothing); the
+        rest stays only if this store wrote nothing else since the cache was last known current
+        (``generation``: as before this write). No ``data_version`` is read: the cache keeps
+        the one read before this commit, so any other connection's commit since then, before or
+        after this one, empties it at the next get, this entry included (a SELECT more, never a
+        stale record)."""
         if not self._cache_size or handle.rest:
             return
         cache = handle.cache
