@@ -94,8 +94,8 @@ PASSING = {
     "origin-matches-host",
     "no-browser-headers",
 }
-SAFE = ("GET", "HEAD", "OPTIONS", "TRACE")
-UNSAFE = ("POST", "PUT", "PATCH", "DELETE", "PROPFIND")
+SAFE = ("GET", "HEAD", "OPTIONS")
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND")
 
 
 @pytest.mark.parametrize("origin_key", list(ORIGINS))

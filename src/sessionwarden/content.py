@@ -15,7 +15,7 @@ refuses. One line per endpoint:
 
 from __future__ import annotations
 
-from .facts import SAFE_METHODS
+from .facts import UNCHECKED_METHODS
 from .records import JSON
 
 __all__ = ["UNSUPPORTED_MEDIA_TYPE", "is_json_content_type", "json_body_refusal"]
@@ -40,5 +40,6 @@ def is_json_content_type(content_type: str | None) -> bool:
 
 
 def json_body_refusal(method: str, content_type: str | None) -> bool:
-    """Whether a JSON-only endpoint must answer 415: an unsafe method without a JSON body."""
-    return method.upper() not in SAFE_METHODS and not is_json_content_type(content_type)
+    """Whether a JSON-only endpoint must answer 415: a method the CSRF defences check (anything
+    but ``GET``, ``HEAD`` and ``OPTIONS``) without a JSON body."""
+    return method.upper() not in UNCHECKED_METHODS and not is_json_content_type(content_type)

@@ -83,7 +83,9 @@ def cross_origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
 
     The steps, in order:
 
-    1. Safe methods pass: they must not change state, so forging them gains nothing.
+    1. ``GET``, ``HEAD`` and ``OPTIONS`` pass: they must not change state, so forging them gains
+       nothing. ``TRACE``, safe by RFC 9110, is checked like a ``POST``, as in Go's
+       ``CrossOriginProtection`` (a browser cannot send it, so only a forged one meets this).
     2. Exempt paths pass (webhooks authenticate by other means).
     3. ``Sec-Fetch-Site: same-origin`` passes, and so does ``none`` (the user typed the URL or
        used a bookmark: no other site was involved).
@@ -102,7 +104,7 @@ def cross_origin_verdict(facts: RequestFacts, policy: CsrfPolicy) -> Verdict:
     """
     if not policy.enabled:
         return Verdict(True, "disabled")
-    if facts.is_safe_method:
+    if facts.is_unchecked_method:
         return Verdict(True, "safe-method")
     if is_exempt(facts.path, policy):
         return Verdict(True, "exempt-path")

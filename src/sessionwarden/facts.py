@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: The methods the CSRF defences let through unchecked (no cross-origin check, no token):
+#: Go's ``CrossOriginProtection`` list. ``TRACE`` is not among them: safe by RFC 9110 but
+#: checked like a ``POST``, as Go does. The JSON-only check (:mod:`sessionwarden.content`) and
+#: the ``no-store`` on answers that rest on the cross-origin check use this list too. A
+#: state-changing route refuses a different set: :data:`sessionwarden.methods.SAFE_METHODS`.
+UNCHECKED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(slots=True)
@@ -34,8 +39,10 @@ class RequestFacts:
     local_peer: bool = False
 
     @property
-    def is_safe_method(self) -> bool:
-        return self.method in SAFE_METHODS
+    def is_unchecked_method(self) -> bool:
+        """Whether the CSRF defences let this method through unchecked (``GET``, ``HEAD``,
+        ``OPTIONS``; not ``TRACE``)."""
+        return self.method in UNCHECKED_METHODS
 
     @property
     def wants_json(self) -> bool:

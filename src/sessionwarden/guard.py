@@ -388,7 +388,7 @@ class Guard:
         cpol = self.policy.csrf
         if cpol.resource_isolation and self._isolation_refuses(ctx, now):
             return ctx
-        if not cpol.enabled or facts.is_safe_method or csrf.is_exempt(facts.path, cpol):
+        if not cpol.enabled or facts.is_unchecked_method or csrf.is_exempt(facts.path, cpol):
             return ctx
         verdict = csrf.cross_origin_verdict(facts, cpol)
         if not verdict.ok and self._csrf_refuses(ctx, verdict, "cross-origin", now):
@@ -539,7 +539,7 @@ class Guard:
         no_store = self._no_store and (
             set_cookie is not None
             or (outcome is not None and outcome.authenticated)
-            or not ctx.facts.is_safe_method
+            or not ctx.facts.is_unchecked_method
         )
         add, drop = self.headers.response_headers(
             ctx.facts.scheme == "https",

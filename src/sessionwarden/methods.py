@@ -1,8 +1,9 @@
 """State changes through unsafe methods only (ASVS 5 3.5.3).
 
 A ``GET`` can be triggered cross-site by an ``<img>``, a link or a prefetch, and the CSRF check
-lets safe methods through by design. A route that changes state must therefore refuse them:
-405 with ``Allow`` before the view runs. One decision, offered three ways:
+lets ``GET``, ``HEAD`` and ``OPTIONS`` through by design. A route that changes state must
+therefore refuse them, and ``TRACE``: 405 with ``Allow`` before the view runs. One decision,
+offered three ways:
 
 * for paths the application names in ``CsrfPolicy.state_changing_paths``, the middleware
   refuses a safe method before it loads the session (no cookie, no store access);
@@ -13,7 +14,6 @@ lets safe methods through by design. A route that changes state must therefore r
 
 from __future__ import annotations
 
-from .facts import SAFE_METHODS
 from .policy import path_under
 from .records import JSON
 from .refusals import Refusal
@@ -21,10 +21,15 @@ from .refusals import Refusal
 __all__ = [
     "ALLOW",
     "METHOD_NOT_ALLOWED",
+    "SAFE_METHODS",
     "safe_method_refused",
     "state_changing_refusal",
 ]
 
+#: The methods a state-changing route refuses: RFC 9110's safe methods, which never
+#: legitimately change state. ``TRACE`` is among them, though the CSRF check, like Go's, does
+#: check it (:data:`sessionwarden.facts.UNCHECKED_METHODS`).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #: The ``Allow`` header of the 405: the methods a state-changing route may be called with.
 ALLOW = "POST, PUT, PATCH, DELETE"
 #: The 405 answer's JSON body.

@@ -146,7 +146,8 @@ class CsrfPolicy:
     resource_isolation: bool = False
     #: Path prefixes (matched like ``exempt_paths``) of routes that change state: ``GET``,
     #: ``HEAD``, ``OPTIONS`` and ``TRACE`` on them get 405 with ``Allow`` before the session is
-    #: loaded (a cross-site ``<img>`` or link can send a GET, and safe methods pass this check).
+    #: loaded (a cross-site ``<img>`` or link can send a GET, and GET, HEAD and OPTIONS pass
+    #: this check).
     state_changing_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
