@@ -587,7 +587,7 @@ def test_safe_methods_are_not_inspected_and_change_nothing(browser: Any, method:
     assert b.user() == "alice"
 
 
-@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "post", "pOsT"])
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "TRACE", "post", "pOsT"])
 def test_every_other_method_meets_the_cross_origin_check(
     demo: DemoServer, browser: Any, method: str
 ) -> None:

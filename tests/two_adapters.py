@@ -5,7 +5,8 @@ assert only what a client sees (status, headers, body) and the audit events.
 Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, JSON),
 ``POST /login`` (signs in ``alice``), ``POST /logout``, ``POST /transfer`` (changes state),
 ``GET /poll`` (reads the session), ``POST /step-up?op=`` (grants a step-up for ``op``),
-``POST /sensitive?op=`` (requires one).
+``POST /sensitive?op=`` (requires one), ``TRACE /trace`` (counts in the session and answers the
+count: a route a forged ``TRACE`` could abuse).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def _starlette() -> Starlette:
         session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
         return PlainTextResponse("transfer done")
 
+    async def trace(request: Request) -> PlainTextResponse:
+        session = get_session(request)
+        session["traces"] = int(session.get("traces") or 0) + 1  # type: ignore[arg-type]
+        return PlainTextResponse(str(session["traces"]))
+
     async def step_up(request: Request) -> PlainTextResponse:
         get_session(request).grant_step_up(request.query_params["op"])
         return PlainTextResponse("granted")
@@ -74,6 +80,7 @@ def _starlette() -> Starlette:
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/transfer", transfer, methods=["POST"]),
+            Route("/trace", trace, methods=["TRACE"]),
         ]
     )
 
@@ -100,6 +107,11 @@ def _flask() -> Flask:
         session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
         return "transfer done"
 
+    def trace() -> Any:
+        session = current_session()
+        session["traces"] = int(session.get("traces") or 0) + 1  # type: ignore[arg-type]
+        return str(session["traces"])
+
     def step_up() -> Any:
         current_session().grant_step_up(request.args["op"])
         return "granted"
@@ -116,6 +128,7 @@ def _flask() -> Flask:
     app.add_url_rule("/login", "login", login, methods=["POST"])
     app.add_url_rule("/logout", "logout", logout, methods=["POST"])
     app.add_url_rule("/transfer", "transfer", transfer, methods=["POST"])
+    app.add_url_rule("/trace", "trace", trace, methods=["TRACE"])
     return app
 
 
