@@ -5,6 +5,9 @@ them in a session's trail or hand them to the application. An event never carrie
 ID or token: ``ref`` is the short reference of the keyed hash of the session's current ID (it
 changes at every rotation), ``session`` the short keyed hash of the session's lineage (the same
 for every event of one session, from its creation through sign-in and every rotation to its end).
+
+Every event also has an ``outcome`` (:data:`OUTCOME_OF`: one of :data:`OUTCOMES`, decided by
+its kind alone) and its time both as POSIX seconds (``at``) and as ISO 8601 UTC (``time``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Final, Literal, Protocol
 
 from .records import JSON
 
@@ -87,6 +91,96 @@ class EventKind(enum.StrEnum):
     CSP_VIOLATION = "csp.violation"
 
 
+EventOutcome = Literal["success", "failure", "refused", "ended", "notice"]
+
+#: What an event says happened, for a log query that needs no list of kinds:
+#:
+#: ``success``  a session change asked for was made: created, signed in, rotated, signed out,
+#:              a step-up granted or used, credentials changed, a DBSC binding made or refreshed.
+#: ``failure``  a credential presented did not hold (an unknown, malformed or ended session ID,
+#:              a DBSC proof or bound cookie), or the store failed.
+#: ``refused``  a check refused the request or one action in it (CSRF, cross-origin, a step-up
+#:              demand, the session cap, a throttle, a host, a handshake); nothing was changed.
+#: ``ended``    a session ended other than by its own sign-out: timed out, revoked (by its user
+#:              elsewhere, an operator, the risk check, a credential change, a replay of its
+#:              rotated-out ID), evicted, its DBSC session terminated, its connection closed.
+#: ``notice``   information, nothing refused or changed: a risk signal (its action has its own
+#:              event), a report-only CSRF verdict, a login from a new device, a CSP report.
+OUTCOMES: Final[tuple[EventOutcome, ...]] = ("success", "failure", "refused", "ended", "notice")
+
+_OUTCOME_KINDS: Final[dict[EventOutcome, tuple[EventKind, ...]]] = {
+    "success": (
+        EventKind.CREATED,
+        EventKind.ROTATED,
+        EventKind.LOGGED_IN,
+        EventKind.LOGGED_OUT,
+        EventKind.CREDENTIALS_CHANGED,
+        EventKind.STEP_UP_GRANTED,
+        EventKind.STEP_UP_USED,
+        EventKind.DBSC_REGISTERED,
+        EventKind.DBSC_REFRESHED,
+        EventKind.STORE_RECOVERED,
+    ),
+    "failure": (
+        EventKind.UNKNOWN_ID,
+        EventKind.MALFORMED_COOKIE,
+        EventKind.REPLAY_REVOKED,
+        EventKind.DBSC_PROOF_FAILED,
+        EventKind.DBSC_MISSING_BOUND_COOKIE,
+        EventKind.STORE_UNAVAILABLE,
+    ),
+    "refused": (
+        EventKind.LOGIN_REFUSED,
+        EventKind.COOKIE_TOSSING,
+        EventKind.WRITE_AFTER_REVOKE,
+        EventKind.STEP_UP_REQUIRED,
+        EventKind.STEP_UP_REFUSED,
+        EventKind.ALIAS_ACTION_REFUSED,
+        EventKind.CSRF_REFUSED,
+        EventKind.CROSS_ORIGIN_REFUSED,
+        EventKind.THROTTLED,
+        EventKind.HTTPS_REDIRECT,
+        EventKind.WEBSOCKET_REFUSED,
+        EventKind.HOST_REFUSED,
+    ),
+    "ended": (
+        EventKind.EXPIRED_IDLE,
+        EventKind.EXPIRED_ABSOLUTE,
+        EventKind.REVOKED,
+        EventKind.EVICTED,
+        EventKind.REPLAY_ROTATED,
+        EventKind.DBSC_TERMINATED,
+        EventKind.CONNECTION_CLOSED,
+    ),
+    "notice": (
+        EventKind.TOUCHED_AFTER_IDLE_GAP,
+        EventKind.CONCURRENT_LOGIN,
+        EventKind.NEW_DEVICE,
+        EventKind.CSRF_WOULD_BLOCK,
+        EventKind.ANOMALY,
+        EventKind.DBSC_SKIPPED,
+        EventKind.CLIENT_ADDRESS_MISSING,
+        EventKind.CSP_VIOLATION,
+    ),
+}
+
+#: The outcome of every kind (each kind has exactly one).
+OUTCOME_OF: Final[dict[EventKind, EventOutcome]] = {
+    kind: outcome for outcome, kinds in _OUTCOME_KINDS.items() for kind in kinds
+}
+if len(OUTCOME_OF) != len(EventKind) or sum(map(len, _OUTCOME_KINDS.values())) != len(EventKind):
+    raise AssertionError("every EventKind has exactly one outcome")  # pragma: no cover
+
+
+def iso_utc(at: float) -> str | None:
+    """POSIX seconds as ISO 8601 in UTC, to the microsecond (``2026-01-31T12:00:00.000000Z``);
+    ``None`` for a value no date has (not finite, beyond year 9999)."""
+    try:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: EventKind
@@ -102,10 +196,22 @@ class Event:
     reason: str = ""
     detail: dict[str, JSON] = field(default_factory=dict)
 
+    @property
+    def outcome(self) -> EventOutcome:
+        """What the event says happened (:data:`OUTCOMES`), decided by its kind."""
+        return OUTCOME_OF[self.kind]
+
+    @property
+    def time(self) -> str | None:
+        """``at`` as ISO 8601 in UTC (:func:`iso_utc`)."""
+        return iso_utc(self.at)
+
     def to_dict(self) -> dict[str, JSON]:
         return {
             "event": self.kind.value,
+            "outcome": OUTCOME_OF[self.kind],
             "at": self.at,
+            "time": iso_utc(self.at),
             "ref": self.ref,
             "session": self.session,
             "user": self.user_id,

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .events import CallbackSink, Event, EventKind, FanOut, NullSink
+from .events import OUTCOME_OF, CallbackSink, Event, EventKind, FanOut, NullSink, iso_utc
 from .records import JSON
 
 if TYPE_CHECKING:
@@ -40,7 +40,9 @@ __all__ = [
 #: The keys of every JSON log line, in order (those of :meth:`Event.to_dict`).
 LOG_SCHEMA_KEYS: tuple[str, ...] = (
     "event",
+    "outcome",
     "at",
+    "time",
     "ref",
     "session",
     "user",
@@ -160,7 +162,9 @@ def _log_document(event: Event) -> dict[str, JSON]:
     detail = _clean_json(event.detail, 0)
     return {
         "event": str(event.kind.value),
+        "outcome": OUTCOME_OF[event.kind],
         "at": at,
+        "time": None if at is None else iso_utc(at),
         "ref": _clean_text(str(event.ref), _REASON_LOG_LIMIT),
         "session": _clean_text(str(event.session), _REASON_LOG_LIMIT),
         "user": None if event.user_id is None else str(event.user_id)[:_REASON_LOG_LIMIT],
@@ -184,7 +188,11 @@ class JsonLogSink:
     Line schema (the keys of :meth:`Event.to_dict`, always all of them, in this order):
 
     ``event``  (str)        the event kind, e.g. ``"session.replay.revoked"``
-    ``at``     (float)      POSIX seconds
+    ``outcome`` (str)       ``success``, ``failure``, ``refused``, ``ended`` or ``notice``
+                            (:data:`~sessionwarden.events.OUTCOMES`), decided by the kind
+    ``at``     (float)      POSIX seconds (UTC)
+    ``time``   (str)        the same instant as ISO 8601 in UTC,
+                            ``"2026-01-31T12:00:00.000000Z"``
     ``ref``    (str)        short keyed-hash reference of the session, ``""`` when none; never
                             the session ID; changes at every rotation of the ID
     ``session`` (str)       short keyed hash of the session's lineage: the same for every
@@ -193,7 +201,7 @@ class JsonLogSink:
     ``user``   (str|null)   the signed-in user's ID
     ``ip``     (str)        client IP, resolved through trusted proxies only
     ``ua``     (str)        user agent, truncated to 256 characters
-    ``path``   (str)        request path, truncated to 1024 characters
+    ``path``   (str)        the request's route (its path), truncated to 1024 characters
     ``reason`` (str)        short machine-readable reason
     ``detail`` (object)     event-specific extras (bounded in size and depth)
 
