@@ -420,6 +420,10 @@ async def test_a_logout_elsewhere_closes_the_open_websocket(store_url: str) -> N
         await other.hang_up()
     (event,) = h.kinds(EventKind.CONNECTION_CLOSED)
     assert event.reason == "logout" and event.detail == {"connection": "websocket"}
+    # Correlated with the session it was opened in (its logout), not the bystander's.
+    (logout,) = h.kinds(EventKind.LOGGED_OUT)
+    assert event.session and event.session == logout.session
+    assert len({e.session for e in h.kinds(EventKind.LOGGED_IN)}) == 2
     await h.mw.store.close()
 
 
@@ -539,6 +543,8 @@ async def test_an_event_stream_ends_when_its_session_ends() -> None:
     assert outbox.empty() and len(h.mw.watcher) == 0
     (event,) = h.kinds(EventKind.CONNECTION_CLOSED)
     assert event.detail == {"connection": "event-stream"}
+    (revoked,) = h.kinds(EventKind.REVOKED)
+    assert event.session and event.session == revoked.session
 
 
 class _Down:

@@ -324,8 +324,11 @@ class _Responder:
     def _watch(self, mw: SessionWardenMiddleware) -> None:
         session = self.ctx.session
         assert session is not None and session.record is not None
-        self.stream = Connection("event-stream", self.ctx.facts, session.user_id, self._end)
-        mw.watcher.watch(session.record.key, self.stream)
+        record = session.record
+        self.stream = Connection(
+            "event-stream", self.ctx.facts, session.user_id, self._end, lineage=record.lineage
+        )
+        mw.watcher.watch(record.key, self.stream)
 
     async def _end(self, reason: str) -> None:
         """End the event stream: the client sees its end at once; the application's next

@@ -60,7 +60,7 @@ class SessionEnded(OSError):
 class Connection:
     """One open WebSocket or event stream, and how to end it."""
 
-    __slots__ = ("close", "facts", "kind", "user_id")
+    __slots__ = ("close", "facts", "kind", "lineage", "user_id")
 
     def __init__(
         self,
@@ -68,10 +68,14 @@ class Connection:
         facts: RequestFacts,
         user_id: str | None,
         close: Callable[[str], Awaitable[None]],
+        *,
+        lineage: str = "",
     ) -> None:
         self.kind = kind  # "websocket" or "event-stream"
         self.facts = facts
         self.user_id = user_id
+        #: The session's lineage (its events' correlation value), the same through rotations.
+        self.lineage = lineage
         #: Ends the connection; receives the reason the session ended.
         self.close = close
 
@@ -149,6 +153,7 @@ class Watcher:
                 conn.facts,
                 now,
                 key=key,
+                lineage=conn.lineage,
                 user_id=conn.user_id,
                 reason=reason,
                 detail={"connection": conn.kind},

@@ -120,7 +120,7 @@ async def serve_websocket(
             }
         )
 
-    conn = Connection("websocket", facts, session.user_id, close)
+    conn = Connection("websocket", facts, session.user_id, close, lineage=record.lineage)
     mw.watcher.watch(record.key, conn)
     try:
         await mw.app(scope, receive, send)

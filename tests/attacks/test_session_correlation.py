@@ -200,3 +200,69 @@ async def test_a_session_stored_without_lineage_keeps_one_value_from_then_on(
     mine = rig.events.events[before:]
     assert sum(e.kind is EventKind.ROTATED for e in mine) == 3
     assert len({e.session for e in mine}) == 1 and mine[0].session
+
+
+async def others(request: Request) -> Response:
+    get_session(request).revoke_other_sessions()
+    return JSONResponse({"ok": True})
+
+
+async def password(request: Request) -> Response:
+    get_session(request).credentials_changed()
+    return JSONResponse({"ok": True})
+
+
+async def test_sessions_ended_in_bulk_carry_their_own_correlation_values(
+    make_rig: RigFactory,
+) -> None:
+    """Evicted beyond the cap, ended by "log out other devices", a credential change or an
+    operator: the store ends them by the user's index, and each one's event still carries the
+    value of the session it ended (the same as its sign-in's), never ``""``, never another's."""
+    app = attacked_app()
+    app.router.routes.extend([Route("/others", others), Route("/password", password)])
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",), max_sessions_per_user=2)
+    clock = ManualClock()
+    rig = make_rig(policy=policy, clock=clock, app=app)
+
+    value: dict[str, str] = {}  # the correlation value of each browser's session
+
+    async def signed_in(name: str, user: str = "alice") -> Browser:
+        clock.advance(1)  # "the oldest" is one
+        b = rig.browser(peer=f"198.51.100.{len(value) + 1}")
+        await b.login(user)
+        value[name] = rig.events.of(EventKind.LOGGED_IN)[-1].session
+        return b
+
+    def ended(kind: EventKind, since: int) -> dict[str, str]:
+        """Which browsers' sessions the events of ``kind`` since ``since`` ended (by value)."""
+        found = [e for e in rig.events.events[since:] if e.kind is kind]
+        by_value = {v: n for n, v in value.items()}
+        assert all(e.session in by_value for e in found), [e.to_dict() for e in found]
+        return {by_value[e.session]: e.reason for e in found}
+
+    await signed_in("bob", "bob")
+    a1, a2 = await signed_in("a1"), await signed_in("a2")
+    assert len(set(value.values())) == 3 and "" not in value.values()
+
+    mark = len(rig.events.events)
+    a3 = await signed_in("a3")  # the cap: a1, the oldest, is evicted
+    assert ended(EventKind.EVICTED, mark) == {"a1": "session-cap"}
+    assert await a1.user() is None and await a3.user() == "alice"
+
+    mark = len(rig.events.events)
+    assert (await a2.get("/others")).status_code == 200
+    assert ended(EventKind.REVOKED, mark) == {"a3": "user:revoke-others"}
+    assert await a3.user() is None and await a2.user() == "alice"
+
+    a4 = await signed_in("a4")
+    mark = len(rig.events.events)
+    assert (await a4.get("/password")).status_code == 200
+    assert ended(EventKind.REVOKED, mark) == {"a2": "policy:credential-change"}
+    (changed,) = [e for e in rig.events.events[mark:] if e.kind is EventKind.CREDENTIALS_CHANGED]
+    assert changed.session == value["a4"]
+
+    await signed_in("a5")
+    mark = len(rig.events.events)
+    assert len(await rig.app.revoke_user("alice")) == 2
+    assert ended(EventKind.REVOKED, mark) == {"a4": "revoked:admin", "a5": "revoked:admin"}
+    assert await a4.user() is None

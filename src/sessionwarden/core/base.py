@@ -14,7 +14,7 @@ from ..policy import Action, Policy
 from ..records import JSON, Alias, Lookup, SessionRecord, Tombstone
 from .anonymous import AnonymousLedger
 from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, expired_tombstone_ttl
-from .ops import Get, Revoke, RevokeUser, Steps
+from .ops import Get, Revoke, RevokeUser, Steps, UserSessions
 from .session import Session, ValueLimits
 
 #: The tombstone reason of an ID replaced at login: its cookie is left alone (the browser already
@@ -201,9 +201,30 @@ class EngineBase:
     def _revoke_user(
         self, user_id: str, reason: str, facts: RequestFacts | None, now: float, keep: str | None
     ) -> Steps[list[str]]:
+        """End every session of ``user_id`` but ``keep``; one ``session.revoked`` each."""
+        lineages = yield from self.lineages_of(user_id, EventKind.REVOKED)
         keys = yield from RevokeUser(
             user_id, reason=reason, at=now, until=now + self._tomb_ttl, keep=keep
         )
         for k in keys:
-            self.emit(EventKind.REVOKED, facts, now, key=k, user_id=user_id, reason=reason)
+            lineage = lineages.get(k, "")
+            self.emit(
+                EventKind.REVOKED,
+                facts,
+                now,
+                key=k,
+                lineage=lineage,
+                user_id=user_id,
+                reason=reason,
+            )
         return keys
+
+    def lineages_of(self, user_id: str, kind: EventKind) -> Steps[dict[str, str]]:
+        """The lineage of each of the user's sessions by key, read before a store call that
+        ends some of them and returns their keys only (a bulk revocation, the per-user cap), so
+        their events carry their correlation values; no store call (and ``{}``) when no sink
+        wants ``kind``. A session the listing missed (made meanwhile) has ``""``."""
+        if not sink_wants(self.sink, kind):
+            return {}
+        records = yield from UserSessions(user_id)
+        return {r.key: r.lineage for r in records}

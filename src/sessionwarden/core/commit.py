@@ -359,6 +359,7 @@ class Committing(EngineBase):
             dbsc=act.dbsc[0] if act.dbsc is not None else None,
         )
         cap, on_limit = self._cap(session)
+        lineages = yield from self._evictable(session)
         evicted = yield from Insert(
             record, max_per_user=cap, tombstone_until=now + self._tomb_ttl, on_limit=on_limit
         )
@@ -370,7 +371,7 @@ class Committing(EngineBase):
             self.emit(
                 EventKind.LOGGED_IN, facts, now, key=key, lineage=lineage, user_id=act.login_user
             )
-        self._report_evicted(evicted, facts, now, record.user_id)
+        self._report_evicted({k: lineages.get(k, "") for k in evicted}, facts, now, record.user_id)
         if act.login_user is not None:
             yield from self._notify_login(record, facts, now)
         session.record = record
@@ -395,11 +396,35 @@ class Committing(EngineBase):
             if isinstance(found, SessionRecord) and found.user_id is None and not found.data:
                 yield from Delete(old)
 
+    def _evictable(self, session: Session) -> Steps[dict[str, str]]:
+        """Before the write of a sign-in, which the per-user cap may make evict the user's
+        oldest sessions: their lineages by key (:meth:`lineages_of`; the store returns the
+        evicted keys only), so each ``session.evicted`` carries its session's correlation
+        value. No store call without a cap or with ``"reject"``; any other write evicts only
+        when the cap was lowered meanwhile, and those events carry ``""``."""
+        act = session.pending_actions
+        user_id = act.login_user if act is not None else None
+        policy = self.policy
+        if user_id is None or policy.max_sessions_per_user <= 0:
+            return {}
+        if policy.on_session_limit == "reject":
+            return {}
+        return (yield from self.lineages_of(user_id, EventKind.EVICTED))
+
     def _report_evicted(
-        self, evicted: list[str], facts: RequestFacts, now: float, user_id: str | None
+        self, evicted: dict[str, str], facts: RequestFacts, now: float, user_id: str | None
     ) -> None:
-        for k in evicted:
-            self.emit(EventKind.EVICTED, facts, now, key=k, user_id=user_id, reason="session-cap")
+        """One ``session.evicted`` per evicted key (``evicted``: key to lineage)."""
+        for k, lineage in evicted.items():
+            self.emit(
+                EventKind.EVICTED,
+                facts,
+                now,
+                key=k,
+                lineage=lineage,
+                user_id=user_id,
+                reason="session-cap",
+            )
 
     # -- rotate -------------------------------------------------------------------------------
     def _rotate(
@@ -419,6 +444,7 @@ class Committing(EngineBase):
         # What the request wrote, without the rotation's own fields: kept if it loses a race.
         moved_data = RecordUpdate(set_data=changes.set_data, del_data=changes.del_data)
         changes.activity = self._activity(facts, now)
+        lineages = yield from self._evictable(session)
         evicted = yield from self._rotate_op(session, record.key, new_key, changes, now, periodic)
         if evicted is None:
             lost = yield from self._after_lost_rotation(
@@ -427,9 +453,10 @@ class Committing(EngineBase):
             if isinstance(lost, Outcome):
                 return lost
             evicted = lost
+        named = {k: lineages.get(k, "") for k in evicted}
         return (
             yield from self._rotated(
-                session, facts, now, changes, session_id, new_key, evicted, periodic
+                session, facts, now, changes, session_id, new_key, named, periodic
             )
         )
 
@@ -578,10 +605,11 @@ class Committing(EngineBase):
         changes: RecordUpdate,
         session_id: str,
         new_key: str,
-        evicted: list[str],
+        evicted: dict[str, str],
         periodic: bool,
     ) -> Steps[Outcome]:
-        """The rotation happened: report it, and the session is the one at its new key."""
+        """The rotation happened: report it, and the session is the one at its new key
+        (``evicted``: the key and lineage of each session the per-user cap evicted)."""
         record = session.record
         assert record is not None
         act = session.actions
