@@ -6,7 +6,8 @@ Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, J
 ``POST /login`` (signs in ``alice``), ``POST /logout``, ``POST /transfer`` (changes state),
 ``GET /poll`` (reads the session), ``POST /step-up?op=`` (grants a step-up for ``op``),
 ``POST /sensitive?op=`` (requires one), ``TRACE /trace`` (counts in the session and answers the
-count: a route a forged ``TRACE`` could abuse).
+count: a route a forged ``TRACE`` could abuse), ``POST /reauth`` (re-authenticated),
+``POST /others`` (log out other devices), ``POST /password`` (credentials changed).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from .conftest import Recorder
 BASE = "https://app.test"
 COOKIE = "__Host-id"
 KINDS = ("asgi", "wsgi")
+#: Routes that call one method of the session, without arguments.
+ACCOUNT_ACTIONS = {
+    "/reauth": "reauthenticated",
+    "/others": "revoke_other_sessions",
+    "/password": "credentials_changed",
+}
 
 
 def _starlette() -> Starlette:
@@ -70,6 +77,11 @@ def _starlette() -> Starlette:
         get_session(request).require_step_up(request.query_params["op"])
         return PlainTextResponse("done")
 
+    async def account(request: Request) -> PlainTextResponse:
+        session = get_session(request)
+        getattr(session, ACCOUNT_ACTIONS[request.url.path])()
+        return PlainTextResponse("done")
+
     return Starlette(
         routes=[
             Route("/step-up", step_up, methods=["POST"]),
@@ -81,6 +93,7 @@ def _starlette() -> Starlette:
             Route("/logout", logout, methods=["POST"]),
             Route("/transfer", transfer, methods=["POST"]),
             Route("/trace", trace, methods=["TRACE"]),
+            *(Route(path, account, methods=["POST"]) for path in ACCOUNT_ACTIONS),
         ]
     )
 
@@ -120,6 +133,10 @@ def _flask() -> Flask:
         current_session().require_step_up(request.args["op"])
         return "done"
 
+    def account() -> Any:
+        getattr(current_session(), ACCOUNT_ACTIONS[request.path])()
+        return "done"
+
     app.add_url_rule("/step-up", "step_up", step_up, methods=["POST"])
     app.add_url_rule("/sensitive", "sensitive", sensitive, methods=["POST"])
     app.add_url_rule("/whoami", "whoami", whoami)
@@ -129,6 +146,8 @@ def _flask() -> Flask:
     app.add_url_rule("/logout", "logout", logout, methods=["POST"])
     app.add_url_rule("/transfer", "transfer", transfer, methods=["POST"])
     app.add_url_rule("/trace", "trace", trace, methods=["TRACE"])
+    for path in ACCOUNT_ACTIONS:
+        app.add_url_rule(path, path, account, methods=["POST"])
     return app
 
 
@@ -211,10 +230,16 @@ def _http(
 
 @contextmanager
 def client(
-    kind: str, policy: Policy, *, base: str = BASE, cookie_name: str = COOKIE
+    kind: str,
+    policy: Policy,
+    *,
+    base: str = BASE,
+    cookie_name: str = COOKIE,
+    recorder: Recorder | None = None,
 ) -> Iterator[Client]:
     """A :class:`Client` of the ``kind`` adapter (``"asgi"`` or ``"wsgi"``) over one fresh
-    memory store, with a manual clock and an event recorder."""
-    recorder, clock, store = Recorder(), ManualClock(), MemoryStore()
+    memory store, with a manual clock and an event recorder (``recorder``, or a new one)."""
+    recorder = recorder if recorder is not None else Recorder()
+    clock, store = ManualClock(), MemoryStore()
     http = _http(kind, policy, store, clock, recorder, base)
     yield Client(http, recorder, clock, cookie_name=cookie_name, kind=kind, store=store, base=base)

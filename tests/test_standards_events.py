@@ -1,0 +1,552 @@
+"""Audit events, one per action (ASVS 16.3.1, 16.3.3; the session cheat sheet's "logging sessions
+life cycle"): each session change, refusal, signal and defensive action, performed through both
+adapters over HTTP, yields exactly one event of its kind, with the outcome the documented
+vocabulary gives it (``sessionwarden.events.OUTCOMES``), and exactly the events listed (none
+missing, none twice). Every event carries every field ASVS 16.2.1/16.2.2 asks for, with its type
+(a schema check over a whole session's life through both adapters, in ``Event.to_dict`` and in
+the JSON lines a real handler writes)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionwarden import tokens
+from sessionwarden.core import Engine, run_sync
+from sessionwarden.events import OUTCOMES, Event, EventKind
+from sessionwarden.policy import MonitorPolicy, Policy
+from sessionwarden.sinks import LOG_SCHEMA_KEYS, JsonFormatter, JsonLogSink
+
+from .conftest import SECRET, Recorder
+from .dbsc.client import DbscBrowser, DeviceKey
+from .dbsc.http_server import Server, Stores, dbsc_policy, open_stores
+from .two_adapters import KINDS, Client, client
+
+pytestmark = pytest.mark.anyio
+ADAPTERS = pytest.mark.parametrize("kind", KINDS)
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _policy(**options: Any) -> Policy:
+    options.setdefault("rotate_every", 0)
+    return Policy(secret_keys=(SECRET,), allowed_hosts=("app.test",), **options)
+
+
+def _browser(c: Client) -> Client:
+    """Another browser of the same application (its own cookie, the same server)."""
+    return Client(c.http, c.recorder, c.clock, kind=c.kind, store=c.store)
+
+
+async def _post(c: Client, path: str, **headers: str) -> int:
+    token = await c.token()
+    sent = {"sec-fetch-site": "same-origin", "x-csrf-token": token, **headers}
+    return (await c.request("POST", path, headers=sent)).status_code
+
+
+class Action:
+    """The events one action produced."""
+
+    def __init__(self, c: Client) -> None:
+        self.recorder = c.recorder
+        self.mark = len(c.recorder.events)
+
+    @property
+    def events(self) -> list[Event]:
+        return self.recorder.events[self.mark :]
+
+    def one(self, kind: EventKind, outcome: str, *, reason: str | None = None) -> Event:
+        """The one event of ``kind``, whose outcome (and reason) are those given."""
+        found = [e for e in self.events if e.kind is kind]
+        assert len(found) == 1, [e.to_dict() for e in self.events]
+        event = found[0]
+        assert event.outcome == outcome and event.to_dict()["outcome"] == outcome
+        if reason is not None:
+            assert event.reason == reason
+        return event
+
+    def kinds(self) -> list[EventKind]:
+        return [e.kind for e in self.events]
+
+
+async def _signed_in(c: Client) -> str:
+    """Sign ``c`` in; the correlation value of its session."""
+    await c.login()
+    return c.recorder.of(EventKind.LOGGED_IN)[-1].session
+
+
+# -- the session's life -------------------------------------------------------------------------
+
+
+@ADAPTERS
+async def test_created_authenticated_rotated_reauthenticated_logged_out(kind: str) -> None:
+    with client(kind, _policy(rotate_every=60)) as c:
+        act = Action(c)
+        await c.token()  # the login page's session
+        created = act.one(EventKind.CREATED, "success")
+        assert act.kinds() == [EventKind.CREATED] and created.user_id is None
+
+        act = Action(c)
+        token = await c.token()
+        r = await c.request(
+            "POST", "/login", headers={"sec-fetch-site": "same-origin", "x-csrf-token": token}
+        )
+        assert r.status_code == 200
+        act.one(EventKind.ROTATED, "success", reason="login")
+        login = act.one(EventKind.LOGGED_IN, "success")
+        assert act.kinds() == [EventKind.ROTATED, EventKind.LOGGED_IN]
+        assert login.user_id == "alice" and login.session == created.session
+
+        c.clock.advance(61)
+        act = Action(c)
+        assert (await c.request("GET", "/whoami")).json() == {"user": "alice"}
+        act.one(EventKind.ROTATED, "success", reason="periodic")
+        assert act.kinds() == [EventKind.ROTATED]
+
+        act = Action(c)
+        assert await _post(c, "/reauth") == 200
+        act.one(EventKind.ROTATED, "success", reason="explicit")
+        assert act.kinds() == [EventKind.ROTATED]
+
+        act = Action(c)
+        assert await _post(c, "/logout") == 200
+        out = act.one(EventKind.LOGGED_OUT, "success")
+        assert act.kinds() == [EventKind.LOGGED_OUT] and out.session == created.session
+
+
+@ADAPTERS
+async def test_step_up_granted_used_refused(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        for path, event, outcome, also in (
+            # A grant is a privilege change: the ID rotates with it.
+            ("/step-up?op=wire", EventKind.STEP_UP_GRANTED, "success", [EventKind.ROTATED]),
+            ("/sensitive?op=wire", EventKind.STEP_UP_USED, "success", []),
+            ("/sensitive?op=wire", EventKind.STEP_UP_REFUSED, "refused", []),  # used up
+        ):
+            await c.token()
+            act = Action(c)
+            status = await _post(c, path, accept="application/json")
+            assert status == (403 if outcome == "refused" else 200)
+            act.one(event, outcome)
+            assert sorted(act.kinds()) == sorted([event, *also])
+
+
+@ADAPTERS
+@pytest.mark.parametrize(
+    ("idle", "event"),
+    [(True, EventKind.EXPIRED_IDLE), (False, EventKind.EXPIRED_ABSOLUTE)],
+    ids=["idle", "absolute"],
+)
+async def test_expired(kind: str, idle: bool, event: EventKind) -> None:
+    with client(kind, _policy(idle_timeout=600, absolute_timeout=3600)) as c:
+        value = await _signed_in(c)
+        if idle:
+            c.clock.advance(601)
+        else:
+            for _ in range(6):  # active all along: only the absolute timeout ends it
+                c.clock.advance(590)
+                assert (await c.request("GET", "/whoami")).json() == {"user": "alice"}
+            c.clock.advance(3600 - 6 * 590)
+        act = Action(c)
+        assert (await c.request("GET", "/whoami")).json() == {"user": None}
+        assert act.one(event, "ended").session == value
+        assert act.kinds() == [event]
+
+
+# -- revocations --------------------------------------------------------------------------------
+
+
+@ADAPTERS
+async def test_revoked_by_the_user_from_another_device(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await _signed_in(c)
+        other = _browser(c)
+        theirs = await _signed_in(other)
+        act = Action(c)
+        assert await _post(c, "/others") == 200
+        revoked = act.one(EventKind.REVOKED, "ended", reason="user:revoke-others")
+        act.one(EventKind.ROTATED, "success", reason="revoke-others")
+        assert act.kinds() == [EventKind.ROTATED, EventKind.REVOKED]
+        assert revoked.session == theirs and revoked.user_id == "alice"
+        assert (await other.request("GET", "/whoami")).json() == {"user": None}
+
+
+@ADAPTERS
+async def test_revoked_by_a_credential_change(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        mine = await _signed_in(c)
+        other = _browser(c)
+        theirs = await _signed_in(other)
+        act = Action(c)
+        assert await _post(c, "/password") == 200
+        revoked = act.one(EventKind.REVOKED, "ended", reason="policy:credential-change")
+        changed = act.one(EventKind.CREDENTIALS_CHANGED, "success")
+        act.one(EventKind.ROTATED, "success")
+        assert sorted(act.kinds()) == sorted(
+            [EventKind.ROTATED, EventKind.REVOKED, EventKind.CREDENTIALS_CHANGED]
+        )
+        assert (revoked.session, changed.session) == (theirs, mine)
+
+
+@ADAPTERS
+async def test_revoked_by_an_operator(kind: str) -> None:
+    """The operator's path (``sessionwarden sessions revoke``): an engine over the same store."""
+    with client(kind, _policy()) as c:
+        value = await _signed_in(c)
+        act = Action(c)
+        engine = Engine(_policy(), clock=c.clock, sink=c.recorder)
+        assert len(run_sync(engine.revoke_user("alice", by="admin"), c.store)) == 1
+        revoked = act.one(EventKind.REVOKED, "ended", reason="revoked:admin")
+        assert act.kinds() == [EventKind.REVOKED] and revoked.session == value
+        assert (await c.request("GET", "/whoami")).json() == {"user": None}
+
+
+@ADAPTERS
+@pytest.mark.parametrize(
+    ("on_high", "action", "outcome"),
+    [("revoke", EventKind.REVOKED, "ended"), ("step_up", EventKind.STEP_UP_REQUIRED, "refused")],
+)
+async def test_anomaly_signal_and_its_action(
+    kind: str, on_high: Any, action: EventKind, outcome: str
+) -> None:
+    with client(kind, _policy(monitor=MonitorPolicy(on_high=on_high))) as c:
+        c.http.headers["user-agent"] = FIREFOX
+        value = await _signed_in(c)
+        c.http.headers["user-agent"] = CHROME  # another browser family: a stolen cookie
+        act = Action(c)
+        r = await c.request("GET", "/whoami", headers={"accept": "application/json"})
+        assert r.status_code in (200, 401) and "alice" not in r.text
+        signal = act.one(EventKind.ANOMALY, "notice")
+        ended = act.one(action, outcome)
+        assert act.kinds() == [EventKind.ANOMALY, action]
+        assert signal.session == ended.session == value
+        assert signal.detail["action"] == on_high
+        # A second request of the flagged (or ended) session adds no second signal.
+        act = Action(c)
+        await c.request("GET", "/whoami", headers={"accept": "application/json"})
+        assert EventKind.ANOMALY not in act.kinds() and action not in act.kinds()
+
+
+@ADAPTERS
+async def test_evicted_beyond_the_cap_and_refused_at_the_cap(kind: str) -> None:
+    with client(kind, _policy(max_sessions_per_user=1)) as c:
+        first = await _signed_in(c)
+        c.clock.advance(1)
+        other = _browser(c)
+        await other.token()
+        act = Action(c)
+        assert await _post(other, "/login") == 200
+        evicted = act.one(EventKind.EVICTED, "ended", reason="session-cap")
+        assert sorted(act.kinds()) == sorted(
+            [EventKind.ROTATED, EventKind.LOGGED_IN, EventKind.EVICTED]
+        )
+        assert evicted.session == first
+    with client(kind, _policy(max_sessions_per_user=1, on_session_limit="reject")) as c:
+        await c.login()
+        other = _browser(c)
+        await other.token()
+        act = Action(c)
+        assert await _post(other, "/login", accept="application/json") == 409
+        act.one(EventKind.LOGIN_REFUSED, "refused", reason="session-limit")
+        assert act.kinds() == [EventKind.LOGIN_REFUSED]
+
+
+# -- presented IDs ------------------------------------------------------------------------------
+
+
+@ADAPTERS
+async def test_unknown_and_invalid_ids(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        for cookie, event in (
+            (tokens.new_session_id(), EventKind.UNKNOWN_ID),
+            ("not an id!", EventKind.MALFORMED_COOKIE),
+            ("A" * 200, EventKind.MALFORMED_COOKIE),
+        ):
+            c.cookie = cookie
+            act = Action(c)
+            assert (await c.request("GET", "/whoami")).json() == {"user": None}
+            act.one(event, "failure")
+            assert act.kinds() == [event]
+
+
+@ADAPTERS
+async def test_unknown_ids_beyond_the_limit_are_throttled(kind: str) -> None:
+    with client(kind, _policy(monitor=MonitorPolicy(unknown_id_limit_per_minute=2))) as c:
+        for n in range(3):
+            c.cookie = tokens.new_session_id()
+            act = Action(c)
+            r = await c.request("GET", "/whoami")
+            act.one(EventKind.UNKNOWN_ID, "failure")
+            if n < 2:
+                assert r.status_code == 200 and act.kinds() == [EventKind.UNKNOWN_ID]
+        assert r.status_code == 429
+        act.one(EventKind.THROTTLED, "refused")
+        assert act.kinds() == [EventKind.UNKNOWN_ID, EventKind.THROTTLED]
+
+
+@ADAPTERS
+async def test_duplicate_session_cookie(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        value = await _signed_in(c)
+        planted = tokens.new_session_id()
+        act = Action(c)
+        header = f"__Host-id={planted}; __Host-id={c.cookie}"
+        r = await c.request("GET", "/whoami", headers={"cookie": header}, send_cookie=False)
+        assert r.json() == {"user": None}
+        act.one(EventKind.COOKIE_TOSSING, "refused")
+        revoked = act.one(EventKind.REVOKED, "ended", reason="cookie-tossing")
+        assert act.kinds() == [EventKind.COOKIE_TOSSING, EventKind.REVOKED]
+        assert revoked.session == value
+
+
+@ADAPTERS
+async def test_replays_of_ended_ids(kind: str) -> None:
+    with client(kind, _policy(rotate_every=60, rotation_grace=5)) as c:
+        value = await _signed_in(c)
+        c.clock.advance(61)
+        rotated_out = c.cookie
+        await c.request("GET", "/whoami")  # a periodic rotation: the old ID is an alias
+        c.clock.advance(6)  # past its grace
+        thief = _browser(c)
+        thief.cookie = rotated_out
+        act = Action(c)
+        assert (await thief.request("GET", "/whoami")).json() == {"user": None}
+        act.one(EventKind.REPLAY_ROTATED, "ended")
+        revoked = act.one(EventKind.REVOKED, "ended", reason="policy:replay-of-rotated-id")
+        act.one(EventKind.ANOMALY, "notice")
+        assert act.kinds() == [EventKind.REPLAY_ROTATED, EventKind.ANOMALY, EventKind.REVOKED]
+        assert revoked.session == value
+
+        act = Action(c)
+        assert (await c.request("GET", "/whoami")).json() == {"user": None}
+        act.one(EventKind.REPLAY_REVOKED, "failure")  # the revoked session's own cookie
+        assert act.kinds() == [EventKind.REPLAY_REVOKED]
+
+
+# -- CSRF ---------------------------------------------------------------------------------------
+
+
+@ADAPTERS
+async def test_csrf_refusals(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        await c.login()
+        for headers, event in (
+            ({"sec-fetch-site": "same-origin"}, EventKind.CSRF_REFUSED),
+            ({"sec-fetch-site": "cross-site"}, EventKind.CROSS_ORIGIN_REFUSED),
+            ({"origin": "https://evil.test"}, EventKind.CROSS_ORIGIN_REFUSED),
+        ):
+            act = Action(c)
+            r = await c.request("POST", "/transfer", headers=headers)
+            assert r.status_code == 403 and "transfer done" not in r.text
+            act.one(event, "refused")
+            assert act.kinds() == [event]
+
+
+# -- DBSC ---------------------------------------------------------------------------------------
+
+REFRESH = "/_sessionwarden/dbsc/refresh"
+
+
+@pytest.fixture
+def memory_stores(tmp_path: Path) -> Iterator[Stores]:
+    opened = open_stores("memory", tmp_path)
+    yield opened
+    for fn in opened.cleanup:
+        fn()
+
+
+class DbscAction:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.mark = len(server.events)
+
+    def one(self, kind: EventKind, outcome: str) -> Event:
+        events = self.server.events[self.mark :]
+        found = [e for e in events if e.kind is kind]
+        assert len(found) == 1, [e.to_dict() for e in events]
+        assert found[0].outcome == outcome
+        return found[0]
+
+    def dbsc_kinds(self) -> list[str]:
+        return [e.kind.value for e in self.server.events[self.mark :] if e.kind.value[:4] == "dbsc"]
+
+
+@pytest.mark.parametrize("adapter", KINDS)
+def test_dbsc_registered_refreshed_failed_skipped_terminated(
+    adapter: str, memory_stores: Stores
+) -> None:
+    server = Server(adapter, memory_stores, dbsc_policy())
+    try:
+        browser = DbscBrowser(server.send, server.clock.now)
+        act = DbscAction(server)
+        browser.request("GET", "/login")  # signs in, and the browser registers its key
+        registered = act.one(EventKind.DBSC_REGISTERED, "success")
+        assert act.dbsc_kinds() == ["dbsc.registered"]
+        value = server.events[-1].session
+        assert registered.session == value and value
+
+        server.clock.advance(601)  # the bound cookie's lifetime
+        act = DbscAction(server)
+        assert browser.request("GET", "/account").body == b"alice"
+        act.one(EventKind.DBSC_REFRESHED, "success")
+        assert act.dbsc_kinds() == ["dbsc.refreshed"]
+
+        # A proof signed by a key other than the registered one.
+        cookie = {"cookie": f"__Host-id={browser.cookies['__Host-id'][0]}"}
+        sent = {**cookie, "sec-secure-session-id": str(browser.session_id)}
+        sent["sec-fetch-site"] = "same-origin"
+        reply = server.send("POST", REFRESH, sent)
+        assert reply.status == 403
+        challenge = (reply.header("secure-session-challenge") or "").split('"')[1]
+        act = DbscAction(server)
+        proof = DeviceKey("ES256").proof(challenge, with_jwk=False)
+        reply = server.send("POST", REFRESH, {**sent, "secure-session-response": proof})
+        assert reply.status == 403
+        act.one(EventKind.DBSC_PROOF_FAILED, "failure")
+        assert act.dbsc_kinds() == ["dbsc.proof_failed"]
+
+        act = DbscAction(server)  # the long-lived cookie without the bound one
+        assert server.send("GET", "/account", cookie).body == b"anonymous"
+        act.one(EventKind.DBSC_MISSING_BOUND_COOKIE, "failure")
+        assert act.dbsc_kinds() == ["dbsc.missing_bound_cookie"]
+
+        act = DbscAction(server)
+        skipped = f'unreachable;session_identifier="{browser.session_id}"'
+        page = browser.request("GET", "/account", {"secure-session-skipped": skipped})
+        assert page.body == b"alice"
+        assert act.one(EventKind.DBSC_SKIPPED, "notice").session == value
+        assert act.dbsc_kinds() == ["dbsc.skipped"]
+
+        browser.request("GET", "/logout")
+        act = DbscAction(server)
+        assert browser.refresh().json() == {"continue": False}
+        act.one(EventKind.DBSC_TERMINATED, "ended")
+        assert act.dbsc_kinds() == ["dbsc.terminated"]
+    finally:
+        server.close()
+
+
+# -- the schema (ASVS 16.2.1, 16.2.2) -----------------------------------------------------------
+
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
+_REF = re.compile(r"[0-9a-f]{16}\Z")
+_SCHEMA: dict[str, tuple[type, ...]] = {
+    "event": (str,),
+    "outcome": (str,),
+    "at": (float, int),
+    "time": (str,),
+    "ref": (str,),
+    "session": (str,),
+    "user": (str, type(None)),
+    "ip": (str,),
+    "ua": (str,),
+    "path": (str,),
+    "reason": (str,),
+    "detail": (dict,),
+}
+
+
+class LoggedRecorder(Recorder):
+    """Keeps every event and hands it to a log sink too."""
+
+    def __init__(self, sink: JsonLogSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, event: Event) -> None:
+        super().emit(event)
+        self.sink.emit(event)
+
+
+def _valid(doc: dict[str, Any]) -> None:
+    """One event document against the schema: every key, its type, and its values' form."""
+    assert tuple(doc) == LOG_SCHEMA_KEYS == tuple(_SCHEMA), doc
+    for key, types in _SCHEMA.items():
+        assert isinstance(doc[key], types) and not isinstance(doc[key], bool), (key, doc)
+    assert doc["event"] in {k.value for k in EventKind}
+    assert doc["outcome"] in OUTCOMES
+    assert _ISO_UTC.match(doc["time"]), doc["time"]
+    when = datetime.fromisoformat(doc["time"])
+    assert when.utcoffset() is not None and when.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert abs(when.timestamp() - doc["at"]) < 1e-3
+    for key in ("ref", "session"):
+        assert doc[key] == "" or _REF.match(doc[key]), (key, doc)
+
+
+@ADAPTERS
+async def test_every_event_of_a_session_has_every_field(kind: str) -> None:
+    """A whole life (login page, sign-in, rotations, a step-up, a refusal, a credential change,
+    another device revoked, an anomaly ending it), every event in ``to_dict`` and as the line a
+    real handler wrote: every field with its type; within a request, the route, the client's
+    address and its user agent; the user where one was signed in."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"sessionwarden.test.schema.{kind}")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    recorder = LoggedRecorder(JsonLogSink(logger, logging.DEBUG))
+    with client(kind, _policy(rotate_every=60), recorder=recorder) as c:
+        c.http.headers["user-agent"] = FIREFOX
+        await c.login()
+        other = _browser(c)
+        await other.login()
+        c.clock.advance(61)
+        await c.request("GET", "/whoami")
+        await _post(c, "/step-up?op=wire")
+        await _post(c, "/sensitive?op=wire")
+        await c.request("POST", "/transfer", headers={"sec-fetch-site": "cross-site"})
+        await _post(c, "/password")
+        c.http.headers["user-agent"] = CHROME
+        await c.request("GET", "/whoami")
+        c.cookie = "garbage"
+        await c.request("GET", "/poll")
+    events = recorder.events
+    kinds = {e.kind for e in events}
+    assert {
+        EventKind.CREATED,
+        EventKind.LOGGED_IN,
+        EventKind.ROTATED,
+        EventKind.STEP_UP_GRANTED,
+        EventKind.STEP_UP_USED,
+        EventKind.CROSS_ORIGIN_REFUSED,
+        EventKind.CREDENTIALS_CHANGED,
+        EventKind.REVOKED,
+        EventKind.ANOMALY,
+        EventKind.MALFORMED_COOKIE,
+    } <= kinds
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert len(lines) == len(events)
+    for event, line in zip(events, lines, strict=True):
+        doc = event.to_dict()
+        _valid(doc)
+        _valid(line)
+        assert line == json.loads(json.dumps(doc))
+        assert doc["ip"] == "127.0.0.1" and doc["path"] in (
+            "/token",
+            "/login",
+            "/whoami",
+            "/poll",
+            "/step-up",
+            "/sensitive",
+            "/transfer",
+            "/password",
+        )
+        assert doc["ua"] in (FIREFOX, CHROME)
+        if event.kind is not EventKind.MALFORMED_COOKIE and event.kind is not EventKind.CREATED:
+            assert doc["user"] == "alice" and doc["session"], doc
