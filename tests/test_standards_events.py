@@ -550,3 +550,131 @@ async def test_every_event_of_a_session_has_every_field(kind: str) -> None:
         assert doc["ua"] in (FIREFOX, CHROME)
         if event.kind is not EventKind.MALFORMED_COOKIE and event.kind is not EventKind.CREATED:
             assert doc["user"] == "alice" and doc["session"], doc
+
+
+# -- attacker-controlled text cannot forge a record (ASVS 16.4.1) --------------------------------
+
+#: Each tries to end a record and start a forged one: CR LF, the Unicode line and paragraph
+#: separators, NEL and the ASCII separators (line breaks to ``str.splitlines`` and some shippers).
+FORGERIES = [
+    'a\r\n{"event":"session.logged_out","user":"admin"}',
+    'a\u2028{"event":"session.logged_out"}\u2029x',
+    'a\x85\x1c\x1d\x1e{"event":"session.logged_out"}',
+]
+#: The same in a path, percent-encoded on the wire as a client must send it.
+FORGED_PATH = "/x%0D%0A%7B%22event%22%3A%22session.logged_out%22%7D%E2%80%A8%C2%85"
+
+
+class RawWsgi:
+    """A WSGI server's side of one browser, by hand: header values and the path handed over as
+    PEP 3333 says (latin-1 decoded bytes of what arrived, UTF-8 on the wire), which httpx's WSGI
+    transport cannot send (ASCII only)."""
+
+    def __init__(self, app: Any, agent: str) -> None:
+        self.app = app
+        self.agent = agent.encode("utf-8").decode("latin-1")
+        self.cookie: str | None = None
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
+        from urllib.parse import unquote_to_bytes
+
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "app.test",
+            "SERVER_PORT": "443",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.url_scheme": "https",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": io.StringIO(),
+            "CONTENT_LENGTH": "0",
+            "HTTP_HOST": "app.test",
+            "HTTP_USER_AGENT": self.agent,
+        }
+        if self.cookie:
+            environ["HTTP_COOKIE"] = f"__Host-id={self.cookie}"
+        for name, value in (headers or {}).items():
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        started: dict[str, Any] = {}
+
+        def start_response(status: str, hdrs: list[tuple[str, str]], exc: Any = None) -> Any:
+            started["status"], started["headers"] = status, hdrs
+            return lambda data: None
+
+        body = b"".join(self.app(environ, start_response))
+        for name, value in started["headers"]:
+            if name.lower() == "set-cookie" and value.startswith("__Host-id="):
+                self.cookie = value.split(";", 1)[0].split("=", 1)[1] or None
+        return int(started["status"].split()[0]), body
+
+    def post(self, path: str) -> int:
+        _, body = self.request("GET", "/token")
+        token = json.loads(body)["csrf_token"]
+        sent = {"sec-fetch-site": "same-origin", "x-csrf-token": token}
+        return int(self.request("POST", path, sent)[0])
+
+
+async def _hostile_life(kind: str, agent: str, recorder: Recorder) -> None:
+    """Sign in, sign out, then a malformed cookie on a forged path, all with ``agent``."""
+    if kind == "wsgi":
+        from flask import Flask
+
+        from sessionwarden.clock import ManualClock
+        from sessionwarden.integrations.flask import SessionWarden
+        from sessionwarden.stores import MemoryStore
+
+        from .two_adapters import _flask
+
+        app: Flask = _flask()
+        SessionWarden(
+            app, policy=_policy(), store=MemoryStore(), clock=ManualClock(), sink=recorder
+        )
+        raw = RawWsgi(app, agent)
+        assert raw.post("/login") == 200 and raw.post("/logout") == 200
+        raw.cookie = '{"event":"session.logged_out"}'
+        assert raw.request("GET", FORGED_PATH)[0] == 404
+        return
+    with client(kind, _policy(), recorder=recorder) as c:
+        c.http.headers["user-agent"] = agent
+        await c.login()
+        assert await _post(c, "/logout") == 200
+        c.cookie = '{"event":"session.logged_out"}'
+        assert (await c.request("GET", FORGED_PATH)).status_code == 404
+
+
+@ADAPTERS
+@pytest.mark.parametrize("agent", FORGERIES, ids=["crlf", "u2028", "nel-fs"])
+async def test_forged_records_in_agent_path_and_cookie_stay_inside_one_record(
+    kind: str, agent: str, tmp_path: Path
+) -> None:
+    """What a real file handler wrote: one line per event (by ``\\n`` and by every line break
+    ``str.splitlines`` knows), each one JSON record whose values are the hostile text, escaped;
+    the only ``session.logged_out`` is the real one."""
+    path = tmp_path / "events.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"sessionwarden.test.forgery.{kind}")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    recorder = LoggedRecorder(JsonLogSink(logger))
+    try:
+        await _hostile_life(kind, agent, recorder)
+    finally:
+        handler.close()
+    text = path.read_text(encoding="utf-8")
+    assert text.isascii()
+    lines = text.split("\n")
+    assert lines.pop() == "" and lines == text.splitlines()
+    assert len(lines) == len(recorder.events) >= 4
+    docs = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert [d["event"] for d in docs] == [e.kind.value for e in recorder.events]
+    assert [d["event"] for d in docs].count("session.logged_out") == 1
+    received = agent.encode().decode("latin-1")  # both adapters read header bytes as latin-1
+    assert [d["ua"] for d in docs] == [received] * len(docs)
+    (malformed,) = [d for d in docs if d["event"] == "session.malformed_cookie"]
+    assert "\r\n" in malformed["path"] and "logged_out" in malformed["path"]
+    assert malformed["path"].endswith("\u2028\x85")
