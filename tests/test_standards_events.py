@@ -325,11 +325,11 @@ async def test_replays_of_ended_ids(kind: str) -> None:
         thief.cookie = rotated_out
         act = Action(c)
         assert (await thief.request("GET", "/whoami")).json() == {"user": None}
-        act.one(EventKind.REPLAY_ROTATED, "ended")
+        replay = act.one(EventKind.REPLAY_ROTATED, "failure")
         revoked = act.one(EventKind.REVOKED, "ended", reason="policy:replay-of-rotated-id")
         act.one(EventKind.ANOMALY, "notice")
         assert act.kinds() == [EventKind.REPLAY_ROTATED, EventKind.ANOMALY, EventKind.REVOKED]
-        assert revoked.session == value
+        assert revoked.session == replay.session == value
 
         act = Action(c)
         assert (await c.request("GET", "/whoami")).json() == {"user": None}

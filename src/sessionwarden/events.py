@@ -98,12 +98,14 @@ EventOutcome = Literal["success", "failure", "refused", "ended", "notice"]
 #: ``success``  a session change asked for was made: created, signed in, rotated, signed out,
 #:              a step-up granted or used, credentials changed, a DBSC binding made or refreshed.
 #: ``failure``  a credential presented did not hold (an unknown, malformed or ended session ID,
-#:              a DBSC proof or bound cookie), or the store failed.
+#:              a rotated-out one after its grace, a DBSC proof or bound cookie), or the store
+#:              failed. What the defence then does to the session has its own event.
 #: ``refused``  a check refused the request or one action in it (CSRF, cross-origin, a step-up
 #:              demand, the session cap, a throttle, a host, a handshake); nothing was changed.
 #: ``ended``    a session ended other than by its own sign-out: timed out, revoked (by its user
 #:              elsewhere, an operator, the risk check, a credential change, a replay of its
-#:              rotated-out ID), evicted, its DBSC session terminated, its connection closed.
+#:              rotated-out ID, a duplicate cookie), evicted, its DBSC session terminated, its
+#:              connection closed.
 #: ``notice``   information, nothing refused or changed: a risk signal (its action has its own
 #:              event), a report-only CSRF verdict, a login from a new device, a CSP report.
 OUTCOMES: Final[tuple[EventOutcome, ...]] = ("success", "failure", "refused", "ended", "notice")
@@ -125,6 +127,7 @@ _OUTCOME_KINDS: Final[dict[EventOutcome, tuple[EventKind, ...]]] = {
         EventKind.UNKNOWN_ID,
         EventKind.MALFORMED_COOKIE,
         EventKind.REPLAY_REVOKED,
+        EventKind.REPLAY_ROTATED,
         EventKind.DBSC_PROOF_FAILED,
         EventKind.DBSC_MISSING_BOUND_COOKIE,
         EventKind.STORE_UNAVAILABLE,
@@ -148,7 +151,6 @@ _OUTCOME_KINDS: Final[dict[EventOutcome, tuple[EventKind, ...]]] = {
         EventKind.EXPIRED_ABSOLUTE,
         EventKind.REVOKED,
         EventKind.EVICTED,
-        EventKind.REPLAY_ROTATED,
         EventKind.DBSC_TERMINATED,
         EventKind.CONNECTION_CLOSED,
     ),

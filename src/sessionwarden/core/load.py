@@ -172,12 +172,15 @@ class Loading(EngineBase):
 
     def _replayed_rotated_id(self, alias: Alias, facts: RequestFacts, now: float) -> Steps[None]:
         """A rotated-out ID came back after its grace window: a strong sign that a copy of the
-        old cookie is being used elsewhere. The session it became is treated as high risk."""
+        old cookie is being used elsewhere. The session it became is treated as high risk (the
+        event carries its correlation value: the ID presented was one of its IDs)."""
+        target = yield from Get(alias.target)
         self.emit(
             EventKind.REPLAY_ROTATED,
             facts,
             now,
             key=alias.key,
+            lineage=target.lineage if isinstance(target, SessionRecord) else "",
             user_id=alias.user_id,
             reason="rotated-out-id-after-grace",
         )
@@ -196,7 +199,6 @@ class Loading(EngineBase):
             action = monitor.action_for(signal)
         if action not in ("revoke", "step_up"):
             return
-        target = yield from Get(alias.target)
         if isinstance(target, SessionRecord):
             yield from self._respond_to_risk(
                 Session(target, now), action, "replay-of-rotated-id", {}, facts, now
