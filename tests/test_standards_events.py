@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -678,3 +678,32 @@ async def test_forged_records_in_agent_path_and_cookie_stay_inside_one_record(
     (malformed,) = [d for d in docs if d["event"] == "session.malformed_cookie"]
     assert "\r\n" in malformed["path"] and "logged_out" in malformed["path"]
     assert malformed["path"].endswith("\u2028\x85")
+
+
+@pytest.mark.parametrize(
+    "at", [0.0, -1.5, 1_700_000_000.0000005, 1_796_532_592.999_999_7, 253_402_300_799.9]
+)
+def test_time_is_at_in_iso_8601_utc(at: float) -> None:
+    event = Event(EventKind.CREATED, at)
+    when = datetime.fromisoformat(str(event.to_dict()["time"]))
+    assert _ISO_UTC.match(str(event.time)) and when.utcoffset() == timedelta(0)
+    assert abs(when.timestamp() - at) <= 1e-6
+    assert event.time == Event(EventKind.LOGGED_IN, at).time  # the same instant, the same text
+
+
+@pytest.mark.parametrize("at", [float("nan"), float("inf"), 1e20])
+def test_a_time_no_date_has_is_null_in_the_log(at: float) -> None:
+    logger = logging.getLogger("sessionwarden.test.schema.no-date")
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    JsonLogSink(logger).emit(Event(EventKind.CREATED, at))
+    doc = json.loads(buffer.getvalue())
+    assert doc["time"] is None and doc["outcome"] == "success"
+
+
+def test_every_kind_has_one_outcome() -> None:
+    assert {Event(k, 0.0).outcome for k in EventKind} <= set(OUTCOMES)
+    assert {Event(k, 0.0).outcome for k in EventKind} == set(OUTCOMES)  # each one is used

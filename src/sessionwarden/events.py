@@ -174,11 +174,22 @@ if len(OUTCOME_OF) != len(EventKind) or sum(map(len, _OUTCOME_KINDS.values())) !
     raise AssertionError("every EventKind has exactly one outcome")  # pragma: no cover
 
 
+#: The last whole second :func:`iso_utc` spelled out, and its text: events come in bursts within
+#: one second, and the date is most of the cost of the spelling. (A race between threads only
+#: spells a second twice.)
+_LAST_SECOND: list[tuple[int | None, str]] = [(None, "")]
+
+
 def iso_utc(at: float) -> str | None:
     """POSIX seconds as ISO 8601 in UTC, to the microsecond (``2026-01-31T12:00:00.000000Z``);
     ``None`` for a value no date has (not finite, beyond year 9999)."""
     try:
-        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        second, micros = divmod(round(at * 1_000_000), 1_000_000)
+        last = _LAST_SECOND[0]
+        if last[0] != second:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            last = _LAST_SECOND[0] = (second, text)
+        return f"{last[1]}.{micros:06d}Z"
     except (ValueError, OverflowError, OSError, TypeError):
         return None
 
