@@ -203,14 +203,23 @@ async def test_revoked_by_a_credential_change(kind: str) -> None:
 
 
 @ADAPTERS
-async def test_revoked_by_an_operator(kind: str) -> None:
-    """The operator's path (``sessionwarden sessions revoke``): an engine over the same store."""
+@pytest.mark.parametrize("by", ["admin", "user"])
+async def test_revoked_by_an_operator_or_from_a_device_list(kind: str, by: str) -> None:
+    """The operator's path (``sessionwarden sessions revoke``: every session of the user) and a
+    "your devices" page's (one session, by its reference): an engine over the same store, as
+    the adapters' ``revoke_user`` and ``revoke_session`` run it."""
     with client(kind, _policy()) as c:
         value = await _signed_in(c)
         act = Action(c)
         engine = Engine(_policy(), clock=c.clock, sink=c.recorder)
-        assert len(run_sync(engine.revoke_user("alice", by="admin"), c.store)) == 1
-        revoked = act.one(EventKind.REVOKED, "ended", reason="revoked:admin")
+        if by == "admin":
+            assert len(run_sync(engine.revoke_user("alice", by=by), c.store)) == 1
+            reason = "revoked:admin"
+        else:
+            (info,) = run_sync(engine.list_sessions("alice"), c.store)
+            assert run_sync(engine.revoke_session("alice", info.ref, by=by), c.store)
+            reason = "revoked:user"
+        revoked = act.one(EventKind.REVOKED, "ended", reason=reason)
         assert act.kinds() == [EventKind.REVOKED] and revoked.session == value
         assert (await c.request("GET", "/whoami")).json() == {"user": None}
 

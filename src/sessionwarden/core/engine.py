@@ -153,19 +153,10 @@ class Engine(Loading, Committing):
         if len(matches) != 1:
             return False
         record = matches[0]
-        ok = yield from Revoke(
-            record.key, self._tombstone(record.key, f"revoked:{by}", now, user_id)
-        )
+        reason = f"revoked:{by}"  # as revoke_user's: the tombstone's and the event's
+        ok = yield from Revoke(record.key, self._tombstone(record.key, reason, now, user_id))
         if ok:
-            self.emit(
-                EventKind.REVOKED,
-                None,
-                now,
-                key=record.key,
-                lineage=record.lineage,
-                user_id=user_id,
-                reason=f"{by}",
-            )
+            self.emit(EventKind.REVOKED, None, now, record=record, reason=reason)
         return ok
 
     def revoke_user(
