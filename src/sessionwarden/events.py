@@ -104,8 +104,8 @@ EventOutcome = Literal["success", "failure", "refused", "ended", "notice"]
 #:              demand, the session cap, a throttle, a host, a handshake); nothing was changed.
 #: ``ended``    a session ended other than by its own sign-out: timed out, revoked (by its user
 #:              elsewhere, an operator, the risk check, a credential change, a replay of its
-#:              rotated-out ID, a duplicate cookie), evicted, its DBSC session terminated, its
-#:              connection closed.
+#:              rotated-out ID, a duplicate cookie), evicted, its DBSC session terminated; or
+#:              a connection closed because its session may no longer be served.
 #: ``notice``   information, nothing refused or changed: a risk signal (its action has its own
 #:              event), a report-only CSRF verdict, a login from a new device, a CSP report.
 OUTCOMES: Final[tuple[EventOutcome, ...]] = ("success", "failure", "refused", "ended", "notice")
