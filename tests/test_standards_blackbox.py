@@ -311,14 +311,14 @@ async def test_logout_empties_the_jar_and_a_kept_copy_is_dead(kind: str) -> None
     [
         ("https://app.test", ("app.test",), True),
         ("http://localhost:8000", (), True),  # a secure context to browsers over plain HTTP
-        ("http://app.test", ("app.test",), False),  # plain HTTP served (redirect turned off)
     ],
 )
 async def test_clear_site_data_only_where_a_browser_honours_it(
     kind: str, base: str, hosts: tuple[str, ...], cleared: bool
 ) -> None:
-    """Clear-Site-Data is honoured in secure contexts only, so it is absent from a logout
-    over plain HTTP to a public host; the deletion cookie and the server-side end are not."""
+    """Clear-Site-Data is honoured in secure contexts only: HTTPS, and plain HTTP to a loopback
+    host. Plain HTTP to a public host never carries a session to end (no cookie is set or
+    cleared there: ``tests/test_standards_https_live.py``)."""
     policy = Policy(secret_keys=(SECRET,), allowed_hosts=hosts, https=HttpsPolicy(redirect=False))
     async with jar(kind, policy, base=base) as client:
         # Python's cookie jar keeps a Secure cookie from plain-HTTP pages (browsers do so for

@@ -9,6 +9,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .core import (
     AliasActionRefused,
     Engine,
+    HttpsRequired,
     ReauthenticationRequired,
     Session,
     SessionInfo,
@@ -53,6 +54,7 @@ __all__ = [
     "FanOut",
     "HeadersPolicy",
     "HttpsPolicy",
+    "HttpsRequired",
     "InlineAsyncStore",
     "ManualClock",
     "MemoryStore",

@@ -20,7 +20,7 @@ from . import csrf, headers
 from .anomaly import RiskAssessor
 from .clock import Clock
 from .core import Engine, Loaded, Outcome, Session, Steps
-from .core.session import STEP_UP_REASON
+from .core.session import PLAIN_HTTP_REASON
 from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
 from .dbsc_guard import DbscAnswer, DbscGuard
 from .events import EventKind, EventSink
@@ -33,6 +33,7 @@ from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_v
 from .records import JSON
 from .refusals import Refusal as Refusal  # re-exported: the adapters' and apps' import
 from .refusals import RenderedRefusal as RenderedRefusal
+from .refusals import reauthentication_refusal
 from .reports import CspReports
 from .stores.base import SessionLimitReached, StoreUnavailable
 
@@ -202,6 +203,9 @@ class Guard:
         # Read by :meth:`may_redirect` on every request (the policy is frozen).
         self._redirects = policy.https.redirect
         self._loopback_http = policy.https.allow_loopback_http
+        #: A Secure cookie never rides plain HTTP: such requests are served without a session
+        #: (an operator who turned ``cookie.secure`` off chose a cookie that does).
+        self._secure_cookie = policy.cookie.secure
         self._raw_slots = _header_slots(policy)
         self._state_changing = policy.csrf.state_changing_paths
         #: Header names (lower-case bytes) the guard reads; adapters may skip all others.
@@ -303,11 +307,16 @@ class Guard:
         if not self.hosts.allowed(facts.host):
             self._refuse_host(ctx, now)
             return ctx
-        if self._refuse_plain_http(ctx, target, now):
+        plain = self.plain_http(facts)
+        if plain and self._refuse_plain_http(ctx, target, now):
             return ctx
         ctx.refusal = state_changing_refusal(facts.method, facts.path, self._state_changing)
         if ctx.refusal is not None:
             return ctx
+        if plain and self._secure_cookie:
+            # Served (redirects are off) but without the session layer: the cookie a client
+            # sent in the clear is not read, and nothing is stored or set (Session.detached).
+            return self._loaded(ctx, Loaded(self.engine.new_session(None, now, detached=True)), now)
         loaded = yield from self.engine.load(facts)
         if self.dbsc is not None:
             loaded = yield from self.dbsc.admit(facts, loaded, now)
@@ -344,31 +353,37 @@ class Guard:
                 },
             )
 
+    def plain_http(self, facts: RequestFacts) -> bool:
+        """Whether the request came over plain HTTP outside a secure context: anything but
+        HTTPS (as resolved through trusted proxies), except a loopback host asked by this
+        machine itself while ``HttpsPolicy.allow_loopback_http`` is on."""
+        return facts.scheme != "https" and not (
+            self._loopback_http and facts.local_peer and is_loopback_host(facts.host)
+        )
+
     def may_redirect(self, facts: RequestFacts) -> bool:
         """Whether :meth:`begin` may redirect this request to HTTPS, the only use of its
         ``target``: an adapter can pass ``""`` when not."""
-        return (
-            self._redirects
-            and facts.scheme != "https"
-            and not (self._loopback_http and facts.local_peer and is_loopback_host(facts.host))
-        )
+        return self._redirects and self.plain_http(facts)
 
     def _refuse_plain_http(self, ctx: RequestContext, target: str, now: float) -> bool:
-        """Refuse an invalid Host, or redirect plain HTTP to HTTPS (sets ``ctx.refusal``)."""
+        """Refuse a plain-HTTP request to ``HttpsPolicy.refuse_paths`` (redirects on or off),
+        or redirect it to HTTPS (sets ``ctx.refusal``); ``False``: it is served, without a
+        session layer."""
         facts = ctx.facts
-        if not self.may_redirect(facts):
-            return False
         if not is_valid_host(facts.host):
             ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
         refused = self.policy.https.refuse_paths
         if refused and path_under(facts.path, refused):
-            ctx.refusal = Refusal(403, "https-required", "plain-http")
+            ctx.refusal = Refusal(403, "https-required", PLAIN_HTTP_REASON)
             return True
+        if not self._redirects:
+            return False
         location = https_redirect_target(facts, target, self._redirect_policy)
         if location is not None:
             self.engine.emit(EventKind.HTTPS_REDIRECT, facts, now)
-            ctx.refusal = Refusal(308, "https-required", "plain-http", location=location)
+            ctx.refusal = Refusal(308, "https-required", PLAIN_HTTP_REASON, location=location)
             return True
         return False
 
@@ -618,19 +633,9 @@ class Guard:
 
     @staticmethod
     def reauthentication(ctx: RequestContext, reason: str, redirect: str | None) -> Refusal:
-        """The answer to :class:`~sessionwarden.core.ReauthenticationRequired`: 401 for JSON
-        clients (and everyone when no sign-in page is configured), else 303 to ``redirect``.
-        A request on a rotated-out ID that asked for a new one
-        (:class:`~sessionwarden.core.AliasActionRefused`) gets 409; an operation without its
-        step-up grant (:class:`~sessionwarden.core.StepUpRequired`) 403, or 303 for a browser
-        when ``redirect`` is set."""
-        if reason == "rotated-id":
-            return Refusal(409, "stale-session", reason)
-        if reason == STEP_UP_REASON and not (redirect and not ctx.facts.wants_json):
-            return Refusal(403, "step-up-required", reason)
-        if redirect and not ctx.facts.wants_json:
-            return Refusal(303, "reauthentication-required", reason, location=redirect)
-        return Refusal(401, "reauthentication-required", reason)
+        """The answer to :class:`~sessionwarden.core.ReauthenticationRequired` and its kinds
+        (:func:`~sessionwarden.refusals.reauthentication_refusal`)."""
+        return reauthentication_refusal(reason, redirect, ctx.facts.wants_json)
 
     def store_failed(self, facts: RequestFacts, exc: Exception, *, writing: bool) -> Refusal:
         """Report the first failure of an outage (not every request of it) and refuse."""

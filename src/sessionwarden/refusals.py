@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .core.session import STEP_UP_REASON
+from .core.session import PLAIN_HTTP_REASON, STEP_UP_REASON
 from .hosts import HOW_TO_ALLOW
 from .records import JSON, dumps
 
@@ -116,3 +116,23 @@ class RenderedRefusal:
             raise TypeError("RenderedRefusal needs a str or bytes body and a str content_type")
         if not self.content_type.isprintable() or not self.content_type.isascii():
             raise ValueError("content_type must be printable ASCII")
+
+
+def reauthentication_refusal(reason: str, redirect: str | None, wants_json: bool) -> Refusal:
+    """The answer to :class:`~sessionwarden.core.ReauthenticationRequired` (``reason``): 401
+    for JSON clients (and everyone when no sign-in page is configured), else 303 to
+    ``redirect``. A request on a rotated-out ID that asked for a new one
+    (:class:`~sessionwarden.core.AliasActionRefused`) gets 409; an operation without its
+    step-up grant (:class:`~sessionwarden.core.StepUpRequired`) 403, or 303 for a browser when
+    ``redirect`` is set; a sign-in over plain HTTP (:class:`~sessionwarden.core.HttpsRequired`)
+    403 ``https-required``."""
+    if reason == "rotated-id":
+        return Refusal(409, "stale-session", reason)
+    if reason == PLAIN_HTTP_REASON:
+        return Refusal(403, "https-required", reason)
+    browser = bool(redirect) and not wants_json
+    if reason == STEP_UP_REASON and not browser:
+        return Refusal(403, "step-up-required", reason)
+    if browser:
+        return Refusal(303, "reauthentication-required", reason, location=redirect)
+    return Refusal(401, "reauthentication-required", reason)

@@ -19,6 +19,7 @@ from .ops import Op, Steps
 from .session import (
     Actions,
     AliasActionRefused,
+    HttpsRequired,
     ReauthenticationRequired,
     Session,
     SessionValueError,
@@ -34,6 +35,7 @@ __all__ = [
     "CommitPlan",
     "Engine",
     "Fingerprinter",
+    "HttpsRequired",
     "Loaded",
     "Op",
     "Outcome",

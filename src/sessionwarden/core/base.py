@@ -113,10 +113,16 @@ class EngineBase:
         )
 
     def new_session(
-        self, record: SessionRecord | None, now: float, *, via_alias: bool = False
+        self,
+        record: SessionRecord | None,
+        now: float,
+        *,
+        via_alias: bool = False,
+        detached: bool = False,
     ) -> Session:
-        """A request's session under this policy's value limits."""
-        return Session(record, now, via_alias=via_alias, limits=self.limits)
+        """A request's session under this policy's value limits (``detached``: see
+        :attr:`Session.detached`)."""
+        return Session(record, now, via_alias=via_alias, limits=self.limits, detached=detached)
 
     def emit(
         self,

@@ -59,7 +59,11 @@ _EXTENDING = frozenset((CommitPlan.TOUCH, CommitPlan.ROTATE_PERIODIC))
 
 
 def plan_commit(session: Session, now: float, policy: Policy) -> CommitPlan:
-    """Decide what the commit of ``session`` at ``now`` does. Pure: reads no clock, no store."""
+    """Decide what the commit of ``session`` at ``now`` does. Pure: reads no clock, no store.
+    A detached session (plain HTTP, :attr:`Session.detached`) is never written nor given a
+    cookie, whatever the request asked."""
+    if session.record is None and session.detached:
+        return CommitPlan.NOTHING
     asked = _asked(session)
     if asked is not None:
         return asked

@@ -44,8 +44,21 @@ class StepUpRequired(ReauthenticationRequired):
         self.operation = operation
 
 
+class HttpsRequired(ReauthenticationRequired):
+    """Raised by :meth:`Session.login` on a request served without a session layer: plain HTTP
+    outside a secure context (a public host with ``HttpsPolicy.redirect`` off, or a proxy
+    that is not in ``HttpsPolicy.trusted_proxies``). A session is never created over plain
+    HTTP, so a sign-in there is refused rather than silently forgotten. Adapters answer 403
+    ``{"error": "https-required", "reason": "plain-http"}`` with no cookie."""
+
+    def __init__(self) -> None:
+        super().__init__(PLAIN_HTTP_REASON)
+
+
 #: The reason of :class:`StepUpRequired`.
 STEP_UP_REASON = "operation-step-up"
+#: The reason of :class:`HttpsRequired`.
+PLAIN_HTTP_REASON = "plain-http"
 #: The session key holding step-up grants: operation digest -> [user, expiry].
 STEP_UP_KEY = "sessionwarden.step_up"
 #: What :attr:`Actions.step_ups` records: a grant given, a grant used, an operation refused.
@@ -144,6 +157,7 @@ class Session:
         "_new_fingerprint",
         "_now",
         "_set",
+        "detached",
         "record",
         "via_alias",
     )
@@ -155,11 +169,17 @@ class Session:
         *,
         via_alias: bool = False,
         limits: ValueLimits = DEFAULT_LIMITS,
+        detached: bool = False,
     ):
         self.record = record
         self._limits = limits
         self._is_new = record is None
         self.via_alias = via_alias
+        #: Served over plain HTTP outside a secure context: always anonymous, never stored,
+        #: no cookie set or cleared (:func:`~sessionwarden.core.commit.plan_commit`), and
+        #: :meth:`login` raises :class:`HttpsRequired`. The app may read and write it as usual;
+        #: what it writes is dropped with the request.
+        self.detached = detached
         self._now = now
         self._set: dict[str, JSON] = {}
         self._deleted: set[str] = set()
@@ -344,6 +364,8 @@ class Session:
         """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
+        if self.detached:
+            raise HttpsRequired()
         self._refuse_on_alias("login")
         self.actions.login_user = user_id
         self.actions.logout = False
