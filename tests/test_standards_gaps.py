@@ -118,6 +118,18 @@ def test_refuse_paths_is_validated() -> None:
         HttpsPolicy(refuse_paths=("api",))
     with pytest.raises(ValueError, match=r"https\.refuse_paths"):
         HttpsPolicy(refuse_paths="/api")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"https\.refuse_json"):
+        HttpsPolicy(refuse_json="yes")  # type: ignore[arg-type]
+
+
+@ADAPTERS
+async def test_json_clients_are_redirected_when_refuse_json_is_off(kind: str) -> None:
+    for refuse_json, status in ((True, 403), (False, 308)):
+        policy = _policy(https=HttpsPolicy(refuse_json=refuse_json))
+        with client(kind, policy, base="http://app.test") as c:
+            r = await c.request("GET", "/whoami", headers={"accept": "application/json"})
+            assert r.status_code == status
+            assert "set-cookie" not in r.headers
 
 
 # -- every user's sessions end when every key is replaced ----------------------------------------

@@ -157,6 +157,22 @@ def test_api_paths_over_plain_http_fail_instead_of_redirecting(
     assert app.live_sessions() == before
 
 
+@pytest.mark.parametrize("variant", ["default", "no-redirect"])
+def test_json_clients_over_plain_http_fail_wherever_they_go(app: LiveApp, variant: str) -> None:
+    """An API client (it sends JSON or asks for it) fails over plain HTTP on any path, not
+    only under ``refuse_paths``; a browser's navigation to the same path is redirected (or,
+    with the redirect off, served without a session)."""
+    with app.client(variant, "http") as c:
+        asks = c.get("/whoami", headers={"accept": "application/json"})
+        sends = c.post("/transfer", json={"amount": 1})
+        for r in (asks, sends):
+            assert r.status_code == 403, (r.request.url, r.status_code)
+            assert r.json() == {"error": "https-required", "reason": "plain-http"}
+            assert "location" not in r.headers and set_cookies(r) == []
+        page = c.get("/whoami", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        assert page.status_code == (308 if variant == "default" else 200)
+
+
 def test_with_the_redirect_off_plain_http_is_served_without_any_session(app: LiveApp) -> None:
     """Item 75's "no Set-Cookie on any HTTP response, and a session is never created over
     HTTP" holds when the operator turned the redirect off: pages are served, anonymous; the

@@ -367,15 +367,16 @@ class Guard:
         return self._redirects and self.plain_http(facts)
 
     def _refuse_plain_http(self, ctx: RequestContext, target: str, now: float) -> bool:
-        """Refuse a plain-HTTP request to ``HttpsPolicy.refuse_paths`` (redirects on or off),
-        or redirect it to HTTPS (sets ``ctx.refusal``); ``False``: it is served, without a
-        session layer."""
+        """Refuse a plain-HTTP request to ``HttpsPolicy.refuse_paths`` or from a JSON client
+        (``refuse_json``), redirects on or off, or redirect it to HTTPS (sets ``ctx.refusal``);
+        ``False``: it is served, without a session layer."""
         facts = ctx.facts
         if not is_valid_host(facts.host):
             ctx.refusal = Refusal(400, "bad-request", "invalid-host")
             return True
-        refused = self.policy.https.refuse_paths
-        if refused and path_under(facts.path, refused):
+        https = self.policy.https
+        api = https.refuse_json and facts.wants_json
+        if api or (https.refuse_paths and path_under(facts.path, https.refuse_paths)):
             ctx.refusal = Refusal(403, "https-required", PLAIN_HTTP_REASON)
             return True
         if not self._redirects:

@@ -256,8 +256,14 @@ class HttpsPolicy:
     #: instead of redirected: APIs, whose clients would resend credentials after a redirect
     #: and should fail loudly instead.
     refuse_paths: tuple[str, ...] = ()
+    #: Refuse (403, like ``refuse_paths``) a plain-HTTP request that sends JSON or asks for it
+    #: (``Accept: application/json``), wherever its path: an API client, never a browser's
+    #: navigation, and one that should fail loudly rather than follow a redirect.
+    refuse_json: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.refuse_json, bool):
+            _fail("https.refuse_json", "must be True or False")
         if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
             _fail("https.forwarded_header", "must be 'x-forwarded-for' or 'forwarded'")
         if not isinstance(self.forwarded_host, bool):

@@ -305,6 +305,31 @@ def test_trusted_proxy_headers_are_believed_only_from_the_proxy(
 
 
 @pytest.mark.parametrize("module", MODULES)
+def test_the_json_api_fails_over_plain_http_and_pages_are_redirected(
+    module: str, tmp_path: Path
+) -> None:
+    """Behind a proxy that reports plain HTTP, the demo's pages are redirected to HTTPS and its
+    JSON API under ``/api`` is refused (403, no redirect, no cookie), whatever the client
+    accepts; nothing of either is served."""
+    plain = {"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "http"}
+    with run_demo(
+        f"sqlite:///{tmp_path}/d.db",
+        tmp_path / "k",
+        tmp_path,
+        extra_args=["--trusted-proxy", "127.0.0.1"],
+        module=module,
+    ) as srv:
+        page = httpx.get(srv.base_url + "/login", headers=plain)
+        assert page.status_code == 308 and page.headers["location"].startswith("https://")
+        for path in ("/api/me", "/api/csrf"):
+            r = httpx.get(srv.base_url + path, headers=plain)
+            assert r.status_code == 403, (path, r.status_code)
+            assert "location" not in r.headers and "set-cookie" not in r.headers
+        r = httpx.post(srv.base_url + "/api/transfer", headers=plain, json={"to": "x"})
+        assert r.status_code == 403 and r.json()["error"] == "https-required"
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_no_attacks_leaves_out_the_comment_sink(module: str, tmp_path: Path) -> None:
     with run_demo(
         f"sqlite:///{tmp_path}/d.db",

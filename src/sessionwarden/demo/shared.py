@@ -178,7 +178,8 @@ def demo_policy(
         allowed_hosts=allowed_hosts,
         monitor=MonitorPolicy(on_high="revoke", agent_change_is_high=True),
         dbsc=DbscPolicy(enabled=dbsc),
-        https=HttpsPolicy(trusted_proxies=trusted_proxies),
+        # The JSON API fails over plain HTTP instead of being redirected.
+        https=HttpsPolicy(trusted_proxies=trusted_proxies, refuse_paths=("/api",)),
         # What the CSP blocks (the stored-XSS comment of /attacks) is reported here.
         headers=HeadersPolicy(csp_report_path=CSP_REPORT_PATH),
     )
