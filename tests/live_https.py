@@ -24,7 +24,7 @@ Routes, the same in both apps: ``GET /token`` (a masked CSRF token), ``POST /log
 the user's name, else 303 to ``/signin``), ``GET /api/x`` and ``POST /api/x``, ``POST
 /transfer`` (so ``GET`` is the framework's 405), ``GET /boom`` (raises), ``GET /go`` (302 to
 ``/account``), ``GET /stream`` (a streamed body), ``GET /static/app.css`` (the framework's static
-files), ``GET /cached`` (the app asks for ``public, max-age=3600, s-maxage=600``).
+files), ``GET /cached`` (the app asks shared caches and CDNs to keep it: :data:`CACHEABLE`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ HOST = "app.test"
 STATIC_CSS = b"body { color: #222 }\n"
 ACCOUNT_MARK = "Account of"
 START_TIMEOUT = 30.0
+#: What ``GET /cached`` asks caches for: shared ones included, and CDNs through their own fields.
+CACHEABLE = {
+    "cache-control": "public, max-age=3600, s-maxage=600",
+    "cdn-cache-control": "public, max-age=600",
+    "surrogate-control": "max-age=600",
+}
 
 
 # -- the policies -------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ def starlette_app(variant: str, store: str, static_dir: str) -> Any:
 
     async def cached(request: Request) -> Response:
         response = PlainTextResponse("cacheable")
-        response.headers["cache-control"] = "public, max-age=3600, s-maxage=600"
+        response.headers.update(CACHEABLE)
         return response
 
     routes = [
@@ -263,7 +269,7 @@ def flask_app(variant: str, store: str, static_dir: str) -> Any:
 
     def cached() -> Any:
         response = Response("cacheable", mimetype="text/plain")
-        response.headers["Cache-Control"] = "public, max-age=3600, s-maxage=600"
+        response.headers.update(CACHEABLE)
         return response
 
     app.add_url_rule("/token", "token", token)

@@ -190,6 +190,11 @@ _CACHE_CONTROL = b"cache-control"
 _CLEAR_SITE_DATA = b"clear-site-data"
 _HSTS = b"strict-transport-security"
 _NO_STORE = (_CACHE_CONTROL, b"no-store")
+#: Cache-Control fields aimed at shared caches alone (RFC 9213 ``CDN-Cache-Control``, the older
+#: ``Surrogate-Control``): a CDN that honours one ignores ``Cache-Control``, so a response that
+#: must not be stored keeps none of them.
+_TARGETED_CACHE_CONTROL = frozenset((b"cdn-cache-control", b"surrogate-control"))
+_CACHE_FIELDS = frozenset((_CACHE_CONTROL, *_TARGETED_CACHE_CONTROL))
 #: The ``drop`` of a plan that drops nothing (shared: no new set per response).
 NOTHING_TO_DROP: frozenset[bytes] = frozenset()
 
@@ -250,7 +255,7 @@ class SecurityHeaders:
         # name this class may add: when the app set none of them, nothing needs a lookup.
         self._base = (self._static, (*self._static, self._hsts))
         names = {name for name, _ in self._static}
-        names.update((_HSTS, _CACHE_CONTROL, _CLEAR_SITE_DATA))
+        names.update((_HSTS, _CLEAR_SITE_DATA, *_CACHE_FIELDS))
         if self._csp is not None:
             names.add(self._csp.header_name)
         #: Every header name this class may add (lower-case).
@@ -270,10 +275,10 @@ class SecurityHeaders:
         goes out over HTTPS (HSTS is ignored over HTTP, and sending it there only advertises a
         downgrade). ``nonce``: this response's CSP nonce, ``None`` when it renders none.
         ``existing``: the lower-case header names the app set (an app's own header wins, except
-        ``Cache-Control`` under ``no_store``). ``no_store``: the response carries a signed-in
-        session or a new session cookie; any ``Cache-Control`` of the app's is dropped for
-        ``no-store``. ``logout``: the session just ended; the browser is told to forget cookies
-        and storage.
+        the cache fields under ``no_store``). ``no_store``: the response carries a signed-in
+        session or a new session cookie; the app's ``Cache-Control`` (and the CDN-targeted
+        ``CDN-Cache-Control`` and ``Surrogate-Control``) is dropped for ``no-store``.
+        ``logout``: the session just ended; the browser is told to forget cookies and storage.
 
         When the app set none of :attr:`names` (the common response) the answer is the
         precomputed headers with the nonce spliced into the CSP: no lookup per header.
@@ -305,8 +310,7 @@ class SecurityHeaders:
         drop: Set[bytes] = NOTHING_TO_DROP
         if no_store and self._no_store:
             add.append(_NO_STORE)
-            if _CACHE_CONTROL in existing:
-                drop = frozenset((_CACHE_CONTROL,))
+            drop = _CACHE_FIELDS & existing
         if logout and self._clear_site_data is not None and _CLEAR_SITE_DATA not in existing:
             add.append(self._clear_site_data)
         return HeaderPlan(add, drop)
