@@ -265,6 +265,26 @@ def test_the_trusted_proxy_is_believed_through_its_own_header_only(app: LiveApp)
         assert r.status_code == 308 and set_cookies(r) == []
 
 
+def test_forwarding_headers_from_a_peer_that_is_not_a_proxy_are_reported_once(
+    app: LiveApp,
+) -> None:
+    """Production checks cannot see a proxy in front at start-up; the first request whose
+    forwarding headers are ignored says so in the log (a warning naming the setting), once."""
+    spoof = {"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"}
+    with app.client("logout-cache", "https") as direct:  # no proxy configured here
+        for n in range(3):
+            assert direct.get(f"/proxy-check-{n}", headers=spoof).status_code == 404
+    with app.client("proxy", "http") as via_proxy:  # from the trusted proxy: nothing to say
+        assert via_proxy.get("/proxy-check-trusted", headers=spoof).status_code == 404
+    reported = [
+        line
+        for line in app.log.read_text(errors="replace").splitlines()
+        if '"event":"config.proxy_headers_ignored"' in line and "/proxy-check" in line
+    ]
+    assert len(reported) == 1, reported
+    assert "trusted_proxies" in reported[0] and '"path":"/proxy-check-0"' in reported[0]
+
+
 # -- item 77: the first Set-Cookie of a session comes over HTTPS ----------------------------------
 
 

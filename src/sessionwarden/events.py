@@ -86,6 +86,11 @@ class EventKind(enum.StrEnum):
     CONNECTION_CLOSED = "connection.closed"
     #: Once per process: the first request for a host not in ``Policy.allowed_hosts``.
     HOST_REFUSED = "config.host_refused"
+    #: Once per process: the first request carrying forwarding headers (``X-Forwarded-*``,
+    #: ``Forwarded``) from a peer that is not in ``HttpsPolicy.trusted_proxies``: they were
+    #: ignored. Behind a proxy that is a configuration error (every request looks like plain
+    #: HTTP from the proxy); otherwise a client forged them.
+    PROXY_HEADERS_IGNORED = "config.proxy_headers_ignored"
     #: A CSP violation report received at ``HeadersPolicy.csp_report_path`` (reason: the
     #: directive; detail: document, blocked, directive, disposition, source, line, ...).
     CSP_VIOLATION = "csp.violation"

@@ -13,16 +13,17 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from urllib.parse import urlsplit
 
-from . import csrf, headers
+from . import csrf, headers, proxy
 from .anomaly import RiskAssessor
 from .clock import Clock
-from .core import Engine, Loaded, Outcome, Session, Steps
+from .context import RequestContext as RequestContext  # re-exported, as Refusal is
+from .core import Engine, Loaded, Outcome, Steps
 from .core.session import PLAIN_HTTP_REASON
 from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
-from .dbsc_guard import DbscAnswer, DbscGuard
+from .dbsc_guard import DbscGuard
 from .events import EventKind, EventSink
 from .facts import RequestFacts
 from .hosts import HOW_TO_ALLOW, HostCheck
@@ -81,44 +82,6 @@ def ip_defences_blind(policy: Policy, client_ip: str) -> bool:
     one silently off: the unknown-ID throttle and the network part of the risk check."""
     mon = policy.monitor
     return not client_ip and (mon.unknown_id_limit_per_minute > 0 or mon.fingerprint)
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """One request between its start and its response: its facts, its session, its CSP nonce,
-    and the refusal the guard chose instead of running the application, if any."""
-
-    facts: RequestFacts
-    session: Session | None = None
-    nonce: str = ""
-    refusal: Refusal | None = None
-    clear_cookie: bool = False
-    #: Several session cookies arrived: the name is cleared on every domain and path.
-    tossed: bool = False
-    #: The body must be buffered and checked before the app runs: a form's CSRF token, or
-    #: (with ``csp_report``) a CSP violation report the guard answers itself.
-    needs_form_token: bool = False
-    #: A post to the CSP report receiver (``HeadersPolicy.csp_report_path``).
-    csp_report: bool = False
-    #: The guard answers an endpoint itself: DBSC's, or the CSP report receiver (through the
-    #: commit, see :meth:`Guard.answer`).
-    dbsc_answer: DbscAnswer | None = None
-    #: The DBSC registration offer to add to a login response.
-    dbsc_offer: tuple[bytes, bytes] | None = None
-    #: Why the session the request presented ended (:mod:`sessionwarden.core.ended`), or
-    #: ``None``: no session, a live one, or an ID the store does not know.
-    session_ended: str | None = None
-
-    @property
-    def answered(self) -> bool:
-        """The guard answers instead of the app: a refusal or a DBSC endpoint's answer."""
-        return self.refusal is not None or self.dbsc_answer is not None
-
-    def csrf_token(self) -> str:
-        """A freshly masked CSRF token for this request's session."""
-        if self.session is None:
-            raise RuntimeError("no session on a refused request")
-        return self.session.csrf_token()
 
 
 #: A hook that renders the guard's refusal pages (status >= 400): given the refusal and the
@@ -196,6 +159,8 @@ class Guard:
             CspReports(policy.headers) if policy.headers.csp_report_path is not None else None
         )
         self._host_reported = False
+        #: Whether ignored forwarding headers were reported (once per process).
+        self._proxy_reported = False
         #: Whether any endpoint is answered by the guard itself (:meth:`_endpoint`).
         self._endpoints = (self.csp_reports, self.dbsc) != (None, None)
         #: The redirect's policy: :meth:`may_redirect` already decided the loopback exemption.
@@ -249,6 +214,8 @@ class Guard:
                 extra[raw_name.decode("latin-1")] = value
         facts = self._facts(method, scheme, path, peer_ip, values, cookie, forwarded)
         facts.extra = extra
+        if forwarded and not self._proxy_reported and not self.proxies.trusts_peer(peer_ip):
+            self._report_proxy_headers(facts)
         return facts
 
     def _facts(
@@ -336,6 +303,17 @@ class Guard:
                 reason=ctx.refusal.reason,
                 detail={"hint": HOW_TO_ALLOW},
             )
+
+    def _report_proxy_headers(self, facts: RequestFacts) -> None:
+        """Report, once per process, forwarding headers ignored from an untrusted peer."""
+        self._proxy_reported = True
+        self.engine.emit(
+            EventKind.PROXY_HEADERS_IGNORED,
+            facts,
+            self.engine.clock.now(),
+            reason="untrusted-peer",
+            detail={"hint": proxy.PROXY_HINT},
+        )
 
     def _report_blind(self, facts: RequestFacts, now: float) -> None:
         """Warn once that client addresses are missing while IP-based defences are on."""

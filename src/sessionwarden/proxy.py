@@ -221,7 +221,7 @@ class TrustedProxies:
         trusted proxy sent one, and whenever the scheme is not believed either (an unreadable
         hop).
         """
-        if not self._peer_trusted(peer_ip):
+        if not self.trusts_peer(peer_ip):
             peer = _parse_ip(peer_ip.strip()) if isinstance(peer_ip, str) else None
             return Forwarded(("" if peer is None else str(peer)), scheme, None)
         peer_text = str(_parse_ip(peer_ip.strip()) or "")
@@ -235,7 +235,9 @@ class TrustedProxies:
             found = self._walk_x_forwarded(fields, peer_text, scheme)
         return found if self.host else found._replace(host=None)
 
-    def _peer_trusted(self, peer_ip: str) -> bool:
+    def trusts_peer(self, peer_ip: str) -> bool:
+        """Whether the direct peer is one of the trusted proxies (``""``, a Unix socket, only
+        with ``"unix"`` among them): whether its forwarding headers are read at all."""
         if not isinstance(peer_ip, str):
             return False
         text = peer_ip.strip()
@@ -365,6 +367,16 @@ def _parse_v6(text: str) -> ipaddress.IPv6Address | None:
         return ipaddress.IPv6Address(text)
     except ValueError:
         return None
+
+
+#: What ``config.proxy_headers_ignored`` says.
+PROXY_HINT = (
+    "forwarding headers (X-Forwarded-*, Forwarded) came from a peer that is not in "
+    "HttpsPolicy.trusted_proxies and were ignored: the request counts as the peer's own, over "
+    "the peer's scheme. Behind a reverse proxy, add its address to trusted_proxies (otherwise "
+    "every request looks like plain HTTP and is redirected or served without a session); "
+    "without one, a client forged them."
+)
 
 
 def is_valid_host(host: str) -> bool:

@@ -75,6 +75,7 @@ _WARNING_KINDS = frozenset(
         EventKind.CLIENT_ADDRESS_MISSING,
         EventKind.WEBSOCKET_REFUSED,
         EventKind.HOST_REFUSED,
+        EventKind.PROXY_HEADERS_IGNORED,
     }
 )
 _ERROR_KINDS = frozenset({EventKind.STORE_UNAVAILABLE})
