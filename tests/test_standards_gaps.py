@@ -173,3 +173,50 @@ async def test_answers_that_rest_on_the_cross_origin_check_are_never_stored(kind
             assert crossed.headers["cache-control"] == "no-store"
             await c.login()
             assert (await c.request("GET", "/whoami")).headers["cache-control"] == "no-store"
+
+
+# -- Clear-Site-Data on any response that ends a session for its browser --------------------------
+
+
+@ADAPTERS
+@pytest.mark.parametrize("base", ["https://app.test", "http://localhost"])
+async def test_the_response_that_finds_a_session_expired_clears_site_data(
+    kind: str, base: str
+) -> None:
+    """Section D.1: the header goes with the logout *and any response that ends a session for
+    that browser*; an expiry found by a request is one (ASVS 5 14.3.1: client storage cleared
+    once the session is terminated)."""
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("app.test", "localhost"))
+    with client(kind, policy, base=base) as c:
+        await c.login()
+        c.clock.advance(policy.idle_timeout + 1)
+        r = await c.request("GET", "/whoami")
+        assert r.json() == {"user": None}
+        (deletion,) = r.headers.get_list("set-cookie")
+        assert deletion.startswith(f"{c.cookie_name}=;")
+        assert r.headers["clear-site-data"] == '"cookies", "storage"'
+        assert r.headers["cache-control"] == "no-store"
+
+
+@ADAPTERS
+async def test_a_response_that_starts_a_new_session_never_clears_site_data(kind: str) -> None:
+    """The header is applied after the response's Set-Cookie: sent beside a new session's
+    cookie it would erase it. A page that gives the browser whose session expired a new
+    (anonymous) session, to hold a sign-in form's token, does not send it."""
+    policy = _policy()
+    with client(kind, policy) as c:
+        await c.login()
+        c.clock.advance(policy.idle_timeout + 1)
+        r = await c.request("GET", "/token")
+        (fresh,) = r.headers.get_list("set-cookie")
+        assert not fresh.startswith(f"{c.cookie_name}=;")
+        assert "clear-site-data" not in r.headers
+
+
+@ADAPTERS
+async def test_an_unknown_id_is_cleared_without_clear_site_data(kind: str) -> None:
+    with client(kind, _policy()) as c:
+        c.cookie = "A" * 43  # well formed, never issued: nothing ended, nothing to learn
+        r = await c.request("GET", "/whoami")
+        assert r.headers.get_list("set-cookie")[0].startswith(f"{c.cookie_name}=;")
+        assert "clear-site-data" not in r.headers

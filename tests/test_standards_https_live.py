@@ -511,6 +511,29 @@ def test_logout_clears_site_data_with_quoted_types_over_https(
     browser.close()
 
 
+def test_a_dead_session_presented_again_is_cleared_with_clear_site_data(app: LiveApp) -> None:
+    """The response that ends a session for the browser presenting it (here a copy kept after
+    logout) clears site data as the logout did; an ID that was never issued, or plain HTTP to a
+    public host, gets no such header."""
+    victim, kept = sign_in(app)
+    token = victim.get("/token").json()["csrf_token"]
+    out = victim.post("/logout", headers={"x-csrf-token": token, "sec-fetch-site": "same-origin"})
+    assert out.status_code == 200 and "clear-site-data" in out.headers
+    victim.close()
+    with app.client("default", "https") as copy:
+        r = copy.get("/whoami", headers=by_hand(kept))
+        assert r.json() == {"user": None}
+        (deletion,) = set_cookies(r)
+        assert deletion.startswith(f"{COOKIE}=;") and "Max-Age=0" in deletion
+        assert r.headers["clear-site-data"] == '"cookies", "storage"'
+        assert "no-store" in directives(r.headers.get("cache-control"))
+        never = copy.get("/whoami", headers=by_hand("B" * 43))
+        assert set_cookies(never) and "clear-site-data" not in never.headers
+    with app.client("no-redirect", "http") as plain:
+        r = plain.get("/whoami", headers=by_hand(kept))
+        assert set_cookies(r) == [] and "clear-site-data" not in r.headers
+
+
 # -- item 74: the headers on every response path ------------------------------------------------
 
 

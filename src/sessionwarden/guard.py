@@ -21,6 +21,7 @@ from .anomaly import RiskAssessor
 from .clock import Clock
 from .context import RequestContext as RequestContext  # re-exported, as Refusal is
 from .core import Engine, Loaded, Outcome, Steps
+from .core.ended import REPLACED
 from .core.session import PLAIN_HTTP_REASON
 from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
 from .dbsc_guard import DbscGuard
@@ -540,7 +541,7 @@ class Guard:
             ctx.nonce or None,
             existing,
             no_store,
-            _clears_site_data(ctx.facts, outcome),
+            _clears_site_data(ctx, outcome),
         )
         if cookies:
             add[:0] = cookies
@@ -668,10 +669,18 @@ def _reauth_paths(paths: tuple[str, ...], redirect: str | None) -> tuple[str, ..
     return (*paths, parts.path)
 
 
-def _clears_site_data(facts: RequestFacts, outcome: Outcome | None) -> bool:
-    """Whether the response carries Clear-Site-Data: the session just ended, and the response
-    goes to a secure context (HTTPS, or plain HTTP to a loopback host), the only place a browser
-    honours the header; elsewhere the deletion cookie alone does the work."""
-    if outcome is None or not outcome.logged_out:
-        return False
-    return facts.scheme == "https" or is_loopback_host(facts.host)
+def _clears_site_data(ctx: RequestContext, outcome: Outcome | None) -> bool:
+    """Whether the response carries Clear-Site-Data: it ends the session for this browser (a
+    logout, or the deletion cookie for a session that ended: expired, signed out, revoked, but
+    not one given a new ID, whose browser holds its successor, nor when the response sets a new
+    session, which the header would erase), and it goes to a secure context (HTTPS, or plain HTTP
+    to a loopback host), the only place a browser honours it; elsewhere the deletion cookie alone
+    does the work."""
+    if outcome is not None and outcome.logged_out:
+        ends = True
+    else:
+        ended = ctx.session_ended
+        fresh = outcome is not None and outcome.set_cookie is not None
+        ends = ctx.clear_cookie and ended is not None and ended != REPLACED and not fresh
+    facts = ctx.facts
+    return ends and (facts.scheme == "https" or is_loopback_host(facts.host))
