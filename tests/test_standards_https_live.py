@@ -471,6 +471,19 @@ def test_cookie_setting_and_clearing_responses_are_no_store(app: LiveApp) -> Non
     stale.close()
 
 
+def test_a_page_holding_a_csrf_token_is_never_stored(app: LiveApp) -> None:
+    """The token belongs to the session that asked (anonymous too, before a sign-in): a shared
+    cache that kept the page would hand it to everybody. Pages that hold nothing of the
+    session keep their own caching."""
+    with app.client("default", "https") as c:
+        assert set_cookies(c.get("/token"))  # the first visit stores a session: its cookie
+        again = c.get("/token")
+        assert set_cookies(again) == []
+        assert "no-store" in directives(again.headers.get("cache-control"))
+        plain = c.get("/cached")  # same anonymous session, nothing of it in the page
+        assert plain.headers["cache-control"] == CACHEABLE["cache-control"]
+
+
 def test_an_anonymous_public_asset_keeps_its_own_caching(app: LiveApp) -> None:
     with app.client("default", "https") as c:
         r = c.get("/cached")

@@ -527,15 +527,7 @@ class Guard:
             cookies.extend((b"set-cookie", c.encode("latin-1")) for c in everywhere)
         if self.headers is None:
             return self._with_dbsc(ctx, outcome, cookies), headers.NOTHING_TO_DROP
-        # Also every answer to an unsafe method: its outcome rests on the cross-origin check
-        # (Sec-Fetch-Site, Origin), and no-store rather than a Vary on those keeps a cache from
-        # reusing it (the refusals are no-store too, and so are the signed-in responses the
-        # resource-isolation check judges).
-        no_store = self._no_store and (
-            set_cookie is not None
-            or (outcome is not None and outcome.authenticated)
-            or not ctx.facts.is_unchecked_method
-        )
+        no_store = self._no_store and _not_to_store(ctx, outcome, set_cookie is not None)
         add, drop = self.headers.response_headers(
             ctx.facts.scheme == "https",
             ctx.nonce or None,
@@ -667,6 +659,22 @@ def _reauth_paths(paths: tuple[str, ...], redirect: str | None) -> tuple[str, ..
     if parts.scheme or parts.netloc or not parts.path.startswith("/"):
         return tuple(paths)
     return (*paths, parts.path)
+
+
+def _not_to_store(ctx: RequestContext, outcome: Outcome | None, sets_cookie: bool) -> bool:
+    """Whether no cache may keep the response: it sets or clears the cookie, it carries a
+    signed-in session, or a page holding a CSRF token (this session's: a cached copy would hand
+    it to other visitors); also every answer to an unsafe method, whose outcome rests on the
+    cross-origin check (Sec-Fetch-Site, Origin): no-store rather than a Vary on those keeps a
+    cache from reusing it (the refusals are no-store too, and so are the signed-in responses
+    the resource-isolation check judges)."""
+    session = ctx.session
+    return (
+        sets_cookie
+        or (outcome is not None and outcome.authenticated)
+        or not ctx.facts.is_unchecked_method
+        or (session is not None and session.csrf_used)
+    )
 
 
 def _clears_site_data(ctx: RequestContext, outcome: Outcome | None) -> bool:

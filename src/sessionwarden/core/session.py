@@ -505,6 +505,12 @@ class Session:
                 self.actions.token_issued = True
         return self._csrf_secret
 
+    @property
+    def csrf_used(self) -> bool:
+        """Whether this request read the CSRF secret (a token was made for its response) or
+        renewed it (sign-in, sign-out): the response holds something of this session's."""
+        return self._csrf_secret is not None
+
     def csrf_token(self) -> str:
         """A freshly masked CSRF token for a form or a header (differs on every call)."""
         return tokens.mask_token(self.csrf_secret())
