@@ -673,7 +673,8 @@ def _not_to_store(ctx: RequestContext, outcome: Outcome | None, sets_cookie: boo
         sets_cookie
         or (outcome is not None and outcome.authenticated)
         or not ctx.facts.is_unchecked_method
-        or (session is not None and session.csrf_used)
+        # Without a stored record a token would have stored one: its cookie said it already.
+        or (session is not None and session.record is not None and session.csrf_used)
     )
 
 
@@ -684,11 +685,11 @@ def _clears_site_data(ctx: RequestContext, outcome: Outcome | None) -> bool:
     session, which the header would erase), and it goes to a secure context (HTTPS, or plain HTTP
     to a loopback host), the only place a browser honours it; elsewhere the deletion cookie alone
     does the work."""
-    if outcome is not None and outcome.logged_out:
-        ends = True
-    else:
+    if outcome is None or not outcome.logged_out:
+        if not ctx.clear_cookie:  # the common response: no session ends here
+            return False
         ended = ctx.session_ended
-        fresh = outcome is not None and outcome.set_cookie is not None
-        ends = ctx.clear_cookie and ended is not None and ended != REPLACED and not fresh
+        if ended is None or ended == REPLACED or (outcome is not None and outcome.set_cookie):
+            return False
     facts = ctx.facts
-    return ends and (facts.scheme == "https" or is_loopback_host(facts.host))
+    return facts.scheme == "https" or is_loopback_host(facts.host)
