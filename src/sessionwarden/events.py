@@ -167,6 +167,7 @@ _OUTCOME_KINDS: Final[dict[EventOutcome, tuple[EventKind, ...]]] = {
         EventKind.ANOMALY,
         EventKind.DBSC_SKIPPED,
         EventKind.CLIENT_ADDRESS_MISSING,
+        EventKind.PROXY_HEADERS_IGNORED,
         EventKind.CSP_VIOLATION,
     ),
 }
