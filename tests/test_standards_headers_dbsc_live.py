@@ -869,3 +869,52 @@ def test_logout_terminates_and_the_endpoint_is_hardened(live: Live) -> None:
                 bound.refresh_url, {"sec-secure-session-id": sf_string(bound.sid)}
             )
             assert r.status_code == 200 and r.json() == {"continue": False}
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"sec-fetch-site": "cross-site", "origin": "https://evil.test"},
+        {"origin": "https://evil.test"},  # a browser without Fetch Metadata
+        {"sec-fetch-site": "same-site", "origin": "https://sub.evil.test"},
+    ],
+    ids=["fetch-metadata", "origin-only", "same-site"],
+)
+def test_a_cross_site_form_cannot_make_the_refresh_endpoint_clear_cookies(
+    live: Live, context: dict[str, str]
+) -> None:
+    """Item 90, B.8: ``{"continue": false}`` and ``Clear-Site-Data: "cookies"`` end sessions, so
+    the refresh endpoint must only say them to the browser itself. A form on another site posted
+    to it (a top-level navigation: ``SameSite=Lax`` cookies stay behind, ``None`` ones go) is
+    refused with 403 and clears nothing, whether the visitor is a stranger, signed in without
+    DBSC, or bound."""
+    form = {
+        **context,
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-dest": "document",
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    with browser(live) as stranger, browser(live) as unbound, browser(live) as device:
+        login(unbound)
+        bound = register(device)
+        for b, with_cookies in (
+            (stranger, False),
+            (unbound, True),
+            (device, True),
+            (device, False),
+        ):
+            jar = dict(b.jar)
+            if not with_cookies:
+                b.jar.clear()
+            sent = {**form, "sec-secure-session-id": sf_string(bound.sid)}
+            r = b.send("POST", bound.refresh_url, sent)
+            b.jar = jar
+            assert r.status_code == 403, (r.status_code, r.text)
+            assert "clear-site-data" not in r.headers
+            assert r.headers.get_list("set-cookie") == []
+            assert "secure-session-challenge" not in r.headers
+        assert unbound.send("GET", "/whoami").text == "alice"
+        assert device.send("GET", "/whoami").text == "alice"
+        assert (
+            bound.refresh(bound.key.proof(bound.challenge(), registration=False)).status_code == 200
+        )

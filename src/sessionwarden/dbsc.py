@@ -503,16 +503,20 @@ def refresh(
     """The refresh endpoint (``POST policy.refresh_path``).
 
     ``state`` is that of the app session named by the request's long-lived cookie (``None`` when
-    there is no live session). Answers: ``{"continue": false}`` when the session is gone or not
-    bound; 403 with a fresh ``Secure-Session-Challenge`` when the proof is missing, stale or
-    wrong; 429 over the rate limit; 200 with a new bound cookie and a new challenge when the
-    proof verifies against the *stored* key (any ``jwk`` in the proof is ignored). Never 401 or
-    404, which would make the browser drop the binding.
+    there is no live session). Answers: 403 (nothing else looked at) to a cross-site request;
+    ``{"continue": false}`` when the session is gone or not bound; 403 with a fresh
+    ``Secure-Session-Challenge`` when the proof is missing, stale or wrong; 429 over the rate
+    limit; 200 with a new bound cookie and a new challenge when the proof verifies against the
+    *stored* key (any ``jwk`` in the proof is ignored). Never 401 or 404, which would make the
+    browser drop the binding.
     """
+    if not _same_origin_request(request, origin):
+        # Before anything else: ``continue: false`` clears the bound cookie (and, with no
+        # session, the adapter adds ``Clear-Site-Data``), which a cross-site form must never
+        # be able to trigger; that would sign a visitor out of the whole site.
+        return _answer(403, state, state, notes=(_failed("cross-site"),))
     if state is None or not state.bound:
         return termination(policy, "no-session" if state is None else "not-bound")
-    if not _same_origin_request(request, origin):
-        return _answer(403, state, state, notes=(_failed("cross-site"),))
     sent_id = parse_string_item(request.session_id)
     if sent_id is None:
         return _answer(403, state, state, notes=(_failed("no-session-id"),))
