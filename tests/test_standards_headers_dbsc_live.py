@@ -514,6 +514,7 @@ def _every_kind(b: Browser) -> dict[str, httpx.Response]:
         "redirect": b.send("GET", "/go"),
         "not found": b.send("GET", "/no/such/page"),
         "refresh endpoint": b.dbsc_post("/_sessionwarden/dbsc/refresh", {}),
+        "register endpoint": b.dbsc_post("/_sessionwarden/dbsc/register", {}),
         # Last, on a connection of its own: a server may close the connection after a crash.
         "error": b.send("GET", "/boom", {"connection": "close"}),
     }
@@ -531,7 +532,7 @@ def _assert_common_headers(kind: str, r: httpx.Response, https: bool) -> None:
     xfo = h.get("x-frame-options")
     assert xfo is None or xfo.upper() == "DENY", kind
     referrer = h.get("referrer-policy")  # item 69: the policy set, or a stricter one
-    if kind != "refresh endpoint" or referrer is not None:
+    if not kind.endswith(" endpoint") or referrer is not None:
         assert referrer in ("strict-origin-when-cross-origin", "same-origin", "no-referrer"), kind
     assert h.get("cross-origin-resource-policy") == "same-origin", kind  # item 71
     assert h.get("x-xss-protection") in (None, "0"), kind  # item 73
@@ -566,6 +567,7 @@ def test_security_headers_on_every_response_kind_over_https(live: Live) -> None:
                 "redirect": 302,
                 "not found": 404,
                 "refresh endpoint": 200,  # {"continue": false}: nothing to refresh
+                "register endpoint": 403,  # no proof
                 "error": 500,
             }
             for kind, r in answers.items():
@@ -584,6 +586,9 @@ def test_hsts_is_never_sent_over_plain_http(plain: Live) -> None:
         login(b)
         for kind, r in _every_kind(b).items():
             _assert_common_headers(kind, r, https=False)
+        # A client's own X-Forwarded-Proto (no trusted proxy is configured) changes nothing.
+        r = b.send("GET", "/page", {"x-forwarded-proto": "https", "forwarded": "proto=https"})
+        _assert_common_headers("forged proto", r, https=False)
 
 
 def test_csp_nonce_is_fresh_strong_and_on_every_script(live: Live) -> None:
@@ -741,6 +746,8 @@ def test_refresh_refuses_every_wrong_proof(live: Live) -> None:
             ),
             (lambda c: _tamper(bound.key.proof(c, registration=False)), True),
             (lambda c: bound.key.proof(c, registration=False, header={"typ": "JWT"}), True),
+            # RFC 7515 4.1.11: an extension the verifier does not understand invalidates a JWS.
+            (lambda c: bound.key.proof(c, registration=False, header={"crit": ["b64"]}), True),
             (lambda c: bound.key.proof(c + "x", registration=False), False),
             (lambda c: bound.key.proof(c, registration=False).rsplit(".", 1)[0], False),
             (lambda c: "not a jwt", False),
@@ -789,8 +796,8 @@ def test_challenges_are_bound_to_their_session(live: Live) -> None:
 
 
 def test_registration_refuses_wrong_proofs_and_binds_nothing(live: Live) -> None:
-    """Item 87: a wrong ``jti``, a reused challenge, ``alg: none``, ``HS256``, a bad signature,
-    a missing ``jwk``, a ``jwk`` that is not the signing key, a wrong ``typ`` and malformed
+    """Item 87: a wrong ``jti``, ``alg: none``, ``HS256``, a bad signature, a missing ``jwk``, a
+    ``jwk`` that is not the signing key, a wrong ``typ``, a ``crit`` extension and malformed
     JWTs: 4xx (never 401/404-as-success, never 5xx), no instructions, no bound cookie; the
     session stays unbound (a later refresh ends with ``continue: false``)."""
     other = Key("ES256")
@@ -805,9 +812,10 @@ def test_registration_refuses_wrong_proofs_and_binds_nothing(live: Live) -> None
             key.proof(challenge, registration=True, header={"typ": "JWT"}),
             key.proof(challenge, registration=True, header={"alg": "HS256"}),
             "garbage",
+            key.proof(challenge, registration=True, header={"crit": ["exp"], "exp": 1}),
         ]
 
-    for index in range(8):
+    for index in range(9):
         with browser(live) as b:
             offer = read_offer(login(b))
             key = Key("ES256")

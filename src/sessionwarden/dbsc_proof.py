@@ -8,6 +8,8 @@ What is accepted, and why:
 * Exactly three base64url parts, canonical spelling, at most :data:`MAX_PROOF_LENGTH` characters,
   JSON objects without duplicate names (two parsers must never read different claims).
 * ``typ`` must be ``dbsc+jwt``: a JWT minted for another purpose is never a proof.
+* No ``crit`` header: DBSC defines no JWS extension, and one the verifier does not understand
+  makes the JWS invalid (RFC 7515 section 4.1.11).
 * ``alg`` must be on the caller's allow-list, which only ever holds ``ES256`` and ``RS256``.
   ``none`` is refused whatever the list says: this library binds sessions to keys.
 * Public keys: EC P-256 (points are checked to lie on the curve) or RSA with a modulus of at
@@ -169,6 +171,10 @@ def check_proof(
     """
     if proof.header.get("typ") != PROOF_TYPE:
         return "wrong-typ", None
+    if "crit" in proof.header:
+        # RFC 7515 4.1.11: a JWS naming critical extensions the recipient does not understand
+        # is invalid, and DBSC defines none (RFC 7797's unencoded payload would be one).
+        return "critical-extension", None
     alg = proof.alg
     if alg not in allowed or alg not in SUPPORTED_ALGORITHMS:
         return "algorithm-not-allowed", None

@@ -150,6 +150,9 @@ def main(argv: list[str]) -> None:
             host="127.0.0.1",
             port=port,
             log_level="warning",
+            # uvicorn believes X-Forwarded-Proto/-For from 127.0.0.1 by default; off, so that
+            # what is tested is the middleware's own trust (no proxy is configured there).
+            proxy_headers=False,
             ssl_certfile=cert,
             ssl_keyfile=key,
         )
