@@ -515,6 +515,7 @@ def _every_kind(b: Browser) -> dict[str, httpx.Response]:
         "not found": b.send("GET", "/no/such/page"),
         "refresh endpoint": b.dbsc_post("/_sessionwarden/dbsc/refresh", {}),
         "register endpoint": b.dbsc_post("/_sessionwarden/dbsc/register", {}),
+        "refusal": b.send("POST", "/api", {"origin": "https://evil.test"}),  # cross-origin
         # Last, on a connection of its own: a server may close the connection after a crash.
         "error": b.send("GET", "/boom", {"connection": "close"}),
     }
@@ -568,6 +569,7 @@ def test_security_headers_on_every_response_kind_over_https(live: Live) -> None:
                 "not found": 404,
                 "refresh endpoint": 200,  # {"continue": false}: nothing to refresh
                 "register endpoint": 403,  # no proof
+                "refusal": 403,  # the library's own refusal page
                 "error": 500,
             }
             for kind, r in answers.items():
@@ -862,6 +864,8 @@ def test_logout_terminates_and_the_endpoint_is_hardened(live: Live) -> None:
         assert len(events_of(live, "dbsc.skipped")) == before + 1
         out = b.send("GET", "/logout")
         assert out.status_code == 200
+        gone = bound_cookie(out, bound.instructions["credentials"][0]["name"])
+        assert gone is not None and int(gone.attributes["max-age"]) <= 0
         cleared = [p.strip() for p in ",".join(out.headers.get_list("clear-site-data")).split(",")]
         assert '"cookies"' in cleared
         r = bound.refresh(bound.key.proof(challenge, registration=False))
