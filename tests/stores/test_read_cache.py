@@ -252,6 +252,89 @@ def test_a_write_raced_by_another_client_keeps_nothing(h: Harness) -> None:
     assert h.cache.lookup(name) is MISS
 
 
+def test_a_write_derived_from_the_kept_record_keeps_it_under_that_entry_s_deadline(
+    h: Harness, ticker: Ticker
+) -> None:
+    """An update whose reply is not the record: the cache keeps the record it held with the
+    update applied, no longer than that entry would have lived, and the key stays tracked."""
+    name = h.name("k1")
+    h.cached("k1", record())  # kept until 30 s (ttl) from now
+    ticker.now += 10.0
+    h.cache.barrier()  # (the feed heard from just now: not taken for silent)
+    ticket = h.cache.begin(name, "lane")
+    base = h.cache.held(name)
+    assert base == record()
+    # As the update script does: write, then read the key (tracked again for this process).
+    assert h.lean.call(b"HSET", name.encode(), b"l", b"5") == 1  # NOLOOP: not announced back
+    h.lean.call(b"EXISTS", name.encode())
+    written = record()
+    written.last_seen = 5.0
+    h.cache.written(name, ticket, written, base=base)
+    h.cache.barrier()
+    assert h.cache.lookup(name) == written
+    ticker.now += 19.0  # the entry it was derived from lives 1 s more, and so does it
+    h.cache.barrier()
+    assert h.cache.lookup(name) == written
+    ticker.now += 1.0
+    h.cache.barrier()
+    assert h.cache.lookup(name) is MISS
+    h.cached("k1", record())
+    ticket = h.cache.begin(name, "lane")
+    h.lean.call(b"HSET", name.encode(), b"l", b"6")
+    h.lean.call(b"EXISTS", name.encode())
+    h.cache.written(name, ticket, written, base=h.cache.held(name))
+    h.other.hset(name, "l", "7")  # another client's next change is announced
+    h.cache.barrier()
+    assert h.cache.lookup(name) is MISS
+
+
+def test_a_derived_write_keeps_nothing_once_its_base_is_not_what_the_cache_holds(
+    h: Harness,
+) -> None:
+    name = h.name("k1")
+    h.cached("k1", record())
+    write = h.cache.begin(name, "lane")
+    base = h.cache.held(name)
+    read = h.cache.begin(name, "lane")  # a read that ran before the write replies first
+    h.cache.complete(name, read, record("newer"))
+    h.cache.written(name, write, record(), base=base)  # derived from what is no longer held
+    assert h.cache.lookup(name) is MISS
+    h.cached("k1", record())
+    write = h.cache.begin(name, "lane")
+    h.cache.written(name, write, record(), base=None)  # nothing held: a whole record is kept
+    assert h.cache.lookup(name) == record()
+    assert h.cache.held(h.name("unknown")) is None
+    assert h.cache.stats().pending == 0
+
+
+def test_a_derived_write_keeps_nothing_while_another_lane_had_the_key_under_way(
+    h: Harness,
+) -> None:
+    name = h.name("k1")
+    h.cached("k1", record())
+    other = h.cache.begin(name, "thread 2")
+    write = h.cache.begin(name, "thread 1")
+    written = record()
+    written.last_seen = 5.0
+    h.cache.written(name, write, written, base=h.cache.held(name))
+    assert h.cache.lookup(name) is MISS
+    h.cache.complete(name, other, record())  # may predate the write: not kept either
+    assert h.cache.lookup(name) is MISS
+    assert h.cache.stats().pending == 0
+
+
+def test_a_derived_write_raced_by_another_client_keeps_nothing(h: Harness) -> None:
+    name = h.name("k1")
+    h.cached("k1", record())
+    ticket = h.cache.begin(name, "lane")
+    base = h.cache.held(name)
+    h.other.hset(name, "l", "6")  # announced while the write is on the wire
+    h.cache.barrier()
+    h.cache.written(name, ticket, record(), base=base)
+    assert h.cache.lookup(name) is MISS
+    assert h.cache.stats().pending == 0
+
+
 def test_nothing_is_served_without_a_registered_connection(h: Harness) -> None:
     name = h.name("k1")
     h.cached("k1", record())
