@@ -81,19 +81,24 @@ local function is_live(k) return redis.call('HEXISTS', skey(k), 'c') == 1 end
 
 -- index members: a key that is 64 lowercase hex digits (a keyed hash, as the core makes them) is
 -- kept as 0xFF and its 32 bytes (0xFF never occurs in UTF-8, so it cannot be a key as is); any
--- other key as is (earlier versions indexed every key as is: `sessionwarden migrate`)
+-- other key as is (earlier versions indexed every key as is: `sessionwarden migrate`). Converted
+-- 8 hex digits (4 bytes) at a time by tonumber and struct, without a Lua call per byte.
 local function member(k)
   if #k == 64 and not string.find(k, '[^0-9a-f]') then
-    return '\255' .. (string.gsub(k, '..', function(h) return string.char(tonumber(h, 16)) end))
+    local sub = string.sub
+    return '\255' .. struct.pack('>I4I4I4I4I4I4I4I4',
+      tonumber(sub(k, 1, 8), 16), tonumber(sub(k, 9, 16), 16),
+      tonumber(sub(k, 17, 24), 16), tonumber(sub(k, 25, 32), 16),
+      tonumber(sub(k, 33, 40), 16), tonumber(sub(k, 41, 48), 16),
+      tonumber(sub(k, 49, 56), 16), tonumber(sub(k, 57, 64), 16))
   end
   return k
 end
 
 local function key_of(m)
   if #m == 33 and string.byte(m, 1) == 255 then
-    return (string.gsub(string.sub(m, 2), '.', function(c)
-      return string.format('%02x', string.byte(c))
-    end))
+    return (string.format('%08x%08x%08x%08x%08x%08x%08x%08x',
+      struct.unpack('>I4I4I4I4I4I4I4I4', m, 2)))
   end
   return m
 end

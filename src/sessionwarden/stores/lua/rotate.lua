@@ -1,7 +1,7 @@
 -- KEYS: s(old), s(new)
 -- Returns false when old held no live record, -1 when the cap refuses (mode 'r'; nothing is
--- written), else {the new key's hash as written (HGETALL, which also keeps it tracked for the
--- caller), evicted keys...}.
+-- written), else {the new key's hash as written (the fields its HSET wrote; the key is read
+-- after its last write, so it stays tracked for the caller), evicted keys...}.
 -- ARG: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json, mode,
 --       n_old, old fields..., n_set, set fields..., n_del, del names...
 local old, new, cap, until_t, reason = ARG[2], ARG[3], tonumber(ARG[4]), ARG[5], ARG[6]
@@ -29,13 +29,15 @@ if old ~= new and redis.call('HEXISTS', sn, 'c') == 1 then
   if previous then index_rem(previous, new) end
 end
 redis.call('DEL', sn)
-hset(sn, to_flat(rec))
+local flat = to_flat(rec)
+hset(sn, flat)
 local e_ms = ms_of(rec['e'])
 expire_at(sn, e_ms)
 local ao, an = akey(old), akey(new)
 if ao ~= an and redis.call('EXISTS', ao) == 1 then redis.call('RENAME', ao, an) end
 if append_activity(an, amax, entry) or redis.call('EXISTS', an) == 1 then expire_at(an, e_ms) end
-local out = {redis.call('HGETALL', sn)}
+redis.call('EXISTS', sn)  -- the last write of sn ended its tracking: a read tracks it again
+local out = {flat}
 if rec['u'] then
   local idx = index_add(rec['u'], new, e_ms)
   for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason, mode)) do
