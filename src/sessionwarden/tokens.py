@@ -2,8 +2,10 @@
 
 Why each primitive looks the way it does:
 
-* IDs are 256 bits from :mod:`secrets`, base64url without padding (43 characters). They carry no
-  meaning; everything about a session lives server-side.
+* IDs are 256 bits from the operating system's CSPRNG (:func:`os.urandom`, what :mod:`secrets`
+  draws from, called directly: each draw is a system call, never a buffer a fork would
+  duplicate), base64url without padding (43 characters). They carry no meaning; everything
+  about a session lives server-side.
 * The store never sees a raw ID. It is keyed by ``HMAC-SHA256(secret, id)``: a copy of the store
   (a backup, a replica, a ``KEYS *``) yields nothing an attacker can present as a cookie, and the
   secret is needed even to test a guess offline.
@@ -22,8 +24,8 @@ import binascii
 import functools
 import hashlib
 import hmac
+import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 
 ID_BYTES = 32
@@ -31,13 +33,12 @@ ID_LENGTH = 43  # len(base64url(32 bytes)) without padding
 CSRF_SECRET_BYTES = 32
 REF_LENGTH = 16
 
-_URLSAFE_TEXT = re.compile("[A-Za-z0-9_-]*")
 _ID_SHAPE = re.compile(f"[A-Za-z0-9_-]{{{ID_LENGTH}}}")
 
 
 def new_session_id() -> str:
     """A fresh 256-bit session ID from the operating system's CSPRNG."""
-    return secrets.token_urlsafe(ID_BYTES)
+    return b64e(os.urandom(ID_BYTES))
 
 
 def is_well_formed_id(value: str) -> bool:
@@ -50,9 +51,11 @@ def is_well_formed_id(value: str) -> bool:
 
 #: base64url is base64 with ``-_`` for ``+/`` (RFC 4648 §5); :mod:`binascii` speaks the
 #: standard alphabet, so each direction is one ``translate`` (what :mod:`base64`'s urlsafe
-#: functions do, without their layers of argument handling).
+#: functions do, without their layers of argument handling). Decoding also turns the standard
+#: alphabet's own ``+``, ``/`` and ``=`` (never in unpadded base64url) into ``!``, which no
+#: alphabet has, so the strict decode refuses them with everything else outside the alphabet.
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_FROM_URLSAFE = bytes.maketrans(b"-_+/=", b"+/!!!")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 #: Each character's 6-bit value, and (by ``len % 4`` of the text) the low bits of the last
 #: character that carry no data: 2 characters hold 1 byte (4 spare bits), 3 hold 2 (2 spare).
@@ -67,18 +70,19 @@ def b64e(raw: bytes) -> str:
 
 def b64d(text: str) -> bytes | None:
     """Strict base64url decode; ``None`` for anything malformed (never raises)."""
-    if _URLSAFE_TEXT.fullmatch(text) is None:  # the alphabet only (so ASCII)
-        return None
     tail = len(text) % 4
-    if tail == 1 or (tail and _VALUE_OF[text[-1]] & _UNUSED_BITS[tail]):
-        # Not a whole number of bytes, or not the canonical spelling (RFC 4648 §3.5): the last
-        # character's bits past the data, which decoding ignores, must be zero.
+    if tail == 1 or not text.isascii():  # not a whole number of bytes, or not the alphabet
         return None
     raw = text.encode("ascii").translate(_FROM_URLSAFE)
     try:
-        return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
+        decoded = binascii.a2b_base64(raw + b"=" * (-len(raw) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):  # a character outside the alphabet
         return None
+    if tail and _VALUE_OF[text[-1]] & _UNUSED_BITS[tail]:
+        # Not the canonical spelling (RFC 4648 §3.5): the last character's bits past the
+        # data, which decoding ignores, must be zero.
+        return None
+    return decoded
 
 
 _BLOCK = 64  # SHA-256's block size
@@ -150,11 +154,11 @@ def ref_of(store_key: str) -> str:
 
 def new_lineage() -> str:
     """A fresh random lineage value for a new session (not a secret: it grants nothing)."""
-    return secrets.token_urlsafe(16)
+    return b64e(os.urandom(16))
 
 
 def new_csrf_secret() -> str:
-    return b64e(secrets.token_bytes(CSRF_SECRET_BYTES))
+    return b64e(os.urandom(CSRF_SECRET_BYTES))
 
 
 def mask_token(secret_b64: str) -> str:
@@ -162,7 +166,7 @@ def mask_token(secret_b64: str) -> str:
     secret = b64d(secret_b64)
     if secret is None or len(secret) != CSRF_SECRET_BYTES:
         raise ValueError("malformed CSRF secret")
-    mask = secrets.token_bytes(CSRF_SECRET_BYTES)
+    mask = os.urandom(CSRF_SECRET_BYTES)
     return b64e(mask + _xor(mask, secret))
 
 
