@@ -97,7 +97,8 @@ class ValueLimits:
         data's, so the values are encoded on their own only when the data's JSON is larger
         than one value may be."""
         for key, value in changed.items():
-            self._check_depth(key, value)
+            if isinstance(value, _MUTABLE):  # a scalar is one level deep
+                self._check_depth(key, value)
         size = _json_size(data)
         if size > self.value_bytes:
             for key, value in changed.items():
