@@ -164,11 +164,13 @@ def test_transfer_confirmation_needs_a_transfer_and_a_user(client: Client) -> No
 def test_history_does_not_carry_over_to_another_user(client: Client) -> None:
     client.signed_in("alice")
     token = form_token(client.get("/account").text)
-    client.post("/transfer", data={"to": "zed", "amount": "3", "csrf_token": token})
+    # a recipient no token or nonce of the page can spell (base64 has no '.' or space)
+    client.post("/transfer", data={"to": "zed. recipient", "amount": "3", "csrf_token": token})
+    assert "zed. recipient" in client.get("/account").text
     client.signed_in("bob")  # same browser, another account
     page = client.get("/account").text
     assert '<span id="account-user">bob</span>' in page
-    assert "zed" not in page
+    assert "zed. recipient" not in page
 
 
 def test_transfer_refused_on_every_csrf_failure(client: Client) -> None:
