@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, TypeAlias
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -242,30 +241,13 @@ def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The one encoder of every stored JSON value (compact, UTF-8, no NaN); made once, since
-#: ``json.dumps`` with options builds a new encoder per call.
+#: ``json.dumps`` with options builds a new encoder per call. ``encode`` keeps no state between
+#: calls, so it is shared by every thread.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-#: ``_ENCODER``'s C encoder, built once too (``JSONEncoder.encode`` builds one per call, half of
-#: the cost of encoding a session's data). Built without the circular-reference check's table,
-#: so it keeps no state between calls and is shared by every thread; a value that contains
-#: itself ends in :class:`RecursionError`, which :func:`dumps` reports as that check did.
-_C_ENCODER: Any = (
-    None
-    if c_make_encoder is None
-    else c_make_encoder(
-        None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False
-    )
-)
 
 
 def dumps(value: Any) -> str:
-    """``value`` as compact JSON (UTF-8 text, no NaN): :class:`TypeError` for what is not
-    JSON, :class:`ValueError` for a value out of JSON's range or one that contains itself."""
-    if _C_ENCODER is None:
-        return _ENCODER.encode(value)
-    try:
-        return "".join(_C_ENCODER(value, 0))
-    except RecursionError:
-        raise ValueError("Circular reference detected (or nested too deep)") from None
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:
