@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import secrets
 from collections import deque
 from collections.abc import Set
 from typing import NamedTuple
@@ -62,7 +63,8 @@ def _draw_nonces() -> str:
     """Refill the batch; returns one nonce of it (threads refilling at once each add their own
     fresh batch, so nothing is handed out twice)."""
     # NONCE_BYTES is a multiple of three: the batch's base64 is the nonces' base64 end to end.
-    text = binascii.b2a_base64(os.urandom(NONCE_BYTES * _NONCE_BATCH), newline=False).decode()
+    raw = secrets.token_bytes(NONCE_BYTES * _NONCE_BATCH)
+    text = binascii.b2a_base64(raw, newline=False).decode()
     fresh = [
         _Nonce(text[i : i + _NONCE_CHARS_LEN]) for i in range(0, len(text), _NONCE_CHARS_LEN)
     ]

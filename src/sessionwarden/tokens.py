@@ -2,10 +2,9 @@
 
 Why each primitive looks the way it does:
 
-* IDs are 256 bits from the operating system's CSPRNG (:func:`os.urandom`, what :mod:`secrets`
-  draws from, called directly: each draw is a system call, never a buffer a fork would
-  duplicate), base64url without padding (43 characters). They carry no meaning; everything
-  about a session lives server-side.
+* IDs are 256 bits from :mod:`secrets` (the operating system's CSPRNG: each draw is a system
+  call, never a buffer a fork would duplicate), base64url without padding (43 characters).
+  They carry no meaning; everything about a session lives server-side.
 * The store never sees a raw ID. It is keyed by ``HMAC-SHA256(secret, id)``: a copy of the store
   (a backup, a replica, a ``KEYS *``) yields nothing an attacker can present as a cookie, and the
   secret is needed even to test a guess offline.
@@ -24,8 +23,8 @@ import binascii
 import functools
 import hashlib
 import hmac
-import os
 import re
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 
 ID_BYTES = 32
@@ -38,7 +37,7 @@ _ID_SHAPE = re.compile(f"[A-Za-z0-9_-]{{{ID_LENGTH}}}")
 
 def new_session_id() -> str:
     """A fresh 256-bit session ID from the operating system's CSPRNG."""
-    return b64e(os.urandom(ID_BYTES))
+    return b64e(secrets.token_bytes(ID_BYTES))
 
 
 def is_well_formed_id(value: str) -> bool:
@@ -154,11 +153,11 @@ def ref_of(store_key: str) -> str:
 
 def new_lineage() -> str:
     """A fresh random lineage value for a new session (not a secret: it grants nothing)."""
-    return b64e(os.urandom(16))
+    return b64e(secrets.token_bytes(16))
 
 
 def new_csrf_secret() -> str:
-    return b64e(os.urandom(CSRF_SECRET_BYTES))
+    return b64e(secrets.token_bytes(CSRF_SECRET_BYTES))
 
 
 def mask_token(secret_b64: str) -> str:
@@ -166,7 +165,7 @@ def mask_token(secret_b64: str) -> str:
     secret = b64d(secret_b64)
     if secret is None or len(secret) != CSRF_SECRET_BYTES:
         raise ValueError("malformed CSRF secret")
-    mask = os.urandom(CSRF_SECRET_BYTES)
+    mask = secrets.token_bytes(CSRF_SECRET_BYTES)
     return b64e(mask + _xor(mask, secret))
 
 
