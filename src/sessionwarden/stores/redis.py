@@ -50,7 +50,6 @@ from .redis_ops import (
     Op,
     Ops,
     ScriptCommands,
-    as_written,
     client_options,
     forget,
     read_cache,
@@ -225,19 +224,18 @@ class RedisStore:
         return evicted
 
     def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
+        op = self._ops.update(key, update, activity_max)
         cache = self.read_cache
         if cache is None:
-            return bool(self._run(self._ops.update(key, update, activity_max, whole=False)))
+            return self._run(op) is not None
         name = self._ops.skey(key)
         ticket = cache.begin(name, threading.get_ident())
-        base = cache.held(name)  # the update is applied to it: the script answers 1, not the hash
-        result: Lookup | bool = False
+        written: Lookup = None
         try:
-            op = self._ops.update(key, update, activity_max, whole=base is None)
-            result = self._run(op, keep=name)
+            written = self._run(op, keep=name)
         finally:
-            cache.written(name, ticket, as_written(result, update, base), base=base)
-        return bool(result)
+            cache.written(name, ticket, written)  # keeps the record as written (see .tracking)
+        return written is not None
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         return self._run(self._ops.revoke(key, tombstone))
@@ -463,19 +461,18 @@ class AsyncRedisStore:
         return evicted
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool:
+        op = self._ops.update(key, update, activity_max)
         cache = self.read_cache
         if cache is None:
-            return bool(await self._run(self._ops.update(key, update, activity_max, whole=False)))
+            return await self._run(op) is not None
         name = self._ops.skey(key)
         ticket = cache.begin(name, asyncio.get_running_loop())
-        base = cache.held(name)  # the update is applied to it: the script answers 1, not the hash
-        result: Lookup | bool = False
+        written: Lookup = None
         try:
-            op = self._ops.update(key, update, activity_max, whole=base is None)
-            result = await self._run(op, keep=name)
+            written = await self._run(op, keep=name)
         finally:
-            cache.written(name, ticket, as_written(result, update, base), base=base)
-        return bool(result)
+            cache.written(name, ticket, written)  # keeps the record as written (see .tracking)
+        return written is not None
 
     async def revoke(self, key: str, tombstone: Tombstone) -> bool:
         return await self._run(self._ops.revoke(key, tombstone))

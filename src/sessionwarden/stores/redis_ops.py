@@ -211,21 +211,15 @@ class Ops:
         items = list(reply)
         return [text(k) for k in items[1:]], decode(new_key, _fields(items[0]), self.scalars)
 
-    def update(
-        self, key: str, update: RecordUpdate, activity_max: int, *, whole: bool
-    ) -> Op[Lookup | bool]:
-        """``False`` when ``key`` held no live record; else, with ``whole``, the record as
-        written (the script answers with the hash), without, ``True`` (the script answers
-        ``1``: a store whose read cache holds the record applies the update to it, see
-        :func:`as_written`, and one without a cache needs no record)."""
+    def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
+        """The record as written (the script answers with the whole hash), or ``None`` when
+        ``key`` held no live record."""
         sets, dels = update_fields(update)
         entry = "" if update.activity is None else dumps(update.activity)
         amax = max(int(activity_max), 0)
-        args = (*self.head, key, amax, "1" if whole else "", entry, len(sets), *sets)
-        reply = yield Call("update", (self.skey(key),), (*args, len(dels), *dels))
-        if type(reply) is int:
-            return reply == 1
-        return decode(key, _fields(reply), self.scalars) if reply else False
+        args = (*self.head, key, amax, entry, len(sets), *sets, len(dels), *dels)
+        reply = yield Call("update", (self.skey(key),), args)
+        return decode(key, _fields(reply), self.scalars) if reply else None
 
     def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
         args = [*self.head, key, dumps(tombstone.until), *marker_fields(tombstone)]
@@ -352,15 +346,6 @@ def scan_cursor(after: str | None) -> int:
     if not (after.isascii() and after.isdigit() and len(after) <= 20 and int(after) < 2**64):
         raise ValueError("not a cursor this store returned")
     return int(after)
-
-
-def as_written(result: Lookup | bool, update: RecordUpdate, base: SessionRecord | None) -> Lookup:
-    """What an update left (``None``: nothing, or unknown), from :meth:`Ops.update`'s result
-    and the record the read cache held when it was sent (``base``, when it did not ask for the
-    whole record)."""
-    if result is True:
-        return None if base is None else base.updated(update)
-    return result or None
 
 
 def unavailable(exc: BaseException) -> StoreUnavailable:

@@ -15,13 +15,12 @@ because Redis tells it when any client changes a key:
   most ``tracking-table-max-keys``; beyond that it announces keys as changed to forget them,
   which only costs misses).
 * ``NOLOOP``: what a lean connection writes itself is not announced back to this process, so a
-  write keeps its own result: the rotation script answers with the hash it wrote, an update
-  of a record the cache holds keeps that record with the update applied (its script reads
-  the key after writing it, so the key stays tracked; :meth:`ReadCache.written`); the next
-  read of that session in this process costs no round trip. Every other write of this
-  process evicts the keys it touched as soon as it returns (read your writes). Writes from
-  two lean connections of one process (two threads, two event loops) still announce each
-  other's, since ``NOLOOP`` only silences the writing connection.
+  write keeps its own result: the update script ends by reading the hash it wrote and answers
+  with it (so the key stays tracked), and the store keeps that record
+  (:meth:`ReadCache.written`); the next read of that session in this process costs no round
+  trip. Every other write of this process evicts the keys it touched as soon as it returns
+  (read your writes). Writes from two lean connections of one process (two threads, two event
+  loops) still announce each other's, since ``NOLOOP`` only silences the writing connection.
   (Broadcast mode, ``BCAST``, would need no per-key state in Redis, but Redis 7.0 attributes a
   script's writes to the script, not to the connection that ran it, so ``NOLOOP`` would not
   silence them.)
@@ -607,72 +606,30 @@ class ReadCache:
                 del entries[next(iter(entries))]
             entries[name] = (self._now() + self._ttl, _fresh(value))
 
-    def held(self, name: str) -> SessionRecord | None:
-        """The live record kept for ``name``, if any, for a write to derive what it leaves
-        from (:meth:`written` with ``base``); not a hit, and nothing is drained: the write's
-        :meth:`written` checks that it is still what the cache holds."""
-        with self._lock:
-            entry = self._entries.get(name)
-        if entry is None or not isinstance(entry[1], SessionRecord) or entry[0] <= self._now():
-            return None
-        return entry[1]
-
-    def written(
-        self,
-        name: str,
-        ticket: _Pending | None,
-        value: Lookup,
-        *,
-        base: SessionRecord | None = None,
-    ) -> None:
+    def written(self, name: str, ticket: _Pending | None, value: Lookup) -> None:
         """After this process wrote ``name`` over a registered connection (whose own writes
         are not announced back), also when the write failed (``value`` ``None``): keep
         ``value``, what the write left, unless another change of ``name`` was announced since
         :meth:`begin`; otherwise forget the key. Replies still to come of other lanes may
         hold what preceded this write, so unless every operation under way on the key is on
         this write's lane (and the write succeeded), their tickets are retired. ``value`` is
-        kept as is: the store made it for this and hands it to nobody else.
-
-        ``base``: the write's reply did not carry the record; ``value`` is :meth:`held`'s
-        record with the write's update applied. It is kept, under that entry's own deadline,
-        only while the cache still holds that very record and no other lane had operations
-        on the key under way. It is what Redis holds unless another client changed the key
-        after the entry was kept and before the write ran; Redis has then already sent that
-        change's notice (the key was tracked from the read or write that kept the entry),
-        which removes the entry when applied, as for any entry kept before such a change (the
-        write's script reads the key after writing it, so it stays tracked)."""
+        kept as is: the store decoded it from the write's reply and hands it to nobody else."""
         with self._lock:
-            entry = self._entries.get(name)
-            if not self._settled(name, ticket, value is not None, own_lane=base is not None):
+            self._entries.pop(name, None)
+            if ticket is None:
+                self._pending.pop(name, None)
                 return
-            if base is None:
-                self._entries[name] = (self._now() + self._ttl, value)
-            elif entry is not None and entry[1] is base and entry[0] > self._now():
-                self._entries[name] = (entry[0], value)
-
-    def _settled(
-        self, name: str, ticket: _Pending | None, succeeded: bool, *, own_lane: bool = False
-    ) -> bool:
-        """Under the lock, after a write of ``name``: forget the key and end the write's
-        ticket (retiring it when the write failed, a change was announced, or other lanes had
-        operations under way); ``True`` when the write's result may be kept (``own_lane``:
-        only if no other lane had operations under way), with room made for it."""
-        self._entries.pop(name, None)
-        if ticket is None:
-            self._pending.pop(name, None)
-            return False
-        self.feed.ready(drain=True)  # apply what arrived while the write was on the wire
-        current = self._end(name, ticket)
-        mixed = ticket.lane is _MIXED
-        if not current or not succeeded or mixed:
-            # Retire what was issued before: replies of other lanes, or (a failed or
-            # cancelled write may still run) of this one, may hold what preceded it.
-            self._pending.pop(name, None)
-        if not current or not succeeded or (own_lane and mixed) or not self._trusted():
-            return False
-        if len(self._entries) >= self._size:
-            del self._entries[next(iter(self._entries))]
-        return True
+            self.feed.ready(drain=True)  # apply what arrived while the write was on the wire
+            current = self._end(name, ticket)
+            if not current or value is None or ticket.lane is _MIXED:
+                # Retire what was issued before: replies of other lanes, or (a failed or
+                # cancelled write may still run) of this one, may hold what preceded it.
+                self._pending.pop(name, None)
+            if not current or value is None or not self._trusted():
+                return
+            if len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[name] = (self._now() + self._ttl, value)
 
     def evict(self, names: Iterable[str]) -> None:
         """Forget ``names`` (after this process wrote them)."""

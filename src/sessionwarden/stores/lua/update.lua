@@ -1,16 +1,12 @@
 -- KEYS: s(key)
--- Returns 0 when key held no live record; else, when `whole` is '1', the record's hash as
--- written (HGETALL), otherwise 1. Either way the key is read after the last write: a write ends
--- Redis' tracking of a key, and the read tracks it again for the caller, whose read cache keeps
--- the record as written (NOLOOP: its own write is not announced back; another client's next
--- change is). A caller whose cache holds the record applies the update to it and asks for 1.
--- ARG: P, key, activity_max, whole, activity_json ('' for none), n_set, set fields..., n_del,
---      names...
--- A change of data alone costs HEXISTS, HSET (HDEL) and EXISTS (or HGETALL); the expiry is read
--- only when something must follow it (a new trail, the user's index).
-local key, amax, whole, entry = ARG[2], tonumber(ARG[3]), ARG[4], ARG[5]
+-- Returns the record's hash as written (HGETALL, which also keeps it tracked for the caller),
+-- or 0 when key held no live record.
+-- ARG: P, key, activity_max, activity_json ('' for none), n_set, set fields..., n_del, names...
+-- A change of data alone costs HEXISTS, HSET (HDEL) and HGETALL; the expiry is read only when
+-- something must follow it (a new trail, the user's index).
+local key, amax, entry = ARG[2], tonumber(ARG[3]), ARG[4]
 local sets, dels, pos
-sets, pos = take(7, tonumber(ARG[6]))
+sets, pos = take(6, tonumber(ARG[5]))
 dels = take(pos + 1, tonumber(ARG[pos]))
 local s = KEYS[1]
 if redis.call('HEXISTS', s, 'c') == 0 then return 0 end
@@ -49,6 +45,4 @@ if reindex or new_e then
   if old_user and old_user ~= user then index_rem(old_user, key) end
   if user then index_add(user, key, expiry()) end
 end
-if whole == '1' then return redis.call('HGETALL', s) end
-redis.call('EXISTS', s)
-return 1
+return redis.call('HGETALL', s)
