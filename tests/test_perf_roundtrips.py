@@ -299,6 +299,32 @@ async def test_cached_write_is_one_command_and_the_next_read_none(
 
 @pytest.mark.anyio
 @pytest.mark.redis
+async def test_concurrent_reads_and_writes_of_one_session_stay_cached(
+    cached_store: Any, sent: list[str]
+) -> None:
+    """Requests of one session overlapping in one process (a page's parallel fetches, a load
+    of reads with some writes) keep the session cached: each write keeps what it wrote, so the
+    reads around it send nothing and only the writes reach Redis."""
+    import asyncio
+
+    clock = ManualClock(time.time())
+    async with client_for(app_with(cached_store, clock)) as c:
+        await sign_in(c)
+        sent.clear()
+        for _ in range(20):
+            clock.advance(0.5)
+            paths = ["/write" if n % 4 == 1 else "/" for n in range(12)]  # 3 writes, 9 reads
+            replies = await asyncio.gather(*(c.get(path) for path in paths))
+            assert all(r.status_code == 200 for r in replies)
+        reads = [name for name in sent if name not in ("EVALSHA", "EVAL")]
+        assert sent.count("EVALSHA") + sent.count("EVAL") == 60
+        assert len(reads) <= 3, reads  # 180 reads: the cache answered (nearly) all of them
+        r = await c.get("/write")
+        assert r.text.startswith("alice ")
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
 async def test_cached_touch_is_one_command_and_the_next_read_none(
     cached_store: Any, sent: list[str]
 ) -> None:
