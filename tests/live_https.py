@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import os
 import signal
 import ssl
@@ -47,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from .live_servers import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "live-https-secret-" + "s" * 32
@@ -372,44 +372,6 @@ def main(argv: list[str] | None = None) -> None:
 # -- the test side -------------------------------------------------------------------------------
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for ``app.test`` and ``127.0.0.1`` (the key and the
-    certificate as PEM files in ``directory``)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def free_port() -> int:
@@ -465,7 +427,7 @@ class LiveApp:
 def live_app(adapter: str, workdir: Path, listeners: list[tuple[str, str]]) -> Iterator[LiveApp]:
     """Start one adapter's process with ``listeners`` (``(variant, scheme)``), wait until every
     listener answers, stop it (by its PID) at the end."""
-    cert, key = make_certificate(workdir)
+    cert, key, _ = self_signed_certificate(workdir, HOST)
     static = workdir / "static"
     static.mkdir(exist_ok=True)
     (static / "app.css").write_bytes(STATIC_CSS)

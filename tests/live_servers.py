@@ -300,3 +300,51 @@ async def echo_rate(server: Server, messages: int, cookie: str | None = None) ->
 async def signed_in_cookie(server: Server, user: str) -> str:
     async with httpx.AsyncClient(headers={"user-agent": AGENT}) as client:
         return await _sign_in(client, server, user)
+
+
+def self_signed_certificate(directory: Path, dns_name: str | None = None) -> tuple[Path, Path, str]:
+    """A self-signed certificate for 127.0.0.1 (and ``dns_name``) as PEM files in ``directory``
+    (``cert.pem``, ``key.pem``), and its SPKI pin (base64 SHA-256 of the public key, as
+    Chromium's ``--ignore-certificate-errors-spki-list`` takes it). A client trusts exactly this
+    certificate by loading ``cert.pem`` as its only CA."""
+    import base64
+    import datetime
+    import hashlib
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name or "127.0.0.1")])
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if dns_name is not None:
+        names.insert(0, x509.DNSName(dns_name))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return cert_path, key_path, base64.b64encode(hashlib.sha256(spki).digest()).decode()

@@ -12,8 +12,6 @@ headers, bodies, WebSocket closes and audit events are asserted.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import ssl
 import threading
@@ -40,7 +38,7 @@ from sessionwarden.policy import HttpsPolicy, MonitorPolicy, Policy, WebSocketPo
 
 from .attacks.conftest import store_url_of
 from .conftest import SECRET, Recorder
-from .live_servers import free_port
+from .live_servers import free_port, self_signed_certificate
 
 pytestmark = pytest.mark.anyio
 COOKIE = "__Host-id"
@@ -198,40 +196,6 @@ def _app() -> Starlette:
 # -- the live server ---------------------------------------------------------------------------
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
 
 
 @dataclass
@@ -279,7 +243,7 @@ def live_server(store: str, tmp: Path, **settings: Any) -> Iterator[Live]:
     )
     clock, events = ManualClock(), Recorder()
     mw = SessionWardenMiddleware(_app(), policy=policy, store=store, clock=clock, sink=events)
-    cert, key = _certificate(tmp)
+    cert, key, _ = self_signed_certificate(tmp)
     port = free_port()
     config = uvicorn.Config(
         mw,

@@ -12,10 +12,6 @@ browser must accept our headers, our JSON and our cookie exactly as Chromium shi
 
 from __future__ import annotations
 
-import base64
-import datetime
-import hashlib
-import ipaddress
 import os
 import ssl
 import tempfile
@@ -32,6 +28,7 @@ from sessionwarden import dbsc
 
 from ..dbsc import pure_server
 from ..dbsc.client import Response
+from ..live_servers import self_signed_certificate
 from .conftest import CHROMIUM, CHROMIUM_ARGS, _unavailable
 
 pytestmark = pytest.mark.browser
@@ -41,45 +38,6 @@ FEATURES = (
 )
 
 
-def _certificate(directory: Path) -> tuple[Path, Path, str]:
-    """A self-signed certificate for localhost; returns the files and its SPKI pin."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return cert_file, key_file, base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 class _Site:
@@ -141,7 +99,7 @@ class _Site:
 @pytest.fixture
 def site() -> Iterator[_Site]:
     with tempfile.TemporaryDirectory() as tmp:
-        served = _Site(*_certificate(Path(tmp)))
+        served = _Site(*self_signed_certificate(Path(tmp), "localhost"))
         served.thread.start()
         try:
             yield served
@@ -309,7 +267,7 @@ class _Middleware:
 @pytest.fixture
 def middleware() -> Iterator[_Middleware]:
     with tempfile.TemporaryDirectory() as tmp:
-        served = _Middleware(*_certificate(Path(tmp)))
+        served = _Middleware(*self_signed_certificate(Path(tmp), "localhost"))
         served.thread.start()
         try:
             assert _wait(lambda: served.server.started), "uvicorn did not start"
