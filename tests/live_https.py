@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from .live_servers import self_signed_certificate
+from .live_servers import self_signed_certificate, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "live-https-secret-" + "s" * 32
@@ -460,13 +460,7 @@ def live_app(adapter: str, workdir: Path, listeners: list[tuple[str, str]]) -> I
         _wait_up(proc, app)
         yield app
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _wait_up(proc: subprocess.Popen[bytes], app: LiveApp) -> None:

@@ -173,6 +173,17 @@ def servers(store: str, count: int, log_dir: Path, factory: str = "app") -> Iter
                 server.process.wait(timeout=10)
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (unless it has exited), then SIGKILL if it is not gone within 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _wait_up(server: Server) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:

@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .dbsc.sfv import SfError, Token, sf_list, sf_string
-from .live_servers import ROOT, free_port, self_signed_certificate
+from .live_servers import ROOT, free_port, self_signed_certificate, stop_process
 
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/146.0 Safari/537.36"
 SESSION_COOKIE = "__Host-id"
@@ -212,13 +211,7 @@ def _serve(adapter: str, workdir: Path, tls: bool) -> Iterator[Live]:
                 time.sleep(0.1)
         yield live
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 

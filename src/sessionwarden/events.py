@@ -228,9 +228,9 @@ class Event:
     def to_dict(self) -> dict[str, JSON]:
         return {
             "event": self.kind.value,
-            "outcome": OUTCOME_OF[self.kind],
+            "outcome": self.outcome,
             "at": self.at,
-            "time": iso_utc(self.at),
+            "time": self.time,
             "ref": self.ref,
             "session": self.session,
             "user": self.user_id,
