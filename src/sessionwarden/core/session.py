@@ -362,12 +362,18 @@ class Session:
 
     # -- actions ----------------------------------------------------------------------------
     def login(self, user_id: str) -> None:
-        """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set."""
+        """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set.
+        A session signed in as another user loses that user's data."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         if self.detached:
             raise HttpsRequired()
         self._refuse_on_alias("login")
+        if self.user_id not in (None, user_id):
+            # Another user signing in on this browser (a shared computer) starts with nothing
+            # of the signed-in user's data; an anonymous session's data (a cart) and the same
+            # user's own stay, as they do through any rotation.
+            self.clear()
         self.actions.login_user = user_id
         self.actions.logout = False
         self._csrf_secret = tokens.new_csrf_secret()
