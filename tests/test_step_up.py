@@ -148,16 +148,23 @@ def test_grants_are_kept_server_side_as_digests() -> None:
     session.require_step_up("op-11")  # the newest are kept
     with pytest.raises(StepUpRequired):
         session.require_step_up("op-0")
-    # A grant names its user: signing in as someone else voids it.
+    # Signing in as someone else drops the grant with the rest of alice's data.
     session.grant_step_up("op")
     session.login("bob")
+    assert STEP_UP_KEY not in session
     with pytest.raises(StepUpRequired):
         session.require_step_up("op")
+    # A grant names its user: one held for another user (written by a request of alice's
+    # that ended after bob's sign-in) is refused too.
+    session[STEP_UP_KEY] = {digest: ["alice", 999.0] for digest in grants}
+    with pytest.raises(StepUpRequired):
+        session.require_step_up("op-11")
     # Each grant, use and refusal is noted for the commit's audit events.
     act = session.pending_actions
     assert act is not None and act.step_ups is not None
-    assert [(outcome, user, reason) for outcome, _, user, reason in act.step_ups[-2:]] == [
+    assert [(outcome, user, reason) for outcome, _, user, reason in act.step_ups[-3:]] == [
         ("granted", "alice", ""),
+        ("refused", "bob", "no-grant"),
         ("refused", "bob", "other-user"),
     ]
 
