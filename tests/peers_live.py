@@ -346,6 +346,7 @@ class PeerApp:
     base: str
     cert: Path | None
     log: Path
+    store: str
 
     def tls(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=str(self.cert)) if self.cert else False
@@ -380,7 +381,7 @@ def serve(
     log = workdir / f"{adapter}-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
-    app = PeerApp(adapter, f"{'https' if tls else 'http'}://127.0.0.1:{port}", cert, log)
+    app = PeerApp(adapter, f"{'https' if tls else 'http'}://127.0.0.1:{port}", cert, log, store)
     try:
         _wait_up(proc, app)
         yield app

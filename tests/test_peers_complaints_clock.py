@@ -56,6 +56,27 @@ async def test_a_sign_in_page_left_open_past_the_idle_timeout_asks_for_a_reload(
         assert (await c.request("GET", "/whoami")).json() == {"user": "alice"}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_shortened_timeouts_apply_to_the_sessions_already_stored(kind: str) -> None:
+    """Row 10 (absolute timeout) and complaint 13 (lifetime stored with the session overrode
+    the server's setting): sessions signed in under 30-minute idle and 12-hour absolute
+    timeouts, served after a redeployment with 10 minutes and 1 hour, end by the new ones."""
+    with client(kind, Policy(secret_keys=(SECRET,)), base="https://localhost") as c:
+        await c.login()
+        c.restart(Policy(secret_keys=(SECRET,), idle_timeout=600))
+        c.clock.advance(601)
+        assert (await c.request("GET", "/whoami")).json() == {"user": None}
+    with client(kind, Policy(secret_keys=(SECRET,)), base="https://localhost") as c:
+        await c.login()
+        c.restart(Policy(secret_keys=(SECRET,), absolute_timeout=3600))
+        for _ in range(6):  # active every 9 minutes: never idle
+            c.clock.advance(540)
+            assert (await c.request("GET", "/whoami")).json() == {"user": "alice"}
+        c.clock.advance(420)  # 61 minutes after the sign-in
+        assert (await c.request("GET", "/whoami")).json() == {"user": None}
+        assert c.recorder.count(EventKind.EXPIRED_ABSOLUTE) == 1
+
+
 async def test_a_long_request_does_not_shorten_the_idle_timeout() -> None:
     """Row 9 (idle timeout) and complaint 6 (a long-running request saves the activity time it
     read when it started, so the session times out early): a request that started at minute 1

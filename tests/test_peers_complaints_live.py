@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -209,6 +210,29 @@ def test_sign_in_keeps_the_visitors_data_but_never_another_users(app: PeerApp) -
     assert post(c, "/login?user=bob", token(c)).status_code == 200
     assert whoami(c) == {"user": "bob", "data": {}}
     c.close()
+
+
+# -- A1 row 3, complaint 26: what a copy of the store gives ---------------------------------------
+
+
+def test_a_copy_of_the_store_holds_no_session_id(app: PeerApp) -> None:
+    """Row 3 (IDs hashed at rest) and complaint 26 (session IDs in plain text in Redis): after
+    sign-ins, rotations and writes, no byte sequence of any session ID the browsers hold is in
+    the SQLite files (database, WAL), so a backup or a stolen disk gives nobody a session."""
+    ids = []
+    for user in ("alice", "bob"):
+        c = signed_in(app, user)
+        post(c, "/set?key=note&value=x", token(c))
+        post(c, "/rotate", token(c))
+        ids.append(cookie_of(c))
+        c.close()
+    database = Path(app.store.removeprefix("sqlite:///"))
+    files = [p for p in database.parent.iterdir() if p.name.startswith(database.name)]
+    assert database in files
+    dump = b"".join(p.read_bytes() for p in files)
+    assert b"alice" in dump  # the copy is readable: the users are in it
+    for value in ids:
+        assert value.encode() not in dump
 
 
 # -- gap 15, complaint 25: cookie size ------------------------------------------------------------
