@@ -9,7 +9,8 @@ loopback port, over TLS (``Host: app.test``) or plain HTTP (loopback hosts, for 
 Routes, the same in both apps (every ``POST`` needs the CSRF token, as any form does):
 
 * ``GET /token`` (a masked token), ``GET /whoami`` (the user and the session's data);
-* ``POST /login?user=`` (default ``alice``), ``POST /logout``, ``POST /rotate``;
+* ``POST /login?user=`` (default ``alice``), ``POST /logout[?flash=]`` (with a message set
+  after signing out), ``POST /rotate``;
 * ``POST /set?key=&value=`` (one session key), ``POST /big?size=`` (a value of that many
   characters: 413 with the library's message when the policy refuses it);
 * ``POST /flash?msg=`` (sets a flash message, 303 to ``/show``), ``GET /show`` (shows and
@@ -110,7 +111,10 @@ def starlette_app(store: str, tls: bool) -> Any:
         return JSONResponse({"ok": True})
 
     async def logout(request: Request) -> Response:
-        get_session(request).logout()
+        session = get_session(request)
+        session.logout()
+        if "flash" in request.query_params:
+            session["flash"] = request.query_params["flash"]
         return JSONResponse({"ok": True})
 
     async def rotate(request: Request) -> Response:
@@ -217,7 +221,10 @@ def flask_app(store: str, tls: bool) -> Any:
         return jsonify(ok=True)
 
     def logout() -> Any:
-        current_session().logout()
+        session = current_session()
+        session.logout()
+        if "flash" in request.args:
+            session["flash"] = request.args["flash"]
         return jsonify(ok=True)
 
     def rotate() -> Any:

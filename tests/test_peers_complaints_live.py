@@ -161,6 +161,23 @@ def test_a_flash_message_is_neither_lost_nor_shown_twice_around_a_slow_request(
     main.close()
 
 
+def test_a_value_set_after_logout_never_brings_the_session_back(app: PeerApp) -> None:
+    """Flash messages and row 6 (``logout`` then a message: Django, Flask and Rails keep it in
+    the new anonymous session): here a value set after ``logout()`` in the same request is
+    discarded with the session. What matters most holds: the sign-out response only clears the
+    cookie, and the signed-out ID stays dead, data and all."""
+    main = signed_in(app)
+    cookie = cookie_of(main)
+    post(main, "/set?key=card&value=4242", token(main))
+    r = post(main, "/logout?flash=signed-out", token(main))
+    assert r.status_code == 200
+    assert [h for h in r.headers.get_list("set-cookie") if "Max-Age=0" not in h] == []
+    assert main.get("/show").json() == {"flash": None}
+    with tab(app, cookie) as stale:
+        assert whoami(stale) == {"user": None, "data": {}}
+    main.close()
+
+
 # -- A5 rows 23-24, complaint 23: tabs and the back button ---------------------------------------
 
 
