@@ -34,7 +34,7 @@ def app(
         yield started
 
 
-# -- helpers -------------------------------------------------------------------------------------
+# -- requests of a browser ---------------------------------------------------------------------
 
 
 def post(c: httpx.Client, path: str, token: str, **kw: object) -> httpx.Response:
