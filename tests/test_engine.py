@@ -481,6 +481,48 @@ def test_session_limit_reject_never_refuses_a_rotation_other_than_a_sign_in(
     assert all(c.request().user_id == "alice" for c in clients)
 
 
+def test_ended_sessions_events_carry_the_session_value_of_their_creation(
+    store: SessionStore, clock: ManualClock, recorder: Recorder
+) -> None:
+    """An eviction (here by a periodic rotation, the cap having been lowered), a bulk
+    revocation, and a replay of the ended IDs afterwards: each event names the session it is
+    about by the ``session`` value of that session's ``session.created``, as read by the store
+    in the write that ended it and kept in its tombstone."""
+    policy = Policy(secret_keys=(SECRET,))
+    uncapped = Engine(policy, clock=clock, sink=recorder)
+    clients = [Client(uncapped, store) for _ in range(4)]
+    created: list[str] = []
+    for c in clients:
+        clock.advance(1)
+        login(c)
+        created.append(recorder.of(EventKind.CREATED)[-1].session)
+    assert len(set(created)) == 4 and "" not in created
+    ended_ids = {i: c.cookie for i, c in enumerate(clients)}
+
+    capped = Engine(
+        Policy(secret_keys=(SECRET,), max_sessions_per_user=3), clock=clock, sink=recorder
+    )
+    clock.advance(1000)  # past rotate_every: the next request rotates the ID
+    clients[3].engine = capped
+    mark = len(recorder.events)
+    assert clients[3].request().user_id == "alice"  # a periodic rotation, over the cap
+    evicted = [e for e in recorder.events[mark:] if e.kind is EventKind.EVICTED]
+    assert [e.session for e in evicted] == [created[0]]
+
+    mark = len(recorder.events)
+    assert len(clients[3].run(capped.revoke_user("alice", keep=None))) == 3
+    revoked = [e for e in recorder.events[mark:] if e.kind is EventKind.REVOKED]
+    assert sorted(e.session for e in revoked) == sorted(created[1:])
+
+    for i in (0, 1):
+        mark = len(recorder.events)
+        replay = Client(capped, store, cookie=ended_ids[i])
+        assert replay.request().user_id is None
+        (replayed,) = [e for e in recorder.events[mark:] if e.kind is EventKind.REPLAY_REVOKED]
+        assert replayed.session == created[i]
+        assert replayed.reason == ("evicted" if i == 0 else "revoked:admin")
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 
 

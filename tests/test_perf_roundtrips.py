@@ -484,3 +484,99 @@ async def test_uncached_sign_in_is_one_read_and_one_command(
         assert r.status_code == 200 and "set-cookie" in r.headers
         assert len(sent) == 2 and sent[0] == "HGETALL", sent
         assert sent[1] in ("EVALSHA", "EVAL"), sent
+
+
+# -- ending sessions: the store names each ended session, no listing first ----------------------
+
+
+def capped_app(store: Any, clock: ManualClock, events: list[Event]) -> SessionWardenMiddleware:
+    """One session per user, and a sink that wants every event (``session.evicted`` and
+    ``session.revoked`` included)."""
+    policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",), max_sessions_per_user=1)
+    return app_with(store, clock, policy, CallbackSink(events.append))
+
+
+def created_session(events: list[Event]) -> str:
+    """The ``session`` value of the one ``session.created`` among ``events``."""
+    (created,) = [e.session for e in events if e.kind is EventKind.CREATED]
+    assert created
+    return created
+
+
+@pytest.mark.anyio
+async def test_a_sign_in_that_evicts_is_one_read_and_one_rotation(
+    local_store: CountingStore,
+) -> None:
+    """With the per-user cap and a sink wanting ``session.evicted``, a sign-in that evicts
+    costs what any sign-in does: the rotation names the evicted session itself."""
+    clock = ManualClock(time.time())
+    events: list[Event] = []
+    app = capped_app(local_store, clock, events)
+    async with client_for(app) as first, client_for(app) as second:
+        await sign_in(first)
+        first_session = created_session(events)
+        await second.get("/token")
+        clock.advance(1.0)
+        events.clear()
+        local_store.calls.clear()
+        await sign_in_again(second)
+        assert local_store.calls == ["get", "get", "rotate"]  # no user_sessions
+        assert [e.session for e in events if e.kind is EventKind.EVICTED] == [first_session]
+        assert (await first.get("/")).text == "None"  # evicted
+
+
+@pytest.mark.anyio
+async def test_revoke_user_is_one_call(local_store: CountingStore) -> None:
+    clock = ManualClock(time.time())
+    events: list[Event] = []
+    app = capped_app(local_store, clock, events)
+    async with client_for(app) as c:
+        await sign_in(c)
+        signed_in = created_session(events)
+        events.clear()
+        local_store.calls.clear()
+        assert len(await app.revoke_user("alice")) == 1
+        assert local_store.calls == ["revoke_user"]  # no user_sessions
+        assert [e.session for e in events if e.kind is EventKind.REVOKED] == [signed_in]
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_cached_sign_in_that_evicts_is_one_command(
+    cached_store: Any, sent: list[str]
+) -> None:
+    """The rotation script evicts over the cap and answers with each evicted key's lineage:
+    still one command, no listing of the user's sessions (``user_sessions`` script) first."""
+    clock = ManualClock(time.time())
+    events: list[Event] = []
+    app = capped_app(cached_store, clock, events)
+    async with client_for(app) as first, client_for(app) as second:
+        await sign_in(first)
+        first_session = created_session(events)
+        await second.get("/token")  # the second browser's anonymous session
+        clock.advance(1.0)
+        token_text = (await second.get("/token")).text
+        events.clear()
+        sent.clear()
+        r = await second.post(
+            "/login", headers={"x-csrf-token": token_text, "sec-fetch-site": "same-origin"}
+        )
+        assert r.status_code == 200 and "set-cookie" in r.headers
+        assert len(sent) == 1 and sent[0] in ("EVALSHA", "EVAL"), sent
+        assert [e.session for e in events if e.kind is EventKind.EVICTED] == [first_session]
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_redis_revoke_user_is_one_command(redis_store: Any, sent: list[str]) -> None:
+    clock = ManualClock(time.time())
+    events: list[Event] = []
+    app = capped_app(redis_store, clock, events)
+    async with client_for(app) as c:
+        await sign_in(c)
+        signed_in = created_session(events)
+        events.clear()
+        sent.clear()
+        assert len(await app.revoke_user("alice")) == 1
+        assert len(sent) == 1 and sent[0] in ("EVALSHA", "EVAL"), sent
+        assert [e.session for e in events if e.kind is EventKind.REVOKED] == [signed_in]

@@ -145,7 +145,8 @@ class DbscGuard:
             return Loaded(Session(None, now))
         reason = "dbsc:missing-bound-cookie"
         until = now + self._tomb_ttl
-        yield from Revoke(record.key, Tombstone(record.key, reason, now, until, record.user_id))
+        stone = Tombstone(record.key, reason, now, until, record.user_id, record.lineage)
+        yield from Revoke(record.key, stone)
         self.engine.emit(
             EventKind.REVOKED,
             facts,

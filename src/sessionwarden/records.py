@@ -118,8 +118,7 @@ class SessionRecord:
         """The session's lineage (:data:`LINEAGE_FLAG`). A record written before lineages
         existed has none: its current key stands in, and the next write stores that key as its
         lineage, so the value stays the same through later rotations."""
-        value = self.flags.get(LINEAGE_FLAG)
-        return value if isinstance(value, str) and value else self.key
+        return lineage_or_key(self.flags.get(LINEAGE_FLAG), self.key)
 
     def meta(self) -> dict[str, JSON]:
         return {name: getattr(self, name) for name in META_FIELDS}
@@ -207,16 +206,28 @@ class Alias:
 
 @dataclass(frozen=True, slots=True)
 class Tombstone:
-    """What a revoked, logged-out or rotated-out ID becomes: refused, and recognised if replayed."""
+    """What a revoked, logged-out or rotated-out ID becomes: refused, and recognised if replayed.
+
+    ``lineage`` is the ended session's lineage (:attr:`SessionRecord.lineage`), so that the
+    events of a replay of its ID name the session it was; ``""`` when unknown (a tombstone
+    written by an earlier version)."""
 
     key: str
     reason: str
     at: float
     until: float
     user_id: str | None = None
+    lineage: str = ""
 
 
 Lookup: TypeAlias = SessionRecord | Alias | Tombstone | None
+
+
+def lineage_or_key(stored: object, key: str) -> str:
+    """A record's lineage from its stored ``lineage`` flag (``stored``: the flag's value, or
+    ``None``); a record written before lineages existed has none and its ``key`` stands in
+    (:attr:`SessionRecord.lineage`). Stores that read the flag themselves use this too."""
+    return stored if isinstance(stored, str) and stored else key
 
 
 #: The types of JSON's scalars: a value of exactly one of these is immutable and never copied.

@@ -217,7 +217,8 @@ async def test_sessions_ended_in_bulk_carry_their_own_correlation_values(
 ) -> None:
     """Evicted beyond the cap, ended by "log out other devices", a credential change or an
     operator: the store ends them by the user's index, and each one's event still carries the
-    value of the session it ended (the same as its sign-in's), never ``""``, never another's."""
+    value of the session it ended (the same as its sign-in's), never ``""``, never another's;
+    so does the replay of an ended ID later (its tombstone keeps the session's lineage)."""
     app = attacked_app()
     app.router.routes.extend([Route("/others", others), Route("/password", password)])
     policy = Policy(secret_keys=(SECRET,), allowed_hosts=("*",), max_sessions_per_user=2)
@@ -248,6 +249,8 @@ async def test_sessions_ended_in_bulk_carry_their_own_correlation_values(
     a3 = await signed_in("a3")  # the cap: a1, the oldest, is evicted
     assert ended(EventKind.EVICTED, mark) == {"a1": "session-cap"}
     assert await a1.user() is None and await a3.user() == "alice"
+    # a1's ID presented again: its tombstone names the session it was.
+    assert ended(EventKind.REPLAY_REVOKED, mark) == {"a1": "evicted"}
 
     mark = len(rig.events.events)
     assert (await a2.get("/others")).status_code == 200
@@ -266,3 +269,4 @@ async def test_sessions_ended_in_bulk_carry_their_own_correlation_values(
     assert len(await rig.app.revoke_user("alice")) == 2
     assert ended(EventKind.REVOKED, mark) == {"a4": "revoked:admin", "a5": "revoked:admin"}
     assert await a4.user() is None
+    assert ended(EventKind.REPLAY_REVOKED, mark) == {"a4": "revoked:admin"}

@@ -57,7 +57,7 @@ def test_trail_is_bounded_and_exact_through_updates_and_rotations(tmp_path: Path
                         tombstone_until=T0 + 60,
                         activity_max=5,
                     )
-                    == []
+                    == {}
                 )
                 key = new
             else:

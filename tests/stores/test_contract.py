@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sessionwarden.records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
-from sessionwarden.stores.base import SessionStore, StoreStats
+from sessionwarden.stores.base import Ended, SessionStore, StoreStats
 
 from ..conftest import DISTRIBUTED_KINDS, STORE_KINDS, open_test_store
 
@@ -52,7 +52,7 @@ def rec(
     )
 
 
-def put(store: SessionStore, record: SessionRecord, cap: int = 0) -> list[str]:
+def put(store: SessionStore, record: SessionRecord, cap: int = 0) -> Ended:
     return store.insert(record, max_per_user=cap, tombstone_until=T0 + 2 * HOUR)
 
 
@@ -79,7 +79,7 @@ def rotate(
     becomes: Alias | Tombstone | None = None,
     cap: int = 0,
     activity_max: int = 0,
-) -> list[str] | None:
+) -> Ended | None:
     return store.rotate(
         old,
         new,
@@ -120,7 +120,7 @@ def test_insert_then_get_round_trips_every_field(store: SessionStore) -> None:
         flags={"mfa": True, "level": 2},
         data={"cart": [1, 2, 3], "theme": "dark"},
     )
-    assert put(store, record) == []
+    assert put(store, record) == {}
     assert store.get("k1") == record
 
 
@@ -190,7 +190,7 @@ def test_the_inserted_object_is_not_kept(store: SessionStore) -> None:
 def test_get_of_alias_and_tombstone(store: SessionStore) -> None:
     put(store, rec("a"))
     put(store, rec("t"))
-    assert rotate(store, "a", "a2", becomes=alias("a", "a2")) == []
+    assert rotate(store, "a", "a2", becomes=alias("a", "a2")) == {}
     assert store.revoke("t", tomb("t"))
     assert store.get("a") == alias("a", "a2")
     assert store.get("t") == tomb("t")
@@ -201,10 +201,11 @@ def test_get_of_alias_and_tombstone(store: SessionStore) -> None:
 
 def test_insert_cap_evicts_oldest_into_tombstones(store: SessionStore) -> None:
     for i in range(3):
-        assert put(store, rec(f"s{i}", created=T0 + i), cap=3) == []
+        assert put(store, rec(f"s{i}", created=T0 + i), cap=3) == {}
     newest = rec("s3", created=T0 + 3, last_seen=T0 + 7)
-    assert store.insert(newest, max_per_user=3, tombstone_until=T0 + 99) == ["s0"]
-    assert store.get("s0") == Tombstone("s0", "evicted", T0 + 7, T0 + 99, "alice")
+    assert store.insert(newest, max_per_user=3, tombstone_until=T0 + 99) == {"s0": "s0"}
+    # A record without a stored lineage (written before lineages): its key stands in.
+    assert store.get("s0") == Tombstone("s0", "evicted", T0 + 7, T0 + 99, "alice", "s0")
     assert keys(store.user_sessions("alice")) == ["s1", "s2", "s3"]
 
 
@@ -212,7 +213,8 @@ def test_insert_cap_evicts_several_oldest_first(store: SessionStore) -> None:
     for i in (4, 2, 0, 3, 1):
         put(store, rec(f"s{i}", created=T0 + i))
     evicted = put(store, rec("new", created=T0 + 10), cap=2)
-    assert evicted == ["s0", "s1", "s2", "s3"]
+    assert evicted == {f"s{i}": f"s{i}" for i in range(4)}
+    assert list(evicted) == ["s0", "s1", "s2", "s3"]  # oldest first
     assert keys(store.user_sessions("alice")) == ["s4", "new"]
     for k in evicted:
         got = store.get(k)
@@ -223,14 +225,14 @@ def test_insert_never_evicts_the_new_session(store: SessionStore) -> None:
     put(store, rec("a", created=T0 + 5))
     put(store, rec("b", created=T0 + 6))
     # A new session whose created_at is the oldest (clock step) still survives.
-    assert put(store, rec("new", created=T0), cap=2) == ["a"]
+    assert put(store, rec("new", created=T0), cap=2) == {"a": "a"}
     assert keys(store.user_sessions("alice")) == ["new", "b"]
 
 
 @pytest.mark.parametrize("cap", [0, -1])
 def test_insert_cap_zero_or_less_is_unlimited(store: SessionStore, cap: int) -> None:
     for i in range(12):
-        assert put(store, rec(f"s{i}", created=T0 + i), cap=cap) == []
+        assert put(store, rec(f"s{i}", created=T0 + i), cap=cap) == {}
     assert len(store.user_sessions("alice")) == 12
 
 
@@ -240,8 +242,8 @@ def test_cap_counts_only_that_users_live_records(store: SessionStore) -> None:
     put(store, rec("a1", created=T0 + 1))
     put(store, rec("a2", created=T0 + 2))
     store.revoke("a2", tomb("a2"))
-    assert put(store, rec("a3", created=T0 + 3), cap=2) == []
-    assert put(store, rec("anon2", None, created=T0 + 4), cap=1) == []
+    assert put(store, rec("a3", created=T0 + 3), cap=2) == {}
+    assert put(store, rec("anon2", None, created=T0 + 4), cap=1) == {}
     assert keys(store.user_sessions("bob")) == ["b1"]
     assert isinstance(store.get("anon1"), SessionRecord)
     assert keys(store.user_sessions("alice")) == ["a1", "a3"]
@@ -287,7 +289,7 @@ def test_rotate_carries_stored_data_plus_update(store: SessionStore) -> None:
         set_data={"c": 3},
         del_data=("gone",),
     )
-    assert rotate(store, "old", "new", update) == []
+    assert rotate(store, "old", "new", update) == {}
     new = store.get("new")
     assert isinstance(new, SessionRecord)
     assert new.key == "new"
@@ -301,7 +303,7 @@ def test_rotate_carries_stored_data_plus_update(store: SessionStore) -> None:
 def test_rotate_old_can_become_a_tombstone(store: SessionStore) -> None:
     put(store, rec("old"))
     stone = tomb("old", "rotated")
-    assert rotate(store, "old", "new", becomes=stone) == []
+    assert rotate(store, "old", "new", becomes=stone) == {}
     assert store.get("old") == stone
     assert isinstance(store.get("new"), SessionRecord)
 
@@ -335,7 +337,7 @@ def test_rotate_of_non_live_key_returns_none_and_writes_nothing(
 def test_rotate_moves_user_index_and_handles_login(store: SessionStore) -> None:
     put(store, rec("anon", None))
     login = RecordUpdate(meta={"user_id": "bob", "auth_at": T0 + 5})
-    assert rotate(store, "anon", "authed", login, becomes=tomb("anon", "login", None)) == []
+    assert rotate(store, "anon", "authed", login, becomes=tomb("anon", "login", None)) == {}
     got = store.get("authed")
     assert isinstance(got, SessionRecord)
     assert (got.user_id, got.auth_at) == ("bob", T0 + 5)
@@ -355,8 +357,8 @@ def test_rotate_enforces_cap_and_never_evicts_new_key(store: SessionStore) -> No
         max_per_user=2,
         tombstone_until=T0 + 77,
     )
-    assert evicted == ["b1"]
-    assert store.get("b1") == Tombstone("b1", "evicted", T0 + 50, T0 + 77, "bob")
+    assert evicted == {"b1": "b1"}
+    assert store.get("b1") == Tombstone("b1", "evicted", T0 + 50, T0 + 77, "bob", "b1")
     assert keys(store.user_sessions("bob")) == ["authed", "b2"]
 
 
@@ -364,11 +366,11 @@ def test_rotate_carries_activity_and_appends(store: SessionStore) -> None:
     put(store, rec("old"))
     for i in range(3):
         store.update("old", RecordUpdate(activity={"n": i}), activity_max=3)
-    assert rotate(store, "old", "new", RecordUpdate(activity={"n": 3}), activity_max=3) == []
+    assert rotate(store, "old", "new", RecordUpdate(activity={"n": 3}), activity_max=3) == {}
     assert store.activity("new") == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert store.activity("old") == []
     # Without activity_max the update's entry is not recorded, but the trail still moves.
-    assert rotate(store, "new", "newer", RecordUpdate(activity={"n": 4})) == []
+    assert rotate(store, "new", "newer", RecordUpdate(activity={"n": 4})) == {}
     assert store.activity("newer") == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
@@ -472,7 +474,7 @@ def test_user_index_follows_user_id_changes(store: SessionStore) -> None:
     assert store.update("k", RecordUpdate(meta={"user_id": "bob"}))
     assert store.user_sessions("alice") == []
     assert keys(store.user_sessions("bob")) == ["k"]
-    assert store.revoke_user("alice", reason="x", at=T0, until=T0 + 1) == []
+    assert store.revoke_user("alice", reason="x", at=T0, until=T0 + 1) == {}
     assert store.update("k", RecordUpdate(meta={"user_id": None}))
     assert store.user_sessions("bob") == []
     assert isinstance(store.get("k"), SessionRecord)
@@ -573,21 +575,102 @@ def test_revoke_user_with_keep(store: SessionStore) -> None:
     revoked = store.revoke_user(
         "alice", reason="password-change", at=T0 + 7, until=T0 + 70, keep="keep"
     )
-    assert revoked == ["a", "b", "c", "old"]
+    assert revoked == {k: k for k in ("a", "b", "c", "old")}
+    assert list(revoked) == ["a", "b", "c", "old"]  # ordered by key
     for k in revoked:
-        assert store.get(k) == Tombstone(k, "password-change", T0 + 7, T0 + 70, "alice")
+        assert store.get(k) == Tombstone(k, "password-change", T0 + 7, T0 + 70, "alice", k)
     assert keys(store.user_sessions("alice")) == ["keep"]
     assert keys(store.user_sessions("bob")) == ["bob1"]
-    assert store.revoke_user("alice", reason="all", at=T0, until=T0 + 1) == ["keep"]
+    assert store.revoke_user("alice", reason="all", at=T0, until=T0 + 1) == {"keep": "keep"}
     assert store.user_sessions("alice") == []
-    assert store.revoke_user("nobody", reason="x", at=T0, until=T0 + 1) == []
+    assert store.revoke_user("nobody", reason="x", at=T0, until=T0 + 1) == {}
 
 
 def test_revoke_user_leaves_aliases_alone(store: SessionStore) -> None:
     put(store, rec("k"))
     rotate(store, "k", "k2")
-    assert store.revoke_user("alice", reason="logout-all", at=T0, until=T0 + 5) == ["k2"]
+    assert store.revoke_user("alice", reason="logout-all", at=T0, until=T0 + 5) == {"k2": "k2"}
     assert store.get("k") == alias("k", "k2")
+
+
+# -- the lineage of ended sessions ------------------------------------------------------------
+#
+# Every write that ends sessions names each one's lineage (the ``lineage`` flag; the key for a
+# record written before lineages), and its tombstone keeps it: the core names the session in
+# the events of its end and of a later replay of its ID without listing the user's sessions.
+
+
+def lined(key: str, lineage: str, user: str | None = "alice", **fields: Any) -> SessionRecord:
+    """A record with a stored lineage (as the core writes every record)."""
+    return rec(key, user, flags={"lineage": lineage, "mfa": True}, **fields)
+
+
+def test_cap_eviction_by_insert_names_and_keeps_each_lineage(store: SessionStore) -> None:
+    put(store, lined("s0", "L-0", created=T0))
+    put(store, lined("s1", "12345", created=T0 + 1))  # looks like a number: kept as text
+    put(store, rec("s2", created=T0 + 2))  # written before lineages
+    put(store, lined("s3", "L-3", created=T0 + 3))
+    evicted = put(store, lined("new", "L-new", created=T0 + 4), cap=1)
+    assert evicted == {"s0": "L-0", "s1": "12345", "s2": "s2", "s3": "L-3"}
+    assert list(evicted) == ["s0", "s1", "s2", "s3"]  # oldest first
+    for k, lineage in evicted.items():
+        assert store.get(k) == Tombstone(k, "evicted", T0 + 4, T0 + 2 * HOUR, "alice", lineage)
+
+
+def test_cap_eviction_least_recently_seen_names_its_lineage(store: SessionStore) -> None:
+    put(store, lined("idle", "L-idle", created=T0 + 1, last_seen=T0 + 1))
+    put(store, lined("busy", "L-busy", created=T0, last_seen=T0 + 30))
+    newest = lined("new", "L-new", created=T0 + 40, last_seen=T0 + 40)
+    evicted = store.insert(newest, max_per_user=2, tombstone_until=T0 + 99, on_limit="evict-lru")
+    assert evicted == {"idle": "L-idle"}
+    got = store.get("idle")
+    assert isinstance(got, Tombstone) and got.lineage == "L-idle"
+
+
+def test_cap_eviction_by_rotate_names_and_keeps_the_lineage(store: SessionStore) -> None:
+    put(store, lined("b1", "L-b1", "bob", created=T0 + 1))
+    put(store, lined("b2", "L-b2", "bob", created=T0 + 2))
+    put(store, lined("anon", "L-anon", None, created=T0 - 100))
+    login = RecordUpdate(meta={"user_id": "bob", "last_seen": T0 + 50})
+    stone = Tombstone("anon", "rotated:login", T0 + 50, T0 + 77, None, "L-anon")
+    evicted = store.rotate(
+        "anon", "authed", login, old_becomes=stone, max_per_user=2, tombstone_until=T0 + 77
+    )
+    assert evicted == {"b1": "L-b1"}
+    assert store.get("b1") == Tombstone("b1", "evicted", T0 + 50, T0 + 77, "bob", "L-b1")
+    assert store.get("anon") == stone  # the rotated-out ID's tombstone keeps it too
+    moved = store.get("authed")
+    assert isinstance(moved, SessionRecord) and moved.lineage == "L-anon"
+
+
+def test_revoke_user_names_and_keeps_each_lineage(store: SessionStore) -> None:
+    put(store, lined("b", "L-b", created=T0))
+    put(store, lined("a", '{"not": "json"}', created=T0 + 1))
+    put(store, rec("c", created=T0 + 2))  # written before lineages
+    put(store, lined("keep", "L-keep", created=T0 + 3))
+    revoked = store.revoke_user(
+        "alice", reason="revoked:admin", at=T0 + 7, until=T0 + 70, keep="keep"
+    )
+    assert revoked == {"a": '{"not": "json"}', "b": "L-b", "c": "c"}
+    assert list(revoked) == ["a", "b", "c"]  # ordered by key
+    for k, lineage in revoked.items():
+        assert store.get(k) == Tombstone(k, "revoked:admin", T0 + 7, T0 + 70, "alice", lineage)
+    assert isinstance(store.get("keep"), SessionRecord)
+
+
+def test_revoke_keeps_the_tombstones_lineage(store: SessionStore) -> None:
+    put(store, lined("k", "L-k"))
+    stone = Tombstone("k", "logout", T0 + 10, T0 + 2 * HOUR, "alice", "L-k")
+    assert store.revoke("k", stone) is True
+    assert store.get("k") == stone
+
+
+def test_a_tombstone_without_lineage_reads_back_without_one(store: SessionStore) -> None:
+    """What an earlier version wrote (no lineage field at all) still reads, as ``""``."""
+    put(store, rec("k"))
+    assert store.revoke("k", tomb("k")) is True
+    got = store.get("k")
+    assert isinstance(got, Tombstone) and got.lineage == "" and got.reason == "logout"
 
 
 # -- user_sessions --------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_an_update_and_a_rotation_keep_no_object_of_the_caller() -> None:
         max_per_user=0,
         tombstone_until=T0 + 60,
     )
-    assert moved == []
+    assert moved == {}
     for changed in (update.meta["flags"], update.set_data["y"], rotation.meta["dbsc"]):
         assert isinstance(changed, dict)
         changed.clear()

@@ -353,7 +353,7 @@ def test_ttls_follow_deadlines(rstore: RedisStore, admin: redis.Redis) -> None:
             max_per_user=0,
             tombstone_until=now + 60,
         )
-        == []
+        == {}
     )
     assert abs(pexpiretime(admin, s) - math.ceil((now + 900) * 1000)) <= 1
     s2 = rstore.prefix + "s:" + new
@@ -479,7 +479,7 @@ def test_cluster_hash_tag_keeps_keys_in_one_slot(url: str, admin: redis.Redis) -
         store.insert(make_record(skey(1), created=now), max_per_user=1, tombstone_until=now + 60)
         assert store.insert(
             make_record(skey(2), created=now + 1), max_per_user=1, tombstone_until=now + 60
-        ) == [skey(1)]
+        ) == {skey(1): skey(1)}
         store.update(skey(2), RecordUpdate(activity={"e": 1}), activity_max=3)
         keys = list(
             admin.scan_iter(match=store.prefix.replace("{", "\\{").replace("}", "\\}") + "*")
@@ -560,7 +560,7 @@ async def test_async_matches_sync(astore: AsyncRedisStore, rstore: RedisStore) -
     sync_out = await run(rstore, False)
     async_out = await run(astore, True)
     assert async_out == sync_out
-    assert sync_out[0] == [] and sync_out[8] == [skey(2)]
+    assert sync_out[0] == {} and sync_out[8] == {skey(2): skey(2)}
     assert isinstance(sync_out[5], Alias) and sync_out[6].data["theme"] == "light"
 
 
@@ -942,8 +942,8 @@ def test_awkward_values_round_trip(rstore: RedisStore, admin: redis.Redis) -> No
     assert admin.hget(s, "d:k3") == b"dark" and admin.hget(s, "d:k2") == b'"42"'
     assert [r.key for r in rstore.user_sessions("42")] == [record.key]
     other = make_record(skey(2), user="42", created=now + 1)
-    assert rstore.insert(other, max_per_user=1, tombstone_until=now + 60) == [record.key]
-    evicted = Tombstone(record.key, "evicted", other.last_seen, now + 60, "42")
+    assert list(rstore.insert(other, max_per_user=1, tombstone_until=now + 60)) == [record.key]
+    evicted = Tombstone(record.key, "evicted", other.last_seen, now + 60, "42", record.key)
     assert rstore.get(record.key) == evicted
     assert rstore.stats(now).users == 1
     for bad in (math.inf, math.nan):
@@ -1040,7 +1040,7 @@ def test_reads_data_of_older_layouts_and_migrates_it(
     # a new session joins the old index: the oldest by created_at goes, although its old score
     # is higher than the new member's
     new = make_record(skey(3), created=now + 3)
-    assert rstore.insert(new, max_per_user=3, tombstone_until=now + 60) == [old[0].key]
+    assert list(rstore.insert(new, max_per_user=3, tombstone_until=now + 60)) == [old[0].key]
     assert set(admin.zrange(p + "u:alice", 0, -1)) == {member(r.key) for r in [*old[1:], new]}
     assert rstore.stats(now).users == 1  # "alice" stored by both layouts counts once
 
@@ -1074,7 +1074,7 @@ def test_reads_data_of_older_layouts_and_migrates_it(
         max_per_user=0,
         tombstone_until=now + 60,
     )
-    assert rotated == []
+    assert rotated == {}
     assert rstore.get(old[0].key) == Tombstone(old[0].key, "rotated", now + 10, now + 60, "alice")
     legacy_insert(admin, p, make_record(skey(5), created=now - 1))
     legacy_insert(admin, p, make_record(skey(6), created=now - 2))
@@ -1083,7 +1083,7 @@ def test_reads_data_of_older_layouts_and_migrates_it(
     assert admin.zscore(p + "u:alice", skey(6)) is None
     assert rstore.revoke(skey(5), Tombstone(skey(5), "logout", now, now + 60, "alice"))
     assert admin.zscore(p + "u:alice", skey(5)) is None
-    assert rstore.revoke_user("alice", reason="x", at=now, until=now + 60) == sorted(
+    assert list(rstore.revoke_user("alice", reason="x", at=now, until=now + 60)) == sorted(
         [old[1].key, old[2].key, new.key, skey(4)]
     )
     assert admin.zcard(p + "u:alice") == 0

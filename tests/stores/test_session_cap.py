@@ -28,14 +28,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
 
 
 def add(store: SessionStore, record: SessionRecord, cap: int, on_limit: CapAction) -> list[str]:
-    return store.insert(record, max_per_user=cap, tombstone_until=T0 + 2 * HOUR, on_limit=on_limit)
+    """The keys evicted (their lineages: ``tests/stores/test_contract.py``)."""
+    ended = store.insert(record, max_per_user=cap, tombstone_until=T0 + 2 * HOUR, on_limit=on_limit)
+    return list(ended)
 
 
 def sign_in(
     store: SessionStore, old: str, new: str, user: str, at: float, cap: int, on_limit: CapAction
 ) -> list[str] | None:
-    """A sign-in as the core does it: the session at ``old`` moves to ``new`` as ``user``."""
-    return store.rotate(
+    """A sign-in as the core does it: the session at ``old`` moves to ``new`` as ``user``; the
+    keys evicted."""
+    ended = store.rotate(
         old,
         new,
         RecordUpdate(meta={"user_id": user, "last_seen": at, "created_at": at}),
@@ -44,6 +47,7 @@ def sign_in(
         tombstone_until=T0 + 2 * HOUR,
         on_limit=on_limit,
     )
+    return None if ended is None else list(ended)
 
 
 # -- evict-lru ------------------------------------------------------------------------------

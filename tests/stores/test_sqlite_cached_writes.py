@@ -104,7 +104,7 @@ def test_a_rotation_between_the_read_and_the_write_is_followed_not_undone(
     assert other.rotate(
         "old", "new", RecordUpdate(), old_becomes=alias, max_per_user=0,
         tombstone_until=T0 + HOUR,
-    ) == []  # fmt: skip
+    ) == {}  # fmt: skip
     assert not mine.update("old", RecordUpdate(set_data={"cart": 2}))
     assert mine.get("old") == alias
     assert [r.key for r in mine.user_sessions("alice")] == ["new"]

@@ -119,7 +119,7 @@ def test_rotate_through_another_store_is_seen(pair: tuple[SQLiteStore, SQLiteSto
             max_per_user=0,
             tombstone_until=T0,
         )
-        == []
+        == {}
     )
     assert reader.get("old") == alias
     moved = reader.get("new")
@@ -142,12 +142,12 @@ def test_revoke_user_and_eviction_through_another_store_are_seen(
     writer.insert(rec("b"), max_per_user=0, tombstone_until=T0)
     warm(reader, "a")
     warm(reader, "b")
-    assert writer.revoke_user("alice", reason="admin", at=T0, until=T0 + 1, keep="b") == ["a"]
+    assert writer.revoke_user("alice", reason="admin", at=T0, until=T0 + 1, keep="b") == {"a": "a"}
     assert isinstance(reader.get("a"), Tombstone)
     warm(reader, "b")
     later = rec("c")
     later.created_at = T0 + 1
-    assert writer.insert(later, max_per_user=1, tombstone_until=T0 + 9) == ["b"]
+    assert writer.insert(later, max_per_user=1, tombstone_until=T0 + 9) == {"b": "b"}
     assert isinstance(reader.get("b"), Tombstone)
 
 
@@ -529,7 +529,7 @@ def test_a_rotation_keeps_the_new_record_and_forgets_the_old_key(db_path: Path) 
         assert store.rotate(
             "old", "new", RecordUpdate(set_data={"x": 1}), old_becomes=tomb,
             max_per_user=0, tombstone_until=now + HOUR,
-        ) == []  # fmt: skip
+        ) == {}  # fmt: skip
         statements = Statements(store)
         got = store.get("new")
         assert isinstance(got, SessionRecord) and got.data["x"] == 1

@@ -50,7 +50,7 @@ def test_rotation_keeps_unknown_meta_and_caches_what_it_wrote(tmp_path: Path) ->
             max_per_user=0,
             tombstone_until=T0 + 60,
         )
-        assert evicted == []
+        assert evicted == {}
         fingerprint["ua"] = "changed by the caller afterwards"
         added.append(2)
         cached, fresh = store.get("new"), other.get("new")

@@ -14,7 +14,7 @@ from ..policy import Action, Policy
 from ..records import JSON, Alias, Lookup, SessionRecord, Tombstone
 from .anonymous import AnonymousLedger
 from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, expired_tombstone_ttl
-from .ops import Get, Revoke, RevokeUser, Steps, UserSessions
+from .ops import Get, Revoke, RevokeUser, Steps
 from .session import Session, ValueLimits
 
 #: The tombstone reason of an ID replaced at login: its cookie is left alone (the browser already
@@ -168,9 +168,18 @@ class EngineBase:
     def expires_at(self, created_at: float, last_seen: float) -> float:
         return min(last_seen + self.policy.idle_timeout, created_at + self.policy.absolute_timeout)
 
-    def _tombstone(self, key: str, reason: str, now: float, user_id: str | None) -> Tombstone:
+    def _tombstone(
+        self, key: str, reason: str, now: float, record: SessionRecord | None
+    ) -> Tombstone:
+        """What ``key`` becomes when the session ``record`` ends there (its user and lineage,
+        so a replay of the ID is reported with the session's correlation value)."""
         return Tombstone(
-            key=key, reason=reason, at=now, until=now + self._tomb_ttl, user_id=user_id
+            key=key,
+            reason=reason,
+            at=now,
+            until=now + self._tomb_ttl,
+            user_id=record.user_id if record is not None else None,
+            lineage=record.lineage if record is not None else "",
         )
 
     def _expiry_reason(self, record: SessionRecord, now: float) -> EventKind | None:
@@ -191,6 +200,7 @@ class EngineBase:
             at=now,
             until=now + self._expired_ttl,
             user_id=record.user_id,
+            lineage=record.lineage,
         )
         yield from Revoke(record.key, tombstone)
 
@@ -207,13 +217,12 @@ class EngineBase:
     def _revoke_user(
         self, user_id: str, reason: str, facts: RequestFacts | None, now: float, keep: str | None
     ) -> Steps[list[str]]:
-        """End every session of ``user_id`` but ``keep``; one ``session.revoked`` each."""
-        lineages = yield from self.lineages_of(user_id, EventKind.REVOKED)
-        keys = yield from RevokeUser(
+        """End every session of ``user_id`` but ``keep``; one ``session.revoked`` each, named
+        by the lineage the store read as it ended the session (no listing first)."""
+        ended = yield from RevokeUser(
             user_id, reason=reason, at=now, until=now + self._tomb_ttl, keep=keep
         )
-        for k in keys:
-            lineage = lineages.get(k, "")
+        for k, lineage in ended.items():
             self.emit(
                 EventKind.REVOKED,
                 facts,
@@ -223,14 +232,4 @@ class EngineBase:
                 user_id=user_id,
                 reason=reason,
             )
-        return keys
-
-    def lineages_of(self, user_id: str, kind: EventKind) -> Steps[dict[str, str]]:
-        """The lineage of each of the user's sessions by key, read before a store call that
-        ends some of them and returns their keys only (a bulk revocation, the per-user cap), so
-        their events carry their correlation values; no store call (and ``{}``) when no sink
-        wants ``kind``. A session the listing missed (made meanwhile) has ``""``."""
-        if not sink_wants(self.sink, kind):
-            return {}
-        records = yield from UserSessions(user_id)
-        return {r.key: r.lineage for r in records}
+        return list(ended)

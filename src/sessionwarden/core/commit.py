@@ -16,7 +16,7 @@ from ..events import EventKind, sink_wants
 from ..facts import RequestFacts
 from ..policy import Policy
 from ..records import JSON, LINEAGE_FLAG, Alias, RecordUpdate, SessionRecord, Tombstone
-from ..stores.base import CapAction
+from ..stores.base import CapAction, Ended
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
 from .notices import LOGIN_NOTICE_KINDS, login_notices
 from .ops import Delete, Get, Insert, Revoke, Rotate, Steps, Update, UserSessions
@@ -173,10 +173,10 @@ class Committing(EngineBase):
         record = session.record
         if record is not None:
             successor = yield from self._successor(record.key, now)
-            tombstone = self._tombstone(record.key, "logout", now, record.user_id)
+            tombstone = self._tombstone(record.key, "logout", now, record)
             ended = yield from Revoke(record.key, tombstone)
             if successor is not None:  # a concurrent request rotated it: end where it went
-                moved = self._tombstone(successor, "logout", now, record.user_id)
+                moved = self._tombstone(successor, "logout", now, record)
                 yield from Revoke(successor, moved)
             elif not ended and record.user_id is not None:
                 yield from self._end_moved_login(record, now)
@@ -196,7 +196,7 @@ class Committing(EngineBase):
         creation time), so signing out never leaves the successor signed in."""
         for other in (yield from UserSessions(record.user_id or "")):
             if other.created_at == record.created_at:
-                ended = self._tombstone(other.key, "logout", now, other.user_id)
+                ended = self._tombstone(other.key, "logout", now, other)
                 yield from Revoke(other.key, ended)
 
     def _still_live(self, key: str, now: float) -> Steps[bool]:
@@ -363,7 +363,6 @@ class Committing(EngineBase):
             dbsc=act.dbsc[0] if act.dbsc is not None else None,
         )
         cap, on_limit = self._cap(session)
-        lineages = yield from self._evictable(session)
         evicted = yield from Insert(
             record, max_per_user=cap, tombstone_until=now + self._tomb_ttl, on_limit=on_limit
         )
@@ -375,7 +374,7 @@ class Committing(EngineBase):
             self.emit(
                 EventKind.LOGGED_IN, facts, now, key=key, lineage=lineage, user_id=act.login_user
             )
-        self._report_evicted({k: lineages.get(k, "") for k in evicted}, facts, now, record.user_id)
+        self._report_evicted(evicted, facts, now, record.user_id)
         if act.login_user is not None:
             yield from self._notify_login(record, facts, now)
         session.record = record
@@ -400,25 +399,11 @@ class Committing(EngineBase):
             if isinstance(found, SessionRecord) and found.user_id is None and not found.data:
                 yield from Delete(old)
 
-    def _evictable(self, session: Session) -> Steps[dict[str, str]]:
-        """Before the write of a sign-in, which the per-user cap may make evict the user's
-        oldest sessions: their lineages by key (:meth:`lineages_of`; the store returns the
-        evicted keys only), so each ``session.evicted`` carries its session's correlation
-        value. No store call without a cap or with ``"reject"``; any other write evicts only
-        when the cap was lowered meanwhile, and those events carry ``""``."""
-        act = session.pending_actions
-        user_id = act.login_user if act is not None else None
-        policy = self.policy
-        if user_id is None or policy.max_sessions_per_user <= 0:
-            return {}
-        if policy.on_session_limit == "reject":
-            return {}
-        return (yield from self.lineages_of(user_id, EventKind.EVICTED))
-
     def _report_evicted(
-        self, evicted: dict[str, str], facts: RequestFacts, now: float, user_id: str | None
+        self, evicted: Ended, facts: RequestFacts, now: float, user_id: str | None
     ) -> None:
-        """One ``session.evicted`` per evicted key (``evicted``: key to lineage)."""
+        """One ``session.evicted`` per session the per-user cap ended, named by the lineage
+        the store read in the same write (``evicted``: key to lineage)."""
         for k, lineage in evicted.items():
             self.emit(
                 EventKind.EVICTED,
@@ -448,7 +433,6 @@ class Committing(EngineBase):
         # What the request wrote, without the rotation's own fields: kept if it loses a race.
         moved_data = RecordUpdate(set_data=changes.set_data, del_data=changes.del_data)
         changes.activity = self._activity(facts, now)
-        lineages = yield from self._evictable(session)
         evicted = yield from self._rotate_op(session, record.key, new_key, changes, now, periodic)
         if evicted is None:
             lost = yield from self._after_lost_rotation(
@@ -457,10 +441,9 @@ class Committing(EngineBase):
             if isinstance(lost, Outcome):
                 return lost
             evicted = lost
-        named = {k: lineages.get(k, "") for k in evicted}
         return (
             yield from self._rotated(
-                session, facts, now, changes, session_id, new_key, named, periodic
+                session, facts, now, changes, session_id, new_key, evicted, periodic
             )
         )
 
@@ -504,7 +487,7 @@ class Committing(EngineBase):
         changes: RecordUpdate,
         now: float,
         periodic: bool,
-    ) -> Steps[list[str] | None]:
+    ) -> Steps[Ended | None]:
         """The store call of a rotation: a periodic one leaves an alias with a grace window,
         any other a tombstone."""
         user_id = session.record.user_id if session.record is not None else None
@@ -521,7 +504,7 @@ class Committing(EngineBase):
         else:
             login = session.actions.login_user is not None
             reason = LOGIN_ROTATION if login else "rotated:privilege"
-            old_becomes = self._tombstone(old_key, reason, now, user_id)
+            old_becomes = self._tombstone(old_key, reason, now, session.record)
         cap, on_limit = self._cap(session)
         return (
             yield from Rotate(
@@ -545,10 +528,10 @@ class Committing(EngineBase):
         moved_data: RecordUpdate,
         new_key: str,
         periodic: bool,
-    ) -> Steps[Outcome | list[str]]:
+    ) -> Steps[Outcome | Ended]:
         """Race recovery: someone else moved or ended this session while the request was in
-        flight. The outcome of this request, or the evicted keys of a rotation that now
-        succeeded on the successor."""
+        flight. The outcome of this request, or the evicted keys and lineages of a rotation
+        that now succeeded on the successor."""
         record = session.record
         assert record is not None
         successor = yield from self._successor(record.key, now)
@@ -609,7 +592,7 @@ class Committing(EngineBase):
         changes: RecordUpdate,
         session_id: str,
         new_key: str,
-        evicted: dict[str, str],
+        evicted: Ended,
         periodic: bool,
     ) -> Steps[Outcome]:
         """The rotation happened: report it, and the session is the one at its new key

@@ -154,7 +154,7 @@ class Engine(Loading, Committing):
             return False
         record = matches[0]
         reason = f"revoked:{by}"  # as revoke_user's: the tombstone's and the event's
-        ok = yield from Revoke(record.key, self._tombstone(record.key, reason, now, user_id))
+        ok = yield from Revoke(record.key, self._tombstone(record.key, reason, now, record))
         if ok:
             self.emit(EventKind.REVOKED, None, now, record=record, reason=reason)
         return ok

@@ -83,7 +83,7 @@ class Loading(EngineBase):
                 found = yield from Get(key)
             if isinstance(found, SessionRecord):
                 user_id = found.user_id
-                yield from Revoke(key, self._tombstone(key, "cookie-tossing", now, user_id))
+                yield from Revoke(key, self._tombstone(key, "cookie-tossing", now, found))
                 self.emit(
                     EventKind.REVOKED,
                     facts,
@@ -136,7 +136,9 @@ class Loading(EngineBase):
             rotated = found.reason.startswith("rotated")
             kind = EventKind.REPLAY_ROTATED if rotated else EventKind.REPLAY_REVOKED
             reason = found.reason
-        self.emit(kind, facts, now, key=key, user_id=found.user_id, reason=reason)
+        self.emit(
+            kind, facts, now, key=key, lineage=found.lineage, user_id=found.user_id, reason=reason
+        )
         # An ID replaced at login: the browser's cookie already is (or is about to be) the new
         # one, which clearing the name would delete.
         clear = found.reason != LOGIN_ROTATION
@@ -231,9 +233,7 @@ class Loading(EngineBase):
             detail={**detail, "action": action},
         )
         if action == "revoke":
-            yield from Revoke(
-                record.key, self._tombstone(record.key, "anomaly", now, record.user_id)
-            )
+            yield from Revoke(record.key, self._tombstone(record.key, "anomaly", now, record))
             self.emit(
                 EventKind.REVOKED,
                 facts,

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Generator
 from typing import Any, Generic, TypeVar
 
 from ..records import Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from ..stores.base import AsyncSessionStore, CapAction, SessionStore
+from ..stores.base import AsyncSessionStore, CapAction, Ended, SessionStore
 
 T = TypeVar("T")
 
@@ -59,9 +59,10 @@ class Get(Op[Lookup]):
         return store.get(self.key)
 
 
-class Insert(Op[list[str]]):
-    """Add a new record under the per-user cap; the result is the evicted keys (a refusal,
-    ``on_limit="reject"``, raises :class:`~sessionwarden.stores.base.SessionLimitReached`)."""
+class Insert(Op[Ended]):
+    """Add a new record under the per-user cap; the result is the evicted keys and their
+    lineages (a refusal, ``on_limit="reject"``, raises
+    :class:`~sessionwarden.stores.base.SessionLimitReached`)."""
 
     __slots__ = ("max_per_user", "on_limit", "record", "tombstone_until")
 
@@ -78,7 +79,7 @@ class Insert(Op[list[str]]):
         self.tombstone_until = tombstone_until
         self.on_limit: CapAction = on_limit
 
-    def apply(self, store: SessionStore) -> list[str]:
+    def apply(self, store: SessionStore) -> Ended:
         return store.insert(
             self.record,
             max_per_user=self.max_per_user,
@@ -86,7 +87,7 @@ class Insert(Op[list[str]]):
             on_limit=self.on_limit,
         )
 
-    def apply_async(self, store: AsyncSessionStore) -> Awaitable[list[str]]:
+    def apply_async(self, store: AsyncSessionStore) -> Awaitable[Ended]:
         return store.insert(
             self.record,
             max_per_user=self.max_per_user,
@@ -95,8 +96,9 @@ class Insert(Op[list[str]]):
         )
 
 
-class Rotate(Op["list[str] | None"]):
-    """Move a live record to a new key; the evicted keys, or ``None`` when it is not live."""
+class Rotate(Op["Ended | None"]):
+    """Move a live record to a new key; the evicted keys and their lineages, or ``None`` when
+    it is not live."""
 
     __slots__ = (
         "activity_max",
@@ -130,7 +132,7 @@ class Rotate(Op["list[str] | None"]):
         self.tombstone_until = tombstone_until
         self.activity_max = activity_max
 
-    def apply(self, store: SessionStore) -> list[str] | None:
+    def apply(self, store: SessionStore) -> Ended | None:
         return store.rotate(
             self.old_key,
             self.new_key,
@@ -142,7 +144,7 @@ class Rotate(Op["list[str] | None"]):
             on_limit=self.on_limit,
         )
 
-    def apply_async(self, store: AsyncSessionStore) -> Awaitable[list[str] | None]:
+    def apply_async(self, store: AsyncSessionStore) -> Awaitable[Ended | None]:
         return store.rotate(
             self.old_key,
             self.new_key,
@@ -238,8 +240,9 @@ class AllSessions(Op["tuple[list[SessionRecord], str | None]"]):
         return store.all_sessions(self.after, self.limit)
 
 
-class RevokeUser(Op[list[str]]):
-    """Tombstone every session of a user but ``keep``; the result is the revoked keys."""
+class RevokeUser(Op[Ended]):
+    """Tombstone every session of a user but ``keep``; the result is the revoked keys and
+    their lineages."""
 
     __slots__ = ("at", "keep", "reason", "until", "user_id")
 
@@ -252,12 +255,12 @@ class RevokeUser(Op[list[str]]):
         self.until = until
         self.keep = keep
 
-    def apply(self, store: SessionStore) -> list[str]:
+    def apply(self, store: SessionStore) -> Ended:
         return store.revoke_user(
             self.user_id, reason=self.reason, at=self.at, until=self.until, keep=self.keep
         )
 
-    def apply_async(self, store: AsyncSessionStore) -> Awaitable[list[str]]:
+    def apply_async(self, store: AsyncSessionStore) -> Awaitable[Ended]:
         return store.revoke_user(
             self.user_id, reason=self.reason, at=self.at, until=self.until, keep=self.keep
         )

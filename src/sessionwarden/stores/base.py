@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from ..records import (
     JSON,
@@ -63,6 +63,14 @@ class SessionLimitReached(Exception):
         self.limit = limit
 
 
+#: What a write that ends sessions (the cap's evictions in ``insert`` and ``rotate``,
+#: ``revoke_user``) returns: the key of each session it ended and that session's lineage
+#: (:attr:`~sessionwarden.records.SessionRecord.lineage`, read from the record in the same atomic
+#: step), in the order they were ended; so the core names each ended session in its event without
+#: listing the user's sessions first. Each tombstone written keeps the same lineage.
+Ended: TypeAlias = dict[str, str]
+
+
 class WouldWait(Exception):
     """Raised by a write of a synchronous store under its ``without_waiting()`` (SQLite) when
     it would have to wait for another writer's lock; nothing was written. The caller runs the
@@ -95,14 +103,14 @@ class SessionStore(Protocol):
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         """Add a new record. When it has a user and ``max_per_user`` > 0, hold that user to the
         cap in the same atomic step: evict sessions (``on_limit``: the oldest by
         ``created_at``, or the least recently active by ``last_seen``) so at most
         ``max_per_user`` remain, each evicted key becoming a tombstone with reason
-        ``"evicted"``; or, with ``"reject"``, raise :class:`SessionLimitReached` without
-        writing anything when ``max_per_user`` live sessions exist already. Returns evicted
-        keys."""
+        ``"evicted"`` that keeps the evicted record's lineage; or, with ``"reject"``, raise
+        :class:`SessionLimitReached` without writing anything when ``max_per_user`` live
+        sessions exist already. Returns the evicted keys and their lineages (:data:`Ended`)."""
         ...
 
     def rotate(
@@ -116,13 +124,13 @@ class SessionStore(Protocol):
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         """Atomically: read the live record at ``old_key``, apply ``update``, store it at
         ``new_key`` (index updated), and replace ``old_key`` with ``old_becomes``. Enforces the
         per-user cap like :meth:`insert` (the new key is never evicted, and the record being
-        moved does not count against the cap). Returns evicted keys, or ``None`` when
-        ``old_key`` is no longer a live record (nothing is written).
-        ``old_becomes.key`` is ``old_key``. The activity
+        moved does not count against the cap). Returns the evicted keys and their lineages
+        (:data:`Ended`), or ``None`` when ``old_key`` is no longer a live record (nothing is
+        written). ``old_becomes.key`` is ``old_key``. The activity
         trail moves to ``new_key``; ``update.activity`` is appended to it (bounded by
         ``activity_max``) like :meth:`update` does."""
         ...
@@ -133,7 +141,8 @@ class SessionStore(Protocol):
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         """Replace a live record or alias with ``tombstone`` and drop it from the user index.
-        ``False`` when there was no live record or alias."""
+        ``False`` when there was no live record or alias. The caller holds the session it ends,
+        so ``tombstone.lineage`` already names it."""
         ...
 
     def delete(self, key: str) -> None:
@@ -162,8 +171,10 @@ class SessionStore(Protocol):
 
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
-        """Tombstone every session of ``user_id`` except ``keep``. Returns the revoked keys."""
+    ) -> Ended:
+        """Tombstone every session of ``user_id`` except ``keep``, each tombstone keeping its
+        record's lineage. Returns the revoked keys and their lineages (:data:`Ended`), ordered
+        by key."""
         ...
 
     def activity(self, key: str) -> list[dict[str, JSON]]:
@@ -192,7 +203,7 @@ class AsyncSessionStore(Protocol):
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]: ...
+    ) -> Ended: ...
 
     async def rotate(
         self,
@@ -205,7 +216,7 @@ class AsyncSessionStore(Protocol):
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None: ...
+    ) -> Ended | None: ...
 
     async def update(self, key: str, update: RecordUpdate, *, activity_max: int = 0) -> bool: ...
 
@@ -221,7 +232,7 @@ class AsyncSessionStore(Protocol):
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]: ...
+    ) -> Ended: ...
 
     async def activity(self, key: str) -> list[dict[str, JSON]]: ...
 
@@ -274,7 +285,7 @@ class InlineAsyncStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         return await self._write(
             self.sync.insert,
             record,
@@ -294,7 +305,7 @@ class InlineAsyncStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         return await self._write(
             self.sync.rotate,
             old_key,
@@ -326,7 +337,7 @@ class InlineAsyncStore:
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         return await self._write(
             self.sync.revoke_user, user_id, reason=reason, at=at, until=until, keep=keep
         )

@@ -7,7 +7,7 @@ import threading
 from collections import deque
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import CapAction, StoreStats, over_cap
+from .base import CapAction, Ended, StoreStats, over_cap
 
 
 class MemoryStore:
@@ -54,12 +54,22 @@ class MemoryStore:
         live.append((record.created_at, record.last_seen, record.key))
         return over_cap(live, cap, record.key, on_limit, user)
 
-    def _evict(self, keys: list[str], record: SessionRecord, until: float) -> list[str]:
+    def _evict(self, keys: list[str], record: SessionRecord, until: float) -> Ended:
+        return self._bury(keys, "evicted", record.last_seen, until, record.user_id)
+
+    def _bury(
+        self, keys: list[str], reason: str, at: float, until: float, user_id: str | None
+    ) -> Ended:
+        """Tombstone the user's records at ``keys``, each keeping its record's lineage."""
+        ended: Ended = {}
         for k in keys:
-            self._items[k] = Tombstone(k, "evicted", record.last_seen, until, record.user_id)
+            item = self._items.get(k)
+            lineage = item.lineage if isinstance(item, SessionRecord) else ""
+            self._items[k] = Tombstone(k, reason, at, until, user_id, lineage)
             self._activity.pop(k, None)
-            self._index_drop(k, record.user_id)
-        return keys
+            self._index_drop(k, user_id)
+            ended[k] = lineage
+        return ended
 
     def _append_activity(self, key: str, update: RecordUpdate, activity_max: int) -> None:
         if update.activity is None or activity_max <= 0:
@@ -84,7 +94,7 @@ class MemoryStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         with self._lock:
             victims = self._over_cap(record, max_per_user, on_limit, record.key)
             previous = self._items.get(record.key)
@@ -105,7 +115,7 @@ class MemoryStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         with self._lock:
             old = self._items.get(old_key)
             if not isinstance(old, SessionRecord):
@@ -184,14 +194,10 @@ class MemoryStore:
 
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         with self._lock:
-            keys = [k for k in self._users.get(user_id, ()) if k != keep]
-            for k in keys:
-                self._items[k] = Tombstone(k, reason, at, until, user_id)
-                self._activity.pop(k, None)
-                self._index_drop(k, user_id)
-            return sorted(keys)
+            keys = sorted(k for k in self._users.get(user_id, ()) if k != keep)
+            return self._bury(keys, reason, at, until, user_id)
 
     def activity(self, key: str) -> list[dict[str, JSON]]:
         with self._lock:

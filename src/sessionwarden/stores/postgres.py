@@ -43,7 +43,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTimeout
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import CapAction, StoreStats, StoreUnavailable
+from .base import CapAction, Ended, StoreStats, StoreUnavailable
 from .postgres_ops import (
     ALL,
     COUNT,
@@ -237,7 +237,7 @@ class PostgresStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         return self._run(
             lambda: self._ops.insert(record, max_per_user, tombstone_until, on_limit), write=True
         )
@@ -253,7 +253,7 @@ class PostgresStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         return self._run(
             lambda: self._ops.rotate(
                 old_key,
@@ -291,7 +291,7 @@ class PostgresStore:
 
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         return self._run(
             lambda: self._ops.revoke_user(user_id, reason, at, until, keep), write=True
         )
@@ -444,7 +444,7 @@ class AsyncPostgresStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         return await self._run(
             lambda: self._ops.insert(record, max_per_user, tombstone_until, on_limit), write=True
         )
@@ -460,7 +460,7 @@ class AsyncPostgresStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         return await self._run(
             lambda: self._ops.rotate(
                 old_key,
@@ -498,7 +498,7 @@ class AsyncPostgresStore:
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         return await self._run(
             lambda: self._ops.revoke_user(user_id, reason, at, until, keep), write=True
         )

@@ -35,7 +35,7 @@ from ..records import (
     dumps,
     loads,
 )
-from .base import CapAction, StoreStats, appended_trail, merge_stored, over_cap
+from .base import CapAction, Ended, StoreStats, appended_trail, merge_stored, over_cap
 
 T = TypeVar("T")
 
@@ -98,6 +98,12 @@ def schema_statements(table: str) -> tuple[str, ...]:
     )
 
 
+#: A record row's lineage in SQL, from its meta as it was before the statement: the
+#: ``lineage`` flag, or the key for a record written before lineages
+#: (:func:`~sessionwarden.records.lineage_or_key`).
+_LINEAGE = "coalesce(nullif(meta::jsonb #>> '{flags,lineage}', ''), key)"
+
+
 def _marker_meta(marker: Alias | Tombstone) -> tuple[int, str]:
     if isinstance(marker, Alias):
         meta: dict[str, JSON] = {
@@ -106,9 +112,10 @@ def _marker_meta(marker: Alias | Tombstone) -> tuple[int, str]:
             "grace_until": marker.grace_until,
         }
         return _ALIAS, dumps(meta)
-    return _TOMBSTONE, dumps({"reason": marker.reason, "at": marker.at})
-
-
+    meta = {"reason": marker.reason, "at": marker.at}
+    if marker.lineage:
+        meta["lineage"] = marker.lineage
+    return _TOMBSTONE, dumps(meta)
 
 
 def decode(key: str, row: Sequence[Any]) -> Lookup:
@@ -127,7 +134,12 @@ def decode(key: str, row: Sequence[Any]) -> Lookup:
             user_id=user_id,
         )
     return Tombstone(
-        key=key, reason=meta["reason"], at=meta["at"], until=float(expires), user_id=user_id
+        key=key,
+        reason=meta["reason"],
+        at=meta["at"],
+        until=float(expires),
+        user_id=user_id,
+        lineage=str(meta.get("lineage") or ""),  # none in a tombstone of an earlier version
     )
 
 
@@ -199,13 +211,14 @@ class Ops:
 
     def _enforce_cap(
         self, key: str, meta: dict[str, Any], cap: int, until: float, on_limit: CapAction
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         """Hold the user of the record just written at ``key`` to ``cap`` (see
-        :func:`~.base.over_cap`): evict, or raise :class:`~.base.SessionLimitReached` (the
-        transaction is then rolled back). The caller holds the user's advisory lock."""
+        :func:`~.base.over_cap`): evict (the evicted keys and lineages, oldest first), or raise
+        :class:`~.base.SessionLimitReached` (the transaction is then rolled back). The caller
+        holds the user's advisory lock."""
         user_id = meta["user_id"]
         if user_id is None or cap <= 0:
-            return []
+            return {}
         at = meta["last_seen"]
         rows = yield Step(
             f"SELECT created_at, coalesce((meta::jsonb->>'last_seen')::float8, created_at), key"
@@ -215,14 +228,26 @@ class Ops:
         )
         live = [(float(c), float(seen), str(k)) for c, seen, k in rows]
         evicted = over_cap(live, cap, key, on_limit, user_id)
-        if evicted:
-            yield Step(
-                f"UPDATE {self.table} SET kind = 2, created_at = NULL, expires = %s, meta = %s,"
-                " data = NULL, activity = NULL WHERE key = ANY(%s)",
-                (until, dumps({"reason": "evicted", "at": at}), evicted),
-                COUNT,
-            )
-        return evicted
+        if not evicted:
+            return {}
+        ended = yield from self._bury("key = ANY(%s)", (evicted,), "evicted", at, until)
+        return {k: ended[k] for k in evicted}
+
+    def _bury(
+        self, where: str, params: tuple[Any, ...], reason: str, at: float, until: float
+    ) -> Op[Ended]:
+        """Tombstone the records ``where`` selects in one statement, each tombstone keeping
+        its record's lineage (the ``lineage`` flag of the row's old meta; its key for a record
+        written before lineages); returns their keys and lineages, ordered by key."""
+        rows = yield Step(
+            f"UPDATE {self.table} SET kind = 2, created_at = NULL, expires = %s,"
+            f" meta = (%s::jsonb || jsonb_build_object('lineage', {_LINEAGE}))::text,"
+            f" data = NULL, activity = NULL WHERE {where}"
+            " RETURNING key, meta::jsonb->>'lineage'",
+            (until, dumps({"reason": reason, "at": at}), *params),
+            ALL,
+        )
+        return {str(k): str(lineage) for k, lineage in sorted(rows)}
 
     # -- reads ---------------------------------------------------------------------------------
     def get(self, key: str) -> Op[Lookup]:
@@ -287,7 +312,7 @@ class Ops:
     # -- writes (each runs in one transaction) -------------------------------------------------
     def insert(
         self, record: SessionRecord, cap: int, until: float, on_limit: CapAction
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         meta: dict[str, Any] = record.meta()
         if record.user_id is not None and cap > 0:
             yield self._lock_user(record.user_id)
@@ -304,7 +329,7 @@ class Ops:
         until: float,
         activity_max: int,
         on_limit: CapAction,
-    ) -> Op[list[str] | None]:
+    ) -> Op[Ended | None]:
         user: JSON = None
         if cap > 0:
             # The user the new record will belong to, to lock before any row (see the class
@@ -377,16 +402,10 @@ class Ops:
 
     def revoke_user(
         self, user_id: str, reason: str, at: float, until: float, keep: str | None
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         yield self._lock_user(user_id)
-        rows = yield Step(
-            f"UPDATE {self.table} SET kind = 2, created_at = NULL, expires = %s, meta = %s,"
-            " data = NULL, activity = NULL"
-            " WHERE user_id = %s AND kind = 0 AND key IS DISTINCT FROM %s RETURNING key",
-            (until, dumps({"reason": reason, "at": at}), user_id, keep),
-            ALL,
-        )
-        return sorted(str(k) for (k,) in rows)
+        where = "user_id = %s AND kind = 0 AND key IS DISTINCT FROM %s"
+        return (yield from self._bury(where, (user_id, keep), reason, at, until))
 
     def purge_batch(self, now: float, batch: int) -> Op[int]:
         """One batch of the purge. Rows another transaction holds locked (a request writing

@@ -42,7 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import CapAction, StoreStats, StoreUnavailable
+from .base import CapAction, Ended, StoreStats, StoreUnavailable
 from .redis_layout import MIN_RETENTION_MS, SCRIPTS, decode, flat_fields
 from .redis_ops import (
     FAILURES,
@@ -181,7 +181,7 @@ class RedisStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         op = self._ops.insert(record, max_per_user, tombstone_until, on_limit)
         evicted = self._run(op)
         forget(self.read_cache, self._ops, evicted)
@@ -198,7 +198,7 @@ class RedisStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         op = self._ops.rotate(
             old_key,
             new_key,
@@ -214,7 +214,7 @@ class RedisStore:
             return (self._run(op))[0]
         name = self._ops.skey(new_key)
         ticket = cache.begin(name, threading.get_ident())
-        evicted: list[str] | None = None
+        evicted: Ended | None = None
         written: Lookup = None
         try:
             evicted, written = self._run(op, keep=name)
@@ -253,7 +253,7 @@ class RedisStore:
 
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         revoked = self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
         forget(self.read_cache, self._ops, revoked)
         return revoked
@@ -418,7 +418,7 @@ class AsyncRedisStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         op = self._ops.insert(record, max_per_user, tombstone_until, on_limit)
         evicted = await self._run(op)
         forget(self.read_cache, self._ops, evicted)
@@ -435,7 +435,7 @@ class AsyncRedisStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         op = self._ops.rotate(
             old_key,
             new_key,
@@ -451,7 +451,7 @@ class AsyncRedisStore:
             return (await self._run(op))[0]
         name = self._ops.skey(new_key)
         ticket = cache.begin(name, asyncio.get_running_loop())
-        evicted: list[str] | None = None
+        evicted: Ended | None = None
         written: Lookup = None
         try:
             evicted, written = await self._run(op, keep=name)
@@ -490,7 +490,7 @@ class AsyncRedisStore:
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         revoked = await self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
         forget(self.read_cache, self._ops, revoked)
         return revoked

@@ -75,7 +75,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
-from .base import CapAction, StoreStats, StoreUnavailable
+from .base import CapAction, Ended, StoreStats, StoreUnavailable
 from .redis_cluster_ops import SCRIPTS, Call, ClusterOps, Commands, Op, Script
 from .redis_layout import Scalars, decode, flat_fields
 from .redis_ops import FAILURES, client_options, unavailable
@@ -250,7 +250,7 @@ class RedisClusterStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         return self._run(self._ops.insert(record, max_per_user, tombstone_until, on_limit))
 
     def rotate(
@@ -264,7 +264,7 @@ class RedisClusterStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         return self._run(
             self._ops.rotate(
                 old_key,
@@ -297,7 +297,7 @@ class RedisClusterStore:
 
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         return self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
 
     def activity(self, key: str) -> list[dict[str, JSON]]:
@@ -415,7 +415,7 @@ class AsyncRedisClusterStore:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         return await self._run(self._ops.insert(record, max_per_user, tombstone_until, on_limit))
 
     async def rotate(
@@ -429,7 +429,7 @@ class AsyncRedisClusterStore:
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         return await self._run(
             self._ops.rotate(
                 old_key,
@@ -462,7 +462,7 @@ class AsyncRedisClusterStore:
 
     async def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         return await self._run(self._ops.revoke_user(user_id, reason, at, until, keep))
 
     async def activity(self, key: str) -> list[dict[str, JSON]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
-from .base import CapAction, SessionLimitReached, StoreStats, StoreUnavailable
+from .base import CapAction, Ended, SessionLimitReached, StoreStats, StoreUnavailable
 from .redis_layout import (
     KEY_LAYOUT,
     decode,
@@ -179,15 +179,15 @@ class ClusterOps:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         previous = yield from self._put(record.key, record_fields(record))
         if previous != record.user_id:
             yield from self._index_rem(previous, record.key)
         if record.user_id is None:
-            return []
+            return {}
         if on_limit == "reject" and max_per_user > 0:
             yield from self._reserve(record, record.key, max_per_user)
-            return []
+            return {}
         yield from self._index_add(record.user_id, record.key, record.created_at)
         at = record.last_seen
         return (
@@ -219,28 +219,36 @@ class ClusterOps:
         return True
 
     def revoke(self, key: str, tombstone: Tombstone) -> Op[bool]:
-        done, user = yield from self._mark(key, "revoke", tombstone)
+        done, user, _ = yield from self._mark(key, "revoke", tombstone)
         if done == 1:
             yield from self._index_rem(user, key)
         return done == 1
 
     def delete(self, key: str) -> Op[None]:
-        _, user = yield from self._mark(key, "delete", None)
+        _, user, _ = yield from self._mark(key, "delete", None)
         yield from self._index_rem(user, key)
         return None
 
-    def _mark(self, key: str, mode: str, tombstone: Tombstone | None) -> Op[tuple[int, str | None]]:
-        """``(1, user)`` written, ``(2, target)`` an alias to follow, ``(0, None)`` nothing."""
+    def _mark(
+        self, key: str, mode: str, tombstone: Tombstone | None
+    ) -> Op[tuple[int, str | None, str]]:
+        """``(1, user, lineage)`` written (a tombstone over a live record keeps the record's
+        lineage, in ``"member"`` mode the key for a record without one), ``(2, target, "")`` an
+        alias to follow, ``(0, None, "")`` nothing."""
         if tombstone is None:
             args: tuple[str | bytes, ...] = ("0",)
         else:
+            lineage = tombstone.lineage or (key if mode == "member" else "")
             stone = Tombstone(
-                key, tombstone.reason, tombstone.at, tombstone.until, tombstone.user_id
+                key, tombstone.reason, tombstone.at, tombstone.until, tombstone.user_id, lineage
             )
             args = (dumps(stone.until), *marker_fields(stone))
         reply = yield self._script("mark", self._session(key), mode, *args)
         done = int(reply[0])
-        return done, _user_of(reply[1]) if done else None
+        if not done:
+            return done, None, ""
+        written = reply[2] if done == 1 and len(reply) > 2 else None
+        return done, _user_of(reply[1]), "" if written is None else text(written)
 
     def activity(self, key: str) -> Op[list[dict[str, JSON]]]:
         (reply,) = yield _one("LRANGE", self.akey(key), 0, -1)
@@ -258,7 +266,7 @@ class ClusterOps:
         tombstone_until: float,
         activity_max: int,
         on_limit: CapAction = "evict-oldest",
-    ) -> Op[list[str] | None]:
+    ) -> Op[Ended | None]:
         reject = on_limit == "reject" and max_per_user > 0
         moved = yield from self._move(
             old_key, new_key, update, old_becomes, activity_max, max_per_user if reject else 0
@@ -273,7 +281,7 @@ class ClusterOps:
             yield from self._index_add(record.user_id, new_key, record.created_at)
         yield from self._index_rem(old_user, old_key)
         if record.user_id is None or reject:
-            return []
+            return {}
         return (
             yield from self._cap(
                 record.user_id, new_key, max_per_user, record.last_seen, tombstone_until, on_limit
@@ -329,18 +337,17 @@ class ClusterOps:
             yield from self._evict_chain(str(raw_key), Tombstone("", "evicted", at, until, user))
             yield _one("HDEL", self.vkey(user_id), raw_key)
 
-    def _evict_chain(
-        self, key: str, tombstone: Tombstone, keep: str | None = None
-    ) -> Op[list[str]]:
+    def _evict_chain(self, key: str, tombstone: Tombstone, keep: str | None = None) -> Op[Ended]:
         """Tombstone ``key``, following aliases to the live record they lead to (never
-        ``keep``). Returns the keys that were live records and are tombstones now."""
-        done: list[str] = []
+        ``keep``). Returns the keys that were live records and are tombstones now, with the
+        lineages their tombstones keep."""
+        done: Ended = {}
         for _ in range(ALIAS_HOPS):
             if key == keep:
                 break
-            status, found = yield from self._mark(key, "member", tombstone)
+            status, found, lineage = yield from self._mark(key, "member", tombstone)
             if status == 1:
-                done.append(key)
+                done[key] = lineage
             if status != 2 or found is None:
                 break
             key = found
@@ -396,12 +403,12 @@ class ClusterOps:
 
     def _cap(
         self, user_id: str, keep: str, cap: int, at: float, until: float, on_limit: CapAction
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         if cap <= 0:
-            return []
+            return {}
         (count,) = yield _one("ZCARD", self.ukey(user_id))
         if int(count) <= cap:
-            return []
+            return {}
         records = yield from self._members(user_id)
         expired = [r.key for r in records if r.expires_at <= at and r.key != keep]
         order: list[str] = []
@@ -418,11 +425,11 @@ class ClusterOps:
             *expired,
             *order,
         )
-        evicted: list[str] = []
+        evicted: Ended = {}
         stone = Tombstone("", "evicted", at, until, user_id)
         for raw in moved:
             key = text(raw)
-            evicted += yield from self._evict_chain(key, stone, keep)
+            evicted.update((yield from self._evict_chain(key, stone, keep)))
             yield _one("HDEL", self.vkey(user_id), key)
         return evicted
 
@@ -432,15 +439,15 @@ class ClusterOps:
 
     def revoke_user(
         self, user_id: str, reason: str, at: float, until: float, keep: str | None
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         stone = Tombstone("", reason, at, until, user_id)
-        revoked: list[str] = []
+        revoked: Ended = {}
         for record in (yield from self._members(user_id)):
             if record.key == keep:
                 continue
-            revoked += yield from self._evict_chain(record.key, stone, keep)
+            revoked.update((yield from self._evict_chain(record.key, stone, keep)))
             yield _one("ZREM", self.ukey(user_id), _member(record.key))
-        return sorted(revoked)
+        return dict(sorted(revoked.items()))
 
     # -- whole-store passes --
 

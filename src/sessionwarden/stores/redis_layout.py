@@ -37,6 +37,8 @@ field        holds                                 in
 ``T``        at                                    alias, tombstone
 ``G``        grace_until                           alias
 ``U``        until                                 alias, tombstone
+``L``        the ended session's lineage (as is;   tombstone
+             none in one of an earlier version)
 ===========  ====================================  =========================
 
 A meta field holding its default (``None``, ``""``, ``{}`` as in
@@ -133,7 +135,7 @@ FINGERPRINT_TRAITS: Final = tuple(FP_CODES)
 LIVE: Final = "c"
 ALIAS: Final = "@"
 TOMB: Final = "!"
-_AT, _GRACE, _UNTIL, _USER = "T", "G", "U", "u"
+_AT, _GRACE, _UNTIL, _USER, _LINEAGE = "T", "G", "U", "u", "L"
 #: Fields holding a time (seconds since the epoch), stored as an 8-byte double (see ``_time``).
 _TIME_CODES: Final = frozenset({"c", "l", "e", "r", "a"})
 
@@ -148,6 +150,13 @@ def pairs(reply: Any) -> dict[str, bytes]:
         return {text(k): _raw(v) for k, v in reply.items()}
     items = list(reply or ())
     return {text(items[i]): _raw(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def ended_pairs(reply: Any) -> dict[str, str]:
+    """A script's ``{key, lineage, key, lineage, ...}`` answer (the sessions it ended) as
+    key -> lineage, in the script's order."""
+    items = list(reply or ())
+    return {text(items[i]): text(items[i + 1]) for i in range(0, len(items) - 1, 2)}
 
 
 def _raw(value: Any) -> bytes:
@@ -281,6 +290,8 @@ def marker_fields(item: Alias | Tombstone) -> list[str | bytes]:
         ]
     else:
         flat = [TOMB, enc(item.reason), _AT, time_enc(item.at)]
+        if item.lineage:
+            flat += [_LINEAGE, item.lineage]
     flat += [_UNTIL, time_enc(item.until)]
     if item.user_id is not None:
         flat += [_USER, enc(item.user_id)]
@@ -362,6 +373,7 @@ def decode(key: str, fields: Mapping[str, str | bytes], scalars: Scalars | None 
             at=_time(fields[_AT]),
             until=_time(fields[_UNTIL]),
             user_id=user,
+            lineage=text(fields.get(_LINEAGE, b"")),  # as is: it may look like a number
         )
     return None
 

@@ -8,20 +8,21 @@ as constants; a script call passes the store's prefix first (see
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
 
 from redis.exceptions import RedisError, ResponseError
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, dumps, loads
-from .base import CapAction, SessionLimitReached, StoreStats, StoreUnavailable
+from .base import CapAction, Ended, SessionLimitReached, StoreStats, StoreUnavailable
 from .redis_layout import (
     KEY_LAYOUT,
     SCRIPTS,
     Scalars,
     decode,
     enc,
+    ended_pairs,
     flat_fields,
     glob_escape,
     marker_fields,
@@ -155,7 +156,7 @@ class Ops:
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         keys = [self.skey(record.key)]
         if record.user_id is not None:
             keys.append(self.ukey(record.user_id))
@@ -171,7 +172,7 @@ class Ops:
         reply = yield Call("insert", tuple(keys), tuple(args))
         if reply == REFUSED:
             raise SessionLimitReached(record.user_id or "", int(max_per_user))
-        return [text(k) for k in reply]
+        return ended_pairs(reply)
 
     def rotate(
         self,
@@ -183,9 +184,10 @@ class Ops:
         tombstone_until: float,
         activity_max: int,
         on_limit: CapAction = "evict-oldest",
-    ) -> Op[tuple[list[str] | None, Lookup]]:
-        """The evicted keys (``None`` when ``old_key`` held no live record) and the record as
-        written at ``new_key``; :class:`SessionLimitReached` when the cap refuses it."""
+    ) -> Op[tuple[Ended | None, Lookup]]:
+        """The evicted keys and their lineages (``None`` when ``old_key`` held no live record)
+        and the record as written at ``new_key``; :class:`SessionLimitReached` when the cap
+        refuses it."""
         sets, dels = update_fields(update)
         args = [
             *self.head,
@@ -209,7 +211,7 @@ class Ops:
             user = update.meta.get("user_id")
             raise SessionLimitReached(user if isinstance(user, str) else "", int(max_per_user))
         items = list(reply)
-        return [text(k) for k in items[1:]], decode(new_key, _fields(items[0]), self.scalars)
+        return ended_pairs(items[1:]), decode(new_key, _fields(items[0]), self.scalars)
 
     def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
         """The record as written (the script answers with the whole hash), or ``None`` when
@@ -265,7 +267,7 @@ class Ops:
 
     def revoke_user(
         self, user_id: str, reason: str, at: float, until: float, keep: str | None
-    ) -> Op[list[str]]:
+    ) -> Op[Ended]:
         tomb = marker_fields(Tombstone("", reason, at, until, user_id))
         args = [
             *self.head,
@@ -275,7 +277,7 @@ class Ops:
             *tomb,
         ]
         reply = yield Call("revoke_user", (self.ukey(user_id),), tuple(args))
-        return sorted(text(k) for k in reply)
+        return dict(sorted(ended_pairs(reply).items()))
 
     def activity(self, key: str) -> Op[list[dict[str, JSON]]]:
         reply = yield command("LRANGE", self.akey(key), 0, -1)
@@ -399,7 +401,7 @@ def read_cache(
     return ReadCache(feed, ttl=ttl, size=size)
 
 
-def forget(cache: ReadCache | None, ops: Ops, keys: Sequence[str] | None) -> None:
+def forget(cache: ReadCache | None, ops: Ops, keys: Iterable[str] | None) -> None:
     """After a write: drop the store keys it touched from the read cache (``None``: all)."""
     if cache is None:
         return

@@ -105,7 +105,7 @@ from typing import Any, Final
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone, loads
 from . import sqlite_file as _file
 from . import sqlite_rows as _rows
-from .base import CapAction, StoreStats, StoreUnavailable, WouldWait, appended_trail
+from .base import CapAction, Ended, StoreStats, StoreUnavailable, WouldWait, appended_trail
 from .sqlite_rows import (
     ALIAS,
     GET,
@@ -455,7 +455,7 @@ class SQLiteStore(_rows.ListsAll):
         max_per_user: int,
         tombstone_until: float,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str]:
+    ) -> Ended:
         meta: dict[str, Any] = record.meta()
         with self._write() as db:
             self._put_record(db, record.key, meta, record.data, None)
@@ -472,7 +472,7 @@ class SQLiteStore(_rows.ListsAll):
         tombstone_until: float,
         activity_max: int = 0,
         on_limit: CapAction = "evict-oldest",
-    ) -> list[str] | None:
+    ) -> Ended | None:
         handle = self._handle()
         with self._write() as db:
             row = db.execute(LIVE_SELECT, (old_key,)).fetchone()
@@ -617,16 +617,14 @@ class SQLiteStore(_rows.ListsAll):
 
     def revoke_user(
         self, user_id: str, *, reason: str, at: float, until: float, keep: str | None = None
-    ) -> list[str]:
+    ) -> Ended:
         with self._write() as db:
             rows = db.execute(
                 "SELECT key FROM items WHERE user_id = ? AND kind = 0 AND key IS NOT ?",
                 (user_id, keep),
             ).fetchall()
             keys = sorted(str(k) for (k,) in rows)
-            for k in keys:
-                self._put_marker(db, k, Tombstone(k, reason, at, until, user_id))
-            return keys
+            return _rows.bury(db, keys, reason, at, until, user_id)
 
     def activity(self, key: str) -> list[dict[str, JSON]]:
         rows = self._read("SELECT activity FROM items WHERE key = ?", (key,))

@@ -23,9 +23,10 @@ from ..records import (
     SessionRecord,
     Tombstone,
     dumps,
+    lineage_or_key,
     loads,
 )
-from .base import CapAction, StoreStats, StoreUnavailable, over_cap
+from .base import CapAction, Ended, StoreStats, StoreUnavailable, over_cap
 
 SCHEMA_VERSION: Final = 1
 
@@ -281,7 +282,14 @@ def marker(kind: int, key: str, user_id: str | None, expires: float, meta_text: 
             until=expires,
             user_id=user_id,
         )
-    return Tombstone(key=key, reason=meta["reason"], at=meta["at"], until=expires, user_id=user_id)
+    return Tombstone(
+        key=key,
+        reason=meta["reason"],
+        at=meta["at"],
+        until=expires,
+        user_id=user_id,
+        lineage=str(meta.get("lineage") or ""),  # none in a tombstone of an earlier version
+    )
 
 
 def put_marker(db: sqlite3.Connection, key: str, item: Alias | Tombstone) -> None:
@@ -295,6 +303,8 @@ def put_marker(db: sqlite3.Connection, key: str, item: Alias | Tombstone) -> Non
     else:
         kind = TOMBSTONE
         meta = {"reason": item.reason, "at": item.at}
+        if item.lineage:
+            meta["lineage"] = item.lineage
     write_row(db, PUT_MARKER, key, (kind, item.user_id, item.until, dumps(meta)))
 
 
@@ -323,13 +333,14 @@ def enforce_cap(
     cap: int,
     until: float,
     on_limit: CapAction = "evict-oldest",
-) -> list[str]:
+) -> Ended:
     """Hold the user of the record just written at ``key`` to ``cap`` (see
-    :func:`~.base.over_cap`): tombstone the keys evicted and return them, or raise
+    :func:`~.base.over_cap`): tombstone the keys evicted and return them with their lineages
+    (:func:`bury`), or raise
     :class:`~.base.SessionLimitReached` (the caller's transaction is then rolled back)."""
     user_id = meta["user_id"]
     if user_id is None or cap <= 0:
-        return []
+        return {}
     at = meta["last_seen"]
     rows = db.execute(
         "SELECT created_at, coalesce(json_extract(meta, '$.last_seen'), created_at), key"
@@ -338,10 +349,25 @@ def enforce_cap(
         (user_id, at, key),
     ).fetchall()
     live = [(float(c), float(seen), str(k)) for c, seen, k in rows]
-    evicted = over_cap(live, cap, key, on_limit, user_id)
-    for victim in evicted:
-        put_marker(db, victim, Tombstone(victim, "evicted", at, until, user_id))
-    return evicted
+    return bury(db, over_cap(live, cap, key, on_limit, user_id), "evicted", at, until, user_id)
+
+
+#: A record's stored lineage flag (``NULL`` for a record written before lineages).
+_LINEAGE_SELECT = "SELECT json_extract(meta, '$.flags.lineage') FROM items WHERE key = ?"
+
+
+def bury(
+    db: sqlite3.Connection, keys: Sequence[str], reason: str, at: float, until: float, user: str
+) -> Ended:
+    """Tombstone the live records at ``keys`` (in the caller's transaction), each tombstone
+    keeping its record's lineage; returns the keys with those lineages. Runs only for the
+    sessions a write ends, so a write that ends none reads nothing more."""
+    ended: Ended = {}
+    for k in keys:
+        row = db.execute(_LINEAGE_SELECT, (k,)).fetchone()
+        lineage = ended[k] = lineage_or_key(row[0] if row else None, k)
+        put_marker(db, k, Tombstone(k, reason, at, until, user, lineage))
+    return ended
 
 
 def rehome(db: sqlite3.Connection, after: int | None, batch: int) -> tuple[int | None, int]:

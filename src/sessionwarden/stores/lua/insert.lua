@@ -1,6 +1,7 @@
 -- KEYS: s(key) [, u(user)]
 -- ARG: P, key, cap, tomb_until, reason, mode ('c' evict oldest, 'l' least recently seen, 'r'
 -- reject: -1, nothing written, when the user is at the cap), field, value, ...
+-- Returns {evicted key, its lineage, ...}.
 local key, cap, until_t, reason, mode = ARG[2], tonumber(ARG[3]), ARG[4], ARG[5], ARG[6]
 local flat = take(7, #ARG - 6)
 local rec = to_map(flat)

@@ -9,7 +9,8 @@
 -- Times arrive and are stored as the Python side encodes them (an 8-byte double, or JSON
 -- number text): read with tnum(), and copied as is (a tombstone's time is the record's own
 -- bytes) so nothing is lost to Lua's number formatting. Other values are copied as stored;
--- only a user ID is decoded (val()), to name its index. Hash fields: see the table in
+-- only a user ID is decoded (val()), to name its index, and the flags of a record a script ends,
+-- to keep its lineage in the tombstone (lineage_of()). Hash fields: see the table in
 -- redis_layout's docstring.
 local P = ARGV[1]
 local ARG = ARGV
@@ -212,9 +213,27 @@ local function at_cap(user, cap, now, k1, k2)
   return n >= cap
 end
 
+-- a record's lineage from its stored flags (field 'F'); false when it has none (a record written
+-- before lineages: its key stands in, see records.lineage_or_key)
+local function flags_lineage(flags)
+  if flags then
+    local ok, f = pcall(val, flags)
+    if ok and type(f) == 'table' and type(f['lineage']) == 'string' and f['lineage'] ~= '' then
+      return f['lineage']
+    end
+  end
+  return false
+end
+
+-- the lineage of the live record at session key k: what the tombstone ending it keeps ('L')
+local function lineage_of(k)
+  return flags_lineage(redis.call('HGET', skey(k), 'F')) or k
+end
+
 -- evict the live members beyond cap, never `keep`: the oldest (mode 'c') or the least recently
 -- seen (mode 'l'); mode 'r' (reject) refused before writing, so nothing is over. Prunes members
--- no longer records; expired ones do not count.
+-- no longer records; expired ones do not count. Returns {key, lineage, key, lineage, ...}: each
+-- evicted key and the lineage its tombstone keeps ('L').
 local function enforce_cap(idx, keep, cap, user, at, until_t, reason, mode)
   local evicted = {}
   if cap <= 0 then return evicted end
@@ -228,9 +247,11 @@ local function enforce_cap(idx, keep, cap, user, at, until_t, reason, mode)
   for _, item in ipairs(live) do
     if excess <= 0 then break end
     if item[2] ~= keep then
-      bury(item[2], {'!', reason, 'T', at, 'U', until_t, 'u', user}, until_t)
+      local lineage = lineage_of(item[2])
+      bury(item[2], {'!', reason, 'T', at, 'U', until_t, 'u', user, 'L', lineage}, until_t)
       redis.call('ZREM', idx, item[3])
       evicted[#evicted + 1] = item[2]
+      evicted[#evicted + 1] = lineage
       excess = excess - 1
     end
   end

@@ -1,7 +1,7 @@
 -- KEYS: s(old), s(new)
 -- Returns false when old held no live record, -1 when the cap refuses (mode 'r'; nothing is
 -- written), else {the new key's hash as written (the fields its HSET wrote; the key is read
--- after its last write, so it stays tracked for the caller), evicted keys...}.
+-- after its last write, so it stays tracked for the caller), evicted key, its lineage, ...}.
 -- ARG: P, old, new, cap, tomb_until, reason, old_until, activity_max, activity_json, mode,
 --       n_old, old fields..., n_set, set fields..., n_del, del names...
 local old, new, cap, until_t, reason = ARG[2], ARG[3], tonumber(ARG[4]), ARG[5], ARG[6]
@@ -40,8 +40,8 @@ redis.call('EXISTS', sn)  -- the last write of sn ended its tracking: a read tra
 local out = {flat}
 if rec['u'] then
   local idx = index_add(rec['u'], new, e_ms)
-  for _, k in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason, mode)) do
-    out[#out + 1] = k
+  for _, v in ipairs(enforce_cap(idx, new, cap, rec['u'], rec['l'], until_t, reason, mode)) do
+    out[#out + 1] = v
   end
 end
 return out
