@@ -4,20 +4,21 @@ with the load of a shared machine, for A/B comparisons of small changes.
     PYTHONPATH=src python -m bench.instructions [ROW ...] [--requests 1000]
     PYTHONPATH=src python -m bench.instructions --http [STACK ...] [--connections 64]
 
-In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, ``memory-post``,
-and the requests that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``,
-``memory-sign-in``, ``redis-sign-in``, ``sqlite-sign-in``): the app is called directly, as in
-``bench/run.py``. ``memory-wrk``, ``sqlite-wrk``, ``redis-wrk``: the GET as ``bench/http.py``'s
-clients send it (plain HTTP from a loopback peer to a loopback ``Host``, wrk's four headers),
-still in-process: the adapter's path over HTTP, counted as steadily as the other rows.
-``--http`` runs the uvicorn server of ``bench/http.py`` (``bare``, ``ours``) under callgrind,
-drives it from a small keep-alive client with that many connections, and counts the server's
-instructions only. Counting starts after a warm-up (the program turns callgrind's
-instrumentation on and off itself), so start-up is excluded.
-``--main-thread`` counts the main thread alone: the SQLite store's checkpointer thread runs at
-least once a second, so under valgrind (about 50 times slower) it runs about once per hundred
-requests instead of once per thousand, and its share moves with the load; leave it out to
-compare two versions of the request's own path.
+In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, ``memory-post``, and
+the requests that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``,
+``memory-sign-in``, ``redis-sign-in``, ``sqlite-sign-in``, and the same with the per-user cap set
+and a sink wanting every event: ``memory-sign-in-capped``, ``redis-sign-in-capped``,
+``sqlite-sign-in-capped``): the app is called directly, as in ``bench/run.py``. ``memory-wrk``,
+``sqlite-wrk``, ``redis-wrk``: the GET as ``bench/http.py``'s clients send it (plain HTTP from a
+loopback peer to a loopback ``Host``, wrk's four headers), still in-process: the adapter's path over
+HTTP, counted as steadily as the other rows. ``--http`` runs the uvicorn server of ``bench/http.py``
+(``bare``, ``ours``) under callgrind, drives it from a small keep-alive client with that many
+connections, and counts the server's instructions only. Counting starts after a warm-up (the program
+turns callgrind's instrumentation on and off itself), so start-up is excluded. ``--main-thread``
+counts the main thread alone: the SQLite store's checkpointer thread runs at least once a second, so
+under valgrind (about 50 times slower) it runs about once per hundred requests instead of once per
+thousand, and its share moves with the load; leave it out to compare two versions of the request's
+own path.
 
 Instructions are not time: system calls, cache misses and the garbage collector's dependence on
 timing are not in them (under valgrind everything runs about 50 times slower, so anything that
@@ -60,6 +61,9 @@ ROWS = (
     "memory-sign-in",
     "redis-sign-in",
     "sqlite-sign-in",
+    "memory-sign-in-capped",
+    "redis-sign-in-capped",
+    "sqlite-sign-in-capped",
     "memory-wrk",
     "sqlite-wrk",
     "redis-wrk",

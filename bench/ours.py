@@ -35,13 +35,14 @@ OK = USER.encode()
 BENCH_TIMEOUT = 5.0
 
 
-def policy(*, fingerprint: bool = True) -> Any:
+def policy(*, fingerprint: bool = True, cap: int = 0) -> Any:
     from sessionwarden.policy import MonitorPolicy, Policy
 
     return Policy(
         secret_keys=(SECRET,),
         allowed_hosts=(HOST, "127.0.0.1", "localhost"),  # in-process, and over loopback HTTP
         monitor=MonitorPolicy(fingerprint=fingerprint),
+        max_sessions_per_user=cap,
     )
 
 
@@ -137,7 +138,13 @@ async def sign_in(client: AsgiClient) -> str:
 
 
 #: What a row's request does: (label in the row name).
-MODES = {"get": "GET", "post": "POST valid CSRF", "write": "write", "sign-in": "sign-in"}
+MODES = {
+    "get": "GET",
+    "post": "POST valid CSRF",
+    "write": "write",
+    "sign-in": "sign-in",
+    "sign-in-capped": "sign-in, max_sessions_per_user=3, a sink wanting every event",
+}
 
 
 class OursAsgi(AsyncRow):
@@ -169,13 +176,19 @@ class OursAsgi(AsyncRow):
 
     async def asetup(self) -> None:
         from sessionwarden.asgi import SessionWardenMiddleware
+        from sessionwarden.events import CallbackSink
 
         store, self.prefix = open_async_store(
             self.kind, self._tmp.name, read_cache=self.read_cache, offload=self.offload_writes
         )
         self.store = store
+        capped = self.mode == "sign-in-capped"
         self.app = SessionWardenMiddleware(
-            starlette_app(), policy=policy(fingerprint=self.fingerprint), store=store
+            starlette_app(),
+            policy=policy(fingerprint=self.fingerprint, cap=3 if capped else 0),
+            store=store,
+            # A sink that takes every event (``session.evicted`` included) and keeps none.
+            sink=CallbackSink(lambda event: None) if capped else None,
         )
         self.client = AsgiClient(self.app)
         token = await sign_in(self.client)
@@ -183,7 +196,7 @@ class OursAsgi(AsyncRow):
         await self.one()
 
     async def one(self) -> None:
-        if self.mode == "sign-in":
+        if self.mode in ("sign-in", "sign-in-capped"):
             status, body, _ = await self.client.request("POST", "/signin", self.headers)
             expect(status, body, 200, None, self.name)
             self.headers[0] = ("x-csrf-token", body.decode())  # the new session's token

@@ -3,13 +3,12 @@ the server, counted by valgrind's callgrind (a figure that does not move with th
 
     PYTHONPATH=src python -m bench.server_instructions redis-write redis-sign-in [--requests 300]
 
-Starts a redis-server of its own under callgrind on a free loopback port (nothing else talks to
-it: ``INFO commandstats`` on a shared server also counts other clients' scripts), runs the rows
-of ``bench.instructions`` against it (``redis``, ``redis-post``, ``redis-write``,
-``redis-sign-in``), counts the server's instructions over ``--requests`` requests after a
-warm-up, and stops the server by its PID. The client's own instructions are
-``bench.instructions``'. Needs ``redis-server`` and the Debian package ``valgrind``.
-"""
+Starts a redis-server of its own under callgrind on a free loopback port (nothing else talks to it:
+``INFO commandstats`` on a shared server also counts other clients' scripts), runs the rows of
+``bench.instructions`` against it (``redis``, ``redis-post``, ``redis-write``, ``redis-sign-in``,
+``redis-sign-in-capped``), counts the server's instructions over ``--requests`` requests after a
+warm-up, and stops the server by its PID. The client's own instructions are ``bench.instructions``'.
+Needs ``redis-server`` and the Debian package ``valgrind``. """
 
 from __future__ import annotations
 
@@ -30,7 +29,13 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-ROWS = {"redis": "get", "redis-post": "post", "redis-write": "write", "redis-sign-in": "sign-in"}
+ROWS = {
+    "redis": "get",
+    "redis-post": "post",
+    "redis-write": "write",
+    "redis-sign-in": "sign-in",
+    "redis-sign-in-capped": "sign-in-capped",
+}
 
 
 def _free_port() -> int:
