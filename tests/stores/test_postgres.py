@@ -160,7 +160,7 @@ def test_concurrent_rotations_of_one_session_have_one_winner(target: tuple[str, 
         stores[0].insert(make_record(old), max_per_user=2, tombstone_until=T0 + 7200)
         stores[0].update(old, RecordUpdate(set_data={"stored": True}))
 
-        def rotate(i: int) -> list[str] | None:
+        def rotate(i: int) -> dict[str, str] | None:
             new = skey(f"new-{i}")
             return stores[i % 2].rotate(
                 old,
