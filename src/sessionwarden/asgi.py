@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from .clock import Clock
 from .core import (
+    HttpsRequired,
     Outcome,
     ReauthenticationRequired,
     Session,
@@ -93,7 +94,8 @@ class SessionWardenMiddleware:
         # no framework import here).
         add_handler = getattr(app, "add_exception_handler", None)
         if callable(add_handler):
-            add_handler(ReauthenticationRequired, self._reauth_exception_handler)
+            add_handler(ReauthenticationRequired, self._raised_exception_handler)
+            add_handler(HttpsRequired, self._raised_exception_handler)
 
     def run(self, steps: Steps[T]) -> Awaitable[T]:
         """Run a core operation against the store (the one driver)."""
@@ -123,10 +125,10 @@ class SessionWardenMiddleware:
         responder = _Responder(self, ctx, send)
         try:
             await self.app(scope, receive, responder)
-        except ReauthenticationRequired as exc:
+        except (ReauthenticationRequired, HttpsRequired) as exc:
             if responder.started:
                 raise
-            await self._reauth(send, ctx, exc)
+            await self._refuse_raised(send, ctx, exc)
         except Exception:
             if not responder.ended:  # else: the stream ended with its session (SessionEnded)
                 if not responder.started and not _app_answers_errors(scope):
@@ -214,11 +216,14 @@ class SessionWardenMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
-    async def _reauth(self, send: Send, ctx: RequestContext, exc: ReauthenticationRequired) -> None:
-        """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
-        session before raising (where to return to) is committed like any response."""
+    async def _refuse_raised(
+        self, send: Send, ctx: RequestContext, exc: ReauthenticationRequired | HttpsRequired
+    ) -> None:
+        """Answer what the application raised (:meth:`Guard.refusal_for`: 401 or 303 to the
+        sign-in page, 403 for a sign-in over plain HTTP); what the view stored in the session
+        before raising (where to return to) is committed like any response."""
         guard = self.guard
-        refusal = guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
+        refusal = guard.refusal_for(ctx, exc, self.reauth_redirect)
         hdrs, body = self.guard.render(ctx, refusal)
         try:
             outcome = await self.run(guard.commit(ctx))
@@ -229,13 +234,14 @@ class SessionWardenMiddleware:
         await send({"type": "http.response.start", "status": refusal.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
-    async def _reauth_exception_handler(self, request: Any, exc: Exception) -> ASGIApp:
+    async def _raised_exception_handler(self, request: Any, exc: Exception) -> ASGIApp:
         """Registered on Starlette/FastAPI apps (their error middleware would otherwise turn
-        :class:`ReauthenticationRequired` into a 500 before this middleware sees it). Returns an
-        ASGI response whose start passes through the session commit like any other."""
+        :class:`ReauthenticationRequired` or :class:`HttpsRequired` into a 500 before this
+        middleware sees it). Returns an ASGI response whose start passes through the session
+        commit like any other."""
         ctx = get_context(request)
-        assert isinstance(exc, ReauthenticationRequired)
-        refusal = self.guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
+        assert isinstance(exc, ReauthenticationRequired | HttpsRequired)
+        refusal = self.guard.refusal_for(ctx, exc, self.reauth_redirect)
         hdrs, body = self.guard.render(ctx, refusal)
 
         async def respond(scope: Scope, receive: Receive, send: Send) -> None:

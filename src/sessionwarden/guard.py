@@ -33,9 +33,9 @@ from .monitor import JsonLogSink, OutageGate, UnknownIdThrottle, agent_label
 from .policy import Policy, path_under
 from .proxy import TrustedProxies, https_redirect_target, is_loopback_host, is_valid_host
 from .records import JSON
+from .refusals import Raised, https_required_refusal, raised_refusal, reauthentication_refusal
 from .refusals import Refusal as Refusal  # re-exported: the adapters' and apps' import
 from .refusals import RenderedRefusal as RenderedRefusal
-from .refusals import reauthentication_refusal
 from .reports import CspReports
 from .stores.base import SessionLimitReached, StoreUnavailable
 
@@ -356,7 +356,7 @@ class Guard:
         https = self.policy.https
         api = https.refuse_json and facts.wants_json
         if api or (https.refuse_paths and path_under(facts.path, https.refuse_paths)):
-            ctx.refusal = Refusal(403, "https-required", PLAIN_HTTP_REASON)
+            ctx.refusal = https_required_refusal()
             return True
         if not self._redirects:
             return False
@@ -410,7 +410,8 @@ class Guard:
             return False
         if path_under(ctx.facts.path, self._reauth_paths):
             return False
-        ctx.refusal = self.reauthentication(ctx, "step-up-required", self.reauth_redirect)
+        redirect, wants_json = self.reauth_redirect, ctx.facts.wants_json
+        ctx.refusal = reauthentication_refusal("step-up-required", redirect, wants_json)
         return True
 
     def _endpoint(self, ctx: RequestContext, now: float) -> bool:
@@ -604,10 +605,9 @@ class Guard:
         return page
 
     @staticmethod
-    def reauthentication(ctx: RequestContext, reason: str, redirect: str | None) -> Refusal:
-        """The answer to :class:`~sessionwarden.core.ReauthenticationRequired` and its kinds
-        (:func:`~sessionwarden.refusals.reauthentication_refusal`)."""
-        return reauthentication_refusal(reason, redirect, ctx.facts.wants_json)
+    def refusal_for(ctx: RequestContext, exc: Raised, redirect: str | None) -> Refusal:
+        """The answer to what the application raised (:func:`~.refusals.raised_refusal`)."""
+        return raised_refusal(exc, redirect, ctx.facts.wants_json)
 
     def store_failed(self, facts: RequestFacts, exc: Exception, *, writing: bool) -> Refusal:
         """Report the first failure of an outage (not every request of it) and refuse."""

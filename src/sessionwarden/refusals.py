@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .core.session import PLAIN_HTTP_REASON, STEP_UP_REASON
+from .core.session import (
+    PLAIN_HTTP_REASON,
+    STEP_UP_REASON,
+    HttpsRequired,
+    ReauthenticationRequired,
+)
 from .hosts import HOW_TO_ALLOW
 from .records import JSON, dumps
 
@@ -118,21 +123,39 @@ class RenderedRefusal:
             raise ValueError("content_type must be printable ASCII")
 
 
+#: What an application may raise for the adapters to answer (:func:`raised_refusal`).
+Raised = ReauthenticationRequired | HttpsRequired
+
+
+def raised_refusal(exc: Raised, redirect: str | None, wants_json: bool) -> Refusal:
+    """The answer to what the application raised: a sign-in over plain HTTP
+    (:func:`https_required_refusal`), or a re-authentication and its kinds
+    (:func:`reauthentication_refusal`, ``redirect`` being the sign-in page)."""
+    if isinstance(exc, HttpsRequired):
+        return https_required_refusal()
+    return reauthentication_refusal(exc.reason, redirect, wants_json)
+
+
 def reauthentication_refusal(reason: str, redirect: str | None, wants_json: bool) -> Refusal:
     """The answer to :class:`~sessionwarden.core.ReauthenticationRequired` (``reason``): 401
     for JSON clients (and everyone when no sign-in page is configured), else 303 to
     ``redirect``. A request on a rotated-out ID that asked for a new one
     (:class:`~sessionwarden.core.AliasActionRefused`) gets 409; an operation without its
     step-up grant (:class:`~sessionwarden.core.StepUpRequired`) 403, or 303 for a browser when
-    ``redirect`` is set; a sign-in over plain HTTP (:class:`~sessionwarden.core.HttpsRequired`)
-    403 ``https-required``."""
+    ``redirect`` is set."""
     if reason == "rotated-id":
         return Refusal(409, "stale-session", reason)
-    if reason == PLAIN_HTTP_REASON:
-        return Refusal(403, "https-required", reason)
     browser = bool(redirect) and not wants_json
     if reason == STEP_UP_REASON and not browser:
         return Refusal(403, "step-up-required", reason)
     if browser:
         return Refusal(303, "reauthentication-required", reason, location=redirect)
     return Refusal(401, "reauthentication-required", reason)
+
+
+def https_required_refusal() -> Refusal:
+    """The answer to :class:`~sessionwarden.core.HttpsRequired` (a sign-in over plain HTTP) and
+    to a plain-HTTP request the guard refuses outright (a JSON client, a path under
+    ``HttpsPolicy.refuse_paths``): 403 ``https-required``, to every client. Never a redirect:
+    neither to HTTPS (a form post's body would not follow it) nor to the sign-in page."""
+    return Refusal(403, "https-required", PLAIN_HTTP_REASON)

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .clock import Clock
-from .core import ReauthenticationRequired, Session, SessionInfo, run_sync
+from .core import HttpsRequired, ReauthenticationRequired, Session, SessionInfo, run_sync
 from .events import EventSink
 from .facts import RequestFacts
 from .guard import Guard, Refusal, RefusalRenderer, RequestContext
@@ -113,8 +113,8 @@ class SessionWardenWSGI:
         response = _Response(self, ctx, start_response)
         try:
             result = self.app(environ, response.start)
-        except ReauthenticationRequired as exc:
-            return self._reauth(start_response, ctx, exc)
+        except (ReauthenticationRequired, HttpsRequired) as exc:
+            return self._refuse_raised(start_response, ctx, exc)
         except Exception:
             if response.started or self._errors_answered_outside():
                 raise
@@ -203,13 +203,17 @@ class SessionWardenWSGI:
             return None, True
         return body, ended and (not declared or len(body) == length)
 
-    def _reauth(
-        self, start_response: StartResponse, ctx: RequestContext, exc: ReauthenticationRequired
+    def _refuse_raised(
+        self,
+        start_response: StartResponse,
+        ctx: RequestContext,
+        exc: ReauthenticationRequired | HttpsRequired,
     ) -> list[bytes]:
-        """Answer 401 (JSON clients) or 303 to the sign-in page; what the view stored in the
-        session before raising (where to return to) is committed like any response."""
+        """Answer what the application raised (:meth:`Guard.refusal_for`: 401 or 303 to the
+        sign-in page, 403 for a sign-in over plain HTTP); what the view stored in the session
+        before raising (where to return to) is committed like any response."""
         guard = self.guard
-        refusal = guard.reauthentication(ctx, exc.reason, self.reauth_redirect)
+        refusal = guard.refusal_for(ctx, exc, self.reauth_redirect)
         hdrs, body = guard.render(ctx, refusal)
         try:
             outcome = run_sync(guard.commit(ctx), self.store)

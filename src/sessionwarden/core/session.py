@@ -44,15 +44,25 @@ class StepUpRequired(ReauthenticationRequired):
         self.operation = operation
 
 
-class HttpsRequired(ReauthenticationRequired):
+class HttpsRequired(Exception):
     """Raised by :meth:`Session.login` on a request served without a session layer: plain HTTP
     outside a secure context (a public host with ``HttpsPolicy.redirect`` off, or a proxy
     that is not in ``HttpsPolicy.trusted_proxies``). A session is never created over plain
     HTTP, so a sign-in there is refused rather than silently forgotten. Adapters answer 403
-    ``{"error": "https-required", "reason": "plain-http"}`` with no cookie."""
+    ``{"error": "https-required", "reason": "plain-http"}`` with no cookie, to every client
+    (never a redirect to the sign-in page).
+
+    Not a :class:`ReauthenticationRequired`: signing in again cannot help, the request has to
+    come over HTTPS, and an application that answers :class:`ReauthenticationRequired` by
+    sending the user to its sign-in page would send them to a form that fails the same way.
+    An ``except ReauthenticationRequired`` no longer catches it: it reaches the adapter (or the
+    Flask and Starlette handlers sessionwarden installs), which answers the 403 above; an
+    application that wants to answer it itself catches :class:`HttpsRequired`. ``reason`` is
+    :data:`PLAIN_HTTP_REASON`, the JSON body's ``reason``."""
 
     def __init__(self) -> None:
         super().__init__(PLAIN_HTTP_REASON)
+        self.reason = PLAIN_HTTP_REASON
 
 
 #: The reason of :class:`StepUpRequired`.

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import Clock
 from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
-from ..core import ReauthenticationRequired, Session, SessionInfo
+from ..core import HttpsRequired, ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
 from ..guard import Guard, Refusal, RefusalRenderer, RequestContext
 from ..methods import ALLOW, METHOD_NOT_ALLOWED, safe_method_refused
@@ -143,7 +143,8 @@ class SessionWarden:
         app.add_template_global(csp_nonce, "csp_nonce")
         app.jinja_env.globals["sw_session"] = session
         app.jinja_env.globals.setdefault("current_user", current_user)
-        app.register_error_handler(ReauthenticationRequired, _on_reauthentication_required)
+        app.register_error_handler(ReauthenticationRequired, _on_raised)
+        app.register_error_handler(HttpsRequired, _on_raised)
         app.register_error_handler(StoreUnavailable, _on_store_unavailable)
         self._apps.append(app)
         return middleware
@@ -360,12 +361,12 @@ def unsafe_methods_only(view: Callable[P, R]) -> Callable[P, R | Response]:
     return wrapper
 
 
-def _on_reauthentication_required(exc: ReauthenticationRequired) -> Response:
+def _on_raised(exc: ReauthenticationRequired | HttpsRequired) -> Response:
     # Flask turns any exception a view raises into a 500 before the middleware could see it, so
     # the answer is built here, the same as the middleware's; the session is still committed.
     ctx = current_context()
     location = _installed(current_app).middleware.reauth_redirect
-    refusal = Guard.reauthentication(ctx, exc.reason, location)
+    refusal = Guard.refusal_for(ctx, exc, location)
     return _response(refusal, ctx.facts.wants_json)
 
 
