@@ -23,6 +23,7 @@ from sessionwarden import cli
 from sessionwarden.cli import main
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Engine, run_sync
+from sessionwarden.events import Event, EventKind
 from sessionwarden.policy import Policy
 from sessionwarden.stores.base import SessionStore
 
@@ -127,6 +128,31 @@ def assert_no_secrets(text: str, *clients: Client) -> None:
         for cookie in client.history:
             assert cookie not in text
             assert client.engine.keyring.hash_id(cookie) not in text
+
+
+# -- times --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (1_700_000_000, "2023-11-14T22:13:20Z"),
+        (-1.5, "1969-12-31T23:59:58Z"),
+        # Within half a microsecond of the next second: that second, as the event's time says.
+        (1_796_532_592.999_999_7, "2026-12-06T04:49:53Z"),
+        (1_796_532_592.999_999_2, "2026-12-06T04:49:52Z"),
+        (253_402_300_799.9, "9999-12-31T23:59:59Z"),
+        *((junk, "-") for junk in (None, True, "1700000000", float("nan"), float("inf"), 1e20)),
+    ],
+)
+def test_a_time_in_a_table_is_the_events_time_to_the_second(value: object, cell: str) -> None:
+    """The tables spell a stored time as the events' ``time`` does, without the fraction; a
+    value that is no time (written by hand or by another program) is ``-``."""
+    assert cli._time_cell(value) == cell
+    if cell != "-":
+        assert isinstance(value, int | float)
+        spelled = Event(EventKind.CREATED, value).time
+        assert spelled is not None and spelled[:19] + "Z" == cell
 
 
 # -- list -----------------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, TextIO
 
 from . import __version__, tokens
 from .core import Engine, SessionInfo, run_sync
+from .events import iso_utc
 from .policy import Policy
 from .records import JSON, SessionRecord
 from .startup import (
@@ -107,14 +107,14 @@ def _one_line(message: str) -> str:
     return safe_text(" ".join(message.split()))
 
 
-def iso_utc(value: object) -> str:
-    """POSIX seconds as ISO-8601 UTC (``2024-05-01T12:00:00Z``); ``-`` for anything else."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _time_cell(value: object) -> str:
+    """A stored time (POSIX seconds) for a table: ISO 8601 in UTC to the second
+    (``2024-05-01T12:00:00Z``, :func:`~sessionwarden.events.iso_utc`); ``-`` for anything that
+    is no time (a record or trail entry written by hand or by another program: a string, a
+    boolean, ``null``, a number no date has)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return "-"
-    try:
-        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return "-"
+    return iso_utc(value, fraction=False) or "-"
 
 
 def _truncate(text: str, width: int) -> str:
@@ -247,9 +247,9 @@ _LIST_HEADERS = ["REF", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BOUND", "USER 
 def _list_row(info: SessionInfo) -> list[str]:
     return [
         info.ref,
-        iso_utc(info.created_at),
-        iso_utc(info.last_seen),
-        iso_utc(info.expires_at),
+        _time_cell(info.created_at),
+        _time_cell(info.last_seen),
+        _time_cell(info.expires_at),
         info.client_ip or "-",
         "yes" if info.device_bound else "no",
         _truncate(safe_text(info.user_agent), _UA_WIDTH) or "-",
@@ -377,7 +377,7 @@ def cmd_activity(args: argparse.Namespace, store: SessionStore) -> int:
     if trail:
         rows = [
             [
-                iso_utc(e.get("at")),
+                _time_cell(e.get("at")),
                 safe_text(e.get("method", "")) or "-",
                 _truncate(safe_text(e.get("path", "")), 60) or "-",
                 safe_text(e.get("ip", "")) or "-",

@@ -186,16 +186,19 @@ if len(OUTCOME_OF) != len(EventKind) or sum(map(len, _OUTCOME_KINDS.values())) !
 _LAST_SECOND: list[tuple[int | None, str]] = [(None, "")]
 
 
-def iso_utc(at: float) -> str | None:
-    """POSIX seconds as ISO 8601 in UTC, to the microsecond (``2026-01-31T12:00:00.000000Z``);
-    ``None`` for a value no date has (not finite, beyond year 9999)."""
+def iso_utc(at: float, *, fraction: bool = True) -> str | None:
+    """POSIX seconds as ISO 8601 in UTC, to the microsecond (``2026-01-31T12:00:00.000000Z``,
+    an event's ``time``) or, with ``fraction=False``, to the second (``2026-01-31T12:00:00Z``,
+    the ``sessionwarden`` command's tables): the same instant rounded once, to the microsecond,
+    so both spell the same second. ``None`` for a value no date has (not finite, beyond year
+    9999)."""
     try:
         second, micros = divmod(round(at * 1_000_000), 1_000_000)
         last = _LAST_SECOND[0]
         if last[0] != second:
             text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             last = _LAST_SECOND[0] = (second, text)
-        return f"{last[1]}.{micros:06d}Z"
+        return f"{last[1]}.{micros:06d}Z" if fraction else f"{last[1]}Z"
     except (ValueError, OverflowError, OSError, TypeError):
         return None
 
