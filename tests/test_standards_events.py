@@ -20,10 +20,13 @@ from typing import Any
 import pytest
 
 from sessionwarden import tokens
+from sessionwarden.clock import ManualClock
 from sessionwarden.core import Engine, run_sync
 from sessionwarden.events import OUTCOMES, Event, EventKind
 from sessionwarden.policy import MonitorPolicy, Policy
+from sessionwarden.records import Lookup
 from sessionwarden.sinks import LOG_SCHEMA_KEYS, JsonFormatter, JsonLogSink
+from sessionwarden.stores import MemoryStore
 
 from .conftest import SECRET, Recorder
 from .dbsc.client import DbscBrowser, DeviceKey
@@ -164,6 +167,60 @@ async def test_expired(kind: str, idle: bool, event: EventKind) -> None:
         act = Action(c)
         assert (await c.request("GET", "/whoami")).json() == {"user": None}
         assert act.one(event, "ended").session == value
+        assert act.kinds() == [event]
+
+
+class _InFlight(MemoryStore):
+    """A store whose next read can let time pass: ``delay`` seconds go by on ``clock`` right
+    after it (a request's load), before the request's commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock: ManualClock | None = None
+        self.delay = 0.0
+
+    def get(self, key: str) -> Lookup:
+        found = super().get(key)
+        if self.delay and self.clock is not None:
+            self.clock.advance(self.delay)
+            self.delay = 0.0
+        return found
+
+
+@ADAPTERS
+@pytest.mark.parametrize(
+    ("idle", "event"),
+    [(True, EventKind.EXPIRED_IDLE), (False, EventKind.EXPIRED_ABSOLUTE)],
+    ids=["idle", "absolute"],
+)
+async def test_expired_while_the_request_runs(kind: str, idle: bool, event: EventKind) -> None:
+    """Live when the request arrived, past its deadline when its response starts: the commit
+    ends it and reports it, once, as a request arriving later would have; the request's write
+    is dropped (``session.write_after_revoke``). The next request on the old cookie is told
+    again (reason ``again``): the ending is not reported twice."""
+    store = _InFlight()
+    with client(kind, _policy(idle_timeout=600, absolute_timeout=3600), store=store) as c:
+        store.clock = c.clock
+        value = await _signed_in(c)
+        if not idle:
+            for _ in range(6):  # active all along: only the absolute timeout ends it
+                c.clock.advance(590)
+                assert (await c.request("GET", "/whoami")).json() == {"user": "alice"}
+        token = await c.token()
+        c.clock.advance(599 if idle else 3599 - 6 * 590)
+        old, store.delay = c.cookie, 2.0
+        act = Action(c)
+        r = await c.request(
+            "POST", "/transfer", headers={"sec-fetch-site": "same-origin", "x-csrf-token": token}
+        )
+        assert r.status_code == 200 and c.cookie is None  # the cookie goes
+        assert act.one(event, "ended", reason="").session == value
+        act.one(EventKind.WRITE_AFTER_REVOKE, "refused")
+        assert sorted(act.kinds()) == sorted([event, EventKind.WRITE_AFTER_REVOKE])
+        c.cookie = old
+        act = Action(c)
+        assert (await c.request("GET", "/whoami")).json() == {"user": None}
+        act.one(event, "ended", reason="again")
         assert act.kinds() == [event]
 
 

@@ -236,10 +236,12 @@ def client(
     base: str = BASE,
     cookie_name: str = COOKIE,
     recorder: Recorder | None = None,
+    store: MemoryStore | None = None,
 ) -> Iterator[Client]:
     """A :class:`Client` of the ``kind`` adapter (``"asgi"`` or ``"wsgi"``) over one fresh
-    memory store, with a manual clock and an event recorder (``recorder``, or a new one)."""
+    memory store (or ``store``), with a manual clock and an event recorder (``recorder``, or a
+    new one)."""
     recorder = recorder if recorder is not None else Recorder()
-    clock, store = ManualClock(), MemoryStore()
+    clock, store = ManualClock(), store if store is not None else MemoryStore()
     http = _http(kind, policy, store, clock, recorder, base)
     yield Client(http, recorder, clock, cookie_name=cookie_name, kind=kind, store=store, base=base)

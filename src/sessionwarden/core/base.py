@@ -189,10 +189,20 @@ class EngineBase:
             return EventKind.EXPIRED_IDLE
         return None
 
-    def _end_expired(self, record: SessionRecord, kind: EventKind, now: float) -> Steps[None]:
-        """A request found ``record`` past a deadline (``kind``): it becomes a short-lived
-        tombstone of the expiry, so the requests presenting its ID after this one learn why it
-        ended too, and nothing can write it back to life."""
+    def _end_expired(
+        self, record: SessionRecord, kind: EventKind, facts: RequestFacts | None, now: float
+    ) -> Steps[None]:
+        """End ``record``, found past a deadline (``kind``, from :meth:`_expiry_reason`) by a
+        request as it arrived (``facts``), by its commit (its deadline passed while the request
+        was in flight) or by the check of open connections (``facts`` ``None``), and report it.
+
+        The record becomes a short-lived tombstone of the expiry, so the requests presenting
+        its ID after this one learn why it ended too, and nothing can write it back to life.
+        The expiry is reported here and only here, once per session ended: by whichever finder
+        ended it, with the record's correlation values; a finder that raced another (both read
+        the live record) finds the record already gone and reports nothing. A request
+        presenting the ID later gets the event again, with reason ``again``
+        (:meth:`~sessionwarden.core.load.Loading._buried`)."""
         reason = EXPIRED_ABSOLUTE if kind is EventKind.EXPIRED_ABSOLUTE else EXPIRED_IDLE
         tombstone = Tombstone(
             key=record.key,
@@ -202,7 +212,8 @@ class EngineBase:
             user_id=record.user_id,
             lineage=record.lineage,
         )
-        yield from Revoke(record.key, tombstone)
+        if (yield from Revoke(record.key, tombstone)):
+            self.emit(kind, facts, now, record=record)
 
     def _login_fingerprint(self, facts: RequestFacts) -> dict[str, JSON] | None:
         return self.fingerprinter(facts) if self.fingerprinter is not None else None

@@ -118,7 +118,7 @@ class Committing(EngineBase):
         if record is not None and self._expiry_reason(record, now) is not None:
             # The session's deadline passed while the request was in flight: a write must not
             # revive it (unless a concurrent request kept it alive meanwhile).
-            live = yield from self._still_live(record.key, now)
+            live = yield from self._still_live(record.key, facts, now)
             if not live:
                 return (yield from self._never_revive(session, facts, now, changes))
         if plan is CommitPlan.CREATE:
@@ -199,9 +199,10 @@ class Committing(EngineBase):
                 ended = self._tombstone(other.key, "logout", now, other)
                 yield from Revoke(other.key, ended)
 
-    def _still_live(self, key: str, now: float) -> Steps[bool]:
+    def _still_live(self, key: str, facts: RequestFacts, now: float) -> Steps[bool]:
         """Whether the stored session (a concurrent request may have touched or moved it since
-        this request loaded it) is still within its deadlines."""
+        this request loaded it) is still within its deadlines; if not, it is ended here, and
+        its expiry reported, as a request that found it on arrival would."""
         found = yield from Get(key)
         if isinstance(found, Alias):
             return True  # moved by a concurrent request: the race recovery follows it
@@ -210,7 +211,7 @@ class Committing(EngineBase):
         expired = self._expiry_reason(found, now)
         if expired is None:
             return True
-        yield from self._end_expired(found, expired, now)
+        yield from self._end_expired(found, expired, facts, now)
         return False
 
     # -- update and touch ---------------------------------------------------------------------

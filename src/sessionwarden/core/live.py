@@ -57,8 +57,7 @@ def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
     if expired is not None:
         # Ended here as a request that found it would end it: the record becomes the expiry's
         # tombstone and the expiry is reported, whether or not a request ever comes.
-        yield from engine._end_expired(found, expired, now)
-        engine.emit(expired, None, now, record=found)
+        yield from engine._end_expired(found, expired, None, now)
         return Liveness(None, expired.value.removeprefix("session."))
     if found.flags.get("step_up"):
         return Liveness(None, STEP_UP_REQUIRED)

@@ -152,8 +152,7 @@ class Loading(EngineBase):
         """A live record: expired, risky, or the request's session."""
         expired = self._expiry_reason(record, now)
         if expired is not None:
-            yield from self._end_expired(record, expired, now)
-            self.emit(expired, facts, now, record=record)
+            yield from self._end_expired(record, expired, facts, now)
             ended = ABSOLUTE if expired is EventKind.EXPIRED_ABSOLUTE else IDLE
             return Loaded(self.new_session(None, now), clear_cookie=True, ended=ended)
         session = self.new_session(record, now, via_alias=via_alias)
