@@ -7,7 +7,8 @@ Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, J
 ``GET /poll`` (reads the session), ``POST /step-up?op=`` (grants a step-up for ``op``),
 ``POST /sensitive?op=`` (requires one), ``TRACE /trace`` (counts in the session and answers the
 count: a route a forged ``TRACE`` could abuse), ``POST /reauth`` (re-authenticated),
-``POST /others`` (log out other devices), ``POST /password`` (credentials changed).
+``POST /others`` (log out other devices), ``POST /password`` (credentials changed), ``POST
+/rotate`` (a privilege change: a new ID now).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ ACCOUNT_ACTIONS = {
     "/reauth": "reauthenticated",
     "/others": "revoke_other_sessions",
     "/password": "credentials_changed",
+    "/rotate": "rotate",
 }
 
 
