@@ -18,8 +18,10 @@ roll-out (A10.63).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +39,7 @@ from sessionwarden.policy import (
     Policy,
     RiskSignal,
 )
+from sessionwarden.stores.sqlite_rows import RECORD
 
 from .conftest import SECRET
 from .live_two_adapters import COOKIE, LiveTwo, live_two
@@ -265,6 +268,38 @@ def test_a_lost_store_fails_closed_with_a_generic_answer(
             assert live.events.count(EventKind.STORE_UNAVAILABLE) >= 1
     finally:
         redis.kill()
+
+
+# -- A6.34-A6.38: timeouts, on the server's clock ----------------------------------------------
+
+
+@ADAPTERS
+def test_idle_and_absolute_timeouts_and_a_passive_path(
+    kind: str, tmp_path: Path, browsers: Any
+) -> None:
+    """A6.34, A6.35, A6.37: idle 600 s, absolute 1800 s. Requests every 500 s keep the session
+    past the idle timeout; polling the passive path does not; every session ends at the
+    absolute timeout however busy. A6.38: each end is reported once with its reason, and the
+    stored records are gone (the SQLite file keeps only their tombstones)."""
+    db = tmp_path / "s.db"
+    lifetime = {"idle_timeout": 600.0, "absolute_timeout": 1800.0, "passive_paths": ("/poll",)}
+    with served(kind, tmp_path, store=f"sqlite:///{db}", **lifetime) as live:
+        busy, polling = browsers(live), browsers(live)
+        busy.login()
+        polling.login()
+        for _ in range(3):  # t = 1500
+            live.clock.advance(500)
+            assert busy.user() == "alice"
+            assert polling.request("GET", "/poll").status_code == 200
+        assert polling.user() is None  # 1500 s without a request that counts
+        live.clock.advance(301)  # t = 1801
+        assert busy.user() is None
+        kinds = [e.kind for e in live.events.events]
+        assert kinds.count(EventKind.EXPIRED_IDLE) == 1
+        assert kinds.count(EventKind.EXPIRED_ABSOLUTE) == 1
+        with contextlib.closing(sqlite3.connect(db)) as conn:  # grey-box: the rows themselves
+            rows = conn.execute("SELECT kind FROM items WHERE user_id = 'alice'").fetchall()
+        assert rows and RECORD not in {kind for (kind,) in rows}  # tombstones only
 
 
 # -- A7.40: step-up bound to its session and its operation ---------------------------------------
