@@ -164,3 +164,32 @@ async def test_demo_api_transfer_refuses_a_text_plain_json_body(flavour: str) ->
         await client.aclose()
     else:
         client.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("make", [_starlette, _fastapi], ids=["starlette", "fastapi"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ["application/json", "text/plain"],
+        ["text/plain", "application/json"],
+        ["application/json", "application/json"],
+    ],
+)
+async def test_a_repeated_content_type_is_refused(make: Any, fields: list[str]) -> None:
+    """Two ``Content-Type`` fields, in either order, even the same JSON type twice: the body's
+    type is ambiguous (Starlette's ``headers.get`` reads the first, another parser the last),
+    so the endpoint answers 415 and the view does not run."""
+    transport = httpx.ASGITransport(app=make())
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        headers = [("content-type", value) for value in fields]
+        r = await client.post("/api", content=b'{"to": "mallory"}', headers=headers)
+    assert r.status_code == 415 and "ran" not in r.text
+
+
+def test_single_content_type() -> None:
+    from sessionwarden.content import single_content_type
+
+    assert single_content_type(["application/json"]) == "application/json"
+    assert single_content_type([]) is None
+    assert single_content_type(["application/json", "application/json"]) is None

@@ -298,6 +298,39 @@ def test_the_json_api_refuses_what_a_form_or_a_simple_fetch_can_send(
         assert r.json() == {"error": "unsupported-media-type", "reason": "json-only"}
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [["application/json", "text/plain"], ["text/plain", "application/json"]],
+    ids=["json-first", "json-last"],
+)
+def test_two_content_type_fields_never_pass_as_json_by_the_first(
+    demo: DemoServer, browser: Any, fields: list[str]
+) -> None:
+    """A10.60 with two ``Content-Type`` fields over a raw socket: uvicorn hands both to the
+    application, which answers 415 whatever their order (the body's type is ambiguous);
+    Werkzeug's server keeps only the last one, which both the check and Flask's parsing then
+    read, so the answer follows that one."""
+    b = browser()
+    b.sign_in()
+    token = b.api_token()
+    headers = [
+        ("Cookie", f"{COOKIE}={b.session_cookie()}"),
+        ("User-Agent", FIREFOX),
+        ("Accept", "application/json"),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("X-CSRF-Token", token),
+        *(("Content-Type", value) for value in fields),
+    ]
+    body = json.dumps({"to": "bob", "amount": "1"}).encode()
+    status, _, answer = raw(demo, "POST", "/api/transfer", headers, body)
+    flask = "flask" in demo.process.args[2]  # type: ignore[index]
+    if flask and fields[-1] == "application/json":
+        assert status == 200, answer[:200]
+    else:
+        assert status == 415, answer[:200]
+        assert json.loads(answer) == {"error": "unsupported-media-type", "reason": "json-only"}
+
+
 # -- A10.62, A4.26: answers resting on the cross-origin check --------------------------------------
 
 

@@ -11,14 +11,26 @@ refuses. One line per endpoint:
 * Flask views: ``@json_only`` from :mod:`sessionwarden.integrations.flask`;
 * FastAPI: ``dependencies=[JsonOnly]`` from :mod:`sessionwarden.integrations.fastapi`;
 * anything else: :func:`json_body_refusal` on the method and ``Content-Type``.
+
+A request with more than one ``Content-Type`` field is refused too: the field is a singleton
+(RFC 9110 8.3), two of them make the body's type ambiguous, and frameworks disagree about which
+one counts (Starlette reads the first, Werkzeug's server keeps the last), so the check and the
+parser could each believe a different one. No browser sends two.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .facts import UNCHECKED_METHODS
 from .records import JSON
 
-__all__ = ["UNSUPPORTED_MEDIA_TYPE", "is_json_content_type", "json_body_refusal"]
+__all__ = [
+    "UNSUPPORTED_MEDIA_TYPE",
+    "is_json_content_type",
+    "json_body_refusal",
+    "single_content_type",
+]
 
 #: The 415 answer's JSON body.
 UNSUPPORTED_MEDIA_TYPE: dict[str, JSON] = {
@@ -37,6 +49,13 @@ def is_json_content_type(content_type: str | None) -> bool:
         return True
     kind, _, sub = media.partition("/")
     return kind == "application" and sub.endswith("+json") and len(sub) > len("+json")
+
+
+def single_content_type(values: Iterable[str]) -> str | None:
+    """The request's ``Content-Type`` from every field it sent under that name: the one value,
+    or ``None`` (not JSON) when there is none or more than one."""
+    found = list(values)
+    return found[0] if len(found) == 1 else None
 
 
 def json_body_refusal(method: str, content_type: str | None) -> bool:

@@ -38,7 +38,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse, Response
 
 from ..asgi import SessionWardenMiddleware, get_context, get_middleware, get_session
-from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
+from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal, single_content_type
 from ..core import ReauthenticationRequired, Session
 from ..methods import ALLOW, METHOD_NOT_ALLOWED, safe_method_refused
 from .nextpath import login_location, safe_next
@@ -144,7 +144,9 @@ def recent_authentication(max_age: float) -> Callable[[Request], Session]:
 def json_only(request: Request) -> None:
     """A dependency refusing (415) an unsafe request whose body is not JSON: a JSON API must not
     accept what a cross-site form can send. ``@app.post("/x", dependencies=[JsonOnly])``."""
-    if json_body_refusal(request.method, request.headers.get("content-type")):
+    if json_body_refusal(
+        request.method, single_content_type(request.headers.getlist("content-type"))
+    ):
         raise HTTPException(status_code=415, detail=UNSUPPORTED_MEDIA_TYPE)
 
 

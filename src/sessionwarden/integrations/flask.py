@@ -25,7 +25,7 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import Clock
-from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
+from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal, single_content_type
 from ..core import HttpsRequired, ReauthenticationRequired, Session, SessionInfo
 from ..events import EventSink
 from ..guard import Guard, Refusal, RefusalRenderer, RequestContext
@@ -340,7 +340,9 @@ def json_only(view: Callable[P, R]) -> Callable[P, R | Response]:
 
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-        if json_body_refusal(request.method, request.headers.get("content-type")):
+        if json_body_refusal(
+            request.method, single_content_type(request.headers.getlist("content-type"))
+        ):
             return Response(dumps(UNSUPPORTED_MEDIA_TYPE), 415, mimetype="application/json")
         return view(*args, **kwargs)
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal
+from ..content import UNSUPPORTED_MEDIA_TYPE, json_body_refusal, single_content_type
 from ..methods import ALLOW, METHOD_NOT_ALLOWED, safe_method_refused
 
 __all__ = ["json_only", "unsafe_methods_only"]
@@ -35,7 +35,9 @@ def json_only(view: V) -> V:
     async def wrapper(*args: Any, **kwargs: Any) -> Response:
         request = args[-1] if args else kwargs["request"]
         assert isinstance(request, Request)
-        if json_body_refusal(request.method, request.headers.get("content-type")):
+        if json_body_refusal(
+            request.method, single_content_type(request.headers.getlist("content-type"))
+        ):
             return JSONResponse(UNSUPPORTED_MEDIA_TYPE, status_code=415)
         return await view(*args, **kwargs)
 
