@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from .demo.conftest import USERS, DemoServer
 from .test_standards_spec_clients import (
     COOKIE,
     FIREFOX,
+    Browser,
     _jar_cookie,
     browser,
     demo,
@@ -220,17 +222,33 @@ def _cases(v: str, w: str) -> dict[str, tuple[list[str], str | None]]:
 _CASE_NAMES = list(_cases("v", "w"))
 
 
+@pytest.fixture(scope="module")
+def signed_in(demo: DemoServer) -> Iterator[tuple[Browser, Browser]]:
+    """Alice and Bob, signed in once for the cases that end no session (signing in costs a
+    password hash)."""
+    alice, bob = Browser(demo), Browser(demo)
+    alice.sign_in()
+    bob.sign_in("bob")
+    yield alice, bob
+    alice.close()
+    bob.close()
+
+
 @pytest.mark.parametrize("case", _CASE_NAMES)
 def test_odd_cookie_syntax_signs_in_the_owner_or_nobody(
-    demo: DemoServer, browser: Any, case: str
+    demo: DemoServer, browser: Any, signed_in: tuple[Browser, Browser], case: str
 ) -> None:
     """A1.8, A1.9: each ``Cookie`` field set (written byte for byte over a socket) built around
     a signed-in ID gets the owner or nobody, as listed in :func:`_cases`, never the other user
-    and never a 5xx. Unless the fields presented two different IDs (cookie tossing: both end),
-    the owner is still signed in afterwards."""
-    alice, bob = browser(), browser()
-    alice.sign_in()
-    bob.sign_in("bob")
+    and never a 5xx. Unless the fields presented two different IDs (cookie tossing: both end,
+    so that case signs in two users of its own), the owner is still signed in afterwards."""
+    tossing = case == "split fields, two users"
+    if tossing:
+        alice, bob = browser(), browser()
+        alice.sign_in()
+        bob.sign_in("bob")
+    else:
+        alice, bob = signed_in
     v, w = alice.session_cookie(), bob.session_cookie()
     assert v and w
     fields, expected = _cases(v, w)[case]
@@ -241,7 +259,7 @@ def test_odd_cookie_syntax_signs_in_the_owner_or_nobody(
     if expected is None:
         assert status == 401 and json.loads(body) == {"error": "not-authenticated"}
         assert v.encode() not in body
-    if case != "split fields, two users":
+    if not tossing:
         assert alice.user() == "alice"
     assert bob.user() in ("bob", None) and bob.user() != "alice"
 

@@ -9,7 +9,8 @@ the audit events and (for fail-closed) the store's own process are used.
 Items: explicit ``SameSite`` and the persistent cookie's ``Max-Age`` (A2.13, A2.14); rotation
 on re-authentication, step-up, credential and privilege changes (A3.19), an expired ID never
 coming back (A3.21), the renewal grace window (A3.22); failing closed with a generic answer when
-the store is gone (A4.24, A4.26); step-up bound to the session and the operation (A7.40); the
+the store is gone (A4.24, A4.26); idle and absolute timeouts, a passive path and the records
+they delete (A6.34-A6.38); step-up bound to the session and the operation (A7.40); the
 session cap (A8.43); the replay of a rotated-out ID (A9.51) and the application's risk decision
 (A9.52); the route guard for state-changing paths (A10.53), the policy for requests without
 fetch metadata or ``Origin`` (A10.56), exempt paths that do not widen (A10.61) and report-only
