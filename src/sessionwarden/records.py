@@ -156,13 +156,12 @@ class SessionRecord:
     def apply(self, update: RecordUpdate, *, copy_values: bool = False) -> None:
         """Apply a partial update in place (the reference semantics every store follows);
         ``copy_values``: take copies of the update's lists and dicts, not the objects."""
-        meta, set_data = update.meta, update.set_data
-        if copy_values:
-            meta, set_data = clone_map(meta), clone_map(set_data)
-        for name, value in meta.items():
+        for name, value in update.meta.items():
+            if copy_values and type(value) not in _SCALARS:
+                value = clone_json(value)  # a fingerprint, the flags, a binding: a container
             setattr(self, name, value)
         data = self.data
-        data.update(set_data)
+        data.update(clone_map(update.set_data) if copy_values else update.set_data)
         for name in update.del_data:
             data.pop(name, None)
 
@@ -238,7 +237,7 @@ _SCALARS = frozenset((str, int, float, bool, type(None)))
 def clone_json(value: JSON) -> JSON:
     """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
     if isinstance(value, dict):
-        return {k: v if type(v) in _SCALARS else clone_json(v) for k, v in value.items()}
+        return clone_map(value)
     if isinstance(value, list):
         return [v if type(v) in _SCALARS else clone_json(v) for v in value]
     return value
@@ -246,9 +245,12 @@ def clone_json(value: JSON) -> JSON:
 
 def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
     """A copy of a mapping of JSON values; scalars (almost all of them) are shared."""
-    if _SCALARS.issuperset(map(type, mapping.values())):
-        return dict(mapping)  # scalars only: the shallow copy is a full one
-    return {name: v if type(v) in _SCALARS else clone_json(v) for name, v in mapping.items()}
+    copy = dict(mapping)  # scalars only (checked in C): the shallow copy is a full one
+    if not _SCALARS.issuperset(map(type, mapping.values())):
+        for name, value in mapping.items():
+            if type(value) not in _SCALARS:
+                copy[name] = clone_json(value)
+    return copy
 
 
 #: The one encoder of every stored JSON value (compact, UTF-8, no NaN); made once, since
