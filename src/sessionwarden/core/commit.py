@@ -431,13 +431,11 @@ class Committing(EngineBase):
         session_id = tokens.new_session_id()
         new_key = self.keyring.hash_id(session_id)
         changes.meta.update(self._rotated_meta(session, facts, now, record.created_at))
-        # What the request wrote, without the rotation's own fields: kept if it loses a race.
-        moved_data = RecordUpdate(set_data=changes.set_data, del_data=changes.del_data)
         changes.activity = self._activity(facts, now)
         evicted = yield from self._rotate_op(session, record.key, new_key, changes, now, periodic)
         if evicted is None:
             lost = yield from self._after_lost_rotation(
-                session, facts, now, changes, moved_data, new_key, periodic
+                session, facts, now, changes, new_key, periodic
             )
             if isinstance(lost, Outcome):
                 return lost
@@ -453,18 +451,19 @@ class Committing(EngineBase):
     ) -> dict[str, JSON]:
         """The fields a rotation sets (a login also its user, fingerprint and fresh flags)."""
         act = session.actions
+        login = act.login_user is not None
+        # The absolute timeout of a signed-in session counts from its login, not from the
+        # anonymous session (a login page left open) it grew out of.
+        start = now if login else created_at
         meta: dict[str, JSON] = {
             "last_seen": now,
             "rotated_at": now,
-            "expires_at": self.expires_at(created_at, now),
+            "expires_at": self.expires_at(start, now),
             "client_ip": facts.client_ip,
             "user_agent": self.agent_label(facts.user_agent),
         }
-        if act.login_user is not None:
-            # The absolute timeout of a signed-in session counts from its login, not from the
-            # anonymous session (a login page left open) it grew out of.
+        if login:
             meta["created_at"] = now
-            meta["expires_at"] = self.expires_at(now, now)
             meta["user_id"] = act.login_user
             meta["auth_at"] = now
             meta["csrf_secret"] = session.csrf_secret()
@@ -526,7 +525,6 @@ class Committing(EngineBase):
         facts: RequestFacts,
         now: float,
         changes: RecordUpdate,
-        moved_data: RecordUpdate,
         new_key: str,
         periodic: bool,
     ) -> Steps[Outcome | Ended]:
@@ -538,7 +536,9 @@ class Committing(EngineBase):
         successor = yield from self._successor(record.key, now)
         if successor is not None and periodic:
             # A concurrent request rotated it first: that response carries the new ID. Keep
-            # this request's writes on the successor and leave the cookie alone.
+            # this request's writes (without the rotation's own fields) on the successor and
+            # leave the cookie alone.
+            moved_data = RecordUpdate(set_data=changes.set_data, del_data=changes.del_data)
             ok = moved_data.is_empty() or (
                 yield from Update(
                     successor, moved_data, activity_max=self.policy.monitor.activity_max
@@ -602,6 +602,7 @@ class Committing(EngineBase):
         assert record is not None
         act = session.actions
         user_id = act.login_user or record.user_id
+        lineage = record.lineage
         reason = "explicit"
         if act.login_user is not None:
             reason = "login"
@@ -612,7 +613,7 @@ class Committing(EngineBase):
             facts,
             now,
             key=new_key,
-            lineage=record.lineage,
+            lineage=lineage,
             user_id=user_id,
             reason="periodic" if periodic else reason,
             detail={"previous": tokens.ref_of(record.key)},
@@ -623,7 +624,7 @@ class Committing(EngineBase):
                 facts,
                 now,
                 key=new_key,
-                lineage=record.lineage,
+                lineage=lineage,
                 user_id=act.login_user,
             )
         self._report_evicted(evicted, facts, now, user_id)

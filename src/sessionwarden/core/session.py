@@ -384,8 +384,9 @@ class Session:
             # of the signed-in user's data; an anonymous session's data (a cart) and the same
             # user's own stay, as they do through any rotation.
             self.clear()
-        self.actions.login_user = user_id
-        self.actions.logout = False
+        act = self.actions
+        act.login_user = user_id
+        act.logout = False
         self._csrf_secret = tokens.new_csrf_secret()
 
     def logout(self) -> None:
@@ -579,6 +580,10 @@ class Session:
         (written before lineages existed) gets the one it stands for now, so the next write
         keeps it."""
         act = self._actions
+        if act is not None and act.login_user is not None:
+            # A sign-in starts from fresh flags, its lineage kept: the commit's rotation sets
+            # them (``Committing._rotated_meta``), so there is nothing to merge.
+            return None
         record = self.record
         flags = dict(record.flags) if record is not None else {}
         changed = False
@@ -592,9 +597,6 @@ class Session:
         if act.net_changed_at is not None:
             flags["net_at"] = act.net_changed_at
             changed = True
-        if act.login_user is not None:
-            flags.pop("step_up", None)
-            changed = changed or record is not None
         return flags if changed else None
 
 
