@@ -495,7 +495,7 @@ class SQLiteStore(_rows.ListsAll):
                     trail_text = found[0] if found else None
                 trail_text = self._appended(trail_text, update.activity, activity_max)
             generation = self._generation
-            self._put_marker(db, old_key, old_becomes)
+            self._put_marker(db, row[4], old_becomes)
             texts = self._put_record(db, new_key, meta, new.data, trail_text)
             evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until, on_limit)
         self._written(handle, generation, (old_key, *evicted), new_key, *texts, new, extras)
@@ -595,10 +595,10 @@ class SQLiteStore(_rows.ListsAll):
 
     def revoke(self, key: str, tombstone: Tombstone) -> bool:
         with self._write() as db:
-            row = db.execute("SELECT kind FROM items WHERE key = ?", (key,)).fetchone()
+            row = db.execute("SELECT kind, rowid FROM items WHERE key = ?", (key,)).fetchone()
             if row is None or row[0] not in (RECORD, ALIAS):
                 return False
-            self._put_marker(db, key, tombstone)
+            self._put_marker(db, row[1], tombstone)
             return True
 
     def delete(self, key: str) -> None:

@@ -61,15 +61,17 @@ UPSERT_RECORD: Final = """
         activity = coalesce(excluded.activity, items.activity)
 """
 
+# An alias or tombstone always takes the place of a row the same transaction found (the record
+# it replaces, or an alias revoked): found by the rowid that read returned, it is a plain UPDATE of
+# that row, one descent of the table's B-tree (an upsert by key would first try the insert and
+# look the key up in its index).
 PUT_MARKER: Final = """
-    INSERT INTO items (rowid, key, kind, user_id, created_at, expires, meta, data, activity)
-    VALUES (?, ?, ?, ?, NULL, ?, ?, NULL, NULL)
-    ON CONFLICT (key) DO UPDATE SET
-        kind = excluded.kind, user_id = excluded.user_id, created_at = NULL,
-        expires = excluded.expires, meta = excluded.meta, data = NULL, activity = NULL
+    UPDATE items SET kind = ?, user_id = ?, created_at = NULL, expires = ?, meta = ?,
+        data = NULL, activity = NULL
+    WHERE rowid = ?
 """
 
-LIVE_SELECT: Final = "SELECT kind, meta, data, activity FROM items WHERE key = ?"
+LIVE_SELECT: Final = "SELECT kind, meta, data, activity, rowid FROM items WHERE key = ?"
 GET: Final = "SELECT kind, user_id, expires, meta, data FROM items WHERE key = ?"
 GET_BY_ROWID: Final = (
     "SELECT kind, user_id, expires, meta, data FROM items WHERE rowid = ? AND key = ?"
@@ -292,7 +294,9 @@ def marker(kind: int, key: str, user_id: str | None, expires: float, meta_text: 
     )
 
 
-def put_marker(db: sqlite3.Connection, key: str, item: Alias | Tombstone) -> None:
+def put_marker(db: sqlite3.Connection, rowid: int, item: Alias | Tombstone) -> None:
+    """Replace the row at ``rowid`` (found by this transaction) with the alias or tombstone
+    ``item``."""
     if isinstance(item, Alias):
         kind = ALIAS
         meta: dict[str, JSON] = {
@@ -305,7 +309,7 @@ def put_marker(db: sqlite3.Connection, key: str, item: Alias | Tombstone) -> Non
         meta = {"reason": item.reason, "at": item.at}
         if item.lineage:
             meta["lineage"] = item.lineage
-    write_row(db, PUT_MARKER, key, (kind, item.user_id, item.until, dumps(meta)))
+    db.execute(PUT_MARKER, (kind, item.user_id, item.until, dumps(meta), rowid))
 
 
 def put_record(
@@ -352,8 +356,8 @@ def enforce_cap(
     return bury(db, over_cap(live, cap, key, on_limit, user_id), "evicted", at, until, user_id)
 
 
-#: A record's stored lineage flag (``NULL`` for a record written before lineages).
-_LINEAGE_SELECT = "SELECT json_extract(meta, '$.flags.lineage') FROM items WHERE key = ?"
+#: A record's stored lineage flag (``NULL`` for a record written before lineages), and its rowid.
+_LINEAGE_SELECT = "SELECT json_extract(meta, '$.flags.lineage'), rowid FROM items WHERE key = ?"
 
 
 def bury(
@@ -363,10 +367,10 @@ def bury(
     keeping its record's lineage; returns the keys with those lineages. Runs only for the
     sessions a write ends, so a write that ends none reads nothing more."""
     ended: Ended = {}
-    for k in keys:
-        row = db.execute(_LINEAGE_SELECT, (k,)).fetchone()
-        lineage = ended[k] = lineage_or_key(row[0] if row else None, k)
-        put_marker(db, k, Tombstone(k, reason, at, until, user, lineage))
+    for k in keys:  # each read in the caller's transaction: its row is there
+        stored, rowid = db.execute(_LINEAGE_SELECT, (k,)).fetchone()
+        lineage = ended[k] = lineage_or_key(stored, k)
+        put_marker(db, rowid, Tombstone(k, reason, at, until, user, lineage))
     return ended
 
 
