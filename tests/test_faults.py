@@ -395,9 +395,10 @@ async def test_sqlite_lock_does_not_stall_the_other_requests_of_the_worker(tmp_p
 
 
 class _FullDisk:
-    """A connection stand-in whose writes fail like a full disk (when no tmpfs can be mounted)."""
+    """A connection (or cursor) stand-in whose writes fail like a full disk (when no tmpfs can
+    be mounted)."""
 
-    def __init__(self, real: sqlite3.Connection) -> None:
+    def __init__(self, real: sqlite3.Connection | sqlite3.Cursor) -> None:
         self._real = real
 
     def execute(self, sql: str, *args: Any) -> Any:
@@ -428,6 +429,7 @@ async def test_sqlite_full_disk_gives_503_then_recovers(tmp_path: Path) -> None:
         else:
             handle = store._local.handle
             handle.db = _FullDisk(handle.db)  # type: ignore[assignment]
+            handle.cursor = _FullDisk(handle.cursor)  # type: ignore[assignment]
         big = "z" * 3000
         t = users[0].tokens[-1]
         refused = 0
@@ -448,6 +450,7 @@ async def test_sqlite_full_disk_gives_503_then_recovers(tmp_path: Path) -> None:
             filler.unlink()
         else:
             handle.db = handle.db._real  # type: ignore[attr-defined]
+            handle.cursor = handle.cursor._real  # type: ignore[attr-defined]
         b = users[1]
         r = await b.get("/whoami")
         assert r.status_code == 200 and r.json()["user"] == "user1"

@@ -153,7 +153,8 @@ _Entry = tuple[Lookup, str | None, str | None, Mapping[str, Any]]
 
 class _Handle:
     """One thread's connection (weakly registered so :meth:`SQLiteStore.close` can reach it),
-    with a cursor kept for the hot reads and this connection's read cache (see
+    with a cursor kept for the hot reads and the write transactions, and this connection's read
+    cache (see
     :meth:`SQLiteStore.get`)."""
 
     __slots__ = (
@@ -280,28 +281,31 @@ class SQLiteStore(_rows.ListsAll):
         return handle
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[sqlite3.Cursor]:
         """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back otherwise.
-        Under :meth:`without_waiting`, :class:`WouldWait` when another writer holds the lock."""
+        Under :meth:`without_waiting`, :class:`WouldWait` when another writer holds the lock.
+        Yields the connection's kept cursor: ``Connection.execute`` makes a cursor object per
+        statement (a sign-in's transaction runs five)."""
         handle = self._handle()
         db = handle.db
+        cursor = handle.cursor
         try:
             # The connection has no busy handler (see sqlite_file.connect): the lock is waited
             # for by begin_immediate, and once it is held (WAL) nothing in the transaction waits.
             try:
                 try:
-                    _file.begin_immediate(db, 0.0 if handle.no_wait else self._timeout)
+                    _file.begin_immediate(cursor, 0.0 if handle.no_wait else self._timeout)
                 except sqlite3.OperationalError as exc:
                     if handle.no_wait and _file.is_busy(exc):
                         raise WouldWait from None
                     raise
                 try:
-                    yield db
+                    yield cursor
                 except BaseException:
                     if db.in_transaction:
                         db.rollback()
                     raise
-                db.execute("COMMIT")
+                cursor.execute("COMMIT")
                 self._checkpoints.wrote(_forks)
             finally:
                 # Before anything else can run on this connection: its read cache must not

@@ -97,7 +97,7 @@ def pause_if_busy(exc: sqlite3.Error, deadline: float | None, timeout: float) ->
     return deadline
 
 
-def begin_immediate(db: sqlite3.Connection, timeout: float) -> None:
+def begin_immediate(db: sqlite3.Cursor, timeout: float) -> None:
     """``BEGIN IMMEDIATE``, retried finely until ``timeout`` while another writer holds it.
 
     The connection has no busy handler (see ``connect``): each attempt fails at once instead
@@ -144,7 +144,7 @@ _PURGE_PAUSE: Final = 0.005
 
 def purge(
     db: sqlite3.Connection,
-    write: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    write: Callable[[], AbstractContextManager[sqlite3.Cursor]],
     now: float,
     batch: int,
 ) -> int:

@@ -230,7 +230,7 @@ def _hashed_row_id(key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def write_row(db: sqlite3.Connection, statement: str, key: str, values: tuple[Any, ...]) -> None:
+def write_row(db: sqlite3.Cursor, statement: str, key: str, values: tuple[Any, ...]) -> None:
     """``statement`` (an upsert whose first two parameters are the rowid and the key) with the
     key's derived rowid, or, when another key's row holds that rowid, with an ordinary one."""
     try:
@@ -294,7 +294,7 @@ def marker(kind: int, key: str, user_id: str | None, expires: float, meta_text: 
     )
 
 
-def put_marker(db: sqlite3.Connection, rowid: int, item: Alias | Tombstone) -> None:
+def put_marker(db: sqlite3.Cursor, rowid: int, item: Alias | Tombstone) -> None:
     """Replace the row at ``rowid`` (found by this transaction) with the alias or tombstone
     ``item``."""
     if isinstance(item, Alias):
@@ -313,7 +313,7 @@ def put_marker(db: sqlite3.Connection, rowid: int, item: Alias | Tombstone) -> N
 
 
 def put_record(
-    db: sqlite3.Connection,
+    db: sqlite3.Cursor,
     key: str,
     meta: dict[str, Any],
     data: dict[str, Any],
@@ -331,7 +331,7 @@ def columns(meta: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 
 def enforce_cap(
-    db: sqlite3.Connection,
+    db: sqlite3.Cursor,
     key: str,
     meta: dict[str, Any],
     cap: int,
@@ -361,7 +361,7 @@ _LINEAGE_SELECT = "SELECT json_extract(meta, '$.flags.lineage'), rowid FROM item
 
 
 def bury(
-    db: sqlite3.Connection, keys: Sequence[str], reason: str, at: float, until: float, user: str
+    db: sqlite3.Cursor, keys: Sequence[str], reason: str, at: float, until: float, user: str
 ) -> Ended:
     """Tombstone the live records at ``keys`` (in the caller's transaction), each tombstone
     keeping its record's lineage; returns the keys with those lineages. Runs only for the
@@ -374,7 +374,7 @@ def bury(
     return ended
 
 
-def rehome(db: sqlite3.Connection, after: int | None, batch: int) -> tuple[int | None, int]:
+def rehome(db: sqlite3.Cursor, after: int | None, batch: int) -> tuple[int | None, int]:
     """Give the rows of one page (up to ``batch`` rows in rowid order after ``after``) that
     were written without their derived rowid (by an earlier version) that rowid, where it is
     free. Returns where the next page starts (None: done) and how many rows moved."""
