@@ -126,3 +126,50 @@ def test_every_rewrite_of_the_meta_keeps_a_later_versions_fields(tmp_path: Path)
             assert isinstance(fresh, SessionRecord) and fresh.last_seen == T0 + 2
         finally:
             store.close()
+
+
+def test_rotation_that_sets_no_data_key_keeps_the_stored_data(tmp_path: Path) -> None:
+    """A rotation whose update sets or deletes no data key (a periodic rotation) writes the
+    data text it found as it is, even one another writer encoded differently; the new record
+    holds that data, in this store's cache, in another store, and for a later update."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    record = SessionRecord(
+        key="old",
+        created_at=T0,
+        last_seen=T0,
+        expires_at=T0 + 3600,
+        rotated_at=T0,
+        csrf_secret="csrf",
+        user_id="alice",
+        data={"cart": [1, 2]},
+    )
+    store.insert(record, max_per_user=0, tombstone_until=T0)
+    text = '{"theme": "dark",  "cart": [1, 2]}'  # not this version's compact encoding
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE items SET data = ? WHERE key = 'old'", (text,))
+    other = SQLiteStore(path)
+    try:
+        assert isinstance(store.get("old"), SessionRecord)
+        store.rotate(
+            "old",
+            "new",
+            RecordUpdate(meta={"rotated_at": T0 + 5}),
+            old_becomes=Tombstone("old", "rotated", T0 + 5, T0 + 60, "alice"),
+            max_per_user=0,
+            tombstone_until=T0 + 60,
+        )
+        with sqlite3.connect(path) as db:
+            stored = db.execute("SELECT data FROM items WHERE key = 'new'").fetchone()[0]
+        assert stored == text
+        cached, fresh = store.get("new"), other.get("new")
+        assert isinstance(cached, SessionRecord) and isinstance(fresh, SessionRecord)
+        assert cached.data == fresh.data == {"theme": "dark", "cart": [1, 2]}
+        assert cached.rotated_at == fresh.rotated_at == T0 + 5
+        assert store.update("new", RecordUpdate(set_data={"theme": "light"}))
+        again = other.get("new")
+        assert isinstance(again, SessionRecord)
+        assert again.data == {"theme": "light", "cart": [1, 2]}
+    finally:
+        store.close()
+        other.close()

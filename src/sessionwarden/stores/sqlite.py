@@ -498,9 +498,11 @@ class SQLiteStore(_rows.ListsAll):
                     ).fetchone()
                     trail_text = found[0] if found else None
                 trail_text = self._appended(trail_text, update.activity, activity_max)
+            # Data no key of which the update sets or deletes is the stored text as it is.
+            same_data = None if update.set_data or update.del_data else row[2]
             generation = self._generation
             self._put_marker(db, row[4], old_becomes)
-            texts = self._put_record(db, new_key, meta, new.data, trail_text)
+            texts = self._put_record(db, new_key, meta, new.data, trail_text, same_data)
             evicted = self._enforce_cap(db, new_key, meta, max_per_user, tombstone_until, on_limit)
         self._written(handle, generation, (old_key, *evicted), new_key, *texts, new, extras)
         return evicted

@@ -318,9 +318,13 @@ def put_record(
     meta: dict[str, Any],
     data: dict[str, Any],
     activity: str | None,
+    data_text: str | None = None,
 ) -> tuple[str, str]:
-    """Write the record at ``key``; its meta and data as stored (JSON text)."""
-    meta_text, data_text = dumps(meta), dumps(data)
+    """Write the record at ``key``; its meta and data as stored (JSON text). ``data_text``:
+    ``data`` as stored already (a rotation that changes no data key), not encoded again."""
+    meta_text = dumps(meta)
+    if data_text is None:
+        data_text = dumps(data)
     write_row(db, UPSERT_RECORD, key, (*columns(meta), meta_text, data_text, activity))
     return meta_text, data_text
 
