@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .policy import CookiePolicy
 from .proxy import split_host
+from .tokens import is_well_formed_id
 
 MAX_COOKIE_HEADER = 16_384
 #: The longest lifetime a cookie may ask for: RFC 6265bis has browsers cap ``Max-Age`` and
@@ -64,6 +65,12 @@ def cookie_values(header: str, name: str) -> list[str]:
         if value not in found:
             found.append(value)
     return found
+
+
+def presents_id(header: str, name: str) -> bool:
+    """Whether the header presents a session ID that could exist, so loading the session reads
+    the store (no cookie, or only malformed ones, is answered without a read)."""
+    return any(is_well_formed_id(value) for value in cookie_values(header, name))
 
 
 class CookieWriter:

@@ -20,6 +20,7 @@ from . import csrf, headers, proxy
 from .anomaly import RiskAssessor
 from .clock import Clock
 from .context import RequestContext as RequestContext  # re-exported, as Refusal is
+from .cookies import presents_id
 from .core import Engine, Loaded, Outcome, Steps
 from .core.ended import REPLACED
 from .core.session import PLAIN_HTTP_REASON
@@ -642,8 +643,12 @@ class Guard:
 
     def store_ok(self, facts: RequestFacts, *, wrote: bool) -> None:
         """Report the end of an outage. When writes were failing, a successful read proves
-        nothing (a read-only file, a full disk): only a successful write ends it."""
+        nothing (a read-only file, a full disk): only a successful write ends it. Nor does a
+        request that wrote nothing and presented no ID (it asked the store nothing): taken for
+        a recovery, it would report the outage's end and its start again."""
         if not self.outage.failing or (self._write_outage and not wrote):
+            return
+        if not wrote and not presents_id(facts.cookie_header, self.policy.cookie.name):
             return
         if self.outage.success():
             self._write_outage = False
