@@ -650,7 +650,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 # -- as a program ---------------------------------------------------------------------------------
 
 
-def test_python_dash_m_stats(tmp_path: Path) -> None:
+@pytest.mark.parametrize("module", ["sessionwarden.cli", "sessionwarden"])
+def test_python_dash_m_stats(tmp_path: Path, module: str) -> None:
     from sessionwarden.stores.sqlite import SQLiteStore
 
     path = tmp_path / "s.db"
@@ -665,7 +666,7 @@ def test_python_dash_m_stats(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sessionwarden.cli",
+            module,
             "sessions",
             "stats",
             "--store",
@@ -679,7 +680,7 @@ def test_python_dash_m_stats(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "live sessions  1"
     bad = subprocess.run(
-        [sys.executable, "-m", "sessionwarden.cli", "sessions", "stats", "--store", "bogus://"],
+        [sys.executable, "-m", module, "sessions", "stats", "--store", "bogus://"],
         capture_output=True,
         text=True,
         env=env,
@@ -841,3 +842,55 @@ def test_store_init_has_nothing_to_do_for_sqlite(
 ) -> None:
     status, out, _ = run(capsys, "store", "init", "--store", f"sqlite:///{tmp_path}/s.db")
     assert status == 0 and out.startswith("nothing to do")
+
+
+def test_store_init_json_when_there_is_nothing_to_do(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, out, _ = run(capsys, "store", "init", "--json", "--store", f"sqlite:///{tmp_path}/s")
+    assert status == 0 and json.loads(out) == {"store": "sqlite", "done": "nothing to do"}
+
+
+def test_store_init_names_a_database_that_does_not_exist_as_a_cause(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As ``sessions stats`` does: the server answered, so it is not "unreachable"."""
+    url = postgres_database().rsplit("/", 1)[0] + "/swtest_no_such_database"
+    status, out, err = run(capsys, "store", "init", "--store", url)
+    assert status == 3 and out == ""
+    assert "cannot connect" in err and "no such database" in err
+
+
+def test_tls_to_a_server_that_does_not_answer_it_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rediss://`` to a port whose server never completes the TLS handshake (a plain Redis
+    waits for a command, so does this listener): a timeout, with the hint to check TLS."""
+    from sessionwarden import startup
+
+    monkeypatch.setattr(startup, "_CHECK_PATIENCE", 0.0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # the kernel completes the connection; nothing ever answers
+        port = listener.getsockname()[1]
+        status, out, err = run(
+            capsys, "sessions", "stats", "--store", f"rediss://127.0.0.1:{port}/0"
+        )
+        plain = run(capsys, "sessions", "stats", "--store", f"redis://127.0.0.1:{port}/0")
+    assert status == 3 and out == "" and err.count("\n") == 1
+    assert "imeout" in err and "the URL asks for TLS" in err
+    assert plain[0] == 3 and "TLS" not in plain[2]
+
+
+def test_a_demo_key_file_that_cannot_be_read_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory given as ``--secret-file``: one line naming the file, no mode warning."""
+    import io
+
+    from sessionwarden.demo.cli import load_secret
+
+    tmp_path.chmod(0o755)
+    with pytest.raises(ValueError, match=r"key file .*: cannot read it: Is a directory"):
+        load_secret(tmp_path, "memory://", out=io.StringIO())
+    assert capsys.readouterr().err == ""

@@ -168,7 +168,7 @@ def open_cli_store(arg: str | None) -> SessionStore:
     except StoreUnavailable as exc:
         raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {exc}") from None
     try:
-        check_store(store)
+        check_store(store, url)
     except CliError:
         with contextlib.suppress(StoreUnavailable):
             store.close()
@@ -398,7 +398,10 @@ def cmd_store_init(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(EXIT_USAGE, str(exc)) from None
     if spec.kind != "postgres":
-        print(f"nothing to do: a {spec.kind} store creates what it needs when it is opened")
+        if args.json:
+            _json({"store": spec.kind, "done": "nothing to do"}, sys.stdout)
+        else:
+            print(f"nothing to do: a {spec.kind} store creates what it needs when it is opened")
         return EXIT_OK
     try:
         from .stores.postgres import init_schema

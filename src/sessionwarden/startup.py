@@ -117,9 +117,10 @@ def sqlite_problem(path: str, *, must_exist: bool) -> str | None:
     return None
 
 
-def check_store(store: Any) -> None:
+def check_store(store: Any, url: str = "") -> None:
     """Run ``store.check()`` (a synchronous store), turning :class:`StoreUnavailable` into
-    :class:`CliError` (3) naming the cause."""
+    :class:`CliError` (3) naming the cause. ``url`` (the store's) only adds a hint: a TLS
+    handshake with a server that does not speak TLS is a timeout like any other."""
     check = getattr(store, "check", None)
     if not callable(check):
         return
@@ -131,8 +132,13 @@ def check_store(store: Any) -> None:
         except StoreUnavailable as exc:
             # A busy server may miss a short read deadline now and then: ask again for a while.
             # A refusal or an error answer is final at once.
-            if time.monotonic() > deadline or "timeout" not in str(exc).lower():
-                raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {exc}") from None
+            timeout = "timeout" in str(exc).lower()
+            if time.monotonic() > deadline or not timeout:
+                hint = _TLS_HINT if timeout and url.lower().startswith("rediss") else ""
+                raise CliError(EXIT_UNAVAILABLE, f"store unavailable: {exc}{hint}") from None
+
+
+_TLS_HINT = " (the URL asks for TLS: does the server speak TLS on that port?)"
 
 
 # -- listening ------------------------------------------------------------------------------------

@@ -166,7 +166,10 @@ def default_secret_path(store_url: str, data_dir: Path = Path(DATA_DIR)) -> Path
 
 
 def _read_key(path: Path) -> bytes:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"key file {path}: cannot read it: {exc.strerror or exc}") from None
     if len(data) < SECRET_BYTES:
         raise ValueError(f"{path}: a key file needs at least {SECRET_BYTES} bytes")
     return data
@@ -216,7 +219,7 @@ def load_secret(
         path = default_secret_path(store_url, data_dir)
     if path.exists():
         mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
+        if mode & 0o077 and path.is_file():
             print(
                 f"warning: {path} is readable by others (mode {mode:o}); chmod 600 it",
                 file=sys.stderr,
@@ -399,7 +402,7 @@ def _check_store(url: str) -> None:
             EXIT_USAGE, f"the store needs {exc.name}: pip install 'sessionwarden[demo]'"
         ) from None
     try:
-        check_store(store)
+        check_store(store, url)
     finally:
         with contextlib.suppress(StoreUnavailable):
             store.close()

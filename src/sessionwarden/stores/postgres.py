@@ -565,7 +565,11 @@ def init_schema(
     """
     check_table(table)
     try:
-        with psycopg.connect(conninfo(url, timeout), autocommit=True) as conn, conn.transaction():
+        conn = psycopg.connect(conninfo(url, timeout), autocommit=True)
+    except psycopg.Error:
+        raise StoreUnavailable(_NO_CONNECTION) from None
+    try:
+        with conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id("schema", table),))
             found = conn.execute("SELECT to_regclass(%s)", (f"{table}_schema",)).fetchone()
             before = None
