@@ -8,7 +8,7 @@ requests from a thread. Every store is faulted on servers of the test's own: a p
 frozen with SIGSTOP, then continued), a PostgreSQL database of the test's own on the shared
 server (new connections refused with ``ALLOW_CONNECTIONS false`` and the store's backends ended
 with ``pg_terminate_backend``: that database's only), and SQLite (a lock held by another process,
-a full tmpfs). What a user or an operator can observe is asserted:
+the files made immutable, a full tmpfs). What a user or an operator can observe is asserted:
 
 * during the outage, every request that needs the store answers 503 with ``Retry-After: 1`` and
   the clear error, never 500, never a session cookie (nothing adopted or created), never a
@@ -476,6 +476,38 @@ def _lock_holder(path: Path) -> Fault:
 def test_sqlite_locked_by_another_process(module: str, tmp_path: Path) -> None:
     fault = _lock_holder(tmp_path / "s.db")
     with _demo(fault.store, module, tmp_path) as srv:
+        _outage(srv, fault)
+
+
+@contextlib.contextmanager
+def _immutable(path: Path) -> Iterator[Fault]:
+    """The database and its write-ahead log made immutable (``chattr +i``: root ignores
+    ``chmod``), then writable again; always writable again at the end, so the files can be
+    removed. Not the ``-shm`` index, which SQLite maps into memory: a write to a mapped page of
+    an immutable file kills the process (SIGBUS), no file permission does that."""
+    files = [str(path) + suffix for suffix in ("", "-wal")]
+
+    def chattr(flag: str) -> None:
+        done = subprocess.run(["chattr", flag, *files], capture_output=True, timeout=10)
+        assert done.returncode == 0 or flag == "-i", done.stderr
+
+    probe = path.with_name("probe")
+    probe.touch()
+    try:
+        if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not possible here")
+        subprocess.run(["chattr", "-i", str(probe)], capture_output=True)
+    except OSError:
+        pytest.skip("chattr is not installed")
+    try:
+        yield Fault(f"sqlite:///{path}", lambda: chattr("+i"), lambda: chattr("-i"), True)
+    finally:
+        chattr("-i")
+
+
+@pytest.mark.parametrize("module", APPS)
+def test_sqlite_file_made_read_only(module: str, tmp_path: Path) -> None:
+    with _immutable(tmp_path / "s.db") as fault, _demo(fault.store, module, tmp_path) as srv:
         _outage(srv, fault)
 
 
