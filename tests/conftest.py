@@ -29,6 +29,7 @@ from sessionwarden.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from tests.cluster_support import Cluster, SentinelSet
+    from tests.private_redis import PrivateRedis
 
 REDIS_URL = os.environ.get("SESSIONWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: The server's maintenance database, through which the run's own database is created and dropped.
@@ -320,3 +321,17 @@ class Recorder:
 
     def kinds(self) -> list[EventKind]:
         return [e.kind for e in self.events]
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own on a free loopback port (the tests that stop, pause or
+    kill the server), killed at the end."""
+    from tests.private_redis import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

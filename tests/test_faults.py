@@ -53,16 +53,6 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
 def black_hole() -> Iterator[int]:
     """A loopback port that accepts connections and never answers (nor reads)."""
     listener = socket.socket()

@@ -273,16 +273,6 @@ def _demo(store: str, module: str, tmp_path: Path) -> Iterator[DemoServer]:
 # -- Redis --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @pytest.mark.parametrize("module", APPS)
 def test_redis_killed_and_restarted(
     private_redis: PrivateRedis, module: str, tmp_path: Path

@@ -19,7 +19,6 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,18 +79,8 @@ PAUSE_MS = int(2 * TIMEOUT * 1000 + 1000)
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def own_url(own_server: PrivateRedis) -> str:
-    return f"redis://127.0.0.1:{own_server.port}/0"
+def own_url(private_redis: PrivateRedis) -> str:
+    return f"redis://127.0.0.1:{private_redis.port}/0"
 
 
 @pytest.fixture
