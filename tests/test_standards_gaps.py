@@ -199,10 +199,11 @@ async def test_the_response_that_finds_a_session_expired_clears_site_data(
 
 
 @ADAPTERS
-async def test_a_response_that_starts_a_new_session_never_clears_site_data(kind: str) -> None:
-    """The header is applied after the response's Set-Cookie: sent beside a new session's
-    cookie it would erase it. A page that gives the browser whose session expired a new
-    (anonymous) session, to hold a sign-in form's token, does not send it."""
+async def test_a_response_that_starts_a_new_session_never_clears_cookies(kind: str) -> None:
+    """The header is applied after the response's Set-Cookie: ``"cookies"`` beside a new
+    session's cookie would erase it. A page that gives the browser whose session expired a new
+    (anonymous) session, to hold a sign-in form's token, clears the ended session's storage
+    only."""
     policy = _policy()
     with client(kind, policy) as c:
         await c.login()
@@ -210,7 +211,8 @@ async def test_a_response_that_starts_a_new_session_never_clears_site_data(kind:
         r = await c.request("GET", "/token")
         (fresh,) = r.headers.get_list("set-cookie")
         assert not fresh.startswith(f"{c.cookie_name}=;")
-        assert "clear-site-data" not in r.headers
+        assert r.headers["clear-site-data"] == '"storage"'
+        assert r.headers["cache-control"] == "no-store"
 
 
 @ADAPTERS

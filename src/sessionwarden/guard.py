@@ -22,7 +22,7 @@ from .clock import Clock
 from .context import RequestContext as RequestContext  # re-exported, as Refusal is
 from .cookies import presents_id
 from .core import Engine, Loaded, Outcome, Steps
-from .core.ended import REPLACED
+from .core.base import SiteData, site_data_to_clear
 from .core.session import PLAIN_HTTP_REASON
 from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
 from .dbsc_guard import DbscGuard
@@ -530,12 +530,14 @@ class Guard:
         if self.headers is None:
             return self._with_dbsc(ctx, outcome, cookies), headers.NOTHING_TO_DROP
         no_store = self._no_store and _not_to_store(ctx, outcome, set_cookie is not None)
+        clearing = _clears_site_data(ctx, outcome)
         add, drop = self.headers.response_headers(
             ctx.facts.scheme == "https",
             ctx.nonce or None,
             existing,
             no_store,
-            _clears_site_data(ctx, outcome),
+            clearing is not SiteData.KEEP,
+            keep_cookies=clearing is SiteData.CLEAR_ALL_BUT_COOKIES,
         )
         if cookies:
             add[:0] = cookies
@@ -683,18 +685,14 @@ def _not_to_store(ctx: RequestContext, outcome: Outcome | None, sets_cookie: boo
     )
 
 
-def _clears_site_data(ctx: RequestContext, outcome: Outcome | None) -> bool:
-    """Whether the response carries Clear-Site-Data: it ends the session for this browser (a
-    logout, or the deletion cookie for a session that ended: expired, signed out, revoked, but
-    not one given a new ID, whose browser holds its successor, nor when the response sets a new
-    session, which the header would erase), and it goes to a secure context (HTTPS, or plain HTTP
-    to a loopback host), the only place a browser honours it; elsewhere the deletion cookie alone
-    does the work."""
-    if outcome is None or not outcome.logged_out:
-        if not ctx.clear_cookie:  # the common response: no session ends here
-            return False
-        ended = ctx.session_ended
-        if ended is None or ended == REPLACED or (outcome is not None and outcome.set_cookie):
-            return False
+def _clears_site_data(ctx: RequestContext, outcome: Outcome | None) -> SiteData:
+    """What the response tells the browser to forget (:func:`~.core.base.site_data_to_clear`),
+    when it goes to a secure context (HTTPS, or plain HTTP to a loopback host), the only place a
+    browser honours ``Clear-Site-Data``; elsewhere the deletion cookie alone does the work."""
+    clearing = site_data_to_clear(outcome, ctx.clear_cookie, ctx.session_ended)
+    if clearing is SiteData.KEEP:
+        return clearing
     facts = ctx.facts
-    return facts.scheme == "https" or is_loopback_host(facts.host)
+    if facts.scheme == "https" or is_loopback_host(facts.host):
+        return clearing
+    return SiteData.KEEP

@@ -211,6 +211,7 @@ class SecurityHeaders:
     __slots__ = (
         "_base",
         "_clear_site_data",
+        "_clear_site_data_but_cookies",
         "_csp",
         "_enabled",
         "_hsts",
@@ -247,11 +248,14 @@ class SecurityHeaders:
         self._hsts = (_HSTS, hsts.encode("ascii"))
         self._csp = CspBuilder(policy) if policy.csp else None
         self._no_store = policy.no_store
-        kinds = ['"cookies"', '"storage"'] + (['"cache"'] if policy.clear_site_data_cache else [])
+        kinds = ['"storage"'] + (['"cache"'] if policy.clear_site_data_cache else [])
+        on = policy.clear_site_data_on_logout
         self._clear_site_data = (
-            (_CLEAR_SITE_DATA, ", ".join(kinds).encode("ascii"))
-            if policy.clear_site_data_on_logout
-            else None
+            (_CLEAR_SITE_DATA, ", ".join(['"cookies"', *kinds]).encode("ascii")) if on else None
+        )
+        #: Beside a new session's cookie, which ``"cookies"`` would erase (applied after it).
+        self._clear_site_data_but_cookies = (
+            (_CLEAR_SITE_DATA, ", ".join(kinds).encode("ascii")) if on else None
         )
         # The unconditional part of a response's headers, over HTTP and over HTTPS, and every
         # name this class may add: when the app set none of them, nothing needs a lookup.
@@ -270,6 +274,8 @@ class SecurityHeaders:
         existing: Set[bytes],
         no_store: bool,
         logout: bool,
+        *,
+        keep_cookies: bool = False,
     ) -> HeaderPlan:
         """The headers to add to one response, given the lower-case names the app already set.
 
@@ -280,27 +286,36 @@ class SecurityHeaders:
         the cache fields under ``no_store``). ``no_store``: the response carries a signed-in
         session or a new session cookie; the app's ``Cache-Control`` (and the CDN-targeted
         ``CDN-Cache-Control`` and ``Surrogate-Control``) is dropped for ``no-store``.
-        ``logout``: the session just ended; the browser is told to forget cookies and storage.
+        ``logout``: the session just ended; the browser is told to forget cookies and storage
+        (``keep_cookies``: storage only, the response sets a new session's cookie).
 
         When the app set none of :attr:`names` (the common response) the answer is the
         precomputed headers with the nonce spliced into the CSP: no lookup per header.
         """
         if not self._enabled:
             return HeaderPlan([], NOTHING_TO_DROP)
+        clear = None
+        if logout:
+            clear = self._clear_site_data_but_cookies if keep_cookies else self._clear_site_data
         if not self.names.isdisjoint(existing):
-            return self._beside_apps(https, nonce, existing, no_store, logout)
+            return self._beside_apps(https, nonce, existing, no_store, clear)
         add = [*self._base[https]]
         csp = self._csp
         if csp is not None:
             add.append((csp.header_name, csp.value(nonce)))
         if no_store and self._no_store:
             add.append(_NO_STORE)
-        if logout and self._clear_site_data is not None:
-            add.append(self._clear_site_data)
+        if clear is not None:
+            add.append(clear)
         return HeaderPlan(add, NOTHING_TO_DROP)
 
     def _beside_apps(
-        self, https: bool, nonce: str | None, existing: Set[bytes], no_store: bool, logout: bool
+        self,
+        https: bool,
+        nonce: str | None,
+        existing: Set[bytes],
+        no_store: bool,
+        clear: tuple[bytes, bytes] | None,
     ) -> HeaderPlan:
         """:meth:`response_headers` when the app set some of our headers: each is looked up."""
         add = [h for h in self._static if h[0] not in existing]
@@ -313,8 +328,8 @@ class SecurityHeaders:
         if no_store and self._no_store:
             add.append(_NO_STORE)
             drop = _CACHE_FIELDS & existing
-        if logout and self._clear_site_data is not None and _CLEAR_SITE_DATA not in existing:
-            add.append(self._clear_site_data)
+        if clear is not None and _CLEAR_SITE_DATA not in existing:
+            add.append(clear)
         return HeaderPlan(add, drop)
 
 

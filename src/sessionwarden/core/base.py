@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .. import tokens
 from ..clock import Clock, SystemClock
@@ -13,7 +14,7 @@ from ..facts import RequestFacts
 from ..policy import Action, Policy
 from ..records import JSON, Alias, Lookup, SessionRecord, Tombstone
 from .anonymous import AnonymousLedger
-from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, expired_tombstone_ttl
+from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, REPLACED, expired_tombstone_ttl
 from .ops import Get, Revoke, RevokeUser, Steps
 from .session import Session, ValueLimits
 
@@ -40,6 +41,42 @@ class Outcome:
     logged_out: bool = False
     #: The commit wrote to the store (a successful write ends a write outage).
     wrote: bool = False
+    #: ``set_cookie`` is a session's new cookie (a new session, a new ID), not a deletion.
+    issued: bool = False
+
+
+class SiteData(Enum):
+    """What a response tells its browser to forget (``Clear-Site-Data``, standards D.1)."""
+
+    #: Nothing: no session ends for this browser here.
+    KEEP = "keep"
+    #: The session ended for this browser: its cookies and storage (and the cache when the
+    #: policy asks).
+    CLEAR = "clear"
+    #: The session ended and the response sets a new session's cookie: the same, but not the
+    #: cookies. A browser applies the header after the response's ``Set-Cookie``, so
+    #: ``"cookies"`` would erase the new cookie; the old one goes by its deletion or is
+    #: replaced, and the old session is dead on the server either way.
+    CLEAR_ALL_BUT_COOKIES = "clear-all-but-cookies"
+
+
+def site_data_to_clear(
+    outcome: Outcome | None, cookie_cleared: bool, ended: str | None
+) -> SiteData:
+    """The one rule for ``Clear-Site-Data``: a response that ends a session for its browser (a
+    logout, or the deletion cookie (``cookie_cleared``) of a presented session that ended:
+    expired, signed out, revoked, but not one given a new ID (``ended`` is
+    :data:`~.ended.REPLACED`), whose browser holds its successor) clears the site's data, and
+    never the cookies beside a new session's cookie (:attr:`SiteData.CLEAR_ALL_BUT_COOKIES`).
+    Where the header is sent at all (a secure context) is the adapter's part."""
+    if outcome is None or not outcome.logged_out:
+        if not cookie_cleared:  # the common response: no session ends here
+            return SiteData.KEEP
+        if ended is None or ended == REPLACED:
+            return SiteData.KEEP
+    if outcome is not None and outcome.issued:
+        return SiteData.CLEAR_ALL_BUT_COOKIES
+    return SiteData.CLEAR
 
 
 #: The outcomes of a commit that has nothing to do.

@@ -46,6 +46,10 @@ class CommitPlan(Enum):
     ROTATE_PERIODIC = "rotate-periodic"
     #: The session ends: tombstoned, cookie expired.
     LOGOUT = "logout"
+    #: As :attr:`LOGOUT`, and the values set after ``logout()`` start a new anonymous session
+    #: (a new ID, its own CSRF secret, nothing else of the ended one) whose cookie replaces
+    #: the deletion.
+    LOGOUT_AND_CREATE = "logout-and-create"
 
 
 # The plans as module names, for the checks every commit makes: on Python 3.11 each look-up of
@@ -59,6 +63,7 @@ _CREATE = CommitPlan.CREATE
 _ROTATE = CommitPlan.ROTATE
 _ROTATE_PERIODIC = CommitPlan.ROTATE_PERIODIC
 _LOGOUT = CommitPlan.LOGOUT
+_LOGOUT_AND_CREATE = CommitPlan.LOGOUT_AND_CREATE
 
 
 _STEP_UP_KINDS = {
@@ -99,7 +104,7 @@ def _asked(session: Session) -> CommitPlan | None:
     if act is None:
         return None
     if act.logout:
-        return _LOGOUT
+        return _LOGOUT_AND_CREATE if session.values_after_logout else _LOGOUT
     if act.login_user is not None or act.rotate:
         return _ROTATE if session.record is not None else _CREATE
     return None
@@ -126,6 +131,9 @@ class Committing(EngineBase):
             return UNCHANGED_SIGNED_IN
         if plan is _LOGOUT:
             return (yield from self._logout(session, facts, now))
+        if plan is _LOGOUT_AND_CREATE:
+            yield from self._logout(session, facts, now)
+            return (yield from self._create_after_logout(session, facts, now))
         changes = session.changes()
         record = session.record
         if record is not None and self._expiry_reason(record, now) is not None:
@@ -202,6 +210,19 @@ class Committing(EngineBase):
                 record=record,
             )
         return Outcome(self.cookies.clear(), logged_out=True, wrote=record is not None)
+
+    def _create_after_logout(
+        self, session: Session, facts: RequestFacts, now: float
+    ) -> Steps[Outcome]:
+        """After the logout ended the session: the values set after ``logout()`` go into a new
+        anonymous session made as any other (:meth:`_create`: a new ID and lineage, the CSRF
+        secret ``logout()`` renewed), so "You have been signed out" reaches the next page.
+        The outcome is still a logout (the old session's clean-up), with the new cookie instead
+        of the deletion."""
+        session.record = None
+        values = RecordUpdate(set_data=session.values_after_logout)
+        created = yield from self._create(session, facts, now, values)
+        return Outcome(created.set_cookie, logged_out=True, wrote=True, issued=True)
 
     def _end_moved_login(self, record: SessionRecord, now: float) -> Steps[None]:
         """A logout found its ID already rotated out explicitly by a concurrent request (a
@@ -393,7 +414,7 @@ class Committing(EngineBase):
             yield from self._notify_login(record, facts, now)
         session.record = record
         cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
-        return Outcome(cookie, record.user_id is not None, wrote=True)
+        return Outcome(cookie, record.user_id is not None, wrote=True, issued=True)
 
     def _cap(self, session: Session) -> tuple[int, CapAction]:
         """The per-user cap the write of ``session`` is held to (by the store, atomically).
@@ -651,4 +672,4 @@ class Committing(EngineBase):
         cookie = self.cookies.issue(
             session_id, new_record.created_at + self.policy.absolute_timeout - now
         )
-        return Outcome(cookie, new_record.user_id is not None, wrote=True)
+        return Outcome(cookie, new_record.user_id is not None, wrote=True, issued=True)

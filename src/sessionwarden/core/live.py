@@ -80,14 +80,15 @@ def save_without_cookie(engine: Committing, session: Session, facts: RequestFact
 
     Data changes are written and ``last_seen`` is refreshed at most once per touch interval,
     as on HTTP. A periodic rotation that is due waits for the next HTTP request (no cookie can
-    be sent here); a logout ends the session (the browser's cookie then names a dead session).
+    be sent here); a logout ends the session (the browser's cookie then names a dead session;
+    values set after ``logout()`` are dropped: a new session needs a cookie).
     A login or an explicit rotation raises :class:`CookieNeeded`. Returns whether anything
     was written."""
     now = engine.clock.now()
     plan = plan_commit(session, now, engine.policy)
     if plan is CommitPlan.NOTHING:
         return False
-    if plan is CommitPlan.LOGOUT:
+    if plan is CommitPlan.LOGOUT or plan is CommitPlan.LOGOUT_AND_CREATE:
         yield from engine._logout(session, facts, now)
         return True
     if plan in (CommitPlan.CREATE, CommitPlan.ROTATE):

@@ -161,6 +161,7 @@ class Session:
     __slots__ = (
         "_accessed",
         "_actions",
+        "_after_logout",
         "_csrf_secret",
         "_deleted",
         "_is_new",
@@ -199,6 +200,8 @@ class Session:
         self._csrf_secret: str | None = None
         self._new_fingerprint: dict[str, JSON] | None = None
         self._actions: Actions | None = None  # most requests ask nothing: made on demand
+        #: The values set since :meth:`logout` (``None``: no logout asked).
+        self._after_logout: dict[str, JSON] | None = None
 
     # -- mapping -----------------------------------------------------------------------------
     def _lookup(self, key: str) -> tuple[bool, JSON]:
@@ -238,6 +241,8 @@ class Session:
         self._limits.check({key: value}, data)
         self._set[key] = value
         self._deleted.discard(key)
+        if self._after_logout is not None:
+            self._after_logout[key] = value
 
     def _view(self) -> dict[str, JSON]:
         """The data as the request sees it now (the app's copies of lists and dicts included)."""
@@ -259,6 +264,8 @@ class Session:
         found, value = self._lookup(key)
         self._set.pop(key, None)
         self._accessed.pop(key, None)
+        if self._after_logout is not None:
+            self._after_logout.pop(key, None)
         if self.record is not None and key in self.record.data:
             self._deleted.add(key)
         return value if found else default
@@ -387,13 +394,31 @@ class Session:
         act = self.actions
         act.login_user = user_id
         act.logout = False
+        self._after_logout = None
         self._csrf_secret = tokens.new_csrf_secret()
 
     def logout(self) -> None:
-        """End the session: deleted server-side, remembered as logged out, cookie expired."""
-        self.actions.logout = True
-        self.actions.login_user = None
+        """End the session: deleted server-side, remembered as logged out, cookie expired.
+
+        A value set after this call in the same request ("You have been signed out" for the
+        next page) starts a new anonymous session holding those values alone: a new ID, no
+        user, nothing else of the ended session (:attr:`values_after_logout`), and the CSRF
+        secret renewed here. Deleting values, or setting none, starts nothing."""
+        act = self.actions
+        act.logout = True
+        act.login_user = None
+        act.dbsc = None  # a device binding belongs to the session that ends
+        self._after_logout = {}
         self._csrf_secret = tokens.new_csrf_secret()
+
+    @property
+    def values_after_logout(self) -> dict[str, JSON]:
+        """The values set (and not removed again) since :meth:`logout`: what the new anonymous
+        session starts with. Empty when no logout was asked or nothing was set after it; never
+        a step-up grant (those belong to the signed-in user)."""
+        if not self._after_logout:
+            return {}
+        return {k: v for k, v in self._after_logout.items() if k != STEP_UP_KEY}
 
     def rotate(self) -> None:
         """Issue a new ID now (privilege change, sensitive operation); the old one dies at once."""
