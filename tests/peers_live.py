@@ -4,13 +4,13 @@ flash messages, tabs, uploads, callbacks from identity providers): one process p
 loopback port, over TLS (``Host: app.test``) or plain HTTP (loopback hosts, for a browser).
 
     python -m tests.peers_live --adapter asgi --store sqlite:///s.db --port 8001 \
-        [--cert c.pem --key k.pem]
+        [--cert c.pem --key k.pem] [--events events.jsonl]
 
 Routes, the same in both apps (every ``POST`` needs the CSRF token, as any form does):
 
 * ``GET /token`` (a masked token), ``GET /whoami`` (the user and the session's data);
 * ``POST /login?user=`` (default ``alice``), ``POST /logout[?flash=]`` (with a message set
-  after signing out), ``POST /rotate``;
+  after signing out: 303 to ``/show``), ``POST /rotate``;
 * ``POST /set?key=&value=`` (one session key), ``POST /big?size=`` (a value of that many
   characters: 413 with the library's message when the policy refuses it);
 * ``POST /flash?msg=`` (sets a flash message, 303 to ``/show``), ``GET /show`` (shows and
@@ -69,6 +69,25 @@ def policy(tls: bool) -> Any:
     )
 
 
+def event_sink(path: str | None) -> Any:
+    """The audit events as JSON lines appended to ``path`` (``None``: none kept), for the test
+    side to read (:meth:`PeerApp.events`)."""
+    if path is None:
+        return None
+    import json
+
+    from sessionwarden.events import CallbackSink, Event
+
+    lock = threading.Lock()
+
+    def write(event: Event) -> None:
+        line = json.dumps(event.to_dict()) + "\n"
+        with lock, open(path, "a", encoding="utf-8") as out:
+            out.write(line)
+
+    return CallbackSink(write)
+
+
 def _acs_result(form: dict[str, str], pending: dict[str, dict[str, str]]) -> str:
     key = secrets.token_urlsafe(16)
     pending[key] = {"assertion": form.get("SAMLResponse", ""), "state": form.get("RelayState", "")}
@@ -84,7 +103,7 @@ def _finish(session: Any, entry: dict[str, str] | None) -> tuple[int, str]:
     return 200, f"signed in as {entry['assertion']}"
 
 
-def starlette_app(store: str, tls: bool) -> Any:
+def starlette_app(store: str, tls: bool, events: str | None = None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -115,6 +134,7 @@ def starlette_app(store: str, tls: bool) -> Any:
         session.logout()
         if "flash" in request.query_params:
             session["flash"] = request.query_params["flash"]
+            return RedirectResponse("/show", status_code=303)
         return JSONResponse({"ok": True})
 
     async def rotate(request: Request) -> Response:
@@ -191,10 +211,12 @@ def starlette_app(store: str, tls: bool) -> Any:
         Route("/sso/acs-checked", sso_acs, methods=["POST"]),
         Route("/sso/finish", sso_finish),
     ]
-    return SessionWardenMiddleware(Starlette(routes=routes), policy=policy(tls), store=store)
+    return SessionWardenMiddleware(
+        Starlette(routes=routes), policy=policy(tls), store=store, sink=event_sink(events)
+    )
 
 
-def flask_app(store: str, tls: bool) -> Any:
+def flask_app(store: str, tls: bool, events: str | None = None) -> Any:
     from flask import Flask, jsonify, redirect, request
 
     from sessionwarden.core.session import SessionValueError
@@ -225,6 +247,7 @@ def flask_app(store: str, tls: bool) -> Any:
         session.logout()
         if "flash" in request.args:
             session["flash"] = request.args["flash"]
+            return redirect("/show", 303)
         return jsonify(ok=True)
 
     def rotate() -> Any:
@@ -303,7 +326,7 @@ def flask_app(store: str, tls: bool) -> Any:
         ("/sso/finish", sso_finish, ["GET"]),
     ):
         app.add_url_rule(path, path, view, methods=methods)
-    SessionWarden(app, policy=policy(tls), store=store)
+    SessionWarden(app, policy=policy(tls), store=store, sink=event_sink(events))
     return app
 
 
@@ -317,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--events")
     args = parser.parse_args(argv)
     tls = args.cert is not None
     if args.adapter == "asgi":
@@ -324,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
 
         extra = {"ssl_keyfile": args.key, "ssl_certfile": args.cert} if tls else {}
         uvicorn.run(
-            starlette_app(args.store, tls),
+            starlette_app(args.store, tls, args.events),
             host="127.0.0.1",
             port=args.port,
             log_level="warning",
@@ -336,9 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import make_server
 
     context = (args.cert, args.key) if tls else None
-    server = make_server(
-        "127.0.0.1", args.port, flask_app(args.store, tls), threaded=True, ssl_context=context
-    )
+    flask = flask_app(args.store, tls, args.events)
+    server = make_server("127.0.0.1", args.port, flask, threaded=True, ssl_context=context)
     server.serve_forever()
 
 
@@ -354,6 +377,17 @@ class PeerApp:
     cert: Path | None
     log: Path
     store: str
+    #: The server's audit events, one JSON object a line.
+    events_file: Path | None = None
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        """The events of ``kind`` the server has written so far."""
+        import json
+
+        if self.events_file is None or not self.events_file.exists():
+            return []
+        lines = self.events_file.read_text(encoding="utf-8").splitlines()
+        return [e for e in map(json.loads, lines) if e["event"] == kind]
 
     def tls(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=str(self.cert)) if self.cert else False
@@ -378,7 +412,8 @@ def serve(
     port = free_port()
     store = store or f"sqlite:///{workdir / f'{adapter}-{port}.db'}"
     cmd = [sys.executable, "-m", "tests.peers_live", "--adapter", adapter, "--store", store]
-    cmd += ["--port", str(port)]
+    events = workdir / f"{adapter}-{port}.events"
+    cmd += ["--port", str(port), "--events", str(events)]
     cert = None
     if tls:
         cert, key, _ = self_signed_certificate(workdir, HOST)
@@ -388,7 +423,8 @@ def serve(
     log = workdir / f"{adapter}-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
-    app = PeerApp(adapter, f"{'https' if tls else 'http'}://127.0.0.1:{port}", cert, log, store)
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    app = PeerApp(adapter, base, cert, log, store, events)
     try:
         _wait_up(proc, app)
         yield app

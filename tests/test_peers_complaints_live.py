@@ -161,20 +161,51 @@ def test_a_flash_message_is_neither_lost_nor_shown_twice_around_a_slow_request(
     main.close()
 
 
-def test_a_value_set_after_logout_never_brings_the_session_back(app: PeerApp) -> None:
-    """Flash messages and row 6 (``logout`` then a message: Django, Flask and Rails keep it in
-    the new anonymous session): here a value set after ``logout()`` in the same request is
-    discarded with the session. What matters most holds: the sign-out response only clears the
-    cookie, and the signed-out ID stays dead, data and all."""
+def test_a_value_set_after_logout_reaches_the_next_page_in_a_new_session(app: PeerApp) -> None:
+    """Flash messages and row 6 (``logout`` then a message, as Django, Flask and Rails allow):
+    the message set after ``logout()`` starts a new anonymous session under a new cookie, and
+    the next page shows it; nothing else of the signed-out session comes along (no user, no
+    data, not its CSRF secret), the response clears the site's storage but not the cookie it
+    sets, and the signed-out ID stays dead, its replay reported."""
     main = signed_in(app)
-    cookie = cookie_of(main)
-    post(main, "/set?key=card&value=4242", token(main))
-    r = post(main, "/logout?flash=signed-out", token(main))
-    assert r.status_code == 200
-    assert [h for h in r.headers.get_list("set-cookie") if "Max-Age=0" not in h] == []
-    assert main.get("/show").json() == {"flash": None}
-    with tab(app, cookie) as stale:
+    old, old_token = cookie_of(main), token(main)
+    post(main, "/set?key=card&value=4242", old_token)
+    r = post(main, "/logout?flash=signed-out", old_token)
+    assert r.status_code == 303 and r.headers["location"] == "/show"
+    (fresh,) = r.headers.get_list("set-cookie")
+    assert fresh.startswith(f"{COOKIE}=") and "Max-Age=0" not in fresh
+    assert r.headers["clear-site-data"] == '"storage"'
+    assert r.headers["cache-control"] == "no-store"
+    new = cookie_of(main)
+    assert new != old
+    assert main.get("/show").json() == {"flash": "signed-out"}
+    assert main.get("/show").json() == {"flash": None}  # shown once
+    assert whoami(main) == {"user": None, "data": {}}
+    refused = post(main, "/set?key=a&value=1", old_token)  # a page of the signed-out session
+    assert refused.status_code == 403 and "Reload the page" in refused.text
+    assert post(main, "/set?key=a&value=1", token(main)).status_code == 200
+    assert cookie_of(main) == new
+    before = len(app.events("session.replay.revoked"))
+    with tab(app, old) as stale:
         assert whoami(stale) == {"user": None, "data": {}}
+        assert stale.cookies.get(COOKIE) is None  # the old cookie is deleted, not replaced
+    replays = app.events("session.replay.revoked")
+    assert len(replays) == before + 1 and replays[-1]["user"] == "alice"
+    (ended,) = [e for e in app.events("session.logged_out") if e["ref"] == replays[-1]["ref"]]
+    assert ended["user"] == "alice"
+    main.close()
+
+
+def test_a_logout_that_sets_no_value_starts_no_session(app: PeerApp) -> None:
+    """Without a value set after ``logout()`` the response only deletes the cookie, with
+    ``Clear-Site-Data: "cookies"``, as ever."""
+    main = signed_in(app)
+    r = post(main, "/logout", token(main))
+    assert r.status_code == 200
+    (deletion,) = r.headers.get_list("set-cookie")
+    assert deletion.startswith(f"{COOKIE}=;") and "Max-Age=0" in deletion
+    assert r.headers["clear-site-data"] == '"cookies", "storage"'
+    assert main.cookies.get(COOKIE) is None
     main.close()
 
 
