@@ -100,6 +100,18 @@ CASES: list[tuple[str, Callable[[], Session], Callable[[Session], object], Commi
     ("logout", lambda: Session(record(), NOW), Session.logout, CommitPlan.LOGOUT),
     ("logout of nothing", lambda: Session(None, NOW), Session.logout, CommitPlan.LOGOUT),
     (
+        "logout, then a value",
+        lambda: Session(record(), NOW),
+        lambda s: (s.logout(), s.__setitem__("flash", "bye")),
+        CommitPlan.LOGOUT_AND_CREATE,
+    ),
+    (
+        "a value, then logout",
+        lambda: Session(record(), NOW),
+        lambda s: (s.__setitem__("flash", "bye"), s.logout()),
+        CommitPlan.LOGOUT,
+    ),
+    (
         "logout wins over a due rotation",
         lambda: Session(record(rotated_at=NOW - 900), NOW),
         Session.logout,
