@@ -13,6 +13,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from flask import Flask, render_template_string
 from starlette.requests import Request
+from starlette.responses import RedirectResponse
 
 from sessionwarden.asgi import SessionWardenMiddleware
 from sessionwarden.clock import ManualClock
@@ -363,6 +364,16 @@ def fastapi_app() -> FastAPI:
         session["transfers"] = int(session.get("transfers") or 0) + 1  # type: ignore[arg-type]
         return {"transfers": session["transfers"]}
 
+    @api.post("/logout")
+    def logout(session: swf.CurrentSession) -> RedirectResponse:
+        session.logout()
+        session["flash"] = "You have been signed out"
+        return RedirectResponse("/flash", status_code=303)
+
+    @api.get("/flash")
+    def flash(session: swf.CurrentSession) -> dict[str, Any]:
+        return {"flash": session.pop("flash", None), "user": session.user_id}
+
     @api.get("/devices")
     async def devices(
         user: swf.SignedInUser, session: swf.CurrentSession, warden: swf.Warden
@@ -416,6 +427,25 @@ async def test_fastapi_csrf_and_nonce_dependencies(api: httpx.AsyncClient) -> No
     r = await api.post("/login", headers={"x-csrf-token": body["csrf_token"]})
     assert r.status_code == 200
     assert (await api.get("/me")).json() == {"user": "bob"}
+
+
+@pytest.mark.anyio
+async def test_fastapi_a_message_set_after_logout_reaches_the_next_page(
+    api: httpx.AsyncClient,
+) -> None:
+    """Through the middleware's core, as in every adapter: the message lives in a new
+    anonymous session whose cookie the sign-out response sets."""
+    r = await api.post("/login", headers={"x-csrf-token": await api_token(api)})
+    assert r.status_code == 200
+    signed_in = api.cookies.get("__Host-id")
+    r = await api.post("/logout", headers={"x-csrf-token": await api_token(api)})
+    assert r.status_code == 303
+    (fresh,) = r.headers.get_list("set-cookie")
+    assert "Max-Age=0" not in fresh
+    assert r.headers["clear-site-data"] == '"storage"'
+    assert api.cookies.get("__Host-id") not in (None, signed_in)
+    assert (await api.get("/flash")).json() == {"flash": "You have been signed out", "user": None}
+    assert (await api.get("/flash")).json() == {"flash": None, "user": None}
 
 
 @pytest.mark.anyio
