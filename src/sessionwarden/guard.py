@@ -22,7 +22,7 @@ from .clock import Clock
 from .context import RequestContext as RequestContext  # re-exported, as Refusal is
 from .cookies import presents_id
 from .core import Engine, Loaded, Outcome, Steps
-from .core.base import SiteData, site_data_to_clear
+from .core.base import CLEAR_ALL_BUT_COOKIES, KEEP_SITE_DATA, SiteData, site_data_to_clear
 from .core.session import PLAIN_HTTP_REASON
 from .dbsc_guard import REQUEST_HEADERS as DBSC_HEADERS
 from .dbsc_guard import DbscGuard
@@ -536,8 +536,8 @@ class Guard:
             ctx.nonce or None,
             existing,
             no_store,
-            clearing is not SiteData.KEEP,
-            keep_cookies=clearing is SiteData.CLEAR_ALL_BUT_COOKIES,
+            clearing is not KEEP_SITE_DATA,
+            keep_cookies=clearing is CLEAR_ALL_BUT_COOKIES,
         )
         if cookies:
             add[:0] = cookies
@@ -690,9 +690,9 @@ def _clears_site_data(ctx: RequestContext, outcome: Outcome | None) -> SiteData:
     when it goes to a secure context (HTTPS, or plain HTTP to a loopback host), the only place a
     browser honours ``Clear-Site-Data``; elsewhere the deletion cookie alone does the work."""
     clearing = site_data_to_clear(outcome, ctx.clear_cookie, ctx.session_ended)
-    if clearing is SiteData.KEEP:
+    if clearing is KEEP_SITE_DATA:
         return clearing
     facts = ctx.facts
     if facts.scheme == "https" or is_loopback_host(facts.host):
         return clearing
-    return SiteData.KEEP
+    return KEEP_SITE_DATA

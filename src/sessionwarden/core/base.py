@@ -71,12 +71,20 @@ def site_data_to_clear(
     Where the header is sent at all (a secure context) is the adapter's part."""
     if outcome is None or not outcome.logged_out:
         if not cookie_cleared:  # the common response: no session ends here
-            return SiteData.KEEP
+            return KEEP_SITE_DATA
         if ended is None or ended == REPLACED:
-            return SiteData.KEEP
+            return KEEP_SITE_DATA
     if outcome is not None and outcome.issued:
-        return SiteData.CLEAR_ALL_BUT_COOKIES
-    return SiteData.CLEAR
+        return CLEAR_ALL_BUT_COOKIES
+    return _CLEAR_SITE_DATA
+
+
+# The members as module names, for the check every response makes: on Python 3.11 each look-up
+# of a member through its class goes through ``EnumType.__getattr__`` (about 1,000 machine
+# instructions); a module name is a dictionary look-up. The members are the same objects.
+KEEP_SITE_DATA = SiteData.KEEP
+CLEAR_ALL_BUT_COOKIES = SiteData.CLEAR_ALL_BUT_COOKIES
+_CLEAR_SITE_DATA = SiteData.CLEAR
 
 
 #: The outcomes of a commit that has nothing to do.
