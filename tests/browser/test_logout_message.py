@@ -55,8 +55,8 @@ def test_the_browser_keeps_the_new_session_that_carries_the_message(
     page: Any, context: Any, app: PeerApp
 ) -> None:
     token = _token(page, app)
-    page.evaluate(_POST_FORM, ["/login?user=alice", token])
-    page.wait_for_load_state("load")
+    with page.expect_navigation(url=app.base + "/login?user=alice"):
+        page.evaluate(_POST_FORM, ["/login?user=alice", token])
     assert _json(page) == {"ok": True}
     signed_in = _session_cookie(context)
     assert signed_in
