@@ -13,19 +13,24 @@ from sessionwarden.stores.sqlite import SQLiteStore
 T0 = 1_700_000_000.0
 
 
-def test_rotation_keeps_unknown_meta_and_caches_what_it_wrote(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SQLiteStore(path)
-    record = SessionRecord(
-        key="old",
+def _alice(key: str, data: dict[str, JSON] | None = None) -> SessionRecord:
+    """alice's session as a sign-in stores it, created at ``T0``."""
+    return SessionRecord(
+        key=key,
         created_at=T0,
         last_seen=T0,
         expires_at=T0 + 3600,
         rotated_at=T0,
         csrf_secret="csrf",
         user_id="alice",
-        data={"cart": [1, 2], "theme": "dark"},
+        data=data or {},
     )
+
+
+def test_rotation_keeps_unknown_meta_and_caches_what_it_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    record = _alice("old", {"cart": [1, 2], "theme": "dark"})
     store.insert(record, max_per_user=0, tombstone_until=T0)
     store.close()
     with sqlite3.connect(path) as db:  # a field a later version added
@@ -78,15 +83,7 @@ def test_every_rewrite_of_the_meta_keeps_a_later_versions_fields(tmp_path: Path)
     for read_cache in (4096, 0):
         path = tmp_path / f"later-{read_cache}.db"
         store = SQLiteStore(path, read_cache=read_cache)
-        record = SessionRecord(
-            key="k",
-            created_at=T0,
-            last_seen=T0,
-            expires_at=T0 + 3600,
-            rotated_at=T0,
-            csrf_secret="csrf",
-            user_id="alice",
-        )
+        record = _alice("k")
         store.insert(record, max_per_user=0, tombstone_until=T0)
         with sqlite3.connect(path) as db:
             meta = json.loads(db.execute("SELECT meta FROM items WHERE key = 'k'").fetchone()[0])
@@ -134,16 +131,7 @@ def test_rotation_that_sets_no_data_key_keeps_the_stored_data(tmp_path: Path) ->
     holds that data, in this store's cache, in another store, and for a later update."""
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
-    record = SessionRecord(
-        key="old",
-        created_at=T0,
-        last_seen=T0,
-        expires_at=T0 + 3600,
-        rotated_at=T0,
-        csrf_secret="csrf",
-        user_id="alice",
-        data={"cart": [1, 2]},
-    )
+    record = _alice("old", {"cart": [1, 2]})
     store.insert(record, max_per_user=0, tombstone_until=T0)
     text = '{"theme": "dark",  "cart": [1, 2]}'  # not this version's compact encoding
     with sqlite3.connect(path) as db:
