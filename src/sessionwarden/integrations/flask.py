@@ -7,20 +7,26 @@
 It wraps ``app.wsgi_app`` in :class:`~sessionwarden.wsgi.SessionWardenWSGI`, so every response,
 Flask's own error pages included, goes through the same guard as the ASGI middleware.
 
-Flask's own ``flask.session`` (a signed cookie) is left alone and stays Flask's: this extension
-neither reads nor writes it and does not need ``SECRET_KEY``. sessionwarden's session is
+By default Flask's own ``flask.session`` (a signed cookie) is left alone and stays Flask's: this
+extension neither reads nor writes it and does not need ``SECRET_KEY``. sessionwarden's session is
 :data:`session` here (import it under another name, such as ``sw_session``, to keep the two
 apart), :func:`current_session` in code and ``sw_session`` in templates.
+
+With ``flask_session=True`` (or ``SESSIONWARDEN_FLASK_SESSION = True``), ``flask.session`` and so
+``flash()`` become that same server-side session (:class:`SessionWardenInterface`), and Flask
+never sends its own ``session`` cookie. Opt-in: turning it on moves an existing app's
+``flask.session`` data to the server and refuses values that are not JSON.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
-from flask import Flask, Response, abort, current_app, g, redirect, request
+from flask import Flask, Request, Response, abort, current_app, g, redirect, request
+from flask.sessions import NullSession, SessionInterface, SessionMixin
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -37,7 +43,9 @@ from ..wsgi import SessionWardenWSGI
 from .nextpath import login_location, safe_next
 
 __all__ = [
+    "FlaskSession",
     "SessionWarden",
+    "SessionWardenInterface",
     "csp_nonce",
     "csrf_token",
     "current_context",
@@ -85,6 +93,9 @@ class SessionWarden:
     view that answers an anonymous request to a :func:`login_required` view instead.
     ``clock`` and ``sink``: passed to the middleware (tests, audit events).
     ``render_refusal``: renders the refusal pages (:data:`~sessionwarden.guard.RefusalRenderer`).
+    ``flask_session``: ``True`` makes ``flask.session`` (and so ``flash()``) this server-side
+    session (:class:`SessionWardenInterface`); default
+    ``app.config.get("SESSIONWARDEN_FLASK_SESSION", False)``.
     """
 
     def __init__(
@@ -98,8 +109,10 @@ class SessionWarden:
         reauth_redirect: str | None = None,
         login_url: str | None = None,
         render_refusal: RefusalRenderer | None = None,
+        flask_session: bool | None = None,
     ) -> None:
         self.render_refusal = render_refusal
+        self.flask_session = flask_session
         self.policy = policy
         self.store = store
         self.clock = clock
@@ -125,6 +138,7 @@ class SessionWarden:
                 "(memory://, sqlite:///sessions.db or redis://127.0.0.1:6379/0)"
             )
         reauth = self.reauth_redirect or config.get("SESSIONWARDEN_REAUTH_URL")
+        serve_flask_session = self._serves_flask_session(config)
         middleware = SessionWardenWSGI(
             app.wsgi_app,
             policy=policy,
@@ -146,8 +160,18 @@ class SessionWarden:
         app.register_error_handler(ReauthenticationRequired, _on_raised)
         app.register_error_handler(HttpsRequired, _on_raised)
         app.register_error_handler(StoreUnavailable, _on_store_unavailable)
+        if serve_flask_session:
+            app.session_interface = SessionWardenInterface(persistent=policy.cookie.persistent)
         self._apps.append(app)
         return middleware
+
+    def _serves_flask_session(self, config: Mapping[str, Any]) -> bool:
+        wanted = self.flask_session
+        if wanted is None:
+            wanted = config.get("SESSIONWARDEN_FLASK_SESSION", False)
+        if not isinstance(wanted, bool):  # "false" from an environment would be true
+            raise RuntimeError("SESSIONWARDEN_FLASK_SESSION must be True or False")
+        return wanted
 
     # -- Flask-Login habits ---------------------------------------------------------------------
     def user_loader(self, loader: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -236,6 +260,107 @@ def current_session() -> Session:
 #: The current request's :class:`~sessionwarden.core.Session`, like ``flask.session`` is for
 #: Flask's cookie session. Import it as ``sw_session`` to keep the two apart.
 session: Session = LocalProxy(current_session)  # type: ignore[assignment]
+
+
+# -- flask.session as sessionwarden's session (opt-in) ---------------------------------------------
+class SessionWardenInterface(SessionInterface):
+    """``app.session_interface`` when ``flask_session`` is on: ``flask.session`` is the request's
+    sessionwarden :class:`~sessionwarden.core.Session` (as :class:`FlaskSession`), so
+    ``session[...]``, ``flash()`` and ``get_flashed_messages()`` keep their data in the store.
+
+    :meth:`save_session` does nothing: the middleware commits the session and sets its own
+    cookie when the response starts, and Flask must never send a ``session`` cookie of its own
+    (no ``SECRET_KEY`` is needed). A request that did not pass through the middleware
+    (``app.test_request_context()``, the test client's ``session_transaction()``) gets a
+    session that can be read (it is empty) but not written, with an error saying why."""
+
+    def __init__(self, *, persistent: bool = False) -> None:
+        self.persistent = persistent
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        del app
+        found = request.environ.get("sessionwarden.session")
+        if not isinstance(found, Session):
+            return _NoSession()  # a null session: Flask never saves it
+        return FlaskSession(found, persistent=self.persistent)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Nothing to do: the middleware writes the session and its cookie."""
+
+
+class FlaskSession(SessionMixin):
+    """``flask.session`` over a sessionwarden :class:`~sessionwarden.core.Session`: every read
+    and write goes to it, so values must be JSON (anything else raises the same
+    :class:`TypeError` as ``sw_session``) and the limits of the policy apply.
+
+    ``new``: no session existed when the request arrived. ``modified`` and ``accessed``: as
+    Flask's own session keeps them (a value set or deleted; any use). ``permanent`` reads
+    :attr:`~sessionwarden.policy.CookiePolicy.persistent` and setting it changes nothing:
+    every session lives by the policy's idle and absolute timeouts, which the server enforces
+    (``PERMANENT_SESSION_LIFETIME`` is not used), and no ``_permanent`` key is stored."""
+
+    def __init__(self, session: Session, *, persistent: bool = False) -> None:
+        self.session = session
+        self.new = session.is_new
+        self.modified = False
+        self.accessed = False
+        self._persistent = persistent
+
+    @property
+    def permanent(self) -> bool:
+        return self._persistent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        del value  # one lifetime for every session: the policy's
+
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return self.session[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.accessed = True
+        self.session[key] = value
+        self.modified = True
+
+    def __delitem__(self, key: str) -> None:
+        self.accessed = True
+        del self.session[key]
+        self.modified = True
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return key in self.session
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return iter(self.session)
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+    def clear(self) -> None:
+        """Remove every value; the user stays signed in (``sw_session.logout()`` signs out)."""
+        self.accessed = True
+        self.session.clear()
+        self.modified = True
+
+    def __repr__(self) -> str:  # never shows an ID
+        return f"<FlaskSession over {self.session!r}>"
+
+
+class _NoSession(NullSession):
+    """``flask.session`` of a request that did not pass through the middleware."""
+
+    def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
+        del args, kwargs
+        raise RuntimeError(
+            "flask.session is sessionwarden's session, and this request has none: it did not "
+            "pass through the SessionWarden middleware (app.test_request_context() and "
+            "session_transaction() do not); send the request through app.wsgi_app"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
 
 
 _USER_CACHE = "_sessionwarden_user"
