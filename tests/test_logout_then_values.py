@@ -99,6 +99,28 @@ def test_the_value_set_after_logout_starts_a_new_anonymous_session(
     assert replay.user_id == "alice"
 
 
+def test_after_logout_the_session_reads_as_empty(engine: Engine, store: SessionStore) -> None:
+    """The ended session's values are not read again in the request that signs out: a message
+    queue read and appended to after ``logout()`` (as Flask's ``flash()`` does) starts the new
+    session with the new message alone, not the signed-out user's unread ones."""
+    c, _ = signed_in(engine, store)
+    c.request(lambda s: s.update({"_flashes": [["info", "a transfer to bob is waiting"]]}))
+    seen: dict[str, Any] = {}
+
+    def handler(s: Session) -> None:
+        s.logout()
+        seen.update(card=s.get("card"), keys=list(s.keys()), has="cart" in s, n=len(list(s)))
+        flashes = s.get("_flashes", [])
+        assert isinstance(flashes, list)
+        flashes.append(["info", FLASH])
+        s["_flashes"] = flashes
+
+    c.request(handler)
+    assert seen == {"card": None, "keys": [], "has": False, "n": 0}
+    page = c.request()
+    assert dict(page.items()) == {"_flashes": [["info", FLASH]]}
+
+
 def test_only_the_values_set_after_logout_come_along(
     engine: Engine, store: SessionStore
 ) -> None:

@@ -400,10 +400,14 @@ class Session:
     def logout(self) -> None:
         """End the session: deleted server-side, remembered as logged out, cookie expired.
 
-        A value set after this call in the same request ("You have been signed out" for the
-        next page) starts a new anonymous session holding those values alone: a new ID, no
-        user, nothing else of the ended session (:attr:`values_after_logout`), and the CSRF
-        secret renewed here. Deleting values, or setting none, starts nothing."""
+        From here on the session reads as empty (as a flushed session does): nothing of the
+        ended session's data is read again in this request, so none of it (an unread message,
+        the signed-out user's values) can be copied into what follows. A value set after this
+        call ("You have been signed out" for the next page) starts a new anonymous session
+        holding those values alone: a new ID, no user, nothing else of the ended session
+        (:attr:`values_after_logout`), and the CSRF secret renewed here. Deleting values, or
+        setting none, starts nothing."""
+        self.clear()
         act = self.actions
         act.logout = True
         act.login_user = None
