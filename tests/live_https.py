@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import ssl
 import subprocess
@@ -46,14 +45,13 @@ from typing import Any
 
 import httpx
 
-from .live_servers import self_signed_certificate, stop_process
+from .live_servers import self_signed_certificate, server_env, stop_process, wait_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "live-https-secret-" + "s" * 32
 HOST = "app.test"
 STATIC_CSS = b"body { color: #222 }\n"
 ACCOUNT_MARK = "Account of"
-START_TIMEOUT = 30.0
 #: What ``GET /cached`` asks caches for: shared ones included, and CDNs through their own fields.
 CACHEABLE = {
     "cache-control": "public, max-age=3600, s-maxage=600",
@@ -433,8 +431,7 @@ def live_app(adapter: str, workdir: Path, listeners: list[tuple[str, str]]) -> I
     (static / "app.css").write_bytes(STATIC_CSS)
     store_path = workdir / f"{adapter}.db"
     ports = {x: free_port() for x in listeners}
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    env = server_env()
     cmd = [
         sys.executable,
         "-m",
@@ -457,27 +454,11 @@ def live_app(adapter: str, workdir: Path, listeners: list[tuple[str, str]]) -> I
     urls = {x: f"{x[1]}://127.0.0.1:{p}" for x, p in ports.items()}
     app = LiveApp(adapter, urls, cert, store_path, log)
     try:
-        _wait_up(proc, app)
+        probes = [url + "/static/app.css" for url in app.urls.values()]
+        wait_answering(proc, probes, f"{app.adapter} server", app.log, app.tls())
         yield app
     finally:
         stop_process(proc)
-
-
-def _wait_up(proc: subprocess.Popen[bytes], app: LiveApp) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    pending = dict(app.urls)
-    while pending:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{app.adapter} server exited: {app.log.read_text()[-2000:]}")
-        for key, url in list(pending.items()):
-            try:
-                httpx.get(url + "/static/app.css", verify=app.tls(), timeout=1)
-                del pending[key]  # any answer: it is up
-            except httpx.HTTPError:
-                pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{app.adapter} server did not start: {app.log.read_text()[-2000:]}")
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,10 +132,7 @@ class Server:
 def servers(store: str, count: int, log_dir: Path, factory: str = "app") -> Iterator[list[Server]]:
     """``count`` uvicorn processes on free loopback ports, all on ``store``; stopped by PID.
     ``factory``: ``app`` (with the middleware), ``bare`` or ``failing``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
-    env["SWLIVE_STORE"] = store
-    env["SWLIVE_SECRET"] = "live-test-secret-" + "x" * 32
+    env = server_env(SWLIVE_STORE=store, SWLIVE_SECRET="live-test-secret-" + "x" * 32)
     started: list[Server] = []
     try:
         for _ in range(count):
@@ -184,19 +181,50 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait_up(server: Server) -> None:
+def server_env(**extra: str) -> dict[str, str]:
+    """The environment of a test server's process: this checkout's ``src`` and its tests
+    importable ahead of anything installed, and ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def wait_answering(
+    proc: subprocess.Popen[bytes],
+    urls: Iterable[str],
+    name: str,
+    log: Path | None = None,
+    verify: Any = True,
+) -> None:
+    """Wait until every one of ``urls`` answers (any answer, a 404 too: the server is up);
+    ``RuntimeError`` (with the tail of ``log``) when the process exits first or
+    :data:`START_TIMEOUT` passes."""
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"uvicorn on {server.port} exited with {server.process.returncode}")
-        try:
-            httpx.get(server.http + "/absent", timeout=1)  # any answer: it is up
+    pending = list(urls)
+
+    def failed(what: str) -> RuntimeError:
+        tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
+        return RuntimeError(f"{name} {what}: {tail}")
+
+    while pending:
+        if proc.poll() is not None:
+            raise failed(f"exited with {proc.returncode}")
+        for url in list(pending):
+            try:
+                httpx.get(url, verify=verify, timeout=1)
+                pending.remove(url)
+            except httpx.HTTPError:
+                pass
+        if not pending:
             return
-        except httpx.HTTPError:
-            pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn on {server.port} did not start")
+            raise failed("did not start")
         time.sleep(0.1)
+
+
+def _wait_up(server: Server) -> None:
+    wait_answering(server.process, [server.http + "/absent"], f"uvicorn on {server.port}")
 
 
 # -- one measurement -------------------------------------------------------------------------------

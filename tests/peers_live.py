@@ -30,13 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +43,11 @@ from typing import Any
 import httpx
 
 from .live_https import free_port
-from .live_servers import self_signed_certificate, stop_process
+from .live_servers import self_signed_certificate, server_env, stop_process, wait_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "peers-live-secret-" + "p" * 32
 HOST = "app.test"
-START_TIMEOUT = 30.0
 GATE_TIMEOUT = 20.0
 #: The provider's callback: exempt from the CSRF check (the assertion is its own proof).
 ACS = "/sso/acs"
@@ -418,33 +415,17 @@ def serve(
     if tls:
         cert, key, _ = self_signed_certificate(workdir, HOST)
         cmd += ["--cert", str(cert), "--key", str(key)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    env = server_env()
     log = workdir / f"{adapter}-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
     base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     app = PeerApp(adapter, base, cert, log, store, events)
     try:
-        _wait_up(proc, app)
+        wait_answering(proc, [app.base + "/absent"], f"{app.adapter} server", app.log, app.tls())
         yield app
     finally:
         stop_process(proc)
-
-
-def _wait_up(proc: subprocess.Popen[bytes], app: PeerApp) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{app.adapter} server exited: {app.log.read_text()[-2000:]}")
-        try:
-            httpx.get(app.base + "/absent", verify=app.tls(), timeout=1)
-            return  # any answer: it is up
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{app.adapter} server did not start: {app.log.read_text()[-2000:]}")
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

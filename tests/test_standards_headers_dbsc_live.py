@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import ssl
 import subprocess
@@ -45,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .dbsc.sfv import SfError, Token, sf_list, sf_string
-from .live_servers import ROOT, free_port, self_signed_certificate, stop_process
+from .live_servers import ROOT, free_port, self_signed_certificate, server_env, stop_process
 
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/146.0 Safari/537.36"
 SESSION_COOKIE = "__Host-id"
@@ -188,8 +187,7 @@ def _serve(adapter: str, workdir: Path, tls: bool) -> Iterator[Live]:
         cert, key, _ = self_signed_certificate(workdir)
         args += [str(cert), str(key)]
         verify = ssl.create_default_context(cafile=str(cert))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    env = server_env()
     events = workdir / f"events-{adapter}-{port}.jsonl"
     env["SWLIVE_EVENTS"] = str(events)
     log = (workdir / f"server-{adapter}-{port}.log").open("wb")

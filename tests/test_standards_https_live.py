@@ -22,7 +22,6 @@ headers on 404, 405, 500, redirects, streamed and static responses.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from .live_https import (
     free_port,
     live_app,
 )
+from .live_servers import server_env
 
 COOKIE = "__Host-id"
 ONE_YEAR = 31_536_000
@@ -397,8 +397,7 @@ def test_production_mode_refuses_to_start_with_an_insecure_configuration(
     adapter: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    env = server_env()
     if adapter == "asgi":
         cmd = ["-m", "uvicorn", "--factory", "tests.live_https:insecure_asgi", "--port", str(port)]
     else:
