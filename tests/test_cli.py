@@ -186,6 +186,7 @@ def test_list_json(capsys: pytest.CaptureFixture[str], target: Target, world: Wo
         assert set(row) == {"ref", "user", "created_at", "last_seen", "expires_at", "ip", "ua"} | {
             "current",
             "device_bound",
+            "remembered",
         }
         assert row["user"] == "alice" and row["current"] is False
         assert row["device_bound"] is False

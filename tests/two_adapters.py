@@ -3,12 +3,12 @@ HTTP by httpx with the cookie kept by hand, so a test can run the same scenario 
 assert only what a client sees (status, headers, body) and the audit events.
 
 Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, JSON),
-``POST /login`` (signs in ``alice``), ``POST /logout``, ``POST /transfer`` (changes state),
-``GET /poll`` (reads the session), ``POST /step-up?op=`` (grants a step-up for ``op``),
-``POST /sensitive?op=`` (requires one), ``TRACE /trace`` (counts in the session and answers the
-count: a route a forged ``TRACE`` could abuse), ``POST /reauth`` (re-authenticated),
-``POST /others`` (log out other devices), ``POST /password`` (credentials changed), ``POST
-/rotate`` (a privilege change: a new ID now).
+``POST /login`` (signs in ``alice``, or ``?user=``; ``?remember=1``: to be kept signed in),
+``POST /logout``, ``POST /transfer`` (changes state), ``GET /poll`` (reads the session),
+``POST /step-up?op=`` (grants a step-up for ``op``), ``POST /sensitive?op=`` (requires one),
+``TRACE /trace`` (counts in the session and answers the count: a route a forged ``TRACE`` could
+abuse), ``POST /reauth`` (re-authenticated), ``POST /others`` (log out other devices),
+``POST /password`` (credentials changed), ``POST /rotate`` (a privilege change: a new ID now).
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def _starlette() -> Starlette:
         return JSONResponse({"csrf_token": request.state.csrf_token()})
 
     async def login(request: Request) -> JSONResponse:
-        get_session(request).login("alice")
+        query = request.query_params
+        get_session(request).login(
+            query.get("user", "alice"), remember=query.get("remember") == "1"
+        )
         return JSONResponse({"ok": True})
 
     async def logout(request: Request) -> JSONResponse:
@@ -110,7 +113,9 @@ def _flask() -> Flask:
         return jsonify(csrf_token=current_context().csrf_token())
 
     def login() -> Any:
-        current_session().login("alice")
+        current_session().login(
+            request.args.get("user", "alice"), remember=request.args.get("remember") == "1"
+        )
         return jsonify(ok=True)
 
     def logout() -> Any:
@@ -203,12 +208,14 @@ class Client:
             response = self.http.request(method, path, headers=sent, content=content)
         return self._keep(response)
 
-    async def login(self) -> None:
+    async def login(self, query: str = "") -> None:
         """Sign in as ``alice`` the way a page of this site does (a same-origin form post
-        carrying the token of the sign-in page)."""
+        carrying the token of the sign-in page); ``query``: ``?user=bob&remember=1``."""
         token = (await self.request("GET", "/token")).json()["csrf_token"]
         response = await self.request(
-            "POST", "/login", headers={"sec-fetch-site": "same-origin", "x-csrf-token": token}
+            "POST",
+            f"/login{query}",
+            headers={"sec-fetch-site": "same-origin", "x-csrf-token": token},
         )
         assert response.status_code == 200, response.text
         assert self.cookie

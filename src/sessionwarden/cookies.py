@@ -7,14 +7,11 @@ large, badly quoted or full of junk simply yields no usable value.
 
 from __future__ import annotations
 
-from .policy import CookiePolicy
+from .policy import MAX_COOKIE_AGE, CookiePolicy
 from .proxy import split_host
 from .tokens import is_well_formed_id
 
 MAX_COOKIE_HEADER = 16_384
-#: The longest lifetime a cookie may ask for: RFC 6265bis has browsers cap ``Max-Age`` and
-#: ``Expires`` at 400 days, and a value beyond it only pretends to a lifetime no browser keeps.
-MAX_COOKIE_AGE = 400 * 86_400
 #: Bounds on the clearing headers of a tossing refusal: parent domains and path segments.
 _MAX_DOMAINS = 5
 _MAX_SEGMENTS = 3
@@ -94,10 +91,15 @@ class CookieWriter:
         expired = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
         self._clear = f"{policy.name}=; {expired}{self._attrs}"
 
-    def issue(self, session_id: str, max_age: float | None = None) -> str:
-        """The cookie for ``session_id``. A persistent cookie gets ``Max-Age``: ``max_age``
-        (the session's remaining absolute lifetime), never beyond :data:`MAX_COOKIE_AGE`."""
-        if self._policy.persistent and max_age is not None:
+    def issue(
+        self, session_id: str, max_age: float | None = None, *, persistent: bool | None = None
+    ) -> str:
+        """The cookie for ``session_id``. A persistent cookie (``persistent``; ``None``: as
+        the policy says) gets ``Max-Age``: ``max_age`` (the session's remaining absolute
+        lifetime), never beyond :data:`MAX_COOKIE_AGE`."""
+        if persistent is None:
+            persistent = self._policy.persistent
+        if persistent and max_age is not None:
             age = min(max(int(max_age), 0), MAX_COOKIE_AGE)
             return f"{self._name}={session_id}; Max-Age={age}{self._attrs}"
         return f"{self._name}={session_id}{self._attrs}"

@@ -142,7 +142,7 @@ class DbscGuard:
         self._emit(verdict.note, facts, now, record)
         if verdict.action != "revoke":
             # Served as anonymous; the cookie stays (the device itself is refreshing).
-            return Loaded(Session(None, now))
+            return Loaded(self.engine.new_session(None, now))
         reason = "dbsc:missing-bound-cookie"
         until = now + self._tomb_ttl
         stone = Tombstone(record.key, reason, now, until, record.user_id, record.lineage)
@@ -154,7 +154,7 @@ class DbscGuard:
             record=record,
             reason="policy:missing-bound-cookie",
         )
-        return Loaded(Session(None, now), clear_cookie=True)
+        return Loaded(self.engine.new_session(None, now), clear_cookie=True)
 
     # -- the two endpoints --------------------------------------------------------------------
     def endpoint(self, facts: RequestFacts, session: Session | None, now: float) -> DbscAnswer:

@@ -31,6 +31,9 @@ _ACTIONS = ("allow", "log", "step_up", "revoke")
 _MAX_DEPTH = 100
 #: Host names (RFC 3986 reg-names as browsers send them, IDNs as punycode) and address literals.
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~[]:")
+#: The longest lifetime a cookie may ask for: RFC 6265bis has browsers cap ``Max-Age`` and
+#: ``Expires`` at 400 days, and a value beyond it only pretends to a lifetime no browser keeps.
+MAX_COOKIE_AGE = 400 * 86_400
 
 
 def path_under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -114,6 +117,31 @@ class CookiePolicy:
             _fail("cookie.secure", "a __Secure- cookie must be Secure")
         if self.same_site == "None" and not self.secure:
             _fail("cookie.same_site", "SameSite=None requires Secure (browsers reject it)")
+
+
+@dataclass(frozen=True, slots=True)
+class RememberPolicy:
+    """The lifetime of a session whose user ticked "Keep me signed in": signed in with
+    ``Session.login(user, remember=True)``. The server enforces both timeouts as it does the
+    normal ones; the session's cookie is persistent (``Max-Age``: what remains of
+    ``absolute_timeout``) whatever ``CookiePolicy.persistent`` says, so it survives a restart
+    of the browser. The session stays one server-side session: listed, revocable, capped and
+    checked like any other. Each timeout must be at least the policy's own."""
+
+    #: Sliding inactivity limit of a remembered session: how long the user may stay away.
+    idle_timeout: float = 7 * 86_400.0
+    #: Hard limit from the sign-in, never extended by activity or rotation; at most 400 days
+    #: (the longest a browser keeps a cookie).
+    absolute_timeout: float = 30 * 86_400.0
+
+    def __post_init__(self) -> None:
+        _positive("remember.idle_timeout", self.idle_timeout)
+        _positive("remember.absolute_timeout", self.absolute_timeout)
+        if self.absolute_timeout > MAX_COOKIE_AGE:
+            _fail(
+                "remember.absolute_timeout",
+                f"must be at most {MAX_COOKIE_AGE} (400 days: browsers keep no cookie longer)",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +435,10 @@ class Policy:
     #: Hard limit from creation (for a signed-in session: from its login), never extended by
     #: activity or rotation. It ends the session first when it is the shorter of the two.
     absolute_timeout: float = 43_200.0
+    #: The lifetime of sessions whose user asked to be remembered at sign-in
+    #: (``Session.login(user, remember=True)``); ``None``: no such choice (asking raises
+    #: ``ValueError``), every session lives by the two timeouts above.
+    remember: RememberPolicy | None = None
     #: Periodic ID rotation; 0 turns it off. Login, logout and privilege changes always rotate.
     rotate_every: float = 900.0
     #: How long a periodically rotated-out ID still reaches its session (in-flight requests).
@@ -477,6 +509,7 @@ class Policy:
         object.__setattr__(self, "secret_keys", tuple(normalised))
         _positive("idle_timeout", self.idle_timeout)
         _positive("absolute_timeout", self.absolute_timeout)
+        self._check_remember()
         _positive("rotate_every", self.rotate_every, zero_ok=True)
         _positive("rotation_grace", self.rotation_grace, zero_ok=True)
         if self.rotate_every and self.rotation_grace >= self.rotate_every:
@@ -492,6 +525,18 @@ class Policy:
         self._check_hosts()
         self._check_production()
         _paths("passive_paths", self.passive_paths)
+
+    def _check_remember(self) -> None:
+        remember = self.remember
+        if remember is None:
+            return
+        if not isinstance(remember, RememberPolicy):
+            _fail("remember", "must be a RememberPolicy or None")
+        # A "remember me" that ends sooner than not being remembered is a contradiction.
+        if remember.idle_timeout < self.idle_timeout:
+            _fail("remember.idle_timeout", "must be at least idle_timeout")
+        if remember.absolute_timeout < self.absolute_timeout:
+            _fail("remember.absolute_timeout", "must be at least absolute_timeout")
 
     def _check_caps(self) -> None:
         if self.max_sessions_per_user < 0:

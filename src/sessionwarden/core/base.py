@@ -15,6 +15,7 @@ from ..policy import Action, Policy
 from ..records import JSON, Alias, Lookup, SessionRecord, Tombstone
 from .anonymous import AnonymousLedger
 from .ended import EXPIRED_ABSOLUTE, EXPIRED_IDLE, REPLACED, expired_tombstone_ttl
+from .lifetime import Lifetime, Lifetimes
 from .ops import Get, Revoke, RevokeUser, Steps
 from .session import Session, ValueLimits
 
@@ -141,6 +142,8 @@ class EngineBase:
         agent_label: Callable[[str], str] | None = None,
     ) -> None:
         self.policy = policy
+        #: The normal lifetime and the remember one (:mod:`.lifetime`).
+        self.lifetimes = Lifetimes.of(policy)
         self.clock: Clock = clock or SystemClock()
         self.sink: EventSink = sink or NullSink()
         self.keyring = tokens.Keyring(policy.secret_keys)
@@ -167,7 +170,14 @@ class EngineBase:
     ) -> Session:
         """A request's session under this policy's value limits (``detached``: see
         :attr:`Session.detached`)."""
-        return Session(record, now, via_alias=via_alias, limits=self.limits, detached=detached)
+        return Session(
+            record,
+            now,
+            via_alias=via_alias,
+            limits=self.limits,
+            detached=detached,
+            lifetimes=self.lifetimes,
+        )
 
     def emit(
         self,
@@ -210,8 +220,9 @@ class EngineBase:
         current secret), shortened like a reference."""
         return self.keyring.hash_value("session-lineage", lineage)[: tokens.REF_LENGTH]
 
-    def expires_at(self, created_at: float, last_seen: float) -> float:
-        return min(last_seen + self.policy.idle_timeout, created_at + self.policy.absolute_timeout)
+    def lifetime_of(self, record: SessionRecord) -> Lifetime:
+        """The lifetime ``record`` lives by (remembered or not, under this policy)."""
+        return self.lifetimes.of_flags(record.flags)
 
     def _tombstone(
         self, key: str, reason: str, now: float, record: SessionRecord | None
@@ -228,9 +239,10 @@ class EngineBase:
         )
 
     def _expiry_reason(self, record: SessionRecord, now: float) -> EventKind | None:
-        if now >= record.created_at + self.policy.absolute_timeout:
+        lifetime = self.lifetime_of(record)
+        if now >= record.created_at + lifetime.absolute:
             return EventKind.EXPIRED_ABSOLUTE
-        if now >= record.last_seen + self.policy.idle_timeout or now >= record.expires_at:
+        if now >= record.last_seen + lifetime.idle or now >= record.expires_at:
             return EventKind.EXPIRED_IDLE
         return None
 

@@ -15,7 +15,7 @@ from .. import tokens
 from ..events import EventKind, sink_wants
 from ..facts import RequestFacts
 from ..policy import Policy
-from ..records import JSON, LINEAGE_FLAG, Alias, RecordUpdate, SessionRecord, Tombstone
+from ..records import JSON, Alias, RecordUpdate, SessionRecord, Tombstone
 from ..stores.base import CapAction, Ended
 from .base import LOGIN_ROTATION, UNCHANGED_ANONYMOUS, UNCHANGED_SIGNED_IN, EngineBase, Outcome
 from .notices import LOGIN_NOTICE_KINDS, login_notices
@@ -296,7 +296,8 @@ class Committing(EngineBase):
         self, record: SessionRecord, facts: RequestFacts, now: float, changes: RecordUpdate
     ) -> None:
         """Last seen, the new expiry and an entry of the activity trail."""
-        if now - record.last_seen >= self.policy.idle_timeout / 2:
+        lifetime = self.lifetime_of(record)
+        if now - record.last_seen >= lifetime.idle / 2:
             self.emit(
                 EventKind.TOUCHED_AFTER_IDLE_GAP,
                 facts,
@@ -305,7 +306,7 @@ class Committing(EngineBase):
                 detail={"gap": round(now - record.last_seen, 3)},
             )
         changes.meta["last_seen"] = now
-        changes.meta["expires_at"] = self.expires_at(record.created_at, now)
+        changes.meta["expires_at"] = lifetime.expires_at(record.created_at, now)
         changes.activity = self._activity(facts, now)
 
     def _activity(self, facts: RequestFacts, now: float) -> dict[str, JSON]:
@@ -381,11 +382,12 @@ class Committing(EngineBase):
         session_id = tokens.new_session_id()
         key = self.keyring.hash_id(session_id)
         act = session.actions
+        lifetime = self.lifetimes.pick(act.remember)
         record = SessionRecord(
             key=key,
             created_at=now,
             last_seen=now,
-            expires_at=self.expires_at(now, now),
+            expires_at=lifetime.expires_at(now, now),
             rotated_at=now,
             csrf_secret=session.csrf_secret(),
             user_id=act.login_user,
@@ -393,7 +395,7 @@ class Committing(EngineBase):
             client_ip=facts.client_ip,
             user_agent=self.agent_label(facts.user_agent),
             fingerprint=self._login_fingerprint(facts) if act.login_user is not None else None,
-            flags={LINEAGE_FLAG: tokens.new_lineage()},
+            flags=lifetime.sign_in_flags(tokens.new_lineage()),
             data={**changes.set_data},
             dbsc=act.dbsc[0] if act.dbsc is not None else None,
         )
@@ -407,13 +409,19 @@ class Committing(EngineBase):
             yield from self._bound_anonymous(facts.client_ip, key)
         if act.login_user is not None:
             self.emit(
-                EventKind.LOGGED_IN, facts, now, key=key, lineage=lineage, user_id=act.login_user
+                EventKind.LOGGED_IN,
+                facts,
+                now,
+                key=key,
+                lineage=lineage,
+                user_id=act.login_user,
+                detail={"remembered": lifetime.remembered},
             )
         self._report_evicted(evicted, facts, now, record.user_id)
         if act.login_user is not None:
             yield from self._notify_login(record, facts, now)
         session.record = record
-        cookie = self.cookies.issue(session_id, self.policy.absolute_timeout)
+        cookie = self.cookies.issue(session_id, lifetime.absolute, persistent=lifetime.persistent)
         return Outcome(cookie, record.user_id is not None, wrote=True, issued=True)
 
     def _cap(self, session: Session) -> tuple[int, CapAction]:
@@ -486,13 +494,19 @@ class Committing(EngineBase):
         """The fields a rotation sets (a login also its user, fingerprint and fresh flags)."""
         act = session.actions
         login = act.login_user is not None
+        record = session.record
         # The absolute timeout of a signed-in session counts from its login, not from the
-        # anonymous session (a login page left open) it grew out of.
+        # anonymous session (a login page left open) it grew out of. A sign-in picks the
+        # lifetime (remembered or not); any other rotation keeps the session's.
         start = now if login else created_at
+        if login or record is None:
+            lifetime = self.lifetimes.pick(act.remember)
+        else:
+            lifetime = self.lifetime_of(record)
         meta: dict[str, JSON] = {
             "last_seen": now,
             "rotated_at": now,
-            "expires_at": self.expires_at(start, now),
+            "expires_at": lifetime.expires_at(start, now),
             "client_ip": facts.client_ip,
             "user_agent": self.agent_label(facts.user_agent),
         }
@@ -503,9 +517,8 @@ class Committing(EngineBase):
             meta["csrf_secret"] = session.csrf_secret()
             meta["fingerprint"] = self._login_fingerprint(facts)
             # Fresh flags, but the same lineage: one browser session before and after sign-in
-            # (the ID, which fixation is about, still changes).
-            record = session.record
-            meta["flags"] = {LINEAGE_FLAG: record.lineage} if record is not None else {}
+            # (the ID, which fixation is about, still changes); remembered if asked.
+            meta["flags"] = lifetime.sign_in_flags(record.lineage) if record is not None else {}
         elif act.reauthenticated:
             # The user proved who they are from this browser and network: it becomes the
             # session's reference fingerprint, as at login.
@@ -660,6 +673,7 @@ class Committing(EngineBase):
                 key=new_key,
                 lineage=lineage,
                 user_id=act.login_user,
+                detail={"remembered": self.lifetimes.pick(act.remember).remembered},
             )
         self._report_evicted(evicted, facts, now, user_id)
         # The request's own values: nothing else holds them, so they are not copied.
@@ -669,7 +683,7 @@ class Committing(EngineBase):
         yield from self._end_others(session, facts, now, new_key, new_record.user_id)
         if act.login_user is not None:
             yield from self._notify_login(new_record, facts, now)
-        cookie = self.cookies.issue(
-            session_id, new_record.created_at + self.policy.absolute_timeout - now
-        )
+        lifetime = self.lifetime_of(new_record)
+        max_age = new_record.created_at + lifetime.absolute - now
+        cookie = self.cookies.issue(session_id, max_age, persistent=lifetime.persistent)
         return Outcome(cookie, new_record.user_id is not None, wrote=True, issued=True)

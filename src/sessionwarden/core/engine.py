@@ -15,6 +15,7 @@ from ..dbsc_state import is_bound
 from ..events import EventKind
 from ..records import JSON, SessionRecord
 from .commit import Committing
+from .lifetime import flagged_remembered
 from .load import Loading
 from .ops import AllSessions, Purge, Revoke, Steps, UserSessions
 from .session import Session
@@ -34,6 +35,8 @@ class SessionInfo:
     current: bool
     #: The session is bound to a key on its device (DBSC): a copied cookie is of little use.
     device_bound: bool = False
+    #: Its user asked at sign-in to be kept signed in: it lives by ``Policy.remember``.
+    remembered: bool = False
 
     def to_dict(self) -> dict[str, JSON]:
         return {
@@ -46,6 +49,7 @@ class SessionInfo:
             "ua": self.user_agent,
             "current": self.current,
             "device_bound": self.device_bound,
+            "remembered": self.remembered,
         }
 
 
@@ -60,6 +64,7 @@ def _info(r: SessionRecord, *, current: bool = False) -> SessionInfo:
         user_agent=r.user_agent,
         current=current,
         device_bound=is_bound(r.dbsc),
+        remembered=flagged_remembered(r.flags),
     )
 
 

@@ -61,7 +61,8 @@ def check_live(engine: EngineBase, key: str, now: float) -> Steps[Liveness]:
         return Liveness(None, expired.value.removeprefix("session."))
     if found.flags.get("step_up"):
         return Liveness(None, STEP_UP_REQUIRED)
-    return Liveness(key, deadline=engine.expires_at(found.created_at, found.last_seen))
+    deadline = engine.lifetime_of(found).expires_at(found.created_at, found.last_seen)
+    return Liveness(key, deadline=deadline)
 
 
 #: :attr:`Liveness.reason` of a session a risk decision flagged to step up

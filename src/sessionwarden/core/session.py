@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .. import tokens
 from ..records import JSON, LINEAGE_FLAG, RecordUpdate, SessionRecord, clone_json, dumps
+from .lifetime import DEFAULT_LIFETIMES, Lifetime, Lifetimes
 
 
 class ReauthenticationRequired(Exception):
@@ -165,6 +166,7 @@ class Session:
         "_csrf_secret",
         "_deleted",
         "_is_new",
+        "_lifetimes",
         "_limits",
         "_new_fingerprint",
         "_now",
@@ -182,9 +184,11 @@ class Session:
         via_alias: bool = False,
         limits: ValueLimits = DEFAULT_LIMITS,
         detached: bool = False,
+        lifetimes: Lifetimes = DEFAULT_LIFETIMES,
     ):
         self.record = record
         self._limits = limits
+        self._lifetimes = lifetimes
         self._is_new = record is None
         self.via_alias = via_alias
         #: Served over plain HTTP outside a secure context: always anonymous, never stored,
@@ -356,6 +360,21 @@ class Session:
         return None if self.record is None else self.record.expires_at
 
     @property
+    def remembered(self) -> bool:
+        """Whether the session lives by the remember lifetime: its user asked to be remembered
+        at sign-in (in this request or the one that signed it in)."""
+        return self.lifetime.remembered
+
+    @property
+    def lifetime(self) -> Lifetime:
+        """The timeouts this session lives by (``lifetime.idle``: what an idle-timeout warning
+        counts down), as of this request's sign-in or sign-out."""
+        act, record = self._actions, self.record
+        if act is not None and (act.login_user is not None or act.logout):
+            return self._lifetimes.pick(act.remember)
+        return self._lifetimes.of_flags(record.flags if record is not None else {})
+
+    @property
     def step_up_required(self) -> bool:
         act = self._actions
         if act is not None and (act.reauthenticated or act.login_user is not None):
@@ -378,11 +397,17 @@ class Session:
         return RecordUpdate(set_data=set_data, del_data=deleted)
 
     # -- actions ----------------------------------------------------------------------------
-    def login(self, user_id: str) -> None:
+    def login(self, user_id: str, *, remember: bool = False) -> None:
         """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set.
-        A session signed in as another user loses that user's data."""
+        A session signed in as another user loses that user's data. ``remember``: the user
+        asked to be kept signed in: the session lives by ``Policy.remember`` (``ValueError``
+        when it has none) with a persistent cookie; without it, the normal lifetime."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
+        if not isinstance(remember, bool):
+            raise TypeError("remember must be True or False (a checkbox: 'remember' in form)")
+        if remember and self._lifetimes.remember is None:
+            raise ValueError("remember=True needs Policy(remember=RememberPolicy(...))")
         if self.detached:
             raise HttpsRequired()
         self._refuse_on_alias("login")
@@ -393,6 +418,7 @@ class Session:
             self.clear()
         act = self.actions
         act.login_user = user_id
+        act.remember = remember
         act.logout = False
         self._after_logout = None
         self._csrf_secret = tokens.new_csrf_secret()
@@ -411,6 +437,7 @@ class Session:
         act = self.actions
         act.logout = True
         act.login_user = None
+        act.remember = False
         act.dbsc = None  # a device binding belongs to the session that ends
         self._after_logout = {}
         self._csrf_secret = tokens.new_csrf_secret()
@@ -634,6 +661,8 @@ class Actions:
     """What a request asked of its session, read by the commit."""
 
     login_user: str | None = None
+    #: The sign-in asked to be remembered (:meth:`Session.login`).
+    remember: bool = False
     logout: bool = False
     rotate: bool = False
     reauthenticated: bool = False
