@@ -76,7 +76,10 @@ def _app() -> Starlette:
         return JSONResponse({"csrf_token": request.state.csrf_token()})
 
     async def login(request: Request) -> JSONResponse:
-        get_session(request).login(request.query_params.get("user", "alice"))
+        query = request.query_params
+        get_session(request).login(
+            query.get("user", "alice"), remember=query.get("remember") == "1"
+        )
         return JSONResponse({"ok": True})
 
     async def logout(request: Request) -> JSONResponse:
@@ -143,11 +146,12 @@ def _app() -> Starlette:
         return StreamingResponse(forever(), media_type="text/event-stream")
 
     async def page(request: Request) -> Response:
-        """A signed-in page with the bundled client script and its settings."""
+        """A signed-in page with the bundled client script and its settings (the idle timeout
+        the session itself lives by: a remembered one's is the remember one)."""
         policy = get_middleware(request).policy
         metas = {
             "csrf-token": request.state.csrf_token(),
-            "session-idle-timeout": str(int(policy.idle_timeout)),
+            "session-idle-timeout": str(int(get_session(request).lifetime.idle)),
             "session-warn-before": "60",
             "session-keepalive-url": "/keepalive",
             "session-passive-paths": ",".join(policy.passive_paths),

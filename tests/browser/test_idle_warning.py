@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from sessionwarden.policy import RememberPolicy
+
 from ..test_standards_lifecycle_live import Live, live_server
 
 IDLE = 600  # seconds; the page warns 60 s before
@@ -101,3 +103,40 @@ def test_staying_signed_in_after_the_session_ended_elsewhere_says_so(
     )
     assert banner.is_visible()
     assert page.get_by_role("button", name="Stay signed in").is_hidden()
+
+
+#: A remembered session's idle timeout: longer than the 2^31 - 1 ms (24.8 days) a browser's
+#: ``setTimeout`` can wait in one go.
+REMEMBER_IDLE = 30 * 86_400
+
+
+def test_a_remembered_session_is_warned_at_its_own_idle_timeout(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Signed in with "keep me signed in": the page counts down the remember idle timeout the
+    server enforces, not the normal one, and a 30-day wait neither warns at once nor never."""
+    remember = RememberPolicy(idle_timeout=REMEMBER_IDLE, absolute_timeout=60 * 86_400)
+    with live_server("memory://", tmp_path, idle_timeout=IDLE, remember=remember) as site:
+        context = browser.new_context(ignore_https_errors=True)
+        try:
+            page = context.new_page()
+            page.clock.install()
+            page.goto(site.base + "/page")
+            login = "fetch('/login?remember=1', {method: 'POST'}).then(r => r.status)"
+            assert page.evaluate(login) == 200
+            page.goto(site.base + "/page")
+            banner = page.locator(BANNER)
+            advance(page, site, IDLE + 1)  # past the normal idle timeout
+            assert banner.count() == 0 or banner.is_hidden()
+            assert user_of(page) == "alice"
+            page.goto(site.base + "/page")  # the countdown starts again here
+            advance(page, site, REMEMBER_IDLE - 61)
+            assert banner.count() == 0 or banner.is_hidden()
+            advance(page, site, 2)
+            assert banner.is_visible()
+            assert "signed out in about" in banner.inner_text()
+            advance(page, site, 60)
+            assert "You have been signed out" in banner.inner_text()
+            assert user_of(page) is None
+        finally:
+            context.close()

@@ -5,7 +5,8 @@
  * 1. CSRF: fetch() calls with an unsafe method to THIS origin carry the token from
  *    <meta name="csrf-token" content="...">. Other origins never see it: a token sent
  *    elsewhere is a token leaked.
- * 2. Idle timeout: with <meta name="session-idle-timeout" content="SECONDS"> the page warns
+ * 2. Idle timeout: with <meta name="session-idle-timeout" content="SECONDS"> (the session's own:
+ *    a remembered session's is the remember one, Session.lifetime.idle) the page warns
  *    <meta name="session-warn-before" content="SECONDS"> (default 60) before the server ends
  *    the session, offering "Stay signed in", which requests <meta name="session-keepalive-url">
  *    (default: this page) with GET. That URL must answer 2xx only to a signed-in session: an
@@ -88,6 +89,22 @@
   var keepaliveUrl = meta("session-keepalive-url") || window.location.pathname + window.location.search;
   var warnTimer = null;
   var expireTimer = null;
+
+  // setTimeout fires at once for a delay beyond 2^31 - 1 ms (about 24.8 days), and a
+  // remembered session's idle timeout may be longer: a longer wait is made of shorter ones.
+  var MAX_DELAY = 2147483647;
+  function after(ms, fn) {
+    var timer = { id: null };
+    function wait(left) {
+      var step = Math.min(left, MAX_DELAY);
+      timer.id = setTimeout(function () { if (left > step) wait(left - step); else fn(); }, step);
+    }
+    wait(Math.max(0, ms));
+    return timer;
+  }
+  function cancel(timer) {
+    if (timer) clearTimeout(timer.id);
+  }
   var banner = null;
   var message = null;
   var button = null;
@@ -135,19 +152,19 @@
   }
 
   function ended() {
-    clearTimeout(warnTimer);
-    clearTimeout(expireTimer);
+    cancel(warnTimer);
+    cancel(expireTimer);
     show("You have been signed out. Reload the page to sign in again.", false);
   }
 
   function restartCountdown() {
     if (!idle) return;
-    clearTimeout(warnTimer);
-    clearTimeout(expireTimer);
+    cancel(warnTimer);
+    cancel(expireTimer);
     if (banner) banner.hidden = true;
     // The server may coalesce last-seen writes for up to a minute; warning early covers that.
-    warnTimer = setTimeout(warn, Math.max(0, idle - warnBefore) * 1000);
-    expireTimer = setTimeout(expired, idle * 1000);
+    warnTimer = after((idle - warnBefore) * 1000, warn);
+    expireTimer = after(idle * 1000, expired);
   }
 
   function keepAlive() {
