@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import COOKIE, FIREFOX_UA, Client, form_token, page_token
+from .conftest import COOKIE, FIREFOX_UA, USERS, Client, form_token, page_token
 
 HTML_PAGES_SIGNED_OUT = ["/", "/login", "/attacks"]
 HTML_PAGES_SIGNED_IN = ["/", "/login", "/account", "/sessions", "/attacks"]
@@ -559,3 +559,36 @@ def test_pages_show_the_reference_the_cli_uses(client: Client) -> None:
     assert f"<code>{refs[-1]}</code>" in client.get("/account").text or any(
         f"<code>{ref}</code>" in client.get("/account").text for ref in refs
     )
+
+
+def test_keep_me_signed_in(client: Client) -> None:
+    """The sign-in form's "Keep me signed in": ticked, a cookie that outlives the browser for
+    the demo's remember lifetime (30 days), the idle warning counting down a week, and the
+    account page saying so; unticked (the default), a browser-session cookie and the normal
+    idle timeout."""
+    form = client.get("/login").text
+    assert '<input id="remember" name="remember" type="checkbox"' in form
+    token = client.token("/login")
+    response = client.post(
+        "/login",
+        data={
+            "username": "alice",
+            "password": USERS["alice"],
+            "csrf_token": token,
+            "remember": "on",
+        },
+    )
+    assert response.status_code == 303
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith(COOKIE))
+    assert "Max-Age=2592000;" in cookie
+    account = client.get("/account").text
+    assert '<dd id="remembered">yes' in account
+    assert '<meta name="session-idle-timeout" content="604800">' in account
+    assert client.post("/logout", data={"csrf_token": page_token(account)}).status_code == 303
+    response = client.login()
+    assert response.status_code == 303
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith(COOKIE))
+    assert "Max-Age" not in cookie
+    account = client.get("/account").text
+    assert '<dd id="remembered">no' in account
+    assert '<meta name="session-idle-timeout" content="1800">' in account

@@ -94,7 +94,7 @@ class _Demo(shared.DemoViews):
             return self.render(
                 request, "login.html", status=401, error=shared.LOGIN_FAILED, username=username
             )
-        shared.sign_in(get_session(request), username)
+        shared.sign_in(get_session(request), username, remember="remember" in form)
         return _see_other("/account")
 
     async def account(self, request: Request) -> Response:

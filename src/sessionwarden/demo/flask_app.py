@@ -97,7 +97,7 @@ class _Demo(shared.DemoViews):
             return self.render(
                 "login.html", status=401, error=shared.LOGIN_FAILED, username=username
             )
-        shared.sign_in(current_session(), username)
+        shared.sign_in(current_session(), username, remember="remember" in form)
         return _see_other("/account")
 
     def account(self) -> Response:

@@ -31,7 +31,7 @@ from ..dbsc import DbscPolicy
 from ..events import EventSink, FanOut
 from ..html import sanitize_html
 from ..monitor import JsonLogSink, agent_label
-from ..policy import HeadersPolicy, HttpsPolicy, MonitorPolicy, Policy
+from ..policy import HeadersPolicy, HttpsPolicy, MonitorPolicy, Policy, RememberPolicy
 from ..records import JSON
 from .ended import pop_sentence
 from .users import USERNAME_PATTERN
@@ -165,13 +165,15 @@ def demo_policy(
     """The demo's policy: library defaults (a user-agent change revokes the session), CSP
     violation reports received at :data:`CSP_REPORT_PATH`, at most five sessions per user, the
     timeouts and trusted proxies chosen on the command line, the hosts it answers to (none:
-    loopback only) and, with ``dbsc``, device bound sessions offered to browsers that support
+    loopback only), "keep me signed in" for a week away and a month in all (at least the
+    normal timeouts) and, with ``dbsc``, device bound sessions offered to browsers that support
     them."""
     grace = min(10.0, rotate_every / 2) if rotate_every else 10.0
     return Policy(
         secret_keys=(secret,),
         idle_timeout=idle_timeout,
         absolute_timeout=absolute_timeout,
+        remember=RememberPolicy(max(7 * 86_400, idle_timeout), max(30 * 86_400, absolute_timeout)),
         rotate_every=rotate_every,
         rotation_grace=grace,
         max_sessions_per_user=5,
@@ -288,9 +290,9 @@ def log_purged(removed: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def warn_before(policy: Policy) -> int:
-    """Seconds before the idle deadline at which the page script warns."""
-    return int(max(5.0, min(60.0, policy.idle_timeout / 3)))
+def warn_before(idle: float) -> int:
+    """Seconds before the idle deadline (``idle`` seconds) at which the page script warns."""
+    return int(max(5.0, min(60.0, idle / 3)))
 
 
 #: The idle timeout the ``/attacks`` hint suggests, to watch the warning quickly.
@@ -303,13 +305,12 @@ def hints(policy: Policy, origin: str) -> dict[str, Any]:
     the replay command) and a port for the attacker's page next to it."""
     parts = urllib.parse.urlsplit(origin)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    quick = Policy(secret_keys=policy.secret_keys, idle_timeout=QUICK_IDLE)
     return {
         "origin": origin,
         "port": port,
         "evil_port_hint": port + 1 if port < 65535 else port - 1,
         "quick_idle": int(QUICK_IDLE),
-        "quick_warn_before": warn_before(quick),
+        "quick_warn_before": warn_before(QUICK_IDLE),
         "touch_every": int(policy.effective_touch_interval),
     }
 
@@ -335,8 +336,10 @@ def page_context(
         "user": user,
         "nonce": nonce,
         "csrf_token": session.csrf_token(),
-        "idle_timeout": int(policy.idle_timeout),
-        "warn_before": warn_before(policy),
+        # The session's own: a remembered one's is the remember idle timeout.
+        "idle_timeout": int(session.lifetime.idle),
+        "warn_before": warn_before(session.lifetime.idle),
+        "remember": policy.remember,
         "keepalive_url": keepalive_url(session),
         "path": path,
         "flash": flash if isinstance(flash, str) else None,
@@ -495,11 +498,12 @@ def log_failed_sign_in(client: str) -> None:
     log.info("failed sign-in from %s", client)
 
 
-def sign_in(session: Session, username: str) -> None:
-    """Sign ``username`` in after a correct password (which replaces the session ID)."""
+def sign_in(session: Session, username: str, remember: bool = False) -> None:
+    """Sign ``username`` in after a correct password (which replaces the session ID);
+    ``remember``: "Keep me signed in" was ticked."""
     if session.user_id != username:
         session.pop("transfers")  # one user's history never carries over to another
-    session.login(username)
+    session.login(username, remember=remember)
     session["flash"] = f"Signed in as {username}. Your session ID was replaced on sign-in."
 
 
@@ -516,7 +520,7 @@ def account_context(
         "session": session,
         "transfers": list(reversed(transfers)),
         "activity": list(reversed(activity))[:8],
-        "absolute_timeout": int(policy.absolute_timeout),
+        "absolute_timeout": int(session.lifetime.absolute),
         "rotate_every": int(policy.rotate_every),
         "form_error": None,
     }
@@ -603,8 +607,8 @@ def attacks_context(session: Session, policy: Policy) -> dict[str, Any]:
     return {
         "comments": _list_of_str(session.get("comments")),
         "idle_meta": {
-            "session-idle-timeout": str(int(policy.idle_timeout)),
-            "session-warn-before": str(warn_before(policy)),
+            "session-idle-timeout": str(int(session.lifetime.idle)),
+            "session-warn-before": str(warn_before(session.lifetime.idle)),
             "session-keepalive-url": keepalive_url(session),
         },
     }
