@@ -24,7 +24,7 @@ from sessionwarden.cli import main
 from sessionwarden.clock import ManualClock
 from sessionwarden.core import Engine, run_sync
 from sessionwarden.events import Event, EventKind
-from sessionwarden.policy import Policy
+from sessionwarden.policy import Policy, RememberPolicy
 from sessionwarden.stores.base import SessionStore
 
 from .conftest import (
@@ -895,3 +895,19 @@ def test_a_demo_key_file_that_cannot_be_read_is_named(
     with pytest.raises(ValueError, match=r"key file .*: cannot read it: Is a directory"):
         load_secret(tmp_path, "memory://", out=io.StringIO())
     assert capsys.readouterr().err == ""
+
+
+def test_list_json_says_which_sessions_are_remembered(
+    capsys: pytest.CaptureFixture[str], target: Target
+) -> None:
+    """A sign-in with "keep me signed in" is listed like any other, marked ``remembered``."""
+    policy = Policy(secret_keys=(SECRET,), remember=RememberPolicy())
+    engine = Engine(policy, clock=ManualClock(time.time()))
+    kept, plain = Client(engine, target.store), Client(engine, target.store)
+    kept.request(lambda s: s.login("dave", remember=True))
+    plain.request(lambda s: s.login("dave"))
+    status, out, _ = run(
+        capsys, "sessions", "list", "--user", "dave", "--store", target.url, "--json"
+    )
+    assert status == 0
+    assert sorted(r["remembered"] for r in json.loads(out)) == [False, True]

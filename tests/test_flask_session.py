@@ -29,7 +29,7 @@ from sessionwarden.integrations.flask import (
     SessionWardenInterface,
 )
 from sessionwarden.integrations.flask import session as sw_session
-from sessionwarden.policy import CookiePolicy, Policy
+from sessionwarden.policy import CookiePolicy, Policy, RememberPolicy
 from sessionwarden.stores import MemoryStore
 
 from .conftest import SECRET
@@ -59,7 +59,7 @@ def make_app(store: Any = None, **options: Any) -> Flask:
 
     @app.post("/login")
     def login() -> Response:
-        sw_session.login(request.form["user"])
+        sw_session.login(request.form["user"], remember="remember" in request.form)
         flash(f"Welcome {request.form['user']}")
         return flask.redirect("/", 303)
 
@@ -228,6 +228,17 @@ def test_permanent_is_the_cookie_policys_and_setting_it_stores_nothing() -> None
     policy = Policy(secret_keys=(SECRET,), cookie=CookiePolicy(persistent=True))
     browser = Browser(make_app(policy=policy))
     assert browser.post("/permanent", {}).get_json() == {"permanent": True, "stored": False}
+
+
+def test_permanent_is_true_for_a_remembered_sign_in() -> None:
+    """``session.permanent`` reads the session's own lifetime: a sign-in with
+    ``remember=True`` has a cookie that outlives the browser; a later one without it has not."""
+    remember = RememberPolicy(idle_timeout=86_400, absolute_timeout=7 * 86_400)
+    browser = Browser(make_app(policy=Policy(secret_keys=(SECRET,), remember=remember)))
+    browser.post("/login", {"user": "alice", "remember": "on"})
+    assert browser.post("/permanent", {}).get_json()["permanent"] is True
+    browser.post("/login", {"user": "alice"})
+    assert browser.post("/permanent", {}).get_json()["permanent"] is False
 
 
 def test_it_is_opt_in() -> None:

@@ -161,7 +161,7 @@ class SessionWarden:
         app.register_error_handler(HttpsRequired, _on_raised)
         app.register_error_handler(StoreUnavailable, _on_store_unavailable)
         if serve_flask_session:
-            app.session_interface = SessionWardenInterface(persistent=policy.cookie.persistent)
+            app.session_interface = SessionWardenInterface()
         self._apps.append(app)
         return middleware
 
@@ -274,15 +274,12 @@ class SessionWardenInterface(SessionInterface):
     (``app.test_request_context()``, the test client's ``session_transaction()``) gets a
     session that can be read (it is empty) but not written, with an error saying why."""
 
-    def __init__(self, *, persistent: bool = False) -> None:
-        self.persistent = persistent
-
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         del app
         found = request.environ.get("sessionwarden.session")
         if not isinstance(found, Session):
             return _NoSession()  # a null session: Flask never saves it
-        return FlaskSession(found, persistent=self.persistent)
+        return FlaskSession(found)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Nothing to do: the middleware writes the session and its cookie."""
@@ -294,25 +291,25 @@ class FlaskSession(SessionMixin):
     :class:`TypeError` as ``sw_session``) and the limits of the policy apply.
 
     ``new``: no session existed when the request arrived. ``modified`` and ``accessed``: as
-    Flask's own session keeps them (a value set or deleted; any use). ``permanent`` reads
-    :attr:`~sessionwarden.policy.CookiePolicy.persistent` and setting it changes nothing:
-    every session lives by the policy's idle and absolute timeouts, which the server enforces
+    Flask's own session keeps them (a value set or deleted; any use). ``permanent`` says
+    whether the session's cookie outlives the browser (``CookiePolicy.persistent``, or a
+    sign-in with ``remember=True``) and setting it changes nothing: a session's lifetime is
+    chosen at sign-in (``sw_session.login(user, remember=True)``) and enforced by the server
     (``PERMANENT_SESSION_LIFETIME`` is not used), and no ``_permanent`` key is stored."""
 
-    def __init__(self, session: Session, *, persistent: bool = False) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.new = session.is_new
         self.modified = False
         self.accessed = False
-        self._persistent = persistent
 
     @property
     def permanent(self) -> bool:
-        return self._persistent
+        return self.session.lifetime.persistent
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
-        del value  # one lifetime for every session: the policy's
+        del value  # the lifetime is the sign-in's choice: login(user, remember=True)
 
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
