@@ -10,8 +10,10 @@ live connection's handshake) learns the reason too, not only the first.
 =====================  ==========================================================================
 ``session_ended``      the presented session ...
 =====================  ==========================================================================
-``idle``               went unused for longer than ``Policy.idle_timeout``
-``absolute``           reached ``Policy.absolute_timeout`` after sign-in
+``idle``               went unused for longer than ``Policy.idle_timeout`` (a remembered one:
+                       ``RememberPolicy.idle_timeout``)
+``absolute``           reached ``Policy.absolute_timeout`` (``RememberPolicy.absolute_timeout``)
+                       after sign-in
 ``signed-out``         was signed out (``session.logout()``)
 ``revoked-by-user``    was ended by its user from another session ("your devices", "sign out
                        everywhere else")
