@@ -239,7 +239,7 @@ class EngineBase:
         )
 
     def _expiry_reason(self, record: SessionRecord, now: float) -> EventKind | None:
-        lifetime = self.lifetime_of(record)
+        lifetime = self.lifetimes.of_flags(record.flags)  # as lifetime_of (every request)
         if now >= record.created_at + lifetime.absolute:
             return EventKind.EXPIRED_ABSOLUTE
         if now >= record.last_seen + lifetime.idle or now >= record.expires_at:

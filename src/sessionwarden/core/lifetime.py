@@ -74,8 +74,11 @@ class Lifetimes:
         return self.normal
 
     def of_flags(self, flags: dict[str, JSON]) -> Lifetime:
-        """The lifetime of the record with these flags."""
-        return self.pick(flagged_remembered(flags))
+        """The lifetime of the record with these flags (read on every request: no calls)."""
+        remember = self.remember
+        if remember is not None and flags.get(REMEMBER_FLAG) is True:
+            return remember
+        return self.normal
 
 
 #: The lifetimes of the default policy (a :class:`~sessionwarden.core.session.Session` made
