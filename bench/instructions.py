@@ -8,7 +8,10 @@ In-process rows (``bare``, ``memory``, ``sqlite``, ``redis``, ``redis-post``, ``
 the requests that change the session: ``memory-write``, ``sqlite-write``, ``redis-write``,
 ``memory-sign-in``, ``redis-sign-in``, ``sqlite-sign-in``, and the same with the per-user cap set
 and a sink wanting every event: ``memory-sign-in-capped``, ``redis-sign-in-capped``,
-``sqlite-sign-in-capped``): the app is called directly, as in ``bench/run.py``. ``memory-wrk``,
+``sqlite-sign-in-capped``): the app is called directly, as in ``bench/run.py``. ``flask-memory``,
+``flask-redis`` (and their ``-write`` and ``-sign-in``): Flask behind the WSGI middleware, called
+synchronously as ``bench/run.py``'s Flask rows are (memory: no I/O); ``flask-bare``: Flask
+alone. ``memory-wrk``,
 ``sqlite-wrk``, ``redis-wrk``: the GET as ``bench/http.py``'s clients send it (plain HTTP from a
 loopback peer to a loopback ``Host``, wrk's four headers), still in-process: the adapter's path over
 HTTP, counted as steadily as the other rows. ``--http`` runs the uvicorn server of ``bench/http.py``
@@ -67,6 +70,13 @@ ROWS = (
     "memory-wrk",
     "sqlite-wrk",
     "redis-wrk",
+    "flask-bare",
+    "flask-memory",
+    "flask-memory-write",
+    "flask-memory-sign-in",
+    "flask-redis",
+    "flask-redis-write",
+    "flask-redis-sign-in",
 )
 STACKS = {"bare": ("bare", "bare"), "ours": ("ours_redis", "ours")}
 
@@ -93,6 +103,9 @@ def _dumped_instructions(out_prefix: str, *, main_thread: bool = False) -> int:
 # -- in-process ---------------------------------------------------------------------------------
 def _inner(row_name: str, n: int) -> None:
     """Runs inside valgrind: warm up, count ``n`` requests, dump."""
+    if row_name.startswith("flask-"):
+        _inner_flask(row_name, n)
+        return
     from bench import ours
     from bench.peers.starlette_stack import BareStarlette
 
@@ -120,6 +133,22 @@ def _inner(row_name: str, n: int) -> None:
             await close()
 
     asyncio.run(go())
+
+
+def _inner_flask(row_name: str, n: int) -> None:
+    """A Flask row (``flask-<store>[-<mode>]``): the WSGI middleware, called synchronously."""
+    from bench import ours
+    from bench.peers.flask_stack import BareFlask
+
+    store, _, mode = row_name.removeprefix("flask-").partition("-")
+    row: Any = BareFlask() if store == "bare" else ours.OursFlask(store, mode=mode or "get")
+    row.setup()
+    row.run(300)
+    _toggle(os.getpid(), "-i", "on")
+    row.run(n)
+    _toggle(os.getpid(), "-d")
+    _toggle(os.getpid(), "-i", "off")
+    row.close()
 
 
 def _as_over_http(row: Any) -> None:

@@ -281,16 +281,39 @@ def flask_app() -> Any:
     return app
 
 
-class OursFlaskRedis(Row):
-    base = "bare Flask GET"
-    redis = True
+def open_sync_store(kind: str, *, read_cache: bool = True) -> tuple[Any, str]:
+    """The synchronous store for ``kind`` (``memory``, ``redis``); returns it and the Redis
+    prefix to drop ('' when none)."""
+    if kind == "memory":
+        from sessionwarden.stores import MemoryStore
 
-    def __init__(self, *, read_cache: bool = True, mode: str = "get") -> None:
+        return MemoryStore(), ""
+    from sessionwarden.stores.redis import RedisStore
+
+    prefix = unique_prefix("oursflask")
+    store = RedisStore(
+        REDIS_URL, prefix=prefix, read_cache_ttl=2.0 if read_cache else 0, timeout=BENCH_TIMEOUT
+    )
+    if store.read_cache is not None:
+        store.read_cache.feed.wait_connected(5.0)
+    return store, prefix
+
+
+class OursFlask(Row):
+    """Flask behind the WSGI middleware, on a synchronous store (``redis``, or ``memory``: no
+    I/O, the adapter's and the core's CPU alone)."""
+
+    base = "bare Flask GET"
+
+    def __init__(self, store: str = "redis", *, read_cache: bool = True, mode: str = "get") -> None:
+        self.kind = store
+        self.redis = store == "redis"
         self.read_cache = read_cache
         self.mode = mode
-        self.name = f"ours WSGI Flask redis {MODES[mode]}" + (
+        self.name = f"ours WSGI Flask {store} {MODES[mode]}" + (
             "" if read_cache else ", read cache off"
         )
+        self.prefix = ""
 
     def setup(self) -> None:
         try:
@@ -299,18 +322,9 @@ class OursFlaskRedis(Row):
             from .common import NotInstalled
 
             raise NotInstalled(str(exc)) from None
-        from sessionwarden.stores.redis import RedisStore
         from sessionwarden.wsgi import SessionWardenWSGI
 
-        self.prefix = unique_prefix("oursflask")
-        self.store = RedisStore(
-            REDIS_URL,
-            prefix=self.prefix,
-            read_cache_ttl=2.0 if self.read_cache else 0,
-            timeout=BENCH_TIMEOUT,
-        )
-        if self.store.read_cache is not None:
-            self.store.read_cache.feed.wait_connected(5.0)
+        self.store, self.prefix = open_sync_store(self.kind, read_cache=self.read_cache)
         app = flask_app()
         app.wsgi_app = SessionWardenWSGI(  # type: ignore[method-assign]
             app.wsgi_app, policy=policy(), store=self.store
@@ -339,5 +353,8 @@ class OursFlaskRedis(Row):
             expect(status, body, 200, OK, self.name)
 
     def close(self) -> None:
-        self.store.close()
-        drop_prefix(self.prefix)
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+        if self.prefix:
+            drop_prefix(self.prefix)

@@ -2,6 +2,8 @@
 
 PYTHONPATH=src python -m bench.profile memory             # or: redis, sqlite
 PYTHONPATH=src python -m bench.profile redis 5000 write   # the write row (or: sign-in)
+PYTHONPATH=src python -m bench.profile flask-redis 5000 write  # Flask on the WSGI middleware
+                                                               # (flask-memory: no I/O)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio  # noqa: E402
 import cProfile  # noqa: E402
 import pstats  # noqa: E402
 import sys  # noqa: E402
+from typing import Any  # noqa: E402
 
 from bench import ours  # noqa: E402
 
@@ -26,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     n = int(args[1]) if len(args) > 1 else 5000
     mode = args[2] if len(args) > 2 else "get"
     loop = asyncio.new_event_loop()
-    row = ours.OursAsgi(kind, mode=mode)
-    row.loop = loop
+    row: Any
+    if kind.startswith("flask-"):
+        row = ours.OursFlask(kind.removeprefix("flask-"), mode=mode)
+    else:
+        row = ours.OursAsgi(kind, mode=mode)
+        row.loop = loop
     row.setup()
     row.run(500)
     prof = cProfile.Profile()

@@ -182,8 +182,9 @@ def rows() -> list[Row]:
         starlette_stack.StarsessionsStack(post=True),
         flask_stack.BareFlask(),
         flask_stack.FlaskStack(),
-        ours.OursFlaskRedis(),
-        ours.OursFlaskRedis(read_cache=False),
+        ours.OursFlask("memory"),
+        ours.OursFlask(),
+        ours.OursFlask(read_cache=False),
         django_stack.BareDjango(),
         django_stack.DjangoStack(),
         # requests that change the session: a write (read one key, set another), a sign-in
@@ -197,7 +198,8 @@ def rows() -> list[Row]:
         starlette_stack.StarsessionsStack(mode="write"),
         starlette_stack.StarletteRedisFloor(),
         flask_stack.FlaskStack(mode="write"),
-        ours.OursFlaskRedis(mode="write"),
+        ours.OursFlask("memory", mode="write"),
+        ours.OursFlask(mode="write"),
         starlette_stack.StarletteSigned(mode="sign-in"),
         ours.OursAsgi("memory", mode="sign-in"),
         ours.OursAsgi("sqlite", mode="sign-in"),
@@ -205,7 +207,8 @@ def rows() -> list[Row]:
         ours.OursAsgi("postgres", mode="sign-in"),
         starlette_stack.StarsessionsStack(mode="sign-in"),
         flask_stack.FlaskStack(mode="sign-in"),
-        ours.OursFlaskRedis(mode="sign-in"),
+        ours.OursFlask("memory", mode="sign-in"),
+        ours.OursFlask(mode="sign-in"),
         django_stack.DjangoStack(sign_in=True),
     ]
 
