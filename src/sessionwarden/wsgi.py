@@ -20,6 +20,7 @@ the exception then passes unchanged.
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -227,14 +228,14 @@ class SessionWardenWSGI:
 
 def environ_facts(guard: Guard, environ: Mapping[str, Any]) -> RequestFacts:
     """The request's facts from a WSGI environ: the headers the guard reads, handed over as
-    ASGI would send them (lower-case latin-1 bytes)."""
-    wanted = guard.wanted_headers
+    ASGI would send them (lower-case latin-1 bytes). Each is looked up by its CGI name
+    (``HTTP_`` and the name in capitals, ``_`` for ``-``: how PEP 3333 servers name them),
+    not found by scanning the whole environ."""
     headers: list[tuple[bytes, bytes]] = []
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower().encode("latin-1")
-            if name in wanted:
-                headers.append((name, value.encode("latin-1", "replace")))
+    for key, name in _environ_keys(guard.wanted_headers):
+        value = environ.get(key)
+        if value is not None:
+            headers.append((name, value.encode("latin-1", "replace")))
     if environ.get("CONTENT_TYPE"):
         headers.append((b"content-type", environ["CONTENT_TYPE"].encode("latin-1", "replace")))
     return guard.facts(
@@ -244,6 +245,19 @@ def environ_facts(guard: Guard, environ: Mapping[str, Any]) -> RequestFacts:
         peer_ip=environ.get("REMOTE_ADDR", ""),
         headers=headers,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _environ_keys(wanted: frozenset[bytes]) -> tuple[tuple[str, bytes], ...]:
+    """The environ key of each header name in ``wanted`` (a guard's, fixed for its life),
+    with the name: ``x-csrf-token`` is ``HTTP_X_CSRF_TOKEN``. A name no server could hand over
+    that way (one with ``_``, which the key's ``_`` would turn into ``-``) has none."""
+    keys = []
+    for name in sorted(wanted):
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if key[5:].replace("_", "-").lower().encode("latin-1") == name:
+            keys.append((key, name))
+    return tuple(keys)
 
 
 def _script_path(environ: Mapping[str, Any]) -> str:
