@@ -34,6 +34,7 @@ from .core import HttpsRequired, ReauthenticationRequired, Session, SessionInfo,
 from .events import EventSink
 from .facts import RequestFacts
 from .guard import Guard, Refusal, RefusalRenderer, RequestContext
+from .headers import NOTHING_TO_DROP
 from .policy import Policy
 from .records import JSON
 from .stores import SessionLimitReached, SessionStore, StoreUnavailable, open_store
@@ -323,6 +324,13 @@ def _read_up_to(stream: Any, length: int) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
+def _existing(guard: Guard, headers: list[tuple[str, str]]) -> AbstractSet[bytes]:
+    """The lower-case names of the app's headers when one of them is a name the guard may set
+    (else none of them matters to it: :meth:`Guard.response_headers`), as on ASGI."""
+    names = [n.lower().encode("latin-1") for n, _ in headers]
+    return NOTHING_TO_DROP if guard.response_header_names.isdisjoint(names) else set(names)
+
+
 def _discard(data: bytes) -> None:
     del data
 
@@ -359,13 +367,13 @@ class _Response:
                 self.failed = guard.commit_failed(self.ctx, exc)
             else:
                 guard.store_ok(self.ctx.facts, wrote=outcome.wrote)
-                existing = {n.lower().encode("latin-1") for n, _ in headers}
-                self.headers = guard.response_headers(self.ctx, outcome, existing)
+                self.headers = guard.response_headers(self.ctx, outcome, _existing(guard, headers))
         if self.failed is not None or self.headers is None:
             return _discard
         add, drop = self.headers
-        kept = [(n, v) for n, v in headers if n.lower().encode("latin-1") not in drop]
-        return self.start_response(status, kept + _str_headers(add), exc_info)
+        if drop:
+            headers = [(n, v) for n, v in headers if n.lower().encode("latin-1") not in drop]
+        return self.start_response(status, headers + _str_headers(add), exc_info)
 
     def lazy(self, result: Iterable[bytes]) -> Iterator[bytes]:
         iterator = iter(result)
