@@ -40,6 +40,53 @@ class BareFlask(Row):
             expect(status, body, 200, b"-", self.name)
 
 
+class FlaskRedisFloor(Row):
+    """Bare Flask answering each request after one Redis round trip (``INCR`` of one key) on a
+    plain blocking socket, the command framed once: no session, no cookie, no client library.
+    The floor of every Flask-on-Redis write goal on this machine (as
+    ``starlette_stack.StarletteRedisFloor`` is for ASGI)."""
+
+    name = "floor: bare Flask + one Redis round trip (raw INCR)"
+    base = "bare Flask GET"
+    redis = True
+
+    def setup(self) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        try:
+            from flask import Flask
+        except ImportError as exc:
+            raise NotInstalled(str(exc)) from None
+        url = urlsplit(REDIS_URL)
+        self.prefix = _unique_prefix("floor")
+        key = f"{self.prefix}n".encode()
+        command = b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key)
+        sock = socket.create_connection((url.hostname, url.port or 6379), timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        app = Flask("floor")
+
+        @app.get("/write")
+        def write() -> str:
+            sock.sendall(command)
+            reply = sock.recv(64)  # ":<n>\r\n", one segment on loopback
+            return USER if reply.startswith(b":") and reply.endswith(b"\r\n") else "-"
+
+        self.client = WsgiClient(app)
+        self.run(1)
+
+    def run(self, n: int) -> None:
+        request = self.client.request
+        for _ in range(n):
+            status, body, _ = request("GET", "/write")
+            expect(status, body, 200, OK, self.name)
+
+    def close(self) -> None:
+        self.sock.close()
+        drop_prefix(self.prefix)
+
+
 def peer_app(prefix: str) -> Any:
     try:
         import redis
