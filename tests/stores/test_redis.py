@@ -940,6 +940,54 @@ def test_awkward_values_round_trip(rstore: RedisStore, admin: redis.Redis) -> No
             rstore.update(other.key, RecordUpdate(meta={"last_seen": bad}))
 
 
+def test_the_record_a_rotation_keeps_is_what_redis_holds(rstore: RedisStore, url: str) -> None:
+    """The rotation's answer names only the fields the new key kept from the old one; the
+    record kept in the read cache is those with the values the rotation set, and equals a read
+    of the new key from Redis to the type: awkward values, a tuple and nested containers set,
+    a trait of the old fingerprint that the new one lacks (it stays, under ``f:<name>``), a
+    data key set and deleted at once, more set fields than one HSET takes."""
+    assert rstore.read_cache is not None and rstore.read_cache.feed.wait_connected(5.0)
+    now = time.time()
+    old = make_record(skey(1), created=now)
+    rstore.insert(old, max_per_user=0, tombstone_until=now + 60)
+    nested: dict[str, Any] = {"o": {"a": (1, [2])}}
+    update = RecordUpdate(
+        meta={
+            "last_seen": now + 1,
+            "rotated_at": now + 1,
+            "csrf_secret": "-starts-with-a-dash",
+            "client_ip": "",
+            "user_agent": '"quoted" agent',
+            "fingerprint": {"ip": "42", "lang": None},
+            "flags": {"mfa": True, "lineage": "L"},
+            "dbsc": {"jwk": [1, 2]},
+        },
+        set_data={f"k{i}": i for i in range(150)}
+        | {"tuple": (1, 2), "nested": nested, "both": 1, "n": 0.1, "t": "true", "s": "dark"},
+        del_data=("cart", "both"),
+    )
+    tomb = Tombstone(old.key, "rotated:login", now, now + 60, "alice")
+    new = skey(2)
+    assert rstore.rotate(old.key, new, update, old_becomes=tomb, max_per_user=0,
+                         tombstone_until=now + 60) == {}  # fmt: skip
+    nested["o"]["a"] = None  # the caller's containers are not what the cache kept
+    hits = rstore.read_cache.stats().hits
+    kept = rstore.get(new)
+    assert rstore.read_cache.stats().hits == hits + 1
+    fresh = RedisStore(url, prefix=rstore.prefix, read_cache_ttl=0)
+    try:
+        stored = fresh.get(new)
+    finally:
+        fresh.close()
+    assert isinstance(kept, SessionRecord) and isinstance(stored, SessionRecord)
+    assert kept == stored
+    assert kept.data["tuple"] == [1, 2] and kept.data["nested"] == {"o": {"a": [1, [2]]}}
+    assert "both" not in kept.data and "cart" not in kept.data and kept.data["theme"] == "dark"
+    assert kept.fingerprint == {"ip": "42", "lang": None, "tz": "+01:00"}
+    assert (kept.client_ip, kept.created_at, kept.user_id) == ("", old.created_at, "alice")
+    assert rstore.get(old.key) == tomb
+
+
 # -- data written by older layouts ----------------------------------------------------------------
 
 LEGACY_CODES = {

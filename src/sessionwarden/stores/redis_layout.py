@@ -67,7 +67,7 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Final, cast
@@ -185,13 +185,17 @@ _JSON_START_CHARS: Final = frozenset('"{[-0123456789tfn')
 _NUMBER_CHARS: Final = b"0123456789+-.eE"
 _DOUBLE: Final = struct.Struct(">d")
 
+#: Values whose read gives them back as they are (their own type, equal); any other value
+#: (a list, a dict, a subclass) reads as the decoding of its encoding.
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+
 
 def enc(value: JSON) -> str:
     """A non-time value as stored."""
-    kind = type(value)
-    if kind is str and value and cast(str, value)[0] not in _JSON_START_CHARS:
-        return cast(str, value)
-    if kind is int:
+    if type(value) is str:
+        if value and value[0] not in _JSON_START_CHARS:
+            return value
+    elif type(value) is int:
         return str(value)  # JSON's text for an integer (bool is not int here)
     return dumps(value)
 
@@ -216,13 +220,21 @@ def _time(raw: bytes | str) -> float:
     return float(loads(raw))
 
 
-def _fingerprint_fields(fingerprint: Mapping[str, JSON]) -> list[str]:
+def _fingerprint_fields(
+    fingerprint: Mapping[str, JSON], written: Parts | None = None
+) -> list[str]:
     """A fingerprint as one short field per trait (``0`` for the IP, ``f:<name>`` for other
     traits): as one JSON value it would exceed Redis's compact-encoding limit for hash values
-    (64 bytes by default) and triple the hash's memory."""
+    (64 bytes by default) and triple the hash's memory. ``written``: as in
+    :func:`update_fields`."""
     flat: list[str] = []
     for name, value in fingerprint.items():
-        flat += [FP_CODES.get(name) or FP_PREFIX + name, enc(value)]
+        code = FP_CODES.get(name)
+        raw = enc(value)
+        flat += [code or FP_PREFIX + name, raw]
+        if written is not None:
+            read = value if type(value) in _PLAIN else _value(raw)
+            written[_TRAIT if code else _EXTRA_TRAIT][name] = read
     return flat
 
 
@@ -246,35 +258,72 @@ def record_fields(record: SessionRecord) -> list[str | bytes]:
     return flat
 
 
-def update_fields(update: RecordUpdate) -> tuple[list[str | bytes], list[str]]:
+def update_fields(
+    update: RecordUpdate, written: Parts | None = None
+) -> tuple[list[str | bytes], list[str]]:
+    """The hash fields ``update`` sets (name, value, ...) and those it deletes. ``written``
+    (from :func:`new_parts`): also put each set field's value there as a read of the field
+    would give it, by where :func:`decode` puts it, so the caller can build the record it wrote
+    (:meth:`Scalars.record`) without decoding what it sent."""
     sets: list[str | bytes] = []
     dels: list[str] = []
-    for name, value in update.meta.items():
+    meta = None if written is None else written[_META]
+    items: Iterable[tuple[str, Any]] = update.meta.items()
+    for name, value in items:
         code = META_CODES.get(name)
         if code is None:
             raise ValueError(f"unknown record field {name!r}")
-        if name == "fingerprint":
-            # the previous fingerprint's fields go (sessionwarden's own traits and a
-            # whole-value ``f``), except those rewritten
-            if value:
-                new = _fingerprint_fields(cast(dict[str, JSON], value))
-            elif _is_default(name, value):
-                new = []
-            else:
-                new = [code, enc(value)]
-            sets += new
-            dels += [d for d in _FP_FIELDS if d not in new[::2]]
-            continue
         if code in _TIME_CODES and value is not None:
-            sets += [code, time_enc(cast(float, value))]
-        elif _is_default(name, value):
+            sets += [code, time_enc(value)]
+            if meta is not None:
+                meta[name] = float(value)
+        elif name == "fingerprint":
+            _fingerprint_update(value, sets, dels, written)
+        elif name in _DEFAULTS and _is_default(name, value):
             dels.append(code)
         else:
-            sets += [code, enc(value)]
-    for name, value in update.set_data.items():
-        sets += [DATA_PREFIX + name, enc(value)]
-    dels += [DATA_PREFIX + name for name in update.del_data]
+            raw = enc(value)
+            sets += [code, raw]
+            if meta is not None:
+                meta[name] = value if type(value) in _PLAIN else _value(raw)
+    _data_update(update, sets, dels, None if written is None else written[_DATA])
     return sets, dels
+
+
+def _fingerprint_update(
+    value: Any, sets: list[str | bytes], dels: list[str], written: Parts | None
+) -> None:
+    """:func:`update_fields` of a new fingerprint: the previous fingerprint's fields go
+    (sessionwarden's own traits and a whole-value ``f``), except those rewritten."""
+    if value:
+        new = _fingerprint_fields(value, written)
+    elif _is_default("fingerprint", value):
+        new = []
+    else:
+        new = ["f", enc(value)]
+        if written is not None:
+            written[_META]["fingerprint"] = value if type(value) in _PLAIN else _value(new[1])
+    sets += new
+    dels += [d for d in _FP_FIELDS if d not in new[::2]]
+
+
+def _data_update(
+    update: RecordUpdate,
+    sets: list[str | bytes],
+    dels: list[str],
+    data: dict[str, Any] | None,
+) -> None:
+    """:func:`update_fields` of the data keys (``data``: the written part)."""
+    for name, value in update.set_data.items():
+        raw = enc(value)
+        sets += [DATA_PREFIX + name, raw]
+        if data is not None:
+            data[name] = value if type(value) in _PLAIN else _value(raw)
+    if update.del_data:
+        dels += [DATA_PREFIX + name for name in update.del_data]
+        if data is not None:
+            for name in update.del_data:
+                data.pop(name, None)
 
 
 def marker_fields(item: Alias | Tombstone) -> list[str | bytes]:
@@ -326,6 +375,14 @@ def _value(raw: bytes | str) -> Any:
 #: traits stored under ``f:<name>`` (never over a trait's own field), or nowhere (unknown).
 _META, _DATA, _TRAIT, _EXTRA_TRAIT, _UNKNOWN = 0, 1, 2, 3, None
 _FieldSpec = tuple[int | None, str, bool]
+#: A live record's values by where they go (``_META``, ``_DATA``, ``_TRAIT``, ``_EXTRA_TRAIT``).
+Parts = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+def new_parts() -> Parts:
+    """Empty :data:`Parts` (for :func:`update_fields` and :meth:`Scalars.record`)."""
+    return ({}, {}, {}, {})
+
 #: Hash field name -> (where its value goes, its name there, whether it holds a time): worked out
 #: once per name (:func:`_field_spec`), as a session's fields come back with the same names on
 #: every request.
@@ -409,11 +466,15 @@ class Scalars:
             self._values[raw] = value
         return value
 
-    def record(self, key: str, fields: Mapping[str, str | bytes]) -> SessionRecord:
+    def record(
+        self, key: str, fields: Mapping[str, str | bytes], written: Parts | None = None
+    ) -> SessionRecord:
         """The live record a hash holds: each field's value as :meth:`time` or :meth:`parse`
-        gives it (a value remembered is looked up here, without the call)."""
+        gives it (a value remembered is looked up here, without the call). ``written``: the
+        values of the hash's other fields, already as a read gives them (see
+        :func:`update_fields`; taken over, not copied)."""
         times, values, specs = self._times, self._values, _FIELD_SPECS
-        parts: tuple[dict[str, Any], ...] = ({}, {}, {}, {})  # by _META, _DATA, _TRAIT, ...
+        parts = new_parts() if written is None else written
         for name, raw in fields.items():
             where, out, is_time = specs.get(name) or _field_spec(name)
             if where is None:

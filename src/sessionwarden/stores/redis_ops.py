@@ -26,6 +26,7 @@ from .redis_layout import (
     flat_fields,
     glob_escape,
     marker_fields,
+    new_parts,
     pairs,
     record_fields,
     text,
@@ -187,8 +188,10 @@ class Ops:
     ) -> Op[tuple[Ended | None, Lookup]]:
         """The evicted keys and their lineages (``None`` when ``old_key`` held no live record)
         and the record as written at ``new_key``; :class:`SessionLimitReached` when the cap
-        refuses it."""
-        sets, dels = update_fields(update)
+        refuses it. The script answers with the fields the new key kept from the old one; the
+        record is those, decoded, and the values this call set, as a read of them gives them."""
+        written = new_parts()
+        sets, dels = update_fields(update, written)
         args = [
             *self.head,
             old_key,
@@ -211,7 +214,7 @@ class Ops:
             user = update.meta.get("user_id")
             raise SessionLimitReached(user if isinstance(user, str) else "", int(max_per_user))
         items = list(reply)
-        return ended_pairs(items[1:]), decode(new_key, _fields(items[0]), self.scalars)
+        return ended_pairs(items[1:]), self.scalars.record(new_key, _fields(items[0]), written)
 
     def update(self, key: str, update: RecordUpdate, activity_max: int) -> Op[Lookup]:
         """The record as written (the script answers with the whole hash), or ``None`` when
