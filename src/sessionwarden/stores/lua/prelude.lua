@@ -113,19 +113,23 @@ local function bytes_lt(a, b)
   return #a < #b
 end
 
--- cmd(key, items...) in calls of at most 200 items (Lua's unpack has a stack limit); 200 is
--- even, so field/value pairs never straddle two calls
-local function call_chunked(cmd, key, items)
-  local n = #items
-  local i = 1
-  while i <= n do
-    local j = math.min(i + 199, n)
+-- cmd(key, items[first..last]...) in calls of at most 200 items (Lua's unpack has a stack
+-- limit); 200 is even, so field/value pairs never straddle two calls
+local function call_range(cmd, key, items, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(i + 199, last)
     redis.call(cmd, key, unpack(items, i, j))
     i = j + 1
   end
 end
 
+local function call_chunked(cmd, key, items) call_range(cmd, key, items, 1, #items) end
+
 local function hset(key, flat) call_chunked('HSET', key, flat) end
+
+-- HSET of field/value pairs the script was given, ARG[first..last], without copying them
+local function hset_args(key, first, last) call_range('HSET', key, ARG, first, last) end
 
 local function hdel(key, names) call_chunked('HDEL', key, names) end
 

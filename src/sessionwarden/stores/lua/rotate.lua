@@ -9,23 +9,28 @@
 -- the fields it keeps are neither rewritten nor sent back.
 local old, new, cap, until_t, reason = ARG[2], ARG[3], tonumber(ARG[4]), ARG[5], ARG[6]
 local old_until, amax, entry, mode = ARG[7], tonumber(ARG[8]), ARG[9], ARG[10]
-local pos = 11
-local old_flat, sets, dels
-old_flat, pos = take(pos + 1, tonumber(ARG[pos]))
-sets, pos = take(pos + 1, tonumber(ARG[pos]))
-dels, pos = take(pos + 1, tonumber(ARG[pos]))
+-- where in ARG the old key's fields (o1..o2), the set fields (s1..s2) and the deleted names
+-- (d1..d2) are: read in place, not copied
+local o1 = 12
+local o2 = o1 + tonumber(ARG[11]) - 1
+local s1 = o2 + 2
+local s2 = s1 + tonumber(ARG[o2 + 1]) - 1
+local d1 = s2 + 2
+local d2 = d1 + tonumber(ARG[s2 + 1]) - 1
 local so, sn = skey(old), skey(new)
 local stored = redis.call('HGETALL', so)
 local rec = to_map(stored)
 if not rec['c'] then return false end
 local old_user = rec['u']
 local gone = {}
-for i = 1, #sets, 2 do
-  rec[sets[i]] = sets[i + 1]
-  gone[sets[i]] = true
+for i = s1, s2, 2 do
+  local name = ARG[i]
+  rec[name] = ARG[i + 1]
+  gone[name] = true
 end
 local dropped = {}
-for _, name in ipairs(dels) do
+for i = d1, d2 do
+  local name = ARG[i]
   if rec[name] then dropped[#dropped + 1] = name end
   rec[name] = nil
   gone[name] = true
@@ -47,13 +52,13 @@ if old ~= new then
   end
   redis.call('RENAME', so, sn)
 end
-hset(sn, sets)
+hset_args(sn, s1, s2)
 hdel(sn, dropped)
 local e_ms = ms_of(rec['e'])
 expire_at(sn, e_ms)
 -- the old key becomes the alias or tombstone
 if old ~= new then
-  hset(so, old_flat)
+  hset_args(so, o1, o2)
   expire_at(so, ms_of(old_until))
 end
 local ao, an = akey(old), akey(new)
