@@ -61,22 +61,27 @@ def app(
         yield started
 
 
-def _via_provider(page: Any, provider: str, app: PeerApp, path: str, user: str) -> Any:
-    """Start a sign-in on the app, let the provider's page post back to ``path``; the
-    requests the browser sent to ``path`` and to ``/sso/finish`` (method, whether a session
-    cookie went with it)."""
+def _via_provider(
+    page: Any, provider: str, app: PeerApp, path: str, user: str, lands_on: str
+) -> Any:
+    """Start a sign-in on the app, let the provider's page post back to ``path``, wait until
+    the browser shows the app's page at ``lands_on``; the requests the browser sent to
+    ``path`` and to ``/sso/finish`` (method, whether a session cookie went with it)."""
     page.goto(app.base + "/sso/start")
     state = page.inner_text("body").strip()
-    sent: list[tuple[str, bool]] = []
+    requests: list[Any] = []
 
-    def seen(request: Any) -> None:
+    def seen(request: Any) -> None:  # no call back into the browser from the handler
         if urllib.parse.urlsplit(request.url).path in (path, "/sso/finish"):
-            sent.append((request.method, COOKIE in (request.all_headers().get("cookie") or "")))
+            requests.append(request)
 
     page.on("request", seen)
     query = urllib.parse.urlencode({"to": app.base + path, "state": state, "user": user})
     response = page.goto(f"{provider}/post?{query}", wait_until="load")
-    page.wait_for_load_state("load")
+    # The provider's page has loaded; its script's form post is a navigation of its own.
+    page.wait_for_url(lambda url: urllib.parse.urlsplit(url).path == lands_on)
+    page.remove_listener("request", seen)
+    sent = [(r.method, COOKIE in (r.all_headers().get("cookie") or "")) for r in requests]
     return response, sent
 
 
@@ -87,7 +92,7 @@ def test_the_providers_post_signs_in_through_the_exempt_callback(
     Chromium sends the provider's cross-site POST without the Lax session cookie; the exempt
     callback answers 303 and the GET that follows carries it, so the state kept before the
     redirect to the provider is found and the user is signed in."""
-    _, sent = _via_provider(page, provider, app, ACS, "bob")
+    _, sent = _via_provider(page, provider, app, ACS, "bob", "/sso/finish")
     # No Lax cookie on the cross-site POST; the GET it redirects to carries it.
     assert sent == [("POST", False), ("GET", True)]
     assert page.inner_text("body") == "signed in as bob"
@@ -103,7 +108,7 @@ def test_the_same_callback_under_the_csrf_check_is_refused(
 ) -> None:
     """Without the exemption the provider's post is a cross-site form post like any other:
     403, nobody signed in."""
-    _, sent = _via_provider(page, provider, app, "/sso/acs-checked", "bob")
+    _, sent = _via_provider(page, provider, app, "/sso/acs-checked", "bob", "/sso/acs-checked")
     assert sent == [("POST", False)]
     assert "Cross-site request refused" in page.inner_text("body")
     page.goto(app.base + "/whoami")
