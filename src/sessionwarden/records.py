@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 
@@ -232,19 +232,31 @@ def lineage_or_key(stored: object, key: str) -> str:
 #: The types of JSON's scalars: a value of exactly one of these is immutable and never copied.
 #: Anything else (lists, dicts, and subclasses of any JSON type) goes through :func:`clone_json`.
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+#: The one type of a key JSON keeps as it is.
+_STR = frozenset((str,))
 
 
 def clone_json(value: JSON) -> JSON:
-    """A copy of a JSON value (much cheaper than ``copy.deepcopy`` for these types)."""
+    """A copy of a JSON value as a JSON round trip gives it back, so that a store keeping
+    records in memory hands back what a store keeping JSON does: a tuple comes back as a list,
+    a subclass of ``str``, ``int`` or ``float`` (``markupsafe.Markup``, an enum member) as the
+    plain value, a key that is not a string as JSON spells it. Much cheaper than
+    ``loads(dumps(value))`` or ``copy.deepcopy`` for plain lists, dicts and scalars: only an odd
+    value goes through JSON."""
     if isinstance(value, dict):
         return clone_map(value)
     if isinstance(value, list):
         return [v if type(v) in _SCALARS else clone_json(v) for v in value]
-    return value
+    if type(value) in _SCALARS:
+        return value
+    return cast(JSON, loads(dumps(value)))  # a tuple, a subclass of a scalar type
 
 
 def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a mapping of JSON values; scalars (almost all of them) are shared."""
+    """A copy of a mapping of JSON values (as :func:`clone_json`); scalars (almost all of
+    them) are shared."""
+    if not _STR.issuperset(map(type, mapping)):
+        return cast(dict[str, Any], loads(dumps(mapping)))  # keys JSON turns into strings
     copy = dict(mapping)  # scalars only (checked in C): the shallow copy is a full one
     if not _SCALARS.issuperset(map(type, mapping.values())):
         for name, value in mapping.items():

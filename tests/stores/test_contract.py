@@ -6,6 +6,8 @@ same suite holds the memory store (the reference), SQLite and Redis to identical
 
 from __future__ import annotations
 
+import enum
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +171,57 @@ def test_json_round_trip_of_unicode_and_nested_data(store: SessionStore) -> None
     assert got.user_id == "ユーザー"
     assert got.user_agent == "агент ✓"
     assert keys(store.user_sessions("ユーザー")) == ["j"]
+
+
+def _odd_values() -> dict[str, Any]:
+    """Values the JSON encoder takes but gives back otherwise: a tuple, ``str``/``int``
+    subclasses (``Markup``, an enum member), keys that are not strings, nested."""
+    from markupsafe import Markup
+
+    return {
+        "pair": ("message", Markup("<b>hi</b>")),
+        "flashes": [("info", Markup("saved")), ("error", "plain")],
+        "level": _Level.HIGH,
+        "markup": Markup("<i>x</i>"),
+        "keys": {1: "one", None: "none", True: [()]},
+    }
+
+
+class _Level(int, enum.Enum):
+    HIGH = 3
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with every type spelled out, so that a tuple or a subclass cannot pass for
+    what it looks like (``Markup("a") == "a"``)."""
+    if isinstance(value, dict):
+        return {(type(k).__name__, k): _typed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def test_every_store_gives_back_what_json_does(store: SessionStore) -> None:
+    """The memory store gives back what a JSON round trip does, as every other store does:
+    through an insert, an update and a rotation, and on every later read."""
+    odd = _odd_values()
+    put(store, rec("odd", data=odd))
+    for _ in range(2):  # a read cache's copy too
+        got = store.get("odd")
+        assert isinstance(got, SessionRecord)
+        assert _typed(got.data) == _typed(_as_json(odd))
+    assert store.update("odd", RecordUpdate(set_data={"later": odd["pair"], "n": _Level.HIGH}))
+    rotate(store, "odd", "odd2", RecordUpdate(set_data={"rotated": odd["flashes"]}))
+    for _ in range(2):
+        got = store.get("odd2")
+        assert isinstance(got, SessionRecord)
+        assert _typed(got.data) == _typed(
+            _as_json({**odd, "later": odd["pair"], "n": 3, "rotated": odd["flashes"]})
+        )
 
 
 def test_get_returns_expired_records(store: SessionStore) -> None:
