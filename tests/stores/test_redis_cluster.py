@@ -396,9 +396,58 @@ def test_scripts_a_master_does_not_know_are_loaded_again(
     assert isinstance(cstore.get(k), Tombstone)
 
 
-def test_an_unreachable_cluster_is_store_unavailable() -> None:
-    with pytest.raises(StoreUnavailable):
-        RedisClusterStore([("127.0.0.1", 1)], timeout=0.5)
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_an_unreachable_cluster_is_named_by_its_seed_nodes() -> None:
+    """As the single-server and Sentinel stores do, the message names where it looked (every
+    seed node, no password) and why, in one line."""
+    a, b = _free_ports(2)
+    with pytest.raises(StoreUnavailable) as caught:
+        RedisClusterStore([("127.0.0.1", a), ("127.0.0.1", b)], timeout=0.5, password="s3cr3t")
+    message = str(caught.value)
+    assert message.startswith(f"redis cluster 127.0.0.1:{a},127.0.0.1:{b}: no node reachable (")
+    assert "Connection refused" in message and "s3cr3t" not in message and "\n" not in message
+
+
+@pytest.mark.anyio
+async def test_the_async_check_names_the_seed_nodes() -> None:
+    (port,) = _free_ports(1)
+    store = AsyncRedisClusterStore([("127.0.0.1", port)], timeout=0.5, password="s3cr3t")
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.check()
+    finally:
+        await store.close()
+    message = str(caught.value)
+    assert message.startswith(f"redis cluster 127.0.0.1:{port}: no node reachable (")
+    assert f"127.0.0.1:{port}" in message.partition("(")[2] and "s3cr3t" not in message
+
+
+def test_the_check_names_a_master_that_is_down(tmp_path: Path) -> None:
+    """A cluster that answered at start but lost a master: the check names that master."""
+    cluster_tools_or_skip()
+    with start_cluster(tmp_path / "down", node_timeout_ms=15_000) as cluster:
+        store = RedisClusterStore(cluster.seeds[-1:], timeout=0.5)
+        try:
+            store.check()
+            victim = next(m for m in cluster.masters() if m.port != cluster.seeds[-1][1])
+            cluster.kill(victim)
+            with pytest.raises(StoreUnavailable) as caught:
+                store.check()
+        finally:
+            store.close()
+    message = str(caught.value)
+    assert message.startswith(f"redis cluster 127.0.0.1:{cluster.seeds[-1][1]}: ")
+    assert f"127.0.0.1:{victim.port}" in message.partition(": ")[2]
 
 
 # -- sharding -------------------------------------------------------------------------------

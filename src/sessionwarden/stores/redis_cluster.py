@@ -71,7 +71,7 @@ import redis.asyncio.cluster as cluster_async
 import redis.cluster as cluster_sync
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisClusterUnreachableError
 from redis.retry import Retry
 
 from ..records import JSON, Alias, Lookup, RecordUpdate, SessionRecord, Tombstone
@@ -104,6 +104,21 @@ def _scan_reply(reply: Any) -> tuple[int, list[Any]]:
 # -- the stores ---------------------------------------------------------------------------------
 
 _CLUSTER_FAILURES: Final = (*FAILURES, RedisClusterException)
+
+
+def _where(seeds: list[tuple[str, int]]) -> str:
+    return f"redis cluster {','.join(f'{h}:{p}' for h, p in seeds)}"
+
+
+def _check_failed(where: str, exc: BaseException) -> StoreUnavailable:
+    """The start-up check's message: the seed nodes (no password) and why, in the client's
+    words, which name the node that could not be reached (a master that is down, or the last
+    seed tried)."""
+    why = " ".join(str(exc).split())
+    if isinstance(exc, RedisClusterUnreachableError):
+        # "Redis Cluster cannot be connected. Please provide at least one reachable node: ..."
+        why = f"no node reachable ({why.rpartition('node: ')[2]})"
+    return StoreUnavailable(f"{where}: {why[:200] or type(exc).__name__}")
 
 
 def _options(
@@ -176,14 +191,16 @@ class RedisClusterStore:
     ) -> None:
         self._ops = ClusterOps(prefix)
         self.read_cache = None
+        seeds = list(seeds)
+        self._where = _where(seeds)
         try:
             self._client = cluster_sync.RedisCluster(
                 startup_nodes=[cast(Any, cluster_sync.ClusterNode)(h, p) for h, p in seeds],
                 retry=Retry(NoBackoff(), 1),
                 **_options(timeout, username, password, tls),
             )
-        except _CLUSTER_FAILURES as exc:
-            raise unavailable(exc) from exc
+        except _CLUSTER_FAILURES as exc:  # it connects here: the start-up check's message
+            raise _check_failed(self._where, exc) from None
         self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
         self._scalars = Scalars()
         self._lean = _LeanReads(
@@ -310,12 +327,12 @@ class RedisClusterStore:
         return self._run(self._ops.stats(now))
 
     def check(self) -> None:
-        """A start-up check: :class:`StoreUnavailable` naming the cause unless every master
-        answers."""
+        """A start-up check: :class:`StoreUnavailable` naming the seed nodes and the cause
+        (the node that could not be reached, a refused login) unless every master answers."""
         try:
             self._client.ping(target_nodes=cluster_sync.RedisCluster.PRIMARIES)
         except _CLUSTER_FAILURES as exc:
-            raise unavailable(exc) from exc
+            raise _check_failed(self._where, exc) from None
 
     def close(self) -> None:
         self._lean.close()
@@ -343,6 +360,8 @@ class AsyncRedisClusterStore:
         # max_connections per node, 100 by default: allow as many as the event loop has
         # requests in flight
         options["max_connections"] = max_connections
+        seeds = list(seeds)
+        self._where = _where(seeds)
         self._client = cluster_async.RedisCluster(
             startup_nodes=[cast(Any, cluster_async.ClusterNode)(h, p) for h, p in seeds],
             retry=AsyncRetry(NoBackoff(), 1),
@@ -479,7 +498,7 @@ class AsyncRedisClusterStore:
         try:
             await self._client.ping(target_nodes=cluster_async.RedisCluster.PRIMARIES)
         except _CLUSTER_FAILURES as exc:
-            raise unavailable(exc) from exc
+            raise _check_failed(self._where, exc) from None
 
     async def close(self) -> None:
         self._lean.close()
