@@ -6,6 +6,7 @@ longer than the absolute one is simply cut by it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -189,6 +190,41 @@ def test_in_place_change_past_the_limit_is_refused_at_commit(
     with pytest.raises(SessionValueError, match="deep"):
         browser.finish(session, facts)
     assert browser.request()["items"] == [], "the stored record still reads back"
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda items: items.append(_nested(700)), SessionValueError, "deep"),
+        (lambda items: items.extend(["x" * 900] * 100), SessionValueError, "bytes"),
+        (lambda items: items.append(object()), TypeError, "JSON"),
+    ],
+    ids=["too-deep", "too-large", "not-json"],
+)
+def test_a_value_set_then_changed_in_place_is_checked_at_commit(
+    engine: Engine, store: SessionStore, change: Any, error: type[Exception], match: str
+) -> None:
+    """``session.setdefault("cart", []).append(item)`` (Flask's way, and ``flash()``'s): the
+    list set in this request and then changed in place is held to the same limits as one read
+    from the store and changed, not stored past them."""
+    browser = Client(engine, store)
+    browser.request(lambda s: s.__setitem__("kept", 1))
+    session, facts = browser.begin()
+    items = session.setdefault("items", [])
+    assert isinstance(items, list)
+    change(items)
+    with pytest.raises(error, match=match):
+        browser.finish(session, facts)
+    assert dict(browser.request().items()) == {"kept": 1}, "nothing of it was stored"
+
+
+def test_a_value_set_then_changed_in_place_within_limits_is_stored(
+    engine: Engine, store: SessionStore
+) -> None:
+    browser = Client(engine, store)
+    browser.request(lambda s: s.setdefault("cart", []).append("book"))  # type: ignore[union-attr]
+    browser.request(lambda s: s.setdefault("cart", []).append("pen"))  # type: ignore[union-attr]
+    assert browser.request()["cart"] == ["book", "pen"]
 
 
 def test_total_session_size_is_bounded(store: SessionStore, clock: ManualClock) -> None:

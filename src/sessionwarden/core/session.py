@@ -383,13 +383,20 @@ class Session:
 
     def data_changes(self) -> RecordUpdate:
         """What the request changed; a list or dict changed in place past the policy's limits
-        raises :class:`SessionValueError` here (it could not be checked when it was set)."""
+        raises :class:`SessionValueError` here (it could not be checked when it was set), and
+        one that no longer is JSON :class:`TypeError`. That is a list or dict read from the
+        session and changed, or one set in this request and changed after it was set
+        (``setdefault("cart", []).append(item)``): the request's own, so it is checked again
+        as it is now, not compared."""
         set_data = dict(self._set)
         changed_in_place = {
             key: working
             for key, (before, working) in self._accessed.items()
             if key not in set_data and key not in self._deleted and dumps(working) != before
         }
+        for key, value in set_data.items():
+            if isinstance(value, _MUTABLE):
+                changed_in_place[key] = value
         if changed_in_place:
             self._limits.check(changed_in_place, self._view())
             set_data.update(changed_in_place)
