@@ -244,6 +244,8 @@ def clone_json(value: JSON) -> JSON:
     ``loads(dumps(value))`` or ``copy.deepcopy`` for plain lists, dicts and scalars: only an odd
     value goes through JSON."""
     if isinstance(value, dict):
+        if not _STR.issuperset(map(type, value)):
+            return cast(JSON, loads(dumps(value)))  # keys JSON turns into strings
         return clone_map(value)
     if isinstance(value, list):
         return [v if type(v) in _SCALARS else clone_json(v) for v in value]
@@ -253,10 +255,9 @@ def clone_json(value: JSON) -> JSON:
 
 
 def clone_map(mapping: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a mapping of JSON values (as :func:`clone_json`); scalars (almost all of
-    them) are shared."""
-    if not _STR.issuperset(map(type, mapping)):
-        return cast(dict[str, Any], loads(dumps(mapping)))  # keys JSON turns into strings
+    """A copy of a mapping of JSON values under string keys (a record's data, flags,
+    fingerprint: the core names them) as :func:`clone_json` copies them; scalars (almost all
+    of them) are shared."""
     copy = dict(mapping)  # scalars only (checked in C): the shallow copy is a full one
     if not _SCALARS.issuperset(map(type, mapping.values())):
         for name, value in mapping.items():
