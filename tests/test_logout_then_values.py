@@ -149,8 +149,10 @@ def test_only_the_values_set_after_logout_come_along(
         lambda s: (s.logout(), s.pop("card")),
         lambda s: (s.logout(), s.clear()),
         lambda s: (s.logout(), s.__setitem__("flash", FLASH), s.pop("flash")),
+        lambda s: (s.logout(), s.__setitem__("flash", FLASH), s.logout()),
+        lambda s: (s.logout(), s.login("bob"), s.__setitem__("flash", FLASH), s.logout()),
     ],
-    ids=["nothing", "a-deletion", "clear", "set-then-removed"],
+    ids=["nothing", "a-deletion", "clear", "set-then-removed", "logout-again", "login-logout"],
 )
 def test_a_logout_without_values_after_it_starts_nothing(
     engine: Engine, store: SessionStore, recorder: Recorder, handler: Any
@@ -167,21 +169,72 @@ def test_a_logout_without_values_after_it_starts_nothing(
     assert isinstance(store.get(old.key), Tombstone)
 
 
-def test_a_sign_in_after_logout_in_the_same_request_is_a_sign_in(
-    engine: Engine, store: SessionStore
+def test_a_sign_in_after_logout_in_the_same_request_is_a_new_session(
+    engine: Engine, store: SessionStore, recorder: Recorder
 ) -> None:
-    """``logout(); x = ...; login(...)`` signs in (the values then follow the sign-in's own
-    rules), as before."""
-    c, _ = signed_in(engine, store)
+    """``logout(); x = ...; login("bob")`` (switching users): alice's session ends as a logout
+    ends it (reported with her lineage, tombstoned, its replay reported), and bob signs in to a
+    new session holding the values set since the logout alone: a new ID and lineage, no device
+    binding, step-up grant or data of alice's, and the site's storage cleared beside the new
+    cookie. It was a sign-in rotation of alice's session: no logout reported, and her lineage
+    and device binding went over to bob's session."""
+    c, old = signed_in(engine, store)
+    c.request(lambda s: s.bind_device({"key": "alice-device"}))
+    old = c.request().record or old
+    assert old.dbsc == {"key": "alice-device"}
+    old_cookie = c.cookie
+    old_token = tokens.mask_token(old.csrf_secret)
+    recorder.events.clear()
 
     def handler(s: Session) -> None:
         s.logout()
         s["flash"] = FLASH
         s.login("bob")
+        s["theme"] = "dark"
+        assert s.user_id == "bob" and "card" not in s
 
     c.request(handler)
-    assert c.last is not None and c.last.authenticated and not c.last.logged_out
-    assert c.request().user_id == "bob"
+    out = c.last
+    assert out is not None and out.authenticated and out.logged_out and out.issued
+    assert site_data_to_clear(out, False, None) is SiteData.CLEAR_ALL_BUT_COOKIES
+    assert c.cookie not in (None, old_cookie)
+    kinds = [e.kind for e in recorder.events]
+    assert kinds == [EventKind.LOGGED_OUT, EventKind.CREATED, EventKind.LOGGED_IN]
+    logged_out, created, logged_in = recorder.events
+    assert logged_out.user_id == "alice" and logged_out.ref == tokens.ref_of(old.key)
+    assert created.user_id == "bob" and logged_in.user_id == "bob"
+    assert created.session == logged_in.session != logged_out.session
+    page = c.request()
+    record = page.record
+    assert record is not None and record.user_id == "bob" and record.auth_at is not None
+    assert dict(page.items()) == {"flash": FLASH, "theme": "dark"}
+    assert record.key != old.key and record.lineage != old.lineage
+    assert record.dbsc is None
+    assert not tokens.verify_masked_token(old_token, record.csrf_secret)
+    with pytest.raises(ReauthenticationRequired):
+        page.require_step_up("transfer:bob:10")
+    found = store.get(old.key)
+    assert isinstance(found, Tombstone) and found.reason == "logout"
+    assert found.lineage in ("", old.lineage)
+    thief = Client(engine, store, cookie=old_cookie)
+    loaded = thief.run(engine.load(thief.facts()))
+    assert loaded.clear_cookie and loaded.ended == SIGNED_OUT and loaded.session.record is None
+    replay = recorder.events[-1]
+    assert replay.kind == EventKind.REPLAY_REVOKED and replay.user_id == "alice"
+    assert replay.session == logged_out.session
+
+
+def test_a_sign_in_with_nothing_set_after_logout_is_a_new_session_too(
+    engine: Engine, store: SessionStore, recorder: Recorder
+) -> None:
+    c, old = signed_in(engine, store)
+    recorder.events.clear()
+    c.request(lambda s: (s.logout(), s.login("bob")))
+    assert c.last is not None and c.last.authenticated and c.last.logged_out
+    record = c.request().record
+    assert record is not None and record.user_id == "bob" and dict(record.data) == {}
+    assert record.lineage != old.lineage
+    assert [e.kind for e in recorder.events][:1] == [EventKind.LOGGED_OUT]
 
 
 def test_the_new_session_lives_by_its_own_clock(

@@ -46,9 +46,9 @@ class CommitPlan(Enum):
     ROTATE_PERIODIC = "rotate-periodic"
     #: The session ends: tombstoned, cookie expired.
     LOGOUT = "logout"
-    #: As :attr:`LOGOUT`, and the values set after ``logout()`` start a new anonymous session
-    #: (a new ID, its own CSRF secret, nothing else of the ended one) whose cookie replaces
-    #: the deletion.
+    #: As :attr:`LOGOUT`, and the values set after ``logout()`` start a new session (a new
+    #: ID, its own CSRF secret, nothing else of the ended one; anonymous, or signed in by a
+    #: ``login()`` after the ``logout()``) whose cookie replaces the deletion.
     LOGOUT_AND_CREATE = "logout-and-create"
 
 
@@ -104,7 +104,9 @@ def _asked(session: Session) -> CommitPlan | None:
     if act is None:
         return None
     if act.logout:
-        return _LOGOUT_AND_CREATE if session.values_after_logout else _LOGOUT
+        if act.login_user is not None or session.values_after_logout:
+            return _LOGOUT_AND_CREATE
+        return _LOGOUT
     if act.login_user is not None or act.rotate:
         return _ROTATE if session.record is not None else _CREATE
     return None
@@ -215,14 +217,18 @@ class Committing(EngineBase):
         self, session: Session, facts: RequestFacts, now: float
     ) -> Steps[Outcome]:
         """After the logout ended the session: the values set after ``logout()`` go into a new
-        anonymous session made as any other (:meth:`_create`: a new ID and lineage, the CSRF
-        secret ``logout()`` renewed), so "You have been signed out" reaches the next page.
+        session made as any other (:meth:`_create`: a new ID and lineage, the CSRF secret
+        ``logout()`` or ``login()`` renewed), so "You have been signed out" reaches the next
+        page; a ``login()`` after the ``logout()`` signs the new session in (switching users:
+        nothing of the ended session, its lineage and device binding included, goes over).
         The outcome is still a logout (the old session's clean-up), with the new cookie instead
         of the deletion."""
         session.record = None
         values = RecordUpdate(set_data=session.values_after_logout)
         created = yield from self._create(session, facts, now, values)
-        return Outcome(created.set_cookie, logged_out=True, wrote=True, issued=True)
+        return Outcome(
+            created.set_cookie, created.authenticated, logged_out=True, wrote=True, issued=True
+        )
 
     def _end_moved_login(self, record: SessionRecord, now: float) -> Steps[None]:
         """A logout found its ID already rotated out explicitly by a concurrent request (a

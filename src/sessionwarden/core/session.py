@@ -406,9 +406,13 @@ class Session:
     # -- actions ----------------------------------------------------------------------------
     def login(self, user_id: str, *, remember: bool = False) -> None:
         """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set.
-        A session signed in as another user loses that user's data. ``remember``: the user
-        asked to be kept signed in: the session lives by ``Policy.remember`` (``ValueError``
-        when it has none) with a persistent cookie; without it, the normal lifetime."""
+        A session signed in as another user loses that user's data. After :meth:`logout` in
+        the same request (switching users), the ended session stays ended as a logout ends
+        it, and the sign-in is a new session holding the values set since the logout alone
+        (as :meth:`logout` then a value: nothing else of the ended session). ``remember``:
+        the user asked to be kept signed in: the session lives by ``Policy.remember``
+        (``ValueError`` when it has none) with a persistent cookie; without it, the normal
+        lifetime."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         if not isinstance(remember, bool):
@@ -426,8 +430,6 @@ class Session:
         act = self.actions
         act.login_user = user_id
         act.remember = remember
-        act.logout = False
-        self._after_logout = None
         self._csrf_secret = tokens.new_csrf_secret()
 
     def logout(self) -> None:
