@@ -183,7 +183,7 @@ def _odd_values() -> dict[str, Any]:
         "flashes": [("info", Markup("saved")), ("error", "plain")],
         "level": _Level.HIGH,
         "markup": Markup("<i>x</i>"),
-        "keys": {1: "one", None: "none", True: [()]},
+        "keys": {1: "one", None: "none", 2.5: [()]},
     }
 
 
