@@ -9,8 +9,9 @@ loopback port, over TLS (``Host: app.test``) or plain HTTP (loopback hosts, for 
 Routes, the same in both apps (every ``POST`` needs the CSRF token, as any form does):
 
 * ``GET /token`` (a masked token), ``GET /whoami`` (the user and the session's data);
-* ``POST /login?user=`` (default ``alice``), ``POST /logout[?flash=]`` (with a message set
-  after signing out: 303 to ``/show``), ``POST /rotate``;
+* ``POST /login?user=`` (default ``alice``), ``POST /logout[?then=][&flash=]`` (``then``:
+  a user signed in after signing out, in the same request; a message set after signing out:
+  303 to ``/show``), ``POST /rotate``;
 * ``POST /set?key=&value=`` (one session key), ``POST /big?size=`` (a value of that many
   characters: 413 with the library's message when the policy refuses it);
 * ``POST /flash?msg=`` (sets a flash message, 303 to ``/show``), ``GET /show`` (shows and
@@ -129,6 +130,8 @@ def starlette_app(store: str, tls: bool, events: str | None = None) -> Any:
     async def logout(request: Request) -> Response:
         session = get_session(request)
         session.logout()
+        if "then" in request.query_params:  # switching users
+            session.login(request.query_params["then"])
         if "flash" in request.query_params:
             session["flash"] = request.query_params["flash"]
             return RedirectResponse("/show", status_code=303)
@@ -242,6 +245,8 @@ def flask_app(store: str, tls: bool, events: str | None = None) -> Any:
     def logout() -> Any:
         session = current_session()
         session.logout()
+        if "then" in request.args:  # switching users
+            session.login(request.args["then"])
         if "flash" in request.args:
             session["flash"] = request.args["flash"]
             return redirect("/show", 303)

@@ -196,6 +196,42 @@ def test_a_value_set_after_logout_reaches_the_next_page_in_a_new_session(app: Pe
     main.close()
 
 
+def test_switching_users_ends_the_first_session_and_starts_a_new_one(app: PeerApp) -> None:
+    """``logout()`` then ``login("bob")`` and a message, in one request: one ``Set-Cookie``
+    (the new session's, never the deletion beside it), ``Clear-Site-Data: "storage"`` without
+    ``"cookies"``, ``no-store``; bob's session holds the message alone; alice's logout is
+    reported under the lineage of her sign-in, bob's sign-in under a new one, and a replay of
+    her cookie under hers."""
+    main = signed_in(app, "alice")
+    post(main, "/set?key=card&value=4242", token(main))
+    old, old_token = cookie_of(main), token(main)
+    logins = app.events("session.logged_in")
+    alice_ref, alice_session = logins[-1]["ref"], logins[-1]["session"]
+    r = post(main, "/logout?then=bob&flash=welcome-bob", old_token)
+    assert r.status_code == 303
+    (fresh,) = r.headers.get_list("set-cookie")
+    assert fresh.startswith(f"{COOKIE}=") and "Max-Age=0" not in fresh
+    assert "Path=/" in fresh and "Secure" in fresh and "Domain" not in fresh
+    assert r.headers["clear-site-data"] == '"storage"'
+    assert r.headers["cache-control"] == "no-store"
+    new = cookie_of(main)
+    assert new != old
+    assert main.get("/show").json() == {"flash": "welcome-bob"}
+    assert whoami(main) == {"user": "bob", "data": {}}  # nothing of alice's
+    refused = post(main, "/set?key=a&value=1", old_token)  # a form of alice's session
+    assert refused.status_code == 403
+    (ended,) = [e for e in app.events("session.logged_out") if e["ref"] == alice_ref]
+    assert ended["user"] == "alice" and ended["session"] == alice_session
+    (bob_in,) = [e for e in app.events("session.logged_in") if e["user"] == "bob"][-1:]
+    assert bob_in["session"] not in ("", alice_session)
+    with tab(app, old) as stale:
+        assert whoami(stale) == {"user": None, "data": {}}
+        assert stale.cookies.get(COOKIE) is None
+    replay = app.events("session.replay.revoked")[-1]
+    assert replay["user"] == "alice" and replay["session"] == alice_session
+    main.close()
+
+
 def test_a_logout_that_sets_no_value_starts_no_session(app: PeerApp) -> None:
     """Without a value set after ``logout()`` the response only deletes the cookie, with
     ``Clear-Site-Data: "cookies"``, as ever."""

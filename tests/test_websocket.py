@@ -56,7 +56,13 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    get_session(request).logout()
+    """Signs out; ``?then=`` signs another user in, ``?flash=`` sets a message after it."""
+    session = get_session(request)
+    session.logout()
+    if "then" in request.query_params:
+        session.login(request.query_params["then"])
+    if "flash" in request.query_params:
+        session["flash"] = request.query_params["flash"]
     return PlainTextResponse("bye")
 
 
@@ -424,6 +430,33 @@ async def test_a_logout_elsewhere_closes_the_open_websocket(store_url: str) -> N
     (logout,) = h.kinds(EventKind.LOGGED_OUT)
     assert event.session and event.session == logout.session
     assert len({e.session for e in h.kinds(EventKind.LOGGED_IN)}) == 2
+    await h.mw.store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("query", ["?flash=bye", "?then=bob", "?then=bob&flash=hi"])
+async def test_a_logout_that_starts_a_new_session_closes_the_open_websocket(
+    store_url: str, query: str
+) -> None:
+    """A message set after ``logout()``, or another user signed in after it (switching users):
+    the browser gets a new session, and the connection opened in the ended one closes, as on
+    a plain logout; it does not follow the browser to the new session."""
+    h = Harness(store_url)
+    async with h.client() as c:
+        cookie = await signed_in(c)
+        conn = open_ws(h, cookie)
+        await accepted(conn)
+        r = await post(c, f"/logout{query}")
+        assert r.status_code == 200 and c.cookies.get("__Host-id") not in (None, cookie)
+        assert await h.mw.watcher.check() == 1
+        await closed_with_policy_violation(conn)
+        fresh = open_ws(h, c.cookies["__Host-id"])
+        assert await accepted(fresh) == {"user": "bob" if "then" in query else None}
+        await fresh.hang_up()
+    (event,) = h.kinds(EventKind.CONNECTION_CLOSED)
+    assert event.reason == "logout"
+    (logout,) = h.kinds(EventKind.LOGGED_OUT)
+    assert event.session and event.session == logout.session
     await h.mw.store.close()
 
 
