@@ -51,7 +51,7 @@ async def token(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    get_session(request).login("alice")
+    get_session(request).login(request.query_params.get("user", "alice"))
     return PlainTextResponse("ok")
 
 
@@ -458,6 +458,24 @@ async def test_a_logout_that_starts_a_new_session_closes_the_open_websocket(
     (logout,) = h.kinds(EventKind.LOGGED_OUT)
     assert event.session and event.session == logout.session
     await h.mw.store.close()
+
+
+@pytest.mark.anyio
+async def test_another_user_signing_in_closes_the_first_users_websocket() -> None:
+    """A shared computer: carol signs in on the browser where alice's page holds a WebSocket.
+    The connection was opened as alice: it must not stay open as part of carol's session."""
+    h = Harness()
+    async with h.client() as c:
+        cookie = await signed_in(c)
+        conn = open_ws(h, cookie)
+        assert await accepted(conn) == {"user": "alice"}
+        assert (await post(c, "/login?user=carol")).status_code == 200
+        await h.mw.watcher.check()
+        message = await conn.next()
+        assert message["type"] == "websocket.close", message
+        await conn.hang_up()
+    (event,) = h.kinds(EventKind.CONNECTION_CLOSED)
+    assert event.reason == "rotated:login" and event.detail == {"connection": "websocket"}
 
 
 @pytest.mark.anyio
