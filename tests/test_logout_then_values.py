@@ -224,6 +224,65 @@ def test_a_sign_in_after_logout_in_the_same_request_is_a_new_session(
     assert replay.session == logged_out.session
 
 
+def test_another_user_signing_in_ends_the_first_users_session(
+    engine: Engine, store: SessionStore, recorder: Recorder
+) -> None:
+    """A shared computer: bob signs in on alice's session (no ``logout()``). Her session ends
+    as a logout ends it, and bob's is a new one: none of her data, grants, lineage or device
+    binding; storage cleared beside the new cookie. Signing in again as alice, and an
+    anonymous visitor signing in, still keep the data (a rotation)."""
+    c, old = signed_in(engine, store)
+    c.request(lambda s: s.bind_device({"key": "alice-device"}))
+    old = c.request().record or old
+    old_cookie = c.cookie
+    c.request(lambda s: s.login("alice"))  # the same user again: a rotation, data kept
+    same = c.request().record
+    assert same is not None and same.lineage == old.lineage and same.data["card"] == "4242"
+    assert same.dbsc == {"key": "alice-device"}
+    recorder.events.clear()
+    c.request(lambda s: (s.login("bob"), s.__setitem__("theme", "dark")))
+    out = c.last
+    assert out is not None and out.authenticated and out.logged_out and out.issued
+    assert site_data_to_clear(out, False, None) is SiteData.CLEAR_ALL_BUT_COOKIES
+    kinds = [e.kind for e in recorder.events]
+    assert kinds == [EventKind.LOGGED_OUT, EventKind.CREATED, EventKind.LOGGED_IN]
+    assert recorder.events[0].user_id == "alice"
+    page = c.request()
+    record = page.record
+    assert record is not None and record.user_id == "bob"
+    assert dict(page.items()) == {"theme": "dark"}
+    assert record.lineage != old.lineage and record.dbsc is None
+    found = store.get(same.key)
+    assert isinstance(found, Tombstone) and found.reason == "logout"
+    assert Client(engine, store, cookie=old_cookie).request().record is None
+
+
+@pytest.mark.parametrize("then_login", [False, True], ids=["message", "switch-user"])
+def test_the_new_session_never_takes_an_id_the_browser_chose(
+    engine: Engine, store: SessionStore, recorder: Recorder, then_login: bool
+) -> None:
+    """Fixation through the new session: a browser presenting an ID nobody issued (planted by
+    an attacker who keeps a copy), whose page signs out and leaves a message (or signs in
+    another user), gets a new ID made by the server; the planted one still reaches nothing."""
+    planted = tokens.new_session_id()
+    c = Client(engine, store, cookie=planted)
+
+    def handler(s: Session) -> None:
+        s.logout()
+        s["flash"] = FLASH
+        if then_login:
+            s.login("bob")
+
+    c.request(handler)
+    assert c.cookie is not None and c.cookie != planted
+    assert store.get(engine.keyring.hash_id(planted)) is None
+    attacker = Client(engine, store, cookie=planted)
+    assert attacker.request().record is None
+    assert attacker.cookie is None or attacker.cookie != c.cookie
+    page = c.request()
+    assert page["flash"] == FLASH and page.user_id == ("bob" if then_login else None)
+
+
 def test_a_sign_in_with_nothing_set_after_logout_is_a_new_session_too(
     engine: Engine, store: SessionStore, recorder: Recorder
 ) -> None:

@@ -20,6 +20,7 @@ from .test_logout_then_values import (  # noqa: F401  (fixtures and cases collec
     test_a_sign_in_after_logout_in_the_same_request_is_a_new_session,
     test_a_sign_in_with_nothing_set_after_logout_is_a_new_session_too,
     test_after_logout_the_session_reads_as_empty,
+    test_another_user_signing_in_ends_the_first_users_session,
     test_only_the_values_set_after_logout_come_along,
     test_the_new_session_lives_by_its_own_clock,
     test_the_value_set_after_logout_starts_a_new_anonymous_session,

@@ -475,7 +475,7 @@ async def test_another_user_signing_in_closes_the_first_users_websocket() -> Non
         assert message["type"] == "websocket.close", message
         await conn.hang_up()
     (event,) = h.kinds(EventKind.CONNECTION_CLOSED)
-    assert event.reason == "rotated:login" and event.detail == {"connection": "websocket"}
+    assert event.reason == "logout" and event.detail == {"connection": "websocket"}
 
 
 @pytest.mark.anyio

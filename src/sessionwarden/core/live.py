@@ -89,11 +89,13 @@ def save_without_cookie(engine: Committing, session: Session, facts: RequestFact
     plan = plan_commit(session, now, engine.policy)
     if plan is CommitPlan.NOTHING:
         return False
+    act = session.pending_actions
+    signs_in = act is not None and act.login_user is not None  # after a logout too
+    if plan in (CommitPlan.CREATE, CommitPlan.ROTATE) or signs_in:
+        raise CookieNeeded("a login or a new session ID needs an HTTP response to set its cookie")
     if plan is CommitPlan.LOGOUT or plan is CommitPlan.LOGOUT_AND_CREATE:
         yield from engine._logout(session, facts, now)
         return True
-    if plan in (CommitPlan.CREATE, CommitPlan.ROTATE):
-        raise CookieNeeded("a login or a new session ID needs an HTTP response to set its cookie")
     if plan is CommitPlan.ROTATE_PERIODIC:
         record = session.record
         assert record is not None

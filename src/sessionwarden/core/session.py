@@ -405,14 +405,16 @@ class Session:
 
     # -- actions ----------------------------------------------------------------------------
     def login(self, user_id: str, *, remember: bool = False) -> None:
-        """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set.
-        A session signed in as another user loses that user's data. After :meth:`logout` in
-        the same request (switching users), the ended session stays ended as a logout ends
-        it, and the sign-in is a new session holding the values set since the logout alone
-        (as :meth:`logout` then a value: nothing else of the ended session). ``remember``:
-        the user asked to be kept signed in: the session lives by ``Policy.remember``
+        """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set;
+        an anonymous session's data (a cart) and the same user's own stay. ``remember``: the
+        user asked to be kept signed in: the session lives by ``Policy.remember``
         (``ValueError`` when it has none) with a persistent cookie; without it, the normal
-        lifetime."""
+        lifetime.
+
+        On a session signed in as another user (a shared computer), or after :meth:`logout`
+        in the same request (switching users), that session ends as a logout ends it and the
+        sign-in is a new session holding the values set since alone: nothing of the ended
+        session (its data, step-up grants, lineage, device binding) goes over."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         if not isinstance(remember, bool):
@@ -423,10 +425,7 @@ class Session:
             raise HttpsRequired()
         self._refuse_on_alias("login")
         if self.user_id not in (None, user_id):
-            # Another user signing in on this browser (a shared computer) starts with nothing
-            # of the signed-in user's data; an anonymous session's data (a cart) and the same
-            # user's own stay, as they do through any rotation.
-            self.clear()
+            self.logout()  # another user signing in on this browser: the first one's ends
         act = self.actions
         act.login_user = user_id
         act.remember = remember
