@@ -188,7 +188,9 @@ class DbscGuard:
         if act is None or act.login_user is None or not may_offer(facts.scheme, facts.host):
             return None
         record = session.record
-        state = None if record is None else state_in(record.dbsc)
+        # A login that ends the session it arrived with (after logout(), or another user's)
+        # starts a new one: the ended session's binding is not carried into its offer.
+        state = None if record is None or act.logout else state_in(record.dbsc)
         made = registration_offer(self.policy, state, now, self.hash_value)
         session.bind_device(to_doc(made.state))
         name, value = made.header

@@ -2,8 +2,9 @@
 jar of its own) or WSGI (an environ built per request), over any store, with a manual clock.
 
 The application is deliberately small: ``/login`` signs Alice in, ``/account`` says who the
-request is, ``/logout`` ends the session, ``/rotate`` asks for a new ID. Everything DBSC does is
-the middleware's.
+request is, ``/logout`` ends the session, ``/rotate`` asks for a new ID, ``/login-bob`` signs Bob
+in on the browser's session and ``/switch`` signs out and Bob in. Everything DBSC does is the
+middleware's.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def _page(session: Session, path: str) -> tuple[int, str]:
     if path == "/logout":
         session.logout()
         return 200, "bye"
+    if path == "/login-bob":  # another user on this browser (a shared computer)
+        session.login("bob")
+        return 200, "welcome bob"
+    if path == "/switch":  # switching users in one request
+        session.logout()
+        session.login("bob")
+        return 200, "welcome bob"
     if path == "/rotate":
         session.rotate()
         return 200, "rotated"
@@ -64,7 +72,17 @@ async def _starlette_page(request: Request) -> StarletteResponse:
 
 
 def starlette_app() -> Starlette:
-    paths = ("/login", "/logout", "/rotate", "/count", "/account", "/", "/favicon.ico")
+    paths = (
+        "/login",
+        "/logout",
+        "/login-bob",
+        "/switch",
+        "/rotate",
+        "/count",
+        "/account",
+        "/",
+        "/favicon.ico",
+    )
     return Starlette(routes=[Route(p, _starlette_page, methods=["GET", "POST"]) for p in paths])
 
 

@@ -192,6 +192,27 @@ def test_login_from_an_existing_session_offers_and_binds(
     assert browser.request("GET", "/count").body == b"2"
 
 
+@pytest.mark.parametrize("path", ["/switch", "/login-bob"])
+def test_another_users_sign_in_is_not_bound_by_the_first_users_key(
+    pair: tuple[Server, DbscBrowser], path: str
+) -> None:
+    """Alice's session is bound to a key; Bob signs in on that browser (after ``logout()`` in
+    the same request, or without it). His new session starts unbound, with the offer's fresh
+    challenge alone: her key and bound state are not carried into it (they were, through the
+    offer, which built his registration state from her record)."""
+    server, browser = pair
+    browser.request("GET", "/login")
+    (alice,) = server.records()
+    assert state_in(alice.dbsc).bound  # type: ignore[union-attr]
+    cookies = "; ".join(f"{name}={value[0]}" for name, value in browser.cookies.items())
+    r = server.send("GET", path, {"cookie": cookies})
+    assert r.status == 200 and r.header("secure-session-registration") is not None
+    (bob,) = server.stores.sync.user_sessions("bob")
+    state = state_in(bob.dbsc)
+    assert state is not None and not state.bound and state.jwk is None
+    assert server.records() == [], "alice's session ended"
+
+
 def test_skipped_refresh_is_reported(pair: tuple[Server, DbscBrowser]) -> None:
     server, browser = pair
     browser.request("GET", "/login")
