@@ -382,12 +382,9 @@ class Session:
         return bool(self.record is not None and self.record.flags.get("step_up"))
 
     def data_changes(self) -> RecordUpdate:
-        """What the request changed; a list or dict changed in place past the policy's limits
-        raises :class:`SessionValueError` here (it could not be checked when it was set), and
-        one that no longer is JSON :class:`TypeError`. That is a list or dict read from the
-        session and changed, or one set in this request and changed after it was set
-        (``setdefault("cart", []).append(item)``): the request's own, so it is checked again
-        as it is now, not compared."""
+        """What the request changed; a list or dict changed in place (read and changed, or set
+        and then changed: ``setdefault("cart", []).append(item)``) past the policy's limits
+        raises :class:`SessionValueError` here, and one no longer JSON :class:`TypeError`."""
         set_data = dict(self._set)
         changed_in_place = {
             key: working
@@ -407,12 +404,9 @@ class Session:
     def login(self, user_id: str, *, remember: bool = False) -> None:
         """Authenticate: the ID rotates (no fixation), the CSRF secret is renewed, auth time set;
         an anonymous session's data (a cart) and the same user's own stay. ``remember``: the
-        user asked to be kept signed in: the session lives by ``Policy.remember``
-        (``ValueError`` when it has none) with a persistent cookie; without it, the normal
-        lifetime.
-
-        On a session signed in as another user (a shared computer), or after :meth:`logout`
-        in the same request (switching users), that session ends as a logout ends it and the
+        session lives by ``Policy.remember`` (``ValueError`` when it has none) with a
+        persistent cookie. On a session signed in as another user (a shared computer), or
+        after :meth:`logout` (switching users), that session ends as a logout ends it and the
         sign-in is a new session holding the values set since alone: nothing of the ended
         session (its data, step-up grants, lineage, device binding) goes over."""
         if not isinstance(user_id, str) or not user_id:
