@@ -497,3 +497,106 @@ def test_a_read_on_another_connection_keeps_nothing_older_than_this_process_s_wr
     h.cache.complete(name, read, record())  # the older reply arrives last: not kept
     assert h.cache.lookup(name) == written
     assert h.cache.stats().pending == 0
+
+
+# -- two processes' stores: a write returns only once its notices have left Redis -----------------
+
+
+def _session(key: str) -> SessionRecord:
+    now = time.time()
+    return SessionRecord(
+        key=key,
+        created_at=now,
+        last_seen=now,
+        expires_at=now + 3600,
+        rotated_at=now,
+        csrf_secret="secret",
+        user_id="alice",
+    )
+
+
+def _drained(store: Any) -> None:
+    """Apply what the store's notice connection has received by now (whatever the drain
+    interval): the next read finds only notices that had not arrived."""
+    cache = store.read_cache
+    with cache._lock:
+        cache.feed.ready(drain=True)
+
+
+WRITES = 400
+
+
+def test_a_write_returns_only_once_redis_sent_its_notices_sync() -> None:
+    """Two stores on one prefix, as two worker processes. Redis answers a writing script before
+    it sends the invalidation notices of the keys the script changed, so, unless the store
+    waits (its PING after the write), the other process can be asked before its notice left
+    Redis and answer from its cache what preceded the write: the next request of the same
+    client, on another worker, missed the value just written (seen under gunicorn and uvicorn
+    workers, tests/test_servers_*.py). Here the other store reads right after each write
+    returned."""
+    from sessionwarden.records import RecordUpdate
+    from sessionwarden.stores.redis import RedisStore
+
+    url, prefix = redis_or_skip(), unique_prefix()
+    writer, reader = RedisStore(url, prefix=prefix), RedisStore(url, prefix=prefix)
+    try:
+        for store in (writer, reader):
+            assert store.read_cache is not None and store.read_cache.feed.wait_connected(5.0)
+        key = "f" * 64
+        writer.insert(_session(key), max_per_user=0, tombstone_until=time.time() + 60)
+        stale = 0
+        for n in range(WRITES):
+            reader.get(key)
+            reader.get(key)  # kept by the reader's cache
+            assert writer.update(key, RecordUpdate(set_data={"n": n}))
+            _drained(reader)
+            found = reader.get(key)
+            assert isinstance(found, SessionRecord)
+            stale += found.data.get("n") != n
+        assert stale == 0, f"{stale} of {WRITES} reads missed the write that had returned"
+        assert reader.read_cache.hits > 0  # the cache was in use
+    finally:
+        writer.close()
+        reader.close()
+        drop_prefix(prefix)
+
+
+def test_a_write_returns_only_once_redis_sent_its_notices_async() -> None:
+    """The same through the asyncio store (the ASGI middleware's)."""
+    import asyncio
+
+    from sessionwarden.records import RecordUpdate
+    from sessionwarden.stores.redis import AsyncRedisStore
+
+    url, prefix = redis_or_skip(), unique_prefix()
+
+    async def scenario() -> tuple[int, int]:
+        writer, reader = AsyncRedisStore(url, prefix=prefix), AsyncRedisStore(url, prefix=prefix)
+        try:
+            for store in (writer, reader):
+                cache = store.read_cache
+                assert cache is not None
+                await asyncio.to_thread(cache.feed.wait_connected, 5.0)
+            key = "e" * 64
+            await writer.insert(_session(key), max_per_user=0, tombstone_until=time.time() + 60)
+            stale = 0
+            for n in range(WRITES):
+                await reader.get(key)
+                await reader.get(key)
+                assert await writer.update(key, RecordUpdate(set_data={"n": n}))
+                _drained(reader)
+                found = await reader.get(key)
+                assert isinstance(found, SessionRecord)
+                stale += found.data.get("n") != n
+            assert reader.read_cache is not None
+            return stale, reader.read_cache.hits
+        finally:
+            await writer.close()
+            await reader.close()
+
+    try:
+        stale, hits = asyncio.run(scenario())
+    finally:
+        drop_prefix(prefix)
+    assert stale == 0, f"{stale} of {WRITES} reads missed the write that had returned"
+    assert hits > 0

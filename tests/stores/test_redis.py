@@ -263,15 +263,16 @@ async def test_async_cached_get_is_no_round_trip(astore: AsyncRedisStore) -> Non
     for _ in range(3):
         assert await astore.get(record.key) == record
     assert fast.commands_sent == before
-    await astore.delete(record.key)  # one script on the same connection
-    assert fast.commands_sent == before + 1
-    assert await astore.get(record.key) is None  # a write that keeps nothing: one read
+    await astore.delete(record.key)  # one script on the same connection, then its fence (PING)
     assert fast.commands_sent == before + 2
+    assert await astore.get(record.key) is None  # a write that keeps nothing: one read
+    assert fast.commands_sent == before + 3
 
 
 @pytest.mark.anyio
 async def test_async_update_keeps_what_it_wrote(astore: AsyncRedisStore) -> None:
-    """A write is one command; the next read of that session costs none, and sees it."""
+    """A write is one script and its fence (a PING: the write returns once Redis sent its
+    invalidation notices); the next read of that session costs none, and sees it."""
     assert astore.read_cache is not None and astore.read_cache.feed.wait_connected(5.0)
     record = make_record(skey(1))
     await astore.insert(record, max_per_user=0, tombstone_until=time.time() + 60)
@@ -281,10 +282,10 @@ async def test_async_update_keeps_what_it_wrote(astore: AsyncRedisStore) -> None
     for n in range(3):
         before = fast.commands_sent
         assert await astore.update(record.key, RecordUpdate(set_data={"n": n}))
-        assert fast.commands_sent == before + 1
+        assert fast.commands_sent == before + 2
         got = await astore.get(record.key)
         assert isinstance(got, SessionRecord) and got.data["n"] == n
-        assert fast.commands_sent == before + 1
+        assert fast.commands_sent == before + 2
 
 
 def test_read_cache_settings_are_checked(url: str) -> None:

@@ -119,11 +119,12 @@ def test_a_write_in_one_process_is_read_by_the_next_request_in_another(
     fast = store._fast
     assert fast is not None
     for n in range(1, 4):
-        # This process writes: one command; its next read costs none and sees the write.
+        # This process writes: one script and its fence (a PING); its next read costs none
+        # and sees the write.
         sent = fast.commands_sent
         assert store.update(KEY, RecordUpdate(set_data={"n": n}))
         assert n_of(store) == n
-        assert fast.commands_sent == sent + 1
+        assert fast.commands_sent == sent + 2
         # The other process's next request sees it.
         assert peer.ask("get") == str(n)
         # The other process writes; this one's next request sees that.

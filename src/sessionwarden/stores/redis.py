@@ -66,6 +66,17 @@ T = TypeVar("T")
 READ_CACHE_TTL: Final = 2.0
 #: Session reads the local read cache holds by default.
 READ_CACHE_SIZE: Final = 10_000
+#: The scripts that change nothing. After any other, the store sends Redis a ``PING`` on the
+#: same connection and waits for its answer before the write returns (a *fence*). Redis sends a
+#: script's answer and the invalidation notices it caused to the other processes' read caches
+#: in one pass over its clients, answer first; when Redis is preempted between the two (a
+#: loaded host), the writer could answer its request, and the client reach another process,
+#: before that process's notice left Redis: the other process served what it had cached from
+#: before the write (seen behind gunicorn and uvicorn workers: a value written through one
+#: worker missing in the next request's answer from another). Redis reads the ``PING`` only
+#: after finishing that pass, so once it is answered every notice of the write is on its way
+#: to the other processes' sockets; the write costs one round trip more.
+READ_ONLY_SCRIPTS: Final = frozenset({"stats", "user_sessions"})
 
 # -- the stores ---------------------------------------------------------------------------------
 
@@ -146,17 +157,31 @@ class RedisStore:
         """Run ``op``; then forget the keys its scripts wrote, but ``keep`` (whose result the
         caller hands to :meth:`ReadCache.written`)."""
         written: list[str] = []
+        wrote = False
         try:
             call = next(op)
             while True:
                 if call.script is not None:
                     written += [k for k in call.keys if k != keep]
+                    wrote = wrote or call.script not in READ_ONLY_SCRIPTS
                 call = op.send(self._call(call))
         except StopIteration as stop:
+            if wrote:
+                self._fence()
             return cast(T, stop.value)
         finally:
             if written and self.read_cache is not None:
                 self.read_cache.evict(written)
+
+    def _fence(self) -> None:
+        """After a write, wait until Redis has sent its invalidation notices (see
+        :data:`READ_ONLY_SCRIPTS`)."""
+        if self.read_cache is None or self._fast is None:
+            return
+        try:
+            self._fast.call(b"PING")
+        except RespError as exc:
+            raise StoreUnavailable(f"redis unreachable: {exc}") from None
 
     def get(self, key: str) -> Lookup:
         cache = self.read_cache
@@ -373,17 +398,31 @@ class AsyncRedisStore:
         """Run ``op``; then forget the keys its scripts wrote, but ``keep`` (whose result the
         caller hands to :meth:`ReadCache.written`)."""
         written: list[str] = []
+        wrote = False
         try:
             call = next(op)
             while True:
                 if call.script is not None:
                     written += [k for k in call.keys if k != keep]
+                    wrote = wrote or call.script not in READ_ONLY_SCRIPTS
                 call = op.send(await self._call(call))
         except StopIteration as stop:
+            if wrote:
+                await self._fence()
             return cast(T, stop.value)
         finally:
             if written and self.read_cache is not None:
                 self.read_cache.evict(written)
+
+    async def _fence(self) -> None:
+        """After a write, wait until Redis has sent its invalidation notices (see
+        :data:`READ_ONLY_SCRIPTS`)."""
+        if self.read_cache is None or self._fast is None:
+            return
+        try:
+            await self._fast.call(b"PING")
+        except RespError as exc:
+            raise StoreUnavailable(f"redis unreachable: {exc}") from None
 
     async def get(self, key: str) -> Lookup:
         cache = self.read_cache

@@ -19,8 +19,11 @@ because Redis tells it when any client changes a key:
   with it (so the key stays tracked), and the store keeps that record
   (:meth:`ReadCache.written`); the next read of that session in this process costs no round
   trip. Every other write of this process evicts the keys it touched as soon as it returns
-  (read your writes). Writes from two lean connections of one process (two threads, two event
-  loops) still announce each other's, since ``NOLOOP`` only silences the writing connection.
+  (read your writes). Other processes read this process's writes: the store returns from a
+  write only once Redis has sent the notices it caused (a ``PING`` after the script; see
+  ``READ_ONLY_SCRIPTS`` in :mod:`.redis`). Writes from two lean connections of one process
+  (two threads, two event loops) still announce each other's, since ``NOLOOP`` only silences
+  the writing connection.
   (Broadcast mode, ``BCAST``, would need no per-key state in Redis, but Redis 7.0 attributes a
   script's writes to the script, not to the connection that ran it, so ``NOLOOP`` would not
   silence them.)
