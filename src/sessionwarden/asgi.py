@@ -112,6 +112,7 @@ class SessionWardenMiddleware:
             ctx = await run_async(guard.begin(facts, target), self.store)
         except StoreUnavailable as exc:
             refusal = guard.store_failed(facts, exc, writing=False)
+            await _drain_body(receive, self.policy.csrf.max_body_bytes)
             await _send_refusal(guard, send, RequestContext(facts), refusal)
             return
         if guard.outage.failing:  # the store answered: that may end an outage
@@ -119,6 +120,7 @@ class SessionWardenMiddleware:
         if ctx.needs_form_token and ctx.refusal is None:
             receive = await self._check_form_body(receive, ctx)
         if ctx.answered:
+            await _drain_body(receive, self.policy.csrf.max_body_bytes, ctx.refusal)
             await self._answer(send, ctx)
             return
         state = _install(scope, ctx, self)
@@ -410,6 +412,28 @@ def _with_guard_headers(
         headers = [(n, v) for n, v in headers if n.lower() not in drop]
     headers.extend(add)
     return headers, content_type
+
+
+async def _drain_body(receive: Receive, limit: int, refusal: Refusal | None = None) -> None:
+    """Before answering in the application's place: read what is left of the request body, at
+    most ``limit`` bytes, and drop it. A server may otherwise end the connection under the
+    answer: hypercorn (0.16 to 0.18 at least), over HTTP/2, ends the whole connection, every
+    other request on it included, when body data arrives for a stream it has answered
+    (``KeyError`` in its ``_handle_events``), and over HTTP/1.1 with TLS closes it and reports
+    the body that kept coming as an error of the application (``APPLICATION_DATA_AFTER_CLOSE_
+    NOTIFY``). A body already read (a form checked for its token) is the buffered one, read at
+    once; a request without a body ends at the first message. A body found larger than the
+    limit (``refusal`` 413) is not read on: reading it is what the limit refuses."""
+    if refusal is not None and refusal.status == 413:
+        return
+    size = 0
+    while size <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client is gone
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _send_refusal(guard: Guard, send: Send, ctx: RequestContext, refusal: Refusal) -> None:
