@@ -8,7 +8,9 @@ Routes: ``GET /whoami`` (the user, JSON), ``GET /token`` (a masked CSRF token, J
 ``POST /step-up?op=`` (grants a step-up for ``op``), ``POST /sensitive?op=`` (requires one),
 ``TRACE /trace`` (counts in the session and answers the count: a route a forged ``TRACE`` could
 abuse), ``POST /reauth`` (re-authenticated), ``POST /others`` (log out other devices),
-``POST /password`` (credentials changed), ``POST /rotate`` (a privilege change: a new ID now).
+``POST /password`` (credentials changed), ``POST /rotate`` (a privilege change: a new ID now),
+``GET /cart`` (reads the session's ``cart``; ``?vary=``: the app's own ``Vary``), ``GET /plain``
+(never touches the session).
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ def _starlette() -> Starlette:
         getattr(session, ACCOUNT_ACTIONS[request.url.path])()
         return PlainTextResponse("done")
 
+    async def cart(request: Request) -> JSONResponse:
+        vary = request.query_params.get("vary")
+        headers = {"vary": vary} if vary else None
+        return JSONResponse({"cart": get_session(request).get("cart")}, headers=headers)
+
+    async def plain(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("the same for everyone")
+
     return Starlette(
         routes=[
             Route("/step-up", step_up, methods=["POST"]),
@@ -98,6 +108,8 @@ def _starlette() -> Starlette:
             Route("/logout", logout, methods=["POST"]),
             Route("/transfer", transfer, methods=["POST"]),
             Route("/trace", trace, methods=["TRACE"]),
+            Route("/cart", cart),
+            Route("/plain", plain),
             *(Route(path, account, methods=["POST"]) for path in ACCOUNT_ACTIONS),
         ]
     )
@@ -153,6 +165,15 @@ def _flask() -> Flask:
     app.add_url_rule("/logout", "logout", logout, methods=["POST"])
     app.add_url_rule("/transfer", "transfer", transfer, methods=["POST"])
     app.add_url_rule("/trace", "trace", trace, methods=["TRACE"])
+
+    def cart() -> Any:
+        response = jsonify(cart=current_session().get("cart"))
+        if request.args.get("vary"):
+            response.headers["Vary"] = request.args["vary"]
+        return response
+
+    app.add_url_rule("/cart", "cart", cart)
+    app.add_url_rule("/plain", "plain", lambda: "the same for everyone")
     for path in ACCOUNT_ACTIONS:
         app.add_url_rule(path, path, account, methods=["POST"])
     return app

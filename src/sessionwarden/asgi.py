@@ -396,6 +396,7 @@ def _with_guard_headers(
     watched = guard.response_header_names
     content_type: bytes | None = None
     ours = False
+    vary: list[bytes] = []
     for name, value in headers:
         name = name.lower()
         if name == b"content-type":
@@ -403,11 +404,13 @@ def _with_guard_headers(
                 content_type = value
         elif name in watched:
             ours = True
+            if name == b"vary":
+                vary.append(value)
     # The app set one of ours: tell the guard all its names (else: none of them matter).
     existing: AbstractSet[bytes] = (
         {name.lower() for name, _ in headers} if ours else NOTHING_TO_DROP
     )
-    add, drop = guard.response_headers(ctx, outcome, existing)
+    add, drop = guard.response_headers(ctx, outcome, existing, b", ".join(vary))
     if drop:
         headers = [(n, v) for n, v in headers if n.lower() not in drop]
     headers.extend(add)

@@ -433,8 +433,8 @@ class Guard:
     def _isolation_refuses(self, ctx: RequestContext, now: float) -> bool:
         """Refuse a cross-site subresource load of a signed-in session's resource."""
         session = ctx.session
-        if session is None or session.user_id is None:
-            return False
+        if session is None or session.record is None or session.record.user_id is None:
+            return False  # the record's user (before the app, and not a read by the app)
         verdict = csrf.isolation_verdict(ctx.facts)
         if verdict.ok or not self._csrf_refuses(ctx, verdict, "cross-origin", now):
             return False
@@ -461,7 +461,7 @@ class Guard:
             now,
             key=self._key(ctx),
             lineage=session.record.lineage if session is not None and session.record else "",
-            user_id=session.user_id if session is not None else None,
+            user_id=session.record.user_id if session is not None and session.record else None,
             reason=verdict.reason,
             detail=detail,
         )
@@ -515,11 +515,12 @@ class Guard:
         ctx: RequestContext,
         outcome: Outcome | None,
         existing: AbstractSet[bytes],
+        app_vary: bytes = b"",
     ) -> tuple[list[tuple[bytes, bytes]], AbstractSet[bytes]]:
         """Headers to add to the response and the app's header names to drop. ``existing``:
         the lower-case names of the app's headers, or an empty set when none of them is in
-        :attr:`response_header_names` (the common response). ``outcome``: the commit's, or
-        ``None`` when the guard answers instead of the app."""
+        :attr:`response_header_names` (the common response); ``app_vary``: its ``Vary`` values.
+        ``outcome``: the commit's, or ``None`` when the guard answers instead of the app."""
         set_cookie = outcome.set_cookie if outcome is not None else None
         if set_cookie is None and ctx.clear_cookie:
             set_cookie = self.engine.cookies.clear()
@@ -538,6 +539,8 @@ class Guard:
             no_store,
             clearing is not KEEP_SITE_DATA,
             keep_cookies=clearing is CLEAR_ALL_BUT_COOKIES,
+            read=ctx.session is not None and ctx.session.read,
+            app_vary=app_vary,
         )
         if cookies:
             add[:0] = cookies
@@ -669,12 +672,11 @@ def _reauth_paths(paths: tuple[str, ...], redirect: str | None) -> tuple[str, ..
 
 
 def _not_to_store(ctx: RequestContext, outcome: Outcome | None, sets_cookie: bool) -> bool:
-    """Whether no cache may keep the response: it sets or clears the cookie, it carries a
-    signed-in session, or a page holding a CSRF token (this session's: a cached copy would hand
-    it to other visitors); also every answer to an unsafe method, whose outcome rests on the
-    cross-origin check (Sec-Fetch-Site, Origin): no-store rather than a Vary on those keeps a
-    cache from reusing it (the refusals are no-store too, and so are the signed-in responses
-    the resource-isolation check judges)."""
+    """Whether no cache may keep the response: it sets or clears the cookie, carries a signed-in
+    session or a page holding this session's CSRF token; also every answer to an unsafe method,
+    whose outcome rests on the cross-origin check (Sec-Fetch-Site, Origin): no-store, not a
+    Vary, keeps a cache from reusing it (as the refusals, and the signed-in responses the
+    resource-isolation check judges). Other pages that read the session vary on Cookie."""
     session = ctx.session
     return (
         sets_cookie

@@ -4,7 +4,8 @@ Headers are ``(name, value)`` byte pairs with lower-case names, as ASGI carries 
 adapter decodes them as latin-1. An application's own header wins wherever it set one (it knows
 its pages better), with one exception: ``Cache-Control`` on a response that carries a signed-in
 session is always ``no-store``, because a cached authenticated page is served to the next user of
-a shared computer or proxy regardless of what the application intended.
+a shared computer or proxy regardless of what the application intended. A response built from
+the session that is not ``no-store`` gets ``Vary: Cookie``, added to the app's own ``Vary``.
 """
 
 from __future__ import annotations
@@ -199,6 +200,19 @@ _TARGETED_CACHE_CONTROL = frozenset((b"cdn-cache-control", b"surrogate-control")
 _CACHE_FIELDS = frozenset((_CACHE_CONTROL, *_TARGETED_CACHE_CONTROL))
 #: The ``drop`` of a plan that drops nothing (shared: no new set per response).
 NOTHING_TO_DROP: frozenset[bytes] = frozenset()
+_VARY = b"vary"
+_VARY_COOKIE = (_VARY, b"Cookie")
+_DROP_VARY = frozenset((_VARY,))
+
+
+def merged_vary(app_vary: bytes) -> bytes | None:
+    """The app's ``Vary`` value with ``Cookie`` appended, as one field; ``None`` when it already
+    names ``Cookie`` or is ``*`` (it stays as it is)."""
+    names = [n.strip().lower() for n in app_vary.split(b",")]
+    if b"cookie" in names or b"*" in names:
+        return None
+    kept = b", ".join(n.strip() for n in app_vary.split(b",") if n.strip())
+    return kept + b", Cookie" if kept else b"Cookie"
 
 
 class SecurityHeaders:
@@ -261,7 +275,7 @@ class SecurityHeaders:
         # name this class may add: when the app set none of them, nothing needs a lookup.
         self._base = (self._static, (*self._static, self._hsts))
         names = {name for name, _ in self._static}
-        names.update((_HSTS, _CLEAR_SITE_DATA, *_CACHE_FIELDS))
+        names.update((_HSTS, _CLEAR_SITE_DATA, _VARY, *_CACHE_FIELDS))
         if self._csp is not None:
             names.add(self._csp.header_name)
         #: Every header name this class may add (lower-case).
@@ -276,6 +290,8 @@ class SecurityHeaders:
         logout: bool,
         *,
         keep_cookies: bool = False,
+        read: bool = False,
+        app_vary: bytes = b"",
     ) -> HeaderPlan:
         """The headers to add to one response, given the lower-case names the app already set.
 
@@ -288,6 +304,10 @@ class SecurityHeaders:
         ``CDN-Cache-Control`` and ``Surrogate-Control``) is dropped for ``no-store``.
         ``logout``: the session just ended; the browser is told to forget cookies and storage
         (``keep_cookies``: storage only, the response sets a new session's cookie).
+        ``read``: the app read the session (its data or user), so a response that is not
+        ``no-store`` gets ``Vary: Cookie`` (a shared cache must not hand one browser's anonymous
+        cart to another); ``app_vary``: the app's own ``Vary`` values, joined, which the one
+        ``Vary`` field sent then extends.
 
         When the app set none of :attr:`names` (the common response) the answer is the
         precomputed headers with the nonce spliced into the CSP: no lookup per header.
@@ -297,14 +317,18 @@ class SecurityHeaders:
         clear = None
         if logout:
             clear = self._clear_site_data_but_cookies if keep_cookies else self._clear_site_data
+        no_store = no_store and self._no_store
         if not self.names.isdisjoint(existing):
-            return self._beside_apps(https, nonce, existing, no_store, clear)
+            vary = app_vary if _VARY in existing else None
+            return self._beside_apps(https, nonce, existing, no_store, clear, read, vary)
         add = [*self._base[https]]
         csp = self._csp
         if csp is not None:
             add.append((csp.header_name, csp.value(nonce)))
-        if no_store and self._no_store:
+        if no_store:
             add.append(_NO_STORE)
+        elif read:
+            add.append(_VARY_COOKIE)
         if clear is not None:
             add.append(clear)
         return HeaderPlan(add, NOTHING_TO_DROP)
@@ -316,6 +340,8 @@ class SecurityHeaders:
         existing: Set[bytes],
         no_store: bool,
         clear: tuple[bytes, bytes] | None,
+        read: bool,
+        app_vary: bytes | None,
     ) -> HeaderPlan:
         """:meth:`response_headers` when the app set some of our headers: each is looked up."""
         add = [h for h in self._static if h[0] not in existing]
@@ -325,9 +351,14 @@ class SecurityHeaders:
         if csp is not None and csp.header_name not in existing:
             add.append((csp.header_name, csp.value(nonce)))
         drop: Set[bytes] = NOTHING_TO_DROP
-        if no_store and self._no_store:
+        if no_store:
             add.append(_NO_STORE)
             drop = _CACHE_FIELDS & existing
+        elif read and app_vary is None:
+            add.append(_VARY_COOKIE)
+        elif read and app_vary is not None and (vary := merged_vary(app_vary)) is not None:
+            add.append((_VARY, vary))  # one field: the app's names, then Cookie
+            drop = _DROP_VARY
         if clear is not None and _CLEAR_SITE_DATA not in existing:
             add.append(clear)
         return HeaderPlan(add, drop)

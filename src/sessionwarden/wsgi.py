@@ -324,11 +324,15 @@ def _read_up_to(stream: Any, length: int) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
-def _existing(guard: Guard, headers: list[tuple[str, str]]) -> AbstractSet[bytes]:
+def _existing(guard: Guard, headers: list[tuple[str, str]]) -> tuple[AbstractSet[bytes], bytes]:
     """The lower-case names of the app's headers when one of them is a name the guard may set
-    (else none of them matters to it: :meth:`Guard.response_headers`), as on ASGI."""
+    (else none of them matters to it: :meth:`Guard.response_headers`), as on ASGI, and the
+    app's ``Vary`` values."""
     names = [n.lower().encode("latin-1") for n, _ in headers]
-    return NOTHING_TO_DROP if guard.response_header_names.isdisjoint(names) else set(names)
+    if guard.response_header_names.isdisjoint(names):
+        return NOTHING_TO_DROP, b""
+    vary = [v for n, v in headers if n.lower() == "vary"]
+    return set(names), ", ".join(vary).encode("latin-1")
 
 
 def _discard(data: bytes) -> None:
@@ -367,7 +371,7 @@ class _Response:
                 self.failed = guard.commit_failed(self.ctx, exc)
             else:
                 guard.store_ok(self.ctx.facts, wrote=outcome.wrote)
-                self.headers = guard.response_headers(self.ctx, outcome, _existing(guard, headers))
+                self.headers = guard.response_headers(self.ctx, outcome, *_existing(guard, headers))
         if self.failed is not None or self.headers is None:
             return _discard
         add, drop = self.headers

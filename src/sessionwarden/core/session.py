@@ -153,11 +153,8 @@ _MUTABLE = (list, dict)
 
 
 class Session:
-    """One request's view of its session: a mapping of JSON values plus the security actions.
-
-    Nothing here touches the store. Changes are recorded and written when the response starts,
-    and only the keys that changed are written, so concurrent requests never erase each other.
-    """
+    """One request's view of its session: a mapping of JSON values plus the security actions
+    (nothing here touches the store: the commit writes the keys that changed)."""
 
     __slots__ = (
         "_accessed",
@@ -172,6 +169,7 @@ class Session:
         "_now",
         "_set",
         "detached",
+        "read",
         "record",
         "via_alias",
     )
@@ -206,9 +204,12 @@ class Session:
         self._actions: Actions | None = None  # most requests ask nothing: made on demand
         #: The values set since :meth:`logout` (``None``: no logout asked).
         self._after_logout: dict[str, JSON] | None = None
+        #: The app read the session's data or user: the response varies on ``Cookie``.
+        self.read = False
 
     # -- mapping -----------------------------------------------------------------------------
     def _lookup(self, key: str) -> tuple[bool, JSON]:
+        self.read = True
         if key in self._set:
             return True, self._set[key]
         if key in self._deleted or self.record is None or key not in self.record.data:
@@ -290,6 +291,7 @@ class Session:
             self.pop(key)
 
     def keys(self) -> list[str]:
+        self.read = True
         base = [] if self.record is None else list(self.record.data)
         keys = [k for k in base if k not in self._deleted]
         keys.extend(k for k in self._set if k not in keys)
@@ -327,6 +329,7 @@ class Session:
 
     @property
     def user_id(self) -> str | None:
+        self.read = True
         act = self._actions
         if act is not None:
             if act.login_user is not None:
@@ -592,8 +595,7 @@ class Session:
         return tokens.mask_token(self.csrf_secret())
 
     def bind_device(self, state: dict[str, JSON] | None) -> None:
-        """Store the session's DBSC binding (``None``: drop it), written by the commit as a
-        field of its own (see :mod:`sessionwarden.dbsc_guard`)."""
+        """Store the session's DBSC binding (``None``: drop it) for the commit to write."""
         self.actions.dbsc = (state,)
 
     def network_changed(self, fp: dict[str, JSON], now: float) -> None:
@@ -633,10 +635,8 @@ class Session:
         return update
 
     def _merged_flags(self) -> dict[str, JSON] | None:
-        """The record's flags as the actions change them (a step-up answered, a new network
-        accepted), or ``None`` when they stay as they are. A record without a stored lineage
-        (written before lineages existed) gets the one it stands for now, so the next write
-        keeps it."""
+        """The record's flags as the actions change them (``None``: unchanged); a record without
+        a stored lineage (older than lineages) gets the one it stands for, kept by the write."""
         act = self._actions
         if act is not None and act.login_user is not None:
             # A sign-in starts from fresh flags, its lineage kept: the commit's rotation sets
@@ -678,8 +678,7 @@ class Actions:
     alias_refused: str | None = None
     #: A new DBSC binding to write (a 1-tuple: its value may be ``None``, dropping it).
     dbsc: tuple[dict[str, JSON] | None] | None = None
-    #: Step-up grants given, used and refused, in order, reported by the commit: (outcome
-    #: (:data:`STEP_UP_GRANTED`, ...), operation digest, user, reason).
+    #: Step-up grants given, used and refused, in order (:data:`StepUpNote`), for the commit.
     step_ups: list[StepUpNote] | None = None
 
     def pending(self) -> bool:
