@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -126,6 +127,15 @@ def _werkzeug(app: Any) -> Iterator[tuple[str, Callable[[], str]]]:
         logger.propagate = saved[1]
 
 
+def _logged(log: Callable[[], str], text: str, timeout: float = 10.0) -> str:
+    """The server's log once it holds ``text`` (or at ``timeout``): a threaded server logs an
+    exception in the request's thread after the answer has gone out."""
+    deadline = time.monotonic() + timeout
+    while text not in (seen := log()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return seen
+
+
 @contextmanager
 def serving(kind: str, app: Any) -> Iterator[tuple[str, Callable[[], str]]]:
     """The app behind a real server of ``kind``: its base URL and its error log so far."""
@@ -172,7 +182,7 @@ def test_a_bare_wsgi_app_that_raises_gets_our_500_and_the_server_logs_it(
             assert cookie not in r.text and token not in r.text
         assert r.json()["error"] == "internal-error"
         assert _get(base, "/whoami", cookie).text == "alice visited=None", "nothing committed"
-        logged = log()
+        logged = _logged(log, DETAIL)
     assert DETAIL in logged, "the server logged the app's exception"
     assert cookie not in logged and token not in logged
 
@@ -182,7 +192,7 @@ def test_an_anonymous_request_that_fails_gets_no_session_cookie(server: str) -> 
     mw = SessionWardenWSGI(bare_app, policy=_policy(), store="memory://")
     with serving(server, mw) as (base, log):
         _assert_our_500(_get(base, "/boom"))
-    assert DETAIL in log()
+        assert DETAIL in _logged(log, DETAIL)
 
 
 def _call(app: Any, path: str) -> tuple[list[tuple[str, Any]], list[bytes], BaseException | None]:
@@ -261,7 +271,7 @@ def test_a_flask_app_propagating_exceptions_gets_our_500(server: str) -> None:
     exception through instead of answering its own 500."""
     with serving(server, _flask(PROPAGATE_EXCEPTIONS=True)) as (base, log):
         _assert_our_500(_get(base, "/"))
-    assert DETAIL in log()
+        assert DETAIL in _logged(log, DETAIL)
 
 
 def test_flask_debug_mode_leaves_the_exception_to_the_debugger() -> None:
