@@ -190,6 +190,11 @@ _DOUBLE: Final = struct.Struct(">d")
 _PLAIN: Final = frozenset({str, int, float, bool, type(None)})
 
 
+def _as_read(value: Any, raw: str) -> Any:
+    """What a read of the field ``value`` was stored in as ``raw`` gives back."""
+    return value if type(value) in _PLAIN else _value(raw)
+
+
 def enc(value: JSON) -> str:
     """A non-time value as stored."""
     if type(value) is str:
@@ -233,8 +238,7 @@ def _fingerprint_fields(
         raw = enc(value)
         flat += [code or FP_PREFIX + name, raw]
         if written is not None:
-            read = value if type(value) in _PLAIN else _value(raw)
-            written[_TRAIT if code else _EXTRA_TRAIT][name] = read
+            written[_TRAIT if code else _EXTRA_TRAIT][name] = _as_read(value, raw)
     return flat
 
 
@@ -285,7 +289,7 @@ def update_fields(
             raw = enc(value)
             sets += [code, raw]
             if meta is not None:
-                meta[name] = value if type(value) in _PLAIN else _value(raw)
+                meta[name] = _as_read(value, raw)
     _data_update(update, sets, dels, None if written is None else written[_DATA])
     return sets, dels
 
@@ -302,7 +306,7 @@ def _fingerprint_update(
     else:
         new = ["f", enc(value)]
         if written is not None:
-            written[_META]["fingerprint"] = value if type(value) in _PLAIN else _value(new[1])
+            written[_META]["fingerprint"] = _as_read(value, new[1])
     sets += new
     dels += [d for d in _FP_FIELDS if d not in new[::2]]
 
@@ -318,7 +322,7 @@ def _data_update(
         raw = enc(value)
         sets += [DATA_PREFIX + name, raw]
         if data is not None:
-            data[name] = value if type(value) in _PLAIN else _value(raw)
+            data[name] = _as_read(value, raw)
     if update.del_data:
         dels += [DATA_PREFIX + name for name in update.del_data]
         if data is not None:
