@@ -21,6 +21,7 @@ from sessionwarden.stores.resp import BlockingReader, fast_path_target
 from sessionwarden.stores.tracking import DRAIN_INTERVAL, MISS, InvalidationFeed, ReadCache
 
 from ..conftest import drop_prefix, redis_or_skip, unique_prefix
+from .test_read_cache_concurrency import make_record
 
 pytestmark = pytest.mark.redis
 
@@ -502,19 +503,6 @@ def test_a_read_on_another_connection_keeps_nothing_older_than_this_process_s_wr
 # -- two processes' stores: a write returns only once its notices have left Redis -----------------
 
 
-def _session(key: str) -> SessionRecord:
-    now = time.time()
-    return SessionRecord(
-        key=key,
-        created_at=now,
-        last_seen=now,
-        expires_at=now + 3600,
-        rotated_at=now,
-        csrf_secret="secret",
-        user_id="alice",
-    )
-
-
 def _drained(store: Any) -> None:
     """Apply what the store's notice connection has received by now (whatever the drain
     interval): the next read finds only notices that had not arrived."""
@@ -543,7 +531,7 @@ def test_a_write_returns_only_once_redis_sent_its_notices_sync() -> None:
         for store in (writer, reader):
             assert store.read_cache is not None and store.read_cache.feed.wait_connected(5.0)
         key = "f" * 64
-        writer.insert(_session(key), max_per_user=0, tombstone_until=time.time() + 60)
+        writer.insert(make_record(key), max_per_user=0, tombstone_until=time.time() + 60)
         stale = 0
         for n in range(WRITES):
             reader.get(key)
@@ -578,7 +566,7 @@ def test_a_write_returns_only_once_redis_sent_its_notices_async() -> None:
                 assert cache is not None
                 await asyncio.to_thread(cache.feed.wait_connected, 5.0)
             key = "e" * 64
-            await writer.insert(_session(key), max_per_user=0, tombstone_until=time.time() + 60)
+            await writer.insert(make_record(key), max_per_user=0, tombstone_until=time.time() + 60)
             stale = 0
             for n in range(WRITES):
                 await reader.get(key)
